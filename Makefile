@@ -1,0 +1,58 @@
+# equirl developer targets. `make demo` and `make test` work from a fresh clone: they create .venv
+# (CPU torch, all extras) on first use; the stamp makes setup idempotent and redo itself when
+# pyproject.toml changes.
+VENV       ?= .venv
+PYTHON     ?= python3
+PY         := $(VENV)/bin/python
+PIP        := $(PY) -m pip
+# the CPU build of torch (this pin is setup-only; pyproject declares a range)
+TORCH_SPEC ?= torch==2.13.0
+EXTRAS     ?= rl,language,vision,dev
+STAMP      := $(VENV)/.equirl-setup-$(shell cksum pyproject.toml | cut -d' ' -f1)
+PYTEST_ARGS ?=
+
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: setup demo test test-slow test-all lint type format bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@rm -f $(VENV)/.equirl-setup-*
+	$(PIP) install -q --disable-pip-version-check "$(TORCH_SPEC)"
+	$(PIP) install -q --disable-pip-version-check -e ".[$(EXTRAS)]"
+	@if $(PIP) list 2>/dev/null | grep -i -E "nvidia|cuda"; then \
+		echo "error: a CUDA build crept into $(VENV) (see above); remove $(VENV) and set TORCH_SPEC to a CPU build"; exit 1; fi
+	@touch $@
+
+demo: setup
+	$(VENV)/bin/equirl demo
+
+test: setup
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
+
+test-all: setup
+	$(PY) -m pytest -q -m "slow or not slow" $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check equirl tests
+	$(VENV)/bin/ruff format --check equirl tests
+
+format: setup
+	$(VENV)/bin/ruff format equirl tests
+	$(VENV)/bin/ruff check --fix equirl tests
+
+type: setup
+	$(VENV)/bin/mypy
+
+bench: setup
+	$(VENV)/bin/equirl bench symmetrizers
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,5 @@
+import sys
+
+from equirl.cli import main
+
+sys.exit(main())

@@ -1,0 +1,660 @@
+"""How a finite group acts on tensors.
+
+An *action* is a group together with a transform per element, and it must be a homomorphism:
+``act(g @ h) = act(g) ∘ act(h)``. Actions are built from the images of the group's generators
+(:meth:`GroupAction.from_generators`); the images of all other elements follow by composition along
+the Cayley graph, and the construction checks every relation, so an inconsistent choice (say a
+mirror declared as the image of a rotation of order 4) is refused with a clear error.
+
+Transforms are small hashable value objects that compose exactly:
+
+* :class:`ImageTransform` -- ``r^k m^m`` on two spatial dims: first a *left-right mirror* (flip of the
+  width axis) if ``m``, then ``k`` quarter turns. A top-bottom mirror is ``r^2 m``; note that flipping
+  both axes is the 180° rotation ``r^2``, *not* a mirror.
+* :class:`SignedPerm` -- ``x ↦ s * x[..., src]``: signed permutations of features (CartPole's
+  ``x ↦ -x``) and, with all signs ``+1``, index permutations of a categorical axis (Q-value columns,
+  class or vocabulary logits). Inverses use ``argsort``, never dense matrices.
+* :class:`TokenMap` -- ``t ↦ table[t]`` on integer token ids (``jump ↔ run``).
+* :class:`Identity` -- the trivial action (invariant outputs).
+
+The batched entry points used by the symmetrizers lay the group axis first:
+
+* :meth:`GroupAction.orbit` maps ``x`` of shape ``(B, ...)`` to ``(|G|, B, ...)`` with ``out[g] = g·x``;
+* :meth:`GroupAction.inverse_stacked` maps ``y`` of shape ``(|G|, B, ...)`` to ``out[g] = g⁻¹·y[g]``;
+* :meth:`GroupAction.apply_each` transforms sample ``b`` by its own element ``idx[b]``.
+
+Example::
+
+    >>> import torch
+    >>> from equirl.groups import dihedral
+    >>> from equirl.actions import image_action
+    >>> act = image_action(dihedral(4))
+    >>> x = torch.arange(4.0).view(1, 1, 2, 2)
+    >>> act.orbit(x).shape
+    torch.Size([8, 1, 1, 2, 2])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import torch
+from torch import Tensor
+
+from equirl.errors import GroupError
+from equirl.groups import Group, GroupElement, flip
+
+__all__ = [
+    "GroupAction",
+    "Identity",
+    "ImageAction",
+    "ImageTransform",
+    "SignedPerm",
+    "SignedPermAction",
+    "TokenAction",
+    "TokenMap",
+    "TrivialAction",
+    "image_action",
+    "mirror_action",
+    "permutation_action",
+    "product_action",
+    "rotation_action",
+    "signed_permutation_action",
+    "swap_permutation",
+    "token_action",
+    "trivial_action",
+]
+
+
+# --------------------------------------------------------------------------------------------------
+# transforms (exact, composable value objects)
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Identity:
+    """The identity transform."""
+
+    def compose(self, other: Identity) -> Identity:
+        return self
+
+    def inverse(self) -> Identity:
+        return self
+
+
+@dataclass(frozen=True)
+class ImageTransform:
+    """``r^k m^m``: left-right mirror of the width axis if ``mirror``, then ``k`` quarter turns."""
+
+    k: int = 0
+    mirror: bool = False
+
+    def compose(self, other: ImageTransform) -> ImageTransform:
+        """``self ∘ other`` using ``m r = r⁻¹ m``."""
+        k = self.k + (-other.k if self.mirror else other.k)
+        return ImageTransform(k % 4, self.mirror != other.mirror)
+
+    def inverse(self) -> ImageTransform:
+        return ImageTransform(self.k if self.mirror else (-self.k) % 4, self.mirror)
+
+
+def _argsort(p: Sequence[int]) -> tuple[int, ...]:
+    return tuple(sorted(range(len(p)), key=p.__getitem__))
+
+
+@dataclass(frozen=True)
+class SignedPerm:
+    """``x ↦ signs * x[..., src]`` on the last axis; ``signs=None`` means all ``+1``."""
+
+    src: tuple[int, ...]
+    signs: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.src)
+        if sorted(self.src) != list(range(n)):
+            raise GroupError(f"not a bijection of 0..{n - 1}: {list(self.src)}")
+        if self.signs is not None:
+            if len(self.signs) != n or any(s not in (-1.0, 1.0) for s in self.signs):
+                raise GroupError(f"signs must be {n} values of +1/-1, got {list(self.signs)}")
+            if all(s == 1.0 for s in self.signs):
+                object.__setattr__(self, "signs", None)
+
+    @property
+    def size(self) -> int:
+        return len(self.src)
+
+    def compose(self, other: SignedPerm) -> SignedPerm:
+        """``self ∘ other``: ``x ↦ s1 * (s2 * x[src2])[src1]``."""
+        if other.size != self.size:
+            raise GroupError("cannot compose permutations of different sizes")
+        src = tuple(other.src[i] for i in self.src)
+        if self.signs is None and other.signs is None:
+            return SignedPerm(src)
+        s1 = self.signs or (1.0,) * self.size
+        s2 = other.signs or (1.0,) * self.size
+        return SignedPerm(src, tuple(s1[j] * s2[self.src[j]] for j in range(self.size)))
+
+    def inverse(self) -> SignedPerm:
+        inv = _argsort(self.src)
+        if self.signs is None:
+            return SignedPerm(inv)
+        return SignedPerm(inv, tuple(self.signs[j] for j in inv))
+
+
+@dataclass(frozen=True)
+class TokenMap:
+    """``t ↦ table[t]`` on integer ids; ``table`` is a permutation of the vocabulary."""
+
+    table: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if sorted(self.table) != list(range(len(self.table))):
+            raise GroupError("a token map must be a bijection of the vocabulary")
+
+    def compose(self, other: TokenMap) -> TokenMap:
+        return TokenMap(tuple(self.table[t] for t in other.table))
+
+    def inverse(self) -> TokenMap:
+        return TokenMap(_argsort(self.table))
+
+
+T = TypeVar("T", Identity, ImageTransform, SignedPerm, TokenMap)
+
+
+def _extend_homomorphism(group: Group, images: Sequence[T], identity: T) -> list[T]:
+    """Extend generator images to every element, checking all relations."""
+    if len(images) != len(group.generator_indices):
+        raise GroupError(
+            f"{group.name} has {len(group.generator_indices)} generators, got {len(images)} images"
+        )
+    out: list[T | None] = [None] * group.order
+    out[0] = identity
+    frontier = [0]
+    gens = list(zip(group.generator_indices, images))
+    while frontier:
+        nxt = []
+        for x in frontier:
+            tx = out[x]
+            assert tx is not None
+            for s, ts in gens:
+                h = group.mul_index(s, x)
+                th = ts.compose(tx)  # type: ignore[arg-type]
+                if out[h] is None:
+                    out[h] = th
+                    nxt.append(h)
+                elif out[h] != th:
+                    raise GroupError(
+                        f"the generator images do not define an action of {group.name}: "
+                        f"element {group.labels[h]} gets two different transforms"
+                    )
+        frontier = nxt
+    return [t for t in out if t is not None]
+
+
+# --------------------------------------------------------------------------------------------------
+# actions
+# --------------------------------------------------------------------------------------------------
+class GroupAction(Generic[T]):
+    """A group acting on tensors through one transform per element.
+
+    Subclasses vectorise :meth:`orbit`, :meth:`inverse_stacked` and :meth:`apply_each`; the defaults
+    below loop over the elements and serve as the reference.
+
+    :param group: the acting group.
+    :param transforms: one transform per element, in element order (must be a homomorphism).
+    """
+
+    def __init__(self, group: Group, transforms: Sequence[T]) -> None:
+        if len(transforms) != group.order:
+            raise GroupError(f"{group.name} has {group.order} elements, got {len(transforms)} transforms")
+        self.group = group
+        self.transforms: tuple[T, ...] = tuple(transforms)
+        self._cache: dict[Any, Any] = {}
+
+    # -- construction ------------------------------------------------------------------------------
+    @classmethod
+    def from_generators(cls, group: Group, images: Sequence[Any], **kwargs: Any) -> GroupAction[Any]:
+        """Build the action from the images of ``group.generators`` (checked to be a homomorphism)."""
+        return cls(group, _extend_homomorphism(group, list(images), cls._identity_like(images, **kwargs)), **kwargs)
+
+    @classmethod
+    def _identity_like(cls, images: Sequence[Any], **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+    def check_homomorphism(self) -> None:
+        """Raise unless ``act(g @ h) == act(g) ∘ act(h)`` for all elements (exact on transforms)."""
+        g = self.group
+        for i in range(g.order):
+            for j in range(g.order):
+                if self.transforms[g.mul_index(i, j)] != self.transforms[i].compose(self.transforms[j]):  # type: ignore[arg-type]
+                    raise GroupError(f"not a homomorphism at ({g.labels[i]}, {g.labels[j]})")
+
+    @property
+    def is_trivial(self) -> bool:
+        return False
+
+    def _index(self, g: GroupElement | int) -> int:
+        if isinstance(g, GroupElement):
+            if g.group is not self.group:
+                raise GroupError(f"element {g} does not belong to {self.group.name}")
+            return g.index
+        return int(g)
+
+    # -- per element ---------------------------------------------------------------------------------
+    def apply(self, x: Tensor, g: GroupElement | int) -> Tensor:
+        """``g·x`` for one element (applied to the whole tensor)."""
+        return self._apply_transform(x, self.transforms[self._index(g)])
+
+    def _apply_transform(self, x: Tensor, t: T) -> Tensor:
+        raise NotImplementedError
+
+    # -- batched -------------------------------------------------------------------------------------
+    def orbit(self, x: Tensor) -> Tensor:
+        """``(|G|, *x.shape)`` with ``out[g] = g·x``."""
+        return torch.stack([self._apply_transform(x, t) for t in self.transforms])
+
+    def inverse_stacked(self, y: Tensor) -> Tensor:
+        """For ``y`` of shape ``(|G|, B, ...)``: ``out[g] = g⁻¹·y[g]``."""
+        inv = self.group.inverse_indices
+        return torch.stack([self._apply_transform(y[g], self.transforms[inv[g]]) for g in range(len(inv))])
+
+    def apply_each(self, x: Tensor, idx: Tensor, inverse: bool = False) -> Tensor:
+        """Transform sample ``b`` of ``x`` by element ``idx[b]`` (or its inverse)."""
+        inv = self.group.inverse_indices
+        out = torch.empty_like(x) if not self._changes_shape else None
+        parts = []
+        for b, i in enumerate(idx.tolist()):
+            t = self.transforms[inv[i] if inverse else i]
+            yb = self._apply_transform(x[b : b + 1], t)
+            if out is not None:
+                out[b : b + 1] = yb
+            else:
+                parts.append(yb)
+        return out if out is not None else torch.cat(parts)
+
+    @property
+    def _changes_shape(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.group.name})"
+
+
+class TrivialAction(GroupAction[Identity]):
+    """Every element acts as the identity (invariant inputs or outputs)."""
+
+    def __init__(self, group: Group, transforms: Sequence[Identity] | None = None) -> None:
+        super().__init__(group, transforms or [Identity()] * group.order)
+
+    @classmethod
+    def _identity_like(cls, images: Sequence[Any], **kwargs: Any) -> Identity:
+        return Identity()
+
+    @property
+    def is_trivial(self) -> bool:
+        return True
+
+    def _apply_transform(self, x: Tensor, t: Identity) -> Tensor:
+        return x
+
+    def orbit(self, x: Tensor) -> Tensor:
+        return x.unsqueeze(0).expand(self.group.order, *x.shape)
+
+    def inverse_stacked(self, y: Tensor) -> Tensor:
+        return y
+
+    def apply_each(self, x: Tensor, idx: Tensor, inverse: bool = False) -> Tensor:
+        return x
+
+
+class ImageAction(GroupAction[ImageTransform]):
+    """Quarter turns and real mirrors of two spatial dims (default ``(-2, -1)``: NCHW / HW).
+
+    :param group: the acting group.
+    :param transforms: one :class:`ImageTransform` per element.
+    :param dims: the (height, width) dims, counted from the end (negative) so batch dims do not matter.
+    """
+
+    def __init__(self, group: Group, transforms: Sequence[ImageTransform], dims: tuple[int, int] = (-2, -1)) -> None:
+        super().__init__(group, transforms)
+        if not (dims[0] < 0 and dims[1] < 0 and dims[0] != dims[1]):
+            raise GroupError(f"image dims must be two distinct negative dims, got {dims}")
+        self.dims = dims
+
+    @classmethod
+    def _identity_like(cls, images: Sequence[Any], **kwargs: Any) -> ImageTransform:
+        return ImageTransform()
+
+    def _apply_transform(self, x: Tensor, t: ImageTransform) -> Tensor:
+        h, w = self.dims
+        if t.k % 2 == 1 and x.shape[h] != x.shape[w]:
+            raise GroupError(f"quarter turns need square images, got {x.shape[h]}x{x.shape[w]}")
+        if t.mirror:
+            x = x.flip(w)
+        if t.k:
+            x = torch.rot90(x, t.k, dims=(h, w))
+        return x
+
+    def _flat_index(self, h: int, w: int, inverse: bool, device: torch.device) -> Tensor:
+        """``(|G|, h*w)`` gather indices on the flattened spatial dims (one op for the whole orbit)."""
+        key = ("flat", h, w, inverse, device)
+        idx = self._cache.get(key)
+        if idx is None:
+            grid = torch.arange(h * w, device=device).view(h, w)
+            inv = self.group.inverse_indices
+            rows = []
+            for g, t in enumerate(self.transforms):
+                tt = self.transforms[inv[g]] if inverse else t
+                if tt.k % 2 == 1 and h != w:
+                    raise GroupError(f"quarter turns need square images, got {h}x{w}")
+                if tt.mirror:
+                    grid_t = grid.flip(1)
+                else:
+                    grid_t = grid
+                rows.append(torch.rot90(grid_t, tt.k, dims=(0, 1)).reshape(-1))
+            idx = torch.stack(rows)
+            self._cache[key] = idx
+        return idx
+
+    def _orbit_gather(self, x: Tensor, inverse: bool) -> Tensor:
+        hd, wd = self.dims
+        if (hd, wd) != (-2, -1):
+            return super().orbit(x) if not inverse else super().inverse_stacked(x)
+        h, w = x.shape[-2], x.shape[-1]
+        idx = self._flat_index(h, w, inverse, x.device)
+        G = self.group.order
+        if inverse:  # x: (G, ...)
+            flat = x.reshape(G, -1, h * w)
+            out = torch.gather(flat, 2, idx.unsqueeze(1).expand(G, flat.shape[1], h * w))
+            return out.view(x.shape)
+        flat = x.reshape(1, -1, h * w).expand(G, -1, h * w)
+        out = torch.gather(flat, 2, idx.unsqueeze(1).expand(G, flat.shape[1], h * w))
+        return out.view(G, *x.shape)
+
+    def orbit(self, x: Tensor) -> Tensor:
+        return self._orbit_gather(x, inverse=False)
+
+    def inverse_stacked(self, y: Tensor) -> Tensor:
+        return self._orbit_gather(y, inverse=True)
+
+    def apply_each(self, x: Tensor, idx: Tensor, inverse: bool = False) -> Tensor:
+        hd, wd = self.dims
+        if (hd, wd) != (-2, -1):
+            return super().apply_each(x, idx, inverse)
+        h, w = x.shape[-2], x.shape[-1]
+        table = self._flat_index(h, w, inverse, x.device)[idx]  # (B, h*w)
+        B = x.shape[0]
+        flat = x.reshape(B, -1, h * w)
+        out = torch.gather(flat, 2, table.unsqueeze(1).expand(B, flat.shape[1], h * w))
+        return out.view(x.shape)
+
+
+class SignedPermAction(GroupAction[SignedPerm]):
+    """Signed permutations of the last axis: ``g·x = s_g * x[..., src_g]``.
+
+    With all signs ``+1`` this is the action on a categorical axis (Q-values, logits); the inverse of
+    each element is precomputed with ``argsort``.
+    """
+
+    @classmethod
+    def _identity_like(cls, images: Sequence[Any], **kwargs: Any) -> SignedPerm:
+        return SignedPerm(tuple(range(images[0].size))) if images else SignedPerm(())
+
+    def __init__(self, group: Group, transforms: Sequence[SignedPerm]) -> None:
+        super().__init__(group, transforms)
+        sizes = {t.size for t in self.transforms}
+        if len(sizes) != 1:
+            raise GroupError("all signed permutations must act on the same number of features")
+        self.size = sizes.pop()
+        self.has_signs = any(t.signs is not None for t in self.transforms)
+        self.is_pure_sign = all(t.src == tuple(range(self.size)) for t in self.transforms)
+
+    def _tables(self, device: torch.device, dtype: torch.dtype, inverse: bool) -> tuple[Tensor, Tensor | None]:
+        key = ("tab", device, dtype, inverse)
+        hit = self._cache.get(key)
+        if hit is None:
+            inv = self.group.inverse_indices
+            ts = [self.transforms[inv[g]] for g in range(self.group.order)] if inverse else list(self.transforms)
+            src = torch.tensor([t.src for t in ts], dtype=torch.long, device=device)
+            signs = (
+                torch.tensor([t.signs or (1.0,) * self.size for t in ts], dtype=dtype, device=device)
+                if self.has_signs
+                else None
+            )
+            hit = (src, signs)
+            self._cache[key] = hit
+        return hit
+
+    def _check(self, x: Tensor) -> None:
+        if x.shape[-1] != self.size:
+            raise GroupError(f"{self} acts on a last axis of size {self.size}, got shape {tuple(x.shape)}")
+
+    def _apply_transform(self, x: Tensor, t: SignedPerm) -> Tensor:
+        self._check(x)
+        out = x[..., list(t.src)]
+        if t.signs is not None:
+            out = out * torch.tensor(t.signs, dtype=x.dtype, device=x.device)
+        return out
+
+    def _stacked(self, x: Tensor, inverse: bool, expand: bool) -> Tensor:
+        self._check(x)
+        G = self.group.order
+        src, signs = self._tables(x.device, x.dtype, inverse)
+        view = (G,) + (1,) * (x.dim() - (0 if expand else 1) - 1) + (self.size,)
+        if self.is_pure_sign:
+            assert signs is not None
+            base = x.unsqueeze(0) if expand else x
+            return base * signs.view(view)
+        shape = (G, *x.shape) if expand else x.shape
+        base = x.unsqueeze(0).expand(shape) if expand else x
+        out = torch.gather(base, -1, src.view(view).expand(shape))
+        if signs is not None:
+            out = out * signs.view(view)
+        return out
+
+    def orbit(self, x: Tensor) -> Tensor:
+        return self._stacked(x, inverse=False, expand=True)
+
+    def inverse_stacked(self, y: Tensor) -> Tensor:
+        return self._stacked(y, inverse=True, expand=False)
+
+    def apply_each(self, x: Tensor, idx: Tensor, inverse: bool = False) -> Tensor:
+        self._check(x)
+        src, signs = self._tables(x.device, x.dtype, inverse)
+        view = (x.shape[0],) + (1,) * (x.dim() - 2) + (self.size,)
+        out = torch.gather(x, -1, src[idx].view(view).expand(x.shape))
+        if signs is not None:
+            out = out * signs[idx].view(view)
+        return out
+
+
+class TokenAction(GroupAction[TokenMap]):
+    """Id swaps on integer token tensors: ``g·t = table_g[t]`` (any shape)."""
+
+    @classmethod
+    def _identity_like(cls, images: Sequence[Any], **kwargs: Any) -> TokenMap:
+        return TokenMap(tuple(range(len(images[0].table)))) if images else TokenMap(())
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.transforms[0].table)
+
+    def _table(self, device: torch.device, inverse: bool) -> Tensor:
+        key = ("tok", device, inverse)
+        tab = self._cache.get(key)
+        if tab is None:
+            inv = self.group.inverse_indices
+            ts = [self.transforms[inv[g]] for g in range(self.group.order)] if inverse else list(self.transforms)
+            tab = torch.tensor([t.table for t in ts], dtype=torch.long, device=device)
+            self._cache[key] = tab
+        return tab
+
+    def _apply_transform(self, x: Tensor, t: TokenMap) -> Tensor:
+        return torch.tensor(t.table, dtype=torch.long, device=x.device)[x]
+
+    def orbit(self, x: Tensor) -> Tensor:
+        tab = self._table(x.device, False)  # (G, V)
+        G = tab.shape[0]
+        offs = (torch.arange(G, device=x.device) * self.vocab_size).view((G,) + (1,) * x.dim())
+        return tab.view(-1)[x.unsqueeze(0) + offs]
+
+    def inverse_stacked(self, y: Tensor) -> Tensor:
+        tab = self._table(y.device, True)
+        G = tab.shape[0]
+        offs = (torch.arange(G, device=y.device) * self.vocab_size).view((G,) + (1,) * (y.dim() - 1))
+        return tab.view(-1)[y + offs]
+
+    def apply_each(self, x: Tensor, idx: Tensor, inverse: bool = False) -> Tensor:
+        tab = self._table(x.device, inverse)
+        offs = (idx * self.vocab_size).view((x.shape[0],) + (1,) * (x.dim() - 1))
+        return tab.view(-1)[x + offs]
+
+
+# --------------------------------------------------------------------------------------------------
+# factories
+# --------------------------------------------------------------------------------------------------
+def trivial_action(group: Group) -> TrivialAction:
+    """The trivial action of ``group`` (for invariant inputs/outputs)."""
+    return TrivialAction(group)
+
+
+def image_action(group: Group, generator_images: Sequence[ImageTransform] | None = None,
+                 dims: tuple[int, int] = (-2, -1)) -> ImageAction:
+    """An action on images from the images of the generators.
+
+    Without ``generator_images``, the standard choice for the factory groups is used:
+    ``cyclic(4)``: ``r1 ↦`` quarter turn; ``cyclic(2)``: half turn; ``dihedral(4)``/``dihedral(2)``:
+    ``r ↦`` quarter/half turn, ``m ↦`` left-right mirror; ``flip()``: left-right mirror.
+    """
+    if generator_images is None:
+        generator_images = _default_image_generators(group)
+    act = ImageAction.from_generators(group, generator_images, dims=dims)
+    assert isinstance(act, ImageAction)
+    return act
+
+
+def _default_image_generators(group: Group) -> list[ImageTransform]:
+    if group.factors:
+        imgs: list[ImageTransform] = []
+        for f in group.factors:
+            imgs.extend(_default_image_generators(f))
+        return imgs
+    order, n_gens = group.order, len(group.generator_indices)
+    if group.name.startswith("C") and n_gens == 1 and order in (2, 4):
+        return [ImageTransform(4 // order)]
+    if group.name.startswith("D") and order in (4, 8) and n_gens == 2:
+        return [ImageTransform(8 // order), ImageTransform(0, True)]
+    if group is flip():
+        return [ImageTransform(0, True)]
+    raise GroupError(
+        f"no default image action for {group.name}: pass generator_images (quarter turns act exactly only "
+        "for C2, C4, D2, D4 and mirrors)"
+    )
+
+
+def rotation_action(n: int = 4, dims: tuple[int, int] = (-2, -1)) -> ImageAction:
+    """``C_n`` (n = 2 or 4) rotating images by multiples of 360°/n."""
+    from equirl.groups import cyclic
+
+    return image_action(cyclic(n), dims=dims)
+
+
+def mirror_action(axis: str = "left-right", dims: tuple[int, int] = (-2, -1)) -> ImageAction:
+    """The two-element group acting by a real mirror: ``"left-right"`` (flip the width axis) or
+    ``"top-bottom"`` (flip the height axis, ``r^2 m``)."""
+    axis = axis.replace("_", "-").lower()
+    if axis in ("left-right", "lr", "horizontal"):
+        img = ImageTransform(0, True)
+    elif axis in ("top-bottom", "tb", "vertical", "up-down"):
+        img = ImageTransform(2, True)
+    else:
+        raise GroupError(f"unknown mirror axis {axis!r}: use 'left-right' or 'top-bottom'")
+    return image_action(flip(), [img], dims=dims)
+
+
+def swap_permutation(n: int, swaps: Sequence[tuple[int, int]] | Mapping[int, int]) -> tuple[int, ...]:
+    """The permutation of ``0..n-1`` exchanging each pair in ``swaps``.
+
+    Raises :class:`GroupError` if an index is out of range or used twice.
+    """
+    pairs = list(swaps.items()) if isinstance(swaps, Mapping) else list(swaps)
+    p = list(range(n))
+    used: set[int] = set()
+    for a, b in pairs:
+        a, b = int(a), int(b)
+        if not (0 <= a < n and 0 <= b < n):
+            raise GroupError(f"swap ({a}, {b}) is out of range for size {n}")
+        if a in used or b in used or a == b:
+            raise GroupError(f"swap ({a}, {b}) reuses an index: swaps must be disjoint pairs")
+        used.update((a, b))
+        p[a], p[b] = b, a
+    return tuple(p)
+
+
+def signed_permutation_action(group: Group, generator_images: Sequence[SignedPerm | Sequence[int]],
+                              signs: Sequence[Sequence[float] | None] | None = None) -> SignedPermAction:
+    """Signed permutation action on the last axis from generator images.
+
+    :param generator_images: per generator, a :class:`SignedPerm` or a source-index list ``src``
+        (``(g·x)[i] = x[src[i]]``).
+    :param signs: optional per-generator sign vectors when ``generator_images`` are plain lists.
+    """
+    imgs: list[SignedPerm] = []
+    for i, im in enumerate(generator_images):
+        if isinstance(im, SignedPerm):
+            imgs.append(im)
+        else:
+            s = None if signs is None or signs[i] is None else tuple(float(v) for v in signs[i])  # type: ignore[union-attr]
+            imgs.append(SignedPerm(tuple(int(v) for v in im), s))
+    act = SignedPermAction.from_generators(group, imgs)
+    assert isinstance(act, SignedPermAction)
+    return act
+
+
+def permutation_action(group: Group, generator_perms: Sequence[Sequence[int]] | None = None) -> SignedPermAction:
+    """Index permutations of a categorical axis (Q-value columns, class or vocabulary logits).
+
+    For a permutation group, ``generator_perms`` defaults to the group's own permutations:
+    element ``p`` sends index ``i`` to ``p[i]``, i.e. ``(g·y)[p[i]] = y[i]``.
+    Otherwise ``generator_perms`` gives, per generator, where each index goes.
+    """
+    if generator_perms is None:
+        if not all(isinstance(d, tuple) and all(isinstance(v, int) for v in d) for d in group.data):
+            raise GroupError(f"{group.name} is not a permutation group: pass generator_perms")
+        generator_perms = [group.data[i] for i in group.generator_indices]
+    # (g·y)[p[i]] = y[i]  <=>  (g·y)[j] = y[p^{-1}[j]]  =>  src = argsort(p)
+    return signed_permutation_action(group, [SignedPerm(_argsort([int(v) for v in p])) for p in generator_perms])
+
+
+def token_action(group: Group, generator_tables: Sequence[Sequence[int]] | None = None) -> TokenAction:
+    """Id swaps on token tensors; by default a permutation group's own permutations (``t ↦ p[t]``)."""
+    if generator_tables is None:
+        generator_tables = [group.data[i] for i in group.generator_indices]
+    act = TokenAction.from_generators(group, [TokenMap(tuple(int(v) for v in t)) for t in generator_tables])
+    assert isinstance(act, TokenAction)
+    return act
+
+
+def product_action(group: Group, actions: Sequence[GroupAction[Any]]) -> GroupAction[Any]:
+    """The action of a direct product ``group = G_1 × ... × G_k`` from commuting actions of its factors
+    on the same kind of tensor (checked: the factors' transforms must commute)."""
+    if not group.factors or len(group.factors) != len(actions):
+        raise GroupError(f"{group.name} is not a direct product of {len(actions)} factors")
+    kinds = {type(a) for a in actions if not a.is_trivial}
+    if len(kinds) > 1:
+        raise GroupError("product_action needs factor actions of the same kind")
+    if not kinds:
+        return TrivialAction(group)
+    cls = kinds.pop()
+    images: list[Any] = []
+    template = next(a for a in actions if not a.is_trivial)
+    ident = template.transforms[0]
+    for f, a in zip(group.factors, actions):
+        if a.group is not f:
+            raise GroupError(f"action {a} is not an action of factor {f.name}")
+        images.extend(ident if a.is_trivial else a.transforms[s] for s in f.generator_indices)
+    kwargs: dict[str, Any] = {"dims": template.dims} if isinstance(template, ImageAction) else {}
+    return cls.from_generators(group, images, **kwargs)
+
+
+ActionFactory = Callable[..., GroupAction[Any]]

@@ -1,0 +1,69 @@
+"""Symmetrizers: one interface, several methods (see :class:`~equirl.symmetrizers.base.Symmetrizer`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import Tensor, nn
+
+from equirl.actions import GroupAction
+from equirl.errors import EquirlError
+from equirl.symmetrizers.base import SYMMETRIZERS, Symmetrizer, SymmetrizerOutput, register_symmetrizer
+from equirl.symmetrizers.check import check_equivariance, equivariance_errors
+from equirl.symmetrizers.methods import EquiTune, EquiZero, LambdaEquiTune, LambdaNet
+from equirl.symmetrizers.proxies import PROXIES, get_proxy
+
+__all__ = [
+    "PROXIES",
+    "SYMMETRIZERS",
+    "EquiTune",
+    "EquiZero",
+    "LambdaEquiTune",
+    "LambdaNet",
+    "Symmetrizer",
+    "SymmetrizerOutput",
+    "check_equivariance",
+    "equivariance_errors",
+    "get_proxy",
+    "register_symmetrizer",
+    "symmetrize",
+]
+
+_ALIASES = {"lambda_equitune": "lambda", "lambda-equitune": "lambda", "λ": "lambda", "equi-tune": "equitune"}
+
+
+def symmetrize(
+    model: nn.Module | Callable[[Tensor], Tensor],
+    in_action: GroupAction[Any],
+    out_action: GroupAction[Any] | None = None,
+    method: str = "equitune",
+    **kwargs: Any,
+) -> Symmetrizer:
+    """Wrap ``model`` so that it is equivariant to ``in_action.group``.
+
+    :param model: the pretrained model ``M``.
+    :param in_action: the group's action on inputs.
+    :param out_action: its action on outputs (``None``: invariant outputs).
+    :param method: ``"equitune"``, ``"equizero"``, ``"lambda"`` (λ-equitune) or any registered name.
+    :param kwargs: passed to the method's class (e.g. ``proxy="max_value"`` for equizero).
+
+    Example::
+
+        >>> import torch
+        >>> from equirl import symmetrize
+        >>> from equirl.groups import flip
+        >>> from equirl.actions import signed_permutation_action, permutation_action
+        >>> z2 = flip()
+        >>> obs = signed_permutation_action(z2, [[0, 1, 2, 3]], signs=[[-1] * 4])
+        >>> acts = permutation_action(z2, [[1, 0]])
+        >>> q = symmetrize(torch.nn.Linear(4, 2), obs, acts, method="equizero", proxy="max_value")
+        >>> q(torch.randn(3, 4)).shape
+        torch.Size([3, 2])
+    """
+    key = _ALIASES.get(method, method)
+    try:
+        cls = SYMMETRIZERS[key]
+    except KeyError:
+        raise EquirlError(f"unknown method {method!r}; choose one of {sorted(SYMMETRIZERS)}") from None
+    return cls(model, in_action, out_action, **kwargs)

@@ -1,0 +1,165 @@
+"""The symmetrizer interface: one ``nn.Module`` wrapping any model ``M``.
+
+Every method here is a weighted average over the orbit,
+
+.. math::  M_G(x) = \\sum_{g \\in G} w_g(x)\\, g^{-1} \\cdot M(g \\cdot x), \\qquad w(x) \\in \\Delta^{|G|-1},
+
+with uniform weights for equitune, the one-hot of ``argmin_g ℓ(M(g·x))`` for equizero and a learned
+softmax for λ-equitune. :class:`Symmetrizer` owns the shared mechanics: the ``|G|`` transformed copies
+go through ``M`` in one batched call per chunk, the chunk size keeps each call in the range where a
+batched call is cheaper than ``|G|`` separate ones, and :meth:`Symmetrizer.forward_loop` is the
+per-element reference the tests compare against.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from equirl.actions import GroupAction, TrivialAction
+from equirl.errors import GroupError
+
+__all__ = ["SYMMETRIZERS", "Symmetrizer", "SymmetrizerOutput", "register_symmetrizer"]
+
+
+class SymmetrizerOutput(NamedTuple):
+    """The symmetrized output and the orbit weights that produced it.
+
+    :param output: same shape and dtype as ``M(x)``.
+    :param weights: ``(|G|, B)``, each column on the simplex (uniform, one-hot, or λ's softmax).
+    """
+
+    output: Tensor
+    weights: Tensor
+
+
+#: the methods by name (filled by :func:`register_symmetrizer`)
+SYMMETRIZERS: dict[str, type[Symmetrizer]] = {}
+
+
+def register_symmetrizer(name: str) -> Callable[[type[Symmetrizer]], type[Symmetrizer]]:
+    """Class decorator registering a symmetrizer under ``name`` for :func:`equirl.symmetrize`."""
+
+    def deco(cls: type[Symmetrizer]) -> type[Symmetrizer]:
+        SYMMETRIZERS[name] = cls
+        cls.method_name = name
+        return cls
+
+    return deco
+
+
+class Symmetrizer(nn.Module):
+    """Base class: wraps ``model`` so that it becomes equivariant to ``in_action.group``.
+
+    :param model: any ``nn.Module`` (or callable) mapping a batch ``(B, ...)`` to a tensor ``(B, ...)``.
+    :param in_action: how the group acts on the model's input.
+    :param out_action: how it acts on the output; ``None`` means trivially (an invariant model).
+    :param chunk_size: samples per batched call (each call sees ``|G|·chunk`` rows); ``"auto"`` keeps a
+        call's input under ``max_call_bytes`` and ``max_call_rows``; ``None`` never chunks.
+    :param max_call_bytes: the auto chunk's budget for one call's input.
+    :param max_call_rows: the auto chunk's cap on rows per call.
+    """
+
+    method_name = "base"
+
+    def __init__(
+        self,
+        model: nn.Module | Callable[[Tensor], Tensor],
+        in_action: GroupAction[Any],
+        out_action: GroupAction[Any] | None = None,
+        chunk_size: int | str | None = "auto",
+        max_call_bytes: int = 1 << 21,
+        max_call_rows: int = 2048,
+    ) -> None:
+        super().__init__()
+        if out_action is None:
+            out_action = TrivialAction(in_action.group)
+        if out_action.group is not in_action.group:
+            raise GroupError(
+                f"input and output actions must be of the same group, got {in_action.group.name} "
+                f"and {out_action.group.name}"
+            )
+        if isinstance(model, nn.Module):
+            self.model = model
+        else:
+            self._model_fn = model
+        self.in_action = in_action
+        self.out_action = out_action
+        if not (chunk_size is None or chunk_size == "auto" or (isinstance(chunk_size, int) and chunk_size > 0)):
+            raise ValueError(f"chunk_size must be a positive int, 'auto' or None, got {chunk_size!r}")
+        self.chunk_size = chunk_size
+        self.max_call_bytes = max_call_bytes
+        self.max_call_rows = max_call_rows
+
+    # -- helpers -------------------------------------------------------------------------------------
+    @property
+    def group(self) -> Any:
+        return self.in_action.group
+
+    def _run_model(self, x: Tensor) -> Tensor:
+        model = self.model if "model" in self._modules else self._model_fn
+        return model(x)
+
+    def chunk_for(self, x: Tensor) -> int:
+        """How many samples of ``x`` go into one batched call."""
+        B = x.shape[0]
+        if self.chunk_size is None:
+            return B
+        if isinstance(self.chunk_size, int):
+            return self.chunk_size
+        G = self.group.order
+        per_sample = max(1, x[0].numel() * x.element_size())
+        rows = min(max(self.max_call_bytes // per_sample, G), self.max_call_rows)
+        return max(1, min(B, rows // G))
+
+    def orbit_outputs(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """One batched call: ``(x_rows, ys)`` with ``x_rows`` ``(|G|·B, ...)`` (element-major) and
+        ``ys[g] = M(g·x)`` of shape ``(|G|, B, ...)``."""
+        G, B = self.group.order, x.shape[0]
+        x_rows = self.in_action.orbit(x).reshape(G * B, *x.shape[1:])
+        y = self._run_model(x_rows)
+        return x_rows, y.view(G, B, *y.shape[1:])
+
+    def orbit_outputs_loop(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The per-element reference of :meth:`orbit_outputs` (``|G|`` separate calls)."""
+        xs = [self.in_action.apply(x, g) for g in self.group.elements]
+        ys = [self._run_model(xg) for xg in xs]
+        return torch.cat(xs), torch.stack(ys)
+
+    # -- the method ----------------------------------------------------------------------------------
+    def combine(self, x_rows: Tensor, ys: Tensor) -> SymmetrizerOutput:
+        """Turn the orbit outputs into the symmetrized output (implemented by each method)."""
+        raise NotImplementedError
+
+    def weighted_average(self, ys: Tensor, weights: Tensor) -> Tensor:
+        """``Σ_g w[g, b] · g⁻¹·ys[g, b]``."""
+        back = self.out_action.inverse_stacked(ys)
+        w = weights.to(back.dtype).view(*weights.shape, *([1] * (back.dim() - 2)))
+        return (w * back).sum(0)
+
+    # -- forward -------------------------------------------------------------------------------------
+    def forward_with_weights(self, x: Tensor) -> SymmetrizerOutput:
+        """Like :meth:`forward`, also returning the ``(|G|, B)`` orbit weights (for logging)."""
+        B = x.shape[0]
+        c = self.chunk_for(x)
+        if c >= B:
+            return self.combine(*self.orbit_outputs(x))
+        outs, ws = [], []
+        for i in range(0, B, c):
+            o, w = self.combine(*self.orbit_outputs(x[i : i + c]))
+            outs.append(o)
+            ws.append(w)
+        return SymmetrizerOutput(torch.cat(outs), torch.cat(ws, dim=1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_with_weights(x).output
+
+    def forward_loop(self, x: Tensor) -> Tensor:
+        """Reference implementation with one model call per group element."""
+        return self.combine(*self.orbit_outputs_loop(x)).output
+
+    def extra_repr(self) -> str:
+        return f"group={self.group.name}, in={self.in_action}, out={self.out_action}"

@@ -1,0 +1,195 @@
+"""Equitune, equizero and λ-equitune.
+
+References:
+
+* Basu, Sattigeri, Ramamurthy, Chenthamarakshan, Varshney, Varshney, Das (2023),
+  *Equi-Tuning: Group Equivariant Fine-Tuning of Pretrained Models*, AAAI.
+* Basu, Katdare, Sattigeri, Chenthamarakshan, Driggs-Campbell, Das, Varshney (2023),
+  *Efficient Equivariant Transfer Learning from Pretrained Models*, NeurIPS (equizero, λ-equitune).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from equirl.actions import GroupAction
+from equirl.symmetrizers.base import Symmetrizer, SymmetrizerOutput, register_symmetrizer
+from equirl.symmetrizers.proxies import Proxy, get_proxy
+
+__all__ = ["EquiTune", "EquiZero", "LambdaEquiTune", "LambdaNet"]
+
+
+@register_symmetrizer("equitune")
+class EquiTune(Symmetrizer):
+    """Equitune: :math:`M_G(x) = \\frac{1}{|G|}\\sum_g g^{-1}\\cdot M(g\\cdot x)` (Basu et al., 2023).
+
+    The output is mapped back with :math:`g^{-1}` (the released code applies :math:`g`, which is only
+    right for groups whose elements are their own inverses).
+
+    Example::
+
+        >>> import torch
+        >>> from equirl.groups import flip
+        >>> from equirl.actions import signed_permutation_action, permutation_action
+        >>> q = torch.nn.Linear(4, 2)
+        >>> z2 = flip()
+        >>> obs = signed_permutation_action(z2, [[0, 1, 2, 3]], signs=[[-1, -1, -1, -1]])
+        >>> act = permutation_action(z2, [[1, 0]])
+        >>> eq = EquiTune(q, obs, act)
+        >>> x = torch.randn(5, 4)
+        >>> torch.allclose(eq(-x), eq(x).flip(-1), atol=1e-6)
+        True
+    """
+
+    def combine(self, x_rows: Tensor, ys: Tensor) -> SymmetrizerOutput:
+        G, B = ys.shape[0], ys.shape[1]
+        out = self.out_action.inverse_stacked(ys).mean(0)
+        return SymmetrizerOutput(out, ys.new_full((G, B), 1.0 / G))
+
+
+@register_symmetrizer("equizero")
+class EquiZero(Symmetrizer):
+    """Equizero: :math:`g^* = \\arg\\min_g \\ell(M(g\\cdot x))`, output :math:`{g^*}^{-1}\\cdot M(g^*\\cdot x)`.
+
+    Ties (losses within ``tie_atol + tie_rtol·|min|``) are averaged over the tied elements, which keeps
+    the output exactly equivariant when, e.g., ``x`` is itself symmetric; ``tie_break="first"`` takes the
+    lowest element index instead (deterministic, but not equivariant under ties).
+
+    :param proxy: a named proxy (``entropy``, ``max_prob``, ``max_value``, ``nll``) or a callable
+        ``(|G|, B, ...) -> (|G|, B)``; see :mod:`equirl.symmetrizers.proxies`.
+    :param straight_through: in training mode with gradients on, forward = equizero and gradient =
+        equitune (``tune + (zero - tune).detach()``), so the argmin can be finetuned through.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module | Callable[[Tensor], Tensor],
+        in_action: GroupAction[Any],
+        out_action: GroupAction[Any] | None = None,
+        proxy: str | Proxy = "entropy",
+        straight_through: bool = True,
+        tie_break: str = "average",
+        tie_atol: float = 1e-6,
+        tie_rtol: float = 1e-6,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(model, in_action, out_action, **kwargs)
+        self.proxy_name = proxy if isinstance(proxy, str) else getattr(proxy, "__name__", "custom")
+        self.proxy = get_proxy(proxy)
+        if tie_break not in ("average", "first"):
+            raise ValueError(f"tie_break must be 'average' or 'first', got {tie_break!r}")
+        self.straight_through = straight_through
+        self.tie_break = tie_break
+        self.tie_atol = tie_atol
+        self.tie_rtol = tie_rtol
+
+    def select(self, ys: Tensor) -> Tensor:
+        """``(|G|, B)`` selection weights: one-hot of the argmin, or uniform over tied minima."""
+        with torch.no_grad():
+            loss = self.proxy(ys)
+            if loss.shape != ys.shape[:2]:
+                raise ValueError(f"the proxy must return shape {tuple(ys.shape[:2])}, got {tuple(loss.shape)}")
+            best = loss.min(0, keepdim=True).values
+            if self.tie_break == "first":
+                mask = torch.zeros_like(loss).scatter_(0, loss.argmin(0, keepdim=True), 1.0)
+            else:
+                mask = (loss <= best + self.tie_atol + self.tie_rtol * best.abs()).to(loss.dtype)
+            return (mask / mask.sum(0, keepdim=True)).to(ys.dtype)
+
+    def combine(self, x_rows: Tensor, ys: Tensor) -> SymmetrizerOutput:
+        w = self.select(ys)
+        G, B = w.shape
+        if bool((w.amax(0) == 1).all()):  # no ties: map back only the chosen outputs
+            pick = w.argmax(0)
+            chosen = ys[pick, torch.arange(B, device=ys.device)]
+            zero = self.out_action.apply_each(chosen, pick, inverse=True)
+        else:
+            zero = self.weighted_average(ys, w)
+        if self.straight_through and self.training and torch.is_grad_enabled() and ys.requires_grad:
+            tune = self.out_action.inverse_stacked(ys).mean(0)
+            zero = tune + (zero - tune).detach()
+        return SymmetrizerOutput(zero, w)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, proxy={self.proxy_name}, tie_break={self.tie_break}"
+
+
+class LambdaNet(nn.Module):
+    """The default λ network: an MLP from (flattened) inputs or features to one logit per row.
+
+    The last layer starts at zero, so λ-equitune starts exactly as equitune.
+
+    :param in_features: input size (``None``: inferred at the first call).
+    :param hidden: hidden layer sizes.
+    """
+
+    def __init__(self, in_features: int | None = None, hidden: tuple[int, ...] = (64,)) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        prev = in_features
+        for h in hidden:
+            layers += [nn.Linear(prev, h) if prev is not None else nn.LazyLinear(h), nn.ReLU()]
+            prev = h
+        last = nn.Linear(prev, 1) if prev is not None else nn.LazyLinear(1)
+        layers.append(last)
+        self.net = nn.Sequential(*layers)
+        if isinstance(last, nn.Linear):
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z).squeeze(-1)
+
+
+@register_symmetrizer("lambda")
+class LambdaEquiTune(Symmetrizer):
+    """λ-equitune: :math:`M(x) = \\sum_g \\lambda(g\\cdot x)\\, g^{-1}\\cdot M(g\\cdot x) / \\sum_g \\lambda(g\\cdot x)`
+    (Basu et al., NeurIPS 2023), with :math:`\\lambda = \\exp(\\text{λ-net})` so the weights are a softmax
+    over the group: positive and normalised.
+
+    :param lambda_net: a module mapping rows ``(N, ...)`` to ``(N,)`` logits; default :class:`LambdaNet`.
+    :param lambda_in_features: input size of the default λ-net (else inferred lazily).
+    :param lambda_hidden: hidden sizes of the default λ-net.
+    :param lambda_features: λ's input: ``None`` for the transformed input ``g·x``, or a callable mapping
+        the transformed rows to features (e.g. the frozen feature extractor of ``M``).
+    :param detach_features: stop λ's gradient from flowing into the feature callable.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module | Callable[[Tensor], Tensor],
+        in_action: GroupAction[Any],
+        out_action: GroupAction[Any] | None = None,
+        lambda_net: nn.Module | None = None,
+        lambda_in_features: int | None = None,
+        lambda_hidden: tuple[int, ...] = (64,),
+        lambda_features: Callable[[Tensor], Tensor] | None = None,
+        detach_features: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(model, in_action, out_action, **kwargs)
+        self.lambda_net = lambda_net if lambda_net is not None else LambdaNet(lambda_in_features, tuple(lambda_hidden))
+        self.lambda_features = lambda_features
+        self.detach_features = detach_features
+
+    def lambda_logits(self, x_rows: Tensor) -> Tensor:
+        """``(|G|·B,)`` logits of λ on the transformed rows."""
+        z = x_rows
+        if self.lambda_features is not None:
+            if self.detach_features:
+                with torch.no_grad():
+                    z = self.lambda_features(x_rows)
+            else:
+                z = self.lambda_features(x_rows)
+        if not torch.is_floating_point(z):
+            z = z.float()
+        return self.lambda_net(z).reshape(-1)
+
+    def combine(self, x_rows: Tensor, ys: Tensor) -> SymmetrizerOutput:
+        G, B = ys.shape[0], ys.shape[1]
+        w = torch.softmax(self.lambda_logits(x_rows).view(G, B).float(), dim=0).to(ys.dtype)
+        return SymmetrizerOutput(self.weighted_average(ys, w), w)

@@ -1,0 +1,1 @@
+"""Small shared utilities (IO, configs, run directories, shared data lookup)."""

@@ -1,0 +1,24 @@
+"""Locating the optional shared data folder (``../shared/data`` or ``$EQUIRL_SHARED_DATA``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["repo_root", "shared_data_dir"]
+
+
+def repo_root() -> Path:
+    """The source checkout's root (the folder holding ``equirl/``)."""
+    return Path(__file__).resolve().parents[2]
+
+
+def shared_data_dir() -> Path | None:
+    """The shared data folder if present: ``$EQUIRL_SHARED_DATA``, else ``<repo>/../shared/data``."""
+    env = os.environ.get("EQUIRL_SHARED_DATA")
+    cands = [Path(env)] if env else []
+    cands += [repo_root().parent / "shared" / "data", Path.cwd().parent / "shared" / "data"]
+    for c in cands:
+        if c.is_dir():
+            return c
+    return None

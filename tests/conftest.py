@@ -1,0 +1,33 @@
+"""Shared test setup: offline hubs, one torch thread, deterministic seeds, the shared-data fixture."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from equirl.utils.shared import shared_data_dir  # noqa: E402
+
+torch.set_num_threads(1)
+
+#: float32 tolerance of every equivariance test
+ATOL = 1e-5
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """``../shared/data`` (or ``$EQUIRL_SHARED_DATA``); skips the test when absent."""
+    d = shared_data_dir()
+    if d is None:
+        pytest.skip("shared data not available (../shared/data or $EQUIRL_SHARED_DATA): real-world fixture")
+    return d
