@@ -183,9 +183,15 @@ def _extend_homomorphism(group: Group, images: Sequence[T], identity: T) -> list
                     out[h] = th
                     nxt.append(h)
                 elif out[h] != th:
+                    hint = (
+                        " (the factors' actions must commute; rotations and mirrors of an image do not: "
+                        "together they generate the dihedral group, use dihedral(4))"
+                        if group.factors
+                        else ""
+                    )
                     raise GroupError(
                         f"the generator images do not define an action of {group.name}: "
-                        f"element {group.labels[h]} gets two different transforms"
+                        f"element {group.labels[h]} gets two different transforms{hint}"
                     )
         frontier = nxt
     return [t for t in out if t is not None]

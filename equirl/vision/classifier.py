@@ -1,0 +1,177 @@
+"""Any torch image classifier made invariant to rotations and mirrors, in two lines::
+
+    from equirl.vision import symmetrize_classifier
+    model = symmetrize_classifier(net, group="rot90", method="equizero")
+
+The wrapped model takes NCHW images and returns logits; the prediction is invariant (the output
+action is trivial). Methods follow Basu et al. (AAAI 2023, *Equi-Tuning*) and Basu et al.
+(NeurIPS 2023, *Efficient Equivariant Transfer Learning from Pretrained Models*): equitune averages the
+logits over the orbit, equizero keeps the pose with the lowest proxy loss, λ-equitune weights the poses
+by a small learned network λ that sees each transformed image (or its frozen backbone features).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from equirl.actions import ImageAction
+from equirl.errors import EquirlError
+from equirl.symmetrizers import LambdaEquiTune, Symmetrizer, symmetrize
+from equirl.vision.groups import vision_action
+
+__all__ = ["accuracy", "evaluate_transforms", "fit_lambda", "init_lambda", "predict_logits", "symmetrize_classifier"]
+
+log = logging.getLogger(__name__)
+
+
+def symmetrize_classifier(
+    net: nn.Module,
+    group: str | ImageAction = "rot90",
+    method: str = "equitune",
+    *,
+    proxy: str = "entropy",
+    lambda_features: Callable[[Tensor], Tensor] | str | None = "auto",
+    lambda_hidden: tuple[int, ...] = (64,),
+    **kwargs: Any,
+) -> Symmetrizer:
+    """Wrap an image classifier ``net`` (NCHW -> logits) into an invariant classifier.
+
+    :param net: any ``nn.Module`` mapping ``(B, C, H, W)`` images to ``(B, num_classes)`` logits.
+    :param group: ``"rot90"``, ``"rot180"``, ``"mirror"`` (left-right), ``"rot90+mirror"`` (D4) or an
+        :class:`~equirl.actions.ImageAction`.
+    :param method: ``"equitune"``, ``"equizero"`` or ``"lambda"`` (λ-equitune), or any registered name.
+    :param proxy: equizero's proxy loss (``"entropy"``, ``"max_prob"``, ...).
+    :param lambda_features: what λ sees: ``"auto"`` uses ``net.features`` (frozen) when ``net`` has one and
+        the raw transformed image otherwise; ``None`` forces the image; or any callable ``rows -> features``.
+    :param lambda_hidden: hidden sizes of the default λ network.
+    :param kwargs: passed to the symmetrizer (e.g. ``lambda_net=``, ``chunk_size=``, ``straight_through=``).
+    :returns: the invariant classifier (an ``nn.Module``; call ``.eval()`` as usual).
+    """
+    action = vision_action(group)
+    key = method.lower()
+    if key == "equizero":
+        kwargs.setdefault("proxy", proxy)
+    if key in ("lambda", "lambda_equitune", "lambda-equitune", "λ"):
+        feats: Callable[[Tensor], Tensor] | None
+        if lambda_features == "auto":
+            f = getattr(net, "features", None)
+            feats = f if callable(f) else None
+        elif isinstance(lambda_features, str):
+            raise EquirlError(f"lambda_features must be 'auto', None or a callable, got {lambda_features!r}")
+        else:
+            feats = lambda_features
+        kwargs.setdefault("lambda_features", feats)
+        kwargs.setdefault("lambda_hidden", tuple(lambda_hidden))
+    return symmetrize(net, action, None, method=method, **kwargs)
+
+
+def init_lambda(model: LambdaEquiTune, example: Tensor) -> None:
+    """Materialise lazy λ layers with one small forward pass on ``example[:1]``."""
+    with torch.no_grad():
+        model.lambda_logits(model.in_action.orbit(example[:1]).reshape(-1, *example.shape[1:]))
+
+
+def fit_lambda(
+    model: LambdaEquiTune,
+    images: Tensor,
+    labels: Tensor,
+    steps: int = 300,
+    lr: float = 3e-3,
+    batch_size: int = 64,
+    weight_decay: float = 0.0,
+    seed: int = 0,
+) -> list[float]:
+    """Learn λ of a λ-equitune classifier from a few labelled images, with the backbone frozen.
+
+    Only ``model.lambda_net`` is trained (cross-entropy on the symmetrized logits); the wrapped model's
+    parameters are left untouched (their ``requires_grad`` is restored afterwards). Because the
+    λ-equitune classifier is exactly invariant, the orientation of the training images does not
+    matter: λ learns which pose the frozen classifier reads best (the "upright" one), a soft
+    canonicalization.
+
+    :param model: a λ-equitune classifier, e.g. ``symmetrize_classifier(net, method="lambda")``.
+    :param images: ``(N, C, H, W)`` labelled images (a few hundred are enough).
+    :param labels: ``(N,)`` class indices.
+    :param steps: optimisation steps (mini-batches).
+    :param lr: Adam learning rate.
+    :param batch_size: mini-batch size.
+    :param weight_decay: Adam weight decay on λ's parameters.
+    :param seed: seeds the mini-batch sampling.
+    :returns: the training loss per step.
+    """
+    if not isinstance(model, LambdaEquiTune):
+        raise EquirlError("fit_lambda needs a λ-equitune model: symmetrize_classifier(net, method='lambda')")
+    if images.shape[0] != labels.shape[0] or images.shape[0] == 0:
+        raise EquirlError(f"images and labels must be non-empty with the same length, got "
+                          f"{images.shape[0]} and {labels.shape[0]}")
+    if steps < 1 or batch_size < 1:
+        raise EquirlError(f"steps and batch_size must be positive, got {steps} and {batch_size}")
+    init_lambda(model, images)
+    frozen = [p for n, p in model.named_parameters() if not n.startswith("lambda_net.")]
+    saved = [p.requires_grad for p in frozen]
+    for p in frozen:
+        p.requires_grad_(False)
+    params = list(model.lambda_net.parameters())
+    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    gen = torch.Generator().manual_seed(seed)
+    was_training = model.training
+    model.eval()  # the backbone keeps its eval behaviour (dropout / batch-norm statistics)
+    model.lambda_net.train()
+    losses: list[float] = []
+    n = images.shape[0]
+    try:
+        for _ in range(steps):
+            idx = torch.randint(0, n, (min(batch_size, n),), generator=gen)
+            loss = F.cross_entropy(model(images[idx]), labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.detach().item())
+    finally:
+        for p, r in zip(frozen, saved):
+            p.requires_grad_(r)
+        model.train(was_training)
+    log.info("fit_lambda: loss %.4f -> %.4f over %d steps", losses[0], losses[-1], steps)
+    return losses
+
+
+@torch.no_grad()
+def predict_logits(model: Callable[[Tensor], Tensor], images: Tensor, batch_size: int = 256) -> Tensor:
+    """Logits of ``model`` on ``images`` in batches (no gradients)."""
+    outs = [model(images[i : i + batch_size]) for i in range(0, images.shape[0], batch_size)]
+    return torch.cat(outs)
+
+
+def accuracy(model: Callable[[Tensor], Tensor], images: Tensor, labels: Tensor, batch_size: int = 256) -> float:
+    """Top-1 accuracy in ``[0, 1]``."""
+    pred = predict_logits(model, images, batch_size).argmax(-1)
+    return float((pred == labels).float().mean())
+
+
+def evaluate_transforms(
+    model: Callable[[Tensor], Tensor],
+    images: Tensor,
+    labels: Tensor,
+    group: str | ImageAction = "rot90",
+    seed: int = 0,
+    batch_size: int = 256,
+) -> dict[str, float]:
+    """Accuracy on the test set transformed by each group element, and on a randomly transformed copy.
+
+    :returns: ``{element label: accuracy, ..., "random": accuracy, "mean": mean over elements}``; the
+        identity's label is the upright accuracy.
+    """
+    action = vision_action(group)
+    out: dict[str, float] = {}
+    for g in action.group.elements:
+        out[g.label] = accuracy(model, action.apply(images, g), labels, batch_size)
+    idx = torch.randint(0, action.group.order, (images.shape[0],), generator=torch.Generator().manual_seed(seed))
+    out["random"] = accuracy(model, action.apply_each(images, idx), labels, batch_size)
+    out["mean"] = sum(out[g.label] for g in action.group.elements) / action.group.order
+    return out

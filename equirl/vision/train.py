@@ -1,0 +1,292 @@
+"""Pretraining the small CNN, finetuning backbone and/or λ, evaluation — the engine of ``equirl vision``.
+
+Configs are strict YAML (:mod:`equirl.config`): unknown keys and wrong types are one-line errors.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from equirl.errors import CheckpointError, ConfigError, EquirlError
+from equirl.symmetrizers import EquiZero, LambdaEquiTune
+from equirl.vision.classifier import evaluate_transforms, fit_lambda, init_lambda, symmetrize_classifier
+from equirl.vision.data import ImageDataset, load_digits, load_image_folder, split_dataset
+from equirl.vision.groups import vision_action
+from equirl.vision.models import SmallCNN, load_cnn, save_cnn
+
+__all__ = [
+    "DataConfig",
+    "FinetuneConfig",
+    "PretrainConfig",
+    "TrainConfig",
+    "build_classifier",
+    "finetune",
+    "load_data",
+    "load_finetuned",
+    "pretrain",
+]
+
+log = logging.getLogger(__name__)
+
+Method = Literal["plain", "equitune", "equizero", "lambda"]
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from.
+
+    :param source: ``"digits"`` (scikit-learn's bundled digits) or ``"folder"`` (``root/<class>/<image>``).
+    :param root: the image folder (``source: folder``).
+    :param size: square image side after resizing.
+    :param mode: ``"L"`` (grey) or ``"RGB"`` for image folders.
+    :param n_test: held-out test images (seeded split).
+    :param split_seed: seed of the train/test split.
+    """
+
+    source: Literal["digits", "folder"] = "digits"
+    root: str | None = None
+    size: int = 16
+    mode: Literal["L", "RGB"] = "L"
+    n_test: int = 500
+    split_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.source == "folder" and not self.root:
+            raise ValueError("data.root is required when data.source is 'folder'")
+        if self.size < 8 or self.size % 4:
+            raise ValueError(f"data.size must be a multiple of 4 and >= 8, got {self.size}")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings."""
+
+    epochs: int = 12
+    steps: int = 0
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 0 or self.steps < 0 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError("train: epochs/steps must be >= 0, batch_size >= 1 and lr > 0")
+
+
+@dataclass
+class ModelConfig:
+    """The small CNN's size."""
+
+    width: int = 16
+    hidden: int = 64
+
+
+@dataclass
+class PretrainConfig:
+    """``equirl vision pretrain``: an upright-only CNN (the "pretrained model")."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    out: str = "runs/vision/cnn_digits.pt"
+    threads: int = 1
+
+
+@dataclass
+class FinetuneConfig:
+    """``equirl vision finetune``: symmetrize a pretrained CNN and finetune backbone and/or λ.
+
+    :param checkpoint: the pretrained CNN (from ``equirl vision pretrain``).
+    :param group: ``rot90``, ``rot180``, ``mirror`` or ``rot90+mirror``.
+    :param method: ``plain`` (no symmetrization), ``equitune``, ``equizero`` or ``lambda``.
+    :param proxy: equizero's proxy (``entropy`` or ``max_prob``).
+    :param train_backbone: finetune the CNN's weights.
+    :param train_lambda: train λ (method ``lambda``).
+    :param n_train: labelled training images used (taken from the train split).
+    :param augment: transform each training image by a random group element (matters only for ``plain``).
+    :param out: where to save the finetuned model (atomically); ``null`` to skip.
+    """
+
+    checkpoint: str = "runs/vision/cnn_digits.pt"
+    data: DataConfig = field(default_factory=DataConfig)
+    group: str = "rot90"
+    method: Method = "lambda"
+    proxy: Literal["entropy", "max_prob"] = "entropy"
+    train_backbone: bool = False
+    train_lambda: bool = True
+    n_train: int = 1000
+    augment: bool = True
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=0, steps=300, lr=3e-3))
+    out: str | None = "runs/vision/finetuned.pt"
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        vision_action(self.group)  # validates the name (GroupError is a ConfigError-like one-liner)
+        if self.n_train < 1:
+            raise ValueError(f"n_train must be positive, got {self.n_train}")
+        if self.method != "lambda" and self.train_lambda and not self.train_backbone:
+            raise ValueError(f"method {self.method!r} has no λ to train: set train_backbone: true or method: lambda")
+        if not (self.train_backbone or self.train_lambda):
+            raise ValueError("nothing to train: set train_backbone and/or train_lambda to true")
+
+
+def load_data(cfg: DataConfig) -> tuple[ImageDataset, ImageDataset]:
+    """``(train, test)`` for a data config."""
+    if cfg.source == "digits":
+        data = load_digits(cfg.size)
+    else:
+        assert cfg.root is not None
+        data = load_image_folder(cfg.root, size=cfg.size, mode=cfg.mode)
+    if cfg.n_test >= len(data):
+        raise ConfigError(f"data.n_test={cfg.n_test} leaves no training images ({len(data)} images in all)")
+    return split_dataset(data, cfg.n_test, cfg.split_seed)
+
+
+def _steps(train: TrainConfig, n: int) -> int:
+    return train.steps if train.steps > 0 else max(1, train.epochs * -(-n // train.batch_size))
+
+
+def pretrain(cfg: PretrainConfig, save: bool = True) -> tuple[SmallCNN, dict[str, Any]]:
+    """Train the small CNN on upright images only; returns ``(model, metrics)`` and saves ``cfg.out``."""
+    torch.set_num_threads(max(1, cfg.threads))
+    train_set, test_set = load_data(cfg.data)
+    torch.manual_seed(cfg.train.seed)
+    c = train_set.images.shape[1]
+    model = SmallCNN(c, len(train_set.classes), cfg.data.size, cfg.model.width, cfg.model.hidden)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    gen = torch.Generator().manual_seed(cfg.train.seed)
+    n = len(train_set)
+    steps = _steps(cfg.train, n)
+    t0 = time.perf_counter()
+    model.train()
+    perm = torch.randperm(n, generator=gen)
+    pos = 0
+    for _ in range(steps):
+        if pos + cfg.train.batch_size > n:
+            perm, pos = torch.randperm(n, generator=gen), 0
+        idx = perm[pos : pos + cfg.train.batch_size]
+        pos += cfg.train.batch_size
+        loss = F.cross_entropy(model(train_set.images[idx]), train_set.labels[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    model.eval()
+    metrics: dict[str, Any] = {"steps": steps, "seconds": time.perf_counter() - t0, "n_train": n}
+    metrics.update({f"test_{k}": v for k, v in evaluate_transforms(model, test_set.images, test_set.labels).items()})
+    if save:
+        meta = {"classes": train_set.classes, "data": {"source": cfg.data.source, "size": cfg.data.size},
+                "metrics": {k: float(v) for k, v in metrics.items()}}
+        save_cnn(model, cfg.out, meta)
+        metrics["path"] = str(cfg.out)
+    return model, metrics
+
+
+def build_classifier(net: nn.Module, method: str, group: str, proxy: str = "entropy") -> nn.Module:
+    """``net`` itself for ``plain``, else its symmetrization (λ on the frozen ``net.features``)."""
+    if method == "plain":
+        return net
+    return symmetrize_classifier(net, group=group, method=method, proxy=proxy)
+
+
+def _train_model(model: nn.Module, params: list[nn.Parameter], data: ImageDataset, cfg: TrainConfig,
+                 augment_group: str | None) -> list[float]:
+    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    action = vision_action(augment_group) if augment_group else None
+    n = len(data)
+    losses: list[float] = []
+    model.train()
+    for _ in range(_steps(cfg, n)):
+        idx = torch.randint(0, n, (min(cfg.batch_size, n),), generator=gen)
+        x = data.images[idx]
+        if action is not None:
+            x = action.apply_each(x, torch.randint(0, action.group.order, (x.shape[0],), generator=gen))
+        loss = F.cross_entropy(model(x), data.labels[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.detach().item())
+    model.eval()
+    return losses
+
+
+def finetune(cfg: FinetuneConfig, save: bool = True, net: SmallCNN | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Finetune a pretrained CNN's backbone and/or λ under ``cfg.method``; returns ``(classifier, metrics)``.
+
+    :param net: use this CNN instead of loading ``cfg.checkpoint`` (it is modified in place when
+        ``train_backbone`` is on).
+    """
+    torch.set_num_threads(max(1, cfg.threads))
+    if net is None:
+        net, _ = load_cnn(cfg.checkpoint)
+    train_set, test_set = load_data(cfg.data)
+    sub = train_set.subset(torch.arange(min(cfg.n_train, len(train_set))))
+    torch.manual_seed(cfg.train.seed)
+    model = build_classifier(net, cfg.method, cfg.group, cfg.proxy)
+    t0 = time.perf_counter()
+    before = evaluate_transforms(model, test_set.images, test_set.labels, cfg.group, seed=cfg.train.seed)
+    losses: list[float] = []
+    if cfg.method == "lambda" and cfg.train_lambda and not cfg.train_backbone:
+        assert isinstance(model, LambdaEquiTune)
+        losses = fit_lambda(model, sub.images, sub.labels, steps=_steps(cfg.train, len(sub)), lr=cfg.train.lr,
+                            batch_size=cfg.train.batch_size, weight_decay=cfg.train.weight_decay,
+                            seed=cfg.train.seed)
+    else:
+        if isinstance(model, LambdaEquiTune):
+            init_lambda(model, sub.images)
+        params: list[nn.Parameter] = []
+        if cfg.train_backbone:
+            params += list(net.parameters())
+        if cfg.train_lambda and isinstance(model, LambdaEquiTune):
+            params += list(model.lambda_net.parameters())
+        if isinstance(model, EquiZero) and not model.straight_through:
+            raise EquirlError("equizero finetuning needs straight_through=True")
+        aug = cfg.group if (cfg.augment and cfg.method == "plain") else None
+        losses = _train_model(model, params, sub, cfg.train, aug)
+    model.eval()
+    after = evaluate_transforms(model, test_set.images, test_set.labels, cfg.group, seed=cfg.train.seed)
+    metrics: dict[str, Any] = {"seconds": time.perf_counter() - t0, "n_train": len(sub),
+                               "loss_first": losses[0] if losses else float("nan"),
+                               "loss_last": losses[-1] if losses else float("nan")}
+    metrics.update({f"before_{k}": v for k, v in before.items()})
+    metrics.update({f"after_{k}": v for k, v in after.items()})
+    if save and cfg.out:
+        meta: dict[str, Any] = {"method": cfg.method, "group": cfg.group, "proxy": cfg.proxy,
+                                "metrics": {k: float(v) for k, v in metrics.items()}}
+        if isinstance(model, LambdaEquiTune):
+            meta["lambda_state"] = model.lambda_net.state_dict()
+        save_cnn(net, cfg.out, meta)
+        metrics["path"] = str(cfg.out)
+    return model, metrics
+
+
+def load_finetuned(path: str | Path, method: str | None = None, group: str | None = None) -> nn.Module:
+    """Rebuild a classifier saved by :func:`finetune` (or a plain pretrained checkpoint)."""
+    net, meta = load_cnn(path)
+    method = method or str(meta.get("method", "plain"))
+    group = group or str(meta.get("group", "rot90"))
+    model = build_classifier(net, method, group, str(meta.get("proxy", "entropy")))
+    if isinstance(model, LambdaEquiTune):
+        state = meta.get("lambda_state")
+        if state is None:
+            raise CheckpointError(f"{path} has no λ weights: finetune with method: lambda first")
+        c, s = net.hparams["in_channels"], net.hparams["image_size"]
+        init_lambda(model, torch.zeros(1, c, s, s))
+        model.lambda_net.load_state_dict(state)
+    model.eval()
+    return model
+
+
+def random_transform(images: Tensor, group: str, seed: int) -> Tensor:
+    """Each image transformed by its own seeded random group element."""
+    action = vision_action(group)
+    idx = torch.randint(0, action.group.order, (images.shape[0],), generator=torch.Generator().manual_seed(seed))
+    return action.apply_each(images, idx)
