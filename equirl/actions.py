@@ -341,58 +341,39 @@ class ImageAction(GroupAction[ImageTransform]):
             x = torch.rot90(x, t.k, dims=(h, w))
         return x
 
-    def _flat_index(self, h: int, w: int, inverse: bool, device: torch.device) -> Tensor:
-        """``(|G|, h*w)`` gather indices on the flattened spatial dims (one op for the whole orbit)."""
-        key = ("flat", h, w, inverse, device)
-        idx = self._cache.get(key)
-        if idx is None:
-            grid = torch.arange(h * w, device=device).view(h, w)
-            inv = self.group.inverse_indices
-            rows = []
-            for g, t in enumerate(self.transforms):
-                tt = self.transforms[inv[g]] if inverse else t
-                if tt.k % 2 == 1 and h != w:
-                    raise GroupError(f"quarter turns need square images, got {h}x{w}")
-                if tt.mirror:
-                    grid_t = grid.flip(1)
-                else:
-                    grid_t = grid
-                rows.append(torch.rot90(grid_t, tt.k, dims=(0, 1)).reshape(-1))
-            idx = torch.stack(rows)
-            self._cache[key] = idx
-        return idx
+    @staticmethod
+    def _as_view_ops(t: ImageTransform) -> tuple[bool, bool, bool]:
+        """``r^k m^m`` as (transpose, flip_h, flip_w), the flips applied after the transpose."""
+        # r = transpose then flip_h (counter-clockwise quarter turn, as torch.rot90); m = flip_w.
+        # Composing these and normalising gives the 8 elements of D4 as a transpose plus flips.
+        fh, fw, tr = False, t.mirror, False
+        for _ in range(t.k % 4):  # apply one more quarter turn to (tr, fh, fw)
+            # rot90(y) = flip_h(transpose(y)); transpose swaps the pending flips
+            tr, fh, fw = not tr, not fw, fh
+        return tr, fh, fw
 
-    def _orbit_gather(self, x: Tensor, inverse: bool) -> Tensor:
-        hd, wd = self.dims
-        if (hd, wd) != (-2, -1):
-            return super().orbit(x) if not inverse else super().inverse_stacked(x)
-        h, w = x.shape[-2], x.shape[-1]
-        idx = self._flat_index(h, w, inverse, x.device)
-        G = self.group.order
-        if inverse:  # x: (G, ...)
-            flat = x.reshape(G, -1, h * w)
-            out = torch.gather(flat, 2, idx.unsqueeze(1).expand(G, flat.shape[1], h * w))
-            return out.view(x.shape)
-        flat = x.reshape(1, -1, h * w).expand(G, -1, h * w)
-        out = torch.gather(flat, 2, idx.unsqueeze(1).expand(G, flat.shape[1], h * w))
-        return out.view(G, *x.shape)
+    def _write(self, x: Tensor, t: ImageTransform, out: Tensor) -> None:
+        """``out.copy_(t·x)`` with at most one extra temporary (flip) and one copy."""
+        h, w = self.dims
+        tr, fh, fw = self._as_view_ops(t)
+        if tr and x.shape[h] != x.shape[w]:
+            raise GroupError(f"quarter turns need square images, got {x.shape[h]}x{x.shape[w]}")
+        src = x.transpose(h, w) if tr else x
+        dims = [d for d, f in ((h, fh), (w, fw)) if f]
+        out.copy_(src.flip(dims) if dims else src)
 
     def orbit(self, x: Tensor) -> Tensor:
-        return self._orbit_gather(x, inverse=False)
+        out = x.new_empty((self.group.order, *x.shape))
+        for g, t in enumerate(self.transforms):
+            self._write(x, t, out[g])
+        return out
 
     def inverse_stacked(self, y: Tensor) -> Tensor:
-        return self._orbit_gather(y, inverse=True)
-
-    def apply_each(self, x: Tensor, idx: Tensor, inverse: bool = False) -> Tensor:
-        hd, wd = self.dims
-        if (hd, wd) != (-2, -1):
-            return super().apply_each(x, idx, inverse)
-        h, w = x.shape[-2], x.shape[-1]
-        table = self._flat_index(h, w, inverse, x.device)[idx]  # (B, h*w)
-        B = x.shape[0]
-        flat = x.reshape(B, -1, h * w)
-        out = torch.gather(flat, 2, table.unsqueeze(1).expand(B, flat.shape[1], h * w))
-        return out.view(x.shape)
+        inv = self.group.inverse_indices
+        out = torch.empty_like(y)
+        for g in range(y.shape[0]):
+            self._write(y[g], self.transforms[inv[g]], out[g])
+        return out
 
 
 class SignedPermAction(GroupAction[SignedPerm]):
@@ -443,20 +424,24 @@ class SignedPermAction(GroupAction[SignedPerm]):
         return out
 
     def _stacked(self, x: Tensor, inverse: bool, expand: bool) -> Tensor:
-        self._check(x)
-        G = self.group.order
-        src, signs = self._tables(x.device, x.dtype, inverse)
-        view = (G,) + (1,) * (x.dim() - (0 if expand else 1) - 1) + (self.size,)
+        if x.shape[-1] != self.size:
+            self._check(x)
+        key = ("stk", x.device, x.dtype, inverse, expand, x.dim())
+        hit = self._cache.get(key)
+        if hit is None:
+            G = self.group.order
+            src, signs = self._tables(x.device, x.dtype, inverse)
+            view = (G,) + (1,) * (x.dim() - (0 if expand else 1) - 1) + (self.size,)
+            hit = (src.view(view), None if signs is None else signs.view(view))
+            self._cache[key] = hit
+        src_v, signs_v = hit
         if self.is_pure_sign:
-            assert signs is not None
-            base = x.unsqueeze(0) if expand else x
-            return base * signs.view(view)
-        shape = (G, *x.shape) if expand else x.shape
+            assert signs_v is not None
+            return (x.unsqueeze(0) if expand else x) * signs_v
+        shape = (self.group.order, *x.shape) if expand else x.shape
         base = x.unsqueeze(0).expand(shape) if expand else x
-        out = torch.gather(base, -1, src.view(view).expand(shape))
-        if signs is not None:
-            out = out * signs.view(view)
-        return out
+        out = torch.gather(base, -1, src_v.expand(shape))
+        return out * signs_v if signs_v is not None else out
 
     def orbit(self, x: Tensor) -> Tensor:
         return self._stacked(x, inverse=False, expand=True)

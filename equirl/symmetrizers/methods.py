@@ -47,8 +47,18 @@ class EquiTune(Symmetrizer):
 
     def combine(self, x_rows: Tensor, ys: Tensor) -> SymmetrizerOutput:
         G, B = ys.shape[0], ys.shape[1]
-        out = self.out_action.inverse_stacked(ys).mean(0)
-        return SymmetrizerOutput(out, ys.new_full((G, B), 1.0 / G))
+        return SymmetrizerOutput(self.combine_output(x_rows, ys), ys.new_full((G, B), 1.0 / G))
+
+    def combine_output(self, x_rows: Tensor, ys: Tensor) -> Tensor:
+        return self.out_action.inverse_stacked(ys).mean(0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        # fast path: no weights to build
+        B = x.shape[0]
+        c = self.chunk_for(x)
+        if c >= B:
+            return self.combine_output(*self.orbit_outputs(x))
+        return torch.cat([self.combine_output(*self.orbit_outputs(x[i : i + c])) for i in range(0, B, c)])
 
 
 @register_symmetrizer("equizero")

@@ -1,0 +1,156 @@
+"""``equirl bench symmetrizers``: the cost of symmetrizing, measured side by side.
+
+For each model, group and batch size it times, interleaved in rounds on one thread:
+
+* ``plain`` -- one forward of the model;
+* ``loop``  -- the per-element reference (``|G|`` forwards of batch ``B`` plus transforms);
+* ``equirl`` -- :class:`~equirl.symmetrizers.EquiTune` (one batched call per chunk).
+
+and reports median times and their ratios to ``plain``. The models: an MLP 4-256-256-2 (CartPole-sized
+Q-network) and a NatureCNN-sized network on 4×84×84 frames (Atari Q-network).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from equirl.actions import GroupAction, image_action, permutation_action, signed_permutation_action
+from equirl.groups import cyclic, dihedral, flip
+from equirl.symmetrizers import EquiTune
+
+__all__ = ["bench_rows", "run_symmetrizer_bench"]
+
+
+def mlp() -> nn.Module:
+    return nn.Sequential(nn.Linear(4, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 2))
+
+
+def nature_cnn(n_actions: int = 4) -> nn.Module:
+    """The DQN Nature network (Mnih et al., 2015) on 4×84×84 frames."""
+    return nn.Sequential(
+        nn.Conv2d(4, 32, 8, stride=4), nn.ReLU(),
+        nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
+        nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(),
+        nn.Flatten(), nn.Linear(3136, 512), nn.ReLU(), nn.Linear(512, n_actions),
+    )  # fmt: skip
+
+
+def _vector_actions(group: str) -> tuple[GroupAction[Any], GroupAction[Any] | None]:
+    """Group actions on the MLP's 4 features: Z2 negates them (CartPole), C4/D4 permute them like the
+    corners of a square (outputs invariant)."""
+    if group == "Z2":
+        return (signed_permutation_action(flip(), [[0, 1, 2, 3]], signs=[[-1, -1, -1, -1]]),
+                permutation_action(flip(), [[1, 0]]))  # fmt: skip
+    if group == "C4":
+        return signed_permutation_action(cyclic(4), [[3, 0, 1, 2]]), None
+    return signed_permutation_action(dihedral(4), [[3, 0, 1, 2], [3, 2, 1, 0]]), None
+
+
+def _image_actions(group: str) -> tuple[GroupAction[Any], GroupAction[Any] | None]:
+    """Z2: left-right mirror with actions 2↔3 swapped (Breakout); C4/D4: invariant outputs."""
+    if group == "Z2":
+        return image_action(flip()), permutation_action(flip(), [[0, 1, 3, 2]])
+    return image_action(cyclic(4) if group == "C4" else dihedral(4)), None
+
+
+def _time(fn: Callable[[], Any], inner: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(inner):
+        fn()
+    return (time.perf_counter() - t0) / inner
+
+
+def bench_rows(
+    models: tuple[str, ...] = ("mlp", "cnn"),
+    groups: tuple[str, ...] = ("Z2", "C4", "D4"),
+    batches: tuple[int, ...] = (1, 32, 256),
+    rounds: int = 5,
+    min_time: float = 0.05,
+    progress: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Measure and return rows ``{"model", "group", "batch", "plain_ms", "loop_ms", "equirl_ms"}``.
+
+    :param rounds: interleaved rounds; the median per method is reported.
+    :param min_time: seconds each timed block should last at least (sets the inner repeat count).
+    """
+    torch.manual_seed(0)
+    rows: list[dict[str, Any]] = []
+    for model_name in models:
+        model = (mlp() if model_name == "mlp" else nature_cnn()).eval()
+        for group in groups:
+            in_act, out_act = _vector_actions(group) if model_name == "mlp" else _image_actions(group)
+            sym = EquiTune(model, in_act, out_act).eval()
+            for batch in batches:
+                if progress is not None:
+                    progress(f"{model_name} {group} batch {batch}")
+                shape = (batch, 4) if model_name == "mlp" else (batch, 4, 84, 84)
+                x = torch.randn(shape)
+                fns = {"plain": lambda: model(x), "loop": lambda: sym.forward_loop(x), "equirl": lambda: sym(x)}
+                with torch.inference_mode():
+                    for f in fns.values():  # warm up (allocator, caches)
+                        f()
+                    once = _time(fns["loop"], 1)
+                    inner = {k: max(1, int(min_time / max(once / (1 if k != "plain" else in_act.group.order),
+                                                           1e-6))) for k in fns}
+                    samples: dict[str, list[float]] = {k: [] for k in fns}
+                    for _ in range(rounds):
+                        for k, f in fns.items():
+                            samples[k].append(_time(f, inner[k]))
+                row: dict[str, Any] = {"model": model_name, "group": group, "batch": batch}
+                row.update({f"{k}_ms": 1e3 * statistics.median(v) for k, v in samples.items()})
+                row["order"] = in_act.group.order
+                rows.append(row)
+    return rows
+
+
+def run_symmetrizer_bench(args: argparse.Namespace, console: Any) -> int:
+    """The CLI handler: prints a table of ratios to the plain forward (or JSON rows)."""
+    from rich.table import Table
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        if args.json:
+            rows = bench_rows(rounds=args.repeats or 5)
+        else:
+            with console.status("benchmarking...") as status:
+                rows = bench_rows(rounds=args.repeats or 5, progress=lambda s: status.update(f"benchmarking {s}"))
+    finally:
+        torch.set_num_threads(threads)
+    keys = ("model", "group", "batch", "plain_ms", "loop_ms", "equirl_ms")
+    if args.csv:
+        from equirl.utils.io import atomic_write
+
+        def write(p: Path) -> None:
+            with p.open("w", newline="") as fh:
+                w = csv.DictWriter(fh, fieldnames=[*keys, "order"])
+                w.writeheader()
+                w.writerows(rows)
+
+        atomic_write(args.csv, write)
+    if args.json:
+        console.print_json(json.dumps([{k: r[k] for k in keys} for r in rows]))
+        return 0
+    table = Table(title="equitune cost on one thread (median ms; ratios to the plain forward)")
+    for col in ("model", "group", "|G|", "batch", "plain ms", "loop ×", "equirl ×", "equirl / |G|", "goal"):
+        table.add_column(col, justify="right" if col not in ("model", "group") else "left")
+    for r in rows:
+        G = r["order"]
+        ratio = r["equirl_ms"] / r["plain_ms"]
+        goal_ok = ratio <= 1.05 * G and (r["batch"] != 1 or ratio < 0.8 * G)
+        table.add_row(r["model"], r["group"], str(G), str(r["batch"]), f"{r['plain_ms']:.3f}",
+                      f"{r['loop_ms'] / r['plain_ms']:.2f}", f"{ratio:.2f}", f"{ratio / G:.2f}",
+                      "[green]ok[/]" if goal_ok else "[red]over[/]")  # fmt: skip
+    console.print(table)
+    console.print("goal: equirl ≤ 1.05·|G| × plain at every batch, < 0.8·|G| × plain at batch 1")
+    return 0
