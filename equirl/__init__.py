@@ -16,9 +16,12 @@ from equirl.groups import Group, GroupElement, cyclic, dihedral, direct_product,
 __version__ = "0.1.0"
 
 __all__ = [
+    "EquiTune",
+    "EquiZero",
     "EquirlError",
     "Group",
     "GroupElement",
+    "LambdaEquiTune",
     "__version__",
     "check_equivariance",
     "cyclic",

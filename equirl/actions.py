@@ -221,7 +221,9 @@ class GroupAction(Generic[T]):
     @classmethod
     def from_generators(cls, group: Group, images: Sequence[Any], **kwargs: Any) -> GroupAction[Any]:
         """Build the action from the images of ``group.generators`` (checked to be a homomorphism)."""
-        return cls(group, _extend_homomorphism(group, list(images), cls._identity_like(images, **kwargs)), **kwargs)
+        return cls(
+            group, _extend_homomorphism(group, list(images), cls._identity_like(images, **kwargs)), **kwargs
+        )
 
     @classmethod
     def _identity_like(cls, images: Sequence[Any], **kwargs: Any) -> Any:
@@ -321,7 +323,9 @@ class ImageAction(GroupAction[ImageTransform]):
     :param dims: the (height, width) dims, counted from the end (negative) so batch dims do not matter.
     """
 
-    def __init__(self, group: Group, transforms: Sequence[ImageTransform], dims: tuple[int, int] = (-2, -1)) -> None:
+    def __init__(
+        self, group: Group, transforms: Sequence[ImageTransform], dims: tuple[int, int] = (-2, -1)
+    ) -> None:
         super().__init__(group, transforms)
         if not (dims[0] < 0 and dims[1] < 0 and dims[0] != dims[1]):
             raise GroupError(f"image dims must be two distinct negative dims, got {dims}")
@@ -396,12 +400,18 @@ class SignedPermAction(GroupAction[SignedPerm]):
         self.has_signs = any(t.signs is not None for t in self.transforms)
         self.is_pure_sign = all(t.src == tuple(range(self.size)) for t in self.transforms)
 
-    def _tables(self, device: torch.device, dtype: torch.dtype, inverse: bool) -> tuple[Tensor, Tensor | None]:
+    def _tables(
+        self, device: torch.device, dtype: torch.dtype, inverse: bool
+    ) -> tuple[Tensor, Tensor | None]:
         key = ("tab", device, dtype, inverse)
         hit = self._cache.get(key)
         if hit is None:
             inv = self.group.inverse_indices
-            ts = [self.transforms[inv[g]] for g in range(self.group.order)] if inverse else list(self.transforms)
+            ts = (
+                [self.transforms[inv[g]] for g in range(self.group.order)]
+                if inverse
+                else list(self.transforms)
+            )
             src = torch.tensor([t.src for t in ts], dtype=torch.long, device=device)
             signs = (
                 torch.tensor([t.signs or (1.0,) * self.size for t in ts], dtype=dtype, device=device)
@@ -475,7 +485,11 @@ class TokenAction(GroupAction[TokenMap]):
         tab = self._cache.get(key)
         if tab is None:
             inv = self.group.inverse_indices
-            ts = [self.transforms[inv[g]] for g in range(self.group.order)] if inverse else list(self.transforms)
+            ts = (
+                [self.transforms[inv[g]] for g in range(self.group.order)]
+                if inverse
+                else list(self.transforms)
+            )
             tab = torch.tensor([t.table for t in ts], dtype=torch.long, device=device)
             self._cache[key] = tab
         return tab
@@ -509,8 +523,9 @@ def trivial_action(group: Group) -> TrivialAction:
     return TrivialAction(group)
 
 
-def image_action(group: Group, generator_images: Sequence[ImageTransform] | None = None,
-                 dims: tuple[int, int] = (-2, -1)) -> ImageAction:
+def image_action(
+    group: Group, generator_images: Sequence[ImageTransform] | None = None, dims: tuple[int, int] = (-2, -1)
+) -> ImageAction:
     """An action on images from the images of the generators.
 
     Without ``generator_images``, the standard choice for the factory groups is used:
@@ -582,8 +597,11 @@ def swap_permutation(n: int, swaps: Sequence[tuple[int, int]] | Mapping[int, int
     return tuple(p)
 
 
-def signed_permutation_action(group: Group, generator_images: Sequence[SignedPerm | Sequence[int]],
-                              signs: Sequence[Sequence[float] | None] | None = None) -> SignedPermAction:
+def signed_permutation_action(
+    group: Group,
+    generator_images: Sequence[SignedPerm | Sequence[int]],
+    signs: Sequence[Sequence[float] | None] | None = None,
+) -> SignedPermAction:
     """Signed permutation action on the last axis from generator images.
 
     :param generator_images: per generator, a :class:`SignedPerm` or a source-index list ``src``
@@ -602,7 +620,9 @@ def signed_permutation_action(group: Group, generator_images: Sequence[SignedPer
     return act
 
 
-def permutation_action(group: Group, generator_perms: Sequence[Sequence[int]] | None = None) -> SignedPermAction:
+def permutation_action(
+    group: Group, generator_perms: Sequence[Sequence[int]] | None = None
+) -> SignedPermAction:
     """Index permutations of a categorical axis (Q-value columns, class or vocabulary logits).
 
     For a permutation group, ``generator_perms`` defaults to the group's own permutations:
@@ -614,7 +634,9 @@ def permutation_action(group: Group, generator_perms: Sequence[Sequence[int]] | 
             raise GroupError(f"{group.name} is not a permutation group: pass generator_perms")
         generator_perms = [group.data[i] for i in group.generator_indices]
     # (g·y)[p[i]] = y[i]  <=>  (g·y)[j] = y[p^{-1}[j]]  =>  src = argsort(p)
-    return signed_permutation_action(group, [SignedPerm(_argsort([int(v) for v in p])) for p in generator_perms])
+    return signed_permutation_action(
+        group, [SignedPerm(_argsort([int(v) for v in p])) for p in generator_perms]
+    )
 
 
 def token_action(group: Group, generator_tables: Sequence[Sequence[int]] | None = None) -> TokenAction:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import statistics
 import time
@@ -95,13 +96,21 @@ def bench_rows(
                     progress(f"{model_name} {group} batch {batch}")
                 shape = (batch, 4) if model_name == "mlp" else (batch, 4, 84, 84)
                 x = torch.randn(shape)
-                fns = {"plain": lambda: model(x), "loop": lambda: sym.forward_loop(x), "equirl": lambda: sym(x)}
+                fns: dict[str, Callable[[], Any]] = {
+                    "plain": functools.partial(model, x),
+                    "loop": functools.partial(sym.forward_loop, x),
+                    "equirl": functools.partial(sym, x),
+                }
                 with torch.inference_mode():
                     for f in fns.values():  # warm up (allocator, caches)
                         f()
                     once = _time(fns["loop"], 1)
-                    inner = {k: max(1, int(min_time / max(once / (1 if k != "plain" else in_act.group.order),
-                                                           1e-6))) for k in fns}
+                    inner = {
+                        k: max(
+                            1, int(min_time / max(once / (1 if k != "plain" else in_act.group.order), 1e-6))
+                        )
+                        for k in fns
+                    }
                     samples: dict[str, list[float]] = {k: [] for k in fns}
                     for _ in range(rounds):
                         for k, f in fns.items():
@@ -124,7 +133,9 @@ def run_symmetrizer_bench(args: argparse.Namespace, console: Any) -> int:
             rows = bench_rows(rounds=args.repeats or 5)
         else:
             with console.status("benchmarking...") as status:
-                rows = bench_rows(rounds=args.repeats or 5, progress=lambda s: status.update(f"benchmarking {s}"))
+                rows = bench_rows(
+                    rounds=args.repeats or 5, progress=lambda s: status.update(f"benchmarking {s}")
+                )
     finally:
         torch.set_num_threads(threads)
     keys = ("model", "group", "batch", "plain_ms", "loop_ms", "equirl_ms")

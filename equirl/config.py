@@ -182,7 +182,8 @@ def from_dict(cls: type[C], data: Mapping[str, Any], where: str = "") -> C:
     for k, v in data.items():
         kwargs[k] = _coerce(v, hints[k], f"{where}.{k}" if where else k)
     missing = [
-        n for n, f in fields.items()
+        n
+        for n, f in fields.items()
         if n not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
     ]
     if missing:

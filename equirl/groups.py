@@ -123,7 +123,9 @@ class Group:
         if any(len(row) != n for row in self._table):
             raise GroupError("the Cayley table must be square")
         self.generator_indices: tuple[int, ...] = tuple(int(g) for g in generators)
-        self.labels: tuple[str, ...] = tuple(labels) if labels is not None else tuple(str(i) for i in range(n))
+        self.labels: tuple[str, ...] = (
+            tuple(labels) if labels is not None else tuple(str(i) for i in range(n))
+        )
         self.data: tuple[Any, ...] = tuple(data) if data is not None else tuple(range(n))
         self.factors: tuple[Group, ...] = tuple(factors)
         if len(self.labels) != n or len(self.data) != n:
@@ -234,13 +236,13 @@ def _table_from(elements: Sequence[Any], mul: Any) -> list[list[int]]:
         raise GroupError(f"product {exc} falls outside the element set") from None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def trivial() -> Group:
     """The group with one element."""
     return Group("1", [[0]], generators=(), labels=["e"], data=[0])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cyclic(n: int) -> Group:
     """The cyclic group :math:`C_n` of rotations by multiples of :math:`2\\pi/n`.
 
@@ -255,7 +257,7 @@ def cyclic(n: int) -> Group:
     return Group(f"C{n}", table, generators=(1,), labels=["e"] + [f"r{k}" for k in range(1, n)], data=elems)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def dihedral(n: int) -> Group:
     """The dihedral group :math:`D_n` of order ``2n``.
 
@@ -281,7 +283,7 @@ def dihedral(n: int) -> Group:
     return Group(f"D{n}", table, generators=gens, labels=[label(e) for e in elems], data=elems)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def flip() -> Group:
     """The two-element group ``{e, flip}`` (a mirror, a sign flip, a swap): :math:`\\mathbb{Z}_2`."""
     return Group("Z2", [[0, 1], [1, 0]], generators=(1,), labels=["e", "flip"], data=[0, 1])
@@ -314,8 +316,12 @@ def permutation_group(
     n = len(gens[0])
     for g in gens:
         if len(g) != n or sorted(g) != list(range(n)):
-            raise GroupError(f"not a permutation of 0..{n - 1}: {list(g)} (each index must appear exactly once)")
-    return _permutation_group_cached(tuple(gens), name, tuple(labels) if labels is not None else None, max_order)
+            raise GroupError(
+                f"not a permutation of 0..{n - 1}: {list(g)} (each index must appear exactly once)"
+            )
+    return _permutation_group_cached(
+        tuple(gens), name, tuple(labels) if labels is not None else None, max_order
+    )
 
 
 @functools.lru_cache(maxsize=256)

@@ -8,10 +8,10 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
-from equirl.utils.shared import shared_data_dir  # noqa: E402
+from equirl.utils.shared import shared_data_dir
 
 torch.set_num_threads(1)
 

@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 from typing import Any
 
 
 def register(commands: Any, bench: Any) -> None:
-    p = bench.add_parser("symmetrizers", help="cost of equirl's symmetrizers vs plain forward and a per-element loop")
+    d = commands.add_parser("demo", help="the main job on embedded defaults (no downloads)")
+    d.add_argument("--core", action="store_true", help="only the core symmetrizer demonstration")
+    d.set_defaults(func=_demo)
+    p = bench.add_parser(
+        "symmetrizers", help="cost of equirl's symmetrizers vs plain forward and a per-element loop"
+    )
     p.add_argument("--json", action="store_true", help="print rows as JSON")
-    p.add_argument("--repeats", type=int, default=0, help="timing repeats (0: automatic)")
+    p.add_argument("--repeats", type=int, default=0, help="interleaved timing rounds (0: 5)")
     p.add_argument("--csv", default=None, help="also save the table as CSV here")
     p.set_defaults(func=_bench_symmetrizers)
+
+
+def _demo(args: argparse.Namespace, console: Any) -> int:
+    if not args.core and importlib.util.find_spec("equirl.rl.demo") is not None:
+        from equirl.rl.demo import run_demo
+
+        return int(run_demo(console) or 0)
+    from equirl.demo import run_core_demo
+
+    return run_core_demo(console)
 
 
 def _bench_symmetrizers(args: argparse.Namespace, console: Any) -> int:

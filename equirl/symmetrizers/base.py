@@ -89,7 +89,9 @@ class Symmetrizer(nn.Module):
             self._model_fn = model
         self.in_action = in_action
         self.out_action = out_action
-        if not (chunk_size is None or chunk_size == "auto" or (isinstance(chunk_size, int) and chunk_size > 0)):
+        if not (
+            chunk_size is None or chunk_size == "auto" or (isinstance(chunk_size, int) and chunk_size > 0)
+        ):
             raise ValueError(f"chunk_size must be a positive int, 'auto' or None, got {chunk_size!r}")
         self.chunk_size = chunk_size
         self.max_call_bytes = max_call_bytes

@@ -102,7 +102,9 @@ class EquiZero(Symmetrizer):
         with torch.no_grad():
             loss = self.proxy(ys)
             if loss.shape != ys.shape[:2]:
-                raise ValueError(f"the proxy must return shape {tuple(ys.shape[:2])}, got {tuple(loss.shape)}")
+                raise ValueError(
+                    f"the proxy must return shape {tuple(ys.shape[:2])}, got {tuple(loss.shape)}"
+                )
             best = loss.min(0, keepdim=True).values
             if self.tie_break == "first":
                 mask = torch.zeros_like(loss).scatter_(0, loss.argmin(0, keepdim=True), 1.0)
@@ -112,7 +114,7 @@ class EquiZero(Symmetrizer):
 
     def combine(self, x_rows: Tensor, ys: Tensor) -> SymmetrizerOutput:
         w = self.select(ys)
-        G, B = w.shape
+        B = w.shape[1]
         if bool((w.amax(0) == 1).all()):  # no ties: map back only the chosen outputs
             pick = w.argmax(0)
             chosen = ys[pick, torch.arange(B, device=ys.device)]
@@ -182,7 +184,9 @@ class LambdaEquiTune(Symmetrizer):
         **kwargs: Any,
     ) -> None:
         super().__init__(model, in_action, out_action, **kwargs)
-        self.lambda_net = lambda_net if lambda_net is not None else LambdaNet(lambda_in_features, tuple(lambda_hidden))
+        self.lambda_net = (
+            lambda_net if lambda_net is not None else LambdaNet(lambda_in_features, tuple(lambda_hidden))
+        )
         self.lambda_features = lambda_features
         self.detach_features = detach_features
 

@@ -57,4 +57,6 @@ def get_proxy(proxy: str | Proxy) -> Proxy:
     try:
         return PROXIES[proxy]
     except KeyError:
-        raise EquirlError(f"unknown equizero proxy {proxy!r}; choose one of {sorted(PROXIES)} or pass a callable") from None
+        raise EquirlError(
+            f"unknown equizero proxy {proxy!r}; choose one of {sorted(PROXIES)} or pass a callable"
+        ) from None

@@ -36,7 +36,11 @@ def _actions() -> list[tuple[str, GroupAction[Any], torch.Tensor]]:
         ("mirror-lr", mirror_action("left-right"), torch.randn(3, 1, 4, 6)),
         ("mirror-tb", mirror_action("top-bottom"), torch.randn(3, 1, 4, 6)),
         ("D4-HWC", image_action(dihedral(4), dims=(-3, -2)), torch.randn(2, 5, 5, 3)),
-        ("Z2-signs", signed_permutation_action(z2, [[0, 1, 2, 3]], signs=[[-1, -1, -1, -1]]), torch.randn(4, 4)),
+        (
+            "Z2-signs",
+            signed_permutation_action(z2, [[0, 1, 2, 3]], signs=[[-1, -1, -1, -1]]),
+            torch.randn(4, 4),
+        ),
         ("Z2-signed-perm", signed_permutation_action(z2, [[1, 0, 2]], signs=[[1, 1, -1]]), torch.randn(4, 3)),
         ("C3-logits", permutation_action(c3), torch.randn(4, 3)),
         ("C3-seq-logits", permutation_action(c3), torch.randn(2, 5, 3)),

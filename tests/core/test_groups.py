@@ -32,7 +32,7 @@ def test_axioms(group: Group) -> None:
         assert (g @ e) == g == (e @ g)
         assert (g @ ~g) == e == (~g @ g)
         assert ~~g == g
-        assert g ** group.order == e
+        assert g**group.order == e
     for g, h, k in itertools.product(group.elements, repeat=3):
         assert (g @ h) @ k == g @ (h @ k)
 
@@ -54,7 +54,7 @@ def test_orders_and_labels() -> None:
     d4 = dihedral(4)
     m, r = d4.element("m"), d4.element("r1")
     assert m @ r @ m == ~r  # the dihedral relation
-    assert r ** 4 == d4.identity and r ** 2 != d4.identity
+    assert r**4 == d4.identity and r**2 != d4.identity
     assert not d4.is_abelian and cyclic(5).is_abelian
 
 

@@ -57,21 +57,57 @@ def _block_cycle() -> tuple[GroupAction[Any], GroupAction[Any]]:
 _c3_in, _c3_out = _block_cycle()
 
 CASES = [
-    Case("Z2-signflip-vectors", lambda: nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 2)),
-         signed_permutation_action(flip(), [[0, 1, 2, 3]], signs=[[-1, -1, -1, -1]]),
-         permutation_action(flip(), [[1, 0]]), lambda: torch.randn(6, 4), 4),
-    Case("C4-images-invariant", lambda: _cnn(5), rotation_action(4), None, lambda: torch.randn(3, 2, 6, 6), 72),
-    Case("C4-images-equivariant", lambda: nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(),
-                                                         nn.Conv2d(3, 2, 3, padding=1)),
-         rotation_action(4), rotation_action(4), lambda: torch.randn(3, 2, 6, 6), 72),
-    Case("D4-images-invariant", lambda: _cnn(5), image_action(dihedral(4)), None,
-         lambda: torch.randn(3, 2, 6, 6), 72),
-    Case("D4-images-equivariant", lambda: nn.Sequential(nn.Conv2d(2, 2, 3, padding=1)),
-         image_action(dihedral(4)), image_action(dihedral(4)), lambda: torch.randn(3, 2, 6, 6), 72),
-    Case("mirror-lr-actions", lambda: _cnn(4), mirror_action("left-right"),
-         permutation_action(flip(), [swap_permutation(4, [(2, 3)])]), lambda: torch.randn(3, 2, 6, 6), 72),
-    Case("C3-perm-logits", lambda: nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3)),
-         _c3_in, _c3_out, lambda: torch.randn(5, 6), 6),
+    Case(
+        "Z2-signflip-vectors",
+        lambda: nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 2)),
+        signed_permutation_action(flip(), [[0, 1, 2, 3]], signs=[[-1, -1, -1, -1]]),
+        permutation_action(flip(), [[1, 0]]),
+        lambda: torch.randn(6, 4),
+        4,
+    ),
+    Case(
+        "C4-images-invariant", lambda: _cnn(5), rotation_action(4), None, lambda: torch.randn(3, 2, 6, 6), 72
+    ),
+    Case(
+        "C4-images-equivariant",
+        lambda: nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 2, 3, padding=1)),
+        rotation_action(4),
+        rotation_action(4),
+        lambda: torch.randn(3, 2, 6, 6),
+        72,
+    ),
+    Case(
+        "D4-images-invariant",
+        lambda: _cnn(5),
+        image_action(dihedral(4)),
+        None,
+        lambda: torch.randn(3, 2, 6, 6),
+        72,
+    ),
+    Case(
+        "D4-images-equivariant",
+        lambda: nn.Sequential(nn.Conv2d(2, 2, 3, padding=1)),
+        image_action(dihedral(4)),
+        image_action(dihedral(4)),
+        lambda: torch.randn(3, 2, 6, 6),
+        72,
+    ),
+    Case(
+        "mirror-lr-actions",
+        lambda: _cnn(4),
+        mirror_action("left-right"),
+        permutation_action(flip(), [swap_permutation(4, [(2, 3)])]),
+        lambda: torch.randn(3, 2, 6, 6),
+        72,
+    ),
+    Case(
+        "C3-perm-logits",
+        lambda: nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3)),
+        _c3_in,
+        _c3_out,
+        lambda: torch.randn(5, 6),
+        6,
+    ),
 ]
 
 
@@ -148,8 +184,10 @@ def test_equizero_picks_the_brute_force_argmin(proxy: str) -> None:
     loss_fn = get_proxy(proxy)
     with torch.no_grad():
         for b in range(x.shape[0]):
-            losses = [float(loss_fn(sym.model(case.in_action.apply(x[b : b + 1], g)).unsqueeze(0)))
-                      for g in case.in_action.group.elements]
+            losses = [
+                float(loss_fn(sym.model(case.in_action.apply(x[b : b + 1], g)).unsqueeze(0)))
+                for g in case.in_action.group.elements
+            ]
             assert int(picks[b]) == min(range(len(losses)), key=losses.__getitem__)
     # max_prob picks the *most* confident element (the seed code's argmin bug would pick the least)
     if proxy == "max_prob":
@@ -223,7 +261,7 @@ def test_callable_models_and_mismatched_groups() -> None:
     from equirl.errors import EquirlError, GroupError
 
     act = rotation_action(4)
-    f = lambda z: z.flatten(1).sum(-1, keepdim=True)  # noqa: E731
+    f = lambda z: z.flatten(1).sum(-1, keepdim=True)
     sym = symmetrize(f, act)
     assert check_equivariance(sym, act, None, torch.randn(2, 1, 4, 4)) < ATOL
     with pytest.raises(GroupError, match="same group"):
@@ -246,15 +284,27 @@ def test_equitune_uses_the_inverse_not_the_element() -> None:
             wrong = self.out_action.inverse_stacked(ys[list(inv)])  # applies g instead of g⁻¹ to M(g·x)
             return wrong[list(inv)].mean(0)
 
-    assert check_equivariance(EquiTune(model, case.in_action, case.out_action), case.in_action,
-                              case.out_action, x) < ATOL
-    assert check_equivariance(WrongEquiTune(model, case.in_action, case.out_action), case.in_action,
-                              case.out_action, x) > 1e-3
+    assert (
+        check_equivariance(
+            EquiTune(model, case.in_action, case.out_action), case.in_action, case.out_action, x
+        )
+        < ATOL
+    )
+    assert (
+        check_equivariance(
+            WrongEquiTune(model, case.in_action, case.out_action), case.in_action, case.out_action, x
+        )
+        > 1e-3
+    )
 
 
 @settings(max_examples=20, deadline=None)
-@given(batch=st.integers(1, 9), seed=st.integers(0, 10_000), method=st.sampled_from(METHODS),
-       group=st.sampled_from(["C4", "D4", "C2"]))
+@given(
+    batch=st.integers(1, 9),
+    seed=st.integers(0, 10_000),
+    method=st.sampled_from(METHODS),
+    group=st.sampled_from(["C4", "D4", "C2"]),
+)
 def test_property_random_models_inputs_and_batches(batch: int, seed: int, method: str, group: str) -> None:
     torch.manual_seed(seed)
     act = image_action({"C4": cyclic(4), "D4": dihedral(4), "C2": cyclic(2)}[group])

@@ -1,0 +1,70 @@
+"""The core CLI: demo, bench JSON shape, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from equirl.bench import bench_rows
+from equirl.cli import main
+from equirl.demo import core_demo_rows
+
+
+def test_core_demo_restores_the_symmetry() -> None:
+    rows = core_demo_rows()
+    assert {r["method"] for r in rows} == {"plain", "equitune", "equizero", "lambda"}
+    for r in rows:
+        if r["method"] == "plain":
+            assert r["error"] > 1e-2
+        else:
+            assert r["error"] < 1e-5
+
+
+def test_cli_demo_core_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--core"]) == 0
+    assert "equitune" in capsys.readouterr().out
+
+
+def test_bench_rows_have_the_documented_keys() -> None:
+    rows = bench_rows(models=("mlp",), groups=("Z2", "D4"), batches=(1, 3), rounds=1, min_time=0.0)
+    assert len(rows) == 4
+    for r in rows:
+        assert {"model", "group", "batch", "plain_ms", "loop_ms", "equirl_ms"} <= set(r)
+        assert r["plain_ms"] > 0 and r["equirl_ms"] > 0
+
+
+def test_unknown_command_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["no-such-command"])
+    assert exc.value.code == 2
+
+
+def test_bench_json_is_parseable(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import equirl.bench as b
+
+    monkeypatch.setattr(
+        b,
+        "bench_rows",
+        lambda **kw: [
+            {
+                "model": "mlp",
+                "group": "Z2",
+                "batch": 1,
+                "plain_ms": 1.0,
+                "loop_ms": 2.0,
+                "equirl_ms": 1.5,
+                "order": 2,
+            }
+        ],  # fmt: skip
+    )
+    assert main(["bench", "symmetrizers", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0]["equirl_ms"] == 1.5 and set(rows[0]) == {
+        "model",
+        "group",
+        "batch",
+        "plain_ms",
+        "loop_ms",
+        "equirl_ms",
+    }
