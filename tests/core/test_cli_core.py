@@ -56,7 +56,7 @@ def test_bench_json_is_parseable(monkeypatch: pytest.MonkeyPatch, capsys: pytest
                 "equirl_ms": 1.5,
                 "order": 2,
             }
-        ],  # fmt: skip
+        ],
     )
     assert main(["bench", "symmetrizers", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
