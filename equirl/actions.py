@@ -447,7 +447,7 @@ class SignedPermAction(GroupAction[SignedPerm]):
         src_v, signs_v = hit
         if self.is_pure_sign:
             assert signs_v is not None
-            return (x.unsqueeze(0) if expand else x) * signs_v
+            return x * signs_v  # broadcasting adds the group axis
         shape = (self.group.order, *x.shape) if expand else x.shape
         base = x.unsqueeze(0).expand(shape) if expand else x
         out = torch.gather(base, -1, src_v.expand(shape))

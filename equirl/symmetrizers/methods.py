@@ -45,12 +45,25 @@ class EquiTune(Symmetrizer):
         True
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._uniform: dict[Any, Tensor] = {}
+
     def combine(self, x_rows: Tensor, ys: Tensor) -> SymmetrizerOutput:
         G, B = ys.shape[0], ys.shape[1]
         return SymmetrizerOutput(self.combine_output(x_rows, ys), ys.new_full((G, B), 1.0 / G))
 
     def combine_output(self, x_rows: Tensor, ys: Tensor) -> Tensor:
-        return self.out_action.inverse_stacked(ys).mean(0)
+        back = self.out_action.inverse_stacked(ys)
+        if not back.is_floating_point():
+            return back.float().mean(0)
+        G = back.shape[0]
+        key = (back.device, back.dtype, G)
+        w = self._uniform.get(key)
+        if w is None:
+            w = self._uniform[key] = torch.full((G,), 1.0 / G, dtype=back.dtype, device=back.device)
+        # one matrix-vector product instead of mean's sum + division
+        return torch.mv(back.reshape(G, -1).t(), w).view(back.shape[1:])
 
     def forward(self, x: Tensor) -> Tensor:
         # fast path: no weights to build
