@@ -7,18 +7,14 @@ ever ``eval``-ed.
 
 Example::
 
-    >>> from dataclasses import dataclass, field
+    >>> from dataclasses import dataclass
     >>> @dataclass
     ... class Train:
     ...     steps: int = 1000
     ...     lr: float = 1e-3
-    >>> @dataclass
-    ... class Exp:
-    ...     env: str = "CartPole-v1"
-    ...     train: Train = field(default_factory=Train)
-    >>> cfg = from_dict(Exp, apply_overrides({"env": "Acrobot-v1"}, ["train.steps=50"]))
-    >>> cfg.train.steps, cfg.env
-    (50, 'Acrobot-v1')
+    >>> cfg = from_dict(Train, apply_overrides({"lr": 3e-4}, ["steps=50"]))
+    >>> cfg.steps, cfg.lr
+    (50, 0.0003)
 """
 
 from __future__ import annotations

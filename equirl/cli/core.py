@@ -18,6 +18,11 @@ def register(commands: Any, bench: Any) -> None:
     p.add_argument("--repeats", type=int, default=0, help="interleaved timing rounds (0: 5)")
     p.add_argument("--csv", default=None, help="also save the table as CSV here")
     p.set_defaults(func=_bench_symmetrizers)
+    q = bench.add_parser("product", help="product groups and canonicalization vs equitune/equizero (digits)")
+    q.add_argument("--out", default=None, help="folder for product_bench.csv")
+    q.add_argument("--groups", nargs="+", default=["C4xZ2", "D4xZ2"], help="product groups to run")
+    q.add_argument("--seed", type=int, default=0)
+    q.set_defaults(func=_bench_product)
 
 
 def _demo(args: argparse.Namespace, console: Any) -> int:
@@ -34,3 +39,12 @@ def _bench_symmetrizers(args: argparse.Namespace, console: Any) -> int:
     from equirl.bench import run_symmetrizer_bench
 
     return run_symmetrizer_bench(args, console)
+
+
+def _bench_product(args: argparse.Namespace, console: Any) -> int:
+    from equirl.bench_product import product_table, run_product_bench
+
+    with console.status("training the digits CNN and the canonicalizer, then evaluating..."):
+        rows = run_product_bench(out_dir=args.out, groups=tuple(args.groups), seed=args.seed)
+    console.print(product_table(rows))
+    return 0

@@ -10,23 +10,32 @@ from torch import Tensor, nn
 from equirl.actions import GroupAction
 from equirl.errors import EquirlError
 from equirl.symmetrizers.base import SYMMETRIZERS, Symmetrizer, SymmetrizerOutput, register_symmetrizer
+from equirl.symmetrizers.canonicalize import Canonicalize, ScoredSymmetrizer, ScoreNet, sparse_orbit_average
 from equirl.symmetrizers.check import check_equivariance, equivariance_errors
 from equirl.symmetrizers.methods import EquiTune, EquiZero, LambdaEquiTune, LambdaNet
+from equirl.symmetrizers.multigroup import ISLayer, MultiGroup, multigroup_pass_count
 from equirl.symmetrizers.proxies import PROXIES, get_proxy
 
 __all__ = [
     "PROXIES",
     "SYMMETRIZERS",
+    "Canonicalize",
     "EquiTune",
     "EquiZero",
+    "ISLayer",
     "LambdaEquiTune",
     "LambdaNet",
+    "MultiGroup",
+    "ScoreNet",
+    "ScoredSymmetrizer",
     "Symmetrizer",
     "SymmetrizerOutput",
     "check_equivariance",
     "equivariance_errors",
     "get_proxy",
+    "multigroup_pass_count",
     "register_symmetrizer",
+    "sparse_orbit_average",
     "symmetrize",
 ]
 

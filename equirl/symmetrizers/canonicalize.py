@@ -148,8 +148,6 @@ class ScoredSymmetrizer(Symmetrizer):
         self.tie_break = tie_break
         self.tie_atol = float(tie_atol)
         self.tie_rtol = float(tie_rtol)
-        #: rows the big model saw in the last forward (for benchmarks; not used for computation)
-        self.last_model_rows = 0
 
     # -- the canonicalization network ---------------------------------------------------------------
     def scores_from_orbit(self, orbit: Tensor) -> Tensor:
@@ -157,7 +155,9 @@ class ScoredSymmetrizer(Symmetrizer):
         G, B = orbit.shape[0], orbit.shape[1]
         s = self.scorer(orbit.reshape(G * B, *orbit.shape[2:]))
         if s.numel() != G * B:
-            raise GroupError(f"the scorer must return one score per row ({G * B}), got shape {tuple(s.shape)}")
+            raise GroupError(
+                f"the scorer must return one score per row ({G * B}), got shape {tuple(s.shape)}"
+            )
         return s.reshape(G, B).float()
 
     def scores(self, x: Tensor) -> Tensor:
@@ -195,7 +195,9 @@ class ScoredSymmetrizer(Symmetrizer):
 
     def _straight_through(self, x: Tensor, orbit: Tensor, scores: Tensor) -> Tensor | None:
         """Zero-valued ``Σ_g p_g (g·x) - stopgrad`` so the task loss reaches the scorer (Kaba et al.)."""
-        if not (self.training and torch.is_grad_enabled() and torch.is_floating_point(x) and scores.requires_grad):
+        if not (
+            self.training and torch.is_grad_enabled() and torch.is_floating_point(x) and scores.requires_grad
+        ):
             return None
         p = torch.softmax(scores / self.temperature, dim=0).to(orbit.dtype)
         soft = (p.view(*p.shape, *([1] * (orbit.dim() - 2))) * orbit).sum(0)
@@ -211,18 +213,12 @@ class ScoredSymmetrizer(Symmetrizer):
         c = self.chunk_for(x)
         if c >= B:
             return self._forward_chunk(x)
-        outs, ws, rows = [], [], 0
+        outs, ws = [], []
         for i in range(0, B, c):
             o, w = self._forward_chunk(x[i : i + c])
-            rows += self.last_model_rows
             outs.append(o)
             ws.append(w)
-        self.last_model_rows = rows
         return SymmetrizerOutput(torch.cat(outs), torch.cat(ws, dim=1))
-
-    def chunk_for(self, x: Tensor) -> int:
-        # the scorer sees |G| copies, so the base rule (|G| rows per sample) is the right budget
-        return super().chunk_for(x)
 
     def _forward_chunk(self, x: Tensor) -> SymmetrizerOutput:
         orbit = self.in_action.orbit(x)
@@ -231,8 +227,7 @@ class ScoredSymmetrizer(Symmetrizer):
             mask = self.tie_mask(scores.detach())
             w = self.weights_from_mask(mask)
         perturb = self._straight_through(x, orbit, scores)
-        out, rows = sparse_orbit_average(self, x, w, perturb)
-        self.last_model_rows = rows
+        out, _ = sparse_orbit_average(self, x, w, perturb)
         return SymmetrizerOutput(out, w)
 
     def forward_loop(self, x: Tensor) -> Tensor:
@@ -281,6 +276,3 @@ class Canonicalize(ScoredSymmetrizer):
 
     def weights_from_mask(self, mask: Tensor) -> Tensor:
         return mask / mask.sum(0, keepdim=True)
-
-    def forward_with_weights(self, x: Tensor) -> SymmetrizerOutput:
-        return super().forward_with_weights(x)
