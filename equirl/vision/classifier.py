@@ -25,7 +25,14 @@ from equirl.errors import EquirlError
 from equirl.symmetrizers import LambdaEquiTune, Symmetrizer, symmetrize
 from equirl.vision.groups import vision_action
 
-__all__ = ["accuracy", "evaluate_transforms", "fit_lambda", "init_lambda", "predict_logits", "symmetrize_classifier"]
+__all__ = [
+    "accuracy",
+    "evaluate_transforms",
+    "fit_lambda",
+    "init_lambda",
+    "predict_logits",
+    "symmetrize_classifier",
+]
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +115,10 @@ def fit_lambda(
     if not isinstance(model, LambdaEquiTune):
         raise EquirlError("fit_lambda needs a λ-equitune model: symmetrize_classifier(net, method='lambda')")
     if images.shape[0] != labels.shape[0] or images.shape[0] == 0:
-        raise EquirlError(f"images and labels must be non-empty with the same length, got "
-                          f"{images.shape[0]} and {labels.shape[0]}")
+        raise EquirlError(
+            f"images and labels must be non-empty with the same length, got "
+            f"{images.shape[0]} and {labels.shape[0]}"
+        )
     if steps < 1 or batch_size < 1:
         raise EquirlError(f"steps and batch_size must be positive, got {steps} and {batch_size}")
     init_lambda(model, images)
@@ -148,7 +157,9 @@ def predict_logits(model: Callable[[Tensor], Tensor], images: Tensor, batch_size
     return torch.cat(outs)
 
 
-def accuracy(model: Callable[[Tensor], Tensor], images: Tensor, labels: Tensor, batch_size: int = 256) -> float:
+def accuracy(
+    model: Callable[[Tensor], Tensor], images: Tensor, labels: Tensor, batch_size: int = 256
+) -> float:
     """Top-1 accuracy in ``[0, 1]``."""
     pred = predict_logits(model, images, batch_size).argmax(-1)
     return float((pred == labels).float().mean())
@@ -171,7 +182,9 @@ def evaluate_transforms(
     out: dict[str, float] = {}
     for g in action.group.elements:
         out[g.label] = accuracy(model, action.apply(images, g), labels, batch_size)
-    idx = torch.randint(0, action.group.order, (images.shape[0],), generator=torch.Generator().manual_seed(seed))
+    idx = torch.randint(
+        0, action.group.order, (images.shape[0],), generator=torch.Generator().manual_seed(seed)
+    )
     out["random"] = accuracy(model, action.apply_each(images, idx), labels, batch_size)
     out["mean"] = sum(out[g.label] for g in action.group.elements) / action.group.order
     return out

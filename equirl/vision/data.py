@@ -87,15 +87,17 @@ def load_image_folder(root: str | Path, size: int | None = None, mode: str = "RG
         files = sorted(f for f in (root / c).iterdir() if f.suffix.lower() in _IMAGE_SUFFIXES)
         for f in files:
             try:
-                with Image.open(f) as im:
-                    im = im.convert(mode)
+                with Image.open(f) as raw:
+                    im = raw.convert(mode)
                     if size is not None:
                         im = im.resize((size, size), Image.Resampling.BILINEAR)
                     arr = np.asarray(im, dtype=np.float32) / 255.0
             except (UnidentifiedImageError, OSError) as exc:
                 raise EquirlError(f"cannot read image {f}: {exc}") from None
             if arrays and arr.shape != arrays[0].shape:
-                raise EquirlError(f"{f} has shape {arr.shape}, others {arrays[0].shape}: pass size= to resize")
+                raise EquirlError(
+                    f"{f} has shape {arr.shape}, others {arrays[0].shape}: pass size= to resize"
+                )
             arrays.append(arr)
             labels.append(ci)
     if not arrays:

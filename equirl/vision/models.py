@@ -31,19 +31,40 @@ class SmallCNN(nn.Module):
     :param hidden: size of the feature vector returned by :meth:`features`.
     """
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10, image_size: int = 16, width: int = 16,
-                 hidden: int = 64) -> None:
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_classes: int = 10,
+        image_size: int = 16,
+        width: int = 16,
+        hidden: int = 64,
+    ) -> None:
         super().__init__()
         if image_size % 4:
             raise CheckpointError(f"image_size must be divisible by 4, got {image_size}")
-        self.hparams: dict[str, int] = {"in_channels": in_channels, "num_classes": num_classes,
-                                        "image_size": image_size, "width": width, "hidden": hidden}
+        self.hparams: dict[str, int] = {
+            "in_channels": in_channels,
+            "num_classes": num_classes,
+            "image_size": image_size,
+            "width": width,
+            "hidden": hidden,
+        }
         self.backbone = nn.Sequential(
-            nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(2 * width * (image_size // 4) ** 2, hidden), nn.ReLU(),
+            nn.Conv2d(in_channels, width, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(2 * width * (image_size // 4) ** 2, hidden),
+            nn.ReLU(),
         )
         self.head = nn.Linear(hidden, num_classes)
+
+    def feature_maps(self, x: Tensor) -> Tensor:
+        """``(B, 2·width, size/4, size/4)`` convolutional feature maps (before flattening)."""
+        return self.backbone[:6](x)
 
     def features(self, x: Tensor) -> Tensor:
         """``(B, hidden)`` backbone features."""
@@ -56,8 +77,15 @@ class SmallCNN(nn.Module):
 def save_cnn(model: SmallCNN, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
     """Save ``model`` (hyper-parameters + weights + ``meta``) atomically to ``path``."""
     buf = io.BytesIO()
-    torch.save({"format": _FORMAT, "hparams": model.hparams, "state_dict": model.state_dict(),
-                "meta": dict(meta or {})}, buf)
+    torch.save(
+        {
+            "format": _FORMAT,
+            "hparams": model.hparams,
+            "state_dict": model.state_dict(),
+            "meta": dict(meta or {}),
+        },
+        buf,
+    )
     return atomic_write_bytes(path, buf.getvalue())
 
 
@@ -65,10 +93,12 @@ def load_cnn(path: str | Path) -> tuple[SmallCNN, dict[str, Any]]:
     """Load a checkpoint written by :func:`save_cnn`; returns ``(model in eval mode, meta)``."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path} (create one with `equirl vision pretrain CONFIG`)")
+        raise CheckpointError(
+            f"checkpoint not found: {path} (create one with `equirl vision pretrain CONFIG`)"
+        )
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad checkpoint
+    except Exception as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from None
     if not isinstance(blob, dict) or blob.get("format") != _FORMAT:
         raise CheckpointError(f"{path} is not an equirl vision CNN checkpoint")
@@ -76,6 +106,8 @@ def load_cnn(path: str | Path) -> tuple[SmallCNN, dict[str, Any]]:
         model = SmallCNN(**blob["hparams"])
         model.load_state_dict(blob["state_dict"])
     except (KeyError, TypeError, RuntimeError) as exc:
-        raise CheckpointError(f"checkpoint {path} does not fit SmallCNN: {str(exc).splitlines()[0]}") from None
+        raise CheckpointError(
+            f"checkpoint {path} does not fit SmallCNN: {str(exc).splitlines()[0]}"
+        ) from None
     model.eval()
     return model, dict(blob.get("meta", {}))

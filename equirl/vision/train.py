@@ -28,6 +28,7 @@ __all__ = [
     "PretrainConfig",
     "TrainConfig",
     "build_classifier",
+    "check_fits",
     "finetune",
     "load_data",
     "load_finetuned",
@@ -133,7 +134,9 @@ class FinetuneConfig:
         if self.n_train < 1:
             raise ValueError(f"n_train must be positive, got {self.n_train}")
         if self.method != "lambda" and self.train_lambda and not self.train_backbone:
-            raise ValueError(f"method {self.method!r} has no λ to train: set train_backbone: true or method: lambda")
+            raise ValueError(
+                f"method {self.method!r} has no λ to train: set train_backbone: true or method: lambda"
+            )
         if not (self.train_backbone or self.train_lambda):
             raise ValueError("nothing to train: set train_backbone and/or train_lambda to true")
 
@@ -148,6 +151,16 @@ def load_data(cfg: DataConfig) -> tuple[ImageDataset, ImageDataset]:
     if cfg.n_test >= len(data):
         raise ConfigError(f"data.n_test={cfg.n_test} leaves no training images ({len(data)} images in all)")
     return split_dataset(data, cfg.n_test, cfg.split_seed)
+
+
+def check_fits(net: SmallCNN, data: ImageDataset, where: str = "data") -> None:
+    """One-line error when the images do not fit the CNN (size or channels)."""
+    c, size = net.hparams["in_channels"], net.hparams["image_size"]
+    if tuple(data.images.shape[1:]) != (c, size, size):
+        raise ConfigError(
+            f"{where}: images are {tuple(data.images.shape[1:])} but the CNN expects "
+            f"({c}, {size}, {size}); set data.size: {size} (and the mode) to match the checkpoint"
+        )
 
 
 def _steps(train: TrainConfig, n: int) -> int:
@@ -180,10 +193,15 @@ def pretrain(cfg: PretrainConfig, save: bool = True) -> tuple[SmallCNN, dict[str
         opt.step()
     model.eval()
     metrics: dict[str, Any] = {"steps": steps, "seconds": time.perf_counter() - t0, "n_train": n}
-    metrics.update({f"test_{k}": v for k, v in evaluate_transforms(model, test_set.images, test_set.labels).items()})
+    metrics.update(
+        {f"test_{k}": v for k, v in evaluate_transforms(model, test_set.images, test_set.labels).items()}
+    )
     if save:
-        meta = {"classes": train_set.classes, "data": {"source": cfg.data.source, "size": cfg.data.size},
-                "metrics": {k: float(v) for k, v in metrics.items()}}
+        meta = {
+            "classes": train_set.classes,
+            "data": {"source": cfg.data.source, "size": cfg.data.size},
+            "metrics": {k: float(v) for k, v in metrics.items()},
+        }
         save_cnn(model, cfg.out, meta)
         metrics["path"] = str(cfg.out)
     return model, metrics
@@ -196,8 +214,13 @@ def build_classifier(net: nn.Module, method: str, group: str, proxy: str = "entr
     return symmetrize_classifier(net, group=group, method=method, proxy=proxy)
 
 
-def _train_model(model: nn.Module, params: list[nn.Parameter], data: ImageDataset, cfg: TrainConfig,
-                 augment_group: str | None) -> list[float]:
+def _train_model(
+    model: nn.Module,
+    params: list[nn.Parameter],
+    data: ImageDataset,
+    cfg: TrainConfig,
+    augment_group: str | None,
+) -> list[float]:
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
     action = vision_action(augment_group) if augment_group else None
@@ -218,7 +241,9 @@ def _train_model(model: nn.Module, params: list[nn.Parameter], data: ImageDatase
     return losses
 
 
-def finetune(cfg: FinetuneConfig, save: bool = True, net: SmallCNN | None = None) -> tuple[nn.Module, dict[str, Any]]:
+def finetune(
+    cfg: FinetuneConfig, save: bool = True, net: SmallCNN | None = None
+) -> tuple[nn.Module, dict[str, Any]]:
     """Finetune a pretrained CNN's backbone and/or λ under ``cfg.method``; returns ``(classifier, metrics)``.
 
     :param net: use this CNN instead of loading ``cfg.checkpoint`` (it is modified in place when
@@ -228,6 +253,7 @@ def finetune(cfg: FinetuneConfig, save: bool = True, net: SmallCNN | None = None
     if net is None:
         net, _ = load_cnn(cfg.checkpoint)
     train_set, test_set = load_data(cfg.data)
+    check_fits(net, test_set)
     sub = train_set.subset(torch.arange(min(cfg.n_train, len(train_set))))
     torch.manual_seed(cfg.train.seed)
     model = build_classifier(net, cfg.method, cfg.group, cfg.proxy)
@@ -236,9 +262,16 @@ def finetune(cfg: FinetuneConfig, save: bool = True, net: SmallCNN | None = None
     losses: list[float] = []
     if cfg.method == "lambda" and cfg.train_lambda and not cfg.train_backbone:
         assert isinstance(model, LambdaEquiTune)
-        losses = fit_lambda(model, sub.images, sub.labels, steps=_steps(cfg.train, len(sub)), lr=cfg.train.lr,
-                            batch_size=cfg.train.batch_size, weight_decay=cfg.train.weight_decay,
-                            seed=cfg.train.seed)
+        losses = fit_lambda(
+            model,
+            sub.images,
+            sub.labels,
+            steps=_steps(cfg.train, len(sub)),
+            lr=cfg.train.lr,
+            batch_size=cfg.train.batch_size,
+            weight_decay=cfg.train.weight_decay,
+            seed=cfg.train.seed,
+        )
     else:
         if isinstance(model, LambdaEquiTune):
             init_lambda(model, sub.images)
@@ -253,14 +286,21 @@ def finetune(cfg: FinetuneConfig, save: bool = True, net: SmallCNN | None = None
         losses = _train_model(model, params, sub, cfg.train, aug)
     model.eval()
     after = evaluate_transforms(model, test_set.images, test_set.labels, cfg.group, seed=cfg.train.seed)
-    metrics: dict[str, Any] = {"seconds": time.perf_counter() - t0, "n_train": len(sub),
-                               "loss_first": losses[0] if losses else float("nan"),
-                               "loss_last": losses[-1] if losses else float("nan")}
+    metrics: dict[str, Any] = {
+        "seconds": time.perf_counter() - t0,
+        "n_train": len(sub),
+        "loss_first": losses[0] if losses else float("nan"),
+        "loss_last": losses[-1] if losses else float("nan"),
+    }
     metrics.update({f"before_{k}": v for k, v in before.items()})
     metrics.update({f"after_{k}": v for k, v in after.items()})
     if save and cfg.out:
-        meta: dict[str, Any] = {"method": cfg.method, "group": cfg.group, "proxy": cfg.proxy,
-                                "metrics": {k: float(v) for k, v in metrics.items()}}
+        meta: dict[str, Any] = {
+            "method": cfg.method,
+            "group": cfg.group,
+            "proxy": cfg.proxy,
+            "metrics": {k: float(v) for k, v in metrics.items()},
+        }
         if isinstance(model, LambdaEquiTune):
             meta["lambda_state"] = model.lambda_net.state_dict()
         save_cnn(net, cfg.out, meta)
@@ -288,5 +328,7 @@ def load_finetuned(path: str | Path, method: str | None = None, group: str | Non
 def random_transform(images: Tensor, group: str, seed: int) -> Tensor:
     """Each image transformed by its own seeded random group element."""
     action = vision_action(group)
-    idx = torch.randint(0, action.group.order, (images.shape[0],), generator=torch.Generator().manual_seed(seed))
+    idx = torch.randint(
+        0, action.group.order, (images.shape[0],), generator=torch.Generator().manual_seed(seed)
+    )
     return action.apply_each(images, idx)

@@ -1,0 +1,172 @@
+"""``equirl vision pretrain|finetune|eval|clip`` and ``equirl bench vision``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(commands: Any, bench: Any) -> None:
+    p = commands.add_parser(
+        "vision", help="invariant image classifiers: pretrain, finetune, evaluate (CNN, CLIP)"
+    )
+    sub = p.add_subparsers(dest="vision_command", metavar="SUBCOMMAND")
+    p.set_defaults(func=lambda args, console: _help(p))
+
+    pre = sub.add_parser("pretrain", help="train the small upright-only CNN (the offline 'pretrained CNN')")
+    pre.add_argument("config", help="YAML config (see configs/vision/pretrain_digits.yaml)")
+    pre.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    pre.set_defaults(func=_pretrain)
+
+    ft = sub.add_parser("finetune", help="symmetrize a pretrained CNN and finetune its backbone and/or λ")
+    ft.add_argument("config", help="YAML config (see configs/vision/finetune_lambda.yaml)")
+    ft.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    ft.set_defaults(func=_finetune)
+
+    ev = sub.add_parser("eval", help="accuracy per transformation and on a randomly transformed test set")
+    ev.add_argument("checkpoint", help="a checkpoint from `vision pretrain` or `vision finetune`")
+    ev.add_argument("--method", default=None, help="plain, equitune, equizero or lambda (default: as saved)")
+    ev.add_argument("--group", default=None, help="rot90, rot180, mirror or rot90+mirror (default: as saved)")
+    ev.add_argument("--proxy", default="entropy", help="equizero proxy: entropy or max_prob")
+    ev.add_argument("--config", default=None, help="YAML with a `data:` section (default: the digits split)")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the randomly transformed test set")
+    ev.set_defaults(func=_eval)
+
+    cl = sub.add_parser(
+        "clip", help="CLIP zero-shot on an image folder under rotations/mirrors (needs the model)"
+    )
+    cl.add_argument("folder", help="root/<class>/<image>; the class names are the sub-folder names")
+    cl.add_argument("--model", default="openai/clip-vit-base-patch32", help="hub id or local folder")
+    cl.add_argument("--group", default="rot90", help="rot90, mirror or rot90+mirror")
+    cl.add_argument("--methods", default="plain,equitune,equizero", help="comma-separated methods")
+    cl.add_argument("--proxy", default="max_prob", help="equizero proxy: max_prob or entropy")
+    cl.add_argument("--batch-size", type=int, default=32)
+    cl.set_defaults(func=_clip)
+
+    b = bench.add_parser(
+        "vision", help="plain vs equitune vs equizero vs λ-equitune vs finetuned (digits CNN)"
+    )
+    b.add_argument("--seeds", type=int, default=3, help="number of seeds (pretraining + λ fitting)")
+    b.add_argument("--n-lambda", type=int, default=1000, help="labelled images for λ / finetuning (<= 1297)")
+    b.add_argument("--lambda-steps", type=int, default=300, help="λ training steps")
+    b.add_argument("--multi-k", type=int, default=2, help="images per example in the multi-image comparison")
+    b.add_argument("--skip-multi", action="store_true", help="skip the multi-image comparison")
+    b.add_argument("--out", default=None, help="save the tables as CSV in this folder")
+    b.set_defaults(func=_bench)
+
+
+def _help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def _pretrain(args: argparse.Namespace, console: Any) -> int:
+    from equirl.config import load_config
+    from equirl.vision.train import PretrainConfig, pretrain
+
+    cfg = load_config(PretrainConfig, args.config, args.set)
+    _, m = pretrain(cfg)
+    console.print(
+        f"pretrained in {m['seconds']:.1f}s ({m['steps']} steps on {m['n_train']} images) -> {m['path']}"
+    )
+    console.print(_acc_line("test accuracy", m, "test_"))
+    return 0
+
+
+def _finetune(args: argparse.Namespace, console: Any) -> int:
+    from equirl.config import load_config
+    from equirl.vision.train import FinetuneConfig, finetune
+
+    cfg = load_config(FinetuneConfig, args.config, args.set)
+    _, m = finetune(cfg)
+    what = "+".join(k for k, on in (("backbone", cfg.train_backbone), ("λ", cfg.train_lambda)) if on)
+    console.print(
+        f"{cfg.method} on {cfg.group}: finetuned {what} on {m['n_train']} images in {m['seconds']:.1f}s"
+        + (f" -> {m['path']}" if "path" in m else "")
+    )
+    console.print(_acc_line("before", m, "before_"))
+    console.print(_acc_line("after ", m, "after_"))
+    return 0
+
+
+def _eval(args: argparse.Namespace, console: Any) -> int:
+    from rich.table import Table
+
+    from equirl.config import from_dict, load_yaml
+    from equirl.errors import ConfigError
+    from equirl.symmetrizers import EquiZero, Symmetrizer, get_proxy
+    from equirl.vision.classifier import evaluate_transforms
+    from equirl.vision.models import SmallCNN
+    from equirl.vision.train import DataConfig, check_fits, load_data, load_finetuned
+
+    data_cfg = DataConfig()
+    if args.config:
+        raw = load_yaml(args.config).get("data", {})
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{args.config}: `data` must be a section")
+        data_cfg = from_dict(DataConfig, raw, "data")
+    if args.method not in (None, "plain", "equitune", "equizero", "lambda"):
+        raise ConfigError(f"--method must be plain, equitune, equizero or lambda, got {args.method!r}")
+    model = load_finetuned(args.checkpoint, args.method, args.group)
+    group = args.group or getattr(getattr(model, "group", None), "name", None) or "rot90"
+    group = {"C4": "rot90", "Z2": "mirror", "D4": "rot90+mirror", "C2": "rot180", "flip": "mirror"}.get(
+        group, group
+    )
+    if isinstance(model, EquiZero) and args.proxy != "entropy":
+        model.proxy = get_proxy(args.proxy)
+    _, test = load_data(data_cfg)
+    net = model.model if isinstance(model, Symmetrizer) else model
+    if isinstance(net, SmallCNN):
+        check_fits(net, test)
+    res = evaluate_transforms(model, test.images, test.labels, group, seed=args.seed)
+    t = Table(title=f"{args.checkpoint} ({len(test)} test images, group {group})")
+    for k in res:
+        t.add_column(k, justify="right")
+    t.add_row(*(f"{100 * v:.1f}" for v in res.values()))
+    console.print(t)
+    return 0
+
+
+def _clip(args: argparse.Namespace, console: Any) -> int:
+    from rich.table import Table
+
+    from equirl.errors import ConfigError
+    from equirl.vision.classifier import evaluate_transforms, symmetrize_classifier
+    from equirl.vision.clip import CLIPZeroShot, clip_preprocess, load_clip
+    from equirl.vision.data import load_image_folder
+    from equirl.vision.groups import vision_action
+
+    vision_action(args.group)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    bad = [m for m in methods if m not in ("plain", "equitune", "equizero")]
+    if bad or not methods:
+        raise ConfigError(
+            f"--methods must list plain, equitune, equizero (λ needs labels: use fit_lambda), got {bad}"
+        )
+    data = load_image_folder(args.folder, size=256, mode="RGB")
+    clip, tok = load_clip(args.model)
+    zs = CLIPZeroShot.from_classnames(clip, tok, [c.replace("_", " ") for c in data.classes])
+    x = clip_preprocess(data.images)
+    t = Table(title=f"CLIP zero-shot {args.model} on {args.folder} ({len(data)} images, group {args.group})")
+    t.add_column("method")
+    rows = {}
+    for m in methods:
+        model = zs if m == "plain" else symmetrize_classifier(zs, args.group, m, proxy=args.proxy)
+        rows[m] = evaluate_transforms(model, x, data.labels, args.group, batch_size=args.batch_size)
+    for k in next(iter(rows.values())):
+        t.add_column(k, justify="right")
+    for m, r in rows.items():
+        t.add_row(m, *(f"{100 * v:.1f}" for v in r.values()))
+    console.print(t)
+    return 0
+
+
+def _bench(args: argparse.Namespace, console: Any) -> int:
+    from equirl.vision.bench import run_vision_bench
+
+    return run_vision_bench(args, console)
+
+
+def _acc_line(title: str, m: dict[str, Any], prefix: str) -> str:
+    keys = [k for k in m if k.startswith(prefix)]
+    return f"{title}: " + "  ".join(f"{k[len(prefix) :]}={100 * float(m[k]):.1f}%" for k in keys)

@@ -1,0 +1,266 @@
+"""``equirl bench vision``: invariant classifiers on the offline pretrained digits CNN.
+
+Single images (per seed: pretrain the upright-only CNN, then evaluate on the upright and on a randomly
+rotated test set): plain, equitune, equizero (entropy and max-probability proxies), λ-equitune with
+λ learned from ``n_lambda`` labelled images (backbone frozen), equitune with the backbone finetuned,
+and the plain CNN finetuned with random-rotation augmentation; plus the cost per image.
+
+Multi-image (K digits per example, label = their sum, each image rotated independently): Baltaji et
+al.'s equivariant-branch + IS-fusion design against equitune of a joint model over the full product
+group ``C4^K``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import logging
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from equirl.errors import EquirlError
+from equirl.symmetrizers import LambdaEquiTune
+from equirl.utils.io import atomic_write_text
+from equirl.vision.classifier import accuracy, fit_lambda, symmetrize_classifier
+from equirl.vision.data import ImageDataset
+from equirl.vision.groups import vision_action
+from equirl.vision.models import SmallCNN
+from equirl.vision.multi_image import JointClassifier, MultiImageIS, ProductEquiTune, apply_per_image
+from equirl.vision.train import DataConfig, PretrainConfig, TrainConfig, load_data, pretrain, random_transform
+
+__all__ = ["multi_image_bench", "run_vision_bench", "single_image_bench"]
+
+log = logging.getLogger(__name__)
+
+
+def _cost_ms(model: Callable[[Tensor], Tensor], x: Tensor, repeats: int = 2) -> float:
+    """Milliseconds per image of a batched no-grad forward (best of ``repeats``)."""
+    best = float("inf")
+    with torch.no_grad():
+        model(x[:8])
+        for _ in range(repeats):
+            t = time.perf_counter()
+            model(x)
+            best = min(best, time.perf_counter() - t)
+    return 1000 * best / x.shape[0]
+
+
+def _train(
+    model: nn.Module,
+    params: list[nn.Parameter],
+    x: Tensor,
+    y: Tensor,
+    steps: int,
+    lr: float,
+    seed: int,
+    transform: Callable[[Tensor, torch.Generator], Tensor] | None = None,
+    batch_size: int = 64,
+) -> None:
+    opt = torch.optim.Adam(params, lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(steps):
+        idx = torch.randint(0, x.shape[0], (batch_size,), generator=gen)
+        xb = x[idx] if transform is None else transform(x[idx], gen)
+        loss = F.cross_entropy(model(xb), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    model.eval()
+
+
+def single_image_bench(
+    seeds: int = 3, n_lambda: int = 1000, lambda_steps: int = 300, finetune_steps: int = 300
+) -> list[dict[str, Any]]:
+    """Rows ``{seed, method, upright, random, ms_per_image}`` for every seed and method."""
+    rows: list[dict[str, Any]] = []
+    data = DataConfig()
+    train, test = load_data(data)
+    if not 0 < n_lambda <= len(train):
+        raise EquirlError(f"--n-lambda must be in 1..{len(train)}, got {n_lambda}")
+    act = vision_action("rot90")
+    for seed in range(seeds):
+        net, _ = pretrain(PretrainConfig(data=data, train=TrainConfig(seed=seed)), save=False)
+        x_rand = random_transform(test.images, "rot90", seed=1000 + seed)
+        sub = train.subset(torch.arange(n_lambda))
+        models: dict[str, nn.Module] = {
+            "plain": net,
+            "equitune": symmetrize_classifier(net, "rot90", "equitune"),
+            "equizero (entropy)": symmetrize_classifier(net, "rot90", "equizero", proxy="entropy"),
+            "equizero (max prob)": symmetrize_classifier(net, "rot90", "equizero", proxy="max_prob"),
+        }
+        lam = symmetrize_classifier(net, "rot90", "lambda")
+        assert isinstance(lam, LambdaEquiTune)
+        torch.manual_seed(seed)
+        fit_lambda(lam, sub.images, sub.labels, steps=lambda_steps, lr=3e-3, seed=seed)
+        models[f"λ-equitune (λ fit on {n_lambda})"] = lam
+        # finetuned baselines (copies of the backbone)
+        eq_net = SmallCNN(**net.hparams)
+        eq_net.load_state_dict(net.state_dict())
+        eq_ft = symmetrize_classifier(eq_net, "rot90", "equitune")
+        _train(eq_ft, list(eq_net.parameters()), sub.images, sub.labels, finetune_steps, 1e-3, seed)
+        models[f"equitune finetuned ({n_lambda})"] = eq_ft
+        aug_net = SmallCNN(**net.hparams)
+        aug_net.load_state_dict(net.state_dict())
+
+        def rot(xb: Tensor, g: torch.Generator) -> Tensor:
+            return act.apply_each(xb, torch.randint(0, 4, (xb.shape[0],), generator=g))
+
+        _train(aug_net, list(aug_net.parameters()), sub.images, sub.labels, finetune_steps, 1e-3, seed, rot)
+        models[f"plain finetuned + rot. aug. ({n_lambda})"] = aug_net
+        for name, m in models.items():
+            m.eval()
+            rows.append(
+                {
+                    "seed": seed,
+                    "method": name,
+                    "upright": accuracy(m, test.images, test.labels),
+                    "random_rot90": accuracy(m, x_rand, test.labels),
+                    "ms_per_image": _cost_ms(m, test.images[:256]),
+                }
+            )
+        log.info("seed %d done", seed)
+    return rows
+
+
+def _pairs(data: ImageDataset, n: int, k: int, seed: int) -> tuple[Tensor, Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, len(data), (n, k), generator=g)
+    return data.images[idx], data.labels[idx].sum(1)
+
+
+def multi_image_bench(
+    k: int = 2, steps: int = 400, n_train: int = 4000, seed: int = 0
+) -> list[dict[str, Any]]:
+    """Rows ``{method, upright, random_independent, ms_per_example, trunk_passes}`` (labels: digit sums)."""
+    data = DataConfig()
+    train, test = load_data(data)
+    net, _ = pretrain(PretrainConfig(data=data, train=TrainConfig(seed=seed)), save=False)
+    for p in net.parameters():
+        p.requires_grad_(False)
+    n_classes = 9 * k + 1
+    xtr, ytr = _pairs(train, n_train, k, seed)
+    xte, yte = _pairs(test, 1000, k, seed + 1)
+    act = vision_action("rot90")
+    g = torch.Generator().manual_seed(seed + 2)
+    xte_rot = apply_per_image(act, xte, torch.randint(0, 4, (xte.shape[0], k), generator=g))
+    torch.manual_seed(seed)
+    is_models: dict[str, MultiImageIS] = {}
+    for branch, trunk in (("equitune", net.feature_maps), ("lambda", net.features)):
+        ism = MultiImageIS(trunk, k, n_classes, "rot90", hidden=128, branch=branch)
+        ism(xtr[:2])  # materialise lazy layers
+        _train(ism, [p for p in ism.parameters() if p.requires_grad], xtr, ytr, steps, 3e-3, seed)
+        is_models[branch] = ism
+    joint = JointClassifier(net.features, net.hparams["hidden"], k, n_classes, hidden=128)
+    _train(joint, list(joint.mlp.parameters()), xtr, ytr, steps, 3e-3, seed)
+    prod_zero = ProductEquiTune(joint, k, "rot90")
+    joint2 = JointClassifier(net.features, net.hparams["hidden"], k, n_classes, hidden=128)
+    joint2.load_state_dict(joint.state_dict())
+    prod_ft = ProductEquiTune(joint2, k, "rot90")
+    _train(prod_ft, list(joint2.mlp.parameters()), xtr, ytr, max(1, steps // 4), 3e-3, seed, batch_size=32)
+    G = act.group.order
+    rows = []
+    for name, m, passes in [
+        ("joint (plain)", joint, k),
+        (f"equitune over C4^{k} (zero-shot)", prod_zero, k * G**k),
+        (f"equitune over C4^{k} (head finetuned, {max(1, steps // 4)} steps)", prod_ft, k * G**k),
+        (
+            "equitune branches (feature maps) + IS layer",
+            is_models["equitune"],
+            is_models["equitune"].trunk_passes(),
+        ),
+        ("λ-equitune branches + IS layer", is_models["lambda"], is_models["lambda"].trunk_passes()),
+    ]:
+        m.eval()
+        rows.append(
+            {
+                "method": name,
+                "upright": accuracy(m, xte, yte, 128),
+                "random_independent": accuracy(m, xte_rot, yte, 128),
+                "ms_per_example": _cost_ms(m, xte[:128]),
+                "trunk_passes": passes,
+            }
+        )
+    return rows
+
+
+def _summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for name in dict.fromkeys(r["method"] for r in rows):
+        rs = [r for r in rows if r["method"] == name]
+        row: dict[str, Any] = {"method": name, "seeds": len(rs)}
+        for key in ("upright", "random_rot90"):
+            vals = [100 * r[key] for r in rs]
+            row[key] = statistics.mean(vals)
+            row[key + "_std"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
+        row["ms_per_image"] = statistics.median(r["ms_per_image"] for r in rs)
+        out.append(row)
+    return out
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()})
+    return buf.getvalue()
+
+
+def run_vision_bench(args: argparse.Namespace, console: Any) -> int:
+    """The ``equirl bench vision`` handler (prints tables; ``--out`` saves CSVs)."""
+    from rich.table import Table
+
+    torch.set_num_threads(1)
+    if args.seeds < 1:
+        raise EquirlError(f"--seeds must be >= 1, got {args.seeds}")
+    t0 = time.perf_counter()
+    rows = single_image_bench(args.seeds, args.n_lambda, args.lambda_steps)
+    summary = _summarise(rows)
+    t = Table(
+        title=f"digits CNN (upright-trained), C4, {args.seeds} seed(s), 500 test images: accuracy % (mean ± std)"
+    )
+    for c in ("method", "upright", "random rot90", "ms / image"):
+        t.add_column(c, justify="left" if c == "method" else "right")
+    for r in summary:
+        t.add_row(
+            r["method"],
+            f"{r['upright']:.1f} ± {r['upright_std']:.1f}",
+            f"{r['random_rot90']:.1f} ± {r['random_rot90_std']:.1f}",
+            f"{r['ms_per_image']:.3f}",
+        )
+    console.print(t)
+    multi: list[dict[str, Any]] = []
+    if not args.skip_multi:
+        multi = multi_image_bench(k=args.multi_k)
+        mt = Table(
+            title=f"multi-image: {args.multi_k} digits per example, label = sum, independent rotations"
+        )
+        for c in ("method", "upright %", "indep. rotated %", "ms / example", "trunk passes"):
+            mt.add_column(c, justify="left" if c == "method" else "right")
+        for r in multi:
+            mt.add_row(
+                r["method"],
+                f"{100 * r['upright']:.1f}",
+                f"{100 * r['random_independent']:.1f}",
+                f"{r['ms_per_example']:.3f}",
+                str(r["trunk_passes"]),
+            )
+        console.print(mt)
+    console.print(f"total {time.perf_counter() - t0:.0f}s (1 CPU thread)")
+    if args.out:
+        out = Path(args.out)
+        atomic_write_text(out / "vision_single_seeds.csv", _csv(rows))
+        atomic_write_text(out / "vision_single_summary.csv", _csv(summary))
+        if multi:
+            atomic_write_text(out / "vision_multi_image.csv", _csv(multi))
+        console.print(f"saved CSVs under {out}")
+    return 0

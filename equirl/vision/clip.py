@@ -1,0 +1,240 @@
+"""CLIP zero-shot classification made invariant to quarter turns and mirrors.
+
+A :class:`CLIPZeroShot` turns a ``transformers`` ``CLIPModel`` into an NCHW classifier: the class
+embeddings come from a prompt ensemble (each class name in several templates, embeddings normalised,
+averaged and normalised again; Radford et al., 2021), computed once and cached; the logits are
+``logit_scale · <image embedding, class embedding>``. It exposes ``features`` (the normalised image
+embedding) so λ-equitune's λ sees the frozen image features (Basu et al., NeurIPS 2023)::
+
+    from equirl.vision import symmetrize_classifier
+    from equirl.vision.clip import CLIPZeroShot, load_clip
+
+    model, tokenizer = load_clip("openai/clip-vit-base-patch32")     # OfflineError when unreachable
+    zs = CLIPZeroShot.from_classnames(model, tokenizer, ["cat", "dog"])
+    inv = symmetrize_classifier(zs, group="rot90", method="equizero", proxy="max_prob")
+    logits = inv(clip_preprocess(images))                               # images: (N, 3, H, W) in [0, 1]
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any, cast
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from equirl.errors import EquirlError, OfflineError
+
+__all__ = [
+    "CLIP_MEAN",
+    "CLIP_STD",
+    "DEFAULT_TEMPLATES",
+    "CLIPZeroShot",
+    "clip_preprocess",
+    "load_clip",
+    "text_classifier",
+]
+
+log = logging.getLogger(__name__)
+
+#: a small prompt ensemble (in the spirit of CLIP's ImageNet templates)
+DEFAULT_TEMPLATES: tuple[str, ...] = (
+    "a photo of a {}.",
+    "a blurry photo of a {}.",
+    "a photo of the small {}.",
+    "a rotated photo of a {}.",
+    "a drawing of a {}.",
+)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[tuple[Any, ...], Tensor]] = weakref.WeakKeyDictionary()
+
+
+def _offline() -> bool:
+    return any(
+        os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
+        for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+def load_clip(
+    name: str = "openai/clip-vit-base-patch32", cache_dir: str | None = None
+) -> tuple[nn.Module, Any]:
+    """Load a ``CLIPModel`` and its tokenizer from the hub (or a local folder / the local cache).
+
+    The local cache is tried first; the hub only when not offline. Any failure is one
+    :class:`~equirl.errors.OfflineError` line instead of a long retry loop.
+
+    :param name: a hub id such as ``"openai/clip-vit-base-patch32"`` or a local folder.
+    :param cache_dir: the Hugging Face cache folder (default: the standard one).
+    """
+    from transformers import AutoTokenizer, CLIPModel
+
+    attempts = [True] if (_offline() or os.path.isdir(name)) else [True, False]
+    last: Exception | None = None
+    for local_only in attempts:
+        try:
+            model = CLIPModel.from_pretrained(name, cache_dir=cache_dir, local_files_only=local_only)
+            tok = AutoTokenizer.from_pretrained(name, cache_dir=cache_dir, local_files_only=local_only)
+            model.eval()
+            return model, tok
+        except (OSError, ValueError, EnvironmentError) as exc:  # noqa: UP024 - hub errors derive from OSError
+            last = exc
+    why = (
+        "offline mode (HF_HUB_OFFLINE=1)"
+        if _offline()
+        else "not in the local cache and the hub is unreachable"
+    )
+    detail = str(last).splitlines()[0][:160] if last else ""
+    raise OfflineError(
+        f"cannot load CLIP {name!r}: {why}; download it once with network access, or pass a local "
+        f"folder ({type(last).__name__}: {detail})"
+    )
+
+
+def _as_tensor(out: Any) -> Tensor:
+    """``get_*_features`` returns a tensor (transformers 4) or an output with ``pooler_output`` (5)."""
+    if isinstance(out, Tensor):
+        return out
+    pooled = getattr(out, "pooler_output", None)
+    if isinstance(pooled, Tensor):
+        return pooled
+    raise EquirlError(f"unexpected CLIP feature output {type(out).__name__}")
+
+
+@torch.no_grad()
+def text_classifier(
+    clip_model: nn.Module,
+    tokenizer: Callable[..., Any] | None = None,
+    classnames: Sequence[str] | None = None,
+    templates: Sequence[str] = DEFAULT_TEMPLATES,
+    input_ids: Tensor | None = None,
+    attention_mask: Tensor | None = None,
+) -> Tensor:
+    """``(num_classes, dim)`` normalised class embeddings from a prompt ensemble, cached per model.
+
+    Either ``tokenizer`` + ``classnames`` (each formatted into every template), or pre-tokenised
+    ``input_ids`` of shape ``(num_classes, num_templates, L)`` (or ``(num_classes, L)``).
+    """
+    if input_ids is None:
+        if tokenizer is None or not classnames:
+            raise EquirlError("text_classifier needs a tokenizer and class names, or input_ids")
+        if not templates or any("{}" not in t for t in templates):
+            raise EquirlError("every prompt template must contain '{}' for the class name")
+        key: tuple[Any, ...] = (
+            "text",
+            getattr(tokenizer, "name_or_path", id(tokenizer)),
+            tuple(classnames),
+            tuple(templates),
+        )
+    else:
+        key = (
+            "ids",
+            input_ids.shape,
+            hash(input_ids.cpu().numpy().tobytes()),
+            None if attention_mask is None else hash(attention_mask.cpu().numpy().tobytes()),
+        )
+    cache = _CACHE.setdefault(clip_model, {})
+    if key in cache:
+        return cache[key]
+    if input_ids is None:
+        assert tokenizer is not None and classnames is not None
+        texts = [t.format(c) for c in classnames for t in templates]
+        enc = tokenizer(texts, padding=True, return_tensors="pt")
+        ids = enc["input_ids"].view(len(classnames), len(templates), -1)
+        mask = enc.get("attention_mask")
+        mask = mask.view(ids.shape) if mask is not None else None
+    else:
+        ids = input_ids if input_ids.dim() == 3 else input_ids.unsqueeze(1)
+        mask = None if attention_mask is None else attention_mask.view(ids.shape)
+    C, T, L = ids.shape
+    get_text = cast(Any, clip_model).get_text_features
+    emb = _as_tensor(
+        get_text(
+            input_ids=ids.reshape(C * T, L), attention_mask=None if mask is None else mask.reshape(C * T, L)
+        )
+    )
+    emb = F.normalize(emb.float(), dim=-1).view(C, T, -1).mean(1)
+    out = F.normalize(emb, dim=-1)
+    cache[key] = out
+    log.debug("built the CLIP text classifier for %d classes x %d templates", C, T)
+    return out
+
+
+class CLIPZeroShot(nn.Module):
+    """A CLIP model as an image classifier: ``logits = scale · normalize(image_emb) @ class_emb.T``.
+
+    :param clip_model: a ``transformers`` ``CLIPModel`` (frozen: evaluation only unless you finetune).
+    :param class_embeddings: ``(num_classes, dim)`` normalised text embeddings (:func:`text_classifier`).
+    :param logit_scale: the temperature; default the model's own ``logit_scale.exp()``.
+    """
+
+    def __init__(
+        self, clip_model: nn.Module, class_embeddings: Tensor, logit_scale: float | None = None
+    ) -> None:
+        super().__init__()
+        self.clip = clip_model
+        self.register_buffer("class_embeddings", class_embeddings.detach().clone())
+        if logit_scale is None:
+            ls = getattr(clip_model, "logit_scale", None)
+            logit_scale = float(ls.detach().exp()) if isinstance(ls, Tensor) else 100.0
+        self.scale = float(logit_scale)
+
+    @classmethod
+    def from_classnames(
+        cls,
+        clip_model: nn.Module,
+        tokenizer: Callable[..., Any],
+        classnames: Sequence[str],
+        templates: Sequence[str] = DEFAULT_TEMPLATES,
+    ) -> CLIPZeroShot:
+        """Build the prompt-ensemble classifier (cached per model, class names and templates)."""
+        return cls(clip_model, text_classifier(clip_model, tokenizer, classnames, templates))
+
+    @classmethod
+    def from_input_ids(
+        cls, clip_model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None = None
+    ) -> CLIPZeroShot:
+        """Build it from pre-tokenised prompts ``(num_classes, num_templates, L)``."""
+        return cls(
+            clip_model, text_classifier(clip_model, input_ids=input_ids, attention_mask=attention_mask)
+        )
+
+    def features(self, pixel_values: Tensor) -> Tensor:
+        """``(B, dim)`` normalised image embeddings."""
+        get_image = cast(Any, self.clip).get_image_features
+        return F.normalize(_as_tensor(get_image(pixel_values=pixel_values)).float(), dim=-1)
+
+    def forward(self, pixel_values: Tensor) -> Tensor:
+        cls_emb: Tensor = self.class_embeddings  # type: ignore[assignment]
+        return self.scale * self.features(pixel_values) @ cls_emb.t().to(torch.float32)
+
+
+def clip_preprocess(
+    images: Tensor, size: int = 224, mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD
+) -> Tensor:
+    """CLIP's preprocessing in torch: resize the short side to ``size``, centre-crop square, normalise.
+
+    The output is square, so quarter turns and mirrors act exactly on it (and commute with it when the
+    input is square).
+
+    :param images: ``(N, 3, H, W)`` in ``[0, 1]`` (grey images are repeated to 3 channels).
+    """
+    if images.dim() != 4:
+        raise EquirlError(f"expected NCHW images, got shape {tuple(images.shape)}")
+    if images.shape[1] == 1:
+        images = images.expand(-1, 3, -1, -1)
+    h, w = images.shape[-2:]
+    s = size / min(h, w)
+    nh, nw = max(size, round(h * s)), max(size, round(w * s))
+    x = F.interpolate(images.float(), size=(nh, nw), mode="bicubic", align_corners=False).clamp(0, 1)
+    top, left = (nh - size) // 2, (nw - size) // 2
+    x = x[..., top : top + size, left : left + size]
+    m = torch.tensor(mean, dtype=x.dtype).view(1, -1, 1, 1)
+    sd = torch.tensor(std, dtype=x.dtype).view(1, -1, 1, 1)
+    return (x - m) / sd

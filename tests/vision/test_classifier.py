@@ -1,0 +1,152 @@
+"""Invariance of symmetrized image classifiers for every method, group and element; the real mirror."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from equirl.errors import EquirlError, GroupError
+from equirl.symmetrizers import LambdaEquiTune, check_equivariance, equivariance_errors
+from equirl.vision import SmallCNN, evaluate_transforms, fit_lambda, symmetrize_classifier, vision_action
+
+ATOL = 1e-5
+GROUPS = {"rot90": 4, "mirror": 2, "rot90+mirror": 8, "rot180": 2}
+METHODS = [
+    ("equitune", {}),
+    ("equizero", {"proxy": "entropy"}),
+    ("equizero", {"proxy": "max_prob"}),
+    ("lambda", {}),
+    ("lambda", {"lambda_features": None}),
+]
+
+
+def _net(c: int = 3, size: int = 8) -> nn.Module:
+    torch.manual_seed(0)
+    return SmallCNN(in_channels=c, num_classes=5, image_size=size, width=4, hidden=16).eval()
+
+
+def _randomize_lambda(model: nn.Module) -> None:
+    """Give λ non-trivial weights (its last layer starts at zero, i.e. as equitune)."""
+    if isinstance(model, LambdaEquiTune):
+        with torch.no_grad():
+            for p in model.lambda_net.parameters():
+                p.normal_(0, 0.5)
+
+
+def test_mirror_is_a_real_left_right_mirror() -> None:
+    act = vision_action("mirror")
+    x = torch.randn(2, 3, 5, 5)
+    m = act.group.elements[1]
+    assert torch.equal(act.apply(x, m), x.flip(-1))
+    assert not torch.equal(act.apply(x, m), torch.rot90(x, 2, dims=(-2, -1)))
+    # the D4 action contains both the mirror and the quarter turn, with the same conventions
+    d4 = vision_action("rot90+mirror")
+    assert d4.group.order == 8
+    outs = [d4.apply(x, g) for g in d4.group.elements]
+    assert any(torch.equal(o, x.flip(-1)) for o in outs)
+    assert any(torch.equal(o, torch.rot90(x, 1, dims=(-2, -1))) for o in outs)
+    assert any(torch.equal(o, x.flip(-2)) for o in outs)  # top-bottom mirror = r^2 m
+
+
+@pytest.mark.parametrize("group", list(GROUPS))
+@pytest.mark.parametrize("method,kw", METHODS, ids=lambda v: str(v))
+def test_invariance_every_element(group: str, method: str, kw: dict) -> None:
+    model = symmetrize_classifier(_net(), group=group, method=method, **kw).eval()
+    x = torch.randn(4, 3, 8, 8)
+    _ = model(x)  # materialise lazy λ layers
+    _randomize_lambda(model)
+    act = vision_action(group)
+    errs = equivariance_errors(model, act, None, x)
+    assert len(errs) == GROUPS[group]
+    assert max(errs.values()) < ATOL, errs
+    y = model(x)
+    assert y.shape == (4, 5)
+    # the batched forward equals the per-element reference loop
+    assert torch.allclose(model.forward_loop(x), y, atol=ATOL)
+
+
+def test_plain_net_is_not_invariant() -> None:
+    net = _net()
+    assert check_equivariance(net, vision_action("rot90"), None, torch.randn(4, 3, 8, 8)) > 1e-3
+
+
+def test_equitune_matches_explicit_reference() -> None:
+    net = _net()
+    x = torch.randn(3, 3, 8, 8)
+    model = symmetrize_classifier(net, "mirror", "equitune")
+    ref = (net(x) + net(x.flip(-1))) / 2
+    assert torch.allclose(model(x), ref, atol=ATOL)
+    rot = symmetrize_classifier(net, "rot90", "equitune")
+    ref4 = sum(net(torch.rot90(x, k, dims=(-2, -1))) for k in range(4)) / 4
+    assert torch.allclose(rot(x), ref4, atol=ATOL)
+
+
+def test_equizero_picks_lowest_entropy_pose() -> None:
+    net = _net()
+    x = torch.randn(6, 3, 8, 8)
+    model = symmetrize_classifier(net, "rot90", "equizero", proxy="entropy").eval()
+    outs = torch.stack([net(torch.rot90(x, k, dims=(-2, -1))) for k in range(4)])
+    p = outs.softmax(-1)
+    ent = -(p * p.log()).sum(-1)
+    best = ent.argmin(0)
+    assert torch.allclose(model(x), outs[best, torch.arange(6)], atol=ATOL)
+    mp = symmetrize_classifier(net, "rot90", "equizero", proxy="max_prob").eval()
+    best_p = p.amax(-1).argmax(0)  # *maximum* probability
+    assert torch.allclose(mp(x), outs[best_p, torch.arange(6)], atol=ATOL)
+
+
+def test_lambda_on_features_by_default() -> None:
+    net = _net()
+    model = symmetrize_classifier(net, "rot90", "lambda")
+    assert isinstance(model, LambdaEquiTune)
+    assert model.lambda_features == net.features
+    # zero-initialised last layer: starts exactly as equitune
+    eq = symmetrize_classifier(net, "rot90", "equitune")
+    x = torch.randn(2, 3, 8, 8)
+    assert torch.allclose(model(x), eq(x), atol=ATOL)
+    # the backbone is registered (its parameters are the module's)
+    names = {n for n, _ in model.named_parameters()}
+    assert any(n.startswith("model.") for n in names)
+
+
+def test_unknown_group_and_method() -> None:
+    with pytest.raises(GroupError, match="unknown image group"):
+        symmetrize_classifier(_net(), group="rot45")
+    with pytest.raises(EquirlError, match="unknown method"):
+        symmetrize_classifier(_net(), method="bogus")
+
+
+def test_fit_lambda_learns_upright_pose_and_keeps_backbone_frozen() -> None:
+    """A CNN trained on upright digits only: λ learns to weight the upright pose from a few images."""
+    from equirl.vision.train import DataConfig, ModelConfig, PretrainConfig, TrainConfig, load_data, pretrain
+
+    cfg = PretrainConfig(
+        data=DataConfig(size=8, n_test=300),
+        model=ModelConfig(width=8, hidden=32),
+        train=TrainConfig(steps=150, lr=1e-2),
+    )
+    net, metrics = pretrain(cfg, save=False)
+    assert metrics["test_e"] > 0.85  # upright accuracy
+    train, test = load_data(cfg.data)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    model = symmetrize_classifier(net, "rot90", "lambda")
+    act = vision_action("rot90")
+    acc0 = evaluate_transforms(model, test.images, test.labels, "rot90")["random"]
+    losses = fit_lambda(model, train.images[:300], train.labels[:300], steps=60, lr=1e-2)
+    assert sum(losses[-10:]) < sum(losses[:10])
+    acc1 = evaluate_transforms(model, test.images, test.labels, "rot90")["random"]
+    assert acc1 > acc0 + 0.2, (acc0, acc1)
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert all(p.requires_grad for p in net.parameters())
+    assert check_equivariance(model.eval(), act, None, test.images[:8]) < ATOL
+
+
+def test_fit_lambda_rejects_other_methods() -> None:
+    with pytest.raises(EquirlError, match="λ-equitune"):
+        fit_lambda(
+            symmetrize_classifier(_net(), method="equitune"),  # type: ignore[arg-type]
+            torch.zeros(2, 3, 8, 8),
+            torch.zeros(2, dtype=torch.long),
+        )
