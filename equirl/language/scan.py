@@ -54,6 +54,7 @@ __all__ = [
     "interpret",
     "load_scan_file",
     "load_scan_split",
+    "scan_examples",
     "split_members",
 ]
 
@@ -191,6 +192,11 @@ def _contains(cmd: str, phrase: str) -> bool:
     return f" {phrase} " in f" {cmd} "
 
 
+@functools.cache
+def _action_count(cmd: str) -> int:
+    return len(interpret(cmd))
+
+
 def _template(split: str) -> tuple[tuple[str, ...], str]:
     """(the primitive verbs, the modifier phrase) of a template split: ``jump_around_right`` ->
     ``(("jump",), "around right")``, ``around_right`` -> ``(PRIMITIVES, "around right")``."""
@@ -211,7 +217,7 @@ def _is_test(split: str, cmd: str) -> bool:
     if split == "addprim_turn_left":
         return cmd != "turn left" and _contains(cmd, "turn left")
     if split == "length":
-        return len(interpret(cmd)) >= 24
+        return _action_count(cmd) >= 24
     if split.startswith("template_"):
         verbs, phrase = _template(split)
         return any(_contains(cmd, f"{u} {phrase}") for u in verbs)
@@ -309,14 +315,18 @@ def build_order_table(official_dir: str | Path) -> dict[str, list[int]]:
 # --------------------------------------------------------------------------------------------------
 # generation and loading
 # --------------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def _official_lines() -> tuple[str, ...]:
+    """The text line of every command, by canonical index."""
+    return tuple(f"IN: {c} OUT: {' '.join(interpret(c))}\n" for c in all_commands())
+
+
 def _lines(indices: Iterable[int]) -> bytes:
-    cmds = all_commands()
-    return "".join(f"IN: {cmds[i]} OUT: {' '.join(interpret(cmds[i]))}\n" for i in indices).encode()
+    lines = _official_lines()
+    return "".join(lines[i] for i in indices).encode()
 
 
-def generate_scan(
-    out_dir: str | Path, order: str = "official", seed: int | None = None
-) -> dict[str, int]:
+def generate_scan(out_dir: str | Path, order: str = "official", seed: int | None = None) -> dict[str, int]:
     """Write the full SCAN dataset and its standard splits in the official layout.
 
     :param out_dir: destination folder (created; files are written atomically).
@@ -344,7 +354,9 @@ def generate_scan(
                 if split != "simple" and sorted(idx) != sorted(split_members(split, part)):
                     raise EquirlError(f"packaged order table disagrees with the split rule for {rel}")
                 files[rel] = idx
-        simple = sorted(files[OFFICIAL_FILES[("simple", "train")]] + files[OFFICIAL_FILES[("simple", "test")]])
+        simple = sorted(
+            files[OFFICIAL_FILES[("simple", "train")]] + files[OFFICIAL_FILES[("simple", "test")]]
+        )
         if simple != list(range(n)):
             raise EquirlError("packaged simple split is not a partition of the commands")
     else:
@@ -413,3 +425,21 @@ def load_scan_split(root: str | Path, split: str, part: str) -> list[ScanExample
             f"SCAN file not found: {path} (write the dataset with `equirl language scan-generate --out {root}`)"
         )
     return load_scan_file(path)
+
+
+def scan_examples(split: str, part: str, root: str | Path | None = None) -> list[ScanExample]:
+    """The examples of a split part: from the official files under ``root``, or (``root=None``)
+    generated from the grammar in the official order, with no files needed."""
+    if root is not None:
+        return load_scan_split(root, split, part)
+    split = canonical_split(split)
+    if part not in ("train", "test"):
+        raise EquirlError(f"part must be 'train' or 'test', got {part!r}")
+    rel = OFFICIAL_FILES[(split, part)]
+    if split.startswith("template_"):
+        rank = {c: r for r, c in enumerate(official_order()[OFFICIAL_FILES[("tasks", "all")]])}
+        idx = sorted(split_members(split, part), key=rank.__getitem__)
+    else:
+        idx = official_order()[rel]
+    cmds = all_commands()
+    return [ScanExample(tuple(cmds[i].split()), interpret(cmds[i])) for i in idx]

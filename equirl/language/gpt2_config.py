@@ -1,0 +1,45 @@
+"""Strict YAML schema of the GPT-2 fairness commands (``equirl language gpt2-generate / gpt2-fairness``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["Gpt2RunConfig"]
+
+
+@dataclass
+class Gpt2RunConfig:
+    """:param model: a hub name (``gpt2``), a local folder, or ``tiny`` (random weights, offline).
+    :param tokenizer: ``default`` (real GPT-2 tokenizer from shared data, else a small local BPE), a folder
+        with ``vocab.json`` + ``merges.txt``, or a hub name.
+    :param variant: ``EquiGPT2`` or ``R-EquiGPT2``.
+    :param method: ``plain``, ``equitune``, ``equizero`` or ``lambda``.
+    :param proxy: equizero's per-step proxy.
+    :param attributes: which equality attributes to symmetrize.
+    :param prompts: prompts; empty means the 60 packaged fairness prompts.
+    :param scorer: ``lexicon`` (offline), ``none`` or a hub text-classifier name.
+    """
+
+    model: str = "gpt2"
+    tokenizer: str = "default"
+    variant: str = "R-EquiGPT2"
+    method: str = "equitune"
+    proxy: str = "entropy"
+    attributes: list[str] = field(default_factory=lambda: ["gender", "color", "sexuality"])
+    prompts: list[str] = field(default_factory=list)
+    max_new_tokens: int = 15
+    do_sample: bool = True
+    top_k: int = 40
+    temperature: float = 1.0
+    seed: int = 0
+    samples_per_prompt: int = 1
+    scorer: str = "lexicon"
+    out: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.method not in ("plain", "equitune", "equizero", "lambda"):
+            raise ValueError(f"method must be plain, equitune, equizero or lambda, got {self.method!r}")
+        if self.variant.replace("-", "").lower() not in ("equigpt2", "requigpt2"):
+            raise ValueError(f"variant must be EquiGPT2 or R-EquiGPT2, got {self.variant!r}")
+        if self.max_new_tokens < 1 or self.samples_per_prompt < 1 or self.top_k < 0:
+            raise ValueError("max_new_tokens and samples_per_prompt must be >= 1, top_k >= 0")

@@ -1,0 +1,303 @@
+"""Training, checkpoints and evaluation of SCAN seq2seq models (``equirl language pretrain / eval``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from equirl.config import to_dict
+from equirl.errors import CheckpointError, ConfigError
+from equirl.language.equiscan import SymmetrizedSeq2Seq, exact_match, scan_symmetry
+from equirl.language.scan import ScanExample, canonical_split, scan_examples
+from equirl.language.seq2seq import CELLS, PAD, Seq2Seq, batch_examples, greedy_decode, scan_vocabs
+from equirl.utils.io import atomic_write
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "DataConfig",
+    "ModelConfig",
+    "PretrainConfig",
+    "TrainConfig",
+    "build_model",
+    "evaluate",
+    "finetune",
+    "load_checkpoint",
+    "pretrain",
+    "save_checkpoint",
+    "train_model",
+]
+
+
+@dataclass
+class DataConfig:
+    """:param split: SCAN split (``simple``, ``add_jump``, ``around_right``, ``length``...).
+    :param root: folder of official SCAN files; ``null`` generates them from the grammar.
+    :param limit: use only the first ``limit`` train and test examples (0: all; for smoke runs)."""
+
+    split: str = "add_jump"
+    root: str | None = None
+    limit: int = 0
+
+    def __post_init__(self) -> None:
+        canonical_split(self.split)
+        if self.limit < 0:
+            raise ValueError("data.limit must be >= 0")
+
+
+@dataclass
+class ModelConfig:
+    """:param cell: ``rnn``, ``gru`` or ``lstm``."""
+
+    cell: str = "lstm"
+    embedding: int = 32
+    hidden: int = 64
+    attention: bool = True
+    dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.cell not in CELLS:
+            raise ValueError(f"model.cell must be one of {sorted(CELLS)}, got {self.cell!r}")
+        if self.hidden < 1 or self.embedding < 1 or not 0 <= self.dropout < 1:
+            raise ValueError("model sizes must be positive and dropout in [0, 1)")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 8
+    batch_size: int = 64
+    lr: float = 2e-3
+    grad_clip: float = 5.0
+    seed: int = 0
+    max_len: int = 60
+    eval_examples: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0 or self.max_len < 2:
+            raise ValueError("train.epochs >= 0, batch_size >= 1, lr > 0 and max_len >= 2 are required")
+
+
+@dataclass
+class PretrainConfig:
+    """The schema of ``configs/language/*.yaml`` (``equirl language pretrain CONFIG``)."""
+
+    name: str = "scan"
+    out: str = "runs/language"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def build_model(cfg: ModelConfig) -> Seq2Seq:
+    sv, tv = scan_vocabs()
+    return Seq2Seq(cfg.cell, len(sv), len(tv), cfg.embedding, cfg.hidden, cfg.attention, cfg.dropout)
+
+
+def _loss(logits: Tensor, tgt: Tensor) -> Tensor:
+    return nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=PAD
+    )
+
+
+def train_model(
+    model: nn.Module,
+    examples: Sequence[ScanExample],
+    epochs: int,
+    batch_size: int = 64,
+    lr: float = 2e-3,
+    grad_clip: float = 5.0,
+    seed: int = 0,
+    writer: Any = None,
+    tag: str = "train",
+) -> list[float]:
+    """Teacher-forced cross-entropy training of ``model(src, src_len, tgt) -> logits`` (a plain
+    :class:`Seq2Seq` or a :class:`SymmetrizedSeq2Seq`, for finetuning) with Adam and a cosine learning
+    rate decay. Returns the mean loss per epoch."""
+    sv, tv = scan_vocabs()
+    gen = torch.Generator().manual_seed(seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=lr)
+    n_batches = (len(examples) + batch_size - 1) // batch_size
+    total = max(1, epochs * n_batches)
+    # cosine decay to 5 % of lr: the low-lr tail polishes exact-match accuracy
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * s / total))
+    )
+    model.train()
+    losses, step = [], 0
+    for ep in range(epochs):
+        tot, n = 0.0, 0
+        for src, src_len, tgt in batch_examples(examples, batch_size, sv, tv, generator=gen):
+            loss = _loss(model(src, src_len, tgt), tgt)
+            opt.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(params, grad_clip)
+            opt.step()
+            sched.step()
+            tot, n, step = tot + loss.item(), n + 1, step + 1
+            if writer is not None and step % 20 == 0:
+                writer.add_scalar(f"{tag}/loss", loss.item(), step)
+        losses.append(tot / max(n, 1))
+        log.info("%s epoch %d loss %.4f", tag, ep + 1, losses[-1])
+        if writer is not None:
+            writer.add_scalar(f"{tag}/epoch_loss", losses[-1], ep + 1)
+    model.eval()
+    return losses
+
+
+def save_checkpoint(path: str | Path, model: Seq2Seq, cfg: PretrainConfig, metrics: dict[str, Any]) -> Path:
+    """Atomically save ``{config, state_dict, metrics}``."""
+    blob = {
+        "format": "equirl.language.seq2seq/1",
+        "config": to_dict(cfg),
+        "state_dict": model.state_dict(),
+        "metrics": metrics,
+    }
+    return atomic_write(path, lambda p: torch.save(blob, p))
+
+
+def load_checkpoint(path: str | Path) -> tuple[Seq2Seq, PretrainConfig]:
+    """Load a checkpoint written by :func:`pretrain` (one-line :class:`CheckpointError` otherwise)."""
+    from equirl.config import from_dict
+
+    p = Path(path)
+    if p.is_dir():
+        p = p / "model.pt"
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint not found: {p}")
+    try:
+        blob = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt files
+        raise CheckpointError(f"cannot read checkpoint {p}: {type(exc).__name__}") from None
+    if not isinstance(blob, dict) or blob.get("format") != "equirl.language.seq2seq/1":
+        raise CheckpointError(f"{p} is not an equirl SCAN seq2seq checkpoint")
+    cfg = from_dict(PretrainConfig, blob["config"])
+    model = build_model(cfg.model)
+    try:
+        model.load_state_dict(blob["state_dict"])
+    except RuntimeError:
+        raise CheckpointError(f"{p}: weights do not fit the model in its config") from None
+    return model.eval(), cfg
+
+
+def evaluate(
+    model: Seq2Seq,
+    examples: Sequence[ScanExample],
+    method: str = "plain",
+    symmetry: str = "jump_run",
+    max_len: int = 60,
+    **kwargs: Any,
+) -> float:
+    """Exact-match accuracy of the plain (``method="plain"``) or symmetrized model on ``examples``."""
+    sv, tv = scan_vocabs()
+    model.eval()
+    if method == "plain":
+        return exact_match(lambda s, n: greedy_decode(model, s, n, max_len), examples, sv, tv)
+    eq = SymmetrizedSeq2Seq(model, scan_symmetry(symmetry), method, **kwargs).eval()
+    return exact_match(lambda s, n: eq.greedy(s, n, max_len), examples, sv, tv)
+
+
+def finetune(
+    model: Seq2Seq,
+    examples: Sequence[ScanExample],
+    method: str,
+    symmetry: str,
+    epochs: int = 1,
+    lr: float = 5e-4,
+    seed: int = 0,
+    train_backbone: bool = True,
+    **kwargs: Any,
+) -> SymmetrizedSeq2Seq:
+    """Finetune the symmetrized model on ``examples``: all weights (and λ for λ-equitune), or with
+    ``train_backbone=False`` only λ (the pretrained model frozen). Equizero trains straight-through
+    (forward equizero, gradient equitune)."""
+    eq = SymmetrizedSeq2Seq(model, scan_symmetry(symmetry), method, **kwargs)
+    if not train_backbone:
+        for p in model.parameters():
+            p.requires_grad_(False)
+    train_model(eq, examples, epochs, lr=lr, seed=seed, tag=f"finetune_{method}")
+    return eq.eval()
+
+
+def pretrain(
+    cfg: PretrainConfig, out_dir: str | Path | None = None, tensorboard: bool = True
+) -> tuple[Path, dict[str, Any]]:
+    """Train a seq2seq model on ``cfg.data.split``'s train part; writes ``model.pt``, ``config.yaml``,
+    ``metrics.json`` and TensorBoard curves into a fresh run folder. Returns ``(run_dir, metrics)``."""
+    import json
+
+    import yaml
+
+    from equirl.utils.io import atomic_dir
+    from equirl.utils.runs import run_name, unique_run_dir
+
+    torch.manual_seed(cfg.train.seed)
+    train = scan_examples(cfg.data.split, "train", cfg.data.root)
+    test = scan_examples(cfg.data.split, "test", cfg.data.root)
+    if cfg.data.limit:
+        train, test = train[: cfg.data.limit], test[: cfg.data.limit]
+    model = build_model(cfg.model)
+    final = (
+        Path(out_dir)
+        if out_dir is not None
+        else unique_run_dir(
+            cfg.out,
+            run_name(
+                "scan", f"{cfg.name}_{cfg.model.cell}_{canonical_split(cfg.data.split)}", cfg.train.seed
+            ),
+        )
+    )
+    t0 = time.time()
+    with atomic_dir(final) as tmp:
+        writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(tmp / "tb"))
+        losses = train_model(
+            model,
+            train,
+            cfg.train.epochs,
+            cfg.train.batch_size,
+            cfg.train.lr,
+            cfg.train.grad_clip,
+            cfg.train.seed,
+            writer,
+        )
+        rng = torch.Generator().manual_seed(cfg.train.seed)
+        sub = [
+            train[i] for i in torch.randperm(len(train), generator=rng)[: cfg.train.eval_examples].tolist()
+        ]
+        metrics: dict[str, Any] = {
+            "split": canonical_split(cfg.data.split),
+            "cell": cfg.model.cell,
+            "train_loss": losses,
+            "train_exact_match_subset": evaluate(model, sub, max_len=cfg.train.max_len),
+            "test_exact_match": evaluate(model, test, max_len=cfg.train.max_len),
+            "seconds": round(time.time() - t0, 1),
+        }
+        if writer is not None:
+            writer.add_scalar("eval/test_exact_match", metrics["test_exact_match"], cfg.train.epochs)
+            writer.close()
+        save_checkpoint(tmp / "model.pt", model, cfg, metrics)
+        (tmp / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return final, metrics
+
+
+def check_finite(x: float, what: str) -> float:
+    if not math.isfinite(x):
+        raise ConfigError(f"{what} is not finite")
+    return x
+
+
+_ = dataclasses
