@@ -25,7 +25,9 @@ def register(commands: Any, bench: Any) -> None:
 
     ev = sub.add_parser("eval", help="accuracy per transformation and on a randomly transformed test set")
     ev.add_argument("checkpoint", help="a checkpoint from `vision pretrain` or `vision finetune`")
-    ev.add_argument("--method", default=None, help="plain, equitune, equizero or lambda (default: as saved)")
+    ev.add_argument(
+        "--method", default=None, help="plain, equitune, equizero, lambda or canonicalize (default: as saved)"
+    )
     ev.add_argument("--group", default=None, help="rot90, rot180, mirror or rot90+mirror (default: as saved)")
     ev.add_argument("--proxy", default="entropy", help="equizero proxy: entropy or max_prob")
     ev.add_argument("--config", default=None, help="YAML with a `data:` section (default: the digits split)")
@@ -79,7 +81,8 @@ def _finetune(args: argparse.Namespace, console: Any) -> int:
 
     cfg = load_config(FinetuneConfig, args.config, args.set)
     _, m = finetune(cfg)
-    what = "+".join(k for k, on in (("backbone", cfg.train_backbone), ("λ", cfg.train_lambda)) if on)
+    light = "canonicalizer" if cfg.method == "canonicalize" else "λ"
+    what = "+".join(k for k, on in (("backbone", cfg.train_backbone), (light, cfg.train_lambda)) if on)
     console.print(
         f"{cfg.method} on {cfg.group}: finetuned {what} on {m['n_train']} images in {m['seconds']:.1f}s"
         + (f" -> {m['path']}" if "path" in m else "")
@@ -105,8 +108,10 @@ def _eval(args: argparse.Namespace, console: Any) -> int:
         if not isinstance(raw, dict):
             raise ConfigError(f"{args.config}: `data` must be a section")
         data_cfg = from_dict(DataConfig, raw, "data")
-    if args.method not in (None, "plain", "equitune", "equizero", "lambda"):
-        raise ConfigError(f"--method must be plain, equitune, equizero or lambda, got {args.method!r}")
+    if args.method not in (None, "plain", "equitune", "equizero", "lambda", "canonicalize"):
+        raise ConfigError(
+            f"--method must be plain, equitune, equizero, lambda or canonicalize, got {args.method!r}"
+        )
     model = load_finetuned(args.checkpoint, args.method, args.group)
     group = args.group or getattr(getattr(model, "group", None), "name", None) or "rot90"
     group = {"C4": "rot90", "Z2": "mirror", "D4": "rot90+mirror", "C2": "rot180", "flip": "mirror"}.get(

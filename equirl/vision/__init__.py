@@ -2,6 +2,7 @@
 
 * :func:`symmetrize_classifier` wraps any NCHW classifier (equitune, equizero, λ-equitune);
 * :func:`fit_lambda` learns λ from a few labelled images with the backbone frozen;
+* :func:`fit_canonicalizer` trains a learned canonicalizer (``method="canonicalize"``) with its prior;
 * :mod:`equirl.vision.data` loads image folders (PIL) and scikit-learn's digits (no torchvision);
 * :mod:`equirl.vision.clip` does CLIP zero-shot classification (``transformers``);
 * :mod:`equirl.vision.multi_image` classifies K independently rotated images per example.
@@ -14,6 +15,7 @@ from __future__ import annotations
 from equirl.vision.classifier import (
     accuracy,
     evaluate_transforms,
+    fit_canonicalizer,
     fit_lambda,
     init_lambda,
     predict_logits,
@@ -29,6 +31,7 @@ __all__ = [
     "SmallCNN",
     "accuracy",
     "evaluate_transforms",
+    "fit_canonicalizer",
     "fit_lambda",
     "init_lambda",
     "load_cnn",

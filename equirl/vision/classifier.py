@@ -22,12 +22,13 @@ from torch import Tensor, nn
 
 from equirl.actions import ImageAction
 from equirl.errors import EquirlError
-from equirl.symmetrizers import LambdaEquiTune, Symmetrizer, symmetrize
+from equirl.symmetrizers import Canonicalize, LambdaEquiTune, Symmetrizer, symmetrize
 from equirl.vision.groups import vision_action
 
 __all__ = [
     "accuracy",
     "evaluate_transforms",
+    "fit_canonicalizer",
     "fit_lambda",
     "init_lambda",
     "predict_logits",
@@ -52,7 +53,8 @@ def symmetrize_classifier(
     :param net: any ``nn.Module`` mapping ``(B, C, H, W)`` images to ``(B, num_classes)`` logits.
     :param group: ``"rot90"``, ``"rot180"``, ``"mirror"`` (left-right), ``"rot90+mirror"`` (D4) or an
         :class:`~equirl.actions.ImageAction`.
-    :param method: ``"equitune"``, ``"equizero"`` or ``"lambda"`` (λ-equitune), or any registered name.
+    :param method: ``"equitune"``, ``"equizero"``, ``"lambda"`` (λ-equitune), ``"canonicalize"`` (learned
+        canonicalization; train it with :func:`fit_canonicalizer`), or any registered name.
     :param proxy: equizero's proxy loss (``"entropy"``, ``"max_prob"``, ...).
     :param lambda_features: what λ sees: ``"auto"`` uses ``net.features`` (frozen) when ``net`` has one and
         the raw transformed image otherwise; ``None`` forces the image; or any callable ``rows -> features``.
@@ -76,6 +78,70 @@ def symmetrize_classifier(
         kwargs.setdefault("lambda_features", feats)
         kwargs.setdefault("lambda_hidden", tuple(lambda_hidden))
     return symmetrize(net, action, None, method=method, **kwargs)
+
+
+def fit_canonicalizer(
+    model: Canonicalize,
+    images: Tensor,
+    labels: Tensor | None = None,
+    steps: int = 300,
+    lr: float = 3e-3,
+    batch_size: int = 64,
+    task_weight: float = 0.0,
+    seed: int = 0,
+) -> list[float]:
+    """Train the canonicalizer's scorer with the backbone frozen (Kaba et al., 2022; Mondal et al., 2023).
+
+    The loss is ``model.prior_loss(x)`` on the given (upright) images -- it teaches the scorer to keep
+    them as they are, so that the pretrained classifier sees every input in the pose it was trained on --
+    plus, when ``task_weight > 0``, ``task_weight`` times the cross-entropy of the canonicalized
+    classifier on images transformed by random group elements (its gradient reaches the scorer through
+    the straight-through estimator).
+
+    :param model: ``symmetrize_classifier(net, group, method="canonicalize")``.
+    :param images: ``(N, C, H, W)`` images in the training pose.
+    :param labels: ``(N,)`` labels (needed only for ``task_weight > 0``).
+    :param steps: optimisation steps; :param lr: Adam learning rate; :param batch_size: mini-batch size.
+    :param task_weight: weight of the task loss next to the prior.
+    :param seed: seeds the mini-batches and the random transformations.
+    :returns: the loss per step.
+    """
+    if not isinstance(model, Canonicalize):
+        raise EquirlError("fit_canonicalizer needs symmetrize_classifier(net, method='canonicalize')")
+    if task_weight > 0 and (labels is None or labels.shape[0] != images.shape[0]):
+        raise EquirlError("task_weight > 0 needs one label per image")
+    if images.shape[0] == 0 or steps < 1 or batch_size < 1:
+        raise EquirlError("fit_canonicalizer needs images, and positive steps and batch_size")
+    with torch.no_grad():  # materialise a lazy scorer
+        model.scores(images[:1])
+    frozen = [p for n, p in model.named_parameters() if not n.startswith("scorer.")]
+    saved = [p.requires_grad for p in frozen]
+    for p in frozen:
+        p.requires_grad_(False)
+    opt = torch.optim.Adam(model.scorer.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    G, n = model.group.order, images.shape[0]
+    losses: list[float] = []
+    was_training = model.training
+    model.train()
+    try:
+        for _ in range(steps):
+            idx = torch.randint(0, n, (min(batch_size, n),), generator=gen)
+            x = images[idx]
+            loss = model.prior_loss(x)
+            if task_weight > 0:
+                assert labels is not None
+                gx = model.in_action.apply_each(x, torch.randint(0, G, (x.shape[0],), generator=gen))
+                loss = loss + task_weight * F.cross_entropy(model(gx), labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.detach().item())
+    finally:
+        for p, r in zip(frozen, saved):
+            p.requires_grad_(r)
+        model.train(was_training)
+    return losses
 
 
 def init_lambda(model: LambdaEquiTune, example: Tensor) -> None:

@@ -16,8 +16,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from equirl.errors import CheckpointError, ConfigError, EquirlError
-from equirl.symmetrizers import EquiZero, LambdaEquiTune
-from equirl.vision.classifier import evaluate_transforms, fit_lambda, init_lambda, symmetrize_classifier
+from equirl.symmetrizers import Canonicalize, EquiZero, LambdaEquiTune
+from equirl.vision.classifier import (
+    evaluate_transforms,
+    fit_canonicalizer,
+    fit_lambda,
+    init_lambda,
+    symmetrize_classifier,
+)
 from equirl.vision.data import ImageDataset, load_digits, load_image_folder, split_dataset
 from equirl.vision.groups import vision_action
 from equirl.vision.models import SmallCNN, load_cnn, save_cnn
@@ -37,7 +43,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Method = Literal["plain", "equitune", "equizero", "lambda"]
+Method = Literal["plain", "equitune", "equizero", "lambda", "canonicalize"]
 
 
 @dataclass
@@ -107,10 +113,12 @@ class FinetuneConfig:
 
     :param checkpoint: the pretrained CNN (from ``equirl vision pretrain``).
     :param group: ``rot90``, ``rot180``, ``mirror`` or ``rot90+mirror``.
-    :param method: ``plain`` (no symmetrization), ``equitune``, ``equizero`` or ``lambda``.
+    :param method: ``plain`` (no symmetrization), ``equitune``, ``equizero``, ``lambda`` or ``canonicalize``.
     :param proxy: equizero's proxy (``entropy`` or ``max_prob``).
     :param train_backbone: finetune the CNN's weights.
-    :param train_lambda: train λ (method ``lambda``).
+    :param train_lambda: train λ (method ``lambda``) or the canonicalizer's scorer (method ``canonicalize``).
+    :param prior_weight: weight of the canonicalizer's prior towards the identity (method ``canonicalize``).
+    :param task_weight: weight of the task loss when training the canonicalizer (0: prior only).
     :param n_train: labelled training images used (taken from the train split).
     :param augment: transform each training image by a random group element (matters only for ``plain``).
     :param out: where to save the finetuned model (atomically); ``null`` to skip.
@@ -123,6 +131,8 @@ class FinetuneConfig:
     proxy: Literal["entropy", "max_prob"] = "entropy"
     train_backbone: bool = False
     train_lambda: bool = True
+    prior_weight: float = 1.0
+    task_weight: float = 0.0
     n_train: int = 1000
     augment: bool = True
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=0, steps=300, lr=3e-3))
@@ -133,7 +143,7 @@ class FinetuneConfig:
         vision_action(self.group)  # validates the name (GroupError is a ConfigError-like one-liner)
         if self.n_train < 1:
             raise ValueError(f"n_train must be positive, got {self.n_train}")
-        if self.method != "lambda" and self.train_lambda and not self.train_backbone:
+        if self.method not in ("lambda", "canonicalize") and self.train_lambda and not self.train_backbone:
             raise ValueError(
                 f"method {self.method!r} has no λ to train: set train_backbone: true or method: lambda"
             )
@@ -207,10 +217,14 @@ def pretrain(cfg: PretrainConfig, save: bool = True) -> tuple[SmallCNN, dict[str
     return model, metrics
 
 
-def build_classifier(net: nn.Module, method: str, group: str, proxy: str = "entropy") -> nn.Module:
+def build_classifier(
+    net: nn.Module, method: str, group: str, proxy: str = "entropy", prior_weight: float = 1.0
+) -> nn.Module:
     """``net`` itself for ``plain``, else its symmetrization (λ on the frozen ``net.features``)."""
     if method == "plain":
         return net
+    if method == "canonicalize":
+        return symmetrize_classifier(net, group=group, method=method, prior_weight=prior_weight)
     return symmetrize_classifier(net, group=group, method=method, proxy=proxy)
 
 
@@ -256,11 +270,22 @@ def finetune(
     check_fits(net, test_set)
     sub = train_set.subset(torch.arange(min(cfg.n_train, len(train_set))))
     torch.manual_seed(cfg.train.seed)
-    model = build_classifier(net, cfg.method, cfg.group, cfg.proxy)
+    model = build_classifier(net, cfg.method, cfg.group, cfg.proxy, cfg.prior_weight)
     t0 = time.perf_counter()
     before = evaluate_transforms(model, test_set.images, test_set.labels, cfg.group, seed=cfg.train.seed)
     losses: list[float] = []
-    if cfg.method == "lambda" and cfg.train_lambda and not cfg.train_backbone:
+    if isinstance(model, Canonicalize) and cfg.train_lambda and not cfg.train_backbone:
+        losses = fit_canonicalizer(
+            model,
+            sub.images,
+            sub.labels,
+            steps=_steps(cfg.train, len(sub)),
+            lr=cfg.train.lr,
+            batch_size=cfg.train.batch_size,
+            task_weight=cfg.task_weight,
+            seed=cfg.train.seed,
+        )
+    elif cfg.method == "lambda" and cfg.train_lambda and not cfg.train_backbone:
         assert isinstance(model, LambdaEquiTune)
         losses = fit_lambda(
             model,
@@ -303,6 +328,9 @@ def finetune(
         }
         if isinstance(model, LambdaEquiTune):
             meta["lambda_state"] = model.lambda_net.state_dict()
+        if isinstance(model, Canonicalize):
+            meta["scorer_state"] = model.scorer.state_dict()
+            meta["prior_weight"] = cfg.prior_weight
         save_cnn(net, cfg.out, meta)
         metrics["path"] = str(cfg.out)
     return model, metrics
@@ -321,6 +349,16 @@ def load_finetuned(path: str | Path, method: str | None = None, group: str | Non
         c, s = net.hparams["in_channels"], net.hparams["image_size"]
         init_lambda(model, torch.zeros(1, c, s, s))
         model.lambda_net.load_state_dict(state)
+    if isinstance(model, Canonicalize):
+        state = meta.get("scorer_state")
+        if state is None:
+            raise CheckpointError(
+                f"{path} has no canonicalizer weights: finetune with method: canonicalize first"
+            )
+        c, s = net.hparams["in_channels"], net.hparams["image_size"]
+        with torch.no_grad():
+            model.scores(torch.zeros(1, c, s, s))
+        model.scorer.load_state_dict(state)
     model.eval()
     return model
 

@@ -150,3 +150,36 @@ def test_fit_lambda_rejects_other_methods() -> None:
             torch.zeros(2, 3, 8, 8),
             torch.zeros(2, dtype=torch.long),
         )
+
+
+@pytest.mark.parametrize("group", ["rot90", "rot90+mirror"])
+def test_canonicalize_classifier_is_invariant_every_element(group: str) -> None:
+    act = vision_action(group)
+    model = symmetrize_classifier(_net(), group, "canonicalize").eval()
+    x = torch.randn(4, 3, 8, 8)
+    assert check_equivariance(model, act, None, x) < ATOL
+
+
+def test_fit_canonicalizer_learns_the_upright_pose_with_the_prior() -> None:
+    """Prior-only training on upright digits: the frozen CNN then reads every rotated pose as upright."""
+    from equirl.vision import fit_canonicalizer
+    from equirl.vision.train import DataConfig, ModelConfig, PretrainConfig, TrainConfig, load_data, pretrain
+
+    cfg = PretrainConfig(
+        data=DataConfig(size=8, n_test=300),
+        model=ModelConfig(width=8, hidden=32),
+        train=TrainConfig(steps=150, lr=1e-2),
+    )
+    net, metrics = pretrain(cfg, save=False)
+    train, test = load_data(cfg.data)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    model = symmetrize_classifier(net, "rot90", "canonicalize")
+    losses = fit_canonicalizer(model, train.images[:300], steps=80, lr=1e-2)
+    assert sum(losses[-10:]) < 0.5 * sum(losses[:10])
+    acc = evaluate_transforms(model.eval(), test.images, test.labels, "rot90")
+    assert acc["random"] > metrics["test_random"] + 0.2, (acc, metrics)
+    assert min(acc[k] for k in ("e", "r1", "r2", "r3")) == max(acc[k] for k in ("e", "r1", "r2", "r3"))
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    with pytest.raises(EquirlError, match="canonicalize"):
+        fit_canonicalizer(symmetrize_classifier(net, "rot90", "equitune"), train.images[:4])

@@ -174,3 +174,26 @@ def test_cli_bad_pretrain_configs(tmp_path: Path, capsys: pytest.CaptureFixture[
     bad.write_text("data:\n  source: folder\n")
     assert main(["vision", "pretrain", str(bad)]) == 2
     assert "data.root is required" in " ".join(capsys.readouterr().err.split())
+
+
+def test_cli_finetune_canonicalize_roundtrip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``method: canonicalize`` trains the scorer; the saved checkpoint reloads to the same predictions."""
+    from equirl.vision.train import load_finetuned
+
+    ck = _pretrain(tmp_path)
+    out = tmp_path / "can.pt"
+    argv = ["vision", "finetune", "configs/vision/finetune_canonicalize.yaml", "--set", f"checkpoint={ck}"]
+    argv += ["--set", f"out={out}", "--set", "data.size=8", "--set", "train.steps=5", "--set", "n_train=64"]
+    assert main(argv) == 0 and out.is_file()
+    assert "canonicalizer" in capsys.readouterr().out
+    model = load_finetuned(out)
+    x = torch.randn(5, 1, 8, 8)
+    first = model(x)
+    torch.testing.assert_close(load_finetuned(out)(x), first)
+    cfg = tmp_path / "data.yaml"
+    cfg.write_text("data:\n  size: 8\n")
+    assert main(["vision", "eval", str(out), "--config", str(cfg)]) == 0
+    capsys.readouterr()
+    # a plain checkpoint has no canonicalizer to load: a one-line error, not a random scorer
+    assert main(["vision", "eval", str(ck), "--method", "canonicalize", "--config", str(cfg)]) == 2
+    assert "no canonicalizer weights" in capsys.readouterr().err
