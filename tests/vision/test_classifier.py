@@ -183,3 +183,14 @@ def test_fit_canonicalizer_learns_the_upright_pose_with_the_prior() -> None:
         assert torch.equal(v, before[k]), k
     with pytest.raises(EquirlError, match="canonicalize"):
         fit_canonicalizer(symmetrize_classifier(net, "rot90", "equitune"), train.images[:4])
+
+
+@pytest.mark.parametrize("method", ["multigroup", "equitune", "canonicalize"])
+def test_direct_product_group_for_multigroup(method: str) -> None:
+    act = vision_action("rot180xmirror")
+    assert act.group.order == 4 and len(act.group.factors) == 2
+    model = symmetrize_classifier(_net(), "rot180xmirror", method).eval()
+    x = torch.randn(3, 3, 8, 8)
+    assert check_equivariance(model, act, None, x) < ATOL
+    mirror = act.group.generators[1]
+    assert torch.equal(act.apply(x, mirror), x.flip(-1))
