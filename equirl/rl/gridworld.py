@@ -37,8 +37,14 @@ class GridWorldEnv(gym.Env[np.ndarray, int]):
 
     metadata = {"render_modes": ["ansi"]}  # noqa: RUF012
 
-    def __init__(self, size: int = 5, n_walls: int = 3, max_steps: int = 50, step_penalty: float = -0.02,
-                 render_mode: str | None = None) -> None:
+    def __init__(
+        self,
+        size: int = 5,
+        n_walls: int = 3,
+        max_steps: int = 50,
+        step_penalty: float = -0.02,
+        render_mode: str | None = None,
+    ) -> None:
         if size < 2 or n_walls < 0 or n_walls > size * size - 2:
             raise ValueError(f"invalid gridworld size={size}, n_walls={n_walls}")
         self.size = size
@@ -47,7 +53,7 @@ class GridWorldEnv(gym.Env[np.ndarray, int]):
         self.step_penalty = float(step_penalty)
         self.render_mode = render_mode
         self.observation_space = spaces.Box(0, 255, shape=(3, size, size), dtype=np.uint8)
-        self.action_space = spaces.Discrete(4)
+        self.action_space = spaces.Discrete(4)  # type: ignore[assignment]
         self.agent = (0, 0)
         self.goal = (size - 1, size - 1)
         self.walls = np.zeros((size, size), dtype=bool)
@@ -60,7 +66,9 @@ class GridWorldEnv(gym.Env[np.ndarray, int]):
         obs[2][self.walls] = 255
         return obs
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
         cells = self.np_random.permutation(self.size * self.size)
         self.walls = np.zeros((self.size, self.size), dtype=bool)
@@ -106,7 +114,15 @@ class GridWorldEnv(gym.Env[np.ndarray, int]):
         for r in range(self.size):
             row = ""
             for c in range(self.size):
-                row += "A" if (r, c) == self.agent else "G" if (r, c) == self.goal else "#" if self.walls[r, c] else "."
+                row += (
+                    "A"
+                    if (r, c) == self.agent
+                    else "G"
+                    if (r, c) == self.goal
+                    else "#"
+                    if self.walls[r, c]
+                    else "."
+                )
             rows.append(row)
         return "\n".join(rows)
 

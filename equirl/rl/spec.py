@@ -63,7 +63,9 @@ def _fail(where: str, msg: str) -> SymmetryError:
 
 
 def _int_list(value: Any, where: str, what: str) -> tuple[int, ...]:
-    if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+    if not isinstance(value, (list, tuple)) or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ):
         raise _fail(where, f"{what} must be a list of integers, got {value!r}")
     return tuple(int(v) for v in value)
 
@@ -143,7 +145,9 @@ class EnvSymmetry:
         from equirl.actions import signed_permutation_action
 
         return signed_permutation_action(
-            self.group, [src for src, _ in self.state_generators], signs=[list(s) for _, s in self.state_generators]
+            self.group,
+            [src for src, _ in self.state_generators],
+            signs=[list(s) for _, s in self.state_generators],
         )
 
     def action_table(self) -> list[list[int]]:
@@ -158,7 +162,9 @@ class EnvSymmetry:
         return table
 
     # -- validation against an env ----------------------------------------------------------------
-    def check_fits(self, observation_space: Any, action_space: Any, action_meanings: Sequence[str] | None = None) -> None:
+    def check_fits(
+        self, observation_space: Any, action_space: Any, action_meanings: Sequence[str] | None = None
+    ) -> None:
         """Raise :class:`SymmetryError` unless the spec fits these (gymnasium) spaces."""
         from gymnasium import spaces
 
@@ -167,7 +173,8 @@ class EnvSymmetry:
             raise _fail(where, f"needs a discrete action space, the env has {action_space}")
         if int(action_space.n) != self.n_actions:
             raise _fail(
-                where, f"permutes {self.n_actions} actions but the env's action space has {int(action_space.n)}"
+                where,
+                f"permutes {self.n_actions} actions but the env's action space has {int(action_space.n)}",
             )
         shape = tuple(observation_space.shape or ())
         if self.obs_type == "signed_permutation":
@@ -187,15 +194,21 @@ class EnvSymmetry:
                 for a, b in pairs:
                     for name in (a, b):
                         if name not in action_meanings:
-                            raise _fail(where, f"action {name!r} is not one of the env's {list(action_meanings)}")
+                            raise _fail(
+                                where, f"action {name!r} is not one of the env's {list(action_meanings)}"
+                            )
                     ia, ib = action_meanings.index(a), action_meanings.index(b)
                     if self.action_perms[gi][ia] != ib:
-                        raise _fail(where, f"{a}<->{b} does not match the permutation {list(self.action_perms[gi])}")
+                        raise _fail(
+                            where, f"{a}<->{b} does not match the permutation {list(self.action_perms[gi])}"
+                        )
 
 
 def _parse_signed(gen: Any, where: str, what: str) -> tuple[tuple[int, ...], tuple[float, ...]]:
     if not isinstance(gen, Mapping) or set(gen) - {"src", "signs"} or "src" not in gen:
-        raise _fail(where, f"each {what} generator must be a mapping with 'src' and optional 'signs', got {gen!r}")
+        raise _fail(
+            where, f"each {what} generator must be a mapping with 'src' and optional 'signs', got {gen!r}"
+        )
     src = _int_list(gen["src"], where, f"{what} src")
     _check_bijection(src, len(src), where, f"{what} src")
     signs_raw = gen.get("signs", [1] * len(src))
@@ -210,7 +223,9 @@ def _parse_signed(gen: Any, where: str, what: str) -> tuple[tuple[int, ...], tup
 
 def _parse_image(gen: Any, where: str) -> tuple[int, bool]:
     if not isinstance(gen, Mapping) or len(gen) != 1 or next(iter(gen)) not in ("rotate", "mirror"):
-        raise _fail(where, f"an image generator is {{rotate: k}} or {{mirror: left-right|top-bottom}}, got {gen!r}")
+        raise _fail(
+            where, f"an image generator is {{rotate: k}} or {{mirror: left-right|top-bottom}}, got {gen!r}"
+        )
     if "rotate" in gen:
         k = gen["rotate"]
         if not isinstance(k, int) or isinstance(k, bool):
@@ -224,9 +239,14 @@ def _parse_image(gen: Any, where: str) -> tuple[int, bool]:
     raise _fail(where, f"mirror axis must be left-right or top-bottom, got {gen['mirror']!r}")
 
 
-def _parse_action_gen(gen: Any, where: str, n: int | None) -> tuple[tuple[int, ...] | None, tuple[tuple[str, str], ...]]:
+def _parse_action_gen(
+    gen: Any, where: str, n: int | None
+) -> tuple[tuple[int, ...] | None, tuple[tuple[str, str], ...]]:
     if not isinstance(gen, Mapping) or len(gen) != 1 or next(iter(gen)) not in ("perm", "swap", "swap_names"):
-        raise _fail(where, f"an action generator is {{perm: [...]}}, {{swap: [[a, b], ...]}} or {{swap_names: ...}}, got {gen!r}")
+        raise _fail(
+            where,
+            f"an action generator is {{perm: [...]}}, {{swap: [[a, b], ...]}} or {{swap_names: ...}}, got {gen!r}",
+        )
     key, val = next(iter(gen.items()))
     if key == "perm":
         p = _int_list(val, where, "action perm")
@@ -278,7 +298,9 @@ def parse_spec(data: Mapping[str, Any], source: str = "<dict>") -> EnvSymmetry:
         obs_gens = None
     else:
         if not isinstance(gens, list) or len(gens) != n_gen:
-            raise _fail(where, f"{group.name} has {n_gen} generator(s): give {n_gen} observation generator(s)")
+            raise _fail(
+                where, f"{group.name} has {n_gen} generator(s): give {n_gen} observation generator(s)"
+            )
         if obs["type"] == "signed_permutation":
             obs_gens = tuple(_parse_signed(gn, where, "observation") for gn in gens)
             if len({len(s) for s, _ in obs_gens}) != 1:
@@ -287,7 +309,11 @@ def parse_spec(data: Mapping[str, Any], source: str = "<dict>") -> EnvSymmetry:
             obs_gens = tuple(_parse_image(gn, where) for gn in gens)
 
     acts = data["actions"]
-    if not isinstance(acts, Mapping) or "generators" not in acts or set(acts) - {"n", "generators", "meanings"}:
+    if (
+        not isinstance(acts, Mapping)
+        or "generators" not in acts
+        or set(acts) - {"n", "generators", "meanings"}
+    ):
         raise _fail(where, "actions must be a mapping with 'generators' (and optional 'n', 'meanings')")
     n = acts.get("n")
     meanings = acts.get("meanings")
@@ -329,7 +355,9 @@ def parse_spec(data: Mapping[str, Any], source: str = "<dict>") -> EnvSymmetry:
     if not isinstance(verify, Mapping) or verify.get("method", "none") not in _VERIFY:
         raise _fail(where, f"verify.method must be one of {list(_VERIFY)}")
     if set(verify) - {"method", "attribute", "generators"}:
-        raise _fail(where, f"unknown verify keys {sorted(set(verify) - {'method', 'attribute', 'generators'})}")
+        raise _fail(
+            where, f"unknown verify keys {sorted(set(verify) - {'method', 'attribute', 'generators'})}"
+        )
     vmethod = str(verify.get("method", "none"))
     state_gens: tuple[tuple[tuple[int, ...], tuple[float, ...]], ...] = ()
     if vmethod == "state":
@@ -418,7 +446,10 @@ def load_spec(spec: str | Path | Mapping[str, Any] | EnvSymmetry) -> EnvSymmetry
         known = []
         for d in _search_dirs():
             if d.is_dir():
-                known += [p.stem for p in d.glob("*.y*ml")]
+                known += [
+                    p.stem.replace("_", "/", 1) if p.stem.startswith(("ALE_", "equirl_")) else p.stem
+                    for p in d.glob("*.y*ml")
+                ]
         raise SymmetryError(f"unknown env {s!r}: no symmetry spec; known: {', '.join(sorted(set(known)))}")
     return load_spec(found)
 

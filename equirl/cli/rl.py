@@ -1,0 +1,229 @@
+"""RL subcommands: ``envs``, ``check-symmetry``, ``pretrain``, ``train``, ``eval`` and ``bench rl``.
+
+Heavy imports (torch, SB3) stay inside the handlers so ``equirl --help`` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from equirl.errors import ConfigError, EquirlError
+
+METHOD_CHOICES = ("base", "equitune", "equizero", "lambda")
+
+
+def register(commands: Any, bench: Any) -> None:
+    p = commands.add_parser("envs", help="list the environments with a symmetry spec")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(func=_envs)
+
+    p = commands.add_parser(
+        "check-symmetry", help="check that an env's declared symmetry commutes with its dynamics"
+    )
+    p.add_argument("env", help="env id (e.g. CartPole-v1) or a spec YAML path")
+    p.add_argument("--steps", type=int, default=200, help="sampled states (default 200)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help='print {"env", "max_error", "verified"}')
+    p.set_defaults(func=_check_symmetry)
+
+    for name, helptext in (
+        ("pretrain", "train a plain agent from a config (configs/rl/*.yaml)"),
+        ("train", "finetune an agent, or train from scratch, with a symmetrizer"),
+    ):
+        p = commands.add_parser(name, help=helptext)
+        p.add_argument("config", help="YAML run config")
+        p.add_argument(
+            "--set",
+            dest="overrides",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a config value (repeatable), e.g. --set timesteps=5000",
+        )
+        p.add_argument("--no-progress", action="store_true", help="no progress bar")
+        if name == "pretrain":
+            p.add_argument(
+                "--export",
+                default=None,
+                metavar="DIR",
+                help="also copy the agent to DIR/{algo}/{env}/ (zoo-like layout, e.g. agents/)",
+            )
+        else:
+            p.add_argument("--init-from", default=None, help="agent to finetune (overrides init_from)")
+            p.add_argument("--method", default=None, choices=METHOD_CHOICES, help="overrides method")
+        p.set_defaults(func=_pretrain if name == "pretrain" else _train)
+
+    p = commands.add_parser("eval", help="evaluate an agent zero-shot under several symmetrization methods")
+    p.add_argument("--agent", required=True, help="agent zip or RL-zoo folder")
+    p.add_argument("--env", required=True, help="env id")
+    p.add_argument("--algo", default="dqn", choices=("dqn", "qrdqn"))
+    p.add_argument(
+        "--method", nargs="+", default=["all"], help="methods (base equitune equizero lambda) or all"
+    )
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--seeds", type=int, default=1, help="evaluation seeds (episodes each)")
+    p.add_argument(
+        "--json", action="store_true", help='print {method: {"mean_return", "std_return", "episodes"}}'
+    )
+    p.set_defaults(func=_eval)
+
+    p = bench.add_parser("rl", help="zero-shot returns, sample efficiency and wall time of equivariant DQN")
+    p.add_argument("--out", default="bench-rl", help="folder for CSV tables and plots")
+    p.add_argument(
+        "--parts",
+        nargs="+",
+        default=["zero-shot"],
+        choices=("zero-shot", "efficiency", "walltime"),
+        help="which benchmarks to run",
+    )
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--budget", type=int, default=30000, help="env steps per sample-efficiency run")
+    p.add_argument("--walltime-steps", type=int, default=50000)
+    p.add_argument(
+        "--method",
+        default="equitune",
+        choices=("equitune", "equizero", "lambda"),
+        help="equivariant method of the sample-efficiency runs",
+    )
+    p.add_argument("--envs", nargs="+", default=["CartPole-v1", "Acrobot-v1"], help="sample-efficiency envs")
+    p.set_defaults(func=_bench)
+
+
+def _envs(args: argparse.Namespace, console: Any) -> int:
+    from equirl.rl.spec import list_specs
+
+    specs = list_specs()
+    if args.json:
+        console.print_json(
+            json.dumps(
+                [
+                    {
+                        "env": s.env_id,
+                        "group": s.group.name,
+                        "observation": s.obs_type,
+                        "actions": s.n_actions,
+                        "verify": s.verify,
+                    }
+                    for s in specs
+                ]
+            )
+        )
+        return 0
+    from rich.table import Table
+
+    t = Table(title="environments with a symmetry spec")
+    for col in ("env", "group", "|G|", "observation action", "actions", "check-symmetry"):
+        t.add_column(col, no_wrap=True)
+    for s in specs:
+        t.add_row(
+            s.env_id,
+            s.group.name,
+            str(s.group.order),
+            s.obs_type,
+            str(s.n_actions),
+            {"state": "exact (sets state)", "obs": "exact (sets obs)"}.get(s.verify, "spaces only"),
+        )
+    console.print(t)
+    return 0
+
+
+def _check_symmetry(args: argparse.Namespace, console: Any) -> int:
+    from equirl.rl.check import check_symmetry
+
+    if args.steps < 1:
+        raise ConfigError("--steps must be positive")
+    rep = check_symmetry(args.env, steps=args.steps, seed=args.seed)
+    if args.json:
+        console.print_json(
+            json.dumps(
+                {
+                    "env": rep.env,
+                    "max_error": rep.max_error,
+                    "verified": rep.verified,
+                    "exact": rep.exact,
+                    "message": rep.message,
+                }
+            )
+        )
+    else:
+        style = "green" if rep.verified else ("red" if rep.exact else "yellow")
+        console.print(f"[{style}]{rep.env}[/]: {rep.message}")
+    if rep.exact and not rep.verified:
+        return 1
+    return 0
+
+
+def _load_cfg(args: argparse.Namespace) -> Any:
+    from equirl.rl.config import load_rl_config
+
+    return load_rl_config(args.config, args.overrides)
+
+
+def _pretrain(args: argparse.Namespace, console: Any) -> int:
+    from equirl.rl.train import run_training
+
+    cfg = _load_cfg(args)
+    if cfg.init_from:
+        raise ConfigError("pretrain trains from scratch: remove init_from (use `equirl train` to finetune)")
+    res = run_training(cfg, console, progress=not args.no_progress, exp_name="pretrain")
+    console.print(
+        f"run: {res.run_dir}  final return {res.final_mean:.1f} ± {res.final_std:.1f}  ({res.seconds:.0f} s)"
+    )
+    if args.export:
+        from equirl.rl.agents import export_agent
+
+        dest = export_agent(res.run_dir, args.export)
+        console.print(f"agent exported to {dest}")
+    console.print(f"TensorBoard: tensorboard --logdir {res.run_dir / 'tb'}")
+    return 0
+
+
+def _train(args: argparse.Namespace, console: Any) -> int:
+    from equirl.rl.train import run_training
+
+    cfg = _load_cfg(args)
+    if args.init_from:
+        cfg.init_from = args.init_from
+    if args.method:
+        cfg.method = args.method
+    res = run_training(cfg, console, progress=not args.no_progress)
+    console.print(
+        f"run: {res.run_dir}  final return {res.final_mean:.1f} ± {res.final_std:.1f}  ({res.seconds:.0f} s)"
+    )
+    console.print(f"TensorBoard: tensorboard --logdir {res.run_dir / 'tb'}")
+    return 0
+
+
+def _eval(args: argparse.Namespace, console: Any) -> int:
+    from equirl.rl.evaluation import evaluate_methods
+
+    methods = list(METHOD_CHOICES) if "all" in args.method else list(args.method)
+    bad = [m for m in methods if m not in METHOD_CHOICES]
+    if bad:
+        raise EquirlError(f"unknown method {bad[0]!r}; choose from {', '.join(METHOD_CHOICES)} or all")
+    if args.episodes < 1 or args.seeds < 1:
+        raise ConfigError("--episodes and --seeds must be positive")
+    res = evaluate_methods(
+        args.agent, args.env, methods, algo=args.algo, episodes=args.episodes, seeds=args.seeds
+    )
+    if args.json:
+        console.print_json(json.dumps(res))
+        return 0
+    from rich.table import Table
+
+    t = Table(title=f"{args.env}: zero-shot returns of {args.agent}")
+    for col in ("method", "mean return", "std", "episodes"):
+        t.add_column(col)
+    for m, r in res.items():
+        t.add_row(m, f"{r['mean_return']:.1f}", f"{r['std_return']:.1f}", str(r["episodes"]))
+    console.print(t)
+    return 0
+
+
+def _bench(args: argparse.Namespace, console: Any) -> int:
+    from equirl.rl.bench import run_rl_bench
+
+    return run_rl_bench(args, console)

@@ -1,0 +1,54 @@
+"""Equivariant Stable-Baselines3 agents (issue 4).
+
+* :mod:`equirl.rl.spec` -- declarative env symmetry specs (``envs/*.yaml``);
+* :mod:`equirl.rl.check` -- does a spec commute with the dynamics (``equirl check-symmetry``);
+* :mod:`equirl.rl.policies` -- :class:`EquiDQNPolicy`, :class:`EquiQRDQNPolicy` (and Cnn variants);
+* :mod:`equirl.rl.pretrained` -- :func:`load_pretrained` wraps plain (incl. RL-zoo SB3 1.x) agents;
+* :mod:`equirl.rl.train` -- config-driven runs; :mod:`equirl.rl.demo`; :mod:`equirl.rl.bench`.
+
+Names are imported lazily so ``import equirl.rl`` stays cheap; importing :mod:`equirl.rl.policies`
+registers the ``EquiMlpPolicy`` / ``EquiCnnPolicy`` aliases on ``DQN`` and ``QRDQN``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = [
+    "EnvSymmetry",
+    "EquiCnnDQNPolicy",
+    "EquiCnnQRDQNPolicy",
+    "EquiDQNPolicy",
+    "EquiQRDQNPolicy",
+    "check_symmetry",
+    "evaluate",
+    "evaluate_methods",
+    "list_specs",
+    "load_pretrained",
+    "load_spec",
+    "make_env",
+    "run_demo",
+]
+
+_WHERE = {
+    "EnvSymmetry": "equirl.rl.spec",
+    "list_specs": "equirl.rl.spec",
+    "load_spec": "equirl.rl.spec",
+    "check_symmetry": "equirl.rl.check",
+    "EquiDQNPolicy": "equirl.rl.policies",
+    "EquiCnnDQNPolicy": "equirl.rl.policies",
+    "EquiQRDQNPolicy": "equirl.rl.policies",
+    "EquiCnnQRDQNPolicy": "equirl.rl.policies",
+    "load_pretrained": "equirl.rl.pretrained",
+    "evaluate": "equirl.rl.pretrained",
+    "evaluate_methods": "equirl.rl.evaluation",
+    "make_env": "equirl.rl.envs",
+    "run_demo": "equirl.rl.demo",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'equirl.rl' has no attribute {name!r}")

@@ -1,0 +1,101 @@
+"""Strict YAML schemas for ``equirl pretrain`` / ``equirl train`` (see ``configs/rl/*.yaml``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from equirl.config import load_config
+from equirl.errors import ConfigError
+
+__all__ = ["EvalConfig", "HyperParams", "LogConfig", "RLConfig", "load_rl_config"]
+
+
+@dataclass
+class HyperParams:
+    """SB3 DQN / QR-DQN hyperparameters (RL-zoo names)."""
+
+    learning_rate: float = 1e-4
+    buffer_size: int = 50_000
+    learning_starts: int = 1000
+    batch_size: int = 64
+    gamma: float = 0.99
+    train_freq: int = 4
+    gradient_steps: int = 1
+    target_update_interval: int = 1000
+    exploration_fraction: float = 0.1
+    exploration_initial_eps: float = 1.0
+    exploration_final_eps: float = 0.05
+    max_grad_norm: float = 10.0
+    net_arch: list[int] = field(default_factory=lambda: [64, 64])
+    n_quantiles: int = 50
+
+    def __post_init__(self) -> None:
+        if self.learning_rate <= 0 or self.batch_size < 1 or self.buffer_size < 1:
+            raise ValueError("learning_rate, batch_size and buffer_size must be positive")
+        if not 0.0 <= self.exploration_final_eps <= 1.0 or not 0.0 <= self.exploration_initial_eps <= 1.0:
+            raise ValueError("exploration eps must lie in [0, 1]")
+
+
+@dataclass
+class EvalConfig:
+    """Periodic evaluation during training (logged as ``equi/eval_return/{method}``)."""
+
+    freq: int = 5000
+    episodes: int = 5
+    final_episodes: int = 10
+
+
+@dataclass
+class LogConfig:
+    """TensorBoard logging of the ``equi/`` namespace."""
+
+    equi_freq: int = 1000
+    tensorboard: bool = True
+
+
+@dataclass
+class RLConfig:
+    """One training run.
+
+    :param env: gymnasium id with a symmetry spec (``equirl envs``).
+    :param algo: ``dqn`` or ``qrdqn``.
+    :param method: ``base`` (plain), ``equitune``, ``equizero`` or ``lambda``.
+    :param method_kwargs: symmetrizer options (``proxy``, ``lambda_hidden``, ``lambda_input``).
+    :param symmetry: a spec path/env id overriding the env's packaged spec.
+    :param init_from: a plain or equivariant agent to finetune (zip or zoo folder); ``null`` = scratch.
+    :param freeze_backbone: train only the λ-net (default: true for ``lambda`` with ``init_from``).
+    :param timesteps: env steps of this run.
+    :param partial_fraction: also save ``model_partial.zip`` after this fraction of ``timesteps`` (0: no).
+    :param out: root folder of run directories.
+    """
+
+    env: str
+    algo: Literal["dqn", "qrdqn"] = "dqn"
+    seed: int = 0
+    timesteps: int = 50_000
+    method: Literal["base", "equitune", "equizero", "lambda"] = "base"
+    method_kwargs: dict[str, Any] = field(default_factory=dict)
+    symmetry: str | None = None
+    init_from: str | None = None
+    freeze_backbone: bool | None = None
+    partial_fraction: float = 0.0
+    out: str = "runs"
+    hyperparams: HyperParams = field(default_factory=HyperParams)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    def __post_init__(self) -> None:
+        if self.timesteps < 1:
+            raise ValueError("timesteps must be positive")
+        if not 0.0 <= self.partial_fraction < 1.0:
+            raise ValueError("partial_fraction must lie in [0, 1)")
+
+
+def load_rl_config(path: str | Path, overrides: list[str] | None = None) -> RLConfig:
+    """Read and validate a run config (one-line :class:`ConfigError` on any problem)."""
+    cfg = load_config(RLConfig, path, overrides)
+    if not isinstance(cfg, RLConfig):  # pragma: no cover
+        raise ConfigError(f"{path}: not an RL config")
+    return cfg

@@ -1,0 +1,47 @@
+"""Zero-shot evaluation of one agent under several symmetrization methods."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from equirl.rl.pretrained import evaluate, load_pretrained
+
+__all__ = ["evaluate_methods"]
+
+log = logging.getLogger(__name__)
+
+
+def evaluate_methods(
+    agent: Any,
+    env_id: str,
+    methods: list[str],
+    algo: str = "dqn",
+    episodes: int = 10,
+    seeds: int = 1,
+    method_kwargs: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """``{method: {"mean_return", "std_return", "episodes"}}`` over ``seeds`` x ``episodes`` episodes.
+
+    :param agent: agent zip or RL-zoo folder (plain, or saved by an equivariant policy).
+    :param env_id: the env (its packaged symmetry spec is used).
+    :param methods: among ``base``, ``equitune``, ``equizero``, ``lambda`` (an untrained λ equals equitune).
+    :param method_kwargs: per-method symmetrizer options.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for m in methods:
+        model = load_pretrained(
+            agent, env_id, method=m, algo=algo, method_kwargs=(method_kwargs or {}).get(m)
+        )
+        rets: list[float] = []
+        for s in range(seeds):
+            rets += evaluate(model, env_id, episodes=episodes, seed=1000 * s)
+        out[m] = {
+            "mean_return": float(np.mean(rets)),
+            "std_return": float(np.std(rets)),
+            "episodes": len(rets),
+        }
+        log.info("%s %s: %.1f ± %.1f", env_id, m, out[m]["mean_return"], out[m]["std_return"])
+    return out

@@ -1,0 +1,417 @@
+"""Equivariant DQN / QR-DQN policies for Stable-Baselines3.
+
+The Q-network (or quantile network) built by ``DQNPolicy.make_q_net`` / ``QRDQNPolicy.make_quantile_net``
+is replaced by a subclass whose ``forward`` is symmetrized over the environment's symmetry group
+(:mod:`equirl.rl.spec`). Because SB3 uses that same module for acting, for the TD targets (the target
+network is a second copy built by the same factory) and for the loss, all three are equivariant.
+
+The plain network's parameters keep their SB3 names (``q_net.q_net.0.weight``...), so a plain
+pretrained checkpoint loads *strictly* into an equitune/equizero policy; λ-equitune only adds the
+λ-net (``q_net.equi.lambda_net...``). ``policy_kwargs``:
+
+* ``symmetry``: an env id with a packaged spec, a spec YAML path, a spec mapping or an
+  :class:`~equirl.rl.spec.EnvSymmetry` (default: the training env's id is not known to the policy, so
+  this key is required);
+* ``method``: ``"equitune"``, ``"equizero"``, ``"lambda"`` or ``"base"`` (no symmetrization);
+* ``method_kwargs``: passed to the symmetrizer, e.g. ``{"proxy": "max_value"}`` for equizero or
+  ``{"lambda_hidden": [64]}`` for λ-equitune;
+* ``freeze_backbone``: train only the symmetrizer's own parameters (λ-net), keeping the pretrained
+  Q-network fixed.
+
+Everything is plain data, so ``model.save`` / ``DQN.load`` round-trip without ``custom_objects``.
+Importing this module registers the aliases ``"EquiMlpPolicy"`` and ``"EquiCnnPolicy"`` on ``DQN`` and
+``QRDQN``, so ``DQN("EquiMlpPolicy", env, policy_kwargs={"symmetry": "CartPole-v1"})`` works.
+
+References: Basu et al. (2023), *Efficient Equivariant Transfer Learning from Pretrained Models*
+(NeurIPS) for equizero with the max-value proxy and λ-equitune on DQN agents.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from gymnasium import spaces
+from sb3_contrib import QRDQN
+from sb3_contrib.qrdqn.policies import QRDQNPolicy, QuantileNetwork
+from stable_baselines3 import DQN
+from stable_baselines3.common.preprocessing import is_image_space_channels_first
+from stable_baselines3.common.torch_layers import NatureCNN
+from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
+from torch import Tensor, nn
+
+from equirl.errors import SymmetryError
+from equirl.rl.spec import EnvSymmetry, resolve_symmetry
+from equirl.symmetrizers import Symmetrizer, SymmetrizerOutput, symmetrize
+
+__all__ = [
+    "METHODS",
+    "EquiCnnDQNPolicy",
+    "EquiCnnQRDQNPolicy",
+    "EquiDQNPolicy",
+    "EquiQNetwork",
+    "EquiQRDQNPolicy",
+    "EquiQuantileNetwork",
+    "LambdaFeatures",
+    "ObsLambdaNet",
+    "policy_obs_action",
+    "quantile_max_value",
+]
+
+log = logging.getLogger(__name__)
+
+#: the methods a policy accepts ("base" = the plain network, for comparisons)
+METHODS = ("base", "equitune", "equizero", "lambda")
+
+
+def quantile_max_value(ys: Tensor) -> Tensor:
+    """Equizero proxy for quantile outputs ``(|G|, B, n_quantiles, A)``: ``-max_a mean_q Z``."""
+    return -ys.float().mean(-2).amax(-1)
+
+
+class ObsLambdaNet(nn.Module):
+    """λ-net on (transformed) observations: scale, flatten, MLP, one logit per row.
+
+    The last layer is zero-initialised, so λ-equitune starts exactly as equitune.
+
+    :param in_features: flattened observation size.
+    :param hidden: hidden sizes.
+    :param scale: multiplies the observation first (``1/255`` for uint8 images).
+    """
+
+    def __init__(self, in_features: int, hidden: tuple[int, ...] = (64,), scale: float = 1.0) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        prev = in_features
+        for h in hidden:
+            layers += [nn.Linear(prev, h), nn.ReLU()]
+            prev = h
+        last = nn.Linear(prev, 1)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        self.net = nn.Sequential(*layers, last)
+        self.scale = scale
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z.float() * self.scale).squeeze(-1)
+
+
+class LambdaFeatures:
+    """λ's input for ``lambda_input="obs+q"``: the transformed observation and the frozen network's
+    Q-values on it, ``[g·x, Q(g·x)]`` (still a function of ``g·x`` only, so λ-equitune stays
+    equivariant). The Q-values let λ learn *which* transformed copy the pretrained network handles best.
+
+    :param model_fn: the plain network's forward.
+    :param scale: observation scale (``1/255`` for uint8 images).
+    :param quantile: average the quantile axis of ``(N, n_quantiles, A)`` outputs.
+    """
+
+    def __init__(self, model_fn: Any, scale: float = 1.0, quantile: bool = False) -> None:
+        self.model_fn = model_fn
+        self.scale = scale
+        self.quantile = quantile
+
+    def __call__(self, rows: Tensor) -> Tensor:
+        q = self.model_fn(rows)
+        if self.quantile:
+            q = q.mean(-2)
+        return torch.cat([rows.float().flatten(1) * self.scale, q.float().flatten(1)], dim=1)
+
+
+def policy_obs_action(sym: EnvSymmetry, observation_space: spaces.Space) -> Any:
+    """The group action on the observation tensor *as the policy sees it* (after SB3's transposition of
+    channel-last images to channel-first), checked against the space."""
+    shape = tuple(observation_space.shape or ())
+    if sym.obs_type == "signed_permutation":
+        assert sym.obs_generators is not None
+        n = len(sym.obs_generators[0][0])
+        if shape != (n,):
+            raise SymmetryError(
+                f"{sym.env_id}: the spec acts on {n} features but the observation shape is {shape}"
+            )
+        return sym.obs_action()
+    if len(shape) == 3:
+        dims = (-2, -1) if is_image_space_channels_first(observation_space) else (-3, -2)  # type: ignore[arg-type]
+    elif len(shape) == 2:
+        dims = (-2, -1)
+    else:
+        raise SymmetryError(f"{sym.env_id}: an image symmetry needs image observations, got shape {shape}")
+    h, w = shape[dims[0]], shape[dims[1]]
+    quarter = sym.obs_generators is None or any(k % 2 for k, _ in sym.obs_generators)
+    if quarter and h != w:
+        raise SymmetryError(f"{sym.env_id}: quarter turns need square frames, got {h}x{w}")
+    return sym.obs_action(image_dims=dims)
+
+
+def _make_symmetrizer(
+    model_fn: Any,
+    sym: EnvSymmetry,
+    method: str,
+    method_kwargs: dict[str, Any],
+    observation_space: spaces.Space,
+    action_space: spaces.Space,
+    quantile: bool,
+) -> Symmetrizer | None:
+    if method not in METHODS:
+        raise SymmetryError(f"unknown method {method!r}; choose one of {list(METHODS)}")
+    if not isinstance(action_space, spaces.Discrete) or int(action_space.n) != sym.n_actions:
+        raise SymmetryError(
+            f"{sym.env_id}: the spec permutes {sym.n_actions} actions but the action space is {action_space}"
+        )
+    in_act = policy_obs_action(sym, observation_space)
+    if method == "base":
+        return None
+    out_act = sym.action_action()
+    kw = dict(method_kwargs)
+    if method == "equizero":
+        kw.setdefault("proxy", quantile_max_value if quantile else "max_value")
+    if method == "lambda" and "lambda_net" not in kw:
+        hidden = tuple(int(h) for h in kw.pop("lambda_hidden", (64,)))
+        lam_in = str(kw.pop("lambda_input", "obs+q"))
+        if lam_in not in ("obs", "obs+q"):
+            raise SymmetryError(f"lambda_input must be 'obs' or 'obs+q', got {lam_in!r}")
+        image = isinstance(observation_space, spaces.Box) and observation_space.dtype.name == "uint8"
+        scale = 1.0 / 255.0 if image else 1.0
+        flat = int(spaces.flatdim(observation_space))
+        if lam_in == "obs":
+            kw["lambda_net"] = ObsLambdaNet(flat, hidden, scale=scale)
+        else:
+            kw["lambda_net"] = ObsLambdaNet(flat + sym.n_actions, hidden)
+            kw["lambda_features"] = LambdaFeatures(model_fn, scale, quantile)
+    return symmetrize(model_fn, in_act, out_act, method=method, **kw)
+
+
+class _EquiMixin:
+    """Shared forward of the equivariant Q / quantile networks."""
+
+    equi: Symmetrizer | None
+
+    def _plain_forward(self, obs: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, obs: Tensor) -> Tensor:
+        if self.equi is None:
+            return self._plain_forward(obs)
+        return self.equi(obs)
+
+    def forward_with_weights(self, obs: Tensor) -> SymmetrizerOutput:
+        """Output and ``(|G|, B)`` orbit weights (uniform for base/equitune)."""
+        if self.equi is None:
+            y = self._plain_forward(obs)
+            return SymmetrizerOutput(y, y.new_ones((1, y.shape[0])))
+        return self.equi.forward_with_weights(obs)
+
+
+class EquiQNetwork(_EquiMixin, QNetwork):  # type: ignore[misc]
+    """SB3's ``QNetwork`` symmetrized over the env's group (Q-values permuted on the action axis).
+
+    :param symmetry: anything :func:`~equirl.rl.spec.resolve_symmetry` accepts.
+    :param method: one of :data:`METHODS`.
+    :param method_kwargs: symmetrizer options.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        symmetry: Any = None,
+        method: str = "equitune",
+        method_kwargs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.symmetry = resolve_symmetry(symmetry)
+        self.method = method
+        self.method_kwargs = dict(method_kwargs or {})
+        self.equi = _make_symmetrizer(
+            self._plain_forward,
+            self.symmetry,
+            method,
+            self.method_kwargs,
+            self.observation_space,
+            self.action_space,
+            quantile=False,
+        )
+
+    def _plain_forward(self, obs: Tensor) -> Tensor:
+        return self.q_net(self.extract_features(obs, self.features_extractor))
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(symmetry=self.symmetry, method=self.method, method_kwargs=self.method_kwargs)
+        return data
+
+
+class EquiQuantileNetwork(_EquiMixin, QuantileNetwork):  # type: ignore[misc]
+    """sb3-contrib's ``QuantileNetwork`` symmetrized: quantiles ``(B, n_quantiles, A)`` are permuted on the
+    last (action) axis; equizero's default proxy is :func:`quantile_max_value`."""
+
+    def __init__(
+        self,
+        *args: Any,
+        symmetry: Any = None,
+        method: str = "equitune",
+        method_kwargs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.symmetry = resolve_symmetry(symmetry)
+        self.method = method
+        self.method_kwargs = dict(method_kwargs or {})
+        self.equi = _make_symmetrizer(
+            self._plain_forward,
+            self.symmetry,
+            method,
+            self.method_kwargs,
+            self.observation_space,
+            self.action_space,
+            quantile=True,
+        )
+
+    def _plain_forward(self, obs: Tensor) -> Tensor:
+        q = self.quantile_net(self.extract_features(obs, self.features_extractor))
+        return q.view(-1, self.n_quantiles, int(self.action_space.n))
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(symmetry=self.symmetry, method=self.method, method_kwargs=self.method_kwargs)
+        return data
+
+
+def _freeze(net: nn.Module, policy: Any, lr: float) -> None:
+    """Train only the symmetrizer's own parameters (the λ-net)."""
+    trainable = []
+    for name, p in net.named_parameters():
+        keep = name.startswith("equi.")
+        p.requires_grad_(keep)
+        if keep:
+            trainable.append(p)
+    if not trainable:
+        raise SymmetryError("freeze_backbone leaves nothing to train: use it with method 'lambda'")
+    policy.optimizer = policy.optimizer_class(trainable, lr=lr, **policy.optimizer_kwargs)
+
+
+class EquiDQNPolicy(DQNPolicy):
+    """DQN policy whose Q-network (and target network) are equivariant; see the module docstring.
+
+    :param symmetry: env id / spec path / mapping / :class:`EnvSymmetry`.
+    :param method: ``equitune``, ``equizero``, ``lambda`` or ``base``.
+    :param method_kwargs: symmetrizer options (``proxy``, ``lambda_hidden``, ``tie_break``...).
+    :param freeze_backbone: only the λ-net is trained.
+    """
+
+    q_net: EquiQNetwork
+    q_net_target: EquiQNetwork
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Discrete,
+        lr_schedule: Any,
+        *args: Any,
+        symmetry: Any = None,
+        method: str = "equitune",
+        method_kwargs: dict[str, Any] | None = None,
+        freeze_backbone: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        if symmetry is None:
+            raise SymmetryError("EquiDQNPolicy needs policy_kwargs['symmetry'] (an env id or a spec)")
+        self._equi_kwargs: dict[str, Any] = {
+            "symmetry": resolve_symmetry(symmetry),
+            "method": method,
+            "method_kwargs": dict(method_kwargs or {}),
+        }
+        self.freeze_backbone = freeze_backbone
+        super().__init__(observation_space, action_space, lr_schedule, *args, **kwargs)
+
+    def make_q_net(self) -> EquiQNetwork:
+        net_args = self._update_features_extractor(self.net_args, features_extractor=None)
+        return EquiQNetwork(**net_args, **self._equi_kwargs).to(self.device)
+
+    def _build(self, lr_schedule: Any) -> None:
+        super()._build(lr_schedule)
+        if self.freeze_backbone:
+            _freeze(self.q_net, self, lr_schedule(1))
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(self._equi_kwargs, freeze_backbone=self.freeze_backbone)
+        return data
+
+
+class EquiCnnDQNPolicy(EquiDQNPolicy):
+    """:class:`EquiDQNPolicy` with SB3's NatureCNN feature extractor (Atari frames)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("features_extractor_class", NatureCNN)
+        super().__init__(*args, **kwargs)
+
+
+class EquiQRDQNPolicy(QRDQNPolicy):
+    """QR-DQN policy whose quantile network (and its target) are equivariant."""
+
+    quantile_net: EquiQuantileNetwork
+    quantile_net_target: EquiQuantileNetwork
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Discrete,
+        lr_schedule: Any,
+        *args: Any,
+        symmetry: Any = None,
+        method: str = "equitune",
+        method_kwargs: dict[str, Any] | None = None,
+        freeze_backbone: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        if symmetry is None:
+            raise SymmetryError("EquiQRDQNPolicy needs policy_kwargs['symmetry'] (an env id or a spec)")
+        self._equi_kwargs: dict[str, Any] = {
+            "symmetry": resolve_symmetry(symmetry),
+            "method": method,
+            "method_kwargs": dict(method_kwargs or {}),
+        }
+        self.freeze_backbone = freeze_backbone
+        super().__init__(observation_space, action_space, lr_schedule, *args, **kwargs)
+
+    def make_quantile_net(self) -> EquiQuantileNetwork:
+        net_args = self._update_features_extractor(self.net_args, features_extractor=None)
+        return EquiQuantileNetwork(**net_args, **self._equi_kwargs).to(self.device)
+
+    def _build(self, lr_schedule: Any) -> None:
+        super()._build(lr_schedule)
+        if self.freeze_backbone:
+            _freeze(self.quantile_net, self, lr_schedule(1))
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(self._equi_kwargs, freeze_backbone=self.freeze_backbone)
+        return data
+
+
+class EquiCnnQRDQNPolicy(EquiQRDQNPolicy):
+    """:class:`EquiQRDQNPolicy` with the NatureCNN feature extractor."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("features_extractor_class", NatureCNN)
+        super().__init__(*args, **kwargs)
+
+
+def _register_aliases() -> None:
+    """Add ``EquiMlpPolicy`` / ``EquiCnnPolicy`` to the algorithms' ``policy_aliases`` (a new dict each time,
+    so SB3's own class attribute is not mutated in place)."""
+    DQN.policy_aliases = {
+        **DQN.policy_aliases,
+        "EquiMlpPolicy": EquiDQNPolicy,
+        "EquiCnnPolicy": EquiCnnDQNPolicy,
+    }
+    QRDQN.policy_aliases = {
+        **QRDQN.policy_aliases,
+        "EquiMlpPolicy": EquiQRDQNPolicy,
+        "EquiCnnPolicy": EquiCnnQRDQNPolicy,
+    }
+
+
+_register_aliases()

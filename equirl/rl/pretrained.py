@@ -1,0 +1,205 @@
+"""Wrapping plain pretrained SB3 agents into equivariant policies, and evaluating them.
+
+:func:`load_pretrained` reads a plain DQN / QR-DQN zip (ours, or an RL-zoo agent saved by SB3 1.x with
+old ``gym`` spaces), builds the same algorithm with :class:`~equirl.rl.policies.EquiDQNPolicy` (or the
+QR-DQN one) around the same network, and copies the weights: *strictly* for equitune / equizero /
+base (the parameter names are SB3's), and for λ-equitune allowing only the new λ-net parameters to be
+missing. The result is a regular SB3 model: ``predict``, ``learn`` (finetuning), ``save``.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from equirl.errors import CheckpointError, EquirlError
+from equirl.rl.envs import make_vec_env
+from equirl.rl.spec import load_spec
+
+__all__ = ["ALGOS", "evaluate", "find_agent_zip", "load_plain", "load_pretrained"]
+
+log = logging.getLogger(__name__)
+
+ALGOS = ("dqn", "qrdqn")
+
+
+def _algo_cls(algo: str) -> Any:
+    if algo == "dqn":
+        from stable_baselines3 import DQN
+
+        return DQN
+    if algo == "qrdqn":
+        from sb3_contrib import QRDQN
+
+        return QRDQN
+    raise EquirlError(f"unknown algo {algo!r}; choose one of {list(ALGOS)}")
+
+
+def find_agent_zip(path: str | Path, env_id: str | None = None) -> Path:
+    """The model zip at ``path``: a zip file, or a folder in RL-zoo layout (``{env}.zip`` / ``model.zip``)."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    if p.is_dir():
+        names = [f"{env_id.replace('/', '_')}.zip", f"{env_id.split('/')[-1]}.zip"] if env_id else []
+        for name in [*names, "model.zip", "best_model.zip"]:
+            if (p / name).is_file():
+                return p / name
+        zips = sorted(p.glob("*.zip"))
+        if len(zips) == 1:
+            return zips[0]
+        raise CheckpointError(f"no model zip in {p} (expected {env_id}.zip or model.zip)")
+    raise CheckpointError(f"checkpoint not found: {p}")
+
+
+def _constant(value: float) -> Any:
+    from stable_baselines3.common.utils import ConstantSchedule
+
+    return ConstantSchedule(value)
+
+
+def load_plain(path: str | Path, env: Any, algo: str = "dqn", device: str = "cpu") -> Any:
+    """Load a plain agent, overriding spaces and schedules (needed for SB3 1.x / old-gym zips).
+
+    :param path: zip or zoo-style folder.
+    :param env: a VecEnv (its spaces override the saved ones).
+    :param algo: ``"dqn"`` or ``"qrdqn"``.
+    """
+    cls = _algo_cls(algo)
+    env_id = _env_id(env)
+    zpath = find_agent_zip(path, env_id)
+    if not zipfile.is_zipfile(zpath):
+        raise CheckpointError(f"corrupt checkpoint {zpath}: not a zip archive")
+    custom = {
+        "observation_space": env.observation_space,
+        "action_space": env.action_space,
+        "exploration_schedule": _constant(0.0),
+        "lr_schedule": _constant(1e-4),
+        "learning_rate": 1e-4,
+        "buffer_size": 1,
+    }
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # SB3 < 2.4 optimizer-state notice
+            model = cls.load(zpath, device=device, custom_objects=custom)
+    except EquirlError:
+        raise
+    except Exception as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"cannot load {algo} checkpoint {zpath}: {first}") from None
+    return model
+
+
+def _env_id(env: Any) -> str | None:
+    try:
+        spec = env.envs[0].spec if hasattr(env, "envs") else getattr(env, "spec", None)
+        return spec.id if spec is not None else None
+    except Exception:  # pragma: no cover
+        return None
+
+
+def load_pretrained(
+    path: str | Path,
+    env: Any,
+    method: str = "equitune",
+    algo: str = "dqn",
+    symmetry: Any = None,
+    method_kwargs: dict[str, Any] | None = None,
+    freeze_backbone: bool | None = None,
+    device: str = "cpu",
+    seed: int | None = None,
+    **algo_kwargs: Any,
+) -> Any:
+    """Wrap a plain pretrained agent into an equivariant one.
+
+    :param path: the plain agent (zip, or an RL-zoo folder).
+    :param env: env id or VecEnv.
+    :param method: ``base``, ``equitune``, ``equizero`` or ``lambda``.
+    :param algo: ``dqn`` or ``qrdqn``.
+    :param symmetry: spec (default: the env id's packaged spec).
+    :param method_kwargs: symmetrizer options.
+    :param freeze_backbone: train only the λ-net (default: ``True`` for λ, else ``False``).
+    :param algo_kwargs: hyperparameters of the new algorithm (for finetuning), e.g. ``learning_rate``.
+    :returns: an SB3 ``DQN`` / ``QRDQN`` with an equivariant policy and the pretrained weights.
+    """
+    import torch
+
+    from equirl.rl.policies import METHODS
+
+    if method not in METHODS:
+        raise EquirlError(f"unknown method {method!r}; choose one of {list(METHODS)}")
+    env_id = env if isinstance(env, str) else _env_id(env)
+    if symmetry is None and env_id is None:
+        raise EquirlError("pass symmetry=...: the env has no id to look its symmetry spec up")
+    sym = load_spec(symmetry if symmetry is not None else str(env_id))  # unknown env: one-line error first
+    vec = make_vec_env(env, seed=seed or 0) if isinstance(env, str) else env
+    plain = load_plain(path, vec, algo=algo, device=device)
+    pk = dict(plain.policy_kwargs or {})
+    for k in ("symmetry", "method", "method_kwargs", "freeze_backbone"):
+        pk.pop(k, None)
+    pk.update(
+        symmetry=sym,
+        method=method,
+        method_kwargs=dict(method_kwargs or {}),
+        freeze_backbone=(method == "lambda") if freeze_backbone is None else freeze_backbone,
+    )
+    # the same network as the plain agent: its feature extractor (Flatten / NatureCNN...) and quantiles
+    pk.setdefault("features_extractor_class", plain.policy.features_extractor_class)
+    if algo == "qrdqn":
+        pk.setdefault("n_quantiles", plain.policy.n_quantiles)
+    algo_kwargs.setdefault("buffer_size", 50_000)
+    algo_kwargs.setdefault("learning_starts", 0)
+    cls = _algo_cls(algo)
+    try:
+        model = cls("EquiMlpPolicy", vec, policy_kwargs=pk, device=device, seed=seed, **algo_kwargs)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"checkpoint {path} does not fit {sym.env_id}: {first}") from None
+    state = plain.policy.state_dict()
+    if method != "lambda":  # an agent saved by a λ policy: keep only the backbone
+        state = {k: v for k, v in state.items() if ".equi." not in k}
+    try:
+        missing, unexpected = model.policy.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"checkpoint {path} does not fit the {algo} network: {str(exc).splitlines()[0]}"
+        ) from None
+    bad_missing = [k for k in missing if ".equi." not in k]
+    if unexpected or bad_missing or (method != "lambda" and missing):
+        raise CheckpointError(
+            f"checkpoint {path} does not fit the {algo} network: missing {bad_missing[:3]}, unexpected {unexpected[:3]}"
+        )
+    with torch.no_grad():
+        if algo == "dqn":
+            model.policy.q_net_target.load_state_dict(model.policy.q_net.state_dict())
+        else:
+            model.policy.quantile_net_target.load_state_dict(model.policy.quantile_net.state_dict())
+    log.info("loaded %s into a %s policy (%s)", path, method, sym.env_id)
+    return model
+
+
+def evaluate(
+    model: Any, env: Any, episodes: int = 10, seed: int = 0, deterministic: bool = True
+) -> list[float]:
+    """Undiscounted returns of ``episodes`` episodes (deterministic actions), seeded.
+
+    :param env: env id or VecEnv (a fresh one is made from an id, seeded with ``seed``).
+    """
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    vec = make_vec_env(env, seed=seed) if isinstance(env, str) else env
+    vec.seed(seed)
+    rewards, _ = evaluate_policy(
+        model,
+        vec,
+        n_eval_episodes=episodes,
+        deterministic=deterministic,
+        return_episode_rewards=True,
+        warn=False,
+    )
+    return [float(r) for r in np.asarray(rewards, dtype=np.float64)]

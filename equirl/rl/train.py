@@ -1,0 +1,198 @@
+"""Running a config: pretraining, finetuning or training from scratch with a symmetrizer.
+
+Each run writes ``{out}/{env}__{method}__{seed}__{time}/`` atomically (built under a temporary name,
+renamed on success, removed on error) holding ``config.yaml`` (resolved), ``model.zip``,
+optionally ``model_partial.zip``, ``evaluations.npz`` + ``evaluations.json`` and ``tb/`` (TensorBoard).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from equirl.config import to_dict
+from equirl.rl.config import RLConfig
+from equirl.rl.envs import make_env, make_vec_env
+from equirl.rl.spec import load_spec
+from equirl.utils.io import atomic_dir, atomic_write_text
+from equirl.utils.runs import run_name, unique_run_dir
+
+__all__ = ["RunResult", "build_model", "run_training"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    """What a run produced.
+
+    :param run_dir: the run directory.
+    :param final_mean: mean return of the final evaluation.
+    :param final_std: its standard deviation.
+    :param seconds: wall time of ``learn``.
+    :param timesteps: evaluation steps; ``results``: returns per evaluation.
+    """
+
+    run_dir: Path
+    final_mean: float
+    final_std: float
+    seconds: float
+    timesteps: list[int]
+    results: list[list[float]]
+
+
+def _algo_kwargs(cfg: RLConfig) -> dict[str, Any]:
+    hp = cfg.hyperparams
+    kw: dict[str, Any] = {
+        "learning_rate": hp.learning_rate,
+        "buffer_size": hp.buffer_size,
+        "learning_starts": hp.learning_starts,
+        "batch_size": hp.batch_size,
+        "gamma": hp.gamma,
+        "train_freq": hp.train_freq,
+        "gradient_steps": hp.gradient_steps,
+        "target_update_interval": hp.target_update_interval,
+        "exploration_fraction": hp.exploration_fraction,
+        "exploration_initial_eps": hp.exploration_initial_eps,
+        "exploration_final_eps": hp.exploration_final_eps,
+        "max_grad_norm": hp.max_grad_norm,
+    }
+    return kw
+
+
+def build_model(cfg: RLConfig, vec: Any | None = None) -> Any:
+    """The SB3 model a config describes (fresh, or wrapped around ``init_from``)."""
+    import equirl.rl.policies  # noqa: F401  (registers the Equi* policy aliases)
+    from equirl.rl.pretrained import _algo_cls, load_pretrained
+
+    sym = load_spec(cfg.symmetry or cfg.env)
+    vec = vec if vec is not None else make_vec_env(cfg.env, seed=cfg.seed)
+    sym.check_fits(make_env(cfg.env).observation_space, make_env(cfg.env).action_space)
+    kw = _algo_kwargs(cfg)
+    if cfg.init_from:
+        return load_pretrained(
+            cfg.init_from,
+            vec,
+            method=cfg.method,
+            algo=cfg.algo,
+            symmetry=sym,
+            method_kwargs=cfg.method_kwargs,
+            freeze_backbone=cfg.freeze_backbone,
+            seed=cfg.seed,
+            **kw,
+        )
+    pk: dict[str, Any] = {
+        "net_arch": list(cfg.hyperparams.net_arch),
+        "symmetry": sym,
+        "method": cfg.method,
+        "method_kwargs": dict(cfg.method_kwargs),
+        "freeze_backbone": bool(cfg.freeze_backbone),
+    }
+    if cfg.algo == "qrdqn":
+        pk["n_quantiles"] = cfg.hyperparams.n_quantiles
+    image = len(vec.observation_space.shape or ()) == 3 and min(vec.observation_space.shape) >= 36
+    return _algo_cls(cfg.algo)(
+        "EquiCnnPolicy" if image else "EquiMlpPolicy",
+        vec,
+        policy_kwargs=pk,
+        seed=cfg.seed,
+        device="cpu",
+        **kw,
+    )
+
+
+def run_training(
+    cfg: RLConfig, console: Any | None = None, progress: bool = True, exp_name: str | None = None
+) -> RunResult:
+    """Train per ``cfg`` and write the run directory atomically.
+
+    :param cfg: the validated config.
+    :param console: a rich console for the progress bar (``None``: no bar).
+    :param exp_name: the ``{exp}`` part of the run name (default: the method).
+    """
+    import torch
+    from stable_baselines3.common.callbacks import CallbackList
+    from stable_baselines3.common.logger import configure
+
+    from equirl.rl.callbacks import EquiLoggingCallback, RichProgressCallback
+
+    torch.set_num_threads(1)
+    model = build_model(cfg)  # validation errors happen before any directory exists
+    root = Path(cfg.out)
+    final = unique_run_dir(root, run_name(cfg.env, exp_name or cfg.method, cfg.seed))
+    with atomic_dir(final) as tmp:
+        atomic_write_text(tmp / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        fmt = ["csv", "tensorboard"] if cfg.log.tensorboard else ["csv"]
+        logger = configure(str(tmp / "tb"), fmt)
+        model.set_logger(logger)
+        equi_cb = EquiLoggingCallback(
+            cfg.method, cfg.env, cfg.eval.freq, cfg.eval.episodes, cfg.log.equi_freq, cfg.seed
+        )
+        cbs: list[Any] = [equi_cb]
+        if console is not None and progress:
+            cbs.append(RichProgressCallback(cfg.timesteps, console, f"{cfg.env} {cfg.method}"))
+        t0 = time.perf_counter()
+        if cfg.partial_fraction > 0:
+            first = max(1, round(cfg.timesteps * cfg.partial_fraction))
+            model.learn(first, callback=CallbackList(cbs), reset_num_timesteps=True)
+            model.save(tmp / "model_partial.zip")
+            if cfg.timesteps - first > 0:
+                model.learn(cfg.timesteps - first, callback=CallbackList(cbs), reset_num_timesteps=False)
+        else:
+            model.learn(cfg.timesteps, callback=CallbackList(cbs))
+        seconds = time.perf_counter() - t0
+        from equirl.rl.pretrained import evaluate
+
+        rets = evaluate(model, cfg.env, episodes=cfg.eval.final_episodes, seed=cfg.seed + 20_000)
+        equi_cb.timesteps.append(int(model.num_timesteps))
+        equi_cb.results.append(rets)
+        model.logger.record(f"equi/eval_return/{cfg.method}", float(np.mean(rets)))
+        model.logger.dump(int(model.num_timesteps))
+        logger.close()
+        model.save(tmp / "model.zip")
+        _save_evals(tmp, equi_cb.timesteps, equi_cb.results, seconds, cfg)
+    log.info("run written to %s", final)
+    return RunResult(
+        final, float(np.mean(rets)), float(np.std(rets)), seconds, equi_cb.timesteps, equi_cb.results
+    )
+
+
+def _save_evals(d: Path, steps: list[int], results: list[list[float]], seconds: float, cfg: RLConfig) -> None:
+    if results and len({len(r) for r in results}) == 1:
+        arr = np.asarray(results, dtype=np.float64)
+    else:
+        width = max((len(r) for r in results), default=0)
+        arr = np.full((len(results), width), np.nan)
+        for i, r in enumerate(results):
+            arr[i, : len(r)] = r
+
+    def write(p: Path) -> None:
+        with open(p, "wb") as f:
+            np.savez(f, timesteps=np.asarray(steps), results=arr)
+
+    from equirl.utils.io import atomic_write
+
+    atomic_write(d / "evaluations.npz", write)
+    summary = {
+        "env": cfg.env,
+        "method": cfg.method,
+        "seed": cfg.seed,
+        "train_seconds": seconds,
+        "evaluations": [
+            {
+                "timestep": t,
+                "mean_return": float(np.mean(r)),
+                "std_return": float(np.std(r)),
+                "episodes": len(r),
+            }
+            for t, r in zip(steps, results)
+        ],
+    }
+    atomic_write_text(d / "evaluations.json", json.dumps(summary, indent=2))

@@ -1,0 +1,50 @@
+"""check-symmetry: exact envs commute with their dynamics, a wrong spec is reported broken."""
+
+from __future__ import annotations
+
+import pytest
+
+from equirl.rl.check import check_symmetry
+from equirl.rl.spec import load_spec
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Acrobot-v1", "equirl/GridWorld-v0"])
+def test_exact_envs_verify(env_id: str) -> None:
+    rep = check_symmetry(env_id, steps=25, seed=1)
+    assert rep.exact and rep.verified, rep.message
+    assert rep.max_error is not None and rep.max_error <= 1e-5
+    assert rep.transitions >= 25
+
+
+def _spec_dict(env_id: str) -> dict:
+    from equirl.config import load_yaml
+    from equirl.rl.spec import find_spec_file
+
+    path = find_spec_file(env_id)
+    assert path is not None
+    return load_yaml(path)
+
+
+def test_wrong_cartpole_spec_is_broken() -> None:
+    data = _spec_dict("CartPole-v1")
+    data["observation"]["generators"] = [{"src": [0, 1, 2, 3], "signs": [-1, -1, 1, 1]}]  # angle not mirrored
+    data["verify"]["generators"] = [{"src": [0, 1, 2, 3], "signs": [-1, -1, 1, 1]}]
+    rep = check_symmetry(data, steps=25)
+    assert rep.exact and not rep.verified and rep.max_error is not None and rep.max_error > 1e-3
+    assert "BROKEN" in rep.message
+
+
+def test_wrong_action_permutation_is_broken() -> None:
+    data = _spec_dict("Acrobot-v1")
+    data["actions"]["generators"] = [{"perm": [0, 1, 2]}]  # torque not reversed
+    assert not check_symmetry(data, steps=25).verified
+    grid = _spec_dict("equirl/GridWorld-v0")
+    grid["actions"]["generators"][0] = {"perm": [1, 2, 3, 0]}  # rotation in the wrong direction
+    assert not check_symmetry(grid, steps=25).verified
+
+
+def test_non_exact_envs_say_so() -> None:
+    rep = check_symmetry("LunarLander-v3", steps=5)
+    assert not rep.verified and rep.max_error is None
+    assert "cannot" in rep.message
+    assert load_spec("LunarLander-v3").verify == "none"

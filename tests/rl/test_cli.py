@@ -1,0 +1,174 @@
+"""``equirl`` RL subcommands: outputs, run directories, and one-line errors (exit code 2) on bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from stable_baselines3 import DQN
+
+from equirl.cli import main
+from equirl.rl.envs import make_env
+from equirl.rl.spec import SPEC_DIR
+
+TINY = {
+    "env": "CartPole-v1",
+    "timesteps": 120,
+    "method": "equitune",
+    "hyperparams": {"learning_starts": 20, "buffer_size": 500, "net_arch": [16], "train_freq": 4},
+    "eval": {"freq": 0, "final_episodes": 1},
+    "log": {"equi_freq": 40},
+}
+
+
+def _cfg(tmp_path: Path, **patch: object) -> Path:
+    data = {**TINY, "out": str(tmp_path / "runs"), **patch}
+    p = tmp_path / "cfg.yaml"
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+def _no_run_dirs(tmp_path: Path) -> bool:
+    runs = tmp_path / "runs"
+    return not runs.exists() or not any(runs.iterdir())
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str], text: str) -> None:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and text in " ".join(err.split()), err
+
+
+def test_envs_lists_specs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["envs", "--json"]) == 0
+    envs = {e["env"] for e in json.loads(capsys.readouterr().out)}
+    assert {"CartPole-v1", "ALE/Pong-v5", "equirl/GridWorld-v0"} <= envs
+
+
+def test_check_symmetry_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-symmetry", "CartPole-v1", "--steps", "10", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["env"] == "CartPole-v1" and out["verified"] is True and out["max_error"] <= 1e-5
+
+
+def test_check_symmetry_broken_spec_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = yaml.safe_load((SPEC_DIR / "CartPole-v1.yaml").read_text())
+    spec["actions"]["generators"] = [{"perm": [0, 1]}]
+    p = tmp_path / "wrong.yaml"
+    p.write_text(yaml.safe_dump(spec))
+    assert main(["check-symmetry", str(p), "--steps", "10", "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["verified"] is False
+
+
+@pytest.mark.parametrize(
+    ("argv", "text"),
+    [
+        (["check-symmetry", "Nope-v0"], "unknown env 'Nope-v0'"),
+        (["eval", "--agent", "missing.zip", "--env", "CartPole-v1"], "checkpoint not found"),
+        (["eval", "--agent", "x.zip", "--env", "Nope-v0"], "unknown env"),
+        (["eval", "--agent", "x.zip", "--env", "CartPole-v1", "--method", "magic"], "unknown method"),
+    ],
+)
+def test_bad_input_one_line(argv: list[str], text: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    _one_line_error(capsys, text)
+
+
+def test_non_bijective_spec(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = yaml.safe_load((SPEC_DIR / "CartPole-v1.yaml").read_text())
+    spec["actions"]["generators"] = [{"perm": [1, 1]}]
+    p = tmp_path / "nb.yaml"
+    p.write_text(yaml.safe_dump(spec))
+    assert main(["check-symmetry", str(p)]) == 2
+    _one_line_error(capsys, "not a bijection")
+    cfg = _cfg(tmp_path, symmetry=str(p))
+    assert main(["train", str(cfg), "--no-progress"]) == 2
+    _one_line_error(capsys, "not a bijection")
+    assert _no_run_dirs(tmp_path)
+
+
+def test_spec_not_fitting_the_action_space(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _cfg(tmp_path, env="Acrobot-v1", symmetry="CartPole-v1")
+    assert main(["train", str(cfg), "--no-progress"]) == 2
+    _one_line_error(capsys, "permutes 2 actions")
+    assert _no_run_dirs(tmp_path)
+
+
+def test_malformed_yaml_and_unknown_keys(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("env: CartPole-v1\nhyperparams: [oops\n")
+    assert main(["train", str(bad)]) == 2
+    _one_line_error(capsys, "malformed YAML")
+    assert main(["train", str(_cfg(tmp_path, learning_rat=1))]) == 2
+    _one_line_error(capsys, "unknown key learning_rat")
+    assert main(["train", str(_cfg(tmp_path)), "--set", "hyperparams.gama=0.9"]) == 2
+    _one_line_error(capsys, "hyperparams.gama")
+    assert _no_run_dirs(tmp_path)
+
+
+def test_missing_and_corrupt_init_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", str(_cfg(tmp_path, init_from=str(tmp_path / "none.zip"))), "--no-progress"]) == 2
+    _one_line_error(capsys, "checkpoint not found")
+    corrupt = tmp_path / "corrupt.zip"
+    corrupt.write_bytes(b"\x00garbage")
+    assert main(["eval", "--agent", str(corrupt), "--env", "CartPole-v1"]) == 2
+    _one_line_error(capsys, "corrupt checkpoint")
+    assert _no_run_dirs(tmp_path)
+
+
+def test_train_writes_a_complete_run_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", str(_cfg(tmp_path)), "--no-progress", "--set", "seed=3"]) == 0
+    (run,) = list((tmp_path / "runs").iterdir())
+    assert run.name.startswith("CartPole-v1__equitune__3__")
+    assert {"config.yaml", "model.zip", "evaluations.npz", "evaluations.json", "tb"} <= {
+        p.name for p in run.iterdir()
+    }
+    assert yaml.safe_load((run / "config.yaml").read_text())["seed"] == 3
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    progress = (run / "tb" / "progress.csv").read_text()
+    assert "equi/equivariance_error" in progress and "equi/eval_return/equitune" in progress
+    loaded = DQN.load(run / "model.zip")
+    assert loaded.policy.q_net.method == "equitune"
+
+
+def test_eval_json_all_methods(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = DQN(
+        "MlpPolicy", make_env("CartPole-v1"), policy_kwargs={"net_arch": [16]}, buffer_size=50, seed=0
+    )
+    model.save(tmp_path / "a.zip")
+    assert (
+        main(
+            [
+                "eval",
+                "--agent",
+                str(tmp_path / "a.zip"),
+                "--env",
+                "CartPole-v1",
+                "--method",
+                "all",
+                "--episodes",
+                "2",
+                "--seeds",
+                "2",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    res = json.loads(capsys.readouterr().out)
+    assert set(res) == {"base", "equitune", "equizero", "lambda"}
+    for r in res.values():
+        assert r["episodes"] == 4 and r["mean_return"] > 0 and r["std_return"] >= 0
+
+
+def test_pretrain_exports_zoo_layout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _cfg(tmp_path, method="base", partial_fraction=0.25)
+    assert main(["pretrain", str(cfg), "--no-progress", "--export", str(tmp_path / "agents")]) == 0
+    d = tmp_path / "agents" / "dqn" / "CartPole-v1"
+    assert {"CartPole-v1.zip", "CartPole-v1_partial.zip", "config.yaml", "eval.json"} <= {
+        p.name for p in d.iterdir()
+    }
+    assert json.loads((d / "eval.json").read_text())["final"]["episodes"] == 1
+    partial = DQN.load(d / "CartPole-v1_partial.zip")
+    assert 30 <= partial.num_timesteps < 40  # 25 % of 120 steps, rounded up to a rollout of train_freq

@@ -1,0 +1,173 @@
+"""Equivariant DQN / QR-DQN policies: exact equivariance, save/load, aliases, frozen backbone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+from sb3_contrib import QRDQN
+from stable_baselines3 import DQN
+
+from equirl.errors import SymmetryError
+from equirl.rl.envs import make_env
+from equirl.rl.policies import EquiCnnDQNPolicy, EquiDQNPolicy, EquiQRDQNPolicy, policy_obs_action
+from equirl.rl.spec import load_spec
+from equirl.symmetrizers import equivariance_errors
+
+ATOL = 1e-5
+METHODS = ["equitune", "equizero", "lambda"]
+
+
+def _obs(env_id: str, n: int = 16) -> torch.Tensor:
+    env = make_env(env_id)
+    xs = [env.reset(seed=i)[0] for i in range(n // 2)]
+    xs += [env.observation_space.sample() for _ in range(n - len(xs))]
+    return torch.as_tensor(np.stack(xs))
+
+
+def _check_all_elements(net: torch.nn.Module, env_id: str, space: spaces.Space, x: torch.Tensor) -> None:
+    sym = load_spec(env_id)
+    errs = equivariance_errors(net, policy_obs_action(sym, space), sym.action_action(), x)
+    assert len(errs) == sym.group.order
+    assert max(float(e) for e in errs.values()) <= ATOL, errs
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Acrobot-v1", "equirl/GridWorld-v0"])
+@pytest.mark.parametrize("method", METHODS)
+def test_dqn_q_and_target_nets_are_equivariant(env_id: str, method: str) -> None:
+    env = make_env(env_id)
+    model = DQN("EquiMlpPolicy", env, policy_kwargs={"symmetry": env_id, "method": method}, buffer_size=100)
+    x = _obs(env_id)
+    for net in (model.policy.q_net, model.policy.q_net_target):
+        with torch.no_grad():
+            for p in net.parameters():  # λ starts uniform: perturb it so the test is not trivial
+                p.add_(0.1 * torch.randn_like(p))
+        _check_all_elements(net, env_id, env.observation_space, x)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_qrdqn_quantiles_are_permuted_on_the_action_axis(method: str) -> None:
+    env = make_env("Acrobot-v1")
+    model = QRDQN(
+        "EquiMlpPolicy",
+        env,
+        policy_kwargs={"symmetry": "Acrobot-v1", "method": method, "n_quantiles": 7},
+        buffer_size=100,
+    )
+    assert isinstance(model.policy, EquiQRDQNPolicy)
+    x = _obs("Acrobot-v1")
+    assert model.policy.quantile_net(x).shape == (16, 7, 3)
+    _check_all_elements(model.policy.quantile_net, "Acrobot-v1", env.observation_space, x)
+
+
+def test_cnn_policy_acts_on_channel_first_frames() -> None:
+    space = spaces.Box(0, 255, (4, 84, 84), np.uint8)  # Breakout after VecTransposeImage + frame stack
+    pol = EquiCnnDQNPolicy(
+        space, spaces.Discrete(4), lambda _: 1e-4, symmetry="ALE/Breakout-v5", method="equitune"
+    )
+    x = torch.randint(0, 256, (3, 4, 84, 84), dtype=torch.uint8)
+    _check_all_elements(pol.q_net, "ALE/Breakout-v5", space, x)
+    q = pol.q_net(x)
+    # the mirror flips the width axis (the last one in CHW), and swaps RIGHT (2) and LEFT (3)
+    assert torch.allclose(pol.q_net(x.flip(-1)), q[:, [0, 1, 3, 2]], atol=ATOL)
+
+
+def test_save_load_roundtrip_without_custom_objects(tmp_path: Path) -> None:
+    env = make_env("CartPole-v1")
+    model = DQN(
+        "EquiMlpPolicy",
+        env,
+        policy_kwargs={
+            "symmetry": "CartPole-v1",
+            "method": "lambda",
+            "method_kwargs": {"lambda_hidden": [16]},
+        },
+        buffer_size=200,
+        learning_starts=20,
+        seed=0,
+    )
+    model.learn(80)
+    x = _obs("CartPole-v1")
+    with torch.no_grad():
+        for p in model.policy.q_net.equi.parameters():
+            p.add_(0.3)
+        before = model.policy.q_net(x)
+    model.save(tmp_path / "m.zip")
+    loaded = DQN.load(tmp_path / "m.zip")
+    assert type(loaded.policy) is EquiDQNPolicy
+    assert loaded.policy.q_net.method == "lambda"
+    assert torch.allclose(loaded.policy.q_net(x), before, atol=1e-6)
+    a1, _ = model.predict(x.numpy(), deterministic=True)
+    a2, _ = loaded.predict(x.numpy(), deterministic=True)
+    assert (a1 == a2).all()
+
+
+def test_equizero_uses_max_value_and_deterministic_actions() -> None:
+    env = make_env("CartPole-v1")
+    model = DQN(
+        "EquiMlpPolicy", env, policy_kwargs={"symmetry": "CartPole-v1", "method": "equizero"}, buffer_size=10
+    )
+    x = _obs("CartPole-v1")
+    net = model.policy.q_net
+    with torch.no_grad():
+        q, qm = net._plain_forward(x), net._plain_forward(-x)
+        pick_mirror = qm.amax(-1) > q.amax(-1)
+        expected = torch.where(pick_mirror[:, None], qm.flip(-1), q)
+        assert torch.allclose(net(x), expected, atol=ATOL)
+
+
+def test_freeze_backbone_trains_only_lambda() -> None:
+    env = make_env("CartPole-v1")
+    model = DQN(
+        "EquiMlpPolicy",
+        env,
+        policy_kwargs={"symmetry": "CartPole-v1", "method": "lambda", "freeze_backbone": True},
+        buffer_size=10,
+    )
+    trainable = {n for n, p in model.policy.q_net.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith("equi.") for n in trainable)
+    opt_params = {id(p) for g in model.policy.optimizer.param_groups for p in g["params"]}
+    assert opt_params == {id(p) for p in model.policy.q_net.equi.parameters()}
+    with pytest.raises(SymmetryError, match="nothing to train"):
+        DQN(
+            "EquiMlpPolicy",
+            env,
+            policy_kwargs={"symmetry": "CartPole-v1", "method": "equitune", "freeze_backbone": True},
+            buffer_size=10,
+        )
+
+
+def test_policy_errors_are_one_line() -> None:
+    with pytest.raises(SymmetryError, match="needs policy_kwargs"):
+        EquiDQNPolicy(spaces.Box(-1, 1, (4,)), spaces.Discrete(2), lambda _: 1e-3)
+    with pytest.raises(SymmetryError, match="permutes 2 actions"):
+        DQN(
+            "EquiMlpPolicy",
+            make_env("Acrobot-v1"),
+            policy_kwargs={
+                "symmetry": {
+                    "env": "Acrobot-v1",
+                    "group": "flip",
+                    "observation": {
+                        "type": "signed_permutation",
+                        "generators": [{"src": [0, 1, 2, 3, 4, 5]}],
+                    },
+                    "actions": {"n": 2, "generators": [{"swap": [[0, 1]]}]},
+                }
+            },
+            buffer_size=10,
+        )
+    with pytest.raises(SymmetryError, match=r"permutes 2 actions but the action space is Discrete\(3\)"):
+        DQN(
+            "EquiMlpPolicy", make_env("Acrobot-v1"), policy_kwargs={"symmetry": "CartPole-v1"}, buffer_size=10
+        )
+    with pytest.raises(SymmetryError, match="unknown method"):
+        DQN(
+            "EquiMlpPolicy",
+            make_env("CartPole-v1"),
+            policy_kwargs={"symmetry": "CartPole-v1", "method": "magic"},
+            buffer_size=10,
+        )

@@ -1,0 +1,132 @@
+"""Env symmetry specs: packaged specs load, the repo-root copies match, bad specs are refused."""
+
+from __future__ import annotations
+
+import filecmp
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from equirl.errors import SymmetryError
+from equirl.rl.spec import SPEC_DIR, list_specs, load_spec, parse_spec
+
+ROOT = Path(__file__).resolve().parents[2]
+REQUIRED = {
+    "CartPole-v1",
+    "Acrobot-v1",
+    "LunarLander-v3",
+    "equirl/GridWorld-v0",
+    "ALE/Breakout-v5",
+    "ALE/Pong-v5",
+}
+
+
+def _cartpole() -> dict:
+    return {
+        "env": "CartPole-v1",
+        "group": "flip",
+        "observation": {
+            "type": "signed_permutation",
+            "generators": [{"src": [0, 1, 2, 3], "signs": [-1, -1, -1, -1]}],
+        },
+        "actions": {"n": 2, "generators": [{"swap": [[0, 1]]}]},
+    }
+
+
+def test_all_required_specs_ship() -> None:
+    assert {s.env_id for s in list_specs()} >= REQUIRED
+
+
+def test_repo_root_envs_are_identical_copies() -> None:
+    root = ROOT / "envs"
+    packaged = sorted(p.name for p in SPEC_DIR.glob("*.yaml"))
+    assert packaged == sorted(p.name for p in root.glob("*.yaml")), "envs/ and equirl/rl/envs/ differ"
+    for name in packaged:
+        assert filecmp.cmp(SPEC_DIR / name, root / name, shallow=False), f"envs/{name} is stale"
+
+
+def test_action_tables() -> None:
+    assert load_spec("CartPole-v1").action_table() == [[0, 1], [1, 0]]
+    assert load_spec("Acrobot-v1").action_table()[1] == [2, 1, 0]
+    assert load_spec("LunarLander-v3").action_table()[1] == [0, 3, 2, 1]
+    pong = load_spec("ALE/Pong-v5")
+    assert pong.action_table()[1] == [0, 1, 3, 2, 5, 4]
+    grid = load_spec("equirl/GridWorld-v0")
+    assert grid.group.order == 8 and len({tuple(r) for r in grid.action_table()}) == 8
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ale_py") is None, reason="ale-py not installed")
+@pytest.mark.parametrize("env_id", ["ALE/Pong-v5", "ALE/Breakout-v5"])
+def test_atari_action_names_match_the_real_env(env_id: str) -> None:
+    from equirl.rl.envs import action_meanings, make_env
+
+    env = make_env(env_id)
+    try:
+        load_spec(env_id).check_fits(env.observation_space, env.action_space, action_meanings(env))
+    finally:
+        env.close()
+
+
+def test_mapping_and_yaml_path(tmp_path: Path) -> None:
+    import yaml
+
+    p = tmp_path / "mine.yaml"
+    p.write_text(yaml.safe_dump(_cartpole()))
+    assert load_spec(p) == load_spec(_cartpole())
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        ({"actions": {"n": 2, "generators": [{"perm": [0, 0]}]}}, "not a bijection"),
+        ({"actions": {"n": 3, "generators": [{"swap": [[0, 1], [1, 2]]}]}}, "reuses an index"),
+        (
+            {"observation": {"type": "signed_permutation", "generators": [{"src": [0, 1, 1, 3]}]}},
+            "not a bijection",
+        ),
+        (
+            {
+                "observation": {
+                    "type": "signed_permutation",
+                    "generators": [{"src": [0, 1, 2, 3], "signs": [2, 1, 1, 1]}],
+                }
+            },
+            "signs",
+        ),
+        ({"group": "D4"}, "2 generator"),
+        ({"group": "Q8"}, "unknown group"),
+        ({"extra": 1}, "unknown keys"),
+        ({"observation": {"type": "fourier"}}, "observation.type"),
+    ],
+)
+def test_bad_specs_are_one_line_errors(patch: dict, message: str) -> None:
+    data = {**_cartpole(), **patch}
+    with pytest.raises(SymmetryError, match=message) as exc:
+        parse_spec(data)
+    assert "\n" not in str(exc.value)
+
+
+def test_generators_must_define_a_group_action() -> None:
+    data = {
+        **_cartpole(),
+        "group": "C4",
+        "observation": {"type": "signed_permutation", "generators": [{"src": [1, 0, 2, 3]}]},
+        "actions": {"n": 2, "generators": [{"swap": [[0, 1]]}]},
+    }
+    parse_spec(data)  # a swap is a valid (non-faithful) image of the C4 generator
+    data["observation"]["generators"] = [{"src": [1, 2, 0, 3]}]  # order 3 cannot be the image of r (r^4=e)
+    with pytest.raises(SymmetryError, match="do not define an action"):
+        parse_spec(data)
+
+
+def test_unknown_env_and_mismatched_spaces() -> None:
+    from gymnasium import spaces
+
+    with pytest.raises(SymmetryError, match="unknown env"):
+        load_spec("NoSuchEnv-v0")
+    sym = load_spec("CartPole-v1")
+    with pytest.raises(SymmetryError, match="action space has 3"):
+        sym.check_fits(spaces.Box(-1, 1, (4,)), spaces.Discrete(3))
+    with pytest.raises(SymmetryError, match="observation shape"):
+        sym.check_fits(spaces.Box(-1, 1, (6,)), spaces.Discrete(2))
