@@ -12,6 +12,7 @@ import argparse
 import importlib
 import importlib.util
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -47,7 +48,14 @@ def _missing_sub(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
+def _interrupt_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    # a terminated run unwinds like Ctrl-C, so atomic writers remove their partial files
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     console = Console()
     err = Console(stderr=True)
     parser = build_parser()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -68,3 +71,23 @@ def test_bench_json_is_parseable(monkeypatch: pytest.MonkeyPatch, capsys: pytest
         "loop_ms",
         "equirl_ms",
     }
+
+
+def test_sigterm_unwinds_like_ctrl_c(tmp_path: Path) -> None:
+    """A terminated CLI process removes its partial run directory (atomic_dir cleans up on unwinding)."""
+    script = (
+        "import os, signal, sys\n"
+        "from equirl.cli import main\n"
+        "from equirl.utils.io import atomic_dir\n"
+        "import equirl.cli.core as core\n"
+        "def fake(args, console):\n"
+        f"    with atomic_dir({str(tmp_path / 'run')!r}) as d:\n"
+        "        (d / 'half.txt').write_text('x')\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    return 0\n"
+        "core._demo = fake\n"
+        "sys.exit(main(['demo']))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 130, proc.stderr
+    assert list(tmp_path.iterdir()) == []
