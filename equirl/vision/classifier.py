@@ -114,25 +114,49 @@ def fit_canonicalizer(
         raise EquirlError("fit_canonicalizer needs images, and positive steps and batch_size")
     with torch.no_grad():  # materialise a lazy scorer
         model.scores(images[:1])
-    frozen = [p for n, p in model.named_parameters() if not n.startswith("scorer.")]
+    G = model.group.order
+
+    def loss_fn(idx: Tensor, gen: torch.Generator) -> Tensor:
+        x = images[idx]
+        loss = model.prior_loss(x)
+        if task_weight > 0:
+            assert labels is not None
+            gx = model.in_action.apply_each(x, torch.randint(0, G, (x.shape[0],), generator=gen))
+            loss = loss + task_weight * F.cross_entropy(model(gx), labels[idx])
+        return loss
+
+    # train mode: the straight-through path carries the task loss to the scorer
+    return _train_only(model, model.scorer, loss_fn, images.shape[0], steps, lr, batch_size, 0.0, seed, True)
+
+
+def _train_only(
+    model: nn.Module,
+    part: nn.Module,
+    loss_fn: Callable[[Tensor, torch.Generator], Tensor],
+    n: int,
+    steps: int,
+    lr: float,
+    batch_size: int,
+    weight_decay: float,
+    seed: int,
+    train_mode: bool,
+) -> list[float]:
+    """Adam on ``part``'s parameters only, over random mini-batch indices of ``range(n)``; every other
+    parameter of ``model`` is frozen meanwhile (``requires_grad`` and the train/eval mode are restored)."""
+    own = {id(p) for p in part.parameters()}
+    frozen = [p for p in model.parameters() if id(p) not in own]
     saved = [p.requires_grad for p in frozen]
     for p in frozen:
         p.requires_grad_(False)
-    opt = torch.optim.Adam(model.scorer.parameters(), lr=lr)
+    opt = torch.optim.Adam(part.parameters(), lr=lr, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(seed)
-    G, n = model.group.order, images.shape[0]
-    losses: list[float] = []
     was_training = model.training
-    model.train()
+    model.train(train_mode)
+    part.train()
+    losses: list[float] = []
     try:
         for _ in range(steps):
-            idx = torch.randint(0, n, (min(batch_size, n),), generator=gen)
-            x = images[idx]
-            loss = model.prior_loss(x)
-            if task_weight > 0:
-                assert labels is not None
-                gx = model.in_action.apply_each(x, torch.randint(0, G, (x.shape[0],), generator=gen))
-                loss = loss + task_weight * F.cross_entropy(model(gx), labels[idx])
+            loss = loss_fn(torch.randint(0, n, (min(batch_size, n),), generator=gen), gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -188,30 +212,14 @@ def fit_lambda(
     if steps < 1 or batch_size < 1:
         raise EquirlError(f"steps and batch_size must be positive, got {steps} and {batch_size}")
     init_lambda(model, images)
-    frozen = [p for n, p in model.named_parameters() if not n.startswith("lambda_net.")]
-    saved = [p.requires_grad for p in frozen]
-    for p in frozen:
-        p.requires_grad_(False)
-    params = list(model.lambda_net.parameters())
-    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    gen = torch.Generator().manual_seed(seed)
-    was_training = model.training
-    model.eval()  # the backbone keeps its eval behaviour (dropout / batch-norm statistics)
-    model.lambda_net.train()
-    losses: list[float] = []
-    n = images.shape[0]
-    try:
-        for _ in range(steps):
-            idx = torch.randint(0, n, (min(batch_size, n),), generator=gen)
-            loss = F.cross_entropy(model(images[idx]), labels[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(loss.detach().item())
-    finally:
-        for p, r in zip(frozen, saved):
-            p.requires_grad_(r)
-        model.train(was_training)
+
+    def loss_fn(idx: Tensor, gen: torch.Generator) -> Tensor:
+        return F.cross_entropy(model(images[idx]), labels[idx])
+
+    # eval mode: the backbone keeps its eval behaviour (dropout / batch-norm statistics)
+    losses = _train_only(
+        model, model.lambda_net, loss_fn, images.shape[0], steps, lr, batch_size, weight_decay, seed, False
+    )
     log.info("fit_lambda: loss %.4f -> %.4f over %d steps", losses[0], losses[-1], steps)
     return losses
 
