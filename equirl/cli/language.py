@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 from typing import Any
 
 
@@ -47,7 +48,13 @@ def register(commands: Any, bench: Any) -> None:
         choices=["sequence", "step"],
         help="equizero: choose the element once per sequence (default) or at every step",
     )
-    p.add_argument("--finetune-epochs", type=int, default=0, help="finetune the symmetrized model first")
+    p.add_argument(
+        "--finetune-epochs",
+        type=int,
+        default=0,
+        help="first finetune all weights through each method's symmetrizer on the split's train set",
+    )
+    p.add_argument("--finetune-lr", type=float, default=1e-3, help="finetuning learning rate")
     p.add_argument("--limit", type=int, default=0, help="use only the first N eval (and finetune) examples")
     p.set_defaults(func=_eval)
 
@@ -72,7 +79,20 @@ def register(commands: Any, bench: Any) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--dropout", type=float, default=0.0)
-    p.add_argument("--finetune-epochs", type=int, default=0)
+    p.add_argument(
+        "--finetune-epochs",
+        type=int,
+        default=0,
+        help="also finetune ALL weights through each symmetrizer (plain, equitune, equizero, λ) for N epochs",
+    )
+    p.add_argument("--finetune-lr", type=float, default=1e-3, help="finetuning learning rate")
+    p.add_argument(
+        "--finetune-examples", type=int, default=0, help="finetune on N random train examples (0: all)"
+    )
+    p.add_argument(
+        "--finetune-symmetry", default=None, help="group for the finetuned rows (default: the split's)"
+    )
+    p.add_argument("--jobs", type=int, default=1, help="parallel processes over (cell, split, seed)")
     p.add_argument("--full", action="store_true", help="also per-step equizero and the entropy proxy")
     p.add_argument(
         "--lambda-examples",
@@ -140,8 +160,8 @@ def _eval(args: argparse.Namespace, console: Any) -> int:
     from equirl.language.bench import SPLIT_SYMMETRY
     from equirl.language.equiscan import exact_match
     from equirl.language.scan import canonical_split, scan_examples
-    from equirl.language.seq2seq import scan_vocabs
-    from equirl.language.train import evaluate, finetune, load_checkpoint
+    from equirl.language.seq2seq import greedy_decode, scan_vocabs
+    from equirl.language.train import evaluate, finetune, load_checkpoint, train_model
 
     model, cfg = load_checkpoint(args.checkpoint)
     split = canonical_split(args.split or cfg.data.split)
@@ -154,13 +174,17 @@ def _eval(args: argparse.Namespace, console: Any) -> int:
         if method not in ("plain", "equitune", "equizero", "lambda"):
             raise ConfigError(f"unknown method {method!r}: use plain, equitune, equizero, lambda")
         kw: dict[str, Any] = {"proxy": args.proxy, "level": args.level} if method == "equizero" else {}
-        if args.finetune_epochs and method != "plain":
+        if args.finetune_epochs:
             m2, _ = load_checkpoint(args.checkpoint)
             train = scan_examples(split, "train", args.root)
             train = train[: args.limit] if args.limit else train
-            eq = finetune(m2, train, method, symmetry, args.finetune_epochs, **kw)
             sv, tv = scan_vocabs()
-            acc = exact_match(eq.greedy, examples, sv, tv)
+            if method == "plain":
+                train_model(m2, train, args.finetune_epochs, lr=args.finetune_lr)
+                acc = exact_match(functools.partial(greedy_decode, m2), examples, sv, tv)
+            else:
+                eq = finetune(m2, train, method, symmetry, args.finetune_epochs, args.finetune_lr, **kw)
+                acc = exact_match(eq.greedy, examples, sv, tv)
         else:
             acc = evaluate(model, examples, method, symmetry, **kw)
         rows.append(
@@ -168,7 +192,7 @@ def _eval(args: argparse.Namespace, console: Any) -> int:
                 "split": split,
                 "symmetry": "-" if method == "plain" else symmetry,
                 "method": method,
-                "finetuned": bool(args.finetune_epochs) and method != "plain",
+                "finetuned": bool(args.finetune_epochs),
                 "exact_match_%": round(100 * acc, 2),
                 "n": len(examples),
             }
@@ -289,9 +313,17 @@ def _gpt2_fairness(args: argparse.Namespace, console: Any) -> int:
 def _bench_scan(args: argparse.Namespace, console: Any) -> int:
     import torch
 
+    from equirl.errors import ConfigError
     from equirl.language.bench import bench_scan, write_csv
 
+    if args.no_zero_shot and not args.finetune_epochs and not args.lambda_examples:
+        raise ConfigError(
+            "nothing to measure: drop --no-zero-shot or add --finetune-epochs/--lambda-examples"
+        )
+    if min(args.finetune_epochs, args.finetune_examples, args.lambda_examples) < 0 or args.jobs < 1:
+        raise ConfigError("--finetune-epochs/--finetune-examples/--lambda-examples must be >= 0, --jobs >= 1")
     torch.set_num_threads(1)
+    per_seed: list[dict[str, Any]] = []
     rows = bench_scan(
         args.cells.split(","),
         args.splits.split(","),
@@ -307,10 +339,18 @@ def _bench_scan(args: argparse.Namespace, console: Any) -> int:
         full=args.full,
         lambda_examples=args.lambda_examples,
         zero_shot=not args.no_zero_shot,
+        finetune_lr=args.finetune_lr,
+        finetune_examples=args.finetune_examples,
+        finetune_symmetry=args.finetune_symmetry,
+        jobs=args.jobs,
+        per_seed=per_seed,
     )
     _table(console, "SCAN exact match (%), mean ± std over seeds", rows)
     if args.out:
-        write_csv(f"{args.out}/scan_exact_match.csv", rows)
+        name = "scan_exact_match_finetuned.csv" if args.finetune_epochs else "scan_exact_match.csv"
+        write_csv(f"{args.out}/{name}", rows)
+        write_csv(f"{args.out}/{name[:-4]}_per_seed.csv", per_seed)
+        console.print(f"-> {args.out}/{name} (and per seed: {name[:-4]}_per_seed.csv)")
     return 0
 
 

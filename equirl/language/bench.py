@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import copy
 import csv
+import functools
 import logging
 import statistics
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,15 @@ from equirl.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SCAN_METHODS", "bench_gpt2", "bench_scan", "write_csv"]
+__all__ = [
+    "FINETUNE_METHODS",
+    "SCAN_METHODS",
+    "ScanBenchSettings",
+    "bench_gpt2",
+    "bench_scan",
+    "scan_unit",
+    "write_csv",
+]
 
 #: (label, method, symmetry (None: the split's default), symmetrizer kwargs)
 SCAN_METHODS: list[tuple[str, str, str | None, dict[str, Any]]] = [
@@ -61,6 +72,155 @@ def write_csv(path: str | Path, rows: Sequence[dict[str, Any]]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
+#: finetuned rows (``finetune_epochs > 0``): (label, method, symmetry (None: the split's default), kwargs).
+#: Every one finetunes *all* weights of the pretrained model on the split's own train set, through the
+#: symmetrizer (equi-tuning, Basu et al., AAAI 2023); "plain" finetunes the bare model as a control.
+FINETUNE_METHODS: list[tuple[str, str, str | None, dict[str, Any]]] = [
+    ("plain+ft", "plain", None, {}),
+    ("equitune+ft", "equitune", None, {}),
+    ("equizero-nll (sequence)+ft", "equizero", None, {"proxy": "nll"}),
+    ("lambda-equitune+ft", "lambda", None, {}),
+]
+
+
+@dataclass(frozen=True)
+class ScanBenchSettings:
+    """Everything one (cell, split, seed) unit of :func:`bench_scan` needs (picklable for ``jobs > 1``).
+
+    :param epochs: pretraining epochs (batch ``batch_size``, Adam ``lr`` with cosine decay).
+    :param finetune_epochs: epochs of whole-model finetuning through each symmetrizer (0: none).
+    :param finetune_lr: finetuning learning rate.
+    :param finetune_examples: finetune on a random subset of this many train examples (0: all).
+    :param finetune_symmetry: group for the finetuned rows (None: the split's default).
+    :param lambda_examples: also finetune only λ (backbone frozen) on this many train examples.
+    """
+
+    epochs: int
+    hidden: int = 64
+    embedding: int = 32
+    batch_size: int = 64
+    lr: float = 2e-3
+    dropout: float = 0.0
+    finetune_epochs: int = 0
+    finetune_lr: float = 1e-3
+    finetune_examples: int = 0
+    finetune_symmetry: str | None = None
+    run_root: str | None = None
+    full: bool = False
+    lambda_examples: int = 0
+    zero_shot: bool = True
+
+
+def _subset(examples: Sequence[Any], n: int, seed: int) -> list[Any]:
+    if not n or n >= len(examples):
+        return list(examples)
+    g = torch.Generator().manual_seed(seed)
+    return [examples[i] for i in torch.randperm(len(examples), generator=g)[:n].tolist()]
+
+
+def scan_unit(cell: str, split: str, seed: int, st: ScanBenchSettings) -> dict[str, tuple[float, float]]:
+    """Pretrain (or reload from ``st.run_root``) one model and score every requested method.
+
+    :returns: ``{row label: (exact match on the test set, seconds spent finetuning)}``.
+    """
+    from equirl.language.equiscan import exact_match
+    from equirl.language.seq2seq import greedy_decode, scan_vocabs
+    from equirl.language.train import (
+        DataConfig,
+        ModelConfig,
+        PretrainConfig,
+        TrainConfig,
+        evaluate,
+        finetune,
+        load_checkpoint,
+        pretrain,
+        train_model,
+    )
+
+    torch.set_num_threads(1)
+    sv, tv = scan_vocabs()
+    split = canonical_split(split)
+    sym = SPLIT_SYMMETRY.get(split, "jump_run")
+    train, test = scan_examples(split, "train"), scan_examples(split, "test")
+    cfg = PretrainConfig(
+        name="bench",
+        data=DataConfig(split=split),
+        model=ModelConfig(cell=cell, hidden=st.hidden, embedding=st.embedding, dropout=st.dropout),
+        train=TrainConfig(epochs=st.epochs, batch_size=st.batch_size, lr=st.lr, seed=seed),
+    )
+    ckpt = (
+        Path(st.run_root) / f"{cell}_{split}_h{st.hidden}_e{st.epochs}_b{st.batch_size}_s{seed}"
+        if st.run_root
+        else None
+    )
+    if ckpt is not None and (ckpt / "model.pt").is_file():
+        model, _ = load_checkpoint(ckpt)
+    else:
+        d, _ = pretrain(cfg, ckpt, tensorboard=ckpt is not None)
+        model, _ = load_checkpoint(d)
+    out: dict[str, tuple[float, float]] = {}
+
+    def record(label: str, score: float, seconds: float = 0.0) -> None:
+        out[label] = (score, seconds)
+        log.info("%s %s seed %d %s: %.4f (%.0f s)", cell, split, seed, label, score, seconds)
+
+    if st.zero_shot:
+        for label, method, sym_override, kw in (
+            SCAN_METHODS + (FULL_METHODS if st.full else []) + EXTRA_METHODS.get(split, [])
+        ):
+            record(label, evaluate(model, test, method, sym_override or sym, **kw))
+    if st.lambda_examples:
+        # λ-equitune, λ-net only (backbone frozen), on a random subset of the train set
+        lsym = LAMBDA_SYMMETRY.get(split, sym)
+        t0 = time.time()
+        eq = finetune(
+            copy.deepcopy(model),
+            _subset(train, st.lambda_examples, seed),
+            "lambda",
+            lsym,
+            1,
+            lr=3e-3,
+            seed=seed,
+            train_backbone=False,
+        )
+        label = f"lambda-equitune (λ finetuned on {st.lambda_examples} ex.) [{lsym}]"
+        record(label, exact_match(eq.greedy, test, sv, tv), time.time() - t0)
+    if st.finetune_epochs:
+        ft_train = _subset(train, st.finetune_examples, seed)
+        fsym = st.finetune_symmetry or sym
+        for label, method, sym_override, kw in FINETUNE_METHODS:
+            m = copy.deepcopy(model)
+            t0 = time.time()
+            if method == "plain":
+                train_model(m, ft_train, st.finetune_epochs, st.batch_size, st.finetune_lr, seed=seed)
+                secs = time.time() - t0
+                score = exact_match(functools.partial(greedy_decode, m), test, sv, tv)
+            else:
+                s_ = sym_override or fsym
+                eq = finetune(
+                    m,
+                    ft_train,
+                    method,
+                    s_,
+                    st.finetune_epochs,
+                    st.finetune_lr,
+                    seed,
+                    True,
+                    st.batch_size,
+                    **kw,
+                )
+                secs = time.time() - t0
+                score = exact_match(eq.greedy, test, sv, tv)
+                if s_ != sym:
+                    label = f"{label} [{s_}]"
+            record(label, score, secs)
+    return out
+
+
+def _unit_star(args: tuple[str, str, int, ScanBenchSettings]) -> dict[str, tuple[float, float]]:
+    return scan_unit(*args)
+
+
 def bench_scan(
     cells: Sequence[str],
     splits: Sequence[str],
@@ -76,93 +236,75 @@ def bench_scan(
     full: bool = False,
     lambda_examples: int = 0,
     zero_shot: bool = True,
+    finetune_lr: float = 1e-3,
+    finetune_examples: int = 0,
+    finetune_symmetry: str | None = None,
+    jobs: int = 1,
+    per_seed: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Pretrain one model per (cell, split, seed) on the split's own train set, then evaluate each
-    method zero-shot (and, with ``finetune_epochs``, after finetuning the symmetrized model -- λ-equitune
-    needs it to learn λ). Returns one row per (cell, split, method) with mean ± std over seeds."""
-    from equirl.language.equiscan import exact_match
-    from equirl.language.seq2seq import scan_vocabs
-    from equirl.language.train import (
-        DataConfig,
-        ModelConfig,
-        PretrainConfig,
-        TrainConfig,
-        evaluate,
-        finetune,
-        load_checkpoint,
-        pretrain,
-    )
+    method zero-shot and, with ``finetune_epochs``, after finetuning *all* weights through each
+    symmetrizer on the same train set (:data:`FINETUNE_METHODS`). Returns one row per (cell, split,
+    method) with the exact match (%) mean ± std over seeds and the mean finetuning time.
 
-    sv, tv = scan_vocabs()
-    rows: list[dict[str, Any]] = []
-    for split in splits:
-        split = canonical_split(split)
-        sym = SPLIT_SYMMETRY.get(split, "jump_run")
-        train, test = scan_examples(split, "train"), scan_examples(split, "test")
-        for cell in cells:
-            acc: dict[str, list[float]] = {}
-            for seed in seeds:
-                cfg = PretrainConfig(
-                    name="bench",
-                    data=DataConfig(split=split),
-                    model=ModelConfig(cell=cell, hidden=hidden, embedding=embedding, dropout=dropout),
-                    train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed),
-                )
-                ckpt = (
-                    Path(run_root) / f"{cell}_{split}_h{hidden}_e{epochs}_b{batch_size}_s{seed}"
-                    if run_root
-                    else None
-                )
-                if ckpt is not None and (ckpt / "model.pt").is_file():
-                    model, _ = load_checkpoint(ckpt)
-                else:
-                    d, _ = pretrain(cfg, ckpt, tensorboard=ckpt is not None)
-                    model, _ = load_checkpoint(d)
-                methods = SCAN_METHODS + (FULL_METHODS if full else []) + EXTRA_METHODS.get(split, [])
-                methods = methods if zero_shot else []
-                if lambda_examples:
-                    # λ-equitune, λ-net only (backbone frozen), on a random subset of the train set
-                    lsym = LAMBDA_SYMMETRY.get(split, sym)
-                    g = torch.Generator().manual_seed(seed)
-                    sub = [
-                        train[i] for i in torch.randperm(len(train), generator=g)[:lambda_examples].tolist()
-                    ]
-                    eq = finetune(
-                        copy.deepcopy(model), sub, "lambda", lsym, 1, lr=3e-3, seed=seed, train_backbone=False
-                    )
-                    label = f"lambda-equitune (λ finetuned on {lambda_examples} ex.) [{lsym}]"
-                    acc.setdefault(label, []).append(exact_match(eq.greedy, test, sv, tv))
-                    log.info("%s %s seed %d %s: %.4f", cell, split, seed, label, acc[label][-1])
-                for label, method, sym_override, kw in methods:
-                    # zero-shot; λ-equitune starts as equitune and needs finetune_epochs to differ
-                    score = evaluate(model, test, method, sym_override or sym, **kw)
-                    acc.setdefault(label, []).append(score)
-                    log.info("%s %s seed %d %s: %.4f", cell, split, seed, label, score)
-                    if finetune_epochs and method != "plain":
-                        eq = finetune(
-                            copy.deepcopy(model),
-                            train,
-                            method,
-                            sym_override or sym,
-                            finetune_epochs,
-                            seed=seed,
-                            **kw,
-                        )
-                        acc.setdefault(f"{label}+ft", []).append(exact_match(eq.greedy, test, sv, tv))
-                if finetune_epochs:
-                    eq = finetune(copy.deepcopy(model), train, "lambda", sym, finetune_epochs, seed=seed)
-                    acc.setdefault("lambda-equitune+ft", []).append(exact_match(eq.greedy, test, sv, tv))
-            for label, vals in acc.items():
-                rows.append(
+    :param jobs: run this many (cell, split, seed) units in parallel processes (one torch thread each).
+    :param per_seed: if given, one record per (cell, split, seed, method) is appended to it.
+    """
+    st = ScanBenchSettings(
+        epochs,
+        hidden,
+        embedding,
+        batch_size,
+        lr,
+        dropout,
+        finetune_epochs,
+        finetune_lr,
+        finetune_examples,
+        finetune_symmetry,
+        str(run_root) if run_root is not None else None,
+        full,
+        lambda_examples,
+        zero_shot,
+    )
+    units = [(cell, canonical_split(split), seed, st) for split in splits for cell in cells for seed in seeds]
+    if jobs > 1 and len(units) > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(min(jobs, len(units)), mp_context=mp.get_context("spawn")) as pool:
+            results = list(pool.map(_unit_star, units))
+    else:
+        results = [_unit_star(u) for u in units]
+    grouped: dict[tuple[str, str], dict[str, list[tuple[float, float]]]] = {}
+    for (cell, split, seed, _), res in zip(units, results):
+        for label, val in res.items():
+            grouped.setdefault((split, cell), {}).setdefault(label, []).append(val)
+            if per_seed is not None:
+                per_seed.append(
                     {
                         "split": split,
                         "cell": cell,
                         "method": label,
-                        "mean": round(100 * statistics.fmean(vals), 2),
-                        "std": round(100 * (statistics.pstdev(vals) if len(vals) > 1 else 0.0), 2),
-                        "seeds": len(vals),
+                        "seed": seed,
+                        "exact_match": round(100 * val[0], 2),
+                        "finetune_s": round(val[1]),
                     }
                 )
+    rows: list[dict[str, Any]] = []
+    for (split, cell), by_label in grouped.items():
+        for label, vals in by_label.items():
+            accs = [v[0] for v in vals]
+            rows.append(
+                {
+                    "split": split,
+                    "cell": cell,
+                    "method": label,
+                    "mean": round(100 * statistics.fmean(accs), 2),
+                    "std": round(100 * (statistics.pstdev(accs) if len(accs) > 1 else 0.0), 2),
+                    "seeds": len(accs),
+                    "finetune_s": round(statistics.fmean(v[1] for v in vals)),
+                }
+            )
     return rows
 
 

@@ -215,16 +215,35 @@ def finetune(
     lr: float = 5e-4,
     seed: int = 0,
     train_backbone: bool = True,
+    batch_size: int = 64,
+    writer: Any = None,
     **kwargs: Any,
 ) -> SymmetrizedSeq2Seq:
-    """Finetune the symmetrized model on ``examples``: all weights (and λ for λ-equitune), or with
-    ``train_backbone=False`` only λ (the pretrained model frozen). Equizero trains straight-through
-    (forward equizero, gradient equitune)."""
+    """Equi-tuning (Basu et al., AAAI 2023): finetune the pretrained model *through* its symmetrizer.
+
+    The teacher-forced loss is taken on the symmetrized step logits, so every copy ``g·x`` receives the
+    gradient: with ``jump ↔ run`` the backbone sees ``jump`` in all of ``run``'s training contexts.
+
+    :param model: the pretrained model (modified in place; pass a copy to keep it).
+    :param examples: finetuning examples (usually the split's own train set).
+    :param method: ``"equitune"``, ``"equizero"`` (straight-through: forward equizero, gradient
+        equitune) or ``"lambda"`` (λ-net and, with ``train_backbone``, all weights).
+    :param symmetry: SCAN symmetry spec (:func:`~equirl.language.equiscan.scan_symmetry`).
+    :param epochs: passes over ``examples``.
+    :param lr: Adam learning rate (cosine decay to 5 %).
+    :param seed: shuffling seed.
+    :param train_backbone: ``False`` freezes the pretrained weights (only λ learns).
+    :param batch_size: mini-batch size.
+    :param writer: optional TensorBoard ``SummaryWriter``.
+    :param kwargs: symmetrizer options (``proxy``, ``level``...).
+    """
     eq = SymmetrizedSeq2Seq(model, scan_symmetry(symmetry), method, **kwargs)
     if not train_backbone:
         for p in model.parameters():
             p.requires_grad_(False)
-    train_model(eq, examples, epochs, lr=lr, seed=seed, tag=f"finetune_{method}")
+    if not any(p.requires_grad for p in eq.parameters()):
+        raise ConfigError(f"nothing to finetune: {method} with a frozen backbone has no parameters")
+    train_model(eq, examples, epochs, batch_size, lr, seed=seed, writer=writer, tag=f"finetune_{method}")
     return eq.eval()
 
 

@@ -2,9 +2,12 @@
 
 * ``zero-shot`` -- base / equitune / equizero / λ (untrained λ = equitune) on the RL-zoo agents (when
   ``../shared/data`` is present) and on the shipped full and partial agents;
-* ``efficiency`` -- env steps for plain vs equivariant (default equitune) DQN to reach a threshold (CartPole 475, Acrobot -80)
-  when finetuning the same partial agent, per seed;
-* ``walltime`` -- seconds of ``learn`` for plain vs equitune DQN from scratch on CartPole.
+* ``efficiency`` -- env steps for plain vs equivariant (default equitune) DQN to reach a threshold
+  (CartPole 475, Acrobot -80) when finetuning the same partial agent: per seed, early-stopped at the
+  threshold, censored at the budget, with the medians (see :func:`efficiency`);
+* ``canonical`` -- learned canonicalization and multigroup vs equitune / equizero on the gridworld agents;
+* ``walltime`` -- seconds (wall and CPU) of ``learn`` for plain / equitune / equizero / λ DQN from scratch
+  on CartPole, interleaved in one process.
 
 Tables are printed, and saved as CSV (plus matplotlib plots) under ``--out``.
 """
@@ -12,19 +15,21 @@ Tables are printed, and saved as CSV (plus matplotlib plots) under ``--out``.
 from __future__ import annotations
 
 import csv
+import json
 import logging
-import tempfile
+import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from equirl.errors import ConfigError
+
 __all__ = ["run_rl_bench"]
 
 log = logging.getLogger(__name__)
-
-THRESHOLDS = {"CartPole-v1": 475.0, "Acrobot-v1": -80.0}
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -53,7 +58,7 @@ def _agents() -> list[tuple[str, str, Path]]:
             p = shared / "rl-zoo" / "dqn" / f"{env}_1"
             if p.is_dir():
                 out.append(("zoo", env, p))
-    for env in ("CartPole-v1", "Acrobot-v1", "equirl/GridWorld-v0"):
+    for env in ("CartPole-v1", "Acrobot-v1", "LunarLander-v3", "equirl/GridWorld-v0"):
         d = agent_dir(env)
         slug = env.replace("/", "_")
         for kind, name in (("ours", f"{slug}.zip"), ("ours-partial", f"{slug}_partial.zip")):
@@ -84,83 +89,315 @@ def zero_shot(seeds: int, episodes: int) -> list[dict[str, Any]]:
     return rows
 
 
-def efficiency(
-    seeds: int, budget: int, envs: tuple[str, ...] = ("CartPole-v1", "Acrobot-v1"), method: str = "equitune"
-) -> list[dict[str, Any]]:
-    from equirl.rl.agents import agent_path
-    from equirl.rl.config import load_rl_config
-    from equirl.rl.train import run_training
-    from equirl.utils.shared import repo_root
+THRESHOLDS = {"CartPole-v1": 475.0, "Acrobot-v1": -80.0}
 
-    rows = []
-    for env in envs:
-        try:
-            start = agent_path(env, partial=True)
-        except Exception as exc:
-            log.warning("skipping %s: %s", env, exc)
-            continue
-        base_cfg = repo_root() / "configs" / "rl" / f"{env}.yaml"
-        for m in ("base", method):
-            for seed in range(seeds):
-                with tempfile.TemporaryDirectory() as tmp:
-                    cfg = load_rl_config(
-                        base_cfg,
-                        [
-                            f"method={m}",
-                            f"init_from={start}",
-                            f"seed={seed}",
-                            f"timesteps={budget}",
-                            "partial_fraction=0",
-                            f"out={tmp}",
-                            f"eval.freq={max(budget // 8, 500)}",
-                            "eval.episodes=5",
-                            "hyperparams.exploration_initial_eps=0.1",
-                            "hyperparams.learning_starts=500",
-                            "freeze_backbone=false",
-                        ],
-                    )
-                    res = run_training(cfg, None, progress=False)
-                reached = next(
-                    (t for t, r in zip(res.timesteps, res.results) if np.mean(r) >= THRESHOLDS[env]), None
-                )
-                rows.append(
-                    {
-                        "env": env,
-                        "method": m,
-                        "seed": seed,
-                        "steps_to_threshold": reached if reached is not None else -1,
-                        "final_return": round(res.final_mean, 2),
-                        "budget": budget,
-                        "curve": ";".join(
-                            f"{t}:{np.mean(r):.1f}" for t, r in zip(res.timesteps, res.results)
-                        ),
-                    }
-                )
-    return rows
+#: finetuning overrides shared by both arms of the sample-efficiency benchmark
+EFFICIENCY_OVERRIDES = (
+    "hyperparams.exploration_initial_eps=0.1",
+    "hyperparams.learning_starts=500",
+    "freeze_backbone=false",
+    "partial_fraction=0",
+)
 
 
-def walltime(steps: int) -> list[dict[str, Any]]:
+@dataclass
+class EfficiencyJob:
+    """One finetuning run of the sample-efficiency benchmark.
+
+    :param env: env id (a key of :data:`THRESHOLDS`).
+    :param method: ``base`` (plain DQN) or an equivariant method.
+    :param seed: training seed (the evaluation seed is ``10_000 + seed``).
+    :param budget: env-step cap; a run that has not reached the threshold by then is censored.
+    :param eval_freq: env steps between evaluations (also one at step 0, the zero-shot start).
+    :param eval_episodes: deterministic episodes per evaluation.
+    :param start: the partially trained agent both arms start from.
+    """
+
+    env: str
+    method: str
+    seed: int
+    budget: int
+    eval_freq: int
+    eval_episodes: int
+    start: str
+
+
+def run_efficiency_job(job: EfficiencyJob) -> dict[str, Any]:
+    """Finetune ``job.start`` with ``job.method`` until the mean evaluation return reaches the env's
+    threshold (stop there) or the budget is spent. Runs in a worker process (1 torch thread)."""
+    import torch
+
+    from equirl.rl.callbacks import EquiLoggingCallback
     from equirl.rl.config import load_rl_config
     from equirl.rl.train import build_model
     from equirl.utils.shared import repo_root
 
+    torch.set_num_threads(1)
+    threshold = THRESHOLDS[job.env]
+    cfg = load_rl_config(
+        repo_root() / "configs" / "rl" / f"{job.env}.yaml",
+        [
+            f"method={job.method}",
+            f"init_from={job.start}",
+            f"seed={job.seed}",
+            f"timesteps={job.budget}",
+            *EFFICIENCY_OVERRIDES,
+        ],
+    )
+    model = build_model(cfg)
+
+    class _Stop(EquiLoggingCallback):
+        def _on_step(self) -> bool:
+            if self.num_timesteps % self.eval_freq == 0:
+                return self.run_eval() < threshold
+            return True
+
+    from equirl.rl.pretrained import evaluate
+
+    cb = _Stop(job.method, job.env, job.eval_freq, job.eval_episodes, 0, job.seed)
+    t0 = time.perf_counter()
+    # step 0: the zero-shot return of the start under this method (same seed as later evaluations)
+    first = evaluate(model, job.env, episodes=job.eval_episodes, seed=job.seed + 10_000)
+    cb.timesteps.append(0)
+    cb.results.append(first)
+    start_ret = float(np.mean(first))
+    if start_ret < threshold:
+        # the exploration schedule is a fraction of the *budget*, identical for both arms
+        model.learn(job.budget, callback=cb)
+    seconds = time.perf_counter() - t0
+    curve = list(zip(cb.timesteps, (float(np.mean(r)) for r in cb.results)))
+    reached = next((t for t, r in curve if r >= threshold), None)
+    return {
+        "env": job.env,
+        "method": job.method,
+        "seed": job.seed,
+        "steps_to_threshold": reached if reached is not None else -1,
+        "reached": reached is not None,
+        "start_return": round(start_ret, 2),
+        "best_return": round(max(r for _, r in curve), 2),
+        "budget": job.budget,
+        "eval_freq": job.eval_freq,
+        "eval_episodes": job.eval_episodes,
+        "seconds": round(seconds, 1),
+        "curve": ";".join(f"{t}:{r:.1f}" for t, r in curve),
+    }
+
+
+def efficiency(
+    seeds: int,
+    budget: int,
+    envs: tuple[str, ...] = ("CartPole-v1", "Acrobot-v1"),
+    method: str = "equitune",
+    eval_freq: int = 1000,
+    eval_episodes: int = 10,
+    jobs: int = 1,
+    progress_file: Path | None = None,
+) -> list[dict[str, Any]]:
+    """Sample efficiency of plain vs equivariant finetuning from the same partial agent.
+
+    Protocol: both arms start from the shipped ``{env}_partial.zip`` with the env's pretraining
+    hyperparameters (exploration restarted at ε = 0.1); every ``eval_freq`` env steps (and at step 0)
+    ``eval_episodes`` deterministic episodes are run; a run stops at the first evaluation whose mean
+    return reaches :data:`THRESHOLDS` and records that step, or is censored at ``budget``.
+
+    :param jobs: worker processes (each single-threaded).
+    :param progress_file: append each finished run there as a JSON line (partial results survive).
+    """
+    from equirl.rl.agents import agent_path
+
+    todo: list[EfficiencyJob] = []
+    starts = {}
+    for env in envs:
+        if env not in THRESHOLDS:
+            raise ConfigError(f"no sample-efficiency threshold for {env}; choose from {sorted(THRESHOLDS)}")
+        starts[env] = str(agent_path(env, partial=True))
+    # seed-major, envs interleaved: an interrupted benchmark still has paired runs for every env
+    for seed in range(seeds):
+        for m in ("base", method):
+            for env in envs:
+                todo.append(EfficiencyJob(env, m, seed, budget, eval_freq, eval_episodes, starts[env]))
     rows: list[dict[str, Any]] = []
-    for method in ("base", "equitune", "equizero"):
-        cfg = load_rl_config(repo_root() / "configs" / "rl" / "CartPole-v1.yaml", [f"method={method}"])
-        model = build_model(cfg)
-        t0 = time.perf_counter()
-        model.learn(steps)
+
+    def done(row: dict[str, Any]) -> None:
+        rows.append(row)
+        log.info(
+            "%s %s seed %d: steps to threshold %s",
+            row["env"],
+            row["method"],
+            row["seed"],
+            row["steps_to_threshold"],
+        )
+        if progress_file is not None:
+            with open(progress_file, "a", encoding="utf-8") as f:  # one JSON line per finished run
+                f.write(json.dumps(row) + "\n")
+
+    if jobs <= 1:
+        for j in todo:
+            done(run_efficiency_job(j))
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as ex:
+            for fut in as_completed([ex.submit(run_efficiency_job, j) for j in todo]):
+                done(fut.result())
+    order = {(j.env, j.method, j.seed): i for i, j in enumerate(todo)}
+    return sorted(rows, key=lambda r: order[(r["env"], r["method"], r["seed"])])
+
+
+def efficiency_summary(rows: list[dict[str, Any]], method: str) -> list[dict[str, Any]]:
+    """Median steps to threshold per env and method. A censored run counts as "> budget"; the median
+    is reported as ``None`` (not reached) when more than half of the runs are censored."""
+    out = []
+    for env in sorted({r["env"] for r in rows}):
+        med: dict[str, float | None] = {}
+        for m in ("base", method):
+            runs = [r for r in rows if r["env"] == env and r["method"] == m]
+            if not runs:
+                continue
+            steps = sorted(r["steps_to_threshold"] if r["reached"] else math.inf for r in runs)
+            mid = float(np.median(steps))
+            med[m] = None if math.isinf(mid) else mid
+            out.append(
+                {
+                    "env": env,
+                    "method": m,
+                    "runs": len(runs),
+                    "reached": sum(bool(r["reached"]) for r in runs),
+                    "median_steps": med[m] if med[m] is not None else f"> {runs[0]['budget']}",
+                    "ratio_vs_plain": "",
+                }
+            )
+        b, e = med.get("base"), med.get(method)
+        if out and out[-1]["method"] == method:
+            if e is not None and b is not None:
+                out[-1]["ratio_vs_plain"] = round(e / max(b, 1.0), 3)
+            elif e is not None and b is None:
+                budget = next(r["budget"] for r in rows if r["env"] == env)
+                out[-1]["ratio_vs_plain"] = f"< {e / budget:.2f}"
+            elif e is None and b is not None:
+                out[-1]["ratio_vs_plain"] = "not reached"
+    return out
+
+
+#: (label, method, spec, scorer target) rows of the canonicalization benchmark on the gridworld
+CANONICAL_VARIANTS: tuple[tuple[str, str, str, str | None], ...] = (
+    ("base", "base", "D4", None),
+    ("equitune D4", "equitune", "D4", None),
+    ("equizero D4", "equizero", "D4", None),
+    ("canonicalize D4 (random scorer)", "canonicalize", "D4", None),
+    ("canonicalize D4 (identity prior)", "canonicalize", "D4", "identity"),
+    ("canonicalize D4 (distilled equizero)", "canonicalize", "D4", "equizero"),
+    ("equitune C2xZ2", "equitune", "klein", None),
+    ("multigroup C2xZ2 (distilled equizero)", "multigroup", "klein", "equizero"),
+)
+
+
+def canonical(
+    seeds: int, episodes: int, scorer_steps: int = 300, observations: int = 2000
+) -> list[dict[str, Any]]:
+    """Zero-shot returns of the shipped gridworld agents under learned canonicalization vs equitune /
+    equizero (D4), and multigroup vs equitune on the Klein four-group ``C2 x mirror``; the scorer is fitted
+    for ``scorer_steps`` Adam steps on ``observations`` rollout observations (no env-reward learning).
+    ``passes`` is the number of backbone passes per input (ties aside)."""
+    from equirl.rl.agents import agent_dir
+    from equirl.rl.canonical import collect_observations, fit_scorer
+    from equirl.rl.pretrained import evaluate, load_pretrained
+    from equirl.rl.spec import load_spec
+    from equirl.utils.shared import repo_root
+
+    env = "equirl/GridWorld-v0"
+    specs = {
+        "D4": load_spec(env),
+        "klein": load_spec(repo_root() / "envs" / "variants" / "equirl_GridWorld-v0_klein.yaml"),
+    }
+    rows: list[dict[str, Any]] = []
+    d = agent_dir(env)
+    for kind, name in (
+        ("ours", "equirl_GridWorld-v0.zip"),
+        ("ours-partial", "equirl_GridWorld-v0_partial.zip"),
+    ):
+        if not (d / name).is_file():
+            continue
+        for label, method, spec, target in CANONICAL_VARIANTS:
+            sym = specs[spec]
+            model = load_pretrained(d / name, env, method=method, symmetry=sym, seed=0)
+            fit: dict[str, float] = {}
+            if target is not None:
+                obs = collect_observations(model, env, observations, seed=123)
+                fit = fit_scorer(model, obs, steps=scorer_steps, target=target)  # type: ignore[arg-type]
+            equi = model.policy.q_net.equi
+            passes = (
+                1
+                if method in ("base", "canonicalize")
+                else int(getattr(equi, "passes_per_input", sym.group.order))
+            )
+            rets: list[float] = []
+            for sd in range(seeds):
+                rets += evaluate(model, env, episodes=episodes, seed=1000 * sd)
+            rows.append(
+                {
+                    "agent": kind,
+                    "variant": label,
+                    "group": sym.group.name,
+                    "passes": passes,
+                    "mean_return": round(float(np.mean(rets)), 3),
+                    "std_return": round(float(np.std(rets)), 3),
+                    "episodes": len(rets),
+                    "scorer_agreement": round(fit["agreement"], 3) if fit else "",
+                }
+            )
+            log.info("%s %s: %.3f", kind, label, rows[-1]["mean_return"])
+    return rows
+
+
+WALLTIME_METHODS = ("base", "equitune", "equizero", "lambda")
+
+
+def walltime(
+    steps: int, repeats: int = 1, methods: tuple[str, ...] = WALLTIME_METHODS
+) -> list[dict[str, Any]]:
+    """Seconds of ``learn(steps)`` for DQN from scratch on CartPole (``configs/rl/CartPole-v1.yaml``), per
+    method, in one process with the methods interleaved (``repeats`` rounds), so that load from other
+    processes hits every method alike. Reports the median wall time and the median CPU time of this
+    thread (less sensitive to a shared machine); ratios are against ``base``.
+
+    :param steps: env steps per run.
+    :param repeats: interleaved rounds (each method runs once per round, same seed).
+    """
+    import torch
+
+    from equirl.rl.config import load_rl_config
+    from equirl.rl.train import build_model
+    from equirl.utils.shared import repo_root
+
+    torch.set_num_threads(1)
+    wall: dict[str, list[float]] = {m: [] for m in methods}
+    cpu: dict[str, list[float]] = {m: [] for m in methods}
+    for _ in range(repeats):
+        for method in methods:
+            cfg = load_rl_config(repo_root() / "configs" / "rl" / "CartPole-v1.yaml", [f"method={method}"])
+            model = build_model(cfg)
+            t0, c0 = time.perf_counter(), time.thread_time()
+            model.learn(steps)
+            wall[method].append(time.perf_counter() - t0)
+            cpu[method].append(time.thread_time() - c0)
+    rows: list[dict[str, Any]] = []
+    b_wall, b_cpu = float(np.median(wall[methods[0]])), float(np.median(cpu[methods[0]]))
+    for m in methods:
+        w, c = float(np.median(wall[m])), float(np.median(cpu[m]))
         rows.append(
             {
                 "env": "CartPole-v1",
-                "method": method,
+                "method": m,
                 "steps": steps,
-                "seconds": round(time.perf_counter() - t0, 2),
+                "repeats": repeats,
+                "wall_seconds": round(w, 2),
+                "cpu_seconds": round(c, 2),
+                "wall_ratio_vs_plain": round(w / b_wall, 3),
+                "cpu_ratio_vs_plain": round(c / b_cpu, 3),
             }
         )
-    base = float(rows[0]["seconds"])
-    for r in rows:
-        r["ratio_vs_plain"] = round(float(r["seconds"]) / base, 3)
     return rows
 
 
@@ -192,15 +429,17 @@ def _plot_zero(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def _plot_eff(rows: list[dict[str, Any]], path: Path) -> None:
+def _plot_eff(rows: list[dict[str, Any]], summary: list[dict[str, Any]], path: Path) -> None:
+    """Learning curves per seed (left of each pair) and steps-to-threshold per seed with the median."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     envs = sorted({r["env"] for r in rows})
-    fig, axes = plt.subplots(1, len(envs), figsize=(5 * len(envs), 3.5), squeeze=False)
-    for ax, env in zip(axes[0], envs):
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    fig, axes = plt.subplots(len(envs), 2, figsize=(10, 3.6 * len(envs)), squeeze=False)
+    for (ax, ax2), env in zip(axes, envs):
         for r in rows:
             if r["env"] != env:
                 continue
@@ -208,14 +447,30 @@ def _plot_eff(rows: list[dict[str, Any]], path: Path) -> None:
             ax.plot(
                 [p[0] for p in pts],
                 [p[1] for p in pts],
-                color="C0" if r["method"] == "base" else "C1",
-                alpha=0.7,
+                color=f"C{methods.index(r['method'])}",
+                alpha=0.6,
                 label=r["method"] if r["seed"] == 0 else None,
             )
         ax.axhline(THRESHOLDS[env], ls="--", color="grey")
-        ax.set_title(env)
+        ax.set_title(f"{env}: eval return while finetuning")
         ax.set_xlabel("env steps")
         ax.legend()
+        budget = max(r["budget"] for r in rows if r["env"] == env)
+        for i, m in enumerate(methods):
+            runs = [r for r in rows if r["env"] == env and r["method"] == m]
+            ys = [r["steps_to_threshold"] if r["reached"] else budget * 1.05 for r in runs]
+            ax2.scatter([i] * len(ys), ys, color=f"C{i}", alpha=0.7)
+            med = next((s["median_steps"] for s in summary if s["env"] == env and s["method"] == m), None)
+            if isinstance(med, float):
+                ax2.hlines(med, i - 0.25, i + 0.25, color="k")
+        ax2.axhline(budget, ls=":", color="grey")
+        ax2.text(
+            len(methods) - 0.5, budget, "budget (above: not reached)", fontsize=7, va="bottom", ha="right"
+        )
+        ax2.set_xticks(range(len(methods)), methods)
+        ax2.set_xlim(-0.5, len(methods) - 0.5)
+        ax2.set_ylabel(f"env steps to {THRESHOLDS[env]:g}")
+        ax2.set_title(f"{env}: steps to threshold (bar = median)")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -249,26 +504,29 @@ def run_rl_bench(args: Any, console: Any) -> int:
         if rows:
             _plot_zero(rows, out / "zero_shot.png")
     if "efficiency" in args.parts:
-        rows = efficiency(args.seeds, args.budget, tuple(args.envs), args.method)
-        show("sample efficiency (steps to threshold, -1 = not reached)", rows, skip=("curve",))
+        rows = efficiency(
+            args.seeds,
+            args.budget,
+            tuple(args.envs),
+            args.method,
+            eval_freq=args.eval_freq,
+            eval_episodes=args.eval_episodes,
+            jobs=args.jobs,
+            progress_file=out / "efficiency_runs.jsonl",
+        )
+        show("sample efficiency (steps to threshold, -1 = not reached by the budget)", rows, skip=("curve",))
+        summary = efficiency_summary(rows, args.method)
+        show("sample efficiency: median steps to threshold", summary)
         _write_csv(out / "efficiency.csv", rows)
+        _write_csv(out / "efficiency_summary.csv", summary)
         if rows:
-            _plot_eff(rows, out / "efficiency.png")
-            for env in sorted({r["env"] for r in rows}):
-                med: dict[str, float] = {}
-                for m in ("base", args.method):
-                    s = [
-                        r["steps_to_threshold"] if r["steps_to_threshold"] >= 0 else r["budget"] * 2
-                        for r in rows
-                        if r["env"] == env and r["method"] == m
-                    ]
-                    med[m] = float(np.median(s)) if s else float("nan")
-                console.print(
-                    f"{env}: median steps {args.method}/plain = "
-                    f"{med[args.method] / max(med['base'], 1):.2f} (unreached counted as 2x budget)"
-                )
+            _plot_eff(rows, summary, out / "efficiency.png")
+    if "canonical" in args.parts:
+        rows = canonical(args.seeds, args.episodes)
+        show("gridworld: learned canonicalization / multigroup vs equitune / equizero (zero-shot)", rows)
+        _write_csv(out / "canonical.csv", rows)
     if "walltime" in args.parts:
-        rows = walltime(args.walltime_steps)
+        rows = walltime(args.walltime_steps, args.walltime_repeats)
         show("training wall time, CartPole-v1", rows)
         _write_csv(out / "walltime.csv", rows)
     console.print(f"results in {out}/")

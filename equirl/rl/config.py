@@ -9,7 +9,7 @@ from typing import Any, Literal
 from equirl.config import load_config
 from equirl.errors import ConfigError
 
-__all__ = ["EvalConfig", "HyperParams", "LogConfig", "RLConfig", "load_rl_config"]
+__all__ = ["EvalConfig", "HyperParams", "LogConfig", "RLConfig", "ScorerConfig", "load_rl_config"]
 
 
 @dataclass
@@ -56,6 +56,24 @@ class LogConfig:
 
 
 @dataclass
+class ScorerConfig:
+    """The scorer phase of ``canonicalize`` / ``multigroup`` runs (:func:`equirl.rl.canonical.fit_scorer`),
+    before training: ``steps`` Adam steps on ``observations`` rollout observations of the start agent.
+
+    :param target: ``identity`` (the prior of Mondal et al.) or ``equizero`` (distil equizero's pick).
+    """
+
+    steps: int = 0
+    observations: int = 2000
+    target: Literal["identity", "equizero"] = "equizero"
+    lr: float = 1e-2
+
+    def __post_init__(self) -> None:
+        if self.steps < 0 or self.observations < 1 or self.lr <= 0:
+            raise ValueError("scorer.steps must be >= 0, observations and lr positive")
+
+
+@dataclass
 class RLConfig:
     """One training run.
 
@@ -69,13 +87,14 @@ class RLConfig:
     :param timesteps: env steps of this run.
     :param partial_fraction: also save ``model_partial.zip`` after this fraction of ``timesteps`` (0: no).
     :param out: root folder of run directories.
+    :param scorer: the scorer phase of ``canonicalize`` / ``multigroup`` runs.
     """
 
     env: str
     algo: Literal["dqn", "qrdqn"] = "dqn"
     seed: int = 0
     timesteps: int = 50_000
-    method: Literal["base", "equitune", "equizero", "lambda"] = "base"
+    method: Literal["base", "equitune", "equizero", "lambda", "canonicalize", "multigroup"] = "base"
     method_kwargs: dict[str, Any] = field(default_factory=dict)
     symmetry: str | None = None
     init_from: str | None = None
@@ -85,6 +104,7 @@ class RLConfig:
     hyperparams: HyperParams = field(default_factory=HyperParams)
     eval: EvalConfig = field(default_factory=EvalConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    scorer: ScorerConfig = field(default_factory=ScorerConfig)
 
     def __post_init__(self) -> None:
         if self.timesteps < 1:

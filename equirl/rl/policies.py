@@ -43,7 +43,7 @@ from torch import Tensor, nn
 
 from equirl.errors import SymmetryError
 from equirl.rl.spec import EnvSymmetry, resolve_symmetry
-from equirl.symmetrizers import Symmetrizer, SymmetrizerOutput, symmetrize
+from equirl.symmetrizers import EquiZero, LambdaEquiTune, Symmetrizer, SymmetrizerOutput, symmetrize
 
 __all__ = [
     "METHODS",
@@ -55,14 +55,20 @@ __all__ = [
     "EquiQuantileNetwork",
     "LambdaFeatures",
     "ObsLambdaNet",
+    "QLambdaEquiTune",
+    "QValueEquiZero",
     "policy_obs_action",
     "quantile_max_value",
 ]
 
 log = logging.getLogger(__name__)
 
-#: the methods a policy accepts ("base" = the plain network, for comparisons)
-METHODS = ("base", "equitune", "equizero", "lambda")
+#: the methods a policy accepts ("base" = the plain network, for comparisons); ``canonicalize`` is learned
+#: canonicalization (one backbone pass), ``multigroup`` needs a direct-product group (e.g. ``C2xZ2``)
+METHODS = ("base", "equitune", "equizero", "lambda", "canonicalize", "multigroup")
+
+#: methods driven by a learned scorer (trained by the straight-through TD loss and :func:`fit_scorer_prior`)
+SCORED_METHODS = ("canonicalize", "multigroup")
 
 
 def quantile_max_value(ys: Tensor) -> Tensor:
@@ -78,9 +84,13 @@ class ObsLambdaNet(nn.Module):
     :param in_features: flattened observation size.
     :param hidden: hidden sizes.
     :param scale: multiplies the observation first (``1/255`` for uint8 images).
+    :param zero_init: zero the last layer (λ starts as equitune); ``False`` for a canonicalization
+        scorer, whose scores must differ between group elements from the start.
     """
 
-    def __init__(self, in_features: int, hidden: tuple[int, ...] = (64,), scale: float = 1.0) -> None:
+    def __init__(
+        self, in_features: int, hidden: tuple[int, ...] = (64,), scale: float = 1.0, zero_init: bool = True
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
         prev = in_features
@@ -88,8 +98,9 @@ class ObsLambdaNet(nn.Module):
             layers += [nn.Linear(prev, h), nn.ReLU()]
             prev = h
         last = nn.Linear(prev, 1)
-        nn.init.zeros_(last.weight)
-        nn.init.zeros_(last.bias)
+        if zero_init:
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
         self.net = nn.Sequential(*layers, last)
         self.scale = scale
 
@@ -117,6 +128,68 @@ class LambdaFeatures:
         if self.quantile:
             q = q.mean(-2)
         return torch.cat([rows.float().flatten(1) * self.scale, q.float().flatten(1)], dim=1)
+
+
+def _q_values(ys: Tensor, quantile: bool) -> Tensor:
+    """``(|G|, B, A)`` Q-values of orbit outputs (quantiles ``(|G|, B, n_quantiles, A)`` averaged)."""
+    return ys.mean(-2) if quantile else ys
+
+
+class QValueEquiZero(EquiZero):
+    """Equizero with the max-value proxy, fused for Q / quantile networks.
+
+    Same output as :class:`~equirl.symmetrizers.EquiZero` with ``proxy="max_value"`` (or
+    :func:`quantile_max_value`) and ``tie_break="average"`` -- :math:`g^* = \\arg\\max_g \\max_a Q(g\\cdot s)_a`,
+    ties averaged -- but the orbit outputs are mapped back once and reused for the selection, the
+    output and the straight-through equitune gradient, and no host synchronisation is needed. This is
+    what SB3 calls three times per gradient step (acting, TD target, loss), so it matters for wall time
+    (Basu et al., NeurIPS 2023, use equizero with this proxy for DQN agents).
+
+    :param quantile: outputs are quantiles ``(B, n_quantiles, A)``.
+    """
+
+    def __init__(self, *args: Any, quantile: bool = False, **kwargs: Any) -> None:
+        kwargs.setdefault("proxy", quantile_max_value if quantile else "max_value")
+        super().__init__(*args, **kwargs)
+        if self.tie_break != "average":
+            raise SymmetryError("the fused Q-value equizero averages ties (tie_break='average')")
+        self.quantile = quantile
+
+    def combine(self, x_rows: Tensor, ys: Tensor) -> SymmetrizerOutput:
+        back = self.out_action.inverse_stacked(ys)  # (|G|, B, ...): g^-1 . M(g . x)
+        with torch.no_grad():
+            # max_a is invariant to the action permutation, so the mapped-back outputs give the proxy
+            v = _q_values(back.detach(), self.quantile).float().amax(-1)
+            best = v.amax(0, keepdim=True)
+            mask = (v >= best - (self.tie_atol + self.tie_rtol * best.abs())).to(back.dtype)
+            w = mask / mask.sum(0, keepdim=True)
+        zero = (w.view(*w.shape, *([1] * (back.dim() - 2))) * back).sum(0)
+        if self.straight_through and self.training and torch.is_grad_enabled() and ys.requires_grad:
+            tune = back.mean(0)
+            zero = tune + (zero - tune).detach()
+        return SymmetrizerOutput(zero, w)
+
+
+class QLambdaEquiTune(LambdaEquiTune):
+    """λ-equitune whose λ-net sees ``[g·s, Q(g·s)]`` (``lambda_input="obs+q"``), with the Q-values taken
+    from the orbit outputs already computed (detached) instead of a second backbone pass -- the same
+    values :class:`LambdaFeatures` would recompute.
+
+    :param scale: observation scale (``1/255`` for uint8 images).
+    :param quantile: outputs are quantiles (averaged over the quantile axis for λ's input).
+    """
+
+    def __init__(self, *args: Any, scale: float = 1.0, quantile: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.scale = scale
+        self.quantile = quantile
+
+    def combine(self, x_rows: Tensor, ys: Tensor) -> SymmetrizerOutput:
+        G, B = ys.shape[0], ys.shape[1]
+        q = _q_values(ys.detach(), self.quantile).float().reshape(G * B, -1)
+        z = torch.cat([x_rows.float().flatten(1) * self.scale, q], dim=1)
+        w = torch.softmax(self.lambda_net(z).reshape(G, B).float(), dim=0).to(ys.dtype)
+        return SymmetrizerOutput(self.weighted_average(ys, w), w)
 
 
 def policy_obs_action(sym: EnvSymmetry, observation_space: spaces.Space) -> Any:
@@ -164,7 +237,17 @@ def _make_symmetrizer(
         return None
     out_act = sym.action_action()
     kw = dict(method_kwargs)
+    if method in SCORED_METHODS and "scorer" not in kw:
+        # learned canonicalization (Kaba et al., 2023) with the prior of Mondal et al. (2023): a small
+        # scorer on g·s picks one element; the backbone runs once (multigroup: Σ|G_i| - k + 1 times)
+        hidden = tuple(int(h) for h in kw.pop("scorer_hidden", (64,)))
+        image = isinstance(observation_space, spaces.Box) and observation_space.dtype.name == "uint8"
+        flat = int(spaces.flatdim(observation_space))
+        kw["scorer"] = ObsLambdaNet(flat, hidden, scale=1.0 / 255.0 if image else 1.0, zero_init=False)
+        return symmetrize(model_fn, in_act, out_act, method=method, **kw)
     if method == "equizero":
+        if "proxy" not in kw and kw.get("tie_break", "average") == "average":
+            return QValueEquiZero(model_fn, in_act, out_act, quantile=quantile, **kw)
         kw.setdefault("proxy", quantile_max_value if quantile else "max_value")
     if method == "lambda" and "lambda_net" not in kw:
         hidden = tuple(int(h) for h in kw.pop("lambda_hidden", (64,)))
@@ -177,8 +260,19 @@ def _make_symmetrizer(
         if lam_in == "obs":
             kw["lambda_net"] = ObsLambdaNet(flat, hidden, scale=scale)
         else:
-            kw["lambda_net"] = ObsLambdaNet(flat + sym.n_actions, hidden)
-            kw["lambda_features"] = LambdaFeatures(model_fn, scale, quantile)
+            # λ's input [g·s, Q(g·s)] reuses the orbit's Q-values (no second backbone pass)
+            lam_net = ObsLambdaNet(flat + sym.n_actions, hidden)
+            feats = LambdaFeatures(model_fn, scale, quantile)
+            return QLambdaEquiTune(
+                model_fn,
+                in_act,
+                out_act,
+                lambda_net=lam_net,
+                lambda_features=feats,
+                scale=scale,
+                quantile=quantile,
+                **kw,
+            )
     return symmetrize(model_fn, in_act, out_act, method=method, **kw)
 
 
@@ -186,21 +280,29 @@ class _EquiMixin:
     """Shared forward of the equivariant Q / quantile networks."""
 
     equi: Symmetrizer | None
+    method: str
 
     def _plain_forward(self, obs: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def _prepare(self, obs: Tensor) -> Tensor:
+        # the scorer's straight-through term needs a floating input: uint8 frames become float (exact;
+        # SB3's preprocessing still scales them by 1/255 inside the backbone)
+        if self.method in SCORED_METHODS and not obs.is_floating_point():
+            return obs.float()
+        return obs
+
     def forward(self, obs: Tensor) -> Tensor:
         if self.equi is None:
             return self._plain_forward(obs)
-        return self.equi(obs)
+        return self.equi(self._prepare(obs))
 
     def forward_with_weights(self, obs: Tensor) -> SymmetrizerOutput:
         """Output and ``(|G|, B)`` orbit weights (uniform for base/equitune)."""
         if self.equi is None:
             y = self._plain_forward(obs)
             return SymmetrizerOutput(y, y.new_ones((1, y.shape[0])))
-        return self.equi.forward_with_weights(obs)
+        return self.equi.forward_with_weights(self._prepare(obs))
 
 
 class EquiQNetwork(_EquiMixin, QNetwork):  # type: ignore[misc]

@@ -119,7 +119,8 @@ def load_pretrained(
 
     :param path: the plain agent (zip, or an RL-zoo folder).
     :param env: env id or VecEnv.
-    :param method: ``base``, ``equitune``, ``equizero`` or ``lambda``.
+    :param method: ``base``, ``equitune``, ``equizero``, ``lambda``, ``canonicalize`` or ``multigroup``
+        (the last three add weights: a λ-net / scorer, fresh unless the agent was saved with that method).
     :param algo: ``dqn`` or ``qrdqn``.
     :param symmetry: spec (default: the env id's packaged spec).
     :param method_kwargs: symmetrizer options.
@@ -161,7 +162,9 @@ def load_pretrained(
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"checkpoint {path} does not fit {sym.env_id}: {first}") from None
     state = plain.policy.state_dict()
-    if method != "lambda":  # an agent saved by a λ policy: keep only the backbone
+    own = method in ("lambda", "canonicalize", "multigroup")  # methods with their own (λ / scorer) weights
+    saved_method = getattr(plain.policy, "_equi_kwargs", {}).get("method")
+    if not own or saved_method != method:  # keep only the backbone (the new λ-net / scorer starts fresh)
         state = {k: v for k, v in state.items() if ".equi." not in k}
     try:
         missing, unexpected = model.policy.load_state_dict(state, strict=False)
@@ -170,7 +173,7 @@ def load_pretrained(
             f"checkpoint {path} does not fit the {algo} network: {str(exc).splitlines()[0]}"
         ) from None
     bad_missing = [k for k in missing if ".equi." not in k]
-    if unexpected or bad_missing or (method != "lambda" and missing):
+    if unexpected or bad_missing or (not own and missing):
         raise CheckpointError(
             f"checkpoint {path} does not fit the {algo} network: missing {bad_missing[:3]}, unexpected {unexpected[:3]}"
         )

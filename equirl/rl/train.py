@@ -125,6 +125,12 @@ def run_training(
 
     torch.set_num_threads(1)
     model = build_model(cfg)  # validation errors happen before any directory exists
+    scorer_fit: dict[str, float] = {}
+    if cfg.method in ("canonicalize", "multigroup") and cfg.scorer.steps > 0:
+        from equirl.rl.canonical import collect_observations, fit_scorer
+
+        obs = collect_observations(model, cfg.env, cfg.scorer.observations, seed=cfg.seed)
+        scorer_fit = fit_scorer(model, obs, cfg.scorer.steps, cfg.scorer.lr, target=cfg.scorer.target)
     root = Path(cfg.out)
     final = unique_run_dir(root, run_name(cfg.env, exp_name or cfg.method, cfg.seed))
     with atomic_dir(final) as tmp:
@@ -157,14 +163,21 @@ def run_training(
         model.logger.dump(int(model.num_timesteps))
         logger.close()
         model.save(tmp / "model.zip")
-        _save_evals(tmp, equi_cb.timesteps, equi_cb.results, seconds, cfg)
+        _save_evals(tmp, equi_cb.timesteps, equi_cb.results, seconds, cfg, scorer_fit)
     log.info("run written to %s", final)
     return RunResult(
         final, float(np.mean(rets)), float(np.std(rets)), seconds, equi_cb.timesteps, equi_cb.results
     )
 
 
-def _save_evals(d: Path, steps: list[int], results: list[list[float]], seconds: float, cfg: RLConfig) -> None:
+def _save_evals(
+    d: Path,
+    steps: list[int],
+    results: list[list[float]],
+    seconds: float,
+    cfg: RLConfig,
+    scorer_fit: dict[str, float] | None = None,
+) -> None:
     if results and len({len(r) for r in results}) == 1:
         arr = np.asarray(results, dtype=np.float64)
     else:
@@ -185,6 +198,7 @@ def _save_evals(d: Path, steps: list[int], results: list[list[float]], seconds: 
         "method": cfg.method,
         "seed": cfg.seed,
         "train_seconds": seconds,
+        "scorer_fit": scorer_fit or None,
         "evaluations": [
             {
                 "timestep": t,

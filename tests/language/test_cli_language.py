@@ -40,11 +40,14 @@ def test_pretrain_and_eval_tiny(tmp_path: Path, capsys: pytest.CaptureFixture[st
         "--limit",
         "16",
         "--methods",
-        "lambda,equizero",
+        "plain,equitune,equizero,lambda",
         "--finetune-epochs",
         "1",
+        "--finetune-lr",
+        "5e-4",
     ]
     assert main(ft) == 0
+    assert capsys.readouterr().out.count("True") == 4  # every method finetuned, plain included
     assert main(["language", "eval", str(run), "--methods", "magic"]) == 2
 
 

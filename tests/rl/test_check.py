@@ -43,8 +43,22 @@ def test_wrong_action_permutation_is_broken() -> None:
     assert not check_symmetry(grid, steps=25).verified
 
 
-def test_non_exact_envs_say_so() -> None:
-    rep = check_symmetry("LunarLander-v3", steps=5)
-    assert not rep.verified and rep.max_error is None
-    assert "cannot" in rep.message
+def test_lunar_lander_is_checked_statistically() -> None:
+    pytest.importorskip("Box2D")
+    rep = check_symmetry("LunarLander-v3", steps=300, seed=0)
+    assert rep.statistical and not rep.exact
+    assert rep.verified, rep.message
+    assert "not exact" in rep.message
     assert load_spec("LunarLander-v3").verify == "none"
+    wrong = _spec_dict("LunarLander-v3")
+    wrong["actions"]["generators"][0] = {"perm": [0, 1, 2, 3]}  # the side engines not swapped
+    bad = check_symmetry(wrong, steps=300, seed=0)
+    assert bad.statistical and not bad.verified
+    assert "BROKEN" in bad.message
+
+
+def test_image_envs_without_settable_state_say_so() -> None:
+    pytest.importorskip("ale_py")
+    rep = check_symmetry("ALE/Breakout-v5", steps=5)
+    assert not rep.verified and rep.max_error is None and not rep.statistical
+    assert "cannot" in rep.message
