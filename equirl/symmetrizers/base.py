@@ -73,7 +73,7 @@ class Symmetrizer(nn.Module):
         out_action: GroupAction[Any] | None = None,
         chunk_size: int | str | None = "auto",
         max_call_bytes: int = 1 << 22,
-        max_call_rows: int = 2048,
+        max_call_rows: int = 512,
     ) -> None:
         super().__init__()
         if out_action is None:
