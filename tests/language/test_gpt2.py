@@ -44,7 +44,7 @@ def test_requigpt2_group(tok: Any) -> None:
 
 
 def test_multi_token_word_rejected_or_skipped(tok: Any) -> None:
-    pairs = {"gender": [(" man", " woman"), (" househusband", " housewife")]}
+    pairs = {"gender": [(" man", " woman"), (" zyxwvqjk", " qjkzyxwv")]}  # multi-token in any BPE
     with pytest.raises(SymmetryError, match="not a single token"):
         G.word_swap_symmetry(tok, pairs)
     sym = G.word_swap_symmetry(tok, pairs, on_multi_token="skip")
