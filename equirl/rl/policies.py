@@ -393,7 +393,44 @@ def _freeze(net: nn.Module, policy: Any, lr: float) -> None:
     policy.optimizer = policy.optimizer_class(trainable, lr=lr, **policy.optimizer_kwargs)
 
 
-class EquiDQNPolicy(DQNPolicy):
+class _EquiPolicyMixin:
+    """The symmetry options shared by the DQN and QR-DQN policies (kept in the saved constructor args,
+    so ``load`` needs no ``custom_objects``)."""
+
+    _equi_kwargs: dict[str, Any]
+    freeze_backbone: bool
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Discrete,
+        lr_schedule: Any,
+        *args: Any,
+        symmetry: Any = None,
+        method: str = "equitune",
+        method_kwargs: dict[str, Any] | None = None,
+        freeze_backbone: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        if symmetry is None:
+            raise SymmetryError(
+                f"{type(self).__name__} needs policy_kwargs['symmetry'] (an env id or a spec)"
+            )
+        self._equi_kwargs = {
+            "symmetry": resolve_symmetry(symmetry),
+            "method": method,
+            "method_kwargs": dict(method_kwargs or {}),
+        }
+        self.freeze_backbone = freeze_backbone
+        super().__init__(observation_space, action_space, lr_schedule, *args, **kwargs)  # type: ignore[call-arg]
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data: dict[str, Any] = super()._get_constructor_parameters()  # type: ignore[misc]
+        data.update(self._equi_kwargs, freeze_backbone=self.freeze_backbone)
+        return data
+
+
+class EquiDQNPolicy(_EquiPolicyMixin, DQNPolicy):
     """DQN policy whose Q-network (and target network) are equivariant; see the module docstring.
 
     :param symmetry: env id / spec path / mapping / :class:`EnvSymmetry`.
@@ -405,28 +442,6 @@ class EquiDQNPolicy(DQNPolicy):
     q_net: EquiQNetwork
     q_net_target: EquiQNetwork
 
-    def __init__(
-        self,
-        observation_space: spaces.Space,
-        action_space: spaces.Discrete,
-        lr_schedule: Any,
-        *args: Any,
-        symmetry: Any = None,
-        method: str = "equitune",
-        method_kwargs: dict[str, Any] | None = None,
-        freeze_backbone: bool = False,
-        **kwargs: Any,
-    ) -> None:
-        if symmetry is None:
-            raise SymmetryError("EquiDQNPolicy needs policy_kwargs['symmetry'] (an env id or a spec)")
-        self._equi_kwargs: dict[str, Any] = {
-            "symmetry": resolve_symmetry(symmetry),
-            "method": method,
-            "method_kwargs": dict(method_kwargs or {}),
-        }
-        self.freeze_backbone = freeze_backbone
-        super().__init__(observation_space, action_space, lr_schedule, *args, **kwargs)
-
     def make_q_net(self) -> EquiQNetwork:
         net_args = self._update_features_extractor(self.net_args, features_extractor=None)
         return EquiQNetwork(**net_args, **self._equi_kwargs).to(self.device)
@@ -435,11 +450,6 @@ class EquiDQNPolicy(DQNPolicy):
         super()._build(lr_schedule)
         if self.freeze_backbone:
             _freeze(self.q_net, self, lr_schedule(1))
-
-    def _get_constructor_parameters(self) -> dict[str, Any]:
-        data = super()._get_constructor_parameters()
-        data.update(self._equi_kwargs, freeze_backbone=self.freeze_backbone)
-        return data
 
 
 class EquiCnnDQNPolicy(EquiDQNPolicy):
@@ -450,33 +460,11 @@ class EquiCnnDQNPolicy(EquiDQNPolicy):
         super().__init__(*args, **kwargs)
 
 
-class EquiQRDQNPolicy(QRDQNPolicy):
+class EquiQRDQNPolicy(_EquiPolicyMixin, QRDQNPolicy):
     """QR-DQN policy whose quantile network (and its target) are equivariant."""
 
     quantile_net: EquiQuantileNetwork
     quantile_net_target: EquiQuantileNetwork
-
-    def __init__(
-        self,
-        observation_space: spaces.Space,
-        action_space: spaces.Discrete,
-        lr_schedule: Any,
-        *args: Any,
-        symmetry: Any = None,
-        method: str = "equitune",
-        method_kwargs: dict[str, Any] | None = None,
-        freeze_backbone: bool = False,
-        **kwargs: Any,
-    ) -> None:
-        if symmetry is None:
-            raise SymmetryError("EquiQRDQNPolicy needs policy_kwargs['symmetry'] (an env id or a spec)")
-        self._equi_kwargs: dict[str, Any] = {
-            "symmetry": resolve_symmetry(symmetry),
-            "method": method,
-            "method_kwargs": dict(method_kwargs or {}),
-        }
-        self.freeze_backbone = freeze_backbone
-        super().__init__(observation_space, action_space, lr_schedule, *args, **kwargs)
 
     def make_quantile_net(self) -> EquiQuantileNetwork:
         net_args = self._update_features_extractor(self.net_args, features_extractor=None)
@@ -486,11 +474,6 @@ class EquiQRDQNPolicy(QRDQNPolicy):
         super()._build(lr_schedule)
         if self.freeze_backbone:
             _freeze(self.quantile_net, self, lr_schedule(1))
-
-    def _get_constructor_parameters(self) -> dict[str, Any]:
-        data = super()._get_constructor_parameters()
-        data.update(self._equi_kwargs, freeze_backbone=self.freeze_backbone)
-        return data
 
 
 class EquiCnnQRDQNPolicy(EquiQRDQNPolicy):
