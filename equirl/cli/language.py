@@ -6,6 +6,8 @@ import argparse
 import functools
 from typing import Any
 
+from equirl.cli.args import add_config_args
+
 
 def register(commands: Any, bench: Any) -> None:
     lang = commands.add_parser("language", help="SCAN compositional generalization and GPT-2 fairness")
@@ -24,8 +26,7 @@ def register(commands: Any, bench: Any) -> None:
     p.set_defaults(func=_scan_generate)
 
     p = sub.add_parser("pretrain", help="train an RNN/GRU/LSTM seq2seq on a SCAN split from a YAML config")
-    p.add_argument("config", help="YAML config (see configs/language/)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    add_config_args(p, "YAML config (see configs/language/)")
     p.add_argument("--out", default=None, help="run folder (default: a fresh one under the config's out)")
     p.add_argument("--no-tensorboard", action="store_true")
     p.set_defaults(func=_pretrain)
@@ -40,7 +41,7 @@ def register(commands: Any, bench: Any) -> None:
         default="plain,equitune,equizero,lambda",
         help="comma list of plain, equitune, equizero, lambda",
     )
-    p.add_argument("--symmetry", default=None, help="jump_run, left_right, walk_look or products a+b")
+    p.add_argument("--symmetry", default=None, help="jump_run, left_right, walk_look, verbs, products a+b, or clause by clause: left_right@clauses")
     p.add_argument("--proxy", default="nll", help="equizero proxy: nll, entropy, max_prob")
     p.add_argument(
         "--level",
@@ -63,8 +64,7 @@ def register(commands: Any, bench: Any) -> None:
         ("gpt2-fairness", "swap-consistency and classifier scores, plain vs symmetrized"),
     ):
         p = sub.add_parser(name, help=helptext)
-        p.add_argument("config", help="YAML config (see configs/language/gpt2_*.yaml)")
-        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+        add_config_args(p, "YAML config (see configs/language/gpt2_*.yaml)")
         p.set_defaults(func=_gpt2_generate if name == "gpt2-generate" else _gpt2_fairness)
 
     p = bench.add_parser(
@@ -91,6 +91,11 @@ def register(commands: Any, bench: Any) -> None:
     )
     p.add_argument(
         "--finetune-symmetry", default=None, help="group for the finetuned rows (default: the split's)"
+    )
+    p.add_argument(
+        "--finetune-methods",
+        default="",
+        help="comma list of finetuned methods to run (plain,equitune,equizero,lambda; default: all)",
     )
     p.add_argument("--jobs", type=int, default=1, help="parallel processes over (cell, split, seed)")
     p.add_argument("--full", action="store_true", help="also per-step equizero and the entropy proxy")
@@ -344,6 +349,7 @@ def _bench_scan(args: argparse.Namespace, console: Any) -> int:
         finetune_symmetry=args.finetune_symmetry,
         jobs=args.jobs,
         per_seed=per_seed,
+        finetune_methods=[m for m in args.finetune_methods.split(",") if m],
     )
     _table(console, "SCAN exact match (%), mean ± std over seeds", rows)
     if args.out:

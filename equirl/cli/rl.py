@@ -9,6 +9,7 @@ import argparse
 import json
 from typing import Any
 
+from equirl.cli.args import add_config_args
 from equirl.errors import ConfigError, EquirlError
 
 METHOD_CHOICES = ("base", "equitune", "equizero", "lambda", "canonicalize", "multigroup")
@@ -35,15 +36,7 @@ def register(commands: Any, bench: Any) -> None:
         ("train", "finetune an agent, or train from scratch, with a symmetrizer"),
     ):
         p = commands.add_parser(name, help=helptext)
-        p.add_argument("config", help="YAML run config")
-        p.add_argument(
-            "--set",
-            dest="overrides",
-            action="append",
-            default=[],
-            metavar="KEY=VALUE",
-            help="override a config value (repeatable), e.g. --set timesteps=5000",
-        )
+        add_config_args(p, "YAML run config (configs/rl/*.yaml)")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
         if name == "pretrain":
             p.add_argument(

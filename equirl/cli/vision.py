@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from equirl.cli.args import add_config_args
+
 
 def register(commands: Any, bench: Any) -> None:
     p = commands.add_parser(
@@ -14,13 +16,11 @@ def register(commands: Any, bench: Any) -> None:
     p.set_defaults(func=lambda args, console: _help(p))
 
     pre = sub.add_parser("pretrain", help="train the small upright-only CNN (the offline 'pretrained CNN')")
-    pre.add_argument("config", help="YAML config (see configs/vision/pretrain_digits.yaml)")
-    pre.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    add_config_args(pre, "YAML config (see configs/vision/pretrain_digits.yaml)")
     pre.set_defaults(func=_pretrain)
 
     ft = sub.add_parser("finetune", help="symmetrize a pretrained CNN and finetune its backbone and/or λ")
-    ft.add_argument("config", help="YAML config (see configs/vision/finetune_lambda.yaml)")
-    ft.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    add_config_args(ft, "YAML config (see configs/vision/finetune_lambda.yaml)")
     ft.set_defaults(func=_finetune)
 
     ev = sub.add_parser("eval", help="accuracy per transformation and on a randomly transformed test set")
@@ -66,7 +66,7 @@ def _pretrain(args: argparse.Namespace, console: Any) -> int:
     from equirl.config import load_config
     from equirl.vision.train import PretrainConfig, pretrain
 
-    cfg = load_config(PretrainConfig, args.config, args.set)
+    cfg = load_config(PretrainConfig, args.config, args.overrides)
     _, m = pretrain(cfg)
     console.print(
         f"pretrained in {m['seconds']:.1f}s ({m['steps']} steps on {m['n_train']} images) -> {m['path']}"
@@ -79,7 +79,7 @@ def _finetune(args: argparse.Namespace, console: Any) -> int:
     from equirl.config import load_config
     from equirl.vision.train import FinetuneConfig, finetune
 
-    cfg = load_config(FinetuneConfig, args.config, args.set)
+    cfg = load_config(FinetuneConfig, args.config, args.overrides)
     _, m = finetune(cfg)
     light = "canonicalizer" if cfg.method == "canonicalize" else "λ"
     what = "+".join(k for k, on in (("backbone", cfg.train_backbone), (light, cfg.train_lambda)) if on)

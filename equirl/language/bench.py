@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from equirl.errors import ConfigError
 from equirl.language.scan import canonical_split, scan_examples
 from equirl.utils.io import atomic_write_text
 
@@ -93,6 +94,8 @@ class ScanBenchSettings:
     :param finetune_examples: finetune on a random subset of this many train examples (0: all).
     :param finetune_symmetry: group for the finetuned rows (None: the split's default).
     :param lambda_examples: also finetune only λ (backbone frozen) on this many train examples.
+    :param finetune_methods: restrict the finetuned rows to these methods (``plain``, ``equitune``,
+        ``equizero``, ``lambda``); empty: all of :data:`FINETUNE_METHODS`.
     """
 
     epochs: int
@@ -109,6 +112,7 @@ class ScanBenchSettings:
     full: bool = False
     lambda_examples: int = 0
     zero_shot: bool = True
+    finetune_methods: tuple[str, ...] = ()
 
 
 def _subset(examples: Sequence[Any], n: int, seed: int) -> list[Any]:
@@ -189,6 +193,8 @@ def scan_unit(cell: str, split: str, seed: int, st: ScanBenchSettings) -> dict[s
         ft_train = _subset(train, st.finetune_examples, seed)
         fsym = st.finetune_symmetry or sym
         for label, method, sym_override, kw in FINETUNE_METHODS:
+            if st.finetune_methods and method not in st.finetune_methods:
+                continue
             m = copy.deepcopy(model)
             t0 = time.time()
             if method == "plain":
@@ -241,6 +247,7 @@ def bench_scan(
     finetune_symmetry: str | None = None,
     jobs: int = 1,
     per_seed: list[dict[str, Any]] | None = None,
+    finetune_methods: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """Pretrain one model per (cell, split, seed) on the split's own train set, then evaluate each
     method zero-shot and, with ``finetune_epochs``, after finetuning *all* weights through each
@@ -249,6 +256,7 @@ def bench_scan(
 
     :param jobs: run this many (cell, split, seed) units in parallel processes (one torch thread each).
     :param per_seed: if given, one record per (cell, split, seed, method) is appended to it.
+    :param finetune_methods: only these finetuned methods (empty: all).
     """
     st = ScanBenchSettings(
         epochs,
@@ -265,7 +273,13 @@ def bench_scan(
         full,
         lambda_examples,
         zero_shot,
+        tuple(finetune_methods),
     )
+    unknown = set(finetune_methods) - {m for _, m, _, _ in FINETUNE_METHODS}
+    if unknown:
+        raise ConfigError(
+            f"unknown finetune methods {sorted(unknown)}; choose from plain, equitune, equizero, lambda"
+        )
     units = [(cell, canonical_split(split), seed, st) for split in splits for cell in cells for seed in seeds]
     if jobs > 1 and len(units) > 1:
         import multiprocessing as mp

@@ -15,10 +15,10 @@ Example::
 
     >>> import torch
     >>> from equirl.language.seq2seq import Seq2Seq, scan_vocabs
-    >>> from equirl.language.equiscan import scan_symmetry
+    >>> from equirl.language.equiscan import global_symmetry
     >>> src_v, tgt_v = scan_vocabs()
     >>> model = Seq2Seq("gru", len(src_v), len(tgt_v), embedding=8, hidden=16)
-    >>> can = CanonicalSeq2Seq(model, scan_symmetry("jump_run"))
+    >>> can = CanonicalSeq2Seq(model, global_symmetry("jump_run"))
     >>> src = torch.tensor([[src_v.id("jump"), src_v.id("twice")]])
     >>> can.greedy(src, torch.tensor([2]), max_len=5).shape[0]
     1
@@ -73,7 +73,7 @@ class CanonicalSeq2Seq(nn.Module):
     """A seq2seq model behind a learned canonicalizer over a SCAN symmetry.
 
     :param model: the pretrained :class:`~equirl.language.seq2seq.Seq2Seq` (run once per command).
-    :param symmetry: the group and its actions (:func:`~equirl.language.equiscan.scan_symmetry`).
+    :param symmetry: the group and its actions (:func:`~equirl.language.equiscan.global_symmetry`).
     :param scorer: the canonicalization network (default :class:`SequenceScorer`).
     :param prior_weight: weight of the prior towards the identity.
     """
@@ -198,9 +198,9 @@ def bench_canonical_scan(
                          "pretrain_seconds": round(t_pre, 1)})  # fmt: skip
             for spec in BENCH_GROUPS.get(split, ("jump_run",)):
                 torch.manual_seed(seed)
-                from equirl.language.equiscan import scan_symmetry
+                from equirl.language.equiscan import global_symmetry
 
-                can = CanonicalSeq2Seq(model, scan_symmetry(spec, sv, tv))
+                can = CanonicalSeq2Seq(model, global_symmetry(spec, sv, tv))
                 t0 = time.perf_counter()
                 can.fit_prior(train, sv, tv, steps=prior_steps, seed=seed)
                 t_fit = time.perf_counter() - t0

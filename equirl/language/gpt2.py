@@ -317,6 +317,29 @@ def _choose(
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+def _sample_loop(
+    next_logits: Callable[[Tensor | None], Tensor],
+    max_new_tokens: int,
+    do_sample: bool,
+    top_k: int,
+    temperature: float,
+    generator: torch.Generator | None,
+) -> Tensor:
+    """The KV-cache generation loop shared by plain and symmetrized GPT-2.
+
+    :param next_logits: ``next_logits(None)`` reads the prompt and returns the first step's ``(B, V)``
+        logits; ``next_logits(tok)`` feeds the chosen tokens ``(B,)`` and returns the next step's.
+    """
+    out: list[Tensor] = []
+    logits = next_logits(None)
+    for i in range(max_new_tokens):
+        tok = _choose(logits, do_sample, top_k, temperature, generator)
+        out.append(tok)
+        if i < max_new_tokens - 1:
+            logits = next_logits(tok)
+    return torch.stack(out, 1)
+
+
 class EquiGPT2(nn.Module):
     """A causal LM made equivariant to a word-swap group, step by step, with the KV cache.
 
@@ -463,46 +486,21 @@ class EquiGPT2(nn.Module):
         mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
         rows = self.symmetry.ids.orbit(input_ids).reshape(G * B, T)
         rmask = mask.repeat(G, 1)
-        if self._fast:
-            return self._generate_fast(
-                rows, rmask, B, max_new_tokens, do_sample, top_k, temperature, generator
-            )
-        logits, feats, past = self._run(rows, rmask)
-        out = []
-        for i in range(max_new_tokens):
-            step, _ = self._combine(logits[:, -1], feats, B)
-            tok = _choose(step, do_sample, top_k, temperature, generator)
-            out.append(tok)
-            if i == max_new_tokens - 1:
-                break
-            nxt = self.symmetry.ids.orbit(tok).reshape(G * B, 1)
-            rmask = torch.cat([rmask, rmask.new_ones(G * B, 1)], 1)
-            logits, feats, past = self._run(nxt, rmask, past)
-        return torch.stack(out, 1)
+        past: Any = None
 
-    def _generate_fast(
-        self,
-        rows: Tensor,
-        rmask: Tensor,
-        B: int,
-        max_new_tokens: int,
-        do_sample: bool,
-        top_k: int,
-        temperature: float,
-        generator: torch.Generator | None,
-    ) -> Tensor:
-        G = self.symmetry.group.order
-        hidden, past = self._run_fast(rows, rmask)
-        out = []
-        for i in range(max_new_tokens):
-            tok = _choose(self._combine_fast(hidden, B), do_sample, top_k, temperature, generator)
-            out.append(tok)
-            if i == max_new_tokens - 1:
-                break
-            nxt = self.symmetry.ids.orbit(tok).reshape(G * B, 1)
-            rmask = torch.cat([rmask, rmask.new_ones(G * B, 1)], 1)
-            hidden, past = self._run_fast(nxt, rmask, past)
-        return torch.stack(out, 1)
+        def next_logits(tok: Tensor | None) -> Tensor:
+            nonlocal rmask, past
+            ids = rows
+            if tok is not None:  # every copy g is fed its own g·y_t
+                ids = self.symmetry.ids.orbit(tok).reshape(G * B, 1)
+                rmask = torch.cat([rmask, rmask.new_ones(G * B, 1)], 1)
+            if self._fast:
+                hidden, past = self._run_fast(ids, rmask, past)
+                return self._combine_fast(hidden, B)
+            logits, feats, past = self._run(ids, rmask, past)
+            return self._combine(logits[:, -1], feats, B)[0]
+
+        return _sample_loop(next_logits, max_new_tokens, do_sample, top_k, temperature, generator)
 
     @torch.no_grad()
     def generate_equizero(
@@ -545,31 +543,27 @@ def generate_plain(
 ) -> Tensor:
     """Plain generation with the KV cache (the same loop as :meth:`EquiGPT2.generate`, no group)."""
     mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
-    out_ = model(
-        input_ids=input_ids,
-        attention_mask=mask,
-        position_ids=_positions(mask),
-        use_cache=True,
-        logits_to_keep=1,
-    )
-    logits, past = out_.logits, out_.past_key_values
-    out = []
-    for i in range(max_new_tokens):
-        tok = _choose(logits[:, -1], do_sample, top_k, temperature, generator)
-        out.append(tok)
-        if i == max_new_tokens - 1:
-            break
-        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], 1)
+    past: Any = None
+
+    def next_logits(tok: Tensor | None) -> Tensor:
+        nonlocal mask, past
+        if tok is None:
+            ids, pos = input_ids, _positions(mask)
+        else:
+            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], 1)
+            ids, pos = tok[:, None], _positions(mask)[:, -1:]
         out_ = model(
-            input_ids=tok[:, None],
+            input_ids=ids,
             attention_mask=mask,
-            position_ids=_positions(mask)[:, -1:],
+            position_ids=pos,
             past_key_values=past,
             use_cache=True,
             logits_to_keep=1,
         )
-        logits, past = out_.logits, out_.past_key_values
-    return torch.stack(out, 1)
+        past = out_.past_key_values
+        return out_.logits[:, -1]
+
+    return _sample_loop(next_logits, max_new_tokens, do_sample, top_k, temperature, generator)
 
 
 @torch.no_grad()

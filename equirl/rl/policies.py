@@ -277,10 +277,44 @@ def _make_symmetrizer(
 
 
 class _EquiMixin:
-    """Shared forward of the equivariant Q / quantile networks."""
+    """Construction and forward shared by the equivariant Q / quantile networks.
+
+    :param symmetry: anything :func:`~equirl.rl.spec.resolve_symmetry` accepts.
+    :param method: one of :data:`METHODS`.
+    :param method_kwargs: symmetrizer options.
+    """
 
     equi: Symmetrizer | None
     method: str
+    #: whether outputs are quantiles ``(B, n_quantiles, A)`` (set by each network class)
+    quantile: bool = False
+
+    def __init__(
+        self,
+        *args: Any,
+        symmetry: Any = None,
+        method: str = "equitune",
+        method_kwargs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.symmetry = resolve_symmetry(symmetry)
+        self.method = method
+        self.method_kwargs = dict(method_kwargs or {})
+        self.equi = _make_symmetrizer(
+            self._plain_forward,
+            self.symmetry,
+            method,
+            self.method_kwargs,
+            self.observation_space,  # type: ignore[attr-defined]
+            self.action_space,  # type: ignore[attr-defined]
+            quantile=self.quantile,
+        )
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data: dict[str, Any] = super()._get_constructor_parameters()  # type: ignore[misc]
+        data.update(symmetry=self.symmetry, method=self.method, method_kwargs=self.method_kwargs)
+        return data
 
     def _plain_forward(self, obs: Tensor) -> Tensor:
         raise NotImplementedError
@@ -308,76 +342,24 @@ class _EquiMixin:
 class EquiQNetwork(_EquiMixin, QNetwork):  # type: ignore[misc]
     """SB3's ``QNetwork`` symmetrized over the env's group (Q-values permuted on the action axis).
 
-    :param symmetry: anything :func:`~equirl.rl.spec.resolve_symmetry` accepts.
-    :param method: one of :data:`METHODS`.
-    :param method_kwargs: symmetrizer options.
+    Keyword options ``symmetry``, ``method``, ``method_kwargs``: see :class:`_EquiMixin`.
     """
 
-    def __init__(
-        self,
-        *args: Any,
-        symmetry: Any = None,
-        method: str = "equitune",
-        method_kwargs: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self.symmetry = resolve_symmetry(symmetry)
-        self.method = method
-        self.method_kwargs = dict(method_kwargs or {})
-        self.equi = _make_symmetrizer(
-            self._plain_forward,
-            self.symmetry,
-            method,
-            self.method_kwargs,
-            self.observation_space,
-            self.action_space,
-            quantile=False,
-        )
+    quantile = False
 
     def _plain_forward(self, obs: Tensor) -> Tensor:
         return self.q_net(self.extract_features(obs, self.features_extractor))
-
-    def _get_constructor_parameters(self) -> dict[str, Any]:
-        data = super()._get_constructor_parameters()
-        data.update(symmetry=self.symmetry, method=self.method, method_kwargs=self.method_kwargs)
-        return data
 
 
 class EquiQuantileNetwork(_EquiMixin, QuantileNetwork):  # type: ignore[misc]
     """sb3-contrib's ``QuantileNetwork`` symmetrized: quantiles ``(B, n_quantiles, A)`` are permuted on the
     last (action) axis; equizero's default proxy is :func:`quantile_max_value`."""
 
-    def __init__(
-        self,
-        *args: Any,
-        symmetry: Any = None,
-        method: str = "equitune",
-        method_kwargs: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self.symmetry = resolve_symmetry(symmetry)
-        self.method = method
-        self.method_kwargs = dict(method_kwargs or {})
-        self.equi = _make_symmetrizer(
-            self._plain_forward,
-            self.symmetry,
-            method,
-            self.method_kwargs,
-            self.observation_space,
-            self.action_space,
-            quantile=True,
-        )
+    quantile = True
 
     def _plain_forward(self, obs: Tensor) -> Tensor:
         q = self.quantile_net(self.extract_features(obs, self.features_extractor))
         return q.view(-1, self.n_quantiles, int(self.action_space.n))
-
-    def _get_constructor_parameters(self) -> dict[str, Any]:
-        data = super()._get_constructor_parameters()
-        data.update(symmetry=self.symmetry, method=self.method, method_kwargs=self.method_kwargs)
-        return data
 
 
 def _freeze(net: nn.Module, policy: Any, lr: float) -> None:

@@ -274,29 +274,17 @@ def finetune(
     t0 = time.perf_counter()
     before = evaluate_transforms(model, test_set.images, test_set.labels, cfg.group, seed=cfg.train.seed)
     losses: list[float] = []
+    fit_kw: dict[str, Any] = dict(
+        steps=_steps(cfg.train, len(sub)),
+        lr=cfg.train.lr,
+        batch_size=cfg.train.batch_size,
+        seed=cfg.train.seed,
+    )
     if isinstance(model, Canonicalize) and cfg.train_lambda and not cfg.train_backbone:
-        losses = fit_canonicalizer(
-            model,
-            sub.images,
-            sub.labels,
-            steps=_steps(cfg.train, len(sub)),
-            lr=cfg.train.lr,
-            batch_size=cfg.train.batch_size,
-            task_weight=cfg.task_weight,
-            seed=cfg.train.seed,
-        )
+        losses = fit_canonicalizer(model, sub.images, sub.labels, task_weight=cfg.task_weight, **fit_kw)
     elif cfg.method == "lambda" and cfg.train_lambda and not cfg.train_backbone:
         assert isinstance(model, LambdaEquiTune)
-        losses = fit_lambda(
-            model,
-            sub.images,
-            sub.labels,
-            steps=_steps(cfg.train, len(sub)),
-            lr=cfg.train.lr,
-            batch_size=cfg.train.batch_size,
-            weight_decay=cfg.train.weight_decay,
-            seed=cfg.train.seed,
-        )
+        losses = fit_lambda(model, sub.images, sub.labels, weight_decay=cfg.train.weight_decay, **fit_kw)
     else:
         if isinstance(model, LambdaEquiTune):
             init_lambda(model, sub.images)
