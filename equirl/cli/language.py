@@ -41,7 +41,11 @@ def register(commands: Any, bench: Any) -> None:
         default="plain,equitune,equizero,lambda",
         help="comma list of plain, equitune, equizero, lambda",
     )
-    p.add_argument("--symmetry", default=None, help="jump_run, left_right, walk_look, verbs, products a+b, or clause by clause: left_right@clauses")
+    p.add_argument(
+        "--symmetry",
+        default=None,
+        help="jump_run, left_right, walk_look, verbs, products a+b, or clause by clause: left_right@clauses",
+    )
     p.add_argument("--proxy", default="nll", help="equizero proxy: nll, entropy, max_prob")
     p.add_argument(
         "--level",

@@ -108,10 +108,9 @@ def test_clause_symmetrized_decoding_is_exactly_equivariant(cell: str, method: s
 
 
 def test_clause_symmetry_rejects_a_base_group_moving_conjunctions() -> None:
-    from equirl.actions import token_action
+    from equirl.actions import permutation_action, token_action
     from equirl.groups import permutation_group
     from equirl.language.equiscan import ScanSymmetry
-    from equirl.actions import permutation_action
 
     perm = list(range(len(SV)))
     a, b = SV.id("and"), SV.id("after")
