@@ -105,7 +105,10 @@ class ObsLambdaNet(nn.Module):
         self.scale = scale
 
     def forward(self, z: Tensor) -> Tensor:
-        return self.net(z.float() * self.scale).squeeze(-1)
+        z = z.float()
+        if self.scale != 1.0:  # skip a no-op multiply (and its backward) on the hot path
+            z = z * self.scale
+        return self.net(z).squeeze(-1)
 
 
 class LambdaFeatures:
@@ -187,7 +190,10 @@ class QLambdaEquiTune(LambdaEquiTune):
     def combine(self, x_rows: Tensor, ys: Tensor) -> SymmetrizerOutput:
         G, B = ys.shape[0], ys.shape[1]
         q = _q_values(ys.detach(), self.quantile).float().reshape(G * B, -1)
-        z = torch.cat([x_rows.float().flatten(1) * self.scale, q], dim=1)
+        obs = x_rows.float().flatten(1)
+        if self.scale != 1.0:
+            obs = obs * self.scale
+        z = torch.cat([obs, q], dim=1)
         w = torch.softmax(self.lambda_net(z).reshape(G, B).float(), dim=0).to(ys.dtype)
         return SymmetrizerOutput(self.weighted_average(ys, w), w)
 
