@@ -76,6 +76,12 @@ def quantile_max_value(ys: Tensor) -> Tensor:
     return -ys.float().mean(-2).amax(-1)
 
 
+def _scaled(x: Tensor, scale: float) -> Tensor:
+    """``x`` as float32 rows ``(N, features)``, times ``scale`` (skipped when it is 1: no op on the hot path)."""
+    x = x.float().flatten(1)
+    return x if scale == 1.0 else x * scale
+
+
 class ObsLambdaNet(nn.Module):
     """λ-net on (transformed) observations: scale, flatten, MLP, one logit per row.
 
@@ -105,10 +111,7 @@ class ObsLambdaNet(nn.Module):
         self.scale = scale
 
     def forward(self, z: Tensor) -> Tensor:
-        z = z.float()
-        if self.scale != 1.0:  # skip a no-op multiply (and its backward) on the hot path
-            z = z * self.scale
-        return self.net(z).squeeze(-1)
+        return self.net(_scaled(z, self.scale)).squeeze(-1)
 
 
 class LambdaFeatures:
@@ -130,7 +133,7 @@ class LambdaFeatures:
         q = self.model_fn(rows)
         if self.quantile:
             q = q.mean(-2)
-        return torch.cat([rows.float().flatten(1) * self.scale, q.float().flatten(1)], dim=1)
+        return torch.cat([_scaled(rows, self.scale), q.float().flatten(1)], dim=1)
 
 
 def _q_values(ys: Tensor, quantile: bool) -> Tensor:
@@ -190,10 +193,7 @@ class QLambdaEquiTune(LambdaEquiTune):
     def combine(self, x_rows: Tensor, ys: Tensor) -> SymmetrizerOutput:
         G, B = ys.shape[0], ys.shape[1]
         q = _q_values(ys.detach(), self.quantile).float().reshape(G * B, -1)
-        obs = x_rows.float().flatten(1)
-        if self.scale != 1.0:
-            obs = obs * self.scale
-        z = torch.cat([obs, q], dim=1)
+        z = torch.cat([_scaled(x_rows, self.scale), q], dim=1)
         w = torch.softmax(self.lambda_net(z).reshape(G, B).float(), dim=0).to(ys.dtype)
         return SymmetrizerOutput(self.weighted_average(ys, w), w)
 
