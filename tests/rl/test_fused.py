@@ -93,7 +93,7 @@ def test_fused_lambda_matches_feature_recomputation(quantile: bool) -> None:
         net = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, A))
     in_act, out_act = sym.obs_action(), sym.action_action()
     lam = ObsLambdaNet(6 + A, (8,))
-    nn.init.normal_(lam.net[-1].weight)  # non-uniform λ
+    nn.init.normal_(lam.params)  # non-uniform λ
     feats = LambdaFeatures(net, 1.0, quantile)
     fused = QLambdaEquiTune(net, in_act, out_act, lambda_net=lam, lambda_features=feats, quantile=quantile)
     core = LambdaEquiTune(net, in_act, out_act, lambda_net=lam, lambda_features=feats)
@@ -104,3 +104,38 @@ def test_fused_lambda_matches_feature_recomputation(quantile: bool) -> None:
     assert float(a.weights.detach().std(0).mean()) > 1e-3  # λ is really non-uniform
     errs = equivariance_errors(fused, in_act, out_act, x)
     assert max(float(e) for e in errs.values()) <= ATOL
+
+
+@pytest.mark.parametrize("hidden", [(), (8,), (8, 4)])
+def test_obs_lambda_net_is_an_mlp_in_one_flat_parameter(hidden: tuple[int, ...]) -> None:
+    torch.manual_seed(0)
+    lam = ObsLambdaNet(6, hidden, scale=0.5)
+    assert [name for name, _ in lam.named_parameters()] == ["params"]
+    z = torch.randn(7, 2, 3)  # flattened to 6 features
+    assert torch.equal(lam(z), torch.zeros(7))  # zero-initialised last layer: λ starts as equitune
+    nn.init.normal_(lam.params)
+    h = z.flatten(1) * 0.5
+    layers = lam.layers()
+    for w, b in layers[:-1]:
+        assert b is not None
+        h = torch.relu(h @ w.t() + b)
+    w, b = layers[-1]
+    assert b is None  # a constant logit cancels in the softmax over the group
+    torch.testing.assert_close(lam(z), (h @ w.t()).squeeze(-1), atol=ATOL, rtol=0)
+    # every layer is a view of the flat parameter: one gradient tensor for the optimizer
+    lam(z).sum().backward()
+    assert lam.params.grad is not None and lam.params.grad.shape == lam.params.shape
+
+
+def test_obs_lambda_net_loads_the_earlier_sequential_layout() -> None:
+    torch.manual_seed(1)
+    old = nn.Sequential(nn.Flatten(), nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 1))
+    state = {f"net.{k}": v for k, v in old.state_dict().items()}
+    lam = ObsLambdaNet(6, (8,))
+    lam.load_state_dict(state)
+    z = torch.randn(5, 3, 6)  # 3 group elements x 5 samples
+    logits = lam(z.reshape(15, 6)).view(5, 3)
+    # the same λ weights: the dropped last bias shifts every logit alike
+    torch.testing.assert_close(
+        torch.softmax(logits, 1), torch.softmax(old(z.reshape(15, 6)).view(5, 3), 1), atol=ATOL, rtol=0
+    )
