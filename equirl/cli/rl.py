@@ -74,6 +74,12 @@ def register(commands: Any, bench: Any) -> None:
         help="which benchmarks to run",
     )
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="sample-efficiency seeds are first-seed .. first-seed+seeds-1",
+    )
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--budget", type=int, default=30000, help="env steps per sample-efficiency run")
     p.add_argument("--walltime-steps", type=int, default=50000)

@@ -192,6 +192,7 @@ def efficiency(
     eval_episodes: int = 10,
     jobs: int = 1,
     progress_file: Path | None = None,
+    first_seed: int = 0,
 ) -> list[dict[str, Any]]:
     """Sample efficiency of plain vs equivariant finetuning from the same partial agent.
 
@@ -202,6 +203,8 @@ def efficiency(
 
     :param jobs: worker processes (each single-threaded).
     :param progress_file: append each finished run there as a JSON line (partial results survive).
+    :param first_seed: seeds are ``first_seed .. first_seed + seeds - 1`` (to add seeds to a finished
+        benchmark: runs are deterministic per seed).
     """
     from equirl.rl.agents import agent_path
 
@@ -212,7 +215,7 @@ def efficiency(
             raise ConfigError(f"no sample-efficiency threshold for {env}; choose from {sorted(THRESHOLDS)}")
         starts[env] = str(agent_path(env, partial=True))
     # seed-major, envs interleaved: an interrupted benchmark still has paired runs for every env
-    for seed in range(seeds):
+    for seed in range(first_seed, first_seed + seeds):
         for m in ("base", method):
             for env in envs:
                 todo.append(EfficiencyJob(env, m, seed, budget, eval_freq, eval_episodes, starts[env]))
@@ -513,6 +516,7 @@ def run_rl_bench(args: Any, console: Any) -> int:
             eval_episodes=args.eval_episodes,
             jobs=args.jobs,
             progress_file=out / "efficiency_runs.jsonl",
+            first_seed=args.first_seed,
         )
         show("sample efficiency (steps to threshold, -1 = not reached by the budget)", rows, skip=("curve",))
         summary = efficiency_summary(rows, args.method)
