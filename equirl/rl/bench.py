@@ -443,6 +443,7 @@ def _plot_eff(rows: list[dict[str, Any]], summary: list[dict[str, Any]], path: P
     methods = list(dict.fromkeys(r["method"] for r in rows))
     fig, axes = plt.subplots(len(envs), 2, figsize=(10, 3.6 * len(envs)), squeeze=False)
     for (ax, ax2), env in zip(axes, envs):
+        labelled: set[str] = set()  # one legend entry per method, whatever the first seed
         for r in rows:
             if r["env"] != env:
                 continue
@@ -452,8 +453,9 @@ def _plot_eff(rows: list[dict[str, Any]], summary: list[dict[str, Any]], path: P
                 [p[1] for p in pts],
                 color=f"C{methods.index(r['method'])}",
                 alpha=0.6,
-                label=r["method"] if r["seed"] == 0 else None,
+                label=None if r["method"] in labelled else r["method"],
             )
+            labelled.add(r["method"])
         ax.axhline(THRESHOLDS[env], ls="--", color="grey")
         ax.set_title(f"{env}: eval return while finetuning")
         ax.set_xlabel("env steps")
