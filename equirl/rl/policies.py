@@ -148,14 +148,29 @@ class ObsLambdaNet(nn.Module):
     def _load_from_state_dict(
         self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
     ) -> None:
+        hidden = [n_out for n_out, _ in self.shapes[:-1]]
+        hint = "pass the lambda_hidden it was saved with in method_kwargs"
         # λ-nets saved before the flat layout kept an ``nn.Sequential`` (Flatten, Linear, ReLU, ...):
         # ``net.1.weight``, ``net.1.bias``, ``net.3.weight``, ... are concatenated in the same order; the
         # last layer's bias is dropped (it cancels in the softmax over the group)
-        n = len(self.shapes)
-        old = [f"{prefix}net.{2 * k + 1}.{t}" for k in range(n) for t in ("weight", "bias")]
-        if f"{prefix}params" not in state_dict and all(key in state_dict for key in old):
-            tensors = [state_dict.pop(key) for key in old]
+        old = sorted(
+            int(key[len(prefix) + 4 :].split(".")[0])
+            for key in state_dict
+            if key.startswith(f"{prefix}net.") and key.endswith(".weight")
+        )
+        if f"{prefix}params" not in state_dict and old:
+            weights = [state_dict[f"{prefix}net.{i}.weight"] for i in old]
+            if [tuple(w.shape) for w in weights] != list(self.shapes):
+                saved = [int(w.shape[0]) for w in weights[:-1]]
+                raise SymmetryError(f"the saved λ-net has hidden sizes {saved}, this one {hidden}: {hint}")
+            tensors = [state_dict.pop(f"{prefix}net.{i}.{t}") for i in old for t in ("weight", "bias")]
             state_dict[f"{prefix}params"] = torch.cat([t.flatten() for t in tensors[:-1]])
+        saved_params = state_dict.get(f"{prefix}params")
+        if saved_params is not None and saved_params.shape != self.params.shape:
+            raise SymmetryError(
+                f"the saved λ-net has {saved_params.numel()} parameters, this one {self.params.numel()} "
+                f"(hidden sizes {hidden}): {hint}"
+            )
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:

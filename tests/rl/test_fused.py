@@ -139,3 +139,13 @@ def test_obs_lambda_net_loads_the_earlier_sequential_layout() -> None:
     torch.testing.assert_close(
         torch.softmax(logits, 1), torch.softmax(old(z.reshape(15, 6)).view(5, 3), 1), atol=ATOL, rtol=0
     )
+
+
+def test_obs_lambda_net_with_other_hidden_sizes_fails_with_the_fix() -> None:
+    from equirl.errors import SymmetryError
+
+    old = nn.Sequential(nn.Flatten(), nn.Linear(6, 64), nn.ReLU(), nn.Linear(64, 1))
+    with pytest.raises(SymmetryError, match=r"hidden sizes \[64\], this one \[\]: pass the lambda_hidden"):
+        ObsLambdaNet(6, ()).load_state_dict({f"net.{k}": v for k, v in old.state_dict().items()})
+    with pytest.raises(SymmetryError, match="lambda_hidden"):
+        ObsLambdaNet(6, ()).load_state_dict(ObsLambdaNet(6, (8,)).state_dict())
