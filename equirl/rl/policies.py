@@ -86,7 +86,8 @@ def quantile_max_value(ys: Tensor) -> Tensor:
 
 def _scaled(x: Tensor, scale: float) -> Tensor:
     """``x`` as float32 rows ``(N, features)``, times ``scale`` (skipped when it is 1: no op on the hot path)."""
-    x = x.float().flatten(1)
+    if x.dim() != 2 or x.dtype != torch.float32:
+        x = x.float().flatten(1)
     return x if scale == 1.0 else x * scale
 
 
@@ -119,8 +120,9 @@ class ObsLambdaNet(nn.Module):
             layer = nn.Linear(n_in, n_out)
             if k < len(self.shapes) - 1:
                 chunks += [layer.weight.detach().flatten(), layer.bias.detach()]
-            else:
-                chunks.append(layer.weight.detach().flatten() * (0.0 if zero_init else 1.0))
+            else:  # the last layer: weight only (its bias would cancel)
+                w = layer.weight.detach().flatten()
+                chunks.append(torch.zeros_like(w) if zero_init else w)
         self.split_sizes = tuple(c.numel() for c in chunks)
         self.params = nn.Parameter(torch.cat(chunks))
         self.scale = scale
@@ -135,15 +137,13 @@ class ObsLambdaNet(nn.Module):
         return out
 
     def forward(self, z: Tensor) -> Tensor:
-        h = z if z.dim() == 2 and z.dtype == torch.float32 else z.float().flatten(1)
-        if self.scale != 1.0:
-            h = h * self.scale
+        h = _scaled(z, self.scale)
         if len(self.shapes) == 1:  # linear λ: one matrix-vector product
             return h @ self.params
-        parts = self.params.split(self.split_sizes)
-        for k, shape in enumerate(self.shapes[:-1]):
-            h = torch.relu(F.linear(h, parts[2 * k].view(shape), parts[2 * k + 1]))
-        return h @ parts[-1]
+        *hidden, (w, _) = self.layers()
+        for wk, bk in hidden:
+            h = torch.relu(F.linear(h, wk, bk))
+        return h @ w.squeeze(0)
 
     def _load_from_state_dict(
         self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
