@@ -203,6 +203,14 @@ def to_dict(obj: Any) -> Any:
 
 
 def load_config(cls: type[C], path: str | Path | None = None, overrides: Sequence[str] | None = None) -> C:
-    """Read YAML ``path`` (or start from the defaults), apply ``overrides`` and validate into ``cls``."""
+    """Read YAML ``path`` (or start from the defaults), apply ``overrides`` and validate into ``cls``.
+
+    ``path`` may also name a shipped config (``CartPole-v1-finetune-equizero``, ``rl/CartPole-v1``):
+    see :func:`equirl.assets.find_config`.
+    """
+    if path is not None:
+        from equirl.assets import find_config
+
+        path = find_config(path)
     data = load_yaml(path) if path is not None else {}
     return from_dict(cls, apply_overrides(data, overrides))

@@ -27,12 +27,48 @@ def register(commands: Any, bench: Any) -> None:
 
 def _demo(args: argparse.Namespace, console: Any) -> int:
     if not args.core and importlib.util.find_spec("equirl.rl.demo") is not None:
-        from equirl.rl.demo import run_demo
-
-        return int(run_demo(console) or 0)
+        return _rl_demo(console)
     from equirl.demo import run_core_demo
 
     return run_core_demo(console)
+
+
+def _rl_demo(console: Any) -> int:
+    import time
+
+    import torch
+    from rich.table import Table
+
+    from equirl.rl.demo import DEMO_ENV, DEMO_METHODS, run_demo
+    from equirl.utils.runs import tensorboard_command
+
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    console.print(
+        f"[bold]equirl RL demo[/]: the shipped DQN agent on {DEMO_ENV} (mirror symmetry s ↦ -s, actions 0 ↔ 1)"
+    )
+    with console.status("evaluating the full and the 15 % agents zero-shot under each method..."):
+        res = run_demo(progress_bar=False)
+    t = Table(title=f"{DEMO_ENV}: mean return ± std over {res.episodes} episodes (λ untrained = equitune)")
+    t.add_column("method", no_wrap=True)
+    for k in res.zero_shot:
+        t.add_column(f"{k} agent, zero-shot", no_wrap=True)
+    if res.finetune is not None:
+        t.add_column(f"partial + {res.finetune_steps} steps of {res.finetune_method} finetuning")
+    for m in DEMO_METHODS:
+        row = [m] + [f"{z[m]['mean_return']:.1f} ± {z[m]['std_return']:.1f}" for z in res.zero_shot.values()]
+        if res.finetune is not None:
+            ft = res.finetune
+            row.append(f"{ft.final_mean:.1f} ± {ft.final_std:.1f}" if m == res.finetune_method else "")
+        t.add_row(*row)
+    console.print(t)
+    for note in res.notes:
+        console.print(f"note: {note}", soft_wrap=True)
+    if res.finetune is not None:
+        console.print(f"run directory: {res.finetune.run_dir}", soft_wrap=True)
+        console.print(f"TensorBoard: {tensorboard_command(res.finetune.run_dir / 'tb')}", soft_wrap=True)
+    console.print(f"demo took {time.perf_counter() - t0:.0f} s")
+    return 0
 
 
 def _bench_symmetrizers(args: argparse.Namespace, console: Any) -> int:

@@ -11,6 +11,7 @@ from typing import Any
 
 from equirl.cli.args import add_config_args
 from equirl.errors import ConfigError, EquirlError
+from equirl.utils.runs import tensorboard_command
 
 METHOD_CHOICES = ("base", "equitune", "equizero", "lambda", "canonicalize", "multigroup")
 #: what ``--method all`` evaluates (the scorer methods need a fitted scorer / a product group)
@@ -177,16 +178,17 @@ def _pretrain(args: argparse.Namespace, console: Any) -> int:
     cfg = _load_cfg(args)
     if cfg.init_from:
         raise ConfigError("pretrain trains from scratch: remove init_from (use `equirl train` to finetune)")
-    res = run_training(cfg, console, progress=not args.no_progress, exp_name="pretrain")
+    res = run_training(cfg, progress_bar=not args.no_progress, exp_name="pretrain")
     console.print(
-        f"run: {res.run_dir}  final return {res.final_mean:.1f} ± {res.final_std:.1f}  ({res.seconds:.0f} s)"
+        f"run: {res.run_dir}  final return {res.final_mean:.1f} ± {res.final_std:.1f}  ({res.seconds:.0f} s)",
+        soft_wrap=True,
     )
     if args.export:
         from equirl.rl.agents import export_agent
 
         dest = export_agent(res.run_dir, args.export)
         console.print(f"agent exported to {dest}")
-    console.print(f"TensorBoard: tensorboard --logdir {res.run_dir / 'tb'}")
+    console.print(f"TensorBoard: {tensorboard_command(res.run_dir / 'tb')}", soft_wrap=True)
     return 0
 
 
@@ -198,11 +200,12 @@ def _train(args: argparse.Namespace, console: Any) -> int:
         cfg.init_from = args.init_from
     if args.method:
         cfg.method = args.method
-    res = run_training(cfg, console, progress=not args.no_progress)
+    res = run_training(cfg, progress_bar=not args.no_progress)
     console.print(
-        f"run: {res.run_dir}  final return {res.final_mean:.1f} ± {res.final_std:.1f}  ({res.seconds:.0f} s)"
+        f"run: {res.run_dir}  final return {res.final_mean:.1f} ± {res.final_std:.1f}  ({res.seconds:.0f} s)",
+        soft_wrap=True,
     )
-    console.print(f"TensorBoard: tensorboard --logdir {res.run_dir / 'tb'}")
+    console.print(f"TensorBoard: {tensorboard_command(res.run_dir / 'tb')}", soft_wrap=True)
     return 0
 
 

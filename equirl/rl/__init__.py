@@ -6,8 +6,10 @@
 * :mod:`equirl.rl.pretrained` -- :func:`load_pretrained` wraps plain (incl. RL-zoo SB3 1.x) agents;
 * :mod:`equirl.rl.train` -- config-driven runs; :mod:`equirl.rl.demo`; :mod:`equirl.rl.bench`.
 
-Names are imported lazily so ``import equirl.rl`` stays cheap; importing :mod:`equirl.rl.policies`
-registers the ``EquiMlpPolicy`` / ``EquiCnnPolicy`` aliases on ``DQN`` and ``QRDQN``.
+``import equirl.rl`` registers the ``EquiMlpPolicy`` / ``EquiCnnPolicy`` aliases on SB3's ``DQN`` and
+sb3-contrib's ``QRDQN`` and the ``equirl/GridWorld-v0`` env with gymnasium, so RL-zoo needs one flag:
+``python -m rl_zoo3.train --algo dqn --env CartPole-v1 --gym-packages equirl.rl`` with
+``policy: EquiMlpPolicy`` in its hyperparameters. Other names load on first use.
 """
 
 from __future__ import annotations
@@ -46,6 +48,13 @@ _WHERE = {
     "make_env": "equirl.rl.envs",
     "run_demo": "equirl.rl.demo",
 }
+
+
+from equirl.rl import policies as _policies  # noqa: E402  (registers the SB3 policy aliases)
+from equirl.rl.gridworld import register as _register_envs  # noqa: E402
+
+_register_envs()
+del _policies
 
 
 def __getattr__(name: str) -> Any:

@@ -12,9 +12,9 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from equirl.assets import asset_path
 from equirl.errors import CheckpointError
 from equirl.utils.io import atomic_write, atomic_write_text
-from equirl.utils.shared import repo_root
 
 __all__ = ["agent_dir", "agent_path", "export_agent"]
 
@@ -24,14 +24,14 @@ def _slug(env_id: str) -> str:
 
 
 def agent_dir(env_id: str, algo: str = "dqn", root: str | Path | None = None) -> Path:
-    """``{root}/{algo}/{env}`` (default root: the checkout's ``agents/``)."""
-    base = Path(root) if root is not None else repo_root() / "agents"
+    """``{root}/{algo}/{env}`` (default root: the shipped ``agents/``)."""
+    base = Path(root) if root is not None else asset_path("agents")
     return base / algo / _slug(env_id)
 
 
 def agent_path(env_id: str, algo: str = "dqn", partial: bool = False, root: str | Path | None = None) -> Path:
     """The shipped agent zip for ``env_id`` (raises :class:`CheckpointError` when absent)."""
-    base = Path(root) if root is not None else repo_root() / "agents"
+    base = Path(root) if root is not None else asset_path("agents")
     p = base / algo / _slug(env_id) / f"{_slug(env_id)}{'_partial' if partial else ''}.zip"
     if not p.is_file():
         raise CheckpointError(f"no shipped agent {p} (run `equirl pretrain configs/rl/... --export agents`)")

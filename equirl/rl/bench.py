@@ -127,15 +127,15 @@ def run_efficiency_job(job: EfficiencyJob) -> dict[str, Any]:
     threshold (stop there) or the budget is spent. Runs in a worker process (1 torch thread)."""
     import torch
 
-    from equirl.rl.callbacks import EquiLoggingCallback
+    from equirl.assets import asset_path
+    from equirl.rl.callbacks import EquiEvalCallback
     from equirl.rl.config import load_rl_config
     from equirl.rl.train import build_model
-    from equirl.utils.shared import repo_root
 
     torch.set_num_threads(1)
     threshold = THRESHOLDS[job.env]
     cfg = load_rl_config(
-        repo_root() / "configs" / "rl" / f"{job.env}.yaml",
+        asset_path("configs") / "rl" / f"{job.env}.yaml",
         [
             f"method={job.method}",
             f"init_from={job.start}",
@@ -146,20 +146,23 @@ def run_efficiency_job(job: EfficiencyJob) -> dict[str, Any]:
     )
     model = build_model(cfg)
 
-    class _Stop(EquiLoggingCallback):
-        def _on_step(self) -> bool:
-            if self.num_timesteps % self.eval_freq == 0:
-                return self.run_eval() < threshold
-            return True
+    from stable_baselines3.common.callbacks import StopTrainingOnRewardThreshold
 
     from equirl.rl.pretrained import evaluate
 
-    cb = _Stop(job.method, job.env, job.eval_freq, job.eval_episodes, 0, job.seed)
+    cb = EquiEvalCallback(
+        job.env,
+        eval_freq=job.eval_freq,
+        n_eval_episodes=job.eval_episodes,
+        seed=job.seed + 10_000,
+        method=job.method,
+        callback_on_new_best=StopTrainingOnRewardThreshold(reward_threshold=threshold),
+    )
     t0 = time.perf_counter()
     # step 0: the zero-shot return of the start under this method (same seed as later evaluations)
-    first = evaluate(model, job.env, episodes=job.eval_episodes, seed=job.seed + 10_000)
-    cb.timesteps.append(0)
-    cb.results.append(first)
+    first = evaluate(model, job.env, n_eval_episodes=job.eval_episodes, seed=job.seed + 10_000)
+    cb.evaluations_timesteps.append(0)
+    cb.evaluations_results.append(first)
     start_ret = float(np.mean(first))
     if start_ret < threshold:
         # the exploration schedule is a fraction of the *budget*, identical for both arms
@@ -303,16 +306,16 @@ def canonical(
     equizero (D4), and multigroup vs equitune on the Klein four-group ``C2 x mirror``; the scorer is fitted
     for ``scorer_steps`` Adam steps on ``observations`` rollout observations (no env-reward learning).
     ``passes`` is the number of backbone passes per input (ties aside)."""
+    from equirl.assets import asset_path
     from equirl.rl.agents import agent_dir
     from equirl.rl.canonical import collect_observations, fit_scorer
     from equirl.rl.pretrained import evaluate, load_pretrained
     from equirl.rl.spec import load_spec
-    from equirl.utils.shared import repo_root
 
     env = "equirl/GridWorld-v0"
     specs = {
         "D4": load_spec(env),
-        "klein": load_spec(repo_root() / "envs" / "variants" / "equirl_GridWorld-v0_klein.yaml"),
+        "klein": load_spec(asset_path("envs") / "variants" / "equirl_GridWorld-v0_klein.yaml"),
     }
     rows: list[dict[str, Any]] = []
     d = agent_dir(env)
@@ -337,7 +340,7 @@ def canonical(
             )
             rets: list[float] = []
             for sd in range(seeds):
-                rets += evaluate(model, env, episodes=episodes, seed=1000 * sd)
+                rets += evaluate(model, env, n_eval_episodes=episodes, seed=1000 * sd)
             rows.append(
                 {
                     "agent": kind,
@@ -370,16 +373,16 @@ def walltime(
     """
     import torch
 
+    from equirl.assets import asset_path
     from equirl.rl.config import load_rl_config
     from equirl.rl.train import build_model
-    from equirl.utils.shared import repo_root
 
     torch.set_num_threads(1)
     wall: dict[str, list[float]] = {m: [] for m in methods}
     cpu: dict[str, list[float]] = {m: [] for m in methods}
     for _ in range(repeats):
         for method in methods:
-            cfg = load_rl_config(repo_root() / "configs" / "rl" / "CartPole-v1.yaml", [f"method={method}"])
+            cfg = load_rl_config(asset_path("configs") / "rl" / "CartPole-v1.yaml", [f"method={method}"])
             model = build_model(cfg)
             t0, c0 = time.perf_counter(), time.thread_time()
             model.learn(steps)

@@ -1,4 +1,4 @@
-"""SB3 callbacks: the ``equi/`` TensorBoard namespace and a rich progress bar.
+"""SB3 callbacks: the ``equi/`` TensorBoard namespace and periodic evaluation.
 
 Tags written by :class:`EquiLoggingCallback` (every ``equi_freq`` env steps, on up to 256 recent
 replay-buffer observations):
@@ -7,8 +7,16 @@ replay-buffer observations):
 * ``equi/lambda_weight_spread`` -- mean ``|w_g - 1/|G||`` (0 = plain equitune);
 * ``equi/equizero_pick/{element}`` -- how often equizero picks each element (ties shared);
 * ``equi/equivariance_error`` -- ``max |Q(g·s) - g·Q(s)|`` over the group (≈0 for symmetrized
-  policies, the plain network's asymmetry for ``base``);
-* ``equi/eval_return/{method}`` -- mean evaluation return (every ``eval_freq`` steps).
+  policies, the plain network's asymmetry for ``base``).
+
+:class:`EquiEvalCallback` is SB3's :class:`~stable_baselines3.common.callbacks.EvalCallback` (``eval/``
+tags, ``best_model.zip``) plus ``equi/eval_return/{method}``, re-seeding its env before each evaluation
+so that every evaluation of a run (and of every method) plays the same episode starts.
+
+Both have defaults for every argument, so an RL-zoo hyperparameters file can name them::
+
+    callback:
+      - equirl.rl.callbacks.EquiLoggingCallback
 """
 
 from __future__ import annotations
@@ -18,11 +26,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 
 from equirl.symmetrizers import check_equivariance
 
-__all__ = ["EquiLoggingCallback", "RichProgressCallback"]
+__all__ = ["EquiEvalCallback", "EquiLoggingCallback", "policy_method"]
 
 log = logging.getLogger(__name__)
 
@@ -32,43 +40,29 @@ def _net(model: Any) -> Any:
     return pol.q_net if hasattr(pol, "q_net") else pol.quantile_net
 
 
-class EquiLoggingCallback(BaseCallback):
-    """Logs the ``equi/`` tags and keeps the evaluation history.
+def policy_method(model: Any) -> str | None:
+    """The symmetrization method of an equirl policy (``None`` for a policy that is not equirl's)."""
+    try:
+        return getattr(_net(model), "method", None)
+    except AttributeError:
+        return None
 
-    :param method: the run's method name (for the eval tag).
-    :param eval_env: env id used for evaluation.
-    :param eval_freq: env steps between evaluations (0: never).
-    :param eval_episodes: episodes per evaluation.
+
+class EquiLoggingCallback(BaseCallback):
+    """Logs the ``equi/`` tags of an equirl DQN / QR-DQN policy (does nothing for other policies).
+
     :param equi_freq: env steps between λ / equizero / equivariance logs (0: never).
-    :param seed: evaluation seed.
+    :param verbose: SB3 verbosity.
     """
 
-    def __init__(
-        self,
-        method: str,
-        eval_env: str,
-        eval_freq: int = 5000,
-        eval_episodes: int = 5,
-        equi_freq: int = 1000,
-        seed: int = 0,
-    ) -> None:
-        super().__init__()
-        self.method = method
-        self.eval_env = eval_env
-        self.eval_freq = eval_freq
-        self.eval_episodes = eval_episodes
+    def __init__(self, equi_freq: int = 1000, verbose: int = 0) -> None:
+        super().__init__(verbose)
         self.equi_freq = equi_freq
-        self.seed = seed
-        self.timesteps: list[int] = []
-        self.results: list[list[float]] = []
         self.equi_errors: list[float] = []
 
     def _on_step(self) -> bool:
-        n = self.num_timesteps
-        if self.equi_freq and n % self.equi_freq == 0:
+        if self.equi_freq and self.num_timesteps % self.equi_freq == 0:
             self.log_equi()
-        if self.eval_freq and n % self.eval_freq == 0:
-            self.run_eval()
         return True
 
     def _recent_obs(self) -> torch.Tensor | None:
@@ -81,6 +75,9 @@ class EquiLoggingCallback(BaseCallback):
 
     @torch.no_grad()
     def log_equi(self) -> None:
+        """Record the ``equi/`` tags now (they are written at the logger's next dump)."""
+        if policy_method(self.model) is None:
+            return
         x = self._recent_obs()
         if x is None:
             return
@@ -108,54 +105,76 @@ class EquiLoggingCallback(BaseCallback):
         finally:
             net.train(was)
 
-    def run_eval(self) -> float:
-        from equirl.rl.pretrained import evaluate
 
-        rets = evaluate(self.model, self.eval_env, episodes=self.eval_episodes, seed=self.seed + 10_000)
-        self.timesteps.append(self.num_timesteps)
-        self.results.append(rets)
-        mean = float(np.mean(rets))
-        self.logger.record(f"equi/eval_return/{self.method}", mean)
-        self.logger.dump(self.num_timesteps)
-        return mean
+class EquiEvalCallback(EvalCallback):
+    """SB3's ``EvalCallback`` on a re-seeded env, adding ``equi/eval_return/{method}``.
 
-
-class RichProgressCallback(BaseCallback):
-    """A rich progress bar over env steps (the CLI passes its console; nothing is printed otherwise).
-
-    :param total: total env steps of the run.
-    :param console: a ``rich.console.Console``.
-    :param description: the bar's label.
+    :param eval_env: the evaluation env (an env id is made into a VecEnv).
+    :param eval_freq: env steps between evaluations (0: never; one training env assumed).
+    :param n_eval_episodes: episodes per evaluation.
+    :param seed: the evaluation env's seed, set again before each evaluation.
+    :param method: the tag's method name (default: the policy's).
+    :param best_model_save_path: folder for ``best_model.zip`` (``None``: not saved).
+    :param callback_on_new_best: called when the mean return improves (e.g.
+        ``StopTrainingOnRewardThreshold``).
+    :param kwargs: passed to ``EvalCallback``.
     """
 
-    def __init__(self, total: int, console: Any, description: str = "training") -> None:
-        super().__init__()
-        self.total = total
-        self.console = console
-        self.description = description
-        self._progress: Any = None
-        self._task: Any = None
+    def __init__(
+        self,
+        eval_env: Any,
+        eval_freq: int = 5000,
+        n_eval_episodes: int = 5,
+        seed: int = 0,
+        method: str | None = None,
+        best_model_save_path: str | None = None,
+        callback_on_new_best: BaseCallback | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if isinstance(eval_env, str):
+            from equirl.rl.envs import make_vec_env
 
-    def _on_training_start(self) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self._progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=self.console,
-            transient=True,
+            eval_env = make_vec_env(eval_env, seed=seed)
+        super().__init__(
+            eval_env,
+            callback_on_new_best=callback_on_new_best,
+            n_eval_episodes=n_eval_episodes,
+            eval_freq=eval_freq,
+            best_model_save_path=best_model_save_path,
+            verbose=kwargs.pop("verbose", 0),
+            warn=kwargs.pop("warn", False),
+            **kwargs,
         )
-        self._progress.start()
-        self._task = self._progress.add_task(self.description, total=self.total)
+        self.seed = seed
+        self.method = method
+        self._episode_rewards: list[float] = []
+
+    @property
+    def timesteps(self) -> list[int]:
+        """Env steps of the evaluations so far."""
+        return self.evaluations_timesteps
+
+    @property
+    def results(self) -> list[list[float]]:
+        """Per-episode returns of each evaluation."""
+        return self.evaluations_results
+
+    def _log_success_callback(self, locals_: dict[str, Any], globals_: dict[str, Any]) -> None:
+        super()._log_success_callback(locals_, globals_)
+        # the list evaluate_policy fills (kept so the history exists without a log_path)
+        self._episode_rewards = locals_.get("episode_rewards", self._episode_rewards)
 
     def _on_step(self) -> bool:
-        if self._progress is not None:
-            self._progress.update(self._task, advance=self.training_env.num_envs)
-        return True
-
-    def _on_training_end(self) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-            self._progress = None
+        due = self.eval_freq > 0 and self.n_calls % self.eval_freq == 0
+        if due:
+            self.eval_env.seed(self.seed)
+            self._episode_rewards = []
+        cont = super()._on_step()
+        if due:
+            if self.log_path is None:  # EvalCallback keeps its history only with a log_path
+                self.evaluations_timesteps.append(self.num_timesteps)
+                self.evaluations_results.append([float(r) for r in self._episode_rewards])
+            method = self.method or policy_method(self.model) or "base"
+            self.logger.record(f"equi/eval_return/{method}", float(self.last_mean_reward))
+            self.logger.dump(self.num_timesteps)
+        return cont

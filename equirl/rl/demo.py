@@ -1,56 +1,91 @@
-"""The RL demo behind ``equirl demo``: the shipped CartPole agents, zero-shot and briefly finetuned."""
+"""The RL demo behind ``equirl demo``: the shipped CartPole agents, zero-shot and briefly finetuned.
+
+:func:`run_demo` computes; the CLI prints (``equirl/cli/core.py``).
+"""
 
 from __future__ import annotations
 
-import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["run_demo"]
+__all__ = ["DEMO_ENV", "DEMO_METHODS", "DemoResult", "run_demo"]
+
+DEMO_ENV = "CartPole-v1"
+#: the methods compared zero-shot (an untrained λ equals equitune)
+DEMO_METHODS = ("base", "equitune", "equizero", "lambda")
+
+
+@dataclass
+class DemoResult:
+    """What the demo measured.
+
+    :param agent: the full agent's zip.
+    :param episodes: evaluation episodes per method.
+    :param zero_shot: ``{"full"|"partial": {method: {"mean_return", "std_return", "episodes"}}}``.
+    :param finetune_method: the method used to finetune the partial agent.
+    :param finetune_steps: env steps of finetuning (0: none).
+    :param finetune: the finetuning run (``None`` when skipped).
+    :param notes: one-sentence explanations of surprising rows, for the user.
+    """
+
+    agent: Path
+    episodes: int
+    zero_shot: dict[str, dict[str, dict[str, Any]]]
+    finetune_method: str
+    finetune_steps: int
+    finetune: Any = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _notes(zero: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    full = zero.get("full", {})
+    base, eqz = full.get("base"), full.get("equizero")
+    if base is None or eqz is None or eqz["mean_return"] >= 0.98 * base["mean_return"]:
+        return []
+    return [
+        f"equizero scores {eqz['mean_return']:.0f} against {base['mean_return']:.0f} for the base agent because it "
+        "acts on whichever mirror image of the state has the highest Q-value: this agent's Q-values for a "
+        "state and its mirror image are almost equal, so it often acts on the mirror image, which it never "
+        "trained on and plays badly; use equitune or λ-equitune for such an agent "
+        "(`equirl eval --agent YOUR.zip --env ENV --method all` compares them on yours)."
+    ]
 
 
 def run_demo(
-    console: Any,
     agent: str | Path | None = None,
     episodes: int = 5,
     finetune_steps: int = 3000,
     finetune_method: str = "equitune",
     out: str = "runs",
-) -> int:
+    progress_bar: bool = False,
+) -> DemoResult:
     """Evaluate base / equitune / equizero / λ-equitune zero-shot on the shipped CartPole agents (fully
-    and partially trained), finetune the partial one briefly with a symmetrizer, and print a comparison
-    table and where the TensorBoard logs are.
+    and partially trained) and finetune the partial one briefly with a symmetrizer.
 
-    :param console: a rich console (the CLI's).
-    :param agent: the full agent zip (default ``agents/dqn/CartPole-v1/CartPole-v1.zip``); its
-        ``*_partial.zip`` sibling is used when present.
+    :param agent: the full agent zip (default: the shipped ``agents/dqn/CartPole-v1/CartPole-v1.zip``);
+        its ``*_partial.zip`` sibling is used when present.
     :param episodes: evaluation episodes per method.
     :param finetune_steps: env steps of finetuning (0: skip).
     :param finetune_method: the symmetrizer used while finetuning.
     :param out: root of the run directory.
+    :param progress_bar: show SB3's progress bar while finetuning.
     """
-    import torch
-    from rich.table import Table
-
     from equirl.rl.agents import agent_path
     from equirl.rl.config import EvalConfig, HyperParams, LogConfig, RLConfig
     from equirl.rl.evaluation import evaluate_methods
     from equirl.rl.train import run_training
 
-    torch.set_num_threads(1)
-    env_id = "CartPole-v1"
-    full = Path(agent) if agent is not None else agent_path(env_id)
+    full = Path(agent) if agent is not None else agent_path(DEMO_ENV)
     partial = full.with_name(full.stem + "_partial.zip")
-    t0 = time.perf_counter()
-    console.print(f"[bold]equirl RL demo[/]: {full} on {env_id} (mirror symmetry s ↦ -s, actions 0 ↔ 1)")
-    methods = ["base", "equitune", "equizero", "lambda"]
-    zero = {"full": evaluate_methods(full, env_id, methods, episodes=episodes)}
+    methods = list(DEMO_METHODS)
+    zero = {"full": evaluate_methods(full, DEMO_ENV, methods, episodes=episodes)}
     if partial.is_file():
-        zero["partial"] = evaluate_methods(partial, env_id, methods, episodes=episodes)
+        zero["partial"] = evaluate_methods(partial, DEMO_ENV, methods, episodes=episodes)
     res = None
     if finetune_steps > 0 and partial.is_file():
         cfg = RLConfig(
-            env=env_id,
+            env=DEMO_ENV,
             method=finetune_method,  # type: ignore[arg-type]
             init_from=str(partial),
             freeze_backbone=False,
@@ -70,23 +105,5 @@ def run_demo(
             eval=EvalConfig(freq=0, episodes=episodes, final_episodes=episodes),
             log=LogConfig(equi_freq=500),
         )
-        res = run_training(cfg, console, exp_name=f"demo-{finetune_method}")
-    t = Table(title=f"{env_id}: mean return ± std over {episodes} episodes (λ untrained = equitune)")
-    t.add_column("method")
-    for k in zero:
-        t.add_column(f"{k} agent, zero-shot")
-    if res is not None:
-        t.add_column(f"partial + {finetune_steps} steps of {finetune_method} finetuning")
-    for m in methods:
-        row = [m] + [f"{zero[k][m]['mean_return']:.1f} ± {zero[k][m]['std_return']:.1f}" for k in zero]
-        if res is not None:
-            row.append(f"{res.final_mean:.1f} ± {res.final_std:.1f}" if m == finetune_method else "")
-        t.add_row(*row)
-    console.print(t)
-    if res is not None:
-        console.print(f"run directory: {res.run_dir}")
-        console.print(
-            f"TensorBoard: tensorboard --logdir {res.run_dir / 'tb'}  (equi/ tags: equivariance error, eval return)"
-        )
-    console.print(f"demo took {time.perf_counter() - t0:.0f} s")
-    return 0
+        res = run_training(cfg, progress_bar=progress_bar, exp_name=f"demo-{finetune_method}")
+    return DemoResult(full, episodes, zero, finetune_method, finetune_steps if res else 0, res, _notes(zero))

@@ -37,7 +37,7 @@ def evaluate_methods(
         )
         rets: list[float] = []
         for s in range(seeds):
-            rets += evaluate(model, env_id, episodes=episodes, seed=1000 * s)
+            rets += evaluate(model, env_id, n_eval_episodes=episodes, seed=1000 * s)
         out[m] = {
             "mean_return": float(np.mean(rets)),
             "std_return": float(np.std(rets)),

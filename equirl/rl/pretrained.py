@@ -187,11 +187,16 @@ def load_pretrained(
 
 
 def evaluate(
-    model: Any, env: Any, episodes: int = 10, seed: int = 0, deterministic: bool = True
+    model: Any, env: Any, n_eval_episodes: int = 10, deterministic: bool = True, seed: int = 0
 ) -> list[float]:
-    """Undiscounted returns of ``episodes`` episodes (deterministic actions), seeded.
+    """Undiscounted returns of ``n_eval_episodes`` episodes, seeded (SB3's ``evaluate_policy`` names, with
+    the per-episode returns as the result).
 
+    :param model: an SB3 model (equivariant or not).
     :param env: env id or VecEnv (a fresh one is made from an id, seeded with ``seed``).
+    :param n_eval_episodes: number of episodes.
+    :param deterministic: greedy actions (``False``: the policy's exploration).
+    :param seed: seed of the evaluation env.
     """
     from stable_baselines3.common.evaluation import evaluate_policy
 
@@ -200,7 +205,7 @@ def evaluate(
     rewards, _ = evaluate_policy(
         model,
         vec,
-        n_eval_episodes=episodes,
+        n_eval_episodes=n_eval_episodes,
         deterministic=deterministic,
         return_episode_rewards=True,
         warn=False,

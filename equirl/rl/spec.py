@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from equirl.assets import asset_path
 from equirl.errors import ConfigError, EquirlError, GroupError, SymmetryError
 from equirl.groups import Group, get_group
 
@@ -50,8 +51,8 @@ __all__ = [
     "resolve_symmetry",
 ]
 
-#: the packaged specs (the single source of truth; the repo-root ``envs/`` holds identical copies)
-SPEC_DIR = Path(__file__).resolve().parent / "envs"
+#: the shipped specs: the top-level ``envs/`` folder (inside the wheel as ``equirl/assets/envs``)
+SPEC_DIR = asset_path("envs")
 
 _TOP_KEYS = {"env", "group", "description", "observation", "actions", "verify", "notes"}
 _OBS_TYPES = ("signed_permutation", "image")

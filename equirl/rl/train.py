@@ -19,7 +19,7 @@ import yaml
 
 from equirl.config import to_dict
 from equirl.rl.config import RLConfig
-from equirl.rl.envs import make_env, make_vec_env
+from equirl.rl.envs import make_vec_env
 from equirl.rl.spec import load_spec
 from equirl.utils.io import atomic_dir, atomic_write_text
 from equirl.utils.runs import run_name, unique_run_dir
@@ -67,14 +67,28 @@ def _algo_kwargs(cfg: RLConfig) -> dict[str, Any]:
     return kw
 
 
+def _raw_spaces(vec: Any) -> tuple[Any, Any]:
+    """The observation and action spaces of the env under a VecEnv's wrappers (what a spec describes)."""
+    env = vec.unwrapped.envs[0].unwrapped
+    return env.observation_space, env.action_space
+
+
+def _policy_alias(space: Any) -> str:
+    """``EquiCnnPolicy`` for image observations (SB3's NatureCNN needs at least 36x36), else ``EquiMlpPolicy``."""
+    shape = space.shape or ()
+    return "EquiCnnPolicy" if len(shape) == 3 and min(shape) >= 36 else "EquiMlpPolicy"
+
+
 def build_model(cfg: RLConfig, vec: Any | None = None) -> Any:
-    """The SB3 model a config describes (fresh, or wrapped around ``init_from``)."""
-    import equirl.rl.policies  # noqa: F401  (registers the Equi* policy aliases)
+    """The SB3 model a config describes (fresh, or wrapped around ``init_from``).
+
+    The symmetry spec is resolved once and the training env made once (``vec``, or one made here).
+    """
     from equirl.rl.pretrained import _algo_cls, load_pretrained
 
     sym = load_spec(cfg.symmetry or cfg.env)
     vec = vec if vec is not None else make_vec_env(cfg.env, seed=cfg.seed)
-    sym.check_fits(make_env(cfg.env).observation_space, make_env(cfg.env).action_space)
+    sym.check_fits(*_raw_spaces(vec))
     kw = _algo_kwargs(cfg)
     if cfg.init_from:
         return load_pretrained(
@@ -97,9 +111,8 @@ def build_model(cfg: RLConfig, vec: Any | None = None) -> Any:
     }
     if cfg.algo == "qrdqn":
         pk["n_quantiles"] = cfg.hyperparams.n_quantiles
-    image = len(vec.observation_space.shape or ()) == 3 and min(vec.observation_space.shape) >= 36
     return _algo_cls(cfg.algo)(
-        "EquiCnnPolicy" if image else "EquiMlpPolicy",
+        _policy_alias(vec.observation_space),
         vec,
         policy_kwargs=pk,
         seed=cfg.seed,
@@ -108,22 +121,21 @@ def build_model(cfg: RLConfig, vec: Any | None = None) -> Any:
     )
 
 
-def run_training(
-    cfg: RLConfig, console: Any | None = None, progress: bool = True, exp_name: str | None = None
-) -> RunResult:
+def run_training(cfg: RLConfig, progress_bar: bool = False, exp_name: str | None = None) -> RunResult:
     """Train per ``cfg`` and write the run directory atomically.
 
+    Periodic evaluations (``cfg.eval``) go through :class:`~equirl.rl.callbacks.EquiEvalCallback`,
+    which keeps ``best_model.zip`` beside the final ``model.zip``.
+
     :param cfg: the validated config.
-    :param console: a rich console for the progress bar (``None``: no bar).
+    :param progress_bar: show SB3's progress bar (``model.learn(progress_bar=True)``).
     :param exp_name: the ``{exp}`` part of the run name (default: the method).
     """
-    import torch
     from stable_baselines3.common.callbacks import CallbackList
     from stable_baselines3.common.logger import configure
 
-    from equirl.rl.callbacks import EquiLoggingCallback, RichProgressCallback
+    from equirl.rl.callbacks import EquiEvalCallback, EquiLoggingCallback
 
-    torch.set_num_threads(1)
     model = build_model(cfg)  # validation errors happen before any directory exists
     scorer_fit: dict[str, float] = {}
     if cfg.method in ("canonicalize", "multigroup") and cfg.scorer.steps > 0:
@@ -138,36 +150,42 @@ def run_training(
         fmt = ["csv", "tensorboard"] if cfg.log.tensorboard else ["csv"]
         logger = configure(str(tmp / "tb"), fmt)
         model.set_logger(logger)
-        equi_cb = EquiLoggingCallback(
-            cfg.method, cfg.env, cfg.eval.freq, cfg.eval.episodes, cfg.log.equi_freq, cfg.seed
+        eval_cb = EquiEvalCallback(
+            cfg.env,
+            eval_freq=cfg.eval.freq,
+            n_eval_episodes=cfg.eval.episodes,
+            seed=cfg.seed + 10_000,
+            method=cfg.method,
+            best_model_save_path=str(tmp),
         )
-        cbs: list[Any] = [equi_cb]
-        if console is not None and progress:
-            cbs.append(RichProgressCallback(cfg.timesteps, console, f"{cfg.env} {cfg.method}"))
+        callbacks = CallbackList([EquiLoggingCallback(cfg.log.equi_freq), eval_cb])
         t0 = time.perf_counter()
         if cfg.partial_fraction > 0:
             first = max(1, round(cfg.timesteps * cfg.partial_fraction))
-            model.learn(first, callback=CallbackList(cbs), reset_num_timesteps=True)
+            model.learn(first, callback=callbacks, reset_num_timesteps=True, progress_bar=progress_bar)
             model.save(tmp / "model_partial.zip")
             if cfg.timesteps - first > 0:
-                model.learn(cfg.timesteps - first, callback=CallbackList(cbs), reset_num_timesteps=False)
+                model.learn(
+                    cfg.timesteps - first,
+                    callback=callbacks,
+                    reset_num_timesteps=False,
+                    progress_bar=progress_bar,
+                )
         else:
-            model.learn(cfg.timesteps, callback=CallbackList(cbs))
+            model.learn(cfg.timesteps, callback=callbacks, progress_bar=progress_bar)
         seconds = time.perf_counter() - t0
         from equirl.rl.pretrained import evaluate
 
-        rets = evaluate(model, cfg.env, episodes=cfg.eval.final_episodes, seed=cfg.seed + 20_000)
-        equi_cb.timesteps.append(int(model.num_timesteps))
-        equi_cb.results.append(rets)
+        rets = evaluate(model, cfg.env, n_eval_episodes=cfg.eval.final_episodes, seed=cfg.seed + 20_000)
+        timesteps = [*eval_cb.timesteps, int(model.num_timesteps)]
+        results = [*eval_cb.results, rets]
         model.logger.record(f"equi/eval_return/{cfg.method}", float(np.mean(rets)))
         model.logger.dump(int(model.num_timesteps))
         logger.close()
         model.save(tmp / "model.zip")
-        _save_evals(tmp, equi_cb.timesteps, equi_cb.results, seconds, cfg, scorer_fit)
+        _save_evals(tmp, timesteps, results, seconds, cfg, scorer_fit)
     log.info("run written to %s", final)
-    return RunResult(
-        final, float(np.mean(rets)), float(np.std(rets)), seconds, equi_cb.timesteps, equi_cb.results
-    )
+    return RunResult(final, float(np.mean(rets)), float(np.std(rets)), seconds, timesteps, results)
 
 
 def _save_evals(

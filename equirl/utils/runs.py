@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+import shutil
+import sys
 import time
 from pathlib import Path
 
-__all__ = ["run_name"]
+__all__ = ["run_name", "tensorboard_command", "unique_run_dir"]
 
 
 def _slug(s: str) -> str:
@@ -26,3 +28,17 @@ def unique_run_dir(root: str | Path, name: str) -> Path:
         i += 1
         cand = root / f"{name}-{i}"
     return cand
+
+
+def tensorboard_command(logdir: str | Path) -> str:
+    """A ``tensorboard --logdir`` command line that runs as printed: the bare name when it is on ``PATH``
+    and belongs to this Python's environment, else the script's full path beside this interpreter."""
+    script = Path(sys.executable).parent / "tensorboard"
+    on_path = shutil.which("tensorboard")
+    if on_path is not None and (not script.exists() or Path(on_path).resolve() == script.resolve()):
+        exe = "tensorboard"
+    elif script.exists():
+        exe = str(script)
+    else:
+        return f"pip install tensorboard, then: tensorboard --logdir {logdir}"
+    return f"{exe} --logdir {logdir}"

@@ -87,9 +87,11 @@ def test_zoo_agents_load_strictly(shared_data: Path, env_id: str) -> None:
 
 def test_zoo_cartpole_equizero_matches_base(shared_data: Path) -> None:
     folder = shared_data / "rl-zoo" / "dqn" / "CartPole-v1_1"
-    base = evaluate(load_pretrained(folder, "CartPole-v1", method="base"), "CartPole-v1", episodes=1, seed=3)
+    base = evaluate(
+        load_pretrained(folder, "CartPole-v1", method="base"), "CartPole-v1", n_eval_episodes=1, seed=3
+    )
     zero = evaluate(
-        load_pretrained(folder, "CartPole-v1", method="equizero"), "CartPole-v1", episodes=1, seed=3
+        load_pretrained(folder, "CartPole-v1", method="equizero"), "CartPole-v1", n_eval_episodes=1, seed=3
     )
     assert base == [500.0] and zero == [500.0]
 
@@ -114,7 +116,7 @@ def test_zoo_cartpole_lambda_learns_to_500(shared_data: Path) -> None:
         method_kwargs={"lambda_hidden": [64]},
     )
     model.learn(5000)
-    assert np.mean(evaluate(model, "CartPole-v1", episodes=10, seed=0)) >= 495
+    assert np.mean(evaluate(model, "CartPole-v1", n_eval_episodes=10, seed=0)) >= 495
 
 
 def test_lambda_agent_reloads_under_every_method(tmp_path: Path) -> None:

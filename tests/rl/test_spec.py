@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import filecmp
 import importlib.util
 from pathlib import Path
 
 import pytest
 
+from equirl.assets import asset_path
 from equirl.errors import SymmetryError
 from equirl.rl.spec import SPEC_DIR, list_specs, load_spec, parse_spec
 
@@ -38,12 +38,11 @@ def test_all_required_specs_ship() -> None:
     assert {s.env_id for s in list_specs()} >= REQUIRED
 
 
-def test_repo_root_envs_are_identical_copies() -> None:
-    root = ROOT / "envs"
-    packaged = sorted(p.name for p in SPEC_DIR.glob("*.yaml"))
-    assert packaged == sorted(p.name for p in root.glob("*.yaml")), "envs/ and equirl/rl/envs/ differ"
-    for name in packaged:
-        assert filecmp.cmp(SPEC_DIR / name, root / name, shallow=False), f"envs/{name} is stale"
+def test_specs_come_from_the_one_shipped_folder() -> None:
+    # one source of truth: the top-level envs/ (the wheel maps it into equirl/assets/envs)
+    assert SPEC_DIR.resolve() == asset_path("envs").resolve()
+    assert not (ROOT / "equirl" / "rl" / "envs").exists(), "a second copy of the specs is back"
+    assert {p.stem for p in SPEC_DIR.glob("*.yaml")} == {p.stem for p in (ROOT / "envs").glob("*.yaml")}
 
 
 def test_action_tables() -> None:
