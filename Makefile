@@ -9,13 +9,13 @@ PIP        := $(PY) -m pip
 TORCH_SPEC ?= torch==2.13.0
 EXTRAS     ?= rl,language,vision,dev
 STAMP      := $(VENV)/.equirl-setup-$(shell cksum pyproject.toml | cut -d' ' -f1)
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= -n 2
 
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup demo test test-slow test-all lint type format bench clean
+.PHONY: setup demo test test-slow test-all lint type format bench wheel-check clean
 
 setup: $(STAMP)
 
@@ -41,18 +41,22 @@ test-all: setup
 	$(PY) -m pytest -q -m "slow or not slow" $(PYTEST_ARGS)
 
 lint: setup
-	$(VENV)/bin/ruff check equirl tests
-	$(VENV)/bin/ruff format --check equirl tests
+	$(VENV)/bin/ruff check equirl tests equirl_gymnasium.py setup.py
+	$(VENV)/bin/ruff format --check equirl tests equirl_gymnasium.py setup.py
 
 format: setup
-	$(VENV)/bin/ruff format equirl tests
-	$(VENV)/bin/ruff check --fix equirl tests
+	$(VENV)/bin/ruff format equirl tests equirl_gymnasium.py setup.py
+	$(VENV)/bin/ruff check --fix equirl tests equirl_gymnasium.py setup.py
 
 type: setup
 	$(VENV)/bin/mypy
 
 bench: setup
 	$(VENV)/bin/equirl bench symmetrizers
+
+# build the wheel, install it in a fresh venv outside the checkout and run it from another folder
+wheel-check:
+	PYTHON=$(PYTHON) TORCH_SPEC="$(TORCH_SPEC)" bash .ci/wheel-check
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

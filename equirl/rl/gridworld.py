@@ -128,6 +128,8 @@ class GridWorldEnv(gym.Env[np.ndarray, int]):
 
 
 def register() -> None:
-    """Register ``equirl/GridWorld-v0`` with gymnasium (idempotent)."""
-    if ENV_ID not in gym.registry:
-        gym.register(id=ENV_ID, entry_point="equirl.rl.gridworld:GridWorldEnv", max_episode_steps=None)
+    """Register ``equirl/GridWorld-v0`` with gymnasium (idempotent; the env list is
+    ``equirl_gymnasium.ENVS``, which an installed equirl also registers when gymnasium is imported)."""
+    from equirl_gymnasium import register_envs
+
+    register_envs(gym)

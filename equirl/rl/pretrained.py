@@ -41,8 +41,17 @@ def _algo_cls(algo: str) -> Any:
 
 
 def find_agent_zip(path: str | Path, env_id: str | None = None) -> Path:
-    """The model zip at ``path``: a zip file, or a folder in RL-zoo layout (``{env}.zip`` / ``model.zip``)."""
+    """The model zip at ``path``: a zip file, or a folder in RL-zoo layout (``{env}.zip`` / ``model.zip``).
+
+    A relative ``agents/...`` path that does not exist here names a shipped agent (the shipped configs
+    say ``init_from: agents/dqn/CartPole-v1/CartPole-v1_partial.zip``), so it works from any folder.
+    """
     p = Path(path)
+    if not p.exists() and not p.is_absolute() and p.parts[:1] == ("agents",):
+        from equirl.assets import asset_path
+
+        shipped = asset_path("agents").joinpath(*p.parts[1:])
+        p = shipped if shipped.exists() else p
     if p.is_file():
         return p
     if p.is_dir():
