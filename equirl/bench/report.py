@@ -39,7 +39,7 @@ class Column:
     """How one column of a :class:`BenchTable` is shown.
 
     :param key: the row key.
-    :param header: the header (default: ``key``).
+    :param header: the header (default: ``key`` with ``_`` read as a space, so that it can wrap).
     :param fmt: a format spec applied to the value (``".2f"``) or a function of the whole row
         (``lambda r: f"{r['mean']:.1f} ± {r['std']:.1f}"``); default ``str(value)``.
     :param justify: ``"left"`` or ``"right"``; default: right when every value is a number.
@@ -51,6 +51,11 @@ class Column:
     fmt: str | Callable[[Row], str] | None = None
     justify: str | None = None
     markup: bool = False
+
+    @property
+    def title(self) -> str:
+        """The header text."""
+        return self.header if self.header is not None else self.key.replace("_", " ")
 
     def cell(self, row: Row) -> str:
         """The text of this column in ``row`` (empty when the row lacks the key)."""
@@ -115,7 +120,7 @@ class BenchTable:
         """Per column: (widest cell, longest header word, whole header)."""
         out = []
         for i, col in enumerate(self.columns):
-            header = col.header if col.header is not None else col.key
+            header = col.title
             cell = max((t[i].cell_len for t in texts), default=0)
             word = max((len(w) for w in header.split()), default=0)
             out.append((cell, word, len(header)))
@@ -161,7 +166,7 @@ class BenchTable:
         for j, i in enumerate(idx):
             col = self.columns[i]
             table.add_column(
-                col.header if col.header is not None else col.key,
+                col.title,
                 justify=self._justify(i),  # type: ignore[arg-type]
                 overflow="fold",
                 width=fixed[j],

@@ -95,6 +95,33 @@ def test_long_names_survive_and_brackets_are_not_markup() -> None:
     assert "addprim_jump" in out
 
 
+def test_rl_env_names_survive_at_80_columns() -> None:
+    envs = ["equirl/GridWorld-v0", "LunarLander-v3", "CartPole-v1"]
+    rows = [
+        {
+            "env": e,
+            "method": m,
+            "seed": 0,
+            "steps_to_threshold": -1,
+            "reached": False,
+            "start_return": -109.2,
+            "best_return": 246.49,
+            "budget": 50000,
+            "eval_freq": 1000,
+            "eval_episodes": 10,
+            "seconds": 1234.5,
+        }
+        for e in envs
+        for m in ("base", "equitune", "lambda")
+    ]
+    out = render(BenchTable(rows, "sample efficiency", keys=3))
+    groups = 1 + out.count("(continued)")
+    for e in envs:
+        assert out.count(e) == 3 * groups
+    for value in ("-109.2", "246.49", "50000", "1234.5", "False"):
+        assert value in out
+
+
 def test_symmetrizer_table_markup_column_and_note() -> None:
     rows = [
         {"model": "cnn", "group": g, "batch": b, "plain_ms": 1.0, "loop_ms": 9.0, "equirl_ms": e, "order": o}
