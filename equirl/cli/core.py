@@ -72,15 +72,23 @@ def _rl_demo(console: Any) -> int:
 
 
 def _bench_symmetrizers(args: argparse.Namespace, console: Any) -> int:
-    from equirl.bench import run_symmetrizer_bench
+    from equirl.bench import core
+    from equirl.bench.report import json_rows, write_csv
 
-    return run_symmetrizer_bench(args, console)
+    # no progress bar under --json: stdout carries only the rows
+    rows = core.bench_rows(rounds=args.repeats or 5, console=None if args.json else console)
+    if args.csv:
+        write_csv(args.csv, rows, core.CSV_COLUMNS)
+    if args.json:
+        console.print_json(json_rows(rows, core.JSON_COLUMNS))
+    else:
+        console.print(core.symmetrizer_table(rows))
+    return 0
 
 
 def _bench_product(args: argparse.Namespace, console: Any) -> int:
-    from equirl.bench_product import product_table, run_product_bench
+    from equirl.bench.product import product_table, run_product_bench
 
-    with console.status("training the digits CNN and the canonicalizer, then evaluating..."):
-        rows = run_product_bench(out_dir=args.out, groups=tuple(args.groups), seed=args.seed)
+    rows = run_product_bench(out_dir=args.out, groups=tuple(args.groups), seed=args.seed, console=console)
     console.print(product_table(rows))
     return 0

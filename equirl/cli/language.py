@@ -165,8 +165,8 @@ def _pretrain(args: argparse.Namespace, console: Any) -> int:
 
 
 def _eval(args: argparse.Namespace, console: Any) -> int:
+    from equirl.bench.language import SPLIT_SYMMETRY
     from equirl.errors import ConfigError
-    from equirl.language.bench import SPLIT_SYMMETRY
     from equirl.language.equiscan import exact_match
     from equirl.language.scan import canonical_split, scan_examples
     from equirl.language.seq2seq import greedy_decode, scan_vocabs
@@ -320,10 +320,9 @@ def _gpt2_fairness(args: argparse.Namespace, console: Any) -> int:
 
 
 def _bench_scan(args: argparse.Namespace, console: Any) -> int:
-    import torch
-
+    from equirl.bench import language
+    from equirl.bench.report import write_csv
     from equirl.errors import ConfigError
-    from equirl.language.bench import bench_scan, write_csv
 
     if args.no_zero_shot and not args.finetune_epochs and not args.lambda_examples:
         raise ConfigError(
@@ -331,9 +330,8 @@ def _bench_scan(args: argparse.Namespace, console: Any) -> int:
         )
     if min(args.finetune_epochs, args.finetune_examples, args.lambda_examples) < 0 or args.jobs < 1:
         raise ConfigError("--finetune-epochs/--finetune-examples/--lambda-examples must be >= 0, --jobs >= 1")
-    torch.set_num_threads(1)
     per_seed: list[dict[str, Any]] = []
-    rows = bench_scan(
+    rows = language.bench_scan(
         args.cells.split(","),
         args.splits.split(","),
         [int(s) for s in args.seeds.split(",")],
@@ -354,8 +352,9 @@ def _bench_scan(args: argparse.Namespace, console: Any) -> int:
         jobs=args.jobs,
         per_seed=per_seed,
         finetune_methods=[m for m in args.finetune_methods.split(",") if m],
+        console=console,
     )
-    _table(console, "SCAN exact match (%), mean ± std over seeds", rows)
+    console.print(language.scan_table(rows))
     if args.out:
         name = "scan_exact_match_finetuned.csv" if args.finetune_epochs else "scan_exact_match.csv"
         write_csv(f"{args.out}/{name}", rows)
@@ -365,15 +364,19 @@ def _bench_scan(args: argparse.Namespace, console: Any) -> int:
 
 
 def _bench_gpt2(args: argparse.Namespace, console: Any) -> int:
-    import torch
+    from equirl.bench.language import bench_gpt2, gpt2_table
+    from equirl.bench.report import write_csv
 
-    from equirl.language.bench import bench_gpt2, write_csv
-
-    torch.set_num_threads(1)
     rows = bench_gpt2(
-        args.layers, args.width, args.heads, args.batch, new_tokens=args.tokens, variant=args.variant
+        args.layers,
+        args.width,
+        args.heads,
+        args.batch,
+        new_tokens=args.tokens,
+        variant=args.variant,
+        console=console,
     )
-    _table(console, f"GPT-2 generation ({args.layers} layers, width {args.width}, random weights, CPU)", rows)
+    console.print(gpt2_table(rows, args.layers, args.width))
     if args.out:
         write_csv(f"{args.out}/gpt2_tokens_per_s.csv", rows)
     return 0

@@ -236,6 +236,25 @@ def _eval(args: argparse.Namespace, console: Any) -> int:
 
 
 def _bench(args: argparse.Namespace, console: Any) -> int:
-    from equirl.rl.bench import run_rl_bench
+    from equirl.bench.rl import run_rl_bench
 
-    return run_rl_bench(args, console)
+    tables = run_rl_bench(
+        args.out,
+        args.parts,
+        seeds=args.seeds,
+        episodes=args.episodes,
+        budget=args.budget,
+        envs=args.envs,
+        method=args.method,
+        eval_freq=args.eval_freq,
+        eval_episodes=args.eval_episodes,
+        jobs=args.jobs,
+        first_seed=args.first_seed,
+        walltime_steps=args.walltime_steps,
+        walltime_repeats=args.walltime_repeats,
+        console=console,
+    )
+    for table in tables:  # each part's tables as it finishes
+        console.print(table)
+    console.print(f"results in {args.out}/")
+    return 0

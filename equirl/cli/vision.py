@@ -167,9 +167,25 @@ def _clip(args: argparse.Namespace, console: Any) -> int:
 
 
 def _bench(args: argparse.Namespace, console: Any) -> int:
-    from equirl.vision.bench import run_vision_bench
+    import time
 
-    return run_vision_bench(args, console)
+    from equirl.bench.vision import run_vision_bench
+
+    t0 = time.perf_counter()
+    for table in run_vision_bench(
+        args.seeds,
+        args.n_lambda,
+        args.lambda_steps,
+        multi_k=args.multi_k,
+        skip_multi=args.skip_multi,
+        out=args.out,
+        console=console,
+    ):
+        console.print(table)
+    console.print(f"total {time.perf_counter() - t0:.0f}s (1 CPU thread)")
+    if args.out:
+        console.print(f"saved CSVs under {args.out}")
+    return 0
 
 
 def _acc_line(title: str, m: dict[str, Any], prefix: str) -> str:

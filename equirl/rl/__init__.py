@@ -4,7 +4,7 @@
 * :mod:`equirl.rl.check` -- does a spec commute with the dynamics (``equirl check-symmetry``);
 * :mod:`equirl.rl.policies` -- :class:`EquiDQNPolicy`, :class:`EquiQRDQNPolicy` (and Cnn variants);
 * :mod:`equirl.rl.pretrained` -- :func:`load_pretrained` wraps plain (incl. RL-zoo SB3 1.x) agents;
-* :mod:`equirl.rl.train` -- config-driven runs; :mod:`equirl.rl.demo`; :mod:`equirl.rl.bench`.
+* :mod:`equirl.rl.train` -- config-driven runs; :mod:`equirl.rl.demo` (benchmarks: :mod:`equirl.bench.rl`).
 
 ``import equirl.rl`` registers the ``EquiMlpPolicy`` / ``EquiCnnPolicy`` aliases on SB3's ``DQN`` and
 sb3-contrib's ``QRDQN`` and the ``equirl/GridWorld-v0`` env with gymnasium, so RL-zoo needs one flag:

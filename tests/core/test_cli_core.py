@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from equirl.bench import bench_rows
+from equirl.bench.core import bench_rows
 from equirl.cli import main
 from equirl.demo import core_demo_rows
 
@@ -44,7 +44,7 @@ def test_unknown_command_is_an_error(capsys: pytest.CaptureFixture[str]) -> None
 
 
 def test_bench_json_is_parseable(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    import equirl.bench as b
+    import equirl.bench.core as b
 
     monkeypatch.setattr(
         b,

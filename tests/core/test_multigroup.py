@@ -238,7 +238,7 @@ def test_is_layer_trivial_action_and_errors() -> None:
 @pytest.mark.slow
 def test_product_bench_smoke(tmp_path: Any) -> None:
     """The benchmark runs end to end (tiny budgets) and reports exact, cheap wrappers."""
-    from equirl.bench_product import COLUMNS, product_table, run_product_bench
+    from equirl.bench.product import COLUMNS, product_table, run_product_bench
 
     rows = run_product_bench(
         tmp_path, groups=("C4xZ2",), epochs=1, finetune_epochs=1, scorer_images=64, scorer_steps=20

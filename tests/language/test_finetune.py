@@ -96,7 +96,7 @@ def test_frozen_backbone_with_equitune_is_an_error() -> None:
 
 
 def test_bench_rows_aggregate_seeds(monkeypatch: pytest.MonkeyPatch) -> None:
-    from equirl.language import bench
+    from equirl.bench import language as bench
 
     def fake(cell: str, split: str, seed: int, st: bench.ScanBenchSettings) -> dict[str, tuple[float, float]]:
         assert st.finetune_epochs == 2 and st.finetune_lr == 5e-4
@@ -116,8 +116,8 @@ def test_bench_rows_aggregate_seeds(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_bench_cli_writes_finetuned_csvs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from equirl.bench import language as bench
     from equirl.cli import main
-    from equirl.language import bench
 
     def fake(cell: str, split: str, seed: int, st: bench.ScanBenchSettings) -> dict[str, tuple[float, float]]:
         assert st.finetune_epochs == 3 and st.run_root == str(tmp_path / "runs") and not st.zero_shot

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from equirl.rl import bench
+from equirl.bench import rl as bench
 
 
 def test_efficiency_pairs_arms_per_seed_from_first_seed(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,28 +8,37 @@ For each model, group and batch size it times, interleaved in rounds on one thre
 
 and reports median times and their ratios to ``plain``. The models: an MLP 4-256-256-2 (CartPole-sized
 Q-network) and a NatureCNN-sized network on 4×84×84 frames (Atari Q-network).
+
+:func:`bench_rows` measures (on one torch thread by default, restored afterwards);
+:func:`symmetrizer_table` shows the rows; the CLI prints them, as a table or as JSON.
 """
 
 from __future__ import annotations
 
-import argparse
-import csv
 import functools
-import json
 import statistics
 import time
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from equirl.actions import GroupAction, image_action, permutation_action, signed_permutation_action
+from equirl.bench.report import BenchTable, Column, Step, progress
+from equirl.bench.threads import torch_threads
 from equirl.groups import cyclic, dihedral, flip
 from equirl.symmetrizers import EquiTune
 
-__all__ = ["bench_rows", "run_symmetrizer_bench"]
+if TYPE_CHECKING:
+    from rich.console import Console
+
+__all__ = ["CSV_COLUMNS", "JSON_COLUMNS", "bench_rows", "symmetrizer_table"]
+
+#: the keys of a row in ``--json`` output
+JSON_COLUMNS = ("model", "group", "batch", "plain_ms", "loop_ms", "equirl_ms")
+#: the columns of the CSV (``--csv``)
+CSV_COLUMNS = (*JSON_COLUMNS, "order")
 
 
 def mlp() -> nn.Module:
@@ -77,14 +86,30 @@ def bench_rows(
     batches: tuple[int, ...] = (1, 32, 256),
     rounds: int = 5,
     min_time: float = 0.05,
-    progress: Callable[[str], None] | None = None,
+    threads: int | None = 1,
+    console: Console | None = None,
 ) -> list[dict[str, Any]]:
-    """Measure and return rows ``{"model", "group", "batch", "plain_ms", "loop_ms", "equirl_ms"}``.
+    """Measure and return rows ``{"model", "group", "batch", "plain_ms", "loop_ms", "equirl_ms", "order"}``.
 
     :param rounds: interleaved rounds; the median per method is reported.
     :param min_time: seconds each timed block should last at least (sets the inner repeat count).
+    :param threads: torch threads while timing (restored afterwards; ``None``: as they are).
+    :param console: show a transient progress bar there (``None``: silent).
     """
     torch.manual_seed(0)
+    total = len(models) * len(groups) * len(batches)
+    with torch_threads(threads), progress(console, "benchmarking", total) as step:
+        return _measure(models, groups, batches, rounds, min_time, step)
+
+
+def _measure(
+    models: Sequence[str],
+    groups: Sequence[str],
+    batches: Sequence[int],
+    rounds: int,
+    min_time: float,
+    step: Step,
+) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for model_name in models:
         model = (mlp() if model_name == "mlp" else nature_cnn()).eval()
@@ -92,8 +117,7 @@ def bench_rows(
             in_act, out_act = _vector_actions(group) if model_name == "mlp" else _image_actions(group)
             sym = EquiTune(model, in_act, out_act).eval()
             for batch in batches:
-                if progress is not None:
-                    progress(f"{model_name} {group} batch {batch}")
+                step(0, f"benchmarking {model_name} {group} batch {batch}")
                 shape = (batch, 4) if model_name == "mlp" else (batch, 4, 84, 84)
                 x = torch.randn(shape)
                 fns: dict[str, Callable[[], Any]] = {
@@ -119,49 +143,36 @@ def bench_rows(
                 row.update({f"{k}_ms": 1e3 * statistics.median(v) for k, v in samples.items()})
                 row["order"] = in_act.group.order
                 rows.append(row)
+                step()
     return rows
 
 
-def run_symmetrizer_bench(args: argparse.Namespace, console: Any) -> int:
-    """The CLI handler: prints a table of ratios to the plain forward (or JSON rows)."""
-    from rich.table import Table
+def symmetrizer_table(rows: Sequence[dict[str, Any]]) -> BenchTable:
+    """The rows of :func:`bench_rows` as ratios to the plain forward, with the cost goal per row."""
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        if args.json:
-            rows = bench_rows(rounds=args.repeats or 5)
-        else:
-            with console.status("benchmarking...") as status:
-                rows = bench_rows(
-                    rounds=args.repeats or 5, progress=lambda s: status.update(f"benchmarking {s}")
-                )
-    finally:
-        torch.set_num_threads(threads)
-    keys = ("model", "group", "batch", "plain_ms", "loop_ms", "equirl_ms")
-    if args.csv:
-        from equirl.utils.io import atomic_write
+    def goal(r: Mapping[str, Any]) -> str:
+        G, ratio = r["order"], r["equirl_ms"] / r["plain_ms"]
+        ok = ratio <= 1.05 * G and (r["batch"] != 1 or ratio < 0.8 * G)
+        return "[green]ok[/]" if ok else "[red]over[/]"
 
-        def write(p: Path) -> None:
-            with p.open("w", newline="") as fh:
-                w = csv.DictWriter(fh, fieldnames=[*keys, "order"])
-                w.writeheader()
-                w.writerows(rows)
+    def ratio(key: str, per_order: bool = False) -> Callable[[Any], str]:
+        return lambda r: f"{r[key] / r['plain_ms'] / (r['order'] if per_order else 1):.2f}"
 
-        atomic_write(args.csv, write)
-    if args.json:
-        console.print_json(json.dumps([{k: r[k] for k in keys} for r in rows]))
-        return 0
-    table = Table(title="equitune cost on one thread (median ms; ratios to the plain forward)")
-    for col in ("model", "group", "|G|", "batch", "plain ms", "loop ×", "equirl ×", "equirl / |G|", "goal"):
-        table.add_column(col, justify="right" if col not in ("model", "group") else "left")
-    for r in rows:
-        G = r["order"]
-        ratio = r["equirl_ms"] / r["plain_ms"]
-        goal_ok = ratio <= 1.05 * G and (r["batch"] != 1 or ratio < 0.8 * G)
-        table.add_row(r["model"], r["group"], str(G), str(r["batch"]), f"{r['plain_ms']:.3f}",
-                      f"{r['loop_ms'] / r['plain_ms']:.2f}", f"{ratio:.2f}", f"{ratio / G:.2f}",
-                      "[green]ok[/]" if goal_ok else "[red]over[/]")  # fmt: skip
-    console.print(table)
-    console.print("goal: equirl ≤ 1.05·|G| × plain at every batch, < 0.8·|G| × plain at batch 1")
-    return 0
+    columns = [
+        Column("model"),
+        Column("group"),
+        Column("order", "|G|"),
+        Column("batch"),
+        Column("plain_ms", "plain ms", ".3f"),
+        Column("loop_x", "loop ×", ratio("loop_ms"), "right"),
+        Column("equirl_x", "equirl ×", ratio("equirl_ms"), "right"),
+        Column("per_order", "equirl / |G|", ratio("equirl_ms", per_order=True), "right"),
+        Column("goal", "goal", goal, "right", markup=True),
+    ]
+    return BenchTable(
+        rows,
+        "equitune cost on one thread (median ms; ratios to the plain forward)",
+        columns,
+        keys=2,
+        note="goal: equirl ≤ 1.05·|G| × plain at every batch, < 0.8·|G| × plain at batch 1",
+    )

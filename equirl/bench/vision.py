@@ -8,33 +8,37 @@ and the plain CNN finetuned with random-rotation augmentation; plus the cost per
 Multi-image (K digits per example, label = their sum, each image rotated independently): Baltaji et
 al.'s equivariant-branch + IS-fusion design against equitune of a joint model over the full product
 group ``C4^K``.
+
+:func:`run_vision_bench` runs both (on one torch thread by default, restored afterwards), saves CSVs and
+yields the tables; ``equirl bench vision`` prints them.
 """
 
 from __future__ import annotations
 
-import argparse
-import csv
-import io
 import logging
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from equirl.bench.report import BenchTable, Column, Step, progress, write_csv
+from equirl.bench.threads import torch_threads
 from equirl.errors import EquirlError
 from equirl.symmetrizers import LambdaEquiTune
-from equirl.utils.io import atomic_write_text
 from equirl.vision.classifier import accuracy, fit_lambda, symmetrize_classifier
 from equirl.vision.data import ImageDataset
 from equirl.vision.groups import vision_action
 from equirl.vision.models import SmallCNN
 from equirl.vision.multi_image import JointClassifier, MultiImageIS, ProductEquiTune, apply_per_image
 from equirl.vision.train import DataConfig, PretrainConfig, TrainConfig, load_data, pretrain, random_transform
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 __all__ = ["multi_image_bench", "run_vision_bench", "single_image_bench"]
 
@@ -78,9 +82,23 @@ def _train(
 
 
 def single_image_bench(
-    seeds: int = 3, n_lambda: int = 1000, lambda_steps: int = 300, finetune_steps: int = 300
+    seeds: int = 3,
+    n_lambda: int = 1000,
+    lambda_steps: int = 300,
+    finetune_steps: int = 300,
+    console: Console | None = None,
 ) -> list[dict[str, Any]]:
-    """Rows ``{seed, method, upright, random, ms_per_image}`` for every seed and method."""
+    """Rows ``{seed, method, upright, random, ms_per_image}`` for every seed and method.
+
+    :param console: show a transient progress bar there (``None``: silent).
+    """
+    with progress(console, "single images", 3 * seeds) as step:
+        return _single_image(seeds, n_lambda, lambda_steps, finetune_steps, step)
+
+
+def _single_image(
+    seeds: int, n_lambda: int, lambda_steps: int, finetune_steps: int, step: Step
+) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     data = DataConfig()
     train, test = load_data(data)
@@ -88,7 +106,9 @@ def single_image_bench(
         raise EquirlError(f"--n-lambda must be in 1..{len(train)}, got {n_lambda}")
     act = vision_action("rot90")
     for seed in range(seeds):
+        step(0, f"seed {seed}: pretraining the CNN")
         net, _ = pretrain(PretrainConfig(data=data, train=TrainConfig(seed=seed)), save=False)
+        step(1, f"seed {seed}: fitting λ and finetuning")
         x_rand = random_transform(test.images, "rot90", seed=1000 + seed)
         sub = train.subset(torch.arange(n_lambda))
         models: dict[str, nn.Module] = {
@@ -116,6 +136,7 @@ def single_image_bench(
 
         _train(aug_net, list(aug_net.parameters()), sub.images, sub.labels, finetune_steps, 1e-3, seed, rot)
         models[f"plain finetuned + rot. aug. ({n_lambda})"] = aug_net
+        step(1, f"seed {seed}: evaluating")
         for name, m in models.items():
             m.eval()
             rows.append(
@@ -128,6 +149,7 @@ def single_image_bench(
                 }
             )
         log.info("seed %d done", seed)
+        step()
     return rows
 
 
@@ -138,9 +160,17 @@ def _pairs(data: ImageDataset, n: int, k: int, seed: int) -> tuple[Tensor, Tenso
 
 
 def multi_image_bench(
-    k: int = 2, steps: int = 400, n_train: int = 4000, seed: int = 0
+    k: int = 2, steps: int = 400, n_train: int = 4000, seed: int = 0, console: Console | None = None
 ) -> list[dict[str, Any]]:
-    """Rows ``{method, upright, random_independent, ms_per_example, trunk_passes}`` (labels: digit sums)."""
+    """Rows ``{method, upright, random_independent, ms_per_example, trunk_passes}`` (labels: digit sums).
+
+    :param console: show a transient progress bar there (``None``: silent).
+    """
+    with progress(console, "multi-image: pretraining the CNN", 6) as step:
+        return _multi_image(k, steps, n_train, seed, step)
+
+
+def _multi_image(k: int, steps: int, n_train: int, seed: int, step: Step) -> list[dict[str, Any]]:
     data = DataConfig()
     train, test = load_data(data)
     net, _ = pretrain(PretrainConfig(data=data, train=TrainConfig(seed=seed)), save=False)
@@ -155,17 +185,21 @@ def multi_image_bench(
     torch.manual_seed(seed)
     is_models: dict[str, MultiImageIS] = {}
     for branch, trunk in (("equitune", net.feature_maps), ("lambda", net.features)):
+        step(1, f"multi-image: training the {branch} IS model")
         ism = MultiImageIS(trunk, k, n_classes, "rot90", hidden=128, branch=branch)
         ism(xtr[:2])  # materialise lazy layers
         _train(ism, [p for p in ism.parameters() if p.requires_grad], xtr, ytr, steps, 3e-3, seed)
         is_models[branch] = ism
+    step(1, "multi-image: training the joint model")
     joint = JointClassifier(net.features, net.hparams["hidden"], k, n_classes, hidden=128)
     _train(joint, list(joint.mlp.parameters()), xtr, ytr, steps, 3e-3, seed)
+    step(1, "multi-image: finetuning the product equitune head")
     prod_zero = ProductEquiTune(joint, k, "rot90")
     joint2 = JointClassifier(net.features, net.hparams["hidden"], k, n_classes, hidden=128)
     joint2.load_state_dict(joint.state_dict())
     prod_ft = ProductEquiTune(joint2, k, "rot90")
     _train(prod_ft, list(joint2.mlp.parameters()), xtr, ytr, max(1, steps // 4), 3e-3, seed, batch_size=32)
+    step(1, "multi-image: evaluating")
     G = act.group.order
     rows = []
     for name, m, passes in [
@@ -189,6 +223,7 @@ def multi_image_bench(
                 "trunk_passes": passes,
             }
         )
+    step()
     return rows
 
 
@@ -206,61 +241,66 @@ def _summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _csv(rows: list[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()})
-    return buf.getvalue()
+def run_vision_bench(
+    seeds: int = 3,
+    n_lambda: int = 1000,
+    lambda_steps: int = 300,
+    multi_k: int = 2,
+    skip_multi: bool = False,
+    out: str | Path | None = None,
+    threads: int | None = 1,
+    console: Console | None = None,
+) -> Iterator[BenchTable]:
+    """Run the single-image benchmark (and the multi-image one unless ``skip_multi``); yield each table
+    as it is ready; with ``out``, save ``vision_single_seeds.csv``, ``vision_single_summary.csv`` and
+    ``vision_multi_image.csv`` there.
 
-
-def run_vision_bench(args: argparse.Namespace, console: Any) -> int:
-    """The ``equirl bench vision`` handler (prints tables; ``--out`` saves CSVs)."""
-    from rich.table import Table
-
-    torch.set_num_threads(1)
-    if args.seeds < 1:
-        raise EquirlError(f"--seeds must be >= 1, got {args.seeds}")
-    t0 = time.perf_counter()
-    rows = single_image_bench(args.seeds, args.n_lambda, args.lambda_steps)
-    summary = _summarise(rows)
-    t = Table(
-        title=f"digits CNN (upright-trained), C4, {args.seeds} seed(s), 500 test images: accuracy % (mean ± std)"
-    )
-    for c in ("method", "upright", "random rot90", "ms / image"):
-        t.add_column(c, justify="left" if c == "method" else "right")
-    for r in summary:
-        t.add_row(
-            r["method"],
-            f"{r['upright']:.1f} ± {r['upright_std']:.1f}",
-            f"{r['random_rot90']:.1f} ± {r['random_rot90_std']:.1f}",
-            f"{r['ms_per_image']:.3f}",
+    :param threads: torch threads while it runs (restored afterwards; ``None``: as they are).
+    :param console: show transient progress bars there (``None``: silent).
+    """
+    if seeds < 1:
+        raise EquirlError(f"--seeds must be >= 1, got {seeds}")
+    with torch_threads(threads):
+        rows = single_image_bench(seeds, n_lambda, lambda_steps, console=console)
+        summary = _summarise(rows)
+        if out is not None:
+            write_csv(Path(out) / "vision_single_seeds.csv", rows, float_format=".4f")
+            write_csv(Path(out) / "vision_single_summary.csv", summary, float_format=".4f")
+        yield BenchTable(
+            summary,
+            f"digits CNN (upright-trained), C4, {seeds} seed(s), 500 test images: accuracy % (mean ± std)",
+            [
+                Column("method"),
+                Column(
+                    "upright", fmt=lambda r: f"{r['upright']:.1f} ± {r['upright_std']:.1f}", justify="right"
+                ),
+                Column(
+                    "random_rot90",
+                    "random rot90",
+                    lambda r: f"{r['random_rot90']:.1f} ± {r['random_rot90_std']:.1f}",
+                    "right",
+                ),
+                Column("ms_per_image", "ms / image", ".3f"),
+            ],
         )
-    console.print(t)
-    multi: list[dict[str, Any]] = []
-    if not args.skip_multi:
-        multi = multi_image_bench(k=args.multi_k)
-        mt = Table(
-            title=f"multi-image: {args.multi_k} digits per example, label = sum, independent rotations"
+        if skip_multi:
+            return
+        multi = multi_image_bench(k=multi_k, console=console)
+        if out is not None:
+            write_csv(Path(out) / "vision_multi_image.csv", multi, float_format=".4f")
+        yield BenchTable(
+            multi,
+            f"multi-image: {multi_k} digits per example, label = sum, independent rotations",
+            [
+                Column("method"),
+                Column("upright", "upright %", lambda r: f"{100 * r['upright']:.1f}", "right"),
+                Column(
+                    "random_independent",
+                    "indep. rotated %",
+                    lambda r: f"{100 * r['random_independent']:.1f}",
+                    "right",
+                ),
+                Column("ms_per_example", "ms / example", ".3f"),
+                Column("trunk_passes", "trunk passes"),
+            ],
         )
-        for c in ("method", "upright %", "indep. rotated %", "ms / example", "trunk passes"):
-            mt.add_column(c, justify="left" if c == "method" else "right")
-        for r in multi:
-            mt.add_row(
-                r["method"],
-                f"{100 * r['upright']:.1f}",
-                f"{100 * r['random_independent']:.1f}",
-                f"{r['ms_per_example']:.3f}",
-                str(r["trunk_passes"]),
-            )
-        console.print(mt)
-    console.print(f"total {time.perf_counter() - t0:.0f}s (1 CPU thread)")
-    if args.out:
-        out = Path(args.out)
-        atomic_write_text(out / "vision_single_seeds.csv", _csv(rows))
-        atomic_write_text(out / "vision_single_summary.csv", _csv(summary))
-        if multi:
-            atomic_write_text(out / "vision_multi_image.csv", _csv(multi))
-        console.print(f"saved CSVs under {out}")
-    return 0

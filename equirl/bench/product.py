@@ -16,29 +16,31 @@ canonicalization (one pass) and, for reference, the plain model. The canonicaliz
 MLP) is trained with the identity prior only, on a few hundred upright training images, and is shared
 by the multi-group design; rows with an untrained scorer show what the prior buys.
 
-Call :func:`run_product_bench` (returns rows) and :func:`product_table` (a ``rich`` table); the CLI
-owns printing. ``python -m equirl.bench_product --out DIR`` runs it standalone.
+Call :func:`run_product_bench` (returns rows) and :func:`product_table` (a
+:class:`~equirl.bench.report.BenchTable`); ``equirl bench product`` prints them.
 """
 
 from __future__ import annotations
 
 import copy
-import csv
-import io
 import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from equirl.actions import GroupAction, product_action, signed_permutation_action
+from equirl.bench.report import BenchTable, Column, Step, progress, write_csv
+from equirl.bench.threads import torch_threads
 from equirl.errors import EquirlError
 from equirl.groups import cyclic, dihedral, direct_product, permutation_group
 from equirl.symmetrizers import Canonicalize, EquiTune, EquiZero, MultiGroup, ScoreNet
-from equirl.utils.io import atomic_write_text
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 __all__ = ["COLUMNS", "flat_image_product_action", "product_table", "run_product_bench"]
 
@@ -120,13 +122,15 @@ class _RowCounter(nn.Module):
 
 
 def _load_digits(seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """scikit-learn's digits (:func:`equirl.vision.data.load_digits`), flattened, centred and split 67/33."""
     try:
-        from sklearn.datasets import load_digits
+        from equirl.vision.data import load_digits
+
+        data = load_digits(size=SIDE)
     except ImportError as exc:  # pragma: no cover - sklearn is a vision extra
         raise EquirlError("the product benchmark needs scikit-learn (pip install 'equirl[vision]')") from exc
-    data = load_digits()
-    x = torch.tensor(data.data, dtype=torch.float32) / 8.0 - 1.0  # centred: background -1, ink up to +1
-    y = torch.tensor(data.target, dtype=torch.long)
+    x = data.images.flatten(1) * 2.0 - 1.0  # centred: background -1, ink up to +1
+    y = data.labels
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
     x, y = x[perm], y[perm]
     n_train = int(0.67 * len(y))
@@ -186,7 +190,8 @@ def run_product_bench(
     finetune_epochs: int = 10,
     scorer_images: int = 300,
     scorer_steps: int = 400,
-    threads: int = 1,
+    threads: int | None = 1,
+    console: Console | None = None,
 ) -> list[dict[str, Any]]:
     """Run the benchmark and return one row per (group, regime, method) with the :data:`COLUMNS` keys.
 
@@ -200,15 +205,37 @@ def run_product_bench(
     :param finetune_epochs: epochs of finetuning through each wrapper (``0``: zero-shot only).
     :param scorer_images: upright training images the canonicalizer's prior is fitted on.
     :param scorer_steps: optimisation steps of the prior.
-    :param threads: torch threads (1 keeps shared machines responsive).
+    :param threads: torch threads for the run (1 keeps timings comparable and shared machines
+        responsive; restored afterwards; ``None``: as they are).
+    :param console: show a transient progress bar there (``None``: silent).
     """
-    torch.set_num_threads(threads)
+    methods = 8 + (4 if finetune_epochs > 0 else 0)
+    with (
+        torch_threads(threads),
+        progress(console, "training the digits CNN", 1 + len(groups) * methods) as step,
+    ):
+        rows = _run(groups, seed, epochs, finetune_epochs, scorer_images, scorer_steps, step)
+    if out_dir is not None:
+        write_csv(Path(out_dir) / "product_bench.csv", rows, COLUMNS)
+    return rows
+
+
+def _run(
+    groups: Sequence[str],
+    seed: int,
+    epochs: int,
+    finetune_epochs: int,
+    scorer_images: int,
+    scorer_steps: int,
+    step: Step,
+) -> list[dict[str, Any]]:
     x_tr, y_tr, x_te, y_te = _load_digits(seed)
     t0 = time.perf_counter()
     base = _train_model(x_tr, y_tr, epochs, seed)
     for p in base.parameters():
         p.requires_grad_(False)
     log.info("trained the upright model in %.1fs", time.perf_counter() - t0)
+    step()
     rows: list[dict[str, Any]] = []
     for spec in groups:
         act = flat_image_product_action(spec)
@@ -247,6 +274,7 @@ def run_product_bench(
                 ("finetuned", "canonicalize (prior)", scorer),
             ]
         for regime, name, sc in plan:
+            step(0, f"{spec}: {regime} {name}")
             train_s = 0.0
             if regime != "finetuned":
                 counter = _RowCounter(base)
@@ -274,10 +302,7 @@ def run_product_bench(
                 }
             )
             log.info("%s", rows[-1])
-    if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "product_bench.csv", _to_csv(rows))
+            step()
     return rows
 
 
@@ -323,20 +348,8 @@ def _equiv_error(f: nn.Module, act: GroupAction[Any], x: Tensor) -> float:
     return check_equivariance(f, act, None, x)
 
 
-def _to_csv(rows: Sequence[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(COLUMNS))
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: r[k] for k in COLUMNS})
-    return buf.getvalue()
-
-
-def product_table(rows: Sequence[dict[str, Any]]) -> Any:
-    """A ``rich`` table of :func:`run_product_bench` rows."""
-    from rich.table import Table
-
-    table = Table(title="Product groups and canonicalization on digits (model trained upright)")
+def product_table(rows: Sequence[dict[str, Any]]) -> BenchTable:
+    """The rows of :func:`run_product_bench` as a table."""
     headers = {
         "group": "group",
         "regime": "regime",
@@ -348,29 +361,9 @@ def product_table(rows: Sequence[dict[str, Any]]) -> Any:
         "train_s": "finetune s",
         "equiv_error": "max equiv. error",
     }
-    for key in COLUMNS:
-        table.add_column(headers[key], justify="left" if key in ("group", "regime", "method") else "right")
-    for r in rows:
-        table.add_row(*(str(r[k]) for k in COLUMNS))
-    return table
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m equirl.bench_product [--out DIR]``: run and print the table."""
-    import argparse
-
-    from rich.console import Console
-
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--out", default=None, help="directory for product_bench.csv")
-    parser.add_argument("--groups", default="C4xZ2,D4xZ2", help="comma-separated: C4xZ2, D4xZ2")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    rows = run_product_bench(args.out, groups=[g.strip() for g in args.groups.split(",")], seed=args.seed)
-    Console().print(product_table(rows))
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+    return BenchTable(
+        rows,
+        "Product groups and canonicalization on digits (model trained upright)",
+        [Column(key, headers[key]) for key in COLUMNS],
+        keys=3,
+    )

@@ -1,9 +1,13 @@
-"""Language benchmarks: SCAN exact match by method, and EquiGPT2 generation throughput."""
+"""Language benchmarks: SCAN exact match by method, and EquiGPT2 generation throughput.
+
+:func:`bench_scan` and :func:`bench_gpt2` return rows; :func:`scan_table` / :func:`gpt2_table` show them
+(``equirl bench language-scan`` / ``language-gpt2`` print them and save CSV with
+:func:`equirl.bench.report.write_csv`). Timed work runs on one torch thread, restored afterwards.
+"""
 
 from __future__ import annotations
 
 import copy
-import csv
 import functools
 import logging
 import statistics
@@ -11,14 +15,18 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
+from equirl.bench.report import BenchTable, Step, progress
+from equirl.bench.threads import torch_threads
 from equirl.errors import ConfigError
 from equirl.language.scan import canonical_split, scan_examples
-from equirl.utils.io import atomic_write_text
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +36,9 @@ __all__ = [
     "ScanBenchSettings",
     "bench_gpt2",
     "bench_scan",
+    "gpt2_table",
+    "scan_table",
     "scan_unit",
-    "write_csv",
 ]
 
 #: (label, method, symmetry (None: the split's default), symmetrizer kwargs)
@@ -59,18 +68,6 @@ SPLIT_SYMMETRY = {
     "template_around_right": "left_right",
     "addprim_turn_left": "left_right",
 }
-
-
-def write_csv(path: str | Path, rows: Sequence[dict[str, Any]]) -> None:
-    """Atomically write ``rows`` as CSV."""
-    import io
-
-    buf = io.StringIO()
-    fields = list(dict.fromkeys(k for r in rows for k in r))
-    w = csv.DictWriter(buf, fieldnames=fields)
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
 
 
 #: finetuned rows (``finetune_epochs > 0``): (label, method, symmetry (None: the split's default), kwargs).
@@ -125,8 +122,15 @@ def _subset(examples: Sequence[Any], n: int, seed: int) -> list[Any]:
 def scan_unit(cell: str, split: str, seed: int, st: ScanBenchSettings) -> dict[str, tuple[float, float]]:
     """Pretrain (or reload from ``st.run_root``) one model and score every requested method.
 
+    Runs on one torch thread (restored afterwards; in a worker process of ``jobs > 1`` too).
+
     :returns: ``{row label: (exact match on the test set, seconds spent finetuning)}``.
     """
+    with torch_threads(1):
+        return _scan_unit(cell, split, seed, st)
+
+
+def _scan_unit(cell: str, split: str, seed: int, st: ScanBenchSettings) -> dict[str, tuple[float, float]]:
     from equirl.language.equiscan import exact_match
     from equirl.language.seq2seq import greedy_decode, scan_vocabs
     from equirl.language.train import (
@@ -141,7 +145,6 @@ def scan_unit(cell: str, split: str, seed: int, st: ScanBenchSettings) -> dict[s
         train_model,
     )
 
-    torch.set_num_threads(1)
     sv, tv = scan_vocabs()
     split = canonical_split(split)
     sym = SPLIT_SYMMETRY.get(split, "jump_run")
@@ -227,6 +230,28 @@ def _unit_star(args: tuple[str, str, int, ScanBenchSettings]) -> dict[str, tuple
     return scan_unit(*args)
 
 
+def _run_units(
+    units: list[tuple[str, str, int, ScanBenchSettings]], jobs: int, step: Step
+) -> list[dict[str, tuple[float, float]]]:
+    """The results of :func:`scan_unit` per unit, in order (in ``jobs`` processes when > 1)."""
+    if jobs > 1 and len(units) > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        results = []
+        with ProcessPoolExecutor(min(jobs, len(units)), mp_context=mp.get_context("spawn")) as pool:
+            for res in pool.map(_unit_star, units):
+                results.append(res)
+                step()
+        return results
+    results = []
+    for u in units:
+        step(0, f"SCAN {u[0]} {u[1]} seed {u[2]}")
+        results.append(_unit_star(u))
+        step()
+    return results
+
+
 def bench_scan(
     cells: Sequence[str],
     splits: Sequence[str],
@@ -248,6 +273,7 @@ def bench_scan(
     jobs: int = 1,
     per_seed: list[dict[str, Any]] | None = None,
     finetune_methods: Sequence[str] = (),
+    console: Console | None = None,
 ) -> list[dict[str, Any]]:
     """Pretrain one model per (cell, split, seed) on the split's own train set, then evaluate each
     method zero-shot and, with ``finetune_epochs``, after finetuning *all* weights through each
@@ -257,6 +283,7 @@ def bench_scan(
     :param jobs: run this many (cell, split, seed) units in parallel processes (one torch thread each).
     :param per_seed: if given, one record per (cell, split, seed, method) is appended to it.
     :param finetune_methods: only these finetuned methods (empty: all).
+    :param console: show a transient progress bar there, one step per unit (``None``: silent).
     """
     st = ScanBenchSettings(
         epochs,
@@ -281,14 +308,8 @@ def bench_scan(
             f"unknown finetune methods {sorted(unknown)}; choose from plain, equitune, equizero, lambda"
         )
     units = [(cell, canonical_split(split), seed, st) for split in splits for cell in cells for seed in seeds]
-    if jobs > 1 and len(units) > 1:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(min(jobs, len(units)), mp_context=mp.get_context("spawn")) as pool:
-            results = list(pool.map(_unit_star, units))
-    else:
-        results = [_unit_star(u) for u in units]
+    with progress(console, "SCAN", len(units)) as step:
+        results = _run_units(units, jobs, step)
     grouped: dict[tuple[str, str], dict[str, list[tuple[float, float]]]] = {}
     for (cell, split, seed, _), res in zip(units, results):
         for label, val in res.items():
@@ -331,9 +352,30 @@ def bench_gpt2(
     new_tokens: int = 32,
     repeats: int = 3,
     variant: str = "R-EquiGPT2",
+    threads: int | None = 1,
+    console: Console | None = None,
 ) -> list[dict[str, Any]]:
     """Greedy generation tokens/s on one random GPT-2 (``n_layer`` x ``n_embd``): plain with KV cache,
-    EquiGPT2 (ours: orbit batched, KV cache) and the re-encode-every-token loop of the released code."""
+    EquiGPT2 (ours: orbit batched, KV cache) and the re-encode-every-token loop of the released code.
+
+    :param threads: torch threads while timing (restored afterwards; ``None``: as they are).
+    :param console: show a transient progress bar there (``None``: silent).
+    """
+    with torch_threads(threads), progress(console, "GPT-2 generation", 6) as step:
+        return _bench_gpt2(n_layer, n_embd, n_head, batch, prompt_len, new_tokens, repeats, variant, step)
+
+
+def _bench_gpt2(
+    n_layer: int,
+    n_embd: int,
+    n_head: int,
+    batch: int,
+    prompt_len: int,
+    new_tokens: int,
+    repeats: int,
+    variant: str,
+    step: Step,
+) -> list[dict[str, Any]]:
     from equirl.language.gpt2 import (
         EquiGPT2,
         generate_plain,
@@ -359,13 +401,17 @@ def bench_gpt2(
         f"{variant} equitune, full head per copy": lambda: eq_full.generate(ids, new_tokens),
         f"{variant} re-encode loop (released code)": lambda: generate_reencode(model, sym, ids, new_tokens),
     }
+    step(0, "GPT-2 generation: checking the tokens against the re-encode loop")
     ref = generate_reencode(model, sym, ids, new_tokens)
     same = bool((eq.generate(ids, new_tokens) == ref).all())
     same_full = bool((eq_full.generate(ids, new_tokens) == ref).all())
+    step(2)
     rows: list[dict[str, Any]] = []
     for name, fn in runs.items():
+        step(0, f"GPT-2 generation: {name}")
         tps = tokens_per_second(fn, n, repeats if "loop" not in name else 1)
         rows.append({"generator": name, "tokens_per_s": round(tps, 1)})
+        step()
     plain, loop = rows[0]["tokens_per_s"], rows[-1]["tokens_per_s"]
     for r in rows:
         r["vs_plain"] = round(r["tokens_per_s"] / plain, 3)
@@ -373,3 +419,13 @@ def bench_gpt2(
     rows[1]["same_tokens_as_loop"] = same
     rows[2]["same_tokens_as_loop"] = same_full
     return rows
+
+
+def scan_table(rows: Sequence[dict[str, Any]]) -> BenchTable:
+    """The rows of :func:`bench_scan` as a table."""
+    return BenchTable(rows, "SCAN exact match (%), mean ± std over seeds", keys=3)
+
+
+def gpt2_table(rows: Sequence[dict[str, Any]], n_layer: int, n_embd: int) -> BenchTable:
+    """The rows of :func:`bench_gpt2` as a table."""
+    return BenchTable(rows, f"GPT-2 generation ({n_layer} layers, width {n_embd}, random weights, CPU)")

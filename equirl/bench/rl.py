@@ -9,42 +9,37 @@
 * ``walltime`` -- seconds (wall and CPU) of ``learn`` for plain / equitune / equizero / λ DQN from scratch
   on CartPole, interleaved in one process.
 
-Tables are printed, and saved as CSV (plus matplotlib plots) under ``--out``.
+:func:`run_rl_bench` runs the chosen parts, saves each as CSV (plus matplotlib plots) under ``out`` and
+yields its :class:`~equirl.bench.report.BenchTable` as the part finishes; ``equirl bench rl`` prints them.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from equirl.bench.report import BenchTable, Step, progress, save_plot, write_csv
+from equirl.bench.threads import torch_threads
 from equirl.errors import ConfigError
 
-__all__ = ["run_rl_bench"]
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from rich.console import Console
+
+__all__ = ["PARTS", "run_rl_bench"]
 
 log = logging.getLogger(__name__)
 
-
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    from equirl.utils.io import atomic_write
-
-    if not rows:
-        return
-
-    def w(p: Path) -> None:
-        with open(p, "w", newline="", encoding="utf-8") as f:
-            wr = csv.DictWriter(f, fieldnames=list(rows[0]))
-            wr.writeheader()
-            wr.writerows(rows)
-
-    atomic_write(path, w)
+#: the parts of :func:`run_rl_bench`
+PARTS = ("zero-shot", "efficiency", "canonical", "walltime")
 
 
 def _agents() -> list[tuple[str, str, Path]]:
@@ -67,11 +62,21 @@ def _agents() -> list[tuple[str, str, Path]]:
     return out
 
 
-def zero_shot(seeds: int, episodes: int) -> list[dict[str, Any]]:
+def zero_shot(seeds: int, episodes: int, console: Console | None = None) -> list[dict[str, Any]]:
+    """Zero-shot returns of every available agent under each method (progress bar on ``console``)."""
+    agents = _agents()
+    with progress(console, "zero-shot returns", len(agents)) as step:
+        return _zero_shot(agents, seeds, episodes, step)
+
+
+def _zero_shot(
+    agents: list[tuple[str, str, Path]], seeds: int, episodes: int, step: Step
+) -> list[dict[str, Any]]:
     from equirl.rl.evaluation import evaluate_methods
 
     rows = []
-    for kind, env, path in _agents():
+    for kind, env, path in agents:
+        step(0, f"zero-shot: {kind} {env}")
         res = evaluate_methods(
             path, env, ["base", "equitune", "equizero", "lambda"], episodes=episodes, seeds=seeds
         )
@@ -86,6 +91,7 @@ def zero_shot(seeds: int, episodes: int) -> list[dict[str, Any]]:
                     "episodes": r["episodes"],
                 }
             )
+        step()
     return rows
 
 
@@ -124,15 +130,17 @@ class EfficiencyJob:
 
 def run_efficiency_job(job: EfficiencyJob) -> dict[str, Any]:
     """Finetune ``job.start`` with ``job.method`` until the mean evaluation return reaches the env's
-    threshold (stop there) or the budget is spent. Runs in a worker process (1 torch thread)."""
-    import torch
+    threshold (stop there) or the budget is spent, on 1 torch thread (restored afterwards)."""
+    with torch_threads(1):
+        return _efficiency_job(job)
 
+
+def _efficiency_job(job: EfficiencyJob) -> dict[str, Any]:
     from equirl.assets import asset_path
     from equirl.rl.callbacks import EquiEvalCallback
     from equirl.rl.config import load_rl_config
     from equirl.rl.train import build_model
 
-    torch.set_num_threads(1)
     threshold = THRESHOLDS[job.env]
     cfg = load_rl_config(
         asset_path("configs") / "rl" / f"{job.env}.yaml",
@@ -196,6 +204,7 @@ def efficiency(
     jobs: int = 1,
     progress_file: Path | None = None,
     first_seed: int = 0,
+    console: Console | None = None,
 ) -> list[dict[str, Any]]:
     """Sample efficiency of plain vs equivariant finetuning from the same partial agent.
 
@@ -208,6 +217,7 @@ def efficiency(
     :param progress_file: append each finished run there as a JSON line (partial results survive).
     :param first_seed: seeds are ``first_seed .. first_seed + seeds - 1`` (to add seeds to a finished
         benchmark: runs are deterministic per seed).
+    :param console: show a transient progress bar there, one step per finished run (``None``: silent).
     """
     from equirl.rl.agents import agent_path
 
@@ -237,9 +247,20 @@ def efficiency(
             with open(progress_file, "a", encoding="utf-8") as f:  # one JSON line per finished run
                 f.write(json.dumps(row) + "\n")
 
+    with progress(console, "sample efficiency", len(todo)) as step:
+        _run_jobs(todo, jobs, done, step)
+    order = {(j.env, j.method, j.seed): i for i, j in enumerate(todo)}
+    return sorted(rows, key=lambda r: order[(r["env"], r["method"], r["seed"])])
+
+
+def _run_jobs(
+    todo: list[EfficiencyJob], jobs: int, done: Callable[[dict[str, Any]], None], step: Step
+) -> None:
     if jobs <= 1:
         for j in todo:
+            step(0, f"sample efficiency: {j.env} {j.method} seed {j.seed}")
             done(run_efficiency_job(j))
+            step()
     else:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -247,8 +268,7 @@ def efficiency(
         with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as ex:
             for fut in as_completed([ex.submit(run_efficiency_job, j) for j in todo]):
                 done(fut.result())
-    order = {(j.env, j.method, j.seed): i for i, j in enumerate(todo)}
-    return sorted(rows, key=lambda r: order[(r["env"], r["method"], r["seed"])])
+                step()
 
 
 def efficiency_summary(rows: list[dict[str, Any]], method: str) -> list[dict[str, Any]]:
@@ -300,12 +320,23 @@ CANONICAL_VARIANTS: tuple[tuple[str, str, str, str | None], ...] = (
 
 
 def canonical(
-    seeds: int, episodes: int, scorer_steps: int = 300, observations: int = 2000
+    seeds: int,
+    episodes: int,
+    scorer_steps: int = 300,
+    observations: int = 2000,
+    console: Console | None = None,
 ) -> list[dict[str, Any]]:
     """Zero-shot returns of the shipped gridworld agents under learned canonicalization vs equitune /
     equizero (D4), and multigroup vs equitune on the Klein four-group ``C2 x mirror``; the scorer is fitted
     for ``scorer_steps`` Adam steps on ``observations`` rollout observations (no env-reward learning).
-    ``passes`` is the number of backbone passes per input (ties aside)."""
+    ``passes`` is the number of backbone passes per input (ties aside); progress bar on ``console``."""
+    with progress(console, "canonicalization", 2 * len(CANONICAL_VARIANTS)) as step:
+        return _canonical(seeds, episodes, scorer_steps, observations, step)
+
+
+def _canonical(
+    seeds: int, episodes: int, scorer_steps: int, observations: int, step: Step
+) -> list[dict[str, Any]]:
     from equirl.assets import asset_path
     from equirl.rl.agents import agent_dir
     from equirl.rl.canonical import collect_observations, fit_scorer
@@ -324,8 +355,10 @@ def canonical(
         ("ours-partial", "equirl_GridWorld-v0_partial.zip"),
     ):
         if not (d / name).is_file():
+            step(len(CANONICAL_VARIANTS))
             continue
         for label, method, spec, target in CANONICAL_VARIANTS:
+            step(0, f"canonicalization: {kind} {label}")
             sym = specs[spec]
             model = load_pretrained(d / name, env, method=method, symmetry=sym, seed=0)
             fit: dict[str, float] = {}
@@ -354,6 +387,7 @@ def canonical(
                 }
             )
             log.info("%s %s: %.3f", kind, label, rows[-1]["mean_return"])
+            step()
     return rows
 
 
@@ -361,7 +395,10 @@ WALLTIME_METHODS = ("base", "equitune", "equizero", "lambda")
 
 
 def walltime(
-    steps: int, repeats: int = 1, methods: tuple[str, ...] = WALLTIME_METHODS
+    steps: int,
+    repeats: int = 1,
+    methods: tuple[str, ...] = WALLTIME_METHODS,
+    console: Console | None = None,
 ) -> list[dict[str, Any]]:
     """Seconds of ``learn(steps)`` for DQN from scratch on CartPole (``configs/rl/CartPole-v1.yaml``), per
     method, in one process with the methods interleaved (``repeats`` rounds), so that load from other
@@ -370,24 +407,31 @@ def walltime(
 
     :param steps: env steps per run.
     :param repeats: interleaved rounds (each method runs once per round, same seed).
-    """
-    import torch
+    :param console: show a transient progress bar there (``None``: silent).
 
+    Runs on 1 torch thread (restored afterwards).
+    """
+    with torch_threads(1), progress(console, "wall time", repeats * len(methods)) as step:
+        return _walltime(steps, repeats, methods, step)
+
+
+def _walltime(steps: int, repeats: int, methods: tuple[str, ...], step: Step) -> list[dict[str, Any]]:
     from equirl.assets import asset_path
     from equirl.rl.config import load_rl_config
     from equirl.rl.train import build_model
 
-    torch.set_num_threads(1)
     wall: dict[str, list[float]] = {m: [] for m in methods}
     cpu: dict[str, list[float]] = {m: [] for m in methods}
     for _ in range(repeats):
         for method in methods:
+            step(0, f"wall time: {method}")
             cfg = load_rl_config(asset_path("configs") / "rl" / "CartPole-v1.yaml", [f"method={method}"])
             model = build_model(cfg)
             t0, c0 = time.perf_counter(), time.thread_time()
             model.learn(steps)
             wall[method].append(time.perf_counter() - t0)
             cpu[method].append(time.thread_time() - c0)
+            step()
     rows: list[dict[str, Any]] = []
     b_wall, b_cpu = float(np.median(wall[methods[0]])), float(np.median(cpu[methods[0]]))
     for m in methods:
@@ -408,14 +452,13 @@ def walltime(
 
 
 def _plot_zero(rows: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     groups = sorted({(r["agent"], r["env"]) for r in rows})
+    save_plot(path, lambda fig: _draw_zero(fig, rows, groups), (max(6, 1.6 * len(groups)), 4))
+
+
+def _draw_zero(fig: Figure, rows: list[dict[str, Any]], groups: list[tuple[str, str]]) -> None:
     methods = ["base", "equitune", "equizero", "lambda"]
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(groups)), 4))
+    ax = fig.subplots()
     width = 0.2
     for i, m in enumerate(methods):
         vals = [
@@ -430,21 +473,19 @@ def _plot_zero(rows: list[dict[str, Any]], path: Path) -> None:
     ax.set_xticks(np.arange(len(groups)), [f"{a}\n{e}" for a, e in groups], fontsize=7)
     ax.set_ylabel("return")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
 
 
 def _plot_eff(rows: list[dict[str, Any]], summary: list[dict[str, Any]], path: Path) -> None:
     """Learning curves per seed (left of each pair) and steps-to-threshold per seed with the median."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     envs = sorted({r["env"] for r in rows})
+    save_plot(path, lambda fig: _draw_eff(fig, rows, summary, envs), (10, 3.6 * len(envs)))
+
+
+def _draw_eff(
+    fig: Figure, rows: list[dict[str, Any]], summary: list[dict[str, Any]], envs: list[str]
+) -> None:
     methods = list(dict.fromkeys(r["method"] for r in rows))
-    fig, axes = plt.subplots(len(envs), 2, figsize=(10, 3.6 * len(envs)), squeeze=False)
+    axes = fig.subplots(len(envs), 2, squeeze=False)
     for (ax, ax2), env in zip(axes, envs):
         labelled: set[str] = set()  # one legend entry per method, whatever the first seed
         for r in rows:
@@ -479,64 +520,79 @@ def _plot_eff(rows: list[dict[str, Any]], summary: list[dict[str, Any]], path: P
         ax2.set_xlim(-0.5, len(methods) - 0.5)
         ax2.set_ylabel(f"env steps to {THRESHOLDS[env]:g}")
         ax2.set_title(f"{env}: steps to threshold (bar = median)")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
 
 
-def run_rl_bench(args: Any, console: Any) -> int:
-    """The ``equirl bench rl`` handler."""
-    import torch
-    from rich.table import Table
+def run_rl_bench(
+    out: str | Path,
+    parts: Sequence[str] = ("zero-shot",),
+    *,
+    seeds: int = 3,
+    episodes: int = 10,
+    budget: int = 30000,
+    envs: Sequence[str] = ("CartPole-v1", "Acrobot-v1"),
+    method: str = "equitune",
+    eval_freq: int = 1000,
+    eval_episodes: int = 10,
+    jobs: int = 1,
+    first_seed: int = 0,
+    walltime_steps: int = 50000,
+    walltime_repeats: int = 1,
+    threads: int | None = 1,
+    console: Console | None = None,
+) -> Iterator[BenchTable]:
+    """Run the chosen :data:`PARTS`, save their CSV (and plots) under ``out``, and yield each part's
+    tables as it finishes (so a long run shows its results as it goes).
 
-    torch.set_num_threads(1)
-    out = Path(args.out)
+    :param out: result folder (created).
+    :param parts: a subset of :data:`PARTS`.
+    :param seeds: evaluation seeds (zero-shot, canonical) or training seeds (efficiency).
+    :param episodes: episodes per seed (zero-shot, canonical).
+    :param budget: env steps per sample-efficiency run; see :func:`efficiency` for the other
+        sample-efficiency parameters (``envs``, ``method``, ``eval_freq``, ``eval_episodes``, ``jobs``,
+        ``first_seed``).
+    :param walltime_steps: env steps per wall-time run; ``walltime_repeats``: interleaved rounds.
+    :param threads: torch threads of this process while it runs (restored afterwards; workers use 1).
+    :param console: show transient progress bars there (``None``: silent).
+    """
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        raise ConfigError(f"unknown bench rl parts {sorted(unknown)}; choose from {', '.join(PARTS)}")
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-
-    def show(title: str, rows: list[dict[str, Any]], skip: tuple[str, ...] = ()) -> None:
-        if not rows:
-            console.print(f"{title}: nothing to run")
-            return
-        t = Table(title=title)
-        cols = [c for c in rows[0] if c not in skip]
-        for c in cols:
-            t.add_column(c)
-        for r in rows:
-            t.add_row(*(str(r[c]) for c in cols))
-        console.print(t)
-
-    if "zero-shot" in args.parts:
-        rows = zero_shot(args.seeds, args.episodes)
-        show("zero-shot returns", rows)
-        _write_csv(out / "zero_shot.csv", rows)
-        if rows:
-            _plot_zero(rows, out / "zero_shot.png")
-    if "efficiency" in args.parts:
-        rows = efficiency(
-            args.seeds,
-            args.budget,
-            tuple(args.envs),
-            args.method,
-            eval_freq=args.eval_freq,
-            eval_episodes=args.eval_episodes,
-            jobs=args.jobs,
-            progress_file=out / "efficiency_runs.jsonl",
-            first_seed=args.first_seed,
-        )
-        show("sample efficiency (steps to threshold, -1 = not reached by the budget)", rows, skip=("curve",))
-        summary = efficiency_summary(rows, args.method)
-        show("sample efficiency: median steps to threshold", summary)
-        _write_csv(out / "efficiency.csv", rows)
-        _write_csv(out / "efficiency_summary.csv", summary)
-        if rows:
-            _plot_eff(rows, summary, out / "efficiency.png")
-    if "canonical" in args.parts:
-        rows = canonical(args.seeds, args.episodes)
-        show("gridworld: learned canonicalization / multigroup vs equitune / equizero (zero-shot)", rows)
-        _write_csv(out / "canonical.csv", rows)
-    if "walltime" in args.parts:
-        rows = walltime(args.walltime_steps, args.walltime_repeats)
-        show("training wall time, CartPole-v1", rows)
-        _write_csv(out / "walltime.csv", rows)
-    console.print(f"results in {out}/")
-    return 0
+    with torch_threads(threads):
+        if "zero-shot" in parts:
+            rows = zero_shot(seeds, episodes, console=console)
+            write_csv(out / "zero_shot.csv", rows)
+            if rows:
+                _plot_zero(rows, out / "zero_shot.png")
+            yield BenchTable(rows, "zero-shot returns", keys=3)
+        if "efficiency" in parts:
+            rows = efficiency(
+                seeds,
+                budget,
+                tuple(envs),
+                method,
+                eval_freq=eval_freq,
+                eval_episodes=eval_episodes,
+                jobs=jobs,
+                progress_file=out / "efficiency_runs.jsonl",
+                first_seed=first_seed,
+                console=console,
+            )
+            summary = efficiency_summary(rows, method)
+            write_csv(out / "efficiency.csv", rows)
+            write_csv(out / "efficiency_summary.csv", summary)
+            if rows:
+                _plot_eff(rows, summary, out / "efficiency.png")
+            title = "sample efficiency (steps to threshold, -1 = not reached by the budget)"
+            yield BenchTable(rows, title, [k for k in (rows[0] if rows else {}) if k != "curve"], keys=3)
+            yield BenchTable(summary, "sample efficiency: median steps to threshold", keys=2)
+        if "canonical" in parts:
+            rows = canonical(seeds, episodes, console=console)
+            write_csv(out / "canonical.csv", rows)
+            title = "gridworld: learned canonicalization / multigroup vs equitune / equizero (zero-shot)"
+            yield BenchTable(rows, title, keys=2)
+        if "walltime" in parts:
+            rows = walltime(walltime_steps, walltime_repeats, console=console)
+            write_csv(out / "walltime.csv", rows)
+            yield BenchTable(rows, "training wall time, CartPole-v1", keys=2)

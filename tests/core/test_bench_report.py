@@ -1,0 +1,244 @@
+"""The benchmarks' shared output layer: tables that never cut a name at 80 columns, atomic CSV, JSON
+rows, PNG plots, silent-by-default progress, and a thread count that is restored."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from rich.console import Console
+
+from equirl.bench.core import bench_rows, symmetrizer_table
+from equirl.bench.product import product_table
+from equirl.bench.report import BenchTable, Column, json_rows, progress, save_plot, write_csv
+from equirl.bench.threads import torch_threads
+from equirl.errors import ConfigError
+
+
+def render(table: Any, width: int = 80) -> str:
+    console = Console(file=io.StringIO(), width=width, color_system=None, legacy_windows=False)
+    console.print(table)
+    out = console.file.getvalue()  # type: ignore[attr-defined]
+    assert all(len(line) <= width for line in out.splitlines()), out
+    return out
+
+
+PRODUCT_METHODS = [
+    "plain model",
+    "equitune (full product)",
+    "equizero (entropy)",
+    "multigroup",
+    "canonicalize (prior)",
+    "multigroup (untrained scorer)",
+    "canonicalize (untrained scorer)",
+]
+
+
+def product_rows() -> list[dict[str, Any]]:
+    return [
+        {
+            "group": group,
+            "regime": regime,
+            "method": m,
+            "accuracy": 97.21,
+            "model_passes": 5.021,
+            "scorer_passes": 16,
+            "ms_per_100": 123.45,
+            "train_s": 10.35,
+            "equiv_error": 1.23e-07,
+        }
+        for group in ("C4xZ2", "D4xZ2")
+        for regime in ("zero-shot", "finetuned")
+        for m in PRODUCT_METHODS
+    ]
+
+
+def test_product_table_keeps_every_name_and_number_whole_at_80_columns() -> None:
+    rows = product_rows()
+    out = render(product_table(rows))
+    for m in PRODUCT_METHODS:
+        assert m in out
+    for value in ("97.21", "5.021", "123.45", "10.35", "1.23e-07", "D4xZ2"):
+        assert value in out
+    # too wide for one table: split into column groups that repeat the key columns
+    groups = 1 + out.count("(continued)")
+    assert groups > 1
+    assert out.count("canonicalize (untrained scorer)") == 2 * 2 * groups
+    assert out.count("acc %") == 1 and out.count("equiv.") == 1  # each metric column once
+    assert product_table(rows).row_count == len(rows)
+
+
+def test_a_table_that_fits_is_not_split() -> None:
+    out = render(product_table(product_rows()), width=200)
+    assert "(continued)" not in out
+    assert out.count("canonicalize (untrained scorer)") == 2 * 2
+
+
+def test_long_names_survive_and_brackets_are_not_markup() -> None:
+    names = [
+        "equizero-nll (sequence) [C4 verbs]",
+        "lambda-equitune (λ finetuned on 3000 ex.) [verbs]",
+        "equitune over C4^2 (head finetuned, 100 steps)",
+    ]
+    rows = [
+        {"split": "addprim_jump", "cell": "lstm", "method": n, "mean": 12.34, "std": 1.5, "seeds": 3}
+        for n in names
+    ]
+    out = render(BenchTable(rows, "SCAN exact match", keys=3))
+    for n in names:
+        assert n in out
+    assert "addprim_jump" in out
+
+
+def test_rl_env_names_survive_at_80_columns() -> None:
+    envs = ["equirl/GridWorld-v0", "LunarLander-v3", "CartPole-v1"]
+    rows = [
+        {
+            "env": e,
+            "method": m,
+            "seed": 0,
+            "steps_to_threshold": -1,
+            "reached": False,
+            "start_return": -109.2,
+            "best_return": 246.49,
+            "budget": 50000,
+            "eval_freq": 1000,
+            "eval_episodes": 10,
+            "seconds": 1234.5,
+        }
+        for e in envs
+        for m in ("base", "equitune", "lambda")
+    ]
+    out = render(BenchTable(rows, "sample efficiency", keys=3))
+    groups = 1 + out.count("(continued)")
+    for e in envs:
+        assert out.count(e) == 3 * groups
+    for value in ("-109.2", "246.49", "50000", "1234.5", "False"):
+        assert value in out
+
+
+def test_symmetrizer_table_markup_column_and_note() -> None:
+    rows = [
+        {"model": "cnn", "group": g, "batch": b, "plain_ms": 1.0, "loop_ms": 9.0, "equirl_ms": e, "order": o}
+        for g, o in (("Z2", 2), ("D4", 8))
+        for b, e in ((1, 1.5), (256, 100.0))
+    ]
+    out = render(symmetrizer_table(rows))
+    assert "ok" in out and "over" in out and "[green]" not in out
+    assert "goal: equirl" in out
+    assert "12.50" in out  # equirl / |G| of D4 at batch 256
+
+
+def test_empty_table_says_nothing_to_run() -> None:
+    assert "zero-shot returns: nothing to run" in render(BenchTable([], "zero-shot returns"))
+
+
+def test_column_formats() -> None:
+    col = Column("acc", fmt=lambda r: f"{r['acc']:.1f} ± {r['std']:.1f}")
+    assert col.cell({"acc": 91.234, "std": 0.5}) == "91.2 ± 0.5"
+    assert Column("x", fmt=".3f").cell({"x": 1 / 3}) == "0.333"
+    assert Column("x").cell({}) == ""
+
+
+def test_write_csv_is_atomic_and_ordered(tmp_path: Path) -> None:
+    rows = [{"b": 1, "a": 0.123456, "skip": "x"}, {"a": 2.0, "b": 3, "extra": True}]
+    path = write_csv(tmp_path / "sub" / "t.csv", rows, ["a", "b", "extra"], float_format=".4f")
+    assert path == tmp_path / "sub" / "t.csv"
+    got = list(csv.reader(path.open(newline="")))
+    assert got == [["a", "b", "extra"], ["0.1235", "1", ""], ["2.0000", "3", "True"]]
+    assert [p.name for p in path.parent.iterdir()] == ["t.csv"]  # no temporary left behind
+    # default columns: every key, first seen first
+    write_csv(tmp_path / "u.csv", rows)
+    assert (tmp_path / "u.csv").read_text().splitlines()[0] == "b,a,skip,extra"
+    assert write_csv(tmp_path / "none.csv", []) is None and not (tmp_path / "none.csv").exists()
+
+
+def test_write_csv_failure_keeps_the_old_file(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    write_csv(path, [{"a": 1}])
+
+    class Bad:
+        def __format__(self, spec: str) -> str:
+            raise RuntimeError("boom")
+
+        def __str__(self) -> str:
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        write_csv(path, [{"a": 2}, {"a": Bad()}])
+    assert path.read_text().splitlines() == ["a", "1"]
+    assert [p.name for p in tmp_path.iterdir()] == ["t.csv"]
+
+
+def test_json_rows() -> None:
+    rows = [{"a": 1, "b": 2.5, "c": "x"}]
+    assert json.loads(json_rows(rows, ["a", "b"])) == [{"a": 1, "b": 2.5}]
+    assert json.loads(json_rows(rows)) == rows
+
+
+def test_save_plot_writes_a_png(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+
+    def draw(fig: Any) -> None:
+        ax = fig.subplots()
+        ax.plot([0, 1], [1, 0], label="line")
+        ax.legend()
+
+    path = save_plot(tmp_path / "p.png", draw, (3, 2))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_progress_is_silent_without_a_console(capsys: pytest.CaptureFixture[str]) -> None:
+    with progress(None, "work", 3) as step:
+        for _ in range(3):
+            step()
+        step(0, "relabelled")
+    assert capsys.readouterr() == ("", "")
+
+
+def test_progress_bar_on_a_terminal_is_transient() -> None:
+    buf = io.StringIO()
+    console = Console(file=buf, width=80, force_terminal=True, color_system=None)
+    with progress(console, "work", 2) as step:
+        step(0, "first half")
+        step()
+        step()
+    out = buf.getvalue()
+    assert "first half" in out and "2/2" in out  # drawn while running...
+    assert out.endswith("\x1b[2K")  # ...and the line erased at the end
+
+
+def test_progress_writes_nothing_to_a_file() -> None:
+    buf = io.StringIO()
+    with progress(Console(file=buf, width=80), "work", 1) as step:
+        step()
+    assert buf.getvalue() == ""
+
+
+def test_torch_threads_restores_the_count() -> None:
+    before = torch.get_num_threads()
+    with torch_threads(2):
+        assert torch.get_num_threads() == 2
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError), torch_threads(2):
+        raise RuntimeError
+    assert torch.get_num_threads() == before
+    with torch_threads(None):
+        assert torch.get_num_threads() == before
+    with pytest.raises(ConfigError), torch_threads(0):
+        pass
+
+
+def test_bench_rows_leave_the_thread_count_alone() -> None:
+    torch.set_num_threads(2)
+    try:
+        rows = bench_rows(models=("mlp",), groups=("Z2",), batches=(1,), rounds=1, min_time=0.0)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
+    assert rows[0]["order"] == 2 and rows[0]["plain_ms"] > 0
