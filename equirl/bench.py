@@ -2,11 +2,11 @@
 
 For each model, group and batch size it times, interleaved in rounds on one thread:
 
-* ``plain`` -- one forward of the model;
+* ``base`` -- one forward of the model (the un-symmetrized baseline);
 * ``loop``  -- the per-element reference (``|G|`` forwards of batch ``B`` plus transforms);
 * ``equirl`` -- :class:`~equirl.symmetrizers.EquiTune` (one batched call per chunk).
 
-and reports median times and their ratios to ``plain``. The models: an MLP 4-256-256-2 (CartPole-sized
+and reports median times and their ratios to ``base``. The models: an MLP 4-256-256-2 (CartPole-sized
 Q-network) and a NatureCNN-sized network on 4×84×84 frames (Atari Q-network).
 """
 
@@ -27,6 +27,7 @@ from torch import nn
 
 from equirl.actions import GroupAction, image_action, permutation_action, signed_permutation_action
 from equirl.groups import cyclic, dihedral, flip
+from equirl.registry import BASE
 from equirl.symmetrizers import EquiTune
 
 __all__ = ["bench_rows", "run_symmetrizer_bench"]
@@ -79,7 +80,7 @@ def bench_rows(
     min_time: float = 0.05,
     progress: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Measure and return rows ``{"model", "group", "batch", "plain_ms", "loop_ms", "equirl_ms"}``.
+    """Measure and return rows ``{"model", "group", "batch", "base_ms", "loop_ms", "equirl_ms"}``.
 
     :param rounds: interleaved rounds; the median per method is reported.
     :param min_time: seconds each timed block should last at least (sets the inner repeat count).
@@ -97,7 +98,7 @@ def bench_rows(
                 shape = (batch, 4) if model_name == "mlp" else (batch, 4, 84, 84)
                 x = torch.randn(shape)
                 fns: dict[str, Callable[[], Any]] = {
-                    "plain": functools.partial(model, x),
+                    BASE: functools.partial(model, x),
                     "loop": functools.partial(sym.forward_loop, x),
                     "equirl": functools.partial(sym, x),
                 }
@@ -106,9 +107,7 @@ def bench_rows(
                         f()
                     once = _time(fns["loop"], 1)
                     inner = {
-                        k: max(
-                            1, int(min_time / max(once / (1 if k != "plain" else in_act.group.order), 1e-6))
-                        )
+                        k: max(1, int(min_time / max(once / (1 if k != BASE else in_act.group.order), 1e-6)))
                         for k in fns
                     }
                     samples: dict[str, list[float]] = {k: [] for k in fns}
@@ -138,7 +137,7 @@ def run_symmetrizer_bench(args: argparse.Namespace, console: Any) -> int:
                 )
     finally:
         torch.set_num_threads(threads)
-    keys = ("model", "group", "batch", "plain_ms", "loop_ms", "equirl_ms")
+    keys = ("model", "group", "batch", "base_ms", "loop_ms", "equirl_ms")
     if args.csv:
         from equirl.utils.io import atomic_write
 
@@ -153,14 +152,14 @@ def run_symmetrizer_bench(args: argparse.Namespace, console: Any) -> int:
         console.print_json(json.dumps([{k: r[k] for k in keys} for r in rows]))
         return 0
     table = Table(title="equitune cost on one thread (median ms; ratios to the plain forward)")
-    for col in ("model", "group", "|G|", "batch", "plain ms", "loop ×", "equirl ×", "equirl / |G|", "goal"):
+    for col in ("model", "group", "|G|", "batch", "base ms", "loop ×", "equirl ×", "equirl / |G|", "goal"):
         table.add_column(col, justify="right" if col not in ("model", "group") else "left")
     for r in rows:
         G = r["order"]
-        ratio = r["equirl_ms"] / r["plain_ms"]
+        ratio = r["equirl_ms"] / r["base_ms"]
         goal_ok = ratio <= 1.05 * G and (r["batch"] != 1 or ratio < 0.8 * G)
-        table.add_row(r["model"], r["group"], str(G), str(r["batch"]), f"{r['plain_ms']:.3f}",
-                      f"{r['loop_ms'] / r['plain_ms']:.2f}", f"{ratio:.2f}", f"{ratio / G:.2f}",
+        table.add_row(r["model"], r["group"], str(G), str(r["batch"]), f"{r['base_ms']:.3f}",
+                      f"{r['loop_ms'] / r['base_ms']:.2f}", f"{ratio:.2f}", f"{ratio / G:.2f}",
                       "[green]ok[/]" if goal_ok else "[red]over[/]")  # fmt: skip
     console.print(table)
     console.print("goal: equirl ≤ 1.05·|G| × plain at every batch, < 0.8·|G| × plain at batch 1")

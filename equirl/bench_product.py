@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from equirl.actions import GroupAction, product_action, signed_permutation_action
 from equirl.errors import EquirlError
 from equirl.groups import cyclic, dihedral, direct_product, permutation_group
+from equirl.registry import MULTIGROUP
 from equirl.symmetrizers import Canonicalize, EquiTune, EquiZero, MultiGroup, ScoreNet
 from equirl.utils.io import atomic_write_text
 
@@ -234,7 +235,7 @@ def run_product_bench(
             ("zero-shot", "plain model", scorer),
             ("zero-shot", "equitune (full product)", scorer),
             ("zero-shot", "equizero (entropy)", scorer),
-            ("zero-shot", "multigroup", scorer),
+            ("zero-shot", MULTIGROUP, scorer),
             ("zero-shot", "canonicalize (prior)", scorer),
             ("zero-shot", "multigroup (untrained scorer)", raw_scorer),
             ("zero-shot", "canonicalize (untrained scorer)", raw_scorer),
@@ -243,7 +244,7 @@ def run_product_bench(
             plan += [
                 ("finetuned", "equitune (full product)", scorer),
                 ("finetuned", "equizero (entropy)", scorer),
-                ("finetuned", "multigroup", scorer),
+                ("finetuned", MULTIGROUP, scorer),
                 ("finetuned", "canonicalize (prior)", scorer),
             ]
         for regime, name, sc in plan:
@@ -289,7 +290,7 @@ def _build(name: str, model: nn.Module, act: GroupAction[Any], scorer: nn.Module
         return EquiTune(model, act), 0
     if name == "equizero (entropy)":
         return EquiZero(model, act, proxy="entropy"), 0
-    if name.startswith("multigroup"):
+    if name.startswith(MULTIGROUP):
         return MultiGroup(model, act, scorer=scorer), act.group.order
     return Canonicalize(model, act, scorer=scorer), act.group.order
 

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from equirl.errors import ConfigError
 from equirl.language.scan import canonical_split, scan_examples
+from equirl.registry import BASE, EQUITUNE, EQUIZERO, LAMBDA, canonical_method
 from equirl.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -34,15 +35,15 @@ __all__ = [
 
 #: (label, method, symmetry (None: the split's default), symmetrizer kwargs)
 SCAN_METHODS: list[tuple[str, str, str | None, dict[str, Any]]] = [
-    ("plain", "plain", None, {}),
-    ("equitune", "equitune", None, {}),
-    ("equizero-nll (sequence)", "equizero", None, {"proxy": "nll"}),
+    (BASE, BASE, None, {}),
+    (EQUITUNE, EQUITUNE, None, {}),
+    ("equizero-nll (sequence)", EQUIZERO, None, {"proxy": "nll"}),
 ]
 
 #: more rows, selected with ``full=True``: per-step equizero, the entropy proxy
 FULL_METHODS: list[tuple[str, str, str | None, dict[str, Any]]] = [
-    ("equizero-nll (per step)", "equizero", None, {"proxy": "nll", "level": "step"}),
-    ("equizero-entropy (sequence)", "equizero", None, {"proxy": "entropy"}),
+    ("equizero-nll (per step)", EQUIZERO, None, {"proxy": "nll", "level": "step"}),
+    ("equizero-entropy (sequence)", EQUIZERO, None, {"proxy": "entropy"}),
 ]
 
 #: the group λ-equitune uses per split
@@ -50,7 +51,7 @@ LAMBDA_SYMMETRY = {"addprim_jump": "verbs"}
 
 #: extra rows per split: a larger group
 EXTRA_METHODS: dict[str, list[tuple[str, str, str | None, dict[str, Any]]]] = {
-    "addprim_jump": [("equizero-nll (sequence) [C4 verbs]", "equizero", "verbs", {"proxy": "nll"})],
+    "addprim_jump": [("equizero-nll (sequence) [C4 verbs]", EQUIZERO, "verbs", {"proxy": "nll"})],
 }
 
 #: the symmetry used for each split
@@ -77,10 +78,10 @@ def write_csv(path: str | Path, rows: Sequence[dict[str, Any]]) -> None:
 #: Every one finetunes *all* weights of the pretrained model on the split's own train set, through the
 #: symmetrizer (equi-tuning, Basu et al., AAAI 2023); "plain" finetunes the bare model as a control.
 FINETUNE_METHODS: list[tuple[str, str, str | None, dict[str, Any]]] = [
-    ("plain+ft", "plain", None, {}),
-    ("equitune+ft", "equitune", None, {}),
-    ("equizero-nll (sequence)+ft", "equizero", None, {"proxy": "nll"}),
-    ("lambda-equitune+ft", "lambda", None, {}),
+    (f"{BASE}+ft", BASE, None, {}),
+    ("equitune+ft", EQUITUNE, None, {}),
+    ("equizero-nll (sequence)+ft", EQUIZERO, None, {"proxy": "nll"}),
+    ("lambda-equitune+ft", LAMBDA, None, {}),
 ]
 
 
@@ -180,7 +181,7 @@ def scan_unit(cell: str, split: str, seed: int, st: ScanBenchSettings) -> dict[s
         eq = finetune(
             copy.deepcopy(model),
             _subset(train, st.lambda_examples, seed),
-            "lambda",
+            LAMBDA,
             lsym,
             1,
             lr=3e-3,
@@ -197,7 +198,7 @@ def scan_unit(cell: str, split: str, seed: int, st: ScanBenchSettings) -> dict[s
                 continue
             m = copy.deepcopy(model)
             t0 = time.time()
-            if method == "plain":
+            if method == BASE:
                 train_model(m, ft_train, st.finetune_epochs, st.batch_size, st.finetune_lr, seed=seed)
                 secs = time.time() - t0
                 score = exact_match(functools.partial(greedy_decode, m), test, sv, tv)
@@ -273,13 +274,12 @@ def bench_scan(
         full,
         lambda_examples,
         zero_shot,
-        tuple(finetune_methods),
+        tuple(canonical_method(m) for m in finetune_methods),
     )
-    unknown = set(finetune_methods) - {m for _, m, _, _ in FINETUNE_METHODS}
+    offered = list(dict.fromkeys(m for _, m, _, _ in FINETUNE_METHODS))
+    unknown = set(st.finetune_methods) - set(offered)
     if unknown:
-        raise ConfigError(
-            f"unknown finetune methods {sorted(unknown)}; choose from plain, equitune, equizero, lambda"
-        )
+        raise ConfigError(f"unknown finetune methods {sorted(unknown)}; choose from {', '.join(offered)}")
     units = [(cell, canonical_split(split), seed, st) for split in splits for cell in cells for seed in seeds]
     if jobs > 1 and len(units) > 1:
         import multiprocessing as mp

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from equirl.errors import ConfigError
+from equirl.registry import BASE, CANONICALIZE, EQUITUNE, EQUIZERO, MULTIGROUP, method_names
 
 __all__ = ["run_rl_bench"]
 
@@ -73,7 +74,7 @@ def zero_shot(seeds: int, episodes: int) -> list[dict[str, Any]]:
     rows = []
     for kind, env, path in _agents():
         res = evaluate_methods(
-            path, env, ["base", "equitune", "equizero", "lambda"], episodes=episodes, seeds=seeds
+            path, env, list(method_names(learned_scorer=False)), episodes=episodes, seeds=seeds
         )
         for m, r in res.items():
             rows.append(
@@ -187,7 +188,7 @@ def efficiency(
     seeds: int,
     budget: int,
     envs: tuple[str, ...] = ("CartPole-v1", "Acrobot-v1"),
-    method: str = "equitune",
+    method: str = EQUITUNE,
     eval_freq: int = 1000,
     eval_episodes: int = 10,
     jobs: int = 1,
@@ -216,7 +217,7 @@ def efficiency(
         starts[env] = str(agent_path(env, partial=True))
     # seed-major, envs interleaved: an interrupted benchmark still has paired runs for every env
     for seed in range(first_seed, first_seed + seeds):
-        for m in ("base", method):
+        for m in (BASE, method):
             for env in envs:
                 todo.append(EfficiencyJob(env, m, seed, budget, eval_freq, eval_episodes, starts[env]))
     rows: list[dict[str, Any]] = []
@@ -254,7 +255,7 @@ def efficiency_summary(rows: list[dict[str, Any]], method: str) -> list[dict[str
     out = []
     for env in sorted({r["env"] for r in rows}):
         med: dict[str, float | None] = {}
-        for m in ("base", method):
+        for m in (BASE, method):
             runs = [r for r in rows if r["env"] == env and r["method"] == m]
             if not runs:
                 continue
@@ -271,7 +272,7 @@ def efficiency_summary(rows: list[dict[str, Any]], method: str) -> list[dict[str
                     "ratio_vs_plain": "",
                 }
             )
-        b, e = med.get("base"), med.get(method)
+        b, e = med.get(BASE), med.get(method)
         if out and out[-1]["method"] == method:
             if e is not None and b is not None:
                 out[-1]["ratio_vs_plain"] = round(e / max(b, 1.0), 3)
@@ -285,14 +286,14 @@ def efficiency_summary(rows: list[dict[str, Any]], method: str) -> list[dict[str
 
 #: (label, method, spec, scorer target) rows of the canonicalization benchmark on the gridworld
 CANONICAL_VARIANTS: tuple[tuple[str, str, str, str | None], ...] = (
-    ("base", "base", "D4", None),
-    ("equitune D4", "equitune", "D4", None),
-    ("equizero D4", "equizero", "D4", None),
-    ("canonicalize D4 (random scorer)", "canonicalize", "D4", None),
-    ("canonicalize D4 (identity prior)", "canonicalize", "D4", "identity"),
-    ("canonicalize D4 (distilled equizero)", "canonicalize", "D4", "equizero"),
-    ("equitune C2xZ2", "equitune", "klein", None),
-    ("multigroup C2xZ2 (distilled equizero)", "multigroup", "klein", "equizero"),
+    (BASE, BASE, "D4", None),
+    ("equitune D4", EQUITUNE, "D4", None),
+    ("equizero D4", EQUIZERO, "D4", None),
+    ("canonicalize D4 (random scorer)", CANONICALIZE, "D4", None),
+    ("canonicalize D4 (identity prior)", CANONICALIZE, "D4", "identity"),
+    ("canonicalize D4 (distilled equizero)", CANONICALIZE, "D4", EQUIZERO),
+    ("equitune C2xZ2", EQUITUNE, "klein", None),
+    ("multigroup C2xZ2 (distilled equizero)", MULTIGROUP, "klein", EQUIZERO),
 )
 
 
@@ -332,7 +333,7 @@ def canonical(
             equi = model.policy.q_net.equi
             passes = (
                 1
-                if method in ("base", "canonicalize")
+                if method in (BASE, CANONICALIZE)
                 else int(getattr(equi, "passes_per_input", sym.group.order))
             )
             rets: list[float] = []
@@ -354,7 +355,7 @@ def canonical(
     return rows
 
 
-WALLTIME_METHODS = ("base", "equitune", "equizero", "lambda")
+WALLTIME_METHODS = method_names(learned_scorer=False)
 
 
 def walltime(
@@ -411,7 +412,7 @@ def _plot_zero(rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     groups = sorted({(r["agent"], r["env"]) for r in rows})
-    methods = ["base", "equitune", "equizero", "lambda"]
+    methods = list(method_names(learned_scorer=False))
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(groups)), 4))
     width = 0.2
     for i, m in enumerate(methods):

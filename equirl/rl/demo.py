@@ -6,6 +6,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from equirl.registry import EQUITUNE, method_names
+
 __all__ = ["run_demo"]
 
 
@@ -14,7 +16,7 @@ def run_demo(
     agent: str | Path | None = None,
     episodes: int = 5,
     finetune_steps: int = 3000,
-    finetune_method: str = "equitune",
+    finetune_method: str = EQUITUNE,
     out: str = "runs",
 ) -> int:
     """Evaluate base / equitune / equizero / λ-equitune zero-shot on the shipped CartPole agents (fully
@@ -43,7 +45,7 @@ def run_demo(
     partial = full.with_name(full.stem + "_partial.zip")
     t0 = time.perf_counter()
     console.print(f"[bold]equirl RL demo[/]: {full} on {env_id} (mirror symmetry s ↦ -s, actions 0 ↔ 1)")
-    methods = ["base", "equitune", "equizero", "lambda"]
+    methods = list(method_names(learned_scorer=False))
     zero = {"full": evaluate_methods(full, env_id, methods, episodes=episodes)}
     if partial.is_file():
         zero["partial"] = evaluate_methods(partial, env_id, methods, episodes=episodes)

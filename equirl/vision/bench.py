@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from equirl.errors import EquirlError
+from equirl.registry import BASE, EQUITUNE, EQUIZERO, LAMBDA
 from equirl.symmetrizers import LambdaEquiTune
 from equirl.utils.io import atomic_write_text
 from equirl.vision.classifier import accuracy, fit_lambda, symmetrize_classifier
@@ -92,12 +93,12 @@ def single_image_bench(
         x_rand = random_transform(test.images, "rot90", seed=1000 + seed)
         sub = train.subset(torch.arange(n_lambda))
         models: dict[str, nn.Module] = {
-            "plain": net,
-            "equitune": symmetrize_classifier(net, "rot90", "equitune"),
-            "equizero (entropy)": symmetrize_classifier(net, "rot90", "equizero", proxy="entropy"),
-            "equizero (max prob)": symmetrize_classifier(net, "rot90", "equizero", proxy="max_prob"),
+            BASE: net,
+            EQUITUNE: symmetrize_classifier(net, "rot90", EQUITUNE),
+            "equizero (entropy)": symmetrize_classifier(net, "rot90", EQUIZERO, proxy="entropy"),
+            "equizero (max prob)": symmetrize_classifier(net, "rot90", EQUIZERO, proxy="max_prob"),
         }
-        lam = symmetrize_classifier(net, "rot90", "lambda")
+        lam = symmetrize_classifier(net, "rot90", LAMBDA)
         assert isinstance(lam, LambdaEquiTune)
         torch.manual_seed(seed)
         fit_lambda(lam, sub.images, sub.labels, steps=lambda_steps, lr=3e-3, seed=seed)
@@ -105,7 +106,7 @@ def single_image_bench(
         # finetuned baselines (copies of the backbone)
         eq_net = SmallCNN(**net.hparams)
         eq_net.load_state_dict(net.state_dict())
-        eq_ft = symmetrize_classifier(eq_net, "rot90", "equitune")
+        eq_ft = symmetrize_classifier(eq_net, "rot90", EQUITUNE)
         _train(eq_ft, list(eq_net.parameters()), sub.images, sub.labels, finetune_steps, 1e-3, seed)
         models[f"equitune finetuned ({n_lambda})"] = eq_ft
         aug_net = SmallCNN(**net.hparams)
@@ -154,7 +155,7 @@ def multi_image_bench(
     xte_rot = apply_per_image(act, xte, torch.randint(0, 4, (xte.shape[0], k), generator=g))
     torch.manual_seed(seed)
     is_models: dict[str, MultiImageIS] = {}
-    for branch, trunk in (("equitune", net.feature_maps), ("lambda", net.features)):
+    for branch, trunk in ((EQUITUNE, net.feature_maps), (LAMBDA, net.features)):
         ism = MultiImageIS(trunk, k, n_classes, "rot90", hidden=128, branch=branch)
         ism(xtr[:2])  # materialise lazy layers
         _train(ism, [p for p in ism.parameters() if p.requires_grad], xtr, ytr, steps, 3e-3, seed)
@@ -174,10 +175,10 @@ def multi_image_bench(
         (f"equitune over C4^{k} (head finetuned, {max(1, steps // 4)} steps)", prod_ft, k * G**k),
         (
             "equitune branches (feature maps) + IS layer",
-            is_models["equitune"],
-            is_models["equitune"].trunk_passes(),
+            is_models[EQUITUNE],
+            is_models[EQUITUNE].trunk_passes(),
         ),
-        ("λ-equitune branches + IS layer", is_models["lambda"], is_models["lambda"].trunk_passes()),
+        ("λ-equitune branches + IS layer", is_models[LAMBDA], is_models[LAMBDA].trunk_passes()),
     ]:
         m.eval()
         rows.append(
