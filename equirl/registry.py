@@ -98,7 +98,7 @@ class MethodOption:
     """
 
     name: str
-    value_type: type
+    value_type: Any  # a type, or collections.abc.Callable
     default: Any
     help: str
     choices: tuple[Any, ...] | None = None
