@@ -314,3 +314,51 @@ def test_method_name_literals_live_only_in_the_registry() -> None:
             ):
                 found.append(f"{rel}:{node.lineno}: {node.value!r}")
     assert not found, "method names outside equirl/registry.py (use its constants):\n" + "\n".join(found)
+
+
+@pytest.mark.parametrize(("alias", "name"), [("λ", LAMBDA), ("plain", BASE), ("lambda_equitune", LAMBDA)])
+def test_rl_policy_accepts_aliases_and_saved_agents_round_trip(tmp_path: Path, alias: str, name: str) -> None:
+    """Agents saved with an alias in ``policy_kwargs`` (as older zips may be) still load."""
+    from stable_baselines3 import DQN
+
+    from equirl.rl.envs import make_env
+    from equirl.rl.policies import EquiDQNPolicy
+    from equirl.rl.pretrained import load_pretrained
+
+    model = DQN(
+        EquiDQNPolicy,
+        make_env("CartPole-v1"),
+        policy_kwargs={"symmetry": "CartPole-v1", "method": alias},
+        buffer_size=10,
+        seed=0,
+    )
+    assert model.policy.q_net.method == name
+    assert (model.policy.q_net.equi is None) == (name == BASE)
+    if name == LAMBDA:  # a trained-looking λ (it starts at zero, i.e. as equitune)
+        with torch.no_grad():
+            for p in model.policy.q_net.equi.parameters():
+                p.normal_(0, 0.5)
+    model.save(tmp_path / "agent.zip")
+    loaded = DQN.load(tmp_path / "agent.zip")
+    assert loaded.policy.q_net.method == name
+    x = torch.randn(4, 4)
+    assert torch.allclose(loaded.policy.q_net(x), model.policy.q_net(x), atol=1e-6)
+    # re-wrapping it under the canonical name keeps its own (λ) weights: the saved alias is resolved
+    again = load_pretrained(tmp_path / "agent.zip", "CartPole-v1", method=name)
+    assert torch.allclose(again.policy.q_net(x), model.policy.q_net(x), atol=1e-6)
+
+
+def test_rl_policy_rejects_bad_method_kwargs_in_one_line() -> None:
+    from stable_baselines3 import DQN
+
+    from equirl.errors import SymmetryError
+    from equirl.rl.envs import make_env
+    from equirl.rl.policies import EquiDQNPolicy
+
+    with pytest.raises(SymmetryError, match="unknown option 'lambda_hiden' for method lambda; valid"):
+        DQN(
+            EquiDQNPolicy,
+            make_env("CartPole-v1"),
+            policy_kwargs={"symmetry": "CartPole-v1", "method": "λ", "method_kwargs": {"lambda_hiden": [8]}},
+            buffer_size=10,
+        )
