@@ -14,6 +14,7 @@ from torch import nn
 
 from equirl.actions import image_action, permutation_action, signed_permutation_action
 from equirl.groups import dihedral, flip
+from equirl.registry import BASE, EQUIZERO, get_method, method_names
 from equirl.symmetrizers import check_equivariance, symmetrize
 
 __all__ = ["core_demo_rows"]
@@ -47,11 +48,12 @@ def core_demo_rows(seed: int = 0) -> list[dict[str, Any]]:
         model.eval()
         with torch.no_grad():
             base = model(x)
-        rows.append({"symmetry": name, "method": "plain", "error": check_equivariance(model, act_in, act_out, x),
+        rows.append({"symmetry": name, "method": BASE, "error": check_equivariance(model, act_in, act_out, x),
                      "agree": 1.0})  # fmt: skip
-        for method in ("equitune", "equizero", "lambda"):
-            kw: dict[str, Any] = dict(zero_kw) if method == "equizero" else {}
-            if method == "lambda":
+        for method in method_names(base=False, learned_scorer=False):
+            spec = get_method(method)
+            kw: dict[str, Any] = dict(zero_kw) if spec.name == EQUIZERO else {}
+            if spec.learned_weights:
                 kw["lambda_in_features"] = feat
             sym = symmetrize(model, act_in, act_out, method=method, **kw).eval()
             lam = getattr(sym, "lambda_net", None)

@@ -37,6 +37,7 @@ from equirl.bench.report import BenchTable, Column, Step, progress, write_csv
 from equirl.bench.threads import torch_threads
 from equirl.errors import EquirlError
 from equirl.groups import cyclic, dihedral, direct_product, permutation_group
+from equirl.registry import MULTIGROUP
 from equirl.symmetrizers import Canonicalize, EquiTune, EquiZero, MultiGroup, ScoreNet
 
 if TYPE_CHECKING:
@@ -261,7 +262,7 @@ def _run(
             ("zero-shot", "plain model", scorer),
             ("zero-shot", "equitune (full product)", scorer),
             ("zero-shot", "equizero (entropy)", scorer),
-            ("zero-shot", "multigroup", scorer),
+            ("zero-shot", MULTIGROUP, scorer),
             ("zero-shot", "canonicalize (prior)", scorer),
             ("zero-shot", "multigroup (untrained scorer)", raw_scorer),
             ("zero-shot", "canonicalize (untrained scorer)", raw_scorer),
@@ -270,7 +271,7 @@ def _run(
             plan += [
                 ("finetuned", "equitune (full product)", scorer),
                 ("finetuned", "equizero (entropy)", scorer),
-                ("finetuned", "multigroup", scorer),
+                ("finetuned", MULTIGROUP, scorer),
                 ("finetuned", "canonicalize (prior)", scorer),
             ]
         for regime, name, sc in plan:
@@ -314,7 +315,7 @@ def _build(name: str, model: nn.Module, act: GroupAction[Any], scorer: nn.Module
         return EquiTune(model, act), 0
     if name == "equizero (entropy)":
         return EquiZero(model, act, proxy="entropy"), 0
-    if name.startswith("multigroup"):
+    if name.startswith(MULTIGROUP):
         return MultiGroup(model, act, scorer=scorer), act.group.order
     return Canonicalize(model, act, scorer=scorer), act.group.order
 

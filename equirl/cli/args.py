@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
+
+from equirl.errors import ConfigError
+from equirl.registry import canonical_method
+
+
+def method_arg(name: str) -> str:
+    """argparse ``type=`` for a method: its canonical name (aliases such as ``plain`` or ``λ`` are
+    accepted); pair it with ``choices=`` from :func:`equirl.registry.method_names`."""
+    try:
+        return canonical_method(name)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_config_args(parser: Any, config_help: str = "YAML config") -> None:

@@ -7,6 +7,10 @@ import functools
 from typing import Any
 
 from equirl.cli.args import add_config_args
+from equirl.registry import BASE, EQUITUNE, EQUIZERO, canonical_method, method_names
+
+#: the methods ``language eval`` runs on SCAN (the scorer-driven ones have their own benchmark)
+SCAN_EVAL_METHODS = method_names(learned_scorer=False)
 
 
 def register(commands: Any, bench: Any) -> None:
@@ -38,8 +42,8 @@ def register(commands: Any, bench: Any) -> None:
     p.add_argument("--root", default=None, help="folder of official SCAN files (default: generated)")
     p.add_argument(
         "--methods",
-        default="plain,equitune,equizero,lambda",
-        help="comma list of plain, equitune, equizero, lambda",
+        default=",".join(SCAN_EVAL_METHODS),
+        help=f"comma list of {', '.join(SCAN_EVAL_METHODS)} (aliases such as plain or λ accepted)",
     )
     p.add_argument(
         "--symmetry",
@@ -99,7 +103,7 @@ def register(commands: Any, bench: Any) -> None:
     p.add_argument(
         "--finetune-methods",
         default="",
-        help="comma list of finetuned methods to run (plain,equitune,equizero,lambda; default: all)",
+        help=f"comma list of finetuned methods to run ({','.join(SCAN_EVAL_METHODS)}; default: all)",
     )
     p.add_argument("--jobs", type=int, default=1, help="parallel processes over (cell, split, seed)")
     p.add_argument("--full", action="store_true", help="also per-step equizero and the entropy proxy")
@@ -179,16 +183,16 @@ def _eval(args: argparse.Namespace, console: Any) -> int:
     if args.limit:
         examples = examples[: args.limit]
     rows = []
-    for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
-        if method not in ("plain", "equitune", "equizero", "lambda"):
-            raise ConfigError(f"unknown method {method!r}: use plain, equitune, equizero, lambda")
-        kw: dict[str, Any] = {"proxy": args.proxy, "level": args.level} if method == "equizero" else {}
+    for method in [canonical_method(m) for m in args.methods.split(",") if m.strip()]:
+        if method not in SCAN_EVAL_METHODS:
+            raise ConfigError(f"unknown method {method!r}: use {', '.join(SCAN_EVAL_METHODS)}")
+        kw: dict[str, Any] = {"proxy": args.proxy, "level": args.level} if method == EQUIZERO else {}
         if args.finetune_epochs:
             m2, _ = load_checkpoint(args.checkpoint)
             train = scan_examples(split, "train", args.root)
             train = train[: args.limit] if args.limit else train
             sv, tv = scan_vocabs()
-            if method == "plain":
+            if method == BASE:
                 train_model(m2, train, args.finetune_epochs, lr=args.finetune_lr)
                 acc = exact_match(functools.partial(greedy_decode, m2), examples, sv, tv)
             else:
@@ -199,7 +203,7 @@ def _eval(args: argparse.Namespace, console: Any) -> int:
         rows.append(
             {
                 "split": split,
-                "symmetry": "-" if method == "plain" else symmetry,
+                "symmetry": "-" if method == BASE else symmetry,
                 "method": method,
                 "finetuned": bool(args.finetune_epochs),
                 "exact_match_%": round(100 * acc, 2),
@@ -242,8 +246,8 @@ def _generate_all(cfg: Any, tok: Any, model: Any, sym: Any) -> list[dict[str, st
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     eq = None
-    if cfg.method != "plain":
-        kw = {"proxy": cfg.proxy} if cfg.method == "equizero" else {}
+    if cfg.method != BASE:
+        kw = {"proxy": cfg.proxy} if cfg.method == EQUIZERO else {}
         eq = EquiGPT2(model, sym, cfg.method, **kw).eval()
     out: list[dict[str, str]] = []
     for prompt in _prompts(cfg):
@@ -292,11 +296,11 @@ def _gpt2_fairness(args: argparse.Namespace, console: Any) -> int:
     def plain_lm(ids: Any) -> Any:
         return model(input_ids=ids).logits
 
-    eq = EquiGPT2(model, sym, "equitune").eval()
+    eq = EquiGPT2(model, sym, EQUITUNE).eval()
     for prompt in prompts[:10]:
         ids = torch.tensor([tok.encode(prompt)])
         cont = torch.randint(0, len(tok), (1, 8), generator=gen)
-        for name, lm in (("plain", plain_lm), ("equitune", eq)):
+        for name, lm in ((BASE, plain_lm), (EQUITUNE, eq)):
             m = swap_consistency(lm, sym, ids, cont)
             rows.append(
                 {"prompt": prompt, "model": name, "max_abs_logprob_gap": f"{m['max_abs_logprob_gap']:.2e}"}
@@ -351,7 +355,7 @@ def _bench_scan(args: argparse.Namespace, console: Any) -> int:
         finetune_symmetry=args.finetune_symmetry,
         jobs=args.jobs,
         per_seed=per_seed,
-        finetune_methods=[m for m in args.finetune_methods.split(",") if m],
+        finetune_methods=[m.strip() for m in args.finetune_methods.split(",") if m.strip()],
         console=console,
     )
     console.print(language.scan_table(rows))

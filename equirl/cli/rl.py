@@ -6,16 +6,18 @@ Heavy imports (torch, SB3) stay inside the handlers so ``equirl --help`` is fast
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from typing import Any
 
-from equirl.cli.args import add_config_args
-from equirl.errors import ConfigError, EquirlError
+from equirl.cli.args import add_config_args, method_arg
+from equirl.errors import ConfigError
+from equirl.registry import canonical_method, method_names
 from equirl.utils.runs import tensorboard_command
 
-METHOD_CHOICES = ("base", "equitune", "equizero", "lambda", "canonicalize", "multigroup")
+METHOD_CHOICES = method_names()
 #: what ``--method all`` evaluates (the scorer methods need a fitted scorer / a product group)
-ALL_METHODS = ("base", "equitune", "equizero", "lambda")
+ALL_METHODS = method_names(learned_scorer=False)
 
 
 def register(commands: Any, bench: Any) -> None:
@@ -48,7 +50,9 @@ def register(commands: Any, bench: Any) -> None:
             )
         else:
             p.add_argument("--init-from", default=None, help="agent to finetune (overrides init_from)")
-            p.add_argument("--method", default=None, choices=METHOD_CHOICES, help="overrides method")
+            p.add_argument(
+                "--method", default=None, type=method_arg, choices=METHOD_CHOICES, help="overrides method"
+            )
         p.set_defaults(func=_pretrain if name == "pretrain" else _train)
 
     p = commands.add_parser("eval", help="evaluate an agent zero-shot under several symmetrization methods")
@@ -56,7 +60,7 @@ def register(commands: Any, bench: Any) -> None:
     p.add_argument("--env", required=True, help="env id")
     p.add_argument("--algo", default="dqn", choices=("dqn", "qrdqn"))
     p.add_argument(
-        "--method", nargs="+", default=["all"], help="methods (base equitune equizero lambda) or all"
+        "--method", nargs="+", default=["all"], help=f"methods ({' '.join(METHOD_CHOICES)}) or all"
     )
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--seeds", type=int, default=1, help="evaluation seeds (episodes each)")
@@ -87,8 +91,9 @@ def register(commands: Any, bench: Any) -> None:
     p.add_argument("--walltime-repeats", type=int, default=1, help="interleaved rounds of the wall-time runs")
     p.add_argument(
         "--method",
-        default="equitune",
-        choices=("equitune", "equizero", "lambda"),
+        default=method_names(base=False)[0],
+        type=method_arg,
+        choices=method_names(base=False, learned_scorer=False),
         help="equivariant method of the sample-efficiency runs",
     )
     p.add_argument("--envs", nargs="+", default=["CartPole-v1", "Acrobot-v1"], help="sample-efficiency envs")
@@ -198,8 +203,8 @@ def _train(args: argparse.Namespace, console: Any) -> int:
     cfg = _load_cfg(args)
     if args.init_from:
         cfg.init_from = args.init_from
-    if args.method:
-        cfg.method = args.method
+    if args.method:  # re-validates method_kwargs against the new method
+        cfg = dataclasses.replace(cfg, method=args.method)
     res = run_training(cfg, progress_bar=not args.no_progress)
     console.print(
         f"run: {res.run_dir}  final return {res.final_mean:.1f} ± {res.final_std:.1f}  ({res.seconds:.0f} s)",
@@ -212,10 +217,7 @@ def _train(args: argparse.Namespace, console: Any) -> int:
 def _eval(args: argparse.Namespace, console: Any) -> int:
     from equirl.rl.evaluation import evaluate_methods
 
-    methods = list(ALL_METHODS) if "all" in args.method else list(args.method)
-    bad = [m for m in methods if m not in METHOD_CHOICES]
-    if bad:
-        raise EquirlError(f"unknown method {bad[0]!r}; choose from {', '.join(METHOD_CHOICES)} or all")
+    methods = list(ALL_METHODS) if "all" in args.method else [canonical_method(m) for m in args.method]
     if args.episodes < 1 or args.seeds < 1:
         raise ConfigError("--episodes and --seeds must be positive")
     res = evaluate_methods(

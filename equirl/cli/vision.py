@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from equirl.cli.args import add_config_args
+from equirl.cli.args import add_config_args, method_arg
+from equirl.registry import BASE, canonical_method, get_method, method_names
+
+#: the methods of ``vision eval`` (a single group: no multigroup)
+VISION_METHODS = method_names(product_group=False)
+#: the training-free methods of ``vision clip`` (λ and the canonicalizer need labelled images)
+CLIP_METHODS = tuple(m for m in method_names(learned_scorer=False) if not get_method(m).learned_weights)
 
 
 def register(commands: Any, bench: Any) -> None:
@@ -26,7 +32,11 @@ def register(commands: Any, bench: Any) -> None:
     ev = sub.add_parser("eval", help="accuracy per transformation and on a randomly transformed test set")
     ev.add_argument("checkpoint", help="a checkpoint from `vision pretrain` or `vision finetune`")
     ev.add_argument(
-        "--method", default=None, help="plain, equitune, equizero, lambda or canonicalize (default: as saved)"
+        "--method",
+        default=None,
+        type=method_arg,
+        choices=VISION_METHODS,
+        help=f"{', '.join(VISION_METHODS)} (default: as saved)",
     )
     ev.add_argument("--group", default=None, help="rot90, rot180, mirror or rot90+mirror (default: as saved)")
     ev.add_argument("--proxy", default="entropy", help="equizero proxy: entropy or max_prob")
@@ -40,7 +50,7 @@ def register(commands: Any, bench: Any) -> None:
     cl.add_argument("folder", help="root/<class>/<image>; the class names are the sub-folder names")
     cl.add_argument("--model", default="openai/clip-vit-base-patch32", help="hub id or local folder")
     cl.add_argument("--group", default="rot90", help="rot90, mirror or rot90+mirror")
-    cl.add_argument("--methods", default="plain,equitune,equizero", help="comma-separated methods")
+    cl.add_argument("--methods", default=",".join(CLIP_METHODS), help="comma-separated methods")
     cl.add_argument("--proxy", default="max_prob", help="equizero proxy: max_prob or entropy")
     cl.add_argument("--batch-size", type=int, default=32)
     cl.set_defaults(func=_clip)
@@ -81,7 +91,7 @@ def _finetune(args: argparse.Namespace, console: Any) -> int:
 
     cfg = load_config(FinetuneConfig, args.config, args.overrides)
     _, m = finetune(cfg)
-    light = "canonicalizer" if cfg.method == "canonicalize" else "λ"
+    light = "canonicalizer" if get_method(cfg.method).learned_scorer else "λ-net"
     what = "+".join(k for k, on in (("backbone", cfg.train_backbone), (light, cfg.train_lambda)) if on)
     console.print(
         f"{cfg.method} on {cfg.group}: finetuned {what} on {m['n_train']} images in {m['seconds']:.1f}s"
@@ -108,10 +118,6 @@ def _eval(args: argparse.Namespace, console: Any) -> int:
         if not isinstance(raw, dict):
             raise ConfigError(f"{args.config}: `data` must be a section")
         data_cfg = from_dict(DataConfig, raw, "data")
-    if args.method not in (None, "plain", "equitune", "equizero", "lambda", "canonicalize"):
-        raise ConfigError(
-            f"--method must be plain, equitune, equizero, lambda or canonicalize, got {args.method!r}"
-        )
     model = load_finetuned(args.checkpoint, args.method, args.group)
     group = args.group or getattr(getattr(model, "group", None), "name", None) or "rot90"
     group = {"C4": "rot90", "Z2": "mirror", "D4": "rot90+mirror", "C2": "rot180", "flip": "mirror"}.get(
@@ -142,11 +148,11 @@ def _clip(args: argparse.Namespace, console: Any) -> int:
     from equirl.vision.groups import vision_action
 
     vision_action(args.group)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    bad = [m for m in methods if m not in ("plain", "equitune", "equizero")]
+    methods = [canonical_method(m) for m in args.methods.split(",") if m.strip()]
+    bad = [m for m in methods if m not in CLIP_METHODS]
     if bad or not methods:
         raise ConfigError(
-            f"--methods must list plain, equitune, equizero (λ needs labels: use fit_lambda), got {bad}"
+            f"--methods must list {', '.join(CLIP_METHODS)} (λ needs labels: use fit_lambda), got {bad}"
         )
     data = load_image_folder(args.folder, size=256, mode="RGB")
     clip, tok = load_clip(args.model)
@@ -156,7 +162,7 @@ def _clip(args: argparse.Namespace, console: Any) -> int:
     t.add_column("method")
     rows = {}
     for m in methods:
-        model = zs if m == "plain" else symmetrize_classifier(zs, args.group, m, proxy=args.proxy)
+        model = zs if m == BASE else symmetrize_classifier(zs, args.group, m, proxy=args.proxy)
         rows[m] = evaluate_transforms(model, x, data.labels, args.group, batch_size=args.batch_size)
     for k in next(iter(rows.values())):
         t.add_column(k, justify="right")

@@ -37,6 +37,7 @@ from equirl.errors import SymmetryError
 from equirl.language.equiscan import ScanSymmetry
 from equirl.language.scan import ScanExample
 from equirl.language.seq2seq import PAD, Seq2Seq, Vocab, encode_batch, greedy_decode
+from equirl.registry import BASE, CANONICALIZE
 from equirl.symmetrizers.canonicalize import Canonicalize
 
 __all__ = ["CanonicalSeq2Seq", "SequenceScorer"]
@@ -193,7 +194,7 @@ def bench_canonical_scan(
             t_pre = time.perf_counter() - t0
             t0 = time.perf_counter()
             acc = exact_match(functools.partial(greedy_decode, model, max_len=60), test, sv, tv)
-            rows.append({"split": split, "seed": seed, "method": "plain", "group": "-", "exact_match": acc,
+            rows.append({"split": split, "seed": seed, "method": BASE, "group": "-", "exact_match": acc,
                          "passes": 1, "seconds": round(time.perf_counter() - t0, 2),
                          "pretrain_seconds": round(t_pre, 1)})  # fmt: skip
             for spec in BENCH_GROUPS.get(split, ("jump_run",)):
@@ -206,7 +207,7 @@ def bench_canonical_scan(
                 t_fit = time.perf_counter() - t0
                 t0 = time.perf_counter()
                 acc = exact_match(functools.partial(can.greedy, max_len=60), test, sv, tv)
-                rows.append({"split": split, "seed": seed, "method": "canonicalize", "group": spec,
+                rows.append({"split": split, "seed": seed, "method": CANONICALIZE, "group": spec,
                              "exact_match": acc, "passes": 1, "seconds": round(time.perf_counter() - t0, 2),
                              "prior_seconds": round(t_fit, 1)})  # fmt: skip
                 log.info("%s seed %d %s: %.4f", split, seed, spec, acc)

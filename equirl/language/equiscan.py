@@ -25,6 +25,7 @@ from equirl.errors import EquirlError, SymmetryError
 from equirl.groups import Group, direct_product, permutation_group
 from equirl.language.scan import ScanExample, interpret
 from equirl.language.seq2seq import EOS, PAD, SOS, Seq2Seq, Vocab, batch_examples, scan_vocabs
+from equirl.registry import EQUITUNE, get_method
 from equirl.symmetrizers import EquiZero, Symmetrizer, symmetrize
 
 __all__ = [
@@ -348,7 +349,7 @@ class SymmetrizedSeq2Seq(nn.Module):
         self,
         model: Seq2Seq,
         symmetry: ScanSymmetry | ClauseSymmetry,
-        method: str = "equitune",
+        method: str = EQUITUNE,
         level: str = "sequence",
         **kwargs: Any,
     ) -> None:
@@ -356,7 +357,7 @@ class SymmetrizedSeq2Seq(nn.Module):
         if level not in ("sequence", "step"):
             raise SymmetryError(f"level must be 'sequence' or 'step', got {level!r}")
         self.level = level
-        if method in ("lambda", "lambda_equitune", "lambda-equitune"):
+        if get_method(method).learned_weights:
             kwargs.setdefault("lambda_in_features", model.hidden)
         self.symmetry = symmetry
         self.method = method

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from equirl.actions import GroupAction, SignedPermAction, permutation_action, product_action, token_action
 from equirl.errors import OfflineError, SymmetryError
 from equirl.groups import Group, direct_product, permutation_group
+from equirl.registry import EQUITUNE, get_method
 from equirl.symmetrizers import Symmetrizer, symmetrize
 
 log = logging.getLogger(__name__)
@@ -360,12 +361,13 @@ class EquiGPT2(nn.Module):
         self,
         model: nn.Module,
         symmetry: WordSwapSymmetry,
-        method: str = "equitune",
+        method: str = EQUITUNE,
         fast_head: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__()
-        is_lambda = method in ("lambda", "lambda_equitune", "lambda-equitune")
+        spec = get_method(method)
+        is_lambda = spec.learned_weights
         hf: Any = model
         if is_lambda:
             kwargs.setdefault("lambda_in_features", int(hf.config.n_embd))
@@ -375,7 +377,7 @@ class EquiGPT2(nn.Module):
         head = getattr(hf, "lm_head", None)
         self._fast = (
             fast_head
-            and (method in ("equitune", "equi-tune") or is_lambda)
+            and (spec.name == EQUITUNE or is_lambda)
             and isinstance(head, nn.Linear)
             and head.bias is None
             and hasattr(hf, "transformer")

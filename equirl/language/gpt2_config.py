@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["Gpt2RunConfig"]
+from equirl.registry import EQUITUNE, canonical_method, method_names
+
+__all__ = ["GPT2_METHODS", "Gpt2RunConfig"]
+
+#: the methods of the GPT-2 commands (no scorer-driven ones)
+GPT2_METHODS = method_names(learned_scorer=False)
 
 
 @dataclass
@@ -13,7 +18,7 @@ class Gpt2RunConfig:
     :param tokenizer: ``default`` (real GPT-2 tokenizer from shared data, else a small local BPE), a folder
         with ``vocab.json`` + ``merges.txt``, or a hub name.
     :param variant: ``EquiGPT2`` or ``R-EquiGPT2``.
-    :param method: ``plain``, ``equitune``, ``equizero`` or ``lambda``.
+    :param method: ``base`` (``plain``), ``equitune``, ``equizero`` or ``lambda`` (aliases accepted).
     :param proxy: equizero's per-step proxy.
     :param attributes: which equality attributes to symmetrize.
     :param prompts: prompts; empty means the 60 packaged fairness prompts.
@@ -23,7 +28,7 @@ class Gpt2RunConfig:
     model: str = "gpt2"
     tokenizer: str = "default"
     variant: str = "R-EquiGPT2"
-    method: str = "equitune"
+    method: str = EQUITUNE
     proxy: str = "entropy"
     attributes: list[str] = field(default_factory=lambda: ["gender", "color", "sexuality"])
     prompts: list[str] = field(default_factory=list)
@@ -37,8 +42,9 @@ class Gpt2RunConfig:
     out: str | None = None
 
     def __post_init__(self) -> None:
-        if self.method not in ("plain", "equitune", "equizero", "lambda"):
-            raise ValueError(f"method must be plain, equitune, equizero or lambda, got {self.method!r}")
+        self.method = canonical_method(self.method)
+        if self.method not in GPT2_METHODS:
+            raise ValueError(f"method must be one of {', '.join(GPT2_METHODS)}, got {self.method!r}")
         if self.variant.replace("-", "").lower() not in ("equigpt2", "requigpt2"):
             raise ValueError(f"variant must be EquiGPT2 or R-EquiGPT2, got {self.variant!r}")
         if self.max_new_tokens < 1 or self.samples_per_prompt < 1 or self.top_k < 0:

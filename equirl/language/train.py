@@ -19,6 +19,7 @@ from equirl.errors import CheckpointError, ConfigError
 from equirl.language.equiscan import SymmetrizedSeq2Seq, exact_match, scan_symmetry
 from equirl.language.scan import ScanExample, canonical_split, scan_examples
 from equirl.language.seq2seq import CELLS, PAD, Seq2Seq, batch_examples, greedy_decode, scan_vocabs
+from equirl.registry import BASE, get_method
 from equirl.utils.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -192,15 +193,15 @@ def load_checkpoint(path: str | Path) -> tuple[Seq2Seq, PretrainConfig]:
 def evaluate(
     model: Seq2Seq,
     examples: Sequence[ScanExample],
-    method: str = "plain",
+    method: str = BASE,
     symmetry: str = "jump_run",
     max_len: int = 60,
     **kwargs: Any,
 ) -> float:
-    """Exact-match accuracy of the plain (``method="plain"``) or symmetrized model on ``examples``."""
+    """Exact-match accuracy of the plain (``method="base"``) or symmetrized model on ``examples``."""
     sv, tv = scan_vocabs()
     model.eval()
-    if method == "plain":
+    if not get_method(method).symmetrizes:
         return exact_match(lambda s, n: greedy_decode(model, s, n, max_len), examples, sv, tv)
     eq = SymmetrizedSeq2Seq(model, scan_symmetry(symmetry), method, **kwargs).eval()
     return exact_match(lambda s, n: eq.greedy(s, n, max_len), examples, sv, tv)

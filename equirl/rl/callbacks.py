@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 
+from equirl.registry import get_method
 from equirl.symmetrizers import check_equivariance
 
 __all__ = ["EquiEvalCallback", "EquiLoggingCallback", "policy_method"]
@@ -93,12 +94,12 @@ class EquiLoggingCallback(BaseCallback):
             err = check_equivariance(net, in_act, sym.action_action(), x)
             self.equi_errors.append(float(err))
             self.logger.record("equi/equivariance_error", float(err))
-            if net.method in ("lambda", "equizero"):
+            spec = get_method(net.method)
+            if spec.weights_tag is not None:  # λ's learned weights, equizero's pick
                 w = net.forward_with_weights(x).weights.float()
-                kind = "lambda_weight" if net.method == "lambda" else "equizero_pick"
                 for g, lab in enumerate(labels):
-                    self.logger.record(f"equi/{kind}/{lab}", float(w[g].mean()))
-                if net.method == "lambda":
+                    self.logger.record(f"equi/{spec.weights_tag}/{lab}", float(w[g].mean()))
+                if spec.learned_weights:
                     self.logger.record(
                         "equi/lambda_weight_spread", float((w - 1.0 / len(labels)).abs().mean())
                     )

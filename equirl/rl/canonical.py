@@ -22,13 +22,15 @@ The fitted scorer is copied into the target network.
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from equirl.errors import SymmetryError
+from equirl.registry import EQUIZERO
+from equirl.rl.config import SCORER_TARGETS
 
 __all__ = ["collect_observations", "fit_scorer"]
 
@@ -74,7 +76,7 @@ def fit_scorer(
     steps: int = 300,
     lr: float = 1e-2,
     batch_size: int = 256,
-    target: Literal["identity", "equizero"] = "equizero",
+    target: str = EQUIZERO,
     seed: int = 0,
 ) -> dict[str, float]:
     """Train the canonicalization scorer of ``model``'s Q-network on ``observations``; returns
@@ -92,11 +94,11 @@ def fit_scorer(
     equi = getattr(net, "equi", None)
     if equi is None or not hasattr(equi, "scorer"):
         raise SymmetryError("fit_scorer needs a policy with method 'canonicalize' or 'multigroup'")
-    if target not in ("identity", "equizero"):
-        raise SymmetryError(f"scorer target must be 'identity' or 'equizero', got {target!r}")
+    if target not in SCORER_TARGETS:
+        raise SymmetryError(f"scorer target must be one of {', '.join(SCORER_TARGETS)}, got {target!r}")
     # raw observations (uint8 frames stay uint8): the network does SB3's preprocessing itself
     x_all = torch.as_tensor(observations, device=pol.device)
-    targets = _equizero_targets(net, x_all) if target == "equizero" else None
+    targets = _equizero_targets(net, x_all) if target == EQUIZERO else None
     opt = torch.optim.Adam(equi.scorer.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     loss_v = float("nan")

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from equirl.config import load_config
 from equirl.errors import ConfigError
+from equirl.registry import BASE, EQUIZERO, canonical_method, validate_method_kwargs
 
 __all__ = ["EvalConfig", "HyperParams", "LogConfig", "RLConfig", "ScorerConfig", "load_rl_config"]
 
@@ -55,6 +56,10 @@ class LogConfig:
     tensorboard: bool = True
 
 
+#: what the scorer of ``canonicalize`` / ``multigroup`` is fitted to: the identity prior or equizero's pick
+SCORER_TARGETS = ("identity", EQUIZERO)
+
+
 @dataclass
 class ScorerConfig:
     """The scorer phase of ``canonicalize`` / ``multigroup`` runs (:func:`equirl.rl.canonical.fit_scorer`),
@@ -65,12 +70,14 @@ class ScorerConfig:
 
     steps: int = 0
     observations: int = 2000
-    target: Literal["identity", "equizero"] = "equizero"
+    target: str = EQUIZERO
     lr: float = 1e-2
 
     def __post_init__(self) -> None:
         if self.steps < 0 or self.observations < 1 or self.lr <= 0:
             raise ValueError("scorer.steps must be >= 0, observations and lr positive")
+        if self.target not in SCORER_TARGETS:
+            raise ValueError(f"scorer.target must be one of {', '.join(SCORER_TARGETS)}, got {self.target!r}")
 
 
 @dataclass
@@ -79,8 +86,10 @@ class RLConfig:
 
     :param env: gymnasium id with a symmetry spec (``equirl envs``).
     :param algo: ``dqn`` or ``qrdqn``.
-    :param method: ``base`` (plain), ``equitune``, ``equizero`` or ``lambda``.
-    :param method_kwargs: symmetrizer options (``proxy``, ``lambda_hidden``, ``lambda_input``).
+    :param method: a method of :mod:`equirl.registry` (``base``, ``equitune``, ``equizero``, ``lambda``,
+        ``canonicalize``, ``multigroup``) or an alias (``plain``, ``λ``...); stored as its canonical name.
+    :param method_kwargs: symmetrizer options (``proxy``, ``lambda_hidden``, ``lambda_input``...), checked
+        against the method's options in the registry.
     :param symmetry: a spec path/env id overriding the env's packaged spec.
     :param init_from: a plain or equivariant agent to finetune (zip or zoo folder); ``null`` = scratch.
     :param freeze_backbone: train only the λ-net (default: true for ``lambda`` with ``init_from``).
@@ -94,7 +103,7 @@ class RLConfig:
     algo: Literal["dqn", "qrdqn"] = "dqn"
     seed: int = 0
     timesteps: int = 50_000
-    method: Literal["base", "equitune", "equizero", "lambda", "canonicalize", "multigroup"] = "base"
+    method: str = BASE
     method_kwargs: dict[str, Any] = field(default_factory=dict)
     symmetry: str | None = None
     init_from: str | None = None
@@ -111,6 +120,8 @@ class RLConfig:
             raise ValueError("timesteps must be positive")
         if not 0.0 <= self.partial_fraction < 1.0:
             raise ValueError("partial_fraction must lie in [0, 1)")
+        self.method = canonical_method(self.method)
+        self.method_kwargs = validate_method_kwargs(self.method, self.method_kwargs, adapter="rl")
 
 
 def load_rl_config(path: str | Path, overrides: list[str] | None = None) -> RLConfig:

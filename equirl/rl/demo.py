@@ -9,11 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from equirl.registry import BASE, EQUITUNE, EQUIZERO, method_names
+
 __all__ = ["DEMO_ENV", "DEMO_METHODS", "DemoResult", "run_demo"]
 
 DEMO_ENV = "CartPole-v1"
 #: the methods compared zero-shot (an untrained λ equals equitune)
-DEMO_METHODS = ("base", "equitune", "equizero", "lambda")
+DEMO_METHODS = method_names(learned_scorer=False)
 
 
 @dataclass
@@ -40,7 +42,7 @@ class DemoResult:
 
 def _notes(zero: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
     full = zero.get("full", {})
-    base, eqz = full.get("base"), full.get("equizero")
+    base, eqz = full.get(BASE), full.get(EQUIZERO)
     if base is None or eqz is None or eqz["mean_return"] >= 0.98 * base["mean_return"]:
         return []
     return [
@@ -56,7 +58,7 @@ def run_demo(
     agent: str | Path | None = None,
     episodes: int = 5,
     finetune_steps: int = 3000,
-    finetune_method: str = "equitune",
+    finetune_method: str = EQUITUNE,
     out: str = "runs",
     progress_bar: bool = False,
 ) -> DemoResult:

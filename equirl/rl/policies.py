@@ -42,7 +42,15 @@ from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from equirl.errors import SymmetryError
+from equirl.errors import EquirlError, SymmetryError
+from equirl.registry import (
+    EQUITUNE,
+    EQUIZERO,
+    canonical_method,
+    get_method,
+    method_names,
+    validate_method_kwargs,
+)
 from equirl.rl.spec import EnvSymmetry, resolve_symmetry
 from equirl.symmetrizers import EquiZero, LambdaEquiTune, Symmetrizer, SymmetrizerOutput, symmetrize
 
@@ -65,9 +73,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: the methods a policy accepts ("base" = the plain network, for comparisons); ``canonicalize`` is learned
-#: canonicalization (one backbone pass), ``multigroup`` needs a direct-product group (e.g. ``C2xZ2``)
-METHODS = ("base", "equitune", "equizero", "lambda", "canonicalize", "multigroup")
+#: the methods a policy accepts (every method of :mod:`equirl.registry`; ``base`` = the plain network, for
+#: comparisons); ``canonicalize`` is learned canonicalization (one backbone pass), ``multigroup`` needs a
+#: direct-product group (e.g. ``C2xZ2``)
+METHODS = method_names()
 
 #: the RL λ-net's default hidden sizes: ``()`` is a linear λ on ``[g·s, Q(g·s)]``, one matrix-vector
 #: product. It reached CartPole 475 in fewer env steps than a 64-unit hidden layer (0.29-0.33x plain
@@ -76,7 +85,7 @@ METHODS = ("base", "equitune", "equizero", "lambda", "canonicalize", "multigroup
 DEFAULT_LAMBDA_HIDDEN: tuple[int, ...] = ()
 
 #: methods driven by a learned scorer (trained by the straight-through TD loss and :func:`fit_scorer_prior`)
-SCORED_METHODS = ("canonicalize", "multigroup")
+SCORED_METHODS = tuple(m for m in METHODS if get_method(m).learned_scorer)
 
 
 def quantile_max_value(ys: Tensor) -> Tensor:
@@ -295,18 +304,22 @@ def _make_symmetrizer(
     action_space: spaces.Space,
     quantile: bool,
 ) -> Symmetrizer | None:
-    if method not in METHODS:
-        raise SymmetryError(f"unknown method {method!r}; choose one of {list(METHODS)}")
+    try:
+        spec = get_method(method)
+        validate_method_kwargs(spec.name, method_kwargs, adapter="rl")
+    except EquirlError as exc:
+        raise SymmetryError(str(exc)) from None
+    method = spec.name
     if not isinstance(action_space, spaces.Discrete) or int(action_space.n) != sym.n_actions:
         raise SymmetryError(
             f"{sym.env_id}: the spec permutes {sym.n_actions} actions but the action space is {action_space}"
         )
     in_act = policy_obs_action(sym, observation_space)
-    if method == "base":
+    if not spec.symmetrizes:
         return None
     out_act = sym.action_action()
     kw = dict(method_kwargs)
-    if method in SCORED_METHODS and "scorer" not in kw:
+    if spec.learned_scorer and "scorer" not in kw:
         # learned canonicalization (Kaba et al., 2023) with the prior of Mondal et al. (2023): a small
         # scorer on g·s picks one element; the backbone runs once (multigroup: Σ|G_i| - k + 1 times)
         hidden = tuple(int(h) for h in kw.pop("scorer_hidden", (64,)))
@@ -314,11 +327,11 @@ def _make_symmetrizer(
         flat = int(spaces.flatdim(observation_space))
         kw["scorer"] = ObsLambdaNet(flat, hidden, scale=1.0 / 255.0 if image else 1.0, zero_init=False)
         return symmetrize(model_fn, in_act, out_act, method=method, **kw)
-    if method == "equizero":
+    if spec.name == EQUIZERO:
         if "proxy" not in kw and kw.get("tie_break", "average") == "average":
             return QValueEquiZero(model_fn, in_act, out_act, quantile=quantile, **kw)
         kw.setdefault("proxy", quantile_max_value if quantile else "max_value")
-    if method == "lambda" and "lambda_net" not in kw:
+    if spec.learned_weights and "lambda_net" not in kw:
         hidden = tuple(int(h) for h in kw.pop("lambda_hidden", DEFAULT_LAMBDA_HIDDEN))
         lam_in = str(kw.pop("lambda_input", "obs+q"))
         if lam_in not in ("obs", "obs+q"):
@@ -362,13 +375,12 @@ class _EquiMixin:
         self,
         *args: Any,
         symmetry: Any = None,
-        method: str = "equitune",
+        method: str = EQUITUNE,
         method_kwargs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.symmetry = resolve_symmetry(symmetry)
-        self.method = method
         self.method_kwargs = dict(method_kwargs or {})
         self.equi = _make_symmetrizer(
             self._plain_forward,
@@ -379,6 +391,7 @@ class _EquiMixin:
             self.action_space,  # type: ignore[attr-defined]
             quantile=self.quantile,
         )
+        self.method = canonical_method(method)  # an alias ("plain", "λ"...) as its canonical name
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data: dict[str, Any] = super()._get_constructor_parameters()  # type: ignore[misc]
@@ -458,7 +471,7 @@ class _EquiPolicyMixin:
         lr_schedule: Any,
         *args: Any,
         symmetry: Any = None,
-        method: str = "equitune",
+        method: str = EQUITUNE,
         method_kwargs: dict[str, Any] | None = None,
         freeze_backbone: bool = False,
         **kwargs: Any,

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from equirl.errors import CheckpointError, EquirlError
+from equirl.registry import EQUITUNE, canonical_method, get_method
 from equirl.rl.envs import make_vec_env
 from equirl.rl.spec import load_spec
 
@@ -115,7 +116,7 @@ def _env_id(env: Any) -> str | None:
 def load_pretrained(
     path: str | Path,
     env: Any,
-    method: str = "equitune",
+    method: str = EQUITUNE,
     algo: str = "dqn",
     symmetry: Any = None,
     method_kwargs: dict[str, Any] | None = None,
@@ -139,10 +140,8 @@ def load_pretrained(
     """
     import torch
 
-    from equirl.rl.policies import METHODS
-
-    if method not in METHODS:
-        raise EquirlError(f"unknown method {method!r}; choose one of {list(METHODS)}")
+    spec = get_method(method)  # one-line error listing the methods
+    method = spec.name
     env_id = env if isinstance(env, str) else _env_id(env)
     if symmetry is None and env_id is None:
         raise EquirlError("pass symmetry=...: the env has no id to look its symmetry spec up")
@@ -156,7 +155,7 @@ def load_pretrained(
         symmetry=sym,
         method=method,
         method_kwargs=dict(method_kwargs or {}),
-        freeze_backbone=(method == "lambda") if freeze_backbone is None else freeze_backbone,
+        freeze_backbone=spec.learned_weights if freeze_backbone is None else freeze_backbone,
     )
     # the same network as the plain agent: its feature extractor (Flatten / NatureCNN...) and quantiles
     pk.setdefault("features_extractor_class", plain.policy.features_extractor_class)
@@ -171,8 +170,10 @@ def load_pretrained(
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"checkpoint {path} does not fit {sym.env_id}: {first}") from None
     state = plain.policy.state_dict()
-    own = method in ("lambda", "canonicalize", "multigroup")  # methods with their own (λ / scorer) weights
+    own = spec.own_weights  # methods with their own (λ / scorer) weights
     saved_method = getattr(plain.policy, "_equi_kwargs", {}).get("method")
+    if saved_method is not None:  # agents saved with an alias ("lambda_equitune", "plain"...)
+        saved_method = canonical_method(saved_method)
     if not own or saved_method != method:  # keep only the backbone (the new λ-net / scorer starts fresh)
         state = {k: v for k, v in state.items() if ".equi." not in k}
     try:

@@ -18,6 +18,7 @@ import numpy as np
 import yaml
 
 from equirl.config import to_dict
+from equirl.registry import get_method
 from equirl.rl.config import RLConfig
 from equirl.rl.envs import make_vec_env
 from equirl.rl.spec import load_spec
@@ -138,7 +139,7 @@ def run_training(cfg: RLConfig, progress_bar: bool = False, exp_name: str | None
 
     model = build_model(cfg)  # validation errors happen before any directory exists
     scorer_fit: dict[str, float] = {}
-    if cfg.method in ("canonicalize", "multigroup") and cfg.scorer.steps > 0:
+    if get_method(cfg.method).learned_scorer and cfg.scorer.steps > 0:
         from equirl.rl.canonical import collect_observations, fit_scorer
 
         obs = collect_observations(model, cfg.env, cfg.scorer.observations, seed=cfg.seed)

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from equirl.actions import GroupAction
 from equirl.errors import EquirlError
+from equirl.registry import EQUITUNE, get_method, method_names, validate_method_kwargs
 from equirl.symmetrizers.base import SYMMETRIZERS, Symmetrizer, SymmetrizerOutput, register_symmetrizer
 from equirl.symmetrizers.canonicalize import Canonicalize, ScoredSymmetrizer, ScoreNet, sparse_orbit_average
 from equirl.symmetrizers.check import check_equivariance, equivariance_errors
@@ -39,14 +40,12 @@ __all__ = [
     "symmetrize",
 ]
 
-_ALIASES = {"lambda_equitune": "lambda", "lambda-equitune": "lambda", "λ": "lambda", "equi-tune": "equitune"}
-
 
 def symmetrize(
     model: nn.Module | Callable[[Tensor], Tensor],
     in_action: GroupAction[Any],
     out_action: GroupAction[Any] | None = None,
-    method: str = "equitune",
+    method: str = EQUITUNE,
     **kwargs: Any,
 ) -> Symmetrizer:
     """Wrap ``model`` so that it is equivariant to ``in_action.group``.
@@ -54,8 +53,11 @@ def symmetrize(
     :param model: the pretrained model ``M``.
     :param in_action: the group's action on inputs.
     :param out_action: its action on outputs (``None``: invariant outputs).
-    :param method: ``"equitune"``, ``"equizero"``, ``"lambda"`` (λ-equitune) or any registered name.
-    :param kwargs: passed to the method's class (e.g. ``proxy="max_value"`` for equizero).
+    :param method: a symmetrizing method of :mod:`equirl.registry` by name or alias (``"equitune"``,
+        ``"equizero"``, ``"lambda"`` / ``"λ"``, ``"canonicalize"``, ``"multigroup"``), or the name of a
+        class added with :func:`register_symmetrizer`.
+    :param kwargs: the method's options (e.g. ``proxy="max_value"`` for equizero), checked against the
+        registry (:func:`equirl.registry.validate_method_kwargs`).
 
     Example::
 
@@ -70,9 +72,18 @@ def symmetrize(
         >>> q(torch.randn(3, 4)).shape
         torch.Size([3, 2])
     """
-    key = _ALIASES.get(method, method)
+    if isinstance(method, str) and method in SYMMETRIZERS and method not in method_names(aliases=True):
+        return SYMMETRIZERS[method](model, in_action, out_action, **kwargs)  # a user-registered class
     try:
-        cls = SYMMETRIZERS[key]
-    except KeyError:
-        raise EquirlError(f"unknown method {method!r}; choose one of {sorted(SYMMETRIZERS)}") from None
-    return cls(model, in_action, out_action, **kwargs)
+        spec = get_method(method)
+    except EquirlError:
+        extra = sorted(set(SYMMETRIZERS) - set(method_names()))
+        names = ", ".join(method_names(base=False) + tuple(extra))
+        raise EquirlError(f"unknown method {method!r}; choose one of {names}") from None
+    if not spec.symmetrizes:
+        raise EquirlError(
+            f"method {spec.name!r} leaves the model as it is; use the model itself, or one of "
+            f"{', '.join(method_names(base=False))}"
+        )
+    validate_method_kwargs(spec.name, kwargs, adapter="core")
+    return SYMMETRIZERS[spec.name](model, in_action, out_action, **kwargs)

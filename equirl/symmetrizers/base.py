@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from equirl.actions import GroupAction, TrivialAction
 from equirl.errors import GroupError
+from equirl.registry import BASE
 
 __all__ = ["SYMMETRIZERS", "Symmetrizer", "SymmetrizerOutput", "register_symmetrizer"]
 
@@ -41,7 +42,12 @@ SYMMETRIZERS: dict[str, type[Symmetrizer]] = {}
 
 
 def register_symmetrizer(name: str) -> Callable[[type[Symmetrizer]], type[Symmetrizer]]:
-    """Class decorator registering a symmetrizer under ``name`` for :func:`equirl.symmetrize`."""
+    """Class decorator registering a symmetrizer under ``name`` for :func:`equirl.symmetrize`.
+
+    The built-in classes register under their canonical :mod:`equirl.registry` names (aliases are
+    resolved by the registry); any other name adds a user method that :func:`equirl.symmetrize` finds
+    by that exact name (its options are then not checked).
+    """
 
     def deco(cls: type[Symmetrizer]) -> type[Symmetrizer]:
         SYMMETRIZERS[name] = cls
@@ -64,7 +70,7 @@ class Symmetrizer(nn.Module):
     :param max_call_rows: the auto chunk's cap on rows per call.
     """
 
-    method_name = "base"
+    method_name = BASE
 
     def __init__(
         self,

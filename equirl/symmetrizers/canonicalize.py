@@ -39,6 +39,7 @@ from torch import Tensor, nn
 
 from equirl.actions import GroupAction
 from equirl.errors import GroupError
+from equirl.registry import CANONICALIZE
 from equirl.symmetrizers.base import Symmetrizer, SymmetrizerOutput, register_symmetrizer
 
 __all__ = ["Canonicalize", "ScoreNet", "ScoredSymmetrizer", "sparse_orbit_average"]
@@ -254,8 +255,7 @@ class ScoredSymmetrizer(Symmetrizer):
         )
 
 
-@register_symmetrizer("canonicalization")
-@register_symmetrizer("canonicalize")
+@register_symmetrizer(CANONICALIZE)
 class Canonicalize(ScoredSymmetrizer):
     """Learned canonicalization (Kaba et al., 2023; Mondal et al., 2023): ``g*⁻¹·M(g*·x)`` with
     ``g* = argmax_g h(g·x)``; the big model runs on one copy (plus one per tied element).

@@ -17,13 +17,14 @@ import torch
 from torch import Tensor, nn
 
 from equirl.actions import GroupAction
+from equirl.registry import EQUITUNE, EQUIZERO, LAMBDA
 from equirl.symmetrizers.base import Symmetrizer, SymmetrizerOutput, register_symmetrizer
 from equirl.symmetrizers.proxies import Proxy, get_proxy
 
 __all__ = ["EquiTune", "EquiZero", "LambdaEquiTune", "LambdaNet"]
 
 
-@register_symmetrizer("equitune")
+@register_symmetrizer(EQUITUNE)
 class EquiTune(Symmetrizer):
     """Equitune: :math:`M_G(x) = \\frac{1}{|G|}\\sum_g g^{-1}\\cdot M(g\\cdot x)` (Basu et al., 2023).
 
@@ -74,7 +75,7 @@ class EquiTune(Symmetrizer):
         return torch.cat([self.combine_output(*self.orbit_outputs(x[i : i + c])) for i in range(0, B, c)])
 
 
-@register_symmetrizer("equizero")
+@register_symmetrizer(EQUIZERO)
 class EquiZero(Symmetrizer):
     """Equizero: :math:`g^* = \\arg\\min_g \\ell(M(g\\cdot x))`, output :math:`{g^*}^{-1}\\cdot M(g^*\\cdot x)`.
 
@@ -170,7 +171,7 @@ class LambdaNet(nn.Module):
         return self.net(z).squeeze(-1)
 
 
-@register_symmetrizer("lambda")
+@register_symmetrizer(LAMBDA)
 class LambdaEquiTune(Symmetrizer):
     """λ-equitune: :math:`M(x) = \\sum_g \\lambda(g\\cdot x)\\, g^{-1}\\cdot M(g\\cdot x) / \\sum_g \\lambda(g\\cdot x)`
     (Basu et al., NeurIPS 2023), with :math:`\\lambda = \\exp(\\text{λ-net})` so the weights are a softmax

@@ -42,6 +42,7 @@ from torch import Tensor, nn
 
 from equirl.actions import GroupAction
 from equirl.errors import GroupError
+from equirl.registry import MULTIGROUP
 from equirl.symmetrizers.base import register_symmetrizer
 from equirl.symmetrizers.canonicalize import ScoredSymmetrizer
 
@@ -53,8 +54,7 @@ def multigroup_pass_count(factor_orders: Sequence[int]) -> int:
     return sum(factor_orders) - len(factor_orders) + 1
 
 
-@register_symmetrizer("multi_group")
-@register_symmetrizer("multigroup")
+@register_symmetrizer(MULTIGROUP)
 class MultiGroup(ScoredSymmetrizer):
     """Multi-group symmetrizer for a direct product ``G_1 × ... × G_k`` (Baltaji et al.), exact for
     the full product at ``Σ|G_i| - k + 1`` model passes per input.

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from equirl.actions import ImageAction
-from equirl.errors import EquirlError
+from equirl.errors import ConfigError, EquirlError
+from equirl.registry import EQUITUNE, EQUIZERO, MethodSpec, get_method
 from equirl.symmetrizers import Canonicalize, LambdaEquiTune, Symmetrizer, symmetrize
 from equirl.vision.groups import vision_action
 
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 def symmetrize_classifier(
     net: nn.Module,
     group: str | ImageAction = "rot90",
-    method: str = "equitune",
+    method: str = EQUITUNE,
     *,
     proxy: str = "entropy",
     lambda_features: Callable[[Tensor], Tensor] | str | None = "auto",
@@ -63,10 +64,13 @@ def symmetrize_classifier(
     :returns: the invariant classifier (an ``nn.Module``; call ``.eval()`` as usual).
     """
     action = vision_action(group)
-    key = method.lower()
-    if key == "equizero":
+    try:
+        spec: MethodSpec | None = get_method(method)
+    except ConfigError:
+        spec = None  # a user-registered symmetrizer (symmetrize looks it up) or an unknown name
+    if spec is not None and spec.name == EQUIZERO:
         kwargs.setdefault("proxy", proxy)
-    if key in ("lambda", "lambda_equitune", "lambda-equitune", "λ"):
+    if spec is not None and spec.learned_weights:
         feats: Callable[[Tensor], Tensor] | None
         if lambda_features == "auto":
             f = getattr(net, "features", None)

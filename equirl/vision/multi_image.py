@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from equirl.actions import GroupAction, ImageAction, trivial_action
 from equirl.errors import EquirlError
+from equirl.registry import EQUITUNE, LAMBDA, canonical_method, method_names
 from equirl.symmetrizers import EquiTune, LambdaEquiTune
 from equirl.symmetrizers.multigroup import ISLayer
 from equirl.vision.groups import vision_action
@@ -86,7 +87,7 @@ class MultiImageIS(nn.Module):
         num_classes: int,
         group: str | ImageAction = "rot90",
         hidden: int = 128,
-        branch: str = "equitune",
+        branch: str = EQUITUNE,
         freeze_trunk: bool = True,
     ) -> None:
         super().__init__()
@@ -95,16 +96,17 @@ class MultiImageIS(nn.Module):
         self.action = vision_action(group)
         self.num_images = num_images
         net: nn.Module | Callable[[Tensor], Tensor] = _NoGrad(trunk) if freeze_trunk else trunk
-        self.branch_kind = branch
         fuse_action: GroupAction[Any]
-        if branch == "equitune":
+        branch = canonical_method(branch) if branch in method_names(aliases=True) else branch
+        if branch == EQUITUNE:
             self.branch: nn.Module = EquiTune(net, self.action, self.action)
             fuse_action = self.action
-        elif branch == "lambda":
+        elif branch == LAMBDA:
             self.branch = LambdaEquiTune(net, self.action, None, lambda_features=net, lambda_hidden=(hidden,))
             fuse_action = trivial_action(self.action.group)
         else:
-            raise EquirlError(f"branch must be 'equitune' or 'lambda', got {branch!r}")
+            raise EquirlError(f"branch must be {EQUITUNE!r} or {LAMBDA!r}, got {branch!r}")
+        self.branch_kind = branch
         self.fusion = ISLayer(fuse_action, out_features=hidden, hidden=hidden, num_inputs=num_images)
         self.head = nn.Sequential(nn.ReLU(), nn.Linear(hidden, num_classes))
 
@@ -122,7 +124,7 @@ class MultiImageIS(nn.Module):
 
     def trunk_passes(self) -> int:
         """Trunk evaluations per example: ``K·|G|`` (twice that for λ, which reads the trunk's features)."""
-        return self.num_images * self.action.group.order * (2 if self.branch_kind == "lambda" else 1)
+        return self.num_images * self.action.group.order * (2 if self.branch_kind == LAMBDA else 1)
 
 
 class JointClassifier(nn.Module):

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from equirl.errors import CheckpointError, ConfigError, EquirlError
+from equirl.registry import BASE, LAMBDA, canonical_method, get_method, method_names
 from equirl.symmetrizers import Canonicalize, EquiZero, LambdaEquiTune
 from equirl.vision.classifier import (
     evaluate_transforms,
@@ -43,7 +44,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Method = Literal["plain", "equitune", "equizero", "lambda", "canonicalize"]
+#: the methods of the vision commands (a single group: no multigroup)
+VISION_METHODS = method_names(product_group=False)
 
 
 @dataclass
@@ -127,7 +129,7 @@ class FinetuneConfig:
     checkpoint: str = "runs/vision/cnn_digits.pt"
     data: DataConfig = field(default_factory=DataConfig)
     group: str = "rot90"
-    method: Method = "lambda"
+    method: str = LAMBDA
     proxy: Literal["entropy", "max_prob"] = "entropy"
     train_backbone: bool = False
     train_lambda: bool = True
@@ -141,9 +143,12 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:
         vision_action(self.group)  # validates the name (GroupError is a ConfigError-like one-liner)
+        self.method = canonical_method(self.method)  # "plain" -> "base"
+        if self.method not in VISION_METHODS:
+            raise ValueError(f"method must be one of {', '.join(VISION_METHODS)}, got {self.method!r}")
         if self.n_train < 1:
             raise ValueError(f"n_train must be positive, got {self.n_train}")
-        if self.method not in ("lambda", "canonicalize") and self.train_lambda and not self.train_backbone:
+        if not get_method(self.method).own_weights and self.train_lambda and not self.train_backbone:
             raise ValueError(
                 f"method {self.method!r} has no λ to train: set train_backbone: true or method: lambda"
             )
@@ -220,10 +225,11 @@ def pretrain(cfg: PretrainConfig, save: bool = True) -> tuple[SmallCNN, dict[str
 def build_classifier(
     net: nn.Module, method: str, group: str, proxy: str = "entropy", prior_weight: float = 1.0
 ) -> nn.Module:
-    """``net`` itself for ``plain``, else its symmetrization (λ on the frozen ``net.features``)."""
-    if method == "plain":
+    """``net`` itself for ``base`` (or ``plain``), else its symmetrization (λ on the frozen ``net.features``)."""
+    spec = get_method(method)
+    if not spec.symmetrizes:
         return net
-    if method == "canonicalize":
+    if spec.learned_scorer:
         return symmetrize_classifier(net, group=group, method=method, prior_weight=prior_weight)
     return symmetrize_classifier(net, group=group, method=method, proxy=proxy)
 
@@ -282,7 +288,7 @@ def finetune(
     )
     if isinstance(model, Canonicalize) and cfg.train_lambda and not cfg.train_backbone:
         losses = fit_canonicalizer(model, sub.images, sub.labels, task_weight=cfg.task_weight, **fit_kw)
-    elif cfg.method == "lambda" and cfg.train_lambda and not cfg.train_backbone:
+    elif get_method(cfg.method).learned_weights and cfg.train_lambda and not cfg.train_backbone:
         assert isinstance(model, LambdaEquiTune)
         losses = fit_lambda(model, sub.images, sub.labels, weight_decay=cfg.train.weight_decay, **fit_kw)
     else:
@@ -295,7 +301,7 @@ def finetune(
             params += list(model.lambda_net.parameters())
         if isinstance(model, EquiZero) and not model.straight_through:
             raise EquirlError("equizero finetuning needs straight_through=True")
-        aug = cfg.group if (cfg.augment and cfg.method == "plain") else None
+        aug = cfg.group if (cfg.augment and cfg.method == BASE) else None
         losses = _train_model(model, params, sub, cfg.train, aug)
     model.eval()
     after = evaluate_transforms(model, test_set.images, test_set.labels, cfg.group, seed=cfg.train.seed)
@@ -327,7 +333,7 @@ def finetune(
 def load_finetuned(path: str | Path, method: str | None = None, group: str | None = None) -> nn.Module:
     """Rebuild a classifier saved by :func:`finetune` (or a plain pretrained checkpoint)."""
     net, meta = load_cnn(path)
-    method = method or str(meta.get("method", "plain"))
+    method = method or str(meta.get("method", BASE))
     group = group or str(meta.get("group", "rot90"))
     model = build_classifier(net, method, group, str(meta.get("proxy", "entropy")))
     if isinstance(model, LambdaEquiTune):

@@ -16,9 +16,9 @@ from equirl.demo import core_demo_rows
 
 def test_core_demo_restores_the_symmetry() -> None:
     rows = core_demo_rows()
-    assert {r["method"] for r in rows} == {"plain", "equitune", "equizero", "lambda"}
+    assert {r["method"] for r in rows} == {"base", "equitune", "equizero", "lambda"}
     for r in rows:
-        if r["method"] == "plain":
+        if r["method"] == "base":
             assert r["error"] > 1e-2
         else:
             assert r["error"] < 1e-5
@@ -33,8 +33,8 @@ def test_bench_rows_have_the_documented_keys() -> None:
     rows = bench_rows(models=("mlp",), groups=("Z2", "D4"), batches=(1, 3), rounds=1, min_time=0.0)
     assert len(rows) == 4
     for r in rows:
-        assert {"model", "group", "batch", "plain_ms", "loop_ms", "equirl_ms"} <= set(r)
-        assert r["plain_ms"] > 0 and r["equirl_ms"] > 0
+        assert {"model", "group", "batch", "base_ms", "loop_ms", "equirl_ms"} <= set(r)
+        assert r["base_ms"] > 0 and r["equirl_ms"] > 0
 
 
 def test_unknown_command_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -54,7 +54,7 @@ def test_bench_json_is_parseable(monkeypatch: pytest.MonkeyPatch, capsys: pytest
                 "model": "mlp",
                 "group": "Z2",
                 "batch": 1,
-                "plain_ms": 1.0,
+                "base_ms": 1.0,
                 "loop_ms": 2.0,
                 "equirl_ms": 1.5,
                 "order": 2,
@@ -67,7 +67,7 @@ def test_bench_json_is_parseable(monkeypatch: pytest.MonkeyPatch, capsys: pytest
         "model",
         "group",
         "batch",
-        "plain_ms",
+        "base_ms",
         "loop_ms",
         "equirl_ms",
     }

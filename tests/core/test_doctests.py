@@ -9,6 +9,7 @@ import pytest
 
 MODULES = [
     "equirl.groups",
+    "equirl.registry",
     "equirl.actions",
     "equirl.config",
     "equirl.utils.io",

@@ -268,8 +268,10 @@ def test_callable_models_and_mismatched_groups() -> None:
         EquiTune(nn.Identity(), act, mirror_action())
     with pytest.raises(EquirlError, match="unknown method"):
         symmetrize(nn.Identity(), act, method="equi-magic")
+    with pytest.raises(EquirlError, match="option proxy: expected one of entropy"):
+        symmetrize(nn.Identity(), act, method="equizero", proxy="vibes")  # the registry checks options
     with pytest.raises(EquirlError, match="unknown equizero proxy"):
-        symmetrize(nn.Identity(), act, method="equizero", proxy="vibes")
+        EquiZero(nn.Identity(), act, proxy="vibes")
 
 
 def test_equitune_uses_the_inverse_not_the_element() -> None:

@@ -149,7 +149,7 @@ def test_cli_pretrain_finetune_eval(tmp_path: Path, capsys: pytest.CaptureFixtur
     [
         (["--set", "bogus=1"], "unknown key bogus"),
         (["--set", "group=rot45"], "unknown image group"),
-        (["--set", "method=best"], "must be one of"),
+        (["--set", "method=best"], "unknown method 'best'; choose one of base, equitune"),
         (["--set", "n_train=abc"], "expected an integer"),
         (["--set", "method=equitune", "--set", "train_backbone=false"], "no λ to train"),
         (["--set", "checkpoint=/nonexistent/x.pt"], "checkpoint not found"),
