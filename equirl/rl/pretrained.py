@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import warnings
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -187,16 +188,30 @@ def load_pretrained(
 
 
 def evaluate(
-    model: Any, env: Any, episodes: int = 10, seed: int = 0, deterministic: bool = True
+    model: Any,
+    env: Any,
+    episodes: int = 10,
+    seed: int = 0,
+    deterministic: bool = True,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[float]:
     """Undiscounted returns of ``episodes`` episodes (deterministic actions), seeded.
 
     :param env: env id or VecEnv (a fresh one is made from an id, seeded with ``seed``).
+    :param progress: called as ``progress(episodes done, episodes)`` when an episode ends.
     """
     from stable_baselines3.common.evaluation import evaluate_policy
 
     vec = make_vec_env(env, seed=seed) if isinstance(env, str) else env
     vec.seed(seed)
+    done = [0]
+
+    def on_step(loc: dict[str, Any], glob: dict[str, Any]) -> None:
+        n = int(np.sum(loc.get("episode_counts", 0)))
+        if progress is not None and n != done[0]:
+            done[0] = n
+            progress(min(n, episodes), episodes)
+
     rewards, _ = evaluate_policy(
         model,
         vec,
@@ -204,5 +219,6 @@ def evaluate(
         deterministic=deterministic,
         return_episode_rewards=True,
         warn=False,
+        callback=on_step if progress is not None else None,
     )
     return [float(r) for r in np.asarray(rewards, dtype=np.float64)]
