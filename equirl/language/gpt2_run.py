@@ -117,7 +117,7 @@ def generate_continuations(run: Gpt2Run, progress: ProgressFn | None = None) -> 
     gen = torch.Generator().manual_seed(cfg.seed)
     eq = None
     if cfg.method != "plain":
-        kw = {"proxy": cfg.proxy} if cfg.method == "equizero" else {}
+        kw: dict[str, Any] = {"proxy": cfg.proxy} if cfg.method == "equizero" else {}
         eq = EquiGPT2(model, run.symmetry, cfg.method, **kw).eval()
     prompts = run_prompts(cfg)
     out: list[dict[str, str]] = []

@@ -37,7 +37,7 @@ def no_network(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 class _Handler(http.server.BaseHTTPRequestHandler):
     status = 200
 
-    def do_HEAD(self) -> None:  # noqa: N802 - http.server's name
+    def do_HEAD(self) -> None:
         self.send_response(self.status)
         self.end_headers()
 
