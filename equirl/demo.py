@@ -66,25 +66,3 @@ def core_demo_rows(seed: int = 0) -> list[dict[str, Any]]:
             rows.append({"symmetry": name, "method": method,
                          "error": check_equivariance(sym, act_in, act_out, x), "agree": agree})  # fmt: skip
     return rows
-
-
-def run_core_demo(console: Any) -> int:
-    from rich.table import Table
-
-    console.print(
-        "[bold]equirl core demo[/]: a model M is G-equivariant when M(g·x) = g·M(x) for every g in G.\n"
-        "Below, random (untrained) networks: the plain one breaks the symmetry, the symmetrizers restore it.\n"
-    )
-    table = Table(title="max |M(g·x) - g·M(x)| over all g and a batch of random inputs")
-    for col in ("symmetry", "method", "equivariance error", "same argmax as plain"):
-        table.add_column(col)
-    for r in core_demo_rows():
-        ok = r["error"] < 1e-5
-        table.add_row(r["symmetry"], r["method"], f"[{'green' if ok else 'red'}]{r['error']:.2e}[/]",
-                      f"{100 * r['agree']:.0f}%")  # fmt: skip
-    console.print(table)
-    console.print(
-        "equitune averages g⁻¹·M(g·x) over the group; equizero keeps the element with the best proxy "
-        "(max Q-value, min entropy); λ-equitune learns the weights. Try: [bold]equirl bench symmetrizers[/]."
-    )
-    return 0

@@ -3,7 +3,9 @@
 Subcommands come from modules listed in :data:`COMMAND_MODULES`; each defines
 ``register(commands, bench)`` adding its parsers to the top-level subcommands and to ``equirl bench``.
 A handler is ``func(args, console) -> int``. Errors a user can cause (:class:`~equirl.errors.EquirlError`,
-missing files) are printed as one line, without a traceback, with exit code 2.
+missing files) are printed as one line, without a traceback, with exit code 2: plain text (no colour, no
+wrapping) when stderr is not a terminal. Output is never hard-wrapped at 80 columns when stdout is not
+a terminal (see :func:`equirl.cli.output.make_console`).
 """
 
 from __future__ import annotations
@@ -16,9 +18,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from rich.console import Console
-
 from equirl import __version__
+from equirl.cli.output import make_console, print_error
 from equirl.errors import EquirlError
 
 #: modules contributing subcommands (a missing optional module is skipped)
@@ -56,8 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # a terminated run unwinds like Ctrl-C, so atomic writers remove their partial files
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
-    console = Console()
-    err = Console(stderr=True)
+    console = make_console()
+    err = make_console(stderr=True)
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
@@ -68,13 +69,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args, console) or 0)
     except EquirlError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+        print_error(err, str(exc))
         return 2
     except FileNotFoundError as exc:
-        err.print(f"[bold red]error:[/] file not found: {exc.filename or exc}", highlight=False)
+        print_error(err, f"file not found: {exc.filename or exc}")
         return 2
     except KeyboardInterrupt:
-        err.print("interrupted")
+        print_error(err, "interrupted", prefix="")
         return 130
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import functools
 from typing import Any
 
+from rich.markup import escape
+
 from equirl.cli.args import add_config_args
-from equirl.registry import BASE, EQUITUNE, EQUIZERO, canonical_method, method_names
+from equirl.cli.output import make_table, progress_bar
+from equirl.registry import method_names
 
 #: the methods ``language eval`` runs on SCAN (the scorer-driven ones have their own benchmark)
 SCAN_EVAL_METHODS = method_names(learned_scorer=False)
@@ -131,15 +133,9 @@ def register(commands: Any, bench: Any) -> None:
     p.set_defaults(func=_bench_gpt2)
 
 
-def _table(console: Any, title: str, rows: list[dict[str, Any]]) -> None:
-    from rich.table import Table
-
-    t = Table(title=title)
-    for k in rows[0]:
-        t.add_column(str(k))
-    for r in rows:
-        t.add_row(*(str(v) for v in r.values()))
-    console.print(t)
+def _table(console: Any, title: str, rows: list[dict[str, Any]], names: int = 1) -> None:
+    cols = list(rows[0])
+    console.print(make_table(title, cols, [[r[c] for c in cols] for r in rows], names=names))
 
 
 def _scan_generate(args: argparse.Namespace, console: Any) -> int:
@@ -160,7 +156,8 @@ def _pretrain(args: argparse.Namespace, console: Any) -> int:
 
     cfg = load_config(PretrainConfig, args.config, args.overrides)
     torch.set_num_threads(1)
-    run_dir, metrics = pretrain(cfg, args.out, tensorboard=not args.no_tensorboard)
+    with progress_bar(console, f"pretraining {cfg.model.cell} on {cfg.data.split}") as progress:
+        run_dir, metrics = pretrain(cfg, args.out, tensorboard=not args.no_tensorboard, progress=progress)
     console.print(
         f"{cfg.model.cell} on {metrics['split']}: test exact match {100 * metrics['test_exact_match']:.2f}% "
         f"(train subset {100 * metrics['train_exact_match_subset']:.2f}%) in {metrics['seconds']} s -> {run_dir}"
@@ -169,113 +166,49 @@ def _pretrain(args: argparse.Namespace, console: Any) -> int:
 
 
 def _eval(args: argparse.Namespace, console: Any) -> int:
-    from equirl.bench.language import SPLIT_SYMMETRY
-    from equirl.errors import ConfigError
-    from equirl.language.equiscan import exact_match
-    from equirl.language.scan import canonical_split, scan_examples
-    from equirl.language.seq2seq import greedy_decode, scan_vocabs
-    from equirl.language.train import evaluate, finetune, load_checkpoint, train_model
+    from equirl.language.train import evaluate_checkpoint
 
-    model, cfg = load_checkpoint(args.checkpoint)
-    split = canonical_split(args.split or cfg.data.split)
-    symmetry = args.symmetry or SPLIT_SYMMETRY.get(split, "jump_run")
-    examples = scan_examples(split, args.part, args.root)
-    if args.limit:
-        examples = examples[: args.limit]
-    rows = []
-    for method in [canonical_method(m) for m in args.methods.split(",") if m.strip()]:
-        if method not in SCAN_EVAL_METHODS:
-            raise ConfigError(f"unknown method {method!r}: use {', '.join(SCAN_EVAL_METHODS)}")
-        kw: dict[str, Any] = {"proxy": args.proxy, "level": args.level} if method == EQUIZERO else {}
-        if args.finetune_epochs:
-            m2, _ = load_checkpoint(args.checkpoint)
-            train = scan_examples(split, "train", args.root)
-            train = train[: args.limit] if args.limit else train
-            sv, tv = scan_vocabs()
-            if method == BASE:
-                train_model(m2, train, args.finetune_epochs, lr=args.finetune_lr)
-                acc = exact_match(functools.partial(greedy_decode, m2), examples, sv, tv)
-            else:
-                eq = finetune(m2, train, method, symmetry, args.finetune_epochs, args.finetune_lr, **kw)
-                acc = exact_match(eq.greedy, examples, sv, tv)
-        else:
-            acc = evaluate(model, examples, method, symmetry, **kw)
-        rows.append(
-            {
-                "split": split,
-                "symmetry": "-" if method == BASE else symmetry,
-                "method": method,
-                "finetuned": bool(args.finetune_epochs),
-                "exact_match_%": round(100 * acc, 2),
-                "n": len(examples),
-            }
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    what = "finetuning and evaluating" if args.finetune_epochs else "evaluating"
+    with progress_bar(console, f"{what} {args.checkpoint}") as progress:
+        rows = evaluate_checkpoint(
+            args.checkpoint,
+            methods,
+            split=args.split,
+            part=args.part,
+            root=args.root,
+            symmetry=args.symmetry,
+            proxy=args.proxy,
+            level=args.level,
+            finetune_epochs=args.finetune_epochs,
+            finetune_lr=args.finetune_lr,
+            limit=args.limit,
+            progress=progress,
         )
-    _table(console, f"SCAN {split} ({args.part})", rows)
+    _table(console, f"SCAN {rows[0]['split']} ({args.part})", rows, names=3)
     return 0
 
 
-def _gpt2_setup(args: argparse.Namespace) -> Any:
+def _gpt2_run(args: argparse.Namespace) -> Any:
     from equirl.config import load_config
-    from equirl.language.gpt2 import load_gpt2, load_gpt2_tokenizer, tiny_gpt2, variant_symmetry
     from equirl.language.gpt2_config import Gpt2RunConfig
-    from equirl.language.tokenizer import default_tokenizer
+    from equirl.language.gpt2_run import setup_gpt2
 
-    cfg = load_config(Gpt2RunConfig, args.config, args.overrides)
-    tok = default_tokenizer() if cfg.tokenizer == "default" else load_gpt2_tokenizer(cfg.tokenizer)
-    model = tiny_gpt2(len(tok), seed=cfg.seed) if cfg.model == "tiny" else load_gpt2(cfg.model)
-    hf: Any = model
-    vocab = int(hf.config.vocab_size)
-    sym = variant_symmetry(tok, cfg.variant, cfg.attributes, vocab_size=vocab)
-    return cfg, tok, model, sym
-
-
-def _prompts(cfg: Any) -> list[str]:
-    from equirl.language.gpt2 import _data
-
-    if cfg.prompts:
-        return list(cfg.prompts)
-    lines = _data("prompts.tsv").read_text(encoding="utf-8").splitlines()[1:]
-    return [ln.split("\t")[-1] for ln in lines if ln.strip()]
-
-
-def _generate_all(cfg: Any, tok: Any, model: Any, sym: Any) -> list[dict[str, str]]:
-    import torch
-
-    from equirl.language.gpt2 import EquiGPT2, generate_plain
-
-    torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    eq = None
-    if cfg.method != BASE:
-        kw = {"proxy": cfg.proxy} if cfg.method == EQUIZERO else {}
-        eq = EquiGPT2(model, sym, cfg.method, **kw).eval()
-    out: list[dict[str, str]] = []
-    for prompt in _prompts(cfg):
-        ids = torch.tensor([tok.encode(prompt)] * cfg.samples_per_prompt)
-        kw2 = {
-            "do_sample": cfg.do_sample,
-            "top_k": cfg.top_k,
-            "temperature": cfg.temperature,
-            "generator": gen,
-        }
-        cont = (
-            eq.generate(ids, cfg.max_new_tokens, **kw2)
-            if eq is not None
-            else generate_plain(model, ids, cfg.max_new_tokens, **kw2)
-        )
-        out.extend({"prompt": prompt, "continuation": tok.decode(c)} for c in cont.tolist())
-    return out
+    return setup_gpt2(load_config(Gpt2RunConfig, args.config, args.overrides))
 
 
 def _gpt2_generate(args: argparse.Namespace, console: Any) -> int:
     import json
 
+    from equirl.language.gpt2_run import generate_continuations
     from equirl.utils.io import atomic_write_text
 
-    cfg, tok, model, sym = _gpt2_setup(args)
-    rows = _generate_all(cfg, tok, model, sym)
+    run = _gpt2_run(args)
+    cfg = run.cfg
+    with progress_bar(console, f"generating ({cfg.method})") as progress:
+        rows = generate_continuations(run, progress)
     for r in rows[:10]:
-        console.print(f"[bold]{r['prompt']}[/]{r['continuation']}", highlight=False)
+        console.print(f"[bold]{escape(r['prompt'])}[/]{escape(r['continuation'])}", highlight=False)
     if cfg.out:
         atomic_write_text(f"{cfg.out}/generations.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
         console.print(f"{len(rows)} generations -> {cfg.out}/generations.jsonl")
@@ -283,42 +216,17 @@ def _gpt2_generate(args: argparse.Namespace, console: Any) -> int:
 
 
 def _gpt2_fairness(args: argparse.Namespace, console: Any) -> int:
-    import torch
+    from equirl.language.gpt2_run import fairness_report
 
-    from equirl.language.fairness import LexiconScorer, hf_text_scorer, score_by_group, swap_consistency
-    from equirl.language.gpt2 import EquiGPT2
-
-    cfg, tok, model, sym = _gpt2_setup(args)
-    prompts = _prompts(cfg)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    rows = []
-
-    def plain_lm(ids: Any) -> Any:
-        return model(input_ids=ids).logits
-
-    eq = EquiGPT2(model, sym, EQUITUNE).eval()
-    for prompt in prompts[:10]:
-        ids = torch.tensor([tok.encode(prompt)])
-        cont = torch.randint(0, len(tok), (1, 8), generator=gen)
-        for name, lm in ((BASE, plain_lm), (EQUITUNE, eq)):
-            m = swap_consistency(lm, sym, ids, cont)
-            rows.append(
-                {"prompt": prompt, "model": name, "max_abs_logprob_gap": f"{m['max_abs_logprob_gap']:.2e}"}
-            )
-    _table(console, "swap-consistency |log p(c|x) - log p(g.c|g.x)|", rows)
-    if cfg.scorer != "none":
-        scorer = LexiconScorer() if cfg.scorer == "lexicon" else hf_text_scorer(cfg.scorer)
-        words = {tok.decode([i]).strip() for pairs in sym.pairs.values() for p in pairs for i in p}
-        texts: dict[str, list[str]] = {}
-        for r in _generate_all(cfg, tok, model, sym):
-            # the subject: the prompt's equality words (e.g. "Black", "gay"), else "other"
-            subject = " ".join(w for w in r["prompt"].split() if w in words) or "other"
-            texts.setdefault(subject, []).append(r["continuation"])
-        res = score_by_group(texts, scorer)
+    run = _gpt2_run(args)
+    with progress_bar(console, "swap-consistency and scores") as progress:
+        rep = fairness_report(run, progress=progress)
+    _table(console, "swap-consistency |log p(c|x) - log p(g.c|g.x)|", rep.swap_rows, names=2)
+    if rep.scores is not None:
         _table(
             console,
-            f"mean {cfg.scorer} score by subject ({cfg.method})",
-            [{"subject": k, "score": f"{v:.4f}"} for k, v in res["mean_score"].items()],
+            f"mean {run.cfg.scorer} score by subject ({run.cfg.method})",
+            [{"subject": k, "score": f"{v:.4f}"} for k, v in rep.scores.items()],
         )
     return 0
 

@@ -125,21 +125,15 @@ def _envs(args: argparse.Namespace, console: Any) -> int:
             )
         )
         return 0
-    from rich.table import Table
+    from equirl.cli.output import make_table
 
-    t = Table(title="environments with a symmetry spec")
-    for col in ("env", "group", "|G|", "observation action", "actions", "check-symmetry"):
-        t.add_column(col, no_wrap=True)
-    for s in specs:
-        t.add_row(
-            s.env_id,
-            s.group.name,
-            str(s.group.order),
-            s.obs_type,
-            str(s.n_actions),
-            {"state": "exact (sets state)", "obs": "exact (sets obs)"}.get(s.verify, "spaces only"),
-        )
-    console.print(t)
+    verify = {"state": "exact (sets state)", "obs": "exact (sets obs)"}
+    rows = [
+        (s.env_id, s.group.name, s.group.order, s.obs_type, s.n_actions, verify.get(s.verify, "spaces only"))
+        for s in specs
+    ]
+    cols = ("env", "group", "|G|", "observation action", "actions", "check-symmetry")
+    console.print(make_table("environments with a symmetry spec", cols, rows))
     return 0
 
 
@@ -148,7 +142,10 @@ def _check_symmetry(args: argparse.Namespace, console: Any) -> int:
 
     if args.steps < 1:
         raise ConfigError("--steps must be positive")
-    rep = check_symmetry(args.env, steps=args.steps, seed=args.seed)
+    from equirl.cli.output import progress_bar
+
+    with progress_bar(console, f"check-symmetry {args.env}") as progress:
+        rep = check_symmetry(args.env, steps=args.steps, seed=args.seed, progress=progress)
     if args.json:
         console.print_json(
             json.dumps(
@@ -220,20 +217,24 @@ def _eval(args: argparse.Namespace, console: Any) -> int:
     methods = list(ALL_METHODS) if "all" in args.method else [canonical_method(m) for m in args.method]
     if args.episodes < 1 or args.seeds < 1:
         raise ConfigError("--episodes and --seeds must be positive")
-    res = evaluate_methods(
-        args.agent, args.env, methods, algo=args.algo, episodes=args.episodes, seeds=args.seeds
-    )
+    from equirl.cli.output import make_table, progress_bar
+
+    with progress_bar(console, f"eval {args.env}") as progress:
+        res = evaluate_methods(
+            args.agent,
+            args.env,
+            methods,
+            algo=args.algo,
+            episodes=args.episodes,
+            seeds=args.seeds,
+            progress=progress,
+        )
     if args.json:
         console.print_json(json.dumps(res))
         return 0
-    from rich.table import Table
-
-    t = Table(title=f"{args.env}: zero-shot returns of {args.agent}")
-    for col in ("method", "mean return", "std", "episodes"):
-        t.add_column(col)
-    for m, r in res.items():
-        t.add_row(m, f"{r['mean_return']:.1f}", f"{r['std_return']:.1f}", str(r["episodes"]))
-    console.print(t)
+    rows = [(m, f"{r['mean_return']:.1f}", f"{r['std_return']:.1f}", r["episodes"]) for m, r in res.items()]
+    cols = ("method", "mean return", "std", "episodes")
+    console.print(make_table(f"{args.env}: zero-shot returns of {args.agent}", cols, rows))
     return 0
 
 

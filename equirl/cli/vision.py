@@ -6,7 +6,8 @@ import argparse
 from typing import Any
 
 from equirl.cli.args import add_config_args, method_arg
-from equirl.registry import BASE, canonical_method, get_method, method_names
+from equirl.cli.output import make_table, progress_bar
+from equirl.registry import canonical_method, get_method, method_names
 
 #: the methods of ``vision eval`` (a single group: no multigroup)
 VISION_METHODS = method_names(product_group=False)
@@ -72,12 +73,20 @@ def _help(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
+def _threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, n))
+
+
 def _pretrain(args: argparse.Namespace, console: Any) -> int:
     from equirl.config import load_config
     from equirl.vision.train import PretrainConfig, pretrain
 
     cfg = load_config(PretrainConfig, args.config, args.overrides)
-    _, m = pretrain(cfg)
+    _threads(cfg.threads)
+    with progress_bar(console, "pretraining the CNN") as progress:
+        _, m = pretrain(cfg, progress=progress)
     console.print(
         f"pretrained in {m['seconds']:.1f}s ({m['steps']} steps on {m['n_train']} images) -> {m['path']}"
     )
@@ -90,7 +99,9 @@ def _finetune(args: argparse.Namespace, console: Any) -> int:
     from equirl.vision.train import FinetuneConfig, finetune
 
     cfg = load_config(FinetuneConfig, args.config, args.overrides)
-    _, m = finetune(cfg)
+    _threads(cfg.threads)
+    with progress_bar(console, f"finetuning {cfg.method}") as progress:
+        _, m = finetune(cfg, progress=progress)
     light = "canonicalizer" if get_method(cfg.method).learned_scorer else "λ-net"
     what = "+".join(k for k, on in (("backbone", cfg.train_backbone), (light, cfg.train_lambda)) if on)
     console.print(
@@ -103,14 +114,9 @@ def _finetune(args: argparse.Namespace, console: Any) -> int:
 
 
 def _eval(args: argparse.Namespace, console: Any) -> int:
-    from rich.table import Table
-
     from equirl.config import from_dict, load_yaml
     from equirl.errors import ConfigError
-    from equirl.symmetrizers import EquiZero, Symmetrizer, get_proxy
-    from equirl.vision.classifier import evaluate_transforms
-    from equirl.vision.models import SmallCNN
-    from equirl.vision.train import DataConfig, check_fits, load_data, load_finetuned
+    from equirl.vision.train import DataConfig, evaluate_checkpoint
 
     data_cfg = DataConfig()
     if args.config:
@@ -118,57 +124,37 @@ def _eval(args: argparse.Namespace, console: Any) -> int:
         if not isinstance(raw, dict):
             raise ConfigError(f"{args.config}: `data` must be a section")
         data_cfg = from_dict(DataConfig, raw, "data")
-    model = load_finetuned(args.checkpoint, args.method, args.group)
-    group = args.group or getattr(getattr(model, "group", None), "name", None) or "rot90"
-    group = {"C4": "rot90", "Z2": "mirror", "D4": "rot90+mirror", "C2": "rot180", "flip": "mirror"}.get(
-        group, group
+    if args.method is not None and canonical_method(args.method) not in VISION_METHODS:
+        raise ConfigError(f"--method must be one of {', '.join(VISION_METHODS)}, got {args.method!r}")
+    with progress_bar(console, f"evaluating {args.checkpoint}") as progress:
+        group, n, res = evaluate_checkpoint(
+            args.checkpoint, args.method, args.group, args.proxy, data_cfg, args.seed, progress
+        )
+    title = f"{args.checkpoint} ({n} test images, group {group})"
+    console.print(
+        make_table(
+            title, list(res), [[f"{100 * v:.1f}" for v in res.values()]], names=0, justify_values="right"
+        )
     )
-    if isinstance(model, EquiZero) and args.proxy != "entropy":
-        model.proxy = get_proxy(args.proxy)
-    _, test = load_data(data_cfg)
-    net = model.model if isinstance(model, Symmetrizer) else model
-    if isinstance(net, SmallCNN):
-        check_fits(net, test)
-    res = evaluate_transforms(model, test.images, test.labels, group, seed=args.seed)
-    t = Table(title=f"{args.checkpoint} ({len(test)} test images, group {group})")
-    for k in res:
-        t.add_column(k, justify="right")
-    t.add_row(*(f"{100 * v:.1f}" for v in res.values()))
-    console.print(t)
     return 0
 
 
 def _clip(args: argparse.Namespace, console: Any) -> int:
-    from rich.table import Table
+    from equirl.utils.hub import require_hub_model
 
-    from equirl.errors import ConfigError
-    from equirl.vision.classifier import evaluate_transforms, symmetrize_classifier
-    from equirl.vision.clip import CLIPZeroShot, clip_preprocess, load_clip
-    from equirl.vision.data import load_image_folder
-    from equirl.vision.groups import vision_action
+    # without network, fail in a second: before importing torch and transformers
+    require_hub_model(args.model, "CLIP")
+    from equirl.vision.clip import clip_zero_shot
 
-    vision_action(args.group)
-    methods = [canonical_method(m) for m in args.methods.split(",") if m.strip()]
-    bad = [m for m in methods if m not in CLIP_METHODS]
-    if bad or not methods:
-        raise ConfigError(
-            f"--methods must list {', '.join(CLIP_METHODS)} (λ needs labels: use fit_lambda), got {bad}"
+    methods = [canonical_method(m.strip()) for m in args.methods.split(",") if m.strip()]
+    with progress_bar(console, f"CLIP zero-shot {args.model}") as progress:
+        n, res = clip_zero_shot(
+            args.folder, args.model, args.group, methods, args.proxy, args.batch_size, progress
         )
-    data = load_image_folder(args.folder, size=256, mode="RGB")
-    clip, tok = load_clip(args.model)
-    zs = CLIPZeroShot.from_classnames(clip, tok, [c.replace("_", " ") for c in data.classes])
-    x = clip_preprocess(data.images)
-    t = Table(title=f"CLIP zero-shot {args.model} on {args.folder} ({len(data)} images, group {args.group})")
-    t.add_column("method")
-    rows = {}
-    for m in methods:
-        model = zs if m == BASE else symmetrize_classifier(zs, args.group, m, proxy=args.proxy)
-        rows[m] = evaluate_transforms(model, x, data.labels, args.group, batch_size=args.batch_size)
-    for k in next(iter(rows.values())):
-        t.add_column(k, justify="right")
-    for m, r in rows.items():
-        t.add_row(m, *(f"{100 * v:.1f}" for v in r.values()))
-    console.print(t)
+    cols = ["method", *next(iter(res.values()))]
+    rows = [[m, *(f"{100 * v:.1f}" for v in r.values())] for m, r in res.items()]
+    title = f"CLIP zero-shot {args.model} on {args.folder} ({n} images, group {args.group})"
+    console.print(make_table(title, cols, rows, justify_values="right"))
     return 0
 
 

@@ -27,9 +27,11 @@ from equirl.language.scan import ScanExample, interpret
 from equirl.language.seq2seq import EOS, PAD, SOS, Seq2Seq, Vocab, batch_examples, scan_vocabs
 from equirl.registry import EQUITUNE, get_method
 from equirl.symmetrizers import EquiZero, Symmetrizer, symmetrize
+from equirl.utils.progress import ProgressFn
 
 __all__ = [
     "SCAN_SWAPS",
+    "SPLIT_SYMMETRY",
     "ClauseSymmetry",
     "Frames",
     "ScanSymmetry",
@@ -37,6 +39,7 @@ __all__ = [
     "exact_match",
     "global_symmetry",
     "scan_symmetry",
+    "split_symmetry",
 ]
 
 #: named word permutations: (source word cycle, target action cycle); ``w[i] ↦ w[i+1]``. A 2-cycle is a swap.
@@ -48,6 +51,18 @@ SCAN_SWAPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # those that contain both jump and run, which jump_run alone maps to another test command
     "verbs": (("walk", "look", "run", "jump"), ("I_WALK", "I_LOOK", "I_RUN", "I_JUMP")),
 }
+
+#: the symmetry each SCAN split is evaluated with (canonical split names; others: ``jump_run``)
+SPLIT_SYMMETRY: dict[str, str] = {
+    "addprim_jump": "jump_run",
+    "template_around_right": "left_right",
+    "addprim_turn_left": "left_right",
+}
+
+
+def split_symmetry(split: str) -> str:
+    """The symmetry spec for a canonical SCAN split name (:data:`SPLIT_SYMMETRY`, else ``jump_run``)."""
+    return SPLIT_SYMMETRY.get(split, "jump_run")
 
 
 @dataclass(frozen=True)
@@ -464,8 +479,12 @@ def exact_match(
     src_vocab: Vocab,
     tgt_vocab: Vocab,
     batch_size: int = 256,
+    progress: ProgressFn | None = None,
 ) -> float:
-    """Fraction of ``examples`` whose greedy output equals the reference action sequence."""
+    """Fraction of ``examples`` whose greedy output equals the reference action sequence.
+
+    :param progress: called as ``progress(examples done, len(examples))`` after each batch.
+    """
     if not examples:
         raise SymmetryError("no examples to evaluate")
     hits, k = 0, 0
@@ -473,4 +492,6 @@ def exact_match(
         ids = decode(src, src_len).tolist()
         hits += sum(tgt_vocab.decode(i) == e.actions for i, e in zip(ids, examples[k : k + len(ids)]))
         k += len(ids)
+        if progress is not None:
+            progress(k, len(examples))
     return hits / len(examples)

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from equirl.errors import OfflineError, SymmetryError
+from equirl.errors import SymmetryError
 
 __all__ = [
     "LexiconScorer",
@@ -98,20 +99,20 @@ class LexiconScorer:
 
 def hf_text_scorer(model: str, positive_label: str = "POSITIVE") -> TextScorer:
     """A hub text classifier (e.g. ``"sasha/regardv3"`` or a sentiment model) as a scorer returning the
-    probability of ``positive_label``. Raises :class:`OfflineError` quickly when the hub is unreachable."""
-    from transformers import pipeline
+    probability of ``positive_label``. Raises :class:`~equirl.errors.OfflineError` at once when it is
+    not cached and the hub is unreachable."""
+    from equirl.utils.hub import load_from_hub
 
-    from equirl.language.gpt2 import _local_only
+    def load(name: str, local_only: bool) -> Any:
+        from transformers import pipeline
 
-    offline = _local_only(model)
-    try:
-        clf = pipeline(
-            "text-classification", model=model, top_k=None, model_kwargs={"local_files_only": offline}
-        )
-    except OSError as exc:
-        raise OfflineError(
-            f"cannot load classifier {model!r}: not cached and the hub is unreachable ({type(exc).__name__})"
-        ) from None
+        if local_only and not Path(name).is_dir():
+            from huggingface_hub import snapshot_download
+
+            name = snapshot_download(name, local_files_only=True)  # the cached folder, or an OSError
+        return pipeline("text-classification", model=name, top_k=None)
+
+    clf = load_from_hub(load, model, "text classifier")
 
     def score(texts: Sequence[str]) -> list[float]:
         res: Any = clf(list(texts))

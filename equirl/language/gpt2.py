@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from equirl.actions import GroupAction, SignedPermAction, permutation_action, product_action, token_action
-from equirl.errors import OfflineError, SymmetryError
+from equirl.errors import SymmetryError
 from equirl.groups import Group, direct_product, permutation_group
 from equirl.registry import EQUITUNE, get_method
 from equirl.symmetrizers import Symmetrizer, symmetrize
@@ -217,67 +216,43 @@ def variant_symmetry(
 # --------------------------------------------------------------------------------------------------
 # models and tokenizers
 # --------------------------------------------------------------------------------------------------
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false") or os.environ.get(
-        "TRANSFORMERS_OFFLINE", "0"
-    ) not in ("0", "", "false")
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """A quick TCP probe of the hub (``$HF_ENDPOINT`` or huggingface.co), so offline use fails in
-    seconds instead of after the HTTP client's retries."""
-    import socket
-    from urllib.parse import urlparse
-
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    try:
-        socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-def _local_only(name: str | Path) -> bool:
-    """Whether to load from the local cache only: offline by env, or the hub unreachable."""
-    return Path(name).is_dir() or _offline() or not _hub_reachable()
-
-
 def load_gpt2(name: str = "gpt2") -> nn.Module:
-    """A pretrained ``GPT2LMHeadModel`` from the hub (or a local folder), in eval mode.
+    """A pretrained ``GPT2LMHeadModel`` from a local folder, the local hub cache or the hub, in eval mode.
 
-    :raises OfflineError: quickly, when the model is not local and the hub cannot be reached.
+    :raises OfflineError: at once, when the model is not local and the hub is offline or unreachable.
     """
-    from transformers import GPT2LMHeadModel
+    from equirl.utils.hub import load_from_hub
 
-    try:
-        model = GPT2LMHeadModel.from_pretrained(name, local_files_only=_local_only(name))
-    except OSError as exc:
-        raise OfflineError(
-            f"cannot load GPT-2 model {name!r}: not cached locally and the Hugging Face hub is unreachable "
-            f"or offline ({type(exc).__name__}); download it once with network access, or pass a local folder"
-        ) from None
-    return model.eval()
+    def load(n: str, local_only: bool) -> nn.Module:
+        from transformers import GPT2LMHeadModel
+
+        return GPT2LMHeadModel.from_pretrained(n, local_files_only=local_only).eval()
+
+    return load_from_hub(load, name, "GPT-2 model")
 
 
 def load_gpt2_tokenizer(name_or_dir: str | Path = "gpt2") -> Any:
     """The GPT-2 tokenizer: from a folder with ``vocab.json`` + ``merges.txt`` (works offline), a local
-    ``transformers`` folder, or the hub (:class:`OfflineError` when unreachable)."""
-    from transformers import GPT2TokenizerFast  # type: ignore[attr-defined]
+    ``transformers`` folder, the local hub cache or the hub (:class:`OfflineError` at once without
+    network)."""
+    from equirl.utils.hub import load_from_hub
 
     d = Path(name_or_dir)
     if (d / "vocab.json").is_file() and (d / "merges.txt").is_file():
         from tokenizers import ByteLevelBPETokenizer
+        from transformers import GPT2TokenizerFast  # type: ignore[attr-defined]
 
         bpe = ByteLevelBPETokenizer(str(d / "vocab.json"), str(d / "merges.txt"))
         eos = "<|endoftext|>"
         return GPT2TokenizerFast(tokenizer_object=bpe._tokenizer, eos_token=eos, bos_token=eos, unk_token=eos)
-    try:
-        return GPT2TokenizerFast.from_pretrained(str(name_or_dir), local_files_only=_local_only(name_or_dir))
-    except OSError as exc:
-        raise OfflineError(
-            f"cannot load the GPT-2 tokenizer {str(name_or_dir)!r}: not local and the hub is unreachable "
-            f"({type(exc).__name__}); pass a folder with vocab.json and merges.txt"
-        ) from None
+
+    def load(n: str, local_only: bool) -> Any:
+        from transformers import GPT2TokenizerFast  # type: ignore[attr-defined]
+
+        return GPT2TokenizerFast.from_pretrained(n, local_files_only=local_only)
+
+    # transformers 5 returns an empty tokenizer (no vocabulary) for a missing cache entry
+    return load_from_hub(load, name_or_dir, "GPT-2 tokenizer", valid=lambda tok: len(tok) > 1)
 
 
 def tiny_gpt2(

@@ -21,16 +21,19 @@ from equirl.language.scan import ScanExample, canonical_split, scan_examples
 from equirl.language.seq2seq import CELLS, PAD, Seq2Seq, batch_examples, greedy_decode, scan_vocabs
 from equirl.registry import BASE, get_method
 from equirl.utils.io import atomic_write
+from equirl.utils.progress import ProgressFn, subtask
 
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "EVAL_METHODS",
     "DataConfig",
     "ModelConfig",
     "PretrainConfig",
     "TrainConfig",
     "build_model",
     "evaluate",
+    "evaluate_checkpoint",
     "finetune",
     "load_checkpoint",
     "pretrain",
@@ -119,10 +122,14 @@ def train_model(
     seed: int = 0,
     writer: Any = None,
     tag: str = "train",
+    progress: ProgressFn | None = None,
 ) -> list[float]:
     """Teacher-forced cross-entropy training of ``model(src, src_len, tgt) -> logits`` (a plain
     :class:`Seq2Seq` or a :class:`SymmetrizedSeq2Seq`, for finetuning) with Adam and a cosine learning
-    rate decay. Returns the mean loss per epoch."""
+    rate decay. Returns the mean loss per epoch.
+
+    :param progress: called as ``progress(examples seen, epochs * len(examples))`` after each batch.
+    """
     sv, tv = scan_vocabs()
     gen = torch.Generator().manual_seed(seed)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -134,7 +141,7 @@ def train_model(
         opt, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * s / total))
     )
     model.train()
-    losses, step = [], 0
+    losses, step, seen = [], 0, 0
     for ep in range(epochs):
         tot, n = 0.0, 0
         for src, src_len, tgt in batch_examples(examples, batch_size, sv, tv, generator=gen):
@@ -145,6 +152,9 @@ def train_model(
             opt.step()
             sched.step()
             tot, n, step = tot + loss.item(), n + 1, step + 1
+            seen += int(src_len.shape[0])
+            if progress is not None:
+                progress(seen, epochs * len(examples))
             if writer is not None and step % 20 == 0:
                 writer.add_scalar(f"{tag}/loss", loss.item(), step)
         losses.append(tot / max(n, 1))
@@ -196,15 +206,21 @@ def evaluate(
     method: str = BASE,
     symmetry: str = "jump_run",
     max_len: int = 60,
+    progress: ProgressFn | None = None,
     **kwargs: Any,
 ) -> float:
-    """Exact-match accuracy of the plain (``method="base"``) or symmetrized model on ``examples``."""
+    """Exact-match accuracy of the plain (``method="base"``) or symmetrized model on ``examples``.
+
+    :param progress: called as ``progress(examples done, len(examples))``.
+    """
     sv, tv = scan_vocabs()
     model.eval()
     if not get_method(method).symmetrizes:
-        return exact_match(lambda s, n: greedy_decode(model, s, n, max_len), examples, sv, tv)
+        return exact_match(
+            lambda s, n: greedy_decode(model, s, n, max_len), examples, sv, tv, progress=progress
+        )
     eq = SymmetrizedSeq2Seq(model, scan_symmetry(symmetry), method, **kwargs).eval()
-    return exact_match(lambda s, n: eq.greedy(s, n, max_len), examples, sv, tv)
+    return exact_match(lambda s, n: eq.greedy(s, n, max_len), examples, sv, tv, progress=progress)
 
 
 def finetune(
@@ -218,6 +234,7 @@ def finetune(
     train_backbone: bool = True,
     batch_size: int = 64,
     writer: Any = None,
+    progress: ProgressFn | None = None,
     **kwargs: Any,
 ) -> SymmetrizedSeq2Seq:
     """Equi-tuning (Basu et al., AAAI 2023): finetune the pretrained model *through* its symmetrizer.
@@ -236,6 +253,7 @@ def finetune(
     :param train_backbone: ``False`` freezes the pretrained weights (only λ learns).
     :param batch_size: mini-batch size.
     :param writer: optional TensorBoard ``SummaryWriter``.
+    :param progress: called as ``progress(examples seen, epochs * len(examples))``.
     :param kwargs: symmetrizer options (``proxy``, ``level``...).
     """
     eq = SymmetrizedSeq2Seq(model, scan_symmetry(symmetry), method, **kwargs)
@@ -244,15 +262,31 @@ def finetune(
             p.requires_grad_(False)
     if not any(p.requires_grad for p in eq.parameters()):
         raise ConfigError(f"nothing to finetune: {method} with a frozen backbone has no parameters")
-    train_model(eq, examples, epochs, batch_size, lr, seed=seed, writer=writer, tag=f"finetune_{method}")
+    train_model(
+        eq,
+        examples,
+        epochs,
+        batch_size,
+        lr,
+        seed=seed,
+        writer=writer,
+        tag=f"finetune_{method}",
+        progress=progress,
+    )
     return eq.eval()
 
 
 def pretrain(
-    cfg: PretrainConfig, out_dir: str | Path | None = None, tensorboard: bool = True
+    cfg: PretrainConfig,
+    out_dir: str | Path | None = None,
+    tensorboard: bool = True,
+    progress: ProgressFn | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Train a seq2seq model on ``cfg.data.split``'s train part; writes ``model.pt``, ``config.yaml``,
-    ``metrics.json`` and TensorBoard curves into a fresh run folder. Returns ``(run_dir, metrics)``."""
+    ``metrics.json`` and TensorBoard curves into a fresh run folder. Returns ``(run_dir, metrics)``.
+
+    :param progress: called as ``progress(done, total)`` in examples: training, then the evaluations.
+    """
     import json
 
     import yaml
@@ -276,6 +310,10 @@ def pretrain(
             ),
         )
     )
+    rng = torch.Generator().manual_seed(cfg.train.seed)
+    sub = [train[i] for i in torch.randperm(len(train), generator=rng)[: cfg.train.eval_examples].tolist()]
+    n_train = cfg.train.epochs * len(train)
+    total = n_train + len(sub) + len(test)
     t0 = time.time()
     with atomic_dir(final) as tmp:
         writer = None
@@ -292,17 +330,18 @@ def pretrain(
             cfg.train.grad_clip,
             cfg.train.seed,
             writer,
+            progress=subtask(progress, 0, total),
         )
-        rng = torch.Generator().manual_seed(cfg.train.seed)
-        sub = [
-            train[i] for i in torch.randperm(len(train), generator=rng)[: cfg.train.eval_examples].tolist()
-        ]
         metrics: dict[str, Any] = {
             "split": canonical_split(cfg.data.split),
             "cell": cfg.model.cell,
             "train_loss": losses,
-            "train_exact_match_subset": evaluate(model, sub, max_len=cfg.train.max_len),
-            "test_exact_match": evaluate(model, test, max_len=cfg.train.max_len),
+            "train_exact_match_subset": evaluate(
+                model, sub, max_len=cfg.train.max_len, progress=subtask(progress, n_train, total)
+            ),
+            "test_exact_match": evaluate(
+                model, test, max_len=cfg.train.max_len, progress=subtask(progress, n_train + len(sub), total)
+            ),
             "seconds": round(time.time() - t0, 1),
         }
         if writer is not None:
@@ -312,6 +351,93 @@ def pretrain(
         (tmp / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return final, metrics
+
+
+#: the methods :func:`evaluate_checkpoint` takes
+EVAL_METHODS = ("plain", "equitune", "equizero", "lambda")
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    methods: Sequence[str] = EVAL_METHODS,
+    split: str | None = None,
+    part: str = "test",
+    root: str | None = None,
+    symmetry: str | None = None,
+    proxy: str = "nll",
+    level: str = "sequence",
+    finetune_epochs: int = 0,
+    finetune_lr: float = 1e-3,
+    limit: int = 0,
+    progress: ProgressFn | None = None,
+) -> list[dict[str, Any]]:
+    """Exact match of a checkpoint on a SCAN split, plain and symmetrized (``equirl language eval``).
+
+    :param checkpoint: a run folder or ``model.pt`` written by :func:`pretrain`.
+    :param methods: among ``plain``, ``equitune``, ``equizero``, ``lambda``.
+    :param split: SCAN split (default: the checkpoint's).
+    :param part: ``"train"`` or ``"test"``.
+    :param root: folder of official SCAN files (default: generated from the grammar).
+    :param symmetry: symmetry spec (default: the split's, :func:`~equirl.language.equiscan.split_symmetry`).
+    :param proxy: equizero's proxy (``nll``, ``entropy``, ``max_prob``).
+    :param level: equizero: choose the element once per ``"sequence"`` or at every ``"step"``.
+    :param finetune_epochs: first finetune all weights through each method's symmetrizer (plain: plainly)
+        on the split's train set, starting from the checkpoint each time.
+    :param finetune_lr: the finetuning learning rate.
+    :param limit: use only the first ``limit`` eval (and finetune) examples (0: all).
+    :param progress: called as ``progress(done, total)`` in examples over all methods.
+    :returns: one row per method: split, symmetry, method, finetuned, exact_match_%, n.
+    """
+    import functools
+
+    from equirl.language.equiscan import split_symmetry
+
+    methods = list(methods)
+    bad = [m for m in methods if m not in EVAL_METHODS]
+    if bad:
+        raise ConfigError(f"unknown method {bad[0]!r}: use {', '.join(EVAL_METHODS)}")
+    if finetune_epochs < 0 or limit < 0:
+        raise ConfigError("finetune_epochs and limit must be >= 0")
+    model, cfg = load_checkpoint(checkpoint)
+    split = canonical_split(split or cfg.data.split)
+    symmetry = symmetry or split_symmetry(split)
+    examples = scan_examples(split, part, root)
+    if limit:
+        examples = examples[:limit]
+    train: list[ScanExample] = []
+    if finetune_epochs:
+        train = scan_examples(split, "train", root)
+        train = train[:limit] if limit else train
+    per_method = finetune_epochs * len(train) + len(examples)
+    total = len(methods) * per_method
+    sv, tv = scan_vocabs()
+    rows = []
+    for k, method in enumerate(methods):
+        kw: dict[str, Any] = {"proxy": proxy, "level": level} if method == "equizero" else {}
+        start = k * per_method
+        if finetune_epochs:
+            m2, _ = load_checkpoint(checkpoint)
+            ft = subtask(progress, start, total)
+            done = subtask(progress, start + finetune_epochs * len(train), total)
+            if method == "plain":
+                train_model(m2, train, finetune_epochs, lr=finetune_lr, progress=ft)
+                acc = exact_match(functools.partial(greedy_decode, m2), examples, sv, tv, progress=done)
+            else:
+                eq = finetune(m2, train, method, symmetry, finetune_epochs, finetune_lr, progress=ft, **kw)
+                acc = exact_match(eq.greedy, examples, sv, tv, progress=done)
+        else:
+            acc = evaluate(model, examples, method, symmetry, progress=subtask(progress, start, total), **kw)
+        rows.append(
+            {
+                "split": split,
+                "symmetry": "-" if method == "plain" else symmetry,
+                "method": method,
+                "finetuned": bool(finetune_epochs),
+                "exact_match_%": round(100 * acc, 2),
+                "n": len(examples),
+            }
+        )
+    return rows
 
 
 def check_finite(x: float, what: str) -> float:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -70,7 +71,12 @@ def _apply_obs(act: Any, x: np.ndarray, g: int) -> np.ndarray:
 
 
 def check_symmetry(
-    spec: Any, steps: int = 200, seed: int = 0, atol: float = 1e-5, warmup: int = 20
+    spec: Any,
+    steps: int = 200,
+    seed: int = 0,
+    atol: float = 1e-5,
+    warmup: int = 20,
+    progress: Callable[[int, int], None] | None = None,
 ) -> SymmetryReport:
     """Measure ``|step(g·s, g·a) - g·step(s, a)|`` on ``steps`` sampled states.
 
@@ -79,6 +85,7 @@ def check_symmetry(
     :param seed: RNG seed.
     :param atol: tolerance for ``verified``.
     :param warmup: up to this many random steps before each sampled state (diverse states).
+    :param progress: called as ``progress(states done, steps)`` after each sampled state.
     """
     sym: EnvSymmetry = load_spec(spec)
     try:
@@ -88,7 +95,7 @@ def check_symmetry(
     try:
         sym.check_fits(env.observation_space, env.action_space, action_meanings(env))
         if sym.verify == "none" and sym.obs_type == "signed_permutation":
-            return _check_statistical(sym, env, steps, seed, warmup)
+            return _check_statistical(sym, env, steps, seed, warmup, progress=progress)
         if sym.verify == "none":
             return SymmetryReport(
                 sym.env_id,
@@ -98,13 +105,19 @@ def check_symmetry(
                 0,
                 message="cannot verify exactly: the env's state cannot be set (spec checked against its spaces only)",
             )
-        return _check_exact(sym, env, steps, seed, atol, warmup)
+        return _check_exact(sym, env, steps, seed, atol, warmup, progress)
     finally:
         env.close()
 
 
 def _check_exact(
-    sym: EnvSymmetry, env: Any, steps: int, seed: int, atol: float, warmup: int
+    sym: EnvSymmetry,
+    env: Any,
+    steps: int,
+    seed: int,
+    atol: float,
+    warmup: int,
+    progress: Callable[[int, int], None] | None = None,
 ) -> SymmetryReport:
     rng = np.random.default_rng(seed)
     obs_act = sym.obs_action()
@@ -136,6 +149,8 @@ def _check_exact(
             rew_err = max(rew_err, abs(float(r2) - float(r1)))
             term_bad += int(bool(t1) != bool(t2))
             n += 1
+        if progress is not None:
+            progress(i + 1, steps)
     max_err = max(obs_err, rew_err, float(term_bad))
     ok = max_err <= atol
     msg = (
@@ -174,7 +189,13 @@ def _set_state(sym: EnvSymmetry, base: Any, state: Any) -> None:
 
 
 def _check_statistical(
-    sym: EnvSymmetry, env: Any, steps: int, seed: int, warmup: int, z_bound: float = 4.5
+    sym: EnvSymmetry,
+    env: Any,
+    steps: int,
+    seed: int,
+    warmup: int,
+    z_bound: float = 4.5,
+    progress: Callable[[int, int], None] | None = None,
 ) -> SymmetryReport:
     """A symmetry *in distribution* for envs whose state cannot be set (LunarLander: random terrain and
     random engine dispersion, so no exact mirror of a transition exists).
@@ -204,6 +225,8 @@ def _check_statistical(
         s0 = np.asarray(obs, dtype=np.float64)
         feats.append(np.concatenate([s0, np.asarray(nxt, dtype=np.float64) - s0, [float(r)]]))
         acts.append(a)
+        if progress is not None:
+            progress(i + 1, steps)
     X = np.stack(feats)
     act_arr = np.asarray(acts)
     d = X.shape[1] // 2

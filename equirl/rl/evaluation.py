@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from equirl.rl.pretrained import evaluate, load_pretrained
+from equirl.utils.progress import ProgressFn, subtask
 
 __all__ = ["evaluate_methods"]
 
@@ -22,6 +23,7 @@ def evaluate_methods(
     episodes: int = 10,
     seeds: int = 1,
     method_kwargs: dict[str, dict[str, Any]] | None = None,
+    progress: ProgressFn | None = None,
 ) -> dict[str, dict[str, Any]]:
     """``{method: {"mean_return", "std_return", "episodes"}}`` over ``seeds`` x ``episodes`` episodes.
 
@@ -29,15 +31,18 @@ def evaluate_methods(
     :param env_id: the env (its packaged symmetry spec is used).
     :param methods: among ``base``, ``equitune``, ``equizero``, ``lambda`` (an untrained λ equals equitune).
     :param method_kwargs: per-method symmetrizer options.
+    :param progress: called as ``progress(episodes done, total episodes)`` as episodes end.
     """
     out: dict[str, dict[str, Any]] = {}
-    for m in methods:
+    total = len(methods) * seeds * episodes
+    for k, m in enumerate(methods):
         model = load_pretrained(
             agent, env_id, method=m, algo=algo, method_kwargs=(method_kwargs or {}).get(m)
         )
         rets: list[float] = []
         for s in range(seeds):
-            rets += evaluate(model, env_id, n_eval_episodes=episodes, seed=1000 * s)
+            step = subtask(progress, (k * seeds + s) * episodes, total)
+            rets += evaluate(model, env_id, n_eval_episodes=episodes, seed=1000 * s, progress=step)
         out[m] = {
             "mean_return": float(np.mean(rets)),
             "std_return": float(np.std(rets)),

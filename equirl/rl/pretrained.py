@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import warnings
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -197,7 +198,12 @@ def load_pretrained(
 
 
 def evaluate(
-    model: Any, env: Any, n_eval_episodes: int = 10, deterministic: bool = True, seed: int = 0
+    model: Any,
+    env: Any,
+    n_eval_episodes: int = 10,
+    deterministic: bool = True,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[float]:
     """Undiscounted returns of ``n_eval_episodes`` episodes, seeded (SB3's ``evaluate_policy`` names, with
     the per-episode returns as the result).
@@ -207,11 +213,20 @@ def evaluate(
     :param n_eval_episodes: number of episodes.
     :param deterministic: greedy actions (``False``: the policy's exploration).
     :param seed: seed of the evaluation env.
+    :param progress: called as ``progress(episodes done, n_eval_episodes)`` when an episode ends.
     """
     from stable_baselines3.common.evaluation import evaluate_policy
 
     vec = make_vec_env(env, seed=seed) if isinstance(env, str) else env
     vec.seed(seed)
+    done = [0]
+
+    def on_step(loc: dict[str, Any], glob: dict[str, Any]) -> None:
+        n = int(np.sum(loc.get("episode_counts", 0)))
+        if progress is not None and n != done[0]:
+            done[0] = n
+            progress(min(n, n_eval_episodes), n_eval_episodes)
+
     rewards, _ = evaluate_policy(
         model,
         vec,
@@ -219,5 +234,6 @@ def evaluate(
         deterministic=deterministic,
         return_episode_rewards=True,
         warn=False,
+        callback=on_step if progress is not None else None,
     )
     return [float(r) for r in np.asarray(rewards, dtype=np.float64)]

@@ -24,6 +24,7 @@ from equirl.actions import ImageAction
 from equirl.errors import ConfigError, EquirlError
 from equirl.registry import EQUITUNE, EQUIZERO, MethodSpec, get_method
 from equirl.symmetrizers import Canonicalize, LambdaEquiTune, Symmetrizer, symmetrize
+from equirl.utils.progress import ProgressFn
 from equirl.vision.groups import vision_action
 
 __all__ = [
@@ -93,6 +94,7 @@ def fit_canonicalizer(
     batch_size: int = 64,
     task_weight: float = 0.0,
     seed: int = 0,
+    progress: ProgressFn | None = None,
 ) -> list[float]:
     """Train the canonicalizer's scorer with the backbone frozen (Kaba et al., 2022; Mondal et al., 2023).
 
@@ -108,6 +110,7 @@ def fit_canonicalizer(
     :param steps: optimisation steps; :param lr: Adam learning rate; :param batch_size: mini-batch size.
     :param task_weight: weight of the task loss next to the prior.
     :param seed: seeds the mini-batches and the random transformations.
+    :param progress: called as ``progress(step, steps)`` after each step.
     :returns: the loss per step.
     """
     if not isinstance(model, Canonicalize):
@@ -130,7 +133,9 @@ def fit_canonicalizer(
         return loss
 
     # train mode: the straight-through path carries the task loss to the scorer
-    return _train_only(model, model.scorer, loss_fn, images.shape[0], steps, lr, batch_size, 0.0, seed, True)
+    return _train_only(
+        model, model.scorer, loss_fn, images.shape[0], steps, lr, batch_size, 0.0, seed, True, progress
+    )
 
 
 def _train_only(
@@ -144,6 +149,7 @@ def _train_only(
     weight_decay: float,
     seed: int,
     train_mode: bool,
+    progress: ProgressFn | None = None,
 ) -> list[float]:
     """Adam on ``part``'s parameters only, over random mini-batch indices of ``range(n)``; every other
     parameter of ``model`` is frozen meanwhile (``requires_grad`` and the train/eval mode are restored)."""
@@ -159,12 +165,14 @@ def _train_only(
     part.train()
     losses: list[float] = []
     try:
-        for _ in range(steps):
+        for step in range(steps):
             loss = loss_fn(torch.randint(0, n, (min(batch_size, n),), generator=gen), gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             losses.append(loss.detach().item())
+            if progress is not None:
+                progress(step + 1, steps)
     finally:
         for p, r in zip(frozen, saved):
             p.requires_grad_(r)
@@ -187,6 +195,7 @@ def fit_lambda(
     batch_size: int = 64,
     weight_decay: float = 0.0,
     seed: int = 0,
+    progress: ProgressFn | None = None,
 ) -> list[float]:
     """Learn λ of a λ-equitune classifier from a few labelled images, with the backbone frozen.
 
@@ -204,6 +213,7 @@ def fit_lambda(
     :param batch_size: mini-batch size.
     :param weight_decay: Adam weight decay on λ's parameters.
     :param seed: seeds the mini-batch sampling.
+    :param progress: called as ``progress(step, steps)`` after each step.
     :returns: the training loss per step.
     """
     if not isinstance(model, LambdaEquiTune):
@@ -222,7 +232,17 @@ def fit_lambda(
 
     # eval mode: the backbone keeps its eval behaviour (dropout / batch-norm statistics)
     losses = _train_only(
-        model, model.lambda_net, loss_fn, images.shape[0], steps, lr, batch_size, weight_decay, seed, False
+        model,
+        model.lambda_net,
+        loss_fn,
+        images.shape[0],
+        steps,
+        lr,
+        batch_size,
+        weight_decay,
+        seed,
+        False,
+        progress,
     )
     log.info("fit_lambda: loss %.4f -> %.4f over %d steps", losses[0], losses[-1], steps)
     return losses
@@ -250,19 +270,27 @@ def evaluate_transforms(
     group: str | ImageAction = "rot90",
     seed: int = 0,
     batch_size: int = 256,
+    progress: ProgressFn | None = None,
 ) -> dict[str, float]:
     """Accuracy on the test set transformed by each group element, and on a randomly transformed copy.
+
+    :param progress: called as ``progress(done, |G| + 1)`` after each transformed copy.
 
     :returns: ``{element label: accuracy, ..., "random": accuracy, "mean": mean over elements}``; the
         identity's label is the upright accuracy.
     """
     action = vision_action(group)
     out: dict[str, float] = {}
-    for g in action.group.elements:
+    total = action.group.order + 1
+    for i, g in enumerate(action.group.elements):
         out[g.label] = accuracy(model, action.apply(images, g), labels, batch_size)
+        if progress is not None:
+            progress(i + 1, total)
     idx = torch.randint(
         0, action.group.order, (images.shape[0],), generator=torch.Generator().manual_seed(seed)
     )
     out["random"] = accuracy(model, action.apply_each(images, idx), labels, batch_size)
+    if progress is not None:
+        progress(total, total)
     out["mean"] = sum(out[g.label] for g in action.group.elements) / action.group.order
     return out

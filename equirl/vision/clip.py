@@ -18,16 +18,17 @@ embedding) so λ-equitune's λ sees the frozen image features (Basu et al., Neur
 from __future__ import annotations
 
 import logging
-import os
 import weakref
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from equirl.errors import EquirlError, OfflineError
+from equirl.errors import ConfigError, EquirlError
+from equirl.utils.progress import ProgressFn, subtask
 
 __all__ = [
     "CLIP_MEAN",
@@ -35,6 +36,7 @@ __all__ = [
     "DEFAULT_TEMPLATES",
     "CLIPZeroShot",
     "clip_preprocess",
+    "clip_zero_shot",
     "load_clip",
     "text_classifier",
 ]
@@ -55,46 +57,27 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 _CACHE: weakref.WeakKeyDictionary[nn.Module, dict[tuple[Any, ...], Tensor]] = weakref.WeakKeyDictionary()
 
 
-def _offline() -> bool:
-    return any(
-        os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
-        for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    )
-
-
 def load_clip(
     name: str = "openai/clip-vit-base-patch32", cache_dir: str | None = None
 ) -> tuple[nn.Module, Any]:
-    """Load a ``CLIPModel`` and its tokenizer from the hub (or a local folder / the local cache).
+    """Load a ``CLIPModel`` and its tokenizer from a local folder, the local hub cache or the hub.
 
-    The local cache is tried first; the hub only when not offline. Any failure is one
-    :class:`~equirl.errors.OfflineError` line instead of a long retry loop.
+    Without network (and not cached) this fails at once with one :class:`~equirl.errors.OfflineError`
+    line instead of the hub client's retry loop (:func:`equirl.utils.hub.load_from_hub`).
 
     :param name: a hub id such as ``"openai/clip-vit-base-patch32"`` or a local folder.
     :param cache_dir: the Hugging Face cache folder (default: the standard one).
     """
-    from transformers import AutoTokenizer, CLIPModel
+    from equirl.utils.hub import load_from_hub
 
-    attempts = [True] if (_offline() or os.path.isdir(name)) else [True, False]
-    last: Exception | None = None
-    for local_only in attempts:
-        try:
-            model = CLIPModel.from_pretrained(name, cache_dir=cache_dir, local_files_only=local_only)
-            tok = AutoTokenizer.from_pretrained(name, cache_dir=cache_dir, local_files_only=local_only)
-            model.eval()
-            return model, tok
-        except (OSError, ValueError, EnvironmentError) as exc:  # noqa: UP024 - hub errors derive from OSError
-            last = exc
-    why = (
-        "offline mode (HF_HUB_OFFLINE=1)"
-        if _offline()
-        else "not in the local cache and the hub is unreachable"
-    )
-    detail = str(last).splitlines()[0][:160] if last else ""
-    raise OfflineError(
-        f"cannot load CLIP {name!r}: {why}; download it once with network access, or pass a local "
-        f"folder ({type(last).__name__}: {detail})"
-    )
+    def load(n: str, local_only: bool) -> tuple[nn.Module, Any]:
+        from transformers import AutoTokenizer, CLIPModel
+
+        model = CLIPModel.from_pretrained(n, cache_dir=cache_dir, local_files_only=local_only)
+        tok = AutoTokenizer.from_pretrained(n, cache_dir=cache_dir, local_files_only=local_only)
+        return model.eval(), tok
+
+    return load_from_hub(load, name, "CLIP", valid=lambda mt: len(mt[1]) > 1, cache_dir=cache_dir)
 
 
 def _as_tensor(out: Any) -> Tensor:
@@ -238,3 +221,53 @@ def clip_preprocess(
     m = torch.tensor(mean, dtype=x.dtype).view(1, -1, 1, 1)
     sd = torch.tensor(std, dtype=x.dtype).view(1, -1, 1, 1)
     return (x - m) / sd
+
+
+def clip_zero_shot(
+    folder: str | Path,
+    model: str = "openai/clip-vit-base-patch32",
+    group: str = "rot90",
+    methods: Sequence[str] = ("plain", "equitune", "equizero"),
+    proxy: str = "max_prob",
+    batch_size: int = 32,
+    progress: ProgressFn | None = None,
+) -> tuple[int, dict[str, dict[str, float]]]:
+    """CLIP zero-shot accuracy on an image folder under every group element, per method.
+
+    :param folder: ``root/<class>/<image>``; the class names are the sub-folder names (``_`` → space).
+    :param model: a hub id or a local folder (:func:`load_clip`).
+    :param group: ``rot90``, ``mirror`` or ``rot90+mirror``.
+    :param methods: among ``plain``, ``equitune``, ``equizero`` (λ needs labels: use ``fit_lambda``).
+    :param proxy: equizero's proxy: ``max_prob`` or ``entropy``.
+    :param batch_size: images per forward pass.
+    :param progress: called as ``progress(done, total)`` over methods x (``|G|`` + 1) evaluations.
+    :returns: ``(number of images, {method: {element: accuracy, ..., "random", "mean"}})``.
+    """
+    from equirl.vision.classifier import evaluate_transforms, symmetrize_classifier
+    from equirl.vision.data import load_image_folder
+    from equirl.vision.groups import vision_action
+
+    order = vision_action(group).group.order
+    methods = list(methods)
+    bad = [m for m in methods if m not in ("plain", "equitune", "equizero")]
+    if bad or not methods:
+        raise ConfigError(
+            f"methods must be among plain, equitune, equizero (λ needs labels: use fit_lambda), got {bad}"
+        )
+    data = load_image_folder(folder, size=256, mode="RGB")
+    clip, tok = load_clip(model)
+    zs = CLIPZeroShot.from_classnames(clip, tok, [c.replace("_", " ") for c in data.classes])
+    x = clip_preprocess(data.images)
+    total = len(methods) * (order + 1)
+    rows: dict[str, dict[str, float]] = {}
+    for k, m in enumerate(methods):
+        net = zs if m == "plain" else symmetrize_classifier(zs, group, m, proxy=proxy)
+        rows[m] = evaluate_transforms(
+            net,
+            x,
+            data.labels,
+            group,
+            batch_size=batch_size,
+            progress=subtask(progress, k * (order + 1), total),
+        )
+    return len(data), rows

@@ -17,7 +17,8 @@ from torch import Tensor, nn
 
 from equirl.errors import CheckpointError, ConfigError, EquirlError
 from equirl.registry import BASE, LAMBDA, canonical_method, get_method, method_names
-from equirl.symmetrizers import Canonicalize, EquiZero, LambdaEquiTune
+from equirl.symmetrizers import Canonicalize, EquiZero, LambdaEquiTune, Symmetrizer, get_proxy
+from equirl.utils.progress import ProgressFn, subtask
 from equirl.vision.classifier import (
     evaluate_transforms,
     fit_canonicalizer,
@@ -36,6 +37,7 @@ __all__ = [
     "TrainConfig",
     "build_classifier",
     "check_fits",
+    "evaluate_checkpoint",
     "finetune",
     "load_data",
     "load_finetuned",
@@ -182,9 +184,16 @@ def _steps(train: TrainConfig, n: int) -> int:
     return train.steps if train.steps > 0 else max(1, train.epochs * -(-n // train.batch_size))
 
 
-def pretrain(cfg: PretrainConfig, save: bool = True) -> tuple[SmallCNN, dict[str, Any]]:
-    """Train the small CNN on upright images only; returns ``(model, metrics)`` and saves ``cfg.out``."""
-    torch.set_num_threads(max(1, cfg.threads))
+def pretrain(
+    cfg: PretrainConfig, save: bool = True, progress: ProgressFn | None = None
+) -> tuple[SmallCNN, dict[str, Any]]:
+    """Train the small CNN on upright images only; returns ``(model, metrics)`` and saves ``cfg.out``.
+
+    ``cfg.threads`` is for the caller (the CLI sets torch's thread count from it); this function leaves
+    torch's global state alone.
+
+    :param progress: called as ``progress(done, total)``: the training steps, then the evaluation.
+    """
     train_set, test_set = load_data(cfg.data)
     torch.manual_seed(cfg.train.seed)
     c = train_set.images.shape[1]
@@ -197,7 +206,8 @@ def pretrain(cfg: PretrainConfig, save: bool = True) -> tuple[SmallCNN, dict[str
     model.train()
     perm = torch.randperm(n, generator=gen)
     pos = 0
-    for _ in range(steps):
+    n_eval = vision_action("rot90").group.order + 1
+    for step in range(steps):
         if pos + cfg.train.batch_size > n:
             perm, pos = torch.randperm(n, generator=gen), 0
         idx = perm[pos : pos + cfg.train.batch_size]
@@ -206,11 +216,14 @@ def pretrain(cfg: PretrainConfig, save: bool = True) -> tuple[SmallCNN, dict[str
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if progress is not None:
+            progress(step + 1, steps + n_eval)
     model.eval()
     metrics: dict[str, Any] = {"steps": steps, "seconds": time.perf_counter() - t0, "n_train": n}
-    metrics.update(
-        {f"test_{k}": v for k, v in evaluate_transforms(model, test_set.images, test_set.labels).items()}
+    acc = evaluate_transforms(
+        model, test_set.images, test_set.labels, "rot90", progress=subtask(progress, steps, steps + n_eval)
     )
+    metrics.update({f"test_{k}": v for k, v in acc.items()})
     if save:
         meta = {
             "classes": train_set.classes,
@@ -240,6 +253,7 @@ def _train_model(
     data: ImageDataset,
     cfg: TrainConfig,
     augment_group: str | None,
+    progress: ProgressFn | None = None,
 ) -> list[float]:
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -247,7 +261,8 @@ def _train_model(
     n = len(data)
     losses: list[float] = []
     model.train()
-    for _ in range(_steps(cfg, n)):
+    steps = _steps(cfg, n)
+    for step in range(steps):
         idx = torch.randint(0, n, (min(cfg.batch_size, n),), generator=gen)
         x = data.images[idx]
         if action is not None:
@@ -257,19 +272,27 @@ def _train_model(
         loss.backward()
         opt.step()
         losses.append(loss.detach().item())
+        if progress is not None:
+            progress(step + 1, steps)
     model.eval()
     return losses
 
 
 def finetune(
-    cfg: FinetuneConfig, save: bool = True, net: SmallCNN | None = None
+    cfg: FinetuneConfig,
+    save: bool = True,
+    net: SmallCNN | None = None,
+    progress: ProgressFn | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Finetune a pretrained CNN's backbone and/or λ under ``cfg.method``; returns ``(classifier, metrics)``.
 
+    ``cfg.threads`` is for the caller (the CLI sets torch's thread count from it).
+
     :param net: use this CNN instead of loading ``cfg.checkpoint`` (it is modified in place when
         ``train_backbone`` is on).
+    :param progress: called as ``progress(done, total)``: evaluation before, training steps, evaluation
+        after.
     """
-    torch.set_num_threads(max(1, cfg.threads))
     if net is None:
         net, _ = load_cnn(cfg.checkpoint)
     train_set, test_set = load_data(cfg.data)
@@ -278,13 +301,24 @@ def finetune(
     torch.manual_seed(cfg.train.seed)
     model = build_classifier(net, cfg.method, cfg.group, cfg.proxy, cfg.prior_weight)
     t0 = time.perf_counter()
-    before = evaluate_transforms(model, test_set.images, test_set.labels, cfg.group, seed=cfg.train.seed)
+    steps = _steps(cfg.train, len(sub))
+    n_eval = vision_action(cfg.group).group.order + 1
+    total = steps + 2 * n_eval
+    before = evaluate_transforms(
+        model,
+        test_set.images,
+        test_set.labels,
+        cfg.group,
+        seed=cfg.train.seed,
+        progress=subtask(progress, 0, total),
+    )
     losses: list[float] = []
     fit_kw: dict[str, Any] = dict(
-        steps=_steps(cfg.train, len(sub)),
+        steps=steps,
         lr=cfg.train.lr,
         batch_size=cfg.train.batch_size,
         seed=cfg.train.seed,
+        progress=subtask(progress, n_eval, total),
     )
     if isinstance(model, Canonicalize) and cfg.train_lambda and not cfg.train_backbone:
         losses = fit_canonicalizer(model, sub.images, sub.labels, task_weight=cfg.task_weight, **fit_kw)
@@ -302,9 +336,16 @@ def finetune(
         if isinstance(model, EquiZero) and not model.straight_through:
             raise EquirlError("equizero finetuning needs straight_through=True")
         aug = cfg.group if (cfg.augment and cfg.method == BASE) else None
-        losses = _train_model(model, params, sub, cfg.train, aug)
+        losses = _train_model(model, params, sub, cfg.train, aug, fit_kw["progress"])
     model.eval()
-    after = evaluate_transforms(model, test_set.images, test_set.labels, cfg.group, seed=cfg.train.seed)
+    after = evaluate_transforms(
+        model,
+        test_set.images,
+        test_set.labels,
+        cfg.group,
+        seed=cfg.train.seed,
+        progress=subtask(progress, n_eval + steps, total),
+    )
     metrics: dict[str, Any] = {
         "seconds": time.perf_counter() - t0,
         "n_train": len(sub),
@@ -355,6 +396,45 @@ def load_finetuned(path: str | Path, method: str | None = None, group: str | Non
         model.scorer.load_state_dict(state)
     model.eval()
     return model
+
+
+#: group names as symmetrizers report them -> the names vision commands take
+_GROUP_ALIASES = {"C4": "rot90", "Z2": "mirror", "D4": "rot90+mirror", "C2": "rot180", "flip": "mirror"}
+
+
+def evaluate_checkpoint(
+    path: str | Path,
+    method: str | None = None,
+    group: str | None = None,
+    proxy: str = "entropy",
+    data: DataConfig | None = None,
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+) -> tuple[str, int, dict[str, float]]:
+    """Accuracy of a saved classifier per group element and on a randomly transformed test set.
+
+    :param path: a checkpoint from :func:`pretrain` or :func:`finetune`.
+    :param method: ``plain``, ``equitune``, ``equizero``, ``lambda`` or ``canonicalize`` (default: as saved).
+    :param group: ``rot90``, ``rot180``, ``mirror`` or ``rot90+mirror`` (default: as saved).
+    :param proxy: equizero's proxy (``entropy`` or ``max_prob``).
+    :param data: the test data (default: the digits split).
+    :param seed: seed of the randomly transformed test set.
+    :param progress: called as ``progress(done, |G| + 1)``.
+    :returns: ``(group, number of test images, {element: accuracy, ..., "random", "mean"})``.
+    """
+    if method not in (None, "plain", "equitune", "equizero", "lambda", "canonicalize"):
+        raise ConfigError(f"method must be plain, equitune, equizero, lambda or canonicalize, got {method!r}")
+    model = load_finetuned(path, method, group)
+    name = group or getattr(getattr(model, "group", None), "name", None) or "rot90"
+    name = _GROUP_ALIASES.get(name, name)
+    if isinstance(model, EquiZero) and proxy != "entropy":
+        model.proxy = get_proxy(proxy)
+    _, test = load_data(data or DataConfig())
+    net = model.model if isinstance(model, Symmetrizer) else model
+    if isinstance(net, SmallCNN):
+        check_fits(net, test)
+    res = evaluate_transforms(model, test.images, test.labels, name, seed=seed, progress=progress)
+    return name, len(test), res
 
 
 def random_transform(images: Tensor, group: str, seed: int) -> Tensor:

@@ -1,0 +1,188 @@
+"""The GPT-2 fairness pipelines behind ``equirl language gpt2-generate / gpt2-fairness``.
+
+Both take a :class:`~equirl.language.gpt2_config.Gpt2RunConfig` and return plain results (rows and
+scores) for the caller to print or save::
+
+    from equirl.language.gpt2_config import Gpt2RunConfig
+    from equirl.language.gpt2_run import generate_continuations, setup_gpt2
+
+    run = setup_gpt2(Gpt2RunConfig(model="tiny", prompts=["The man worked as"], max_new_tokens=4))
+    rows = generate_continuations(run)          # [{"prompt": ..., "continuation": ...}, ...]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from equirl.language.gpt2_config import Gpt2RunConfig
+from equirl.utils.progress import ProgressFn, subtask
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from equirl.language.gpt2 import WordSwapSymmetry
+
+# torch and transformers are imported inside the functions: without network, setup_gpt2 fails on a
+# hub model before paying for those imports
+
+__all__ = [
+    "FairnessReport",
+    "Gpt2Run",
+    "check_hub",
+    "default_prompts",
+    "fairness_report",
+    "generate_continuations",
+    "run_prompts",
+    "setup_gpt2",
+]
+
+
+@dataclass
+class Gpt2Run:
+    """A loaded run: its config, tokenizer, language model and word-swap symmetry."""
+
+    cfg: Gpt2RunConfig
+    tokenizer: Any
+    model: nn.Module
+    symmetry: WordSwapSymmetry
+
+
+@dataclass
+class FairnessReport:
+    """:param swap_rows: per prompt and model (plain, equitune): the largest
+        ``|log p(c|x) - log p(g·c|g·x)|`` over the group, formatted.
+    :param scores: mean classifier score per subject (the prompt's equality words), or ``None`` when
+        ``cfg.scorer`` is ``none``.
+    """
+
+    swap_rows: list[dict[str, str]]
+    scores: dict[str, float] | None
+
+
+def default_prompts() -> list[str]:
+    """The 60 packaged fairness prompts (``prompts.tsv``)."""
+    from equirl.language.gpt2 import _data
+
+    lines = _data("prompts.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    return [ln.split("\t")[-1] for ln in lines if ln.strip()]
+
+
+def run_prompts(cfg: Gpt2RunConfig) -> list[str]:
+    """The config's prompts, or :func:`default_prompts` when it lists none."""
+    return list(cfg.prompts) if cfg.prompts else default_prompts()
+
+
+def check_hub(cfg: Gpt2RunConfig) -> None:
+    """Raise :class:`~equirl.errors.OfflineError` at once when a hub model or tokenizer of ``cfg`` is
+    neither local nor cached and the hub cannot be reached (imports neither torch nor transformers)."""
+    from equirl.utils.hub import require_hub_model
+
+    tok = Path(cfg.tokenizer)
+    if cfg.tokenizer != "default" and not ((tok / "vocab.json").is_file() and (tok / "merges.txt").is_file()):
+        require_hub_model(cfg.tokenizer, "GPT-2 tokenizer")
+    if cfg.model != "tiny":
+        require_hub_model(cfg.model, "GPT-2 model")
+
+
+def setup_gpt2(cfg: Gpt2RunConfig) -> Gpt2Run:
+    """Load the tokenizer and model of ``cfg`` (hub models fail at once without network:
+    :class:`~equirl.errors.OfflineError`, :func:`check_hub`) and build its word-swap symmetry."""
+    check_hub(cfg)
+    from equirl.language.gpt2 import load_gpt2, load_gpt2_tokenizer, tiny_gpt2, variant_symmetry
+    from equirl.language.tokenizer import default_tokenizer
+
+    tok = default_tokenizer() if cfg.tokenizer == "default" else load_gpt2_tokenizer(cfg.tokenizer)
+    model = tiny_gpt2(len(tok), seed=cfg.seed) if cfg.model == "tiny" else load_gpt2(cfg.model)
+    hf: Any = model
+    vocab = int(hf.config.vocab_size)
+    sym = variant_symmetry(tok, cfg.variant, cfg.attributes, vocab_size=vocab)
+    return Gpt2Run(cfg, tok, model, sym)
+
+
+def generate_continuations(run: Gpt2Run, progress: ProgressFn | None = None) -> list[dict[str, str]]:
+    """``cfg.samples_per_prompt`` continuations of every prompt with ``cfg.method`` (plain GPT-2 or
+    EquiGPT2), seeded by ``cfg.seed``.
+
+    :param progress: called as ``progress(prompts done, prompts)``.
+    :returns: ``[{"prompt": ..., "continuation": ...}, ...]``.
+    """
+    import torch
+
+    from equirl.language.gpt2 import EquiGPT2, generate_plain
+
+    cfg, tok, model = run.cfg, run.tokenizer, run.model
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    eq = None
+    if cfg.method != "plain":
+        kw: dict[str, Any] = {"proxy": cfg.proxy} if cfg.method == "equizero" else {}
+        eq = EquiGPT2(model, run.symmetry, cfg.method, **kw).eval()
+    prompts = run_prompts(cfg)
+    out: list[dict[str, str]] = []
+    for i, prompt in enumerate(prompts):
+        ids = torch.tensor([tok.encode(prompt)] * cfg.samples_per_prompt)
+        kw2: dict[str, Any] = {
+            "do_sample": cfg.do_sample,
+            "top_k": cfg.top_k,
+            "temperature": cfg.temperature,
+            "generator": gen,
+        }
+        cont = (
+            eq.generate(ids, cfg.max_new_tokens, **kw2)
+            if eq is not None
+            else generate_plain(model, ids, cfg.max_new_tokens, **kw2)
+        )
+        out.extend({"prompt": prompt, "continuation": tok.decode(c)} for c in cont.tolist())
+        if progress is not None:
+            progress(i + 1, len(prompts))
+    return out
+
+
+def fairness_report(
+    run: Gpt2Run, max_prompts: int = 10, progress: ProgressFn | None = None
+) -> FairnessReport:
+    """Swap-consistency of plain GPT-2 and EquiGPT2 on the first ``max_prompts`` prompts (random
+    continuations), and, unless ``cfg.scorer`` is ``none``, the mean classifier score of generated
+    continuations per subject.
+
+    :param progress: called as ``progress(done, total)`` over the swap checks and the generations.
+    """
+    import torch
+
+    from equirl.language.fairness import LexiconScorer, hf_text_scorer, score_by_group, swap_consistency
+    from equirl.language.gpt2 import EquiGPT2
+
+    cfg, tok, model, sym = run.cfg, run.tokenizer, run.model, run.symmetry
+    prompts = run_prompts(cfg)[:max_prompts]
+    n_gen = len(run_prompts(cfg)) if cfg.scorer != "none" else 0
+    total = len(prompts) + n_gen
+    gen = torch.Generator().manual_seed(cfg.seed)
+    rows: list[dict[str, str]] = []
+
+    def plain_lm(ids: Any) -> Any:
+        return model(input_ids=ids).logits
+
+    eq = EquiGPT2(model, sym, "equitune").eval()
+    for i, prompt in enumerate(prompts):
+        ids = torch.tensor([tok.encode(prompt)])
+        cont = torch.randint(0, len(tok), (1, 8), generator=gen)
+        for name, lm in (("plain", plain_lm), ("equitune", eq)):
+            m = swap_consistency(lm, sym, ids, cont)
+            rows.append(
+                {"prompt": prompt, "model": name, "max_abs_logprob_gap": f"{m['max_abs_logprob_gap']:.2e}"}
+            )
+        if progress is not None:
+            progress(i + 1, total)
+    if cfg.scorer == "none":
+        return FairnessReport(rows, None)
+    scorer = LexiconScorer() if cfg.scorer == "lexicon" else hf_text_scorer(cfg.scorer)
+    words = {tok.decode([i]).strip() for pairs in sym.pairs.values() for p in pairs for i in p}
+    texts: dict[str, list[str]] = {}
+    for r in generate_continuations(run, subtask(progress, len(prompts), total)):
+        # the subject: the prompt's equality words (e.g. "Black", "gay"), else "other"
+        subject = " ".join(w for w in r["prompt"].split() if w in words) or "other"
+        texts.setdefault(subject, []).append(r["continuation"])
+    res = score_by_group(texts, scorer)
+    return FairnessReport(rows, {k: float(v) for k, v in res["mean_score"].items()})
