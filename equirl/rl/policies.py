@@ -40,11 +40,11 @@ from stable_baselines3.common.preprocessing import is_image_space_channels_first
 from stable_baselines3.common.torch_layers import NatureCNN
 from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from equirl.errors import SymmetryError
 from equirl.rl.spec import EnvSymmetry, resolve_symmetry
 from equirl.symmetrizers import EquiZero, LambdaEquiTune, Symmetrizer, SymmetrizerOutput, symmetrize
+from equirl.symmetrizers.nets import ObsLambdaNet
 
 __all__ = [
     "DEFAULT_LAMBDA_HIDDEN",
@@ -89,92 +89,6 @@ def _scaled(x: Tensor, scale: float) -> Tensor:
     if x.dim() != 2 or x.dtype != torch.float32:
         x = x.float().flatten(1)
     return x if scale == 1.0 else x * scale
-
-
-class ObsLambdaNet(nn.Module):
-    """λ-net on (transformed) observations: scale, flatten, MLP, one logit per row.
-
-    The last layer is zero-initialised, so λ-equitune starts exactly as equitune, and has no bias: a
-    constant added to every logit cancels in the softmax over the group (and in a scorer's argmax).
-    All weights live in one flat parameter (``params``; each layer is a view of it, initialised like
-    ``nn.Linear``): on one CPU thread the optimizer, gradient clipping and target-network copies cost
-    per tensor, and this net is trained on every DQN gradient step. Without hidden layers (the RL
-    default, :data:`DEFAULT_LAMBDA_HIDDEN`) ``params`` is the weight vector and the net is one
-    matrix-vector product.
-
-    :param in_features: flattened observation size.
-    :param hidden: hidden sizes (``()``: a linear λ).
-    :param scale: multiplies the observation first (``1/255`` for uint8 images).
-    :param zero_init: zero the last layer (λ starts as equitune); ``False`` for a canonicalization
-        scorer, whose scores must differ between group elements from the start.
-    """
-
-    def __init__(
-        self, in_features: int, hidden: tuple[int, ...] = (64,), scale: float = 1.0, zero_init: bool = True
-    ) -> None:
-        super().__init__()
-        sizes = (in_features, *hidden, 1)
-        self.shapes = tuple(zip(sizes[1:], sizes[:-1]))  # (out, in) per layer
-        chunks = []
-        for k, (n_out, n_in) in enumerate(self.shapes):
-            layer = nn.Linear(n_in, n_out)
-            if k < len(self.shapes) - 1:
-                chunks += [layer.weight.detach().flatten(), layer.bias.detach()]
-            else:  # the last layer: weight only (its bias would cancel)
-                w = layer.weight.detach().flatten()
-                chunks.append(torch.zeros_like(w) if zero_init else w)
-        self.split_sizes = tuple(c.numel() for c in chunks)
-        self.params = nn.Parameter(torch.cat(chunks))
-        self.scale = scale
-
-    def layers(self) -> list[tuple[Tensor, Tensor | None]]:
-        """``(weight, bias)`` per layer, as views of :attr:`params` (the last layer's bias is ``None``)."""
-        parts = self.params.split(self.split_sizes)
-        out: list[tuple[Tensor, Tensor | None]] = [
-            (parts[2 * k].view(shape), parts[2 * k + 1]) for k, shape in enumerate(self.shapes[:-1])
-        ]
-        out.append((parts[-1].view(self.shapes[-1]), None))
-        return out
-
-    def forward(self, z: Tensor) -> Tensor:
-        h = _scaled(z, self.scale)
-        if len(self.shapes) == 1:  # linear λ: one matrix-vector product
-            return h @ self.params
-        *hidden, (w, _) = self.layers()
-        for wk, bk in hidden:
-            h = torch.relu(F.linear(h, wk, bk))
-        return h @ w.squeeze(0)
-
-    def _load_from_state_dict(
-        self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
-    ) -> None:
-        hidden = [n_out for n_out, _ in self.shapes[:-1]]
-        hint = "pass the lambda_hidden it was saved with in method_kwargs"
-        # λ-nets saved before the flat layout kept an ``nn.Sequential`` (Flatten, Linear, ReLU, ...):
-        # ``net.1.weight``, ``net.1.bias``, ``net.3.weight``, ... are concatenated in the same order; the
-        # last layer's bias is dropped (it cancels in the softmax over the group)
-        old = sorted(
-            int(key[len(prefix) + 4 :].split(".")[0])
-            for key in state_dict
-            if key.startswith(f"{prefix}net.") and key.endswith(".weight")
-        )
-        if f"{prefix}params" not in state_dict and old:
-            weights = [state_dict[f"{prefix}net.{i}.weight"] for i in old]
-            if [tuple(w.shape) for w in weights] != list(self.shapes):
-                saved = [int(w.shape[0]) for w in weights[:-1]]
-                raise SymmetryError(f"the saved λ-net has hidden sizes {saved}, this one {hidden}: {hint}")
-            tensors = [state_dict.pop(f"{prefix}net.{i}.{t}") for i in old for t in ("weight", "bias")]
-            state_dict[f"{prefix}params"] = torch.cat([t.flatten() for t in tensors[:-1]])
-        saved_params = state_dict.get(f"{prefix}params")
-        if saved_params is not None and saved_params.shape != self.params.shape:
-            raise SymmetryError(
-                f"the saved λ-net has {saved_params.numel()} parameters, this one {self.params.numel()} "
-                f"(hidden sizes {hidden}): {hint}"
-            )
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-    def extra_repr(self) -> str:
-        return f"layers={[tuple(reversed(s)) for s in self.shapes]}, scale={self.scale}"
 
 
 class LambdaFeatures:

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from equirl.actions import GroupAction
 from equirl.symmetrizers.base import Symmetrizer, SymmetrizerOutput, register_symmetrizer
+from equirl.symmetrizers.nets import LambdaNet
 from equirl.symmetrizers.proxies import Proxy, get_proxy
 
 __all__ = ["EquiTune", "EquiZero", "LambdaEquiTune", "LambdaNet"]
@@ -141,33 +142,6 @@ class EquiZero(Symmetrizer):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, proxy={self.proxy_name}, tie_break={self.tie_break}"
-
-
-class LambdaNet(nn.Module):
-    """The default λ network: an MLP from (flattened) inputs or features to one logit per row.
-
-    The last layer starts at zero, so λ-equitune starts exactly as equitune.
-
-    :param in_features: input size (``None``: inferred at the first call).
-    :param hidden: hidden layer sizes.
-    """
-
-    def __init__(self, in_features: int | None = None, hidden: tuple[int, ...] = (64,)) -> None:
-        super().__init__()
-        layers: list[nn.Module] = [nn.Flatten()]
-        prev = in_features
-        for h in hidden:
-            layers += [nn.Linear(prev, h) if prev is not None else nn.LazyLinear(h), nn.ReLU()]
-            prev = h
-        last = nn.Linear(prev, 1) if prev is not None else nn.LazyLinear(1)
-        layers.append(last)
-        self.net = nn.Sequential(*layers)
-        if isinstance(last, nn.Linear):
-            nn.init.zeros_(last.weight)
-            nn.init.zeros_(last.bias)
-
-    def forward(self, z: Tensor) -> Tensor:
-        return self.net(z).squeeze(-1)
 
 
 @register_symmetrizer("lambda")
