@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from equirl.errors import SymmetryError
+from equirl.symmetrizers.methods import tie_weights
 
 __all__ = ["collect_observations", "fit_scorer"]
 
@@ -62,10 +63,7 @@ def _equizero_targets(net: Any, x: Tensor) -> Tensor:
     with torch.no_grad():
         _, ys = equi.orbit_outputs(x)
         q = ys.mean(-2) if ys.dim() == 4 else ys
-        v = q.float().amax(-1)
-        best = v.amax(0, keepdim=True)
-        mask = (v >= best - 1e-6 - 1e-6 * best.abs()).float()
-        return mask / mask.sum(0, keepdim=True)
+        return tie_weights(q.float().amax(-1), 1e-6, 1e-6)
 
 
 def fit_scorer(

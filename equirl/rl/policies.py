@@ -44,6 +44,7 @@ from torch import Tensor, nn
 from equirl.errors import SymmetryError
 from equirl.rl.spec import EnvSymmetry, resolve_symmetry
 from equirl.symmetrizers import EquiZero, LambdaEquiTune, Symmetrizer, SymmetrizerOutput, symmetrize
+from equirl.symmetrizers.methods import straight_through, tie_weights
 from equirl.symmetrizers.nets import ObsLambdaNet
 
 __all__ = [
@@ -141,15 +142,13 @@ class QValueEquiZero(EquiZero):
     def combine(self, x_rows: Tensor, ys: Tensor) -> SymmetrizerOutput:
         back = self.out_action.inverse_stacked(ys)  # (|G|, B, ...): g^-1 . M(g . x)
         with torch.no_grad():
-            # max_a is invariant to the action permutation, so the mapped-back outputs give the proxy
+            # max_a is invariant to the action permutation, so the mapped-back outputs give the proxy;
+            # ties averaged by the core's rule (EquiZero.select with tie_break="average")
             v = _q_values(back.detach(), self.quantile).float().amax(-1)
-            best = v.amax(0, keepdim=True)
-            mask = (v >= best - (self.tie_atol + self.tie_rtol * best.abs())).to(back.dtype)
-            w = mask / mask.sum(0, keepdim=True)
+            w = tie_weights(v, self.tie_atol, self.tie_rtol).to(back.dtype)
         zero = (w.view(*w.shape, *([1] * (back.dim() - 2))) * back).sum(0)
-        if self.straight_through and self.training and torch.is_grad_enabled() and ys.requires_grad:
-            tune = back.mean(0)
-            zero = tune + (zero - tune).detach()
+        if self.uses_straight_through(ys):
+            zero = straight_through(zero, back.mean(0))
         return SymmetrizerOutput(zero, w)
 
 
@@ -171,7 +170,7 @@ class QLambdaEquiTune(LambdaEquiTune):
         G, B = ys.shape[0], ys.shape[1]
         q = _q_values(ys.detach(), self.quantile).float().reshape(G * B, -1)
         z = torch.cat([_scaled(x_rows, self.scale), q], dim=1)
-        w = torch.softmax(self.lambda_net(z).reshape(G, B).float(), dim=0).to(ys.dtype)
+        w = self.weights_from_logits(self.lambda_net(z), ys)
         return SymmetrizerOutput(self.weighted_average(ys, w), w)
 
 

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from equirl.actions import GroupAction
 from equirl.errors import GroupError
 from equirl.symmetrizers.base import Symmetrizer, SymmetrizerOutput, register_symmetrizer
+from equirl.symmetrizers.methods import tie_mask
 from equirl.symmetrizers.nets import ScoreNet
 
 __all__ = ["Canonicalize", "ScoreNet", "ScoredSymmetrizer", "sparse_orbit_average"]
@@ -143,10 +144,7 @@ class ScoredSymmetrizer(Symmetrizer):
 
     def tie_mask(self, scores: Tensor) -> Tensor:
         """``(|G|, B)`` 0/1 mask of the selected elements: all tied maxima, or the first one."""
-        if self.tie_break == "first":
-            return torch.zeros_like(scores).scatter_(0, scores.argmax(0, keepdim=True), 1.0)
-        best = scores.max(0, keepdim=True).values
-        return (scores >= best - self.tie_atol - self.tie_rtol * best.abs()).to(scores.dtype)
+        return tie_mask(scores, self.tie_atol, self.tie_rtol, self.tie_break == "first")
 
     def canonical_elements(self, x: Tensor) -> Tensor:
         """``(B,)`` index of ``g*(x)`` (the lowest index among tied maxima)."""
