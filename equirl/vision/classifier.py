@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from equirl.actions import ImageAction
 from equirl.errors import EquirlError
 from equirl.symmetrizers import Canonicalize, LambdaEquiTune, Symmetrizer, symmetrize
+from equirl.train_loop import fit
 from equirl.vision.groups import vision_action
 
 __all__ = [
@@ -148,19 +149,19 @@ def _train_only(
     saved = [p.requires_grad for p in frozen]
     for p in frozen:
         p.requires_grad_(False)
-    opt = torch.optim.Adam(part.parameters(), lr=lr, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(seed)
     was_training = model.training
     model.train(train_mode)
     part.train()
-    losses: list[float] = []
     try:
-        for _ in range(steps):
-            loss = loss_fn(torch.randint(0, n, (min(batch_size, n),), generator=gen), gen)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(loss.detach().item())
+        losses = fit(
+            part.parameters(),
+            lambda step: loss_fn(torch.randint(0, n, (min(batch_size, n),), generator=gen), gen),
+            steps,
+            lr,
+            weight_decay=weight_decay,
+            what=f"fitting the {type(part).__name__}",
+        )
     finally:
         for p, r in zip(frozen, saved):
             p.requires_grad_(r)

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from equirl.errors import CheckpointError, ConfigError, EquirlError
 from equirl.symmetrizers import Canonicalize, EquiZero, LambdaEquiTune
+from equirl.train_loop import fit
 from equirl.vision.classifier import (
     evaluate_transforms,
     fit_canonicalizer,
@@ -184,7 +185,6 @@ def pretrain(cfg: PretrainConfig, save: bool = True) -> tuple[SmallCNN, dict[str
     torch.manual_seed(cfg.train.seed)
     c = train_set.images.shape[1]
     model = SmallCNN(c, len(train_set.classes), cfg.data.size, cfg.model.width, cfg.model.hidden)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     gen = torch.Generator().manual_seed(cfg.train.seed)
     n = len(train_set)
     steps = _steps(cfg.train, n)
@@ -192,15 +192,17 @@ def pretrain(cfg: PretrainConfig, save: bool = True) -> tuple[SmallCNN, dict[str
     model.train()
     perm = torch.randperm(n, generator=gen)
     pos = 0
-    for _ in range(steps):
+
+    def loss_fn(step: int) -> Tensor:
+        nonlocal perm, pos
         if pos + cfg.train.batch_size > n:
             perm, pos = torch.randperm(n, generator=gen), 0
         idx = perm[pos : pos + cfg.train.batch_size]
         pos += cfg.train.batch_size
-        loss = F.cross_entropy(model(train_set.images[idx]), train_set.labels[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        return F.cross_entropy(model(train_set.images[idx]), train_set.labels[idx])
+
+    fit(model.parameters(), loss_fn, steps, cfg.train.lr, weight_decay=cfg.train.weight_decay,
+        what="pretraining the CNN")  # fmt: skip
     model.eval()
     metrics: dict[str, Any] = {"steps": steps, "seconds": time.perf_counter() - t0, "n_train": n}
     metrics.update(
@@ -235,22 +237,19 @@ def _train_model(
     cfg: TrainConfig,
     augment_group: str | None,
 ) -> list[float]:
-    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
     action = vision_action(augment_group) if augment_group else None
     n = len(data)
-    losses: list[float] = []
-    model.train()
-    for _ in range(_steps(cfg, n)):
+
+    def loss_fn(step: int) -> Tensor:
         idx = torch.randint(0, n, (min(cfg.batch_size, n),), generator=gen)
         x = data.images[idx]
         if action is not None:
             x = action.apply_each(x, torch.randint(0, action.group.order, (x.shape[0],), generator=gen))
-        loss = F.cross_entropy(model(x), data.labels[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.detach().item())
+        return F.cross_entropy(model(x), data.labels[idx])
+
+    model.train()
+    losses = fit(params, loss_fn, _steps(cfg, n), cfg.lr, weight_decay=cfg.weight_decay, what="finetuning")
     model.eval()
     return losses
 
