@@ -145,7 +145,7 @@ class QValueEquiZero(EquiZero):
             # max_a is invariant to the action permutation, so the mapped-back outputs give the proxy;
             # ties averaged by the core's rule (EquiZero.select with tie_break="average")
             v = _q_values(back.detach(), self.quantile).float().amax(-1)
-            w = tie_weights(v, self.tie_atol, self.tie_rtol).to(back.dtype)
+            w = tie_weights(v, self.tie_atol, self.tie_rtol, dtype=back.dtype)
         zero = (w.view(*w.shape, *([1] * (back.dim() - 2))) * back).sum(0)
         if self.uses_straight_through(ys):
             zero = straight_through(zero, back.mean(0))

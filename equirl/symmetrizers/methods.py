@@ -32,7 +32,9 @@ __all__ = [
 ]
 
 
-def tie_mask(scores: Tensor, atol: float, rtol: float, first: bool = False) -> Tensor:
+def tie_mask(
+    scores: Tensor, atol: float, rtol: float, first: bool = False, dtype: torch.dtype | None = None
+) -> Tensor:
     """``(|G|, B)`` 0/1 mask of the best elements along dim 0 (higher score is better): every element
     within ``atol + rtol·|max|`` of the column's maximum, or only the lowest index of the maximum with
     ``first`` (deterministic, but not equivariant when scores tie).
@@ -44,17 +46,20 @@ def tie_mask(scores: Tensor, atol: float, rtol: float, first: bool = False) -> T
     :param atol: absolute tolerance under which two scores count as tied.
     :param rtol: relative tolerance (times ``|max|``).
     :param first: take only the first maximum.
+    :param dtype: the mask's dtype (default: the scores').
     """
     if first:
-        return torch.zeros_like(scores).scatter_(0, scores.argmax(0, keepdim=True), 1.0)
+        return torch.zeros_like(scores, dtype=dtype).scatter_(0, scores.argmax(0, keepdim=True), 1.0)
     best = scores.amax(0, keepdim=True)
-    return (scores >= best - (atol + rtol * best.abs())).to(scores.dtype)
+    return (scores >= best - (atol + rtol * best.abs())).to(dtype or scores.dtype)
 
 
-def tie_weights(scores: Tensor, atol: float, rtol: float, first: bool = False) -> Tensor:
+def tie_weights(
+    scores: Tensor, atol: float, rtol: float, first: bool = False, dtype: torch.dtype | None = None
+) -> Tensor:
     """``(|G|, B)`` selection weights: :func:`tie_mask` normalised, uniform over the tied maxima of each
-    column (each column sums to one)."""
-    mask = tie_mask(scores, atol, rtol, first)
+    column (each column sums to one), in ``dtype`` (default: the scores')."""
+    mask = tie_mask(scores, atol, rtol, first, dtype)
     return mask / mask.sum(0, keepdim=True)
 
 
