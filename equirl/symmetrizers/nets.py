@@ -58,9 +58,11 @@ class SmallMLP(nn.Module):
 
     #: what the net is called and how to fix a size mismatch, in the one-line loading error
     what = "net"
-    params: nn.Parameter
-    _rest: Tensor | None
     fix = "build it with the hidden sizes it was saved with"
+
+    params: nn.Parameter
+    #: a lazy net's layers after the first, drawn at construction (``None`` once the input size is known)
+    _rest: Tensor | None
 
     def __init__(
         self,
