@@ -39,6 +39,7 @@ from equirl.language.scan import ScanExample
 from equirl.language.seq2seq import PAD, Seq2Seq, Vocab, encode_batch, greedy_decode
 from equirl.registry import BASE, CANONICALIZE
 from equirl.symmetrizers.canonicalize import Canonicalize
+from equirl.train_loop import fit
 
 __all__ = ["CanonicalSeq2Seq", "SequenceScorer"]
 
@@ -131,17 +132,14 @@ class CanonicalSeq2Seq(nn.Module):
         if not examples:
             raise SymmetryError("fit_prior needs training examples")
         src, _, _ = encode_batch(examples, src_vocab, tgt_vocab)
-        opt = torch.optim.Adam(self.can.scorer.parameters(), lr=lr)
         gen = torch.Generator().manual_seed(seed)
-        losses: list[float] = []
-        self.can.scorer.train()
-        for _ in range(steps):
+
+        def loss_fn(step: int) -> Tensor:
             idx = torch.randint(0, src.shape[0], (min(batch_size, src.shape[0]),), generator=gen)
-            loss = self.prior_loss(src[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
+            return self.prior_loss(src[idx])
+
+        self.can.scorer.train()
+        losses = fit(self.can.scorer.parameters(), loss_fn, steps, lr, what="fitting the canonicalizer prior")
         self.can.scorer.eval()
         log.info("canonicalizer prior: %.4f -> %.4f over %d steps", losses[0], losses[-1], steps)
         return losses

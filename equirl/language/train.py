@@ -20,6 +20,7 @@ from equirl.language.equiscan import SymmetrizedSeq2Seq, exact_match, scan_symme
 from equirl.language.scan import ScanExample, canonical_split, scan_examples
 from equirl.language.seq2seq import CELLS, PAD, Seq2Seq, batch_examples, greedy_decode, scan_vocabs
 from equirl.registry import BASE, get_method
+from equirl.train_loop import fit
 from equirl.utils.io import atomic_write
 from equirl.utils.progress import ProgressFn, subtask
 
@@ -133,34 +134,40 @@ def train_model(
     sv, tv = scan_vocabs()
     gen = torch.Generator().manual_seed(seed)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=lr)
     n_batches = (len(examples) + batch_size - 1) // batch_size
+    if n_batches == 0:
+        model.eval()
+        return [0.0] * epochs
     total = max(1, epochs * n_batches)
-    # cosine decay to 5 % of lr: the low-lr tail polishes exact-match accuracy
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * s / total))
-    )
+    batches: list[tuple[Tensor, Tensor, Tensor]] = []
+    losses: list[float] = []
+    epoch_total = 0.0
+
+    def loss_fn(step: int) -> Tensor:
+        nonlocal batches
+        if step % n_batches == 0:  # a new epoch: reshuffle
+            batches = batch_examples(examples, batch_size, sv, tv, generator=gen)
+        src, src_len, tgt = batches[step % n_batches]
+        return _loss(model(src, src_len, tgt), tgt)
+
+    def on_step(step: int, loss: float) -> None:
+        nonlocal epoch_total
+        epoch_total += loss
+        if progress is not None:
+            progress(step + 1, total)
+        if writer is not None and (step + 1) % 20 == 0:
+            writer.add_scalar(f"{tag}/loss", loss, step + 1)
+        if (step + 1) % n_batches == 0:  # end of an epoch
+            losses.append(epoch_total / n_batches)
+            epoch_total = 0.0
+            log.info("%s epoch %d loss %.4f", tag, len(losses), losses[-1])
+            if writer is not None:
+                writer.add_scalar(f"{tag}/epoch_loss", losses[-1], len(losses))
+
     model.train()
-    losses, step, seen = [], 0, 0
-    for ep in range(epochs):
-        tot, n = 0.0, 0
-        for src, src_len, tgt in batch_examples(examples, batch_size, sv, tv, generator=gen):
-            loss = _loss(model(src, src_len, tgt), tgt)
-            opt.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(params, grad_clip)
-            opt.step()
-            sched.step()
-            tot, n, step = tot + loss.item(), n + 1, step + 1
-            seen += int(src_len.shape[0])
-            if progress is not None:
-                progress(seen, epochs * len(examples))
-            if writer is not None and step % 20 == 0:
-                writer.add_scalar(f"{tag}/loss", loss.item(), step)
-        losses.append(tot / max(n, 1))
-        log.info("%s epoch %d loss %.4f", tag, ep + 1, losses[-1])
-        if writer is not None:
-            writer.add_scalar(f"{tag}/epoch_loss", losses[-1], ep + 1)
+    # cosine decay to 5 % of lr: the low-lr tail polishes exact-match accuracy
+    fit(params, loss_fn, epochs * n_batches, lr, clip=grad_clip, on_step=on_step, what=tag,
+        lr_lambda=lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * s / total)))  # fmt: skip
     model.eval()
     return losses
 

@@ -31,6 +31,8 @@ from torch import Tensor
 from equirl.errors import SymmetryError
 from equirl.registry import EQUIZERO
 from equirl.rl.config import SCORER_TARGETS
+from equirl.symmetrizers.methods import tie_weights
+from equirl.train_loop import fit
 
 __all__ = ["collect_observations", "fit_scorer"]
 
@@ -64,10 +66,7 @@ def _equizero_targets(net: Any, x: Tensor) -> Tensor:
     with torch.no_grad():
         _, ys = equi.orbit_outputs(x)
         q = ys.mean(-2) if ys.dim() == 4 else ys
-        v = q.float().amax(-1)
-        best = v.amax(0, keepdim=True)
-        mask = (v >= best - 1e-6 - 1e-6 * best.abs()).float()
-        return mask / mask.sum(0, keepdim=True)
+        return tie_weights(q.float().amax(-1), 1e-6, 1e-6)
 
 
 def fit_scorer(
@@ -99,21 +98,18 @@ def fit_scorer(
     # raw observations (uint8 frames stay uint8): the network does SB3's preprocessing itself
     x_all = torch.as_tensor(observations, device=pol.device)
     targets = _equizero_targets(net, x_all) if target == EQUIZERO else None
-    opt = torch.optim.Adam(equi.scorer.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
-    loss_v = float("nan")
-    for _ in range(steps):
+
+    def loss_fn(step: int) -> Tensor:
         idx = torch.randint(0, x_all.shape[0], (min(batch_size, x_all.shape[0]),), generator=gen)
         x = x_all[idx]
         if targets is None:
-            loss = equi.prior_loss(x)
-        else:
-            logp = torch.log_softmax(equi.scores(x) / equi.temperature, dim=0)
-            loss = -(targets[:, idx] * logp).sum(0).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        loss_v = float(loss.detach())
+            return equi.prior_loss(x)
+        logp = torch.log_softmax(equi.scores(x) / equi.temperature, dim=0)
+        return -(targets[:, idx] * logp).sum(0).mean()
+
+    losses = fit(equi.scorer.parameters(), loss_fn, steps, lr, what="fitting the scorer")
+    loss_v = losses[-1] if losses else float("nan")
     with torch.no_grad():
         pick = equi.scores(x_all).argmax(0)
         if targets is None:  # the identity element (index 0)

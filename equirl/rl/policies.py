@@ -40,7 +40,6 @@ from stable_baselines3.common.preprocessing import is_image_space_channels_first
 from stable_baselines3.common.torch_layers import NatureCNN
 from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from equirl.errors import EquirlError, SymmetryError
 from equirl.registry import (
@@ -53,6 +52,8 @@ from equirl.registry import (
 )
 from equirl.rl.spec import EnvSymmetry, resolve_symmetry
 from equirl.symmetrizers import EquiZero, LambdaEquiTune, Symmetrizer, SymmetrizerOutput, symmetrize
+from equirl.symmetrizers.methods import straight_through, tie_weights
+from equirl.symmetrizers.nets import ObsLambdaNet
 
 __all__ = [
     "DEFAULT_LAMBDA_HIDDEN",
@@ -98,92 +99,6 @@ def _scaled(x: Tensor, scale: float) -> Tensor:
     if x.dim() != 2 or x.dtype != torch.float32:
         x = x.float().flatten(1)
     return x if scale == 1.0 else x * scale
-
-
-class ObsLambdaNet(nn.Module):
-    """λ-net on (transformed) observations: scale, flatten, MLP, one logit per row.
-
-    The last layer is zero-initialised, so λ-equitune starts exactly as equitune, and has no bias: a
-    constant added to every logit cancels in the softmax over the group (and in a scorer's argmax).
-    All weights live in one flat parameter (``params``; each layer is a view of it, initialised like
-    ``nn.Linear``): on one CPU thread the optimizer, gradient clipping and target-network copies cost
-    per tensor, and this net is trained on every DQN gradient step. Without hidden layers (the RL
-    default, :data:`DEFAULT_LAMBDA_HIDDEN`) ``params`` is the weight vector and the net is one
-    matrix-vector product.
-
-    :param in_features: flattened observation size.
-    :param hidden: hidden sizes (``()``: a linear λ).
-    :param scale: multiplies the observation first (``1/255`` for uint8 images).
-    :param zero_init: zero the last layer (λ starts as equitune); ``False`` for a canonicalization
-        scorer, whose scores must differ between group elements from the start.
-    """
-
-    def __init__(
-        self, in_features: int, hidden: tuple[int, ...] = (64,), scale: float = 1.0, zero_init: bool = True
-    ) -> None:
-        super().__init__()
-        sizes = (in_features, *hidden, 1)
-        self.shapes = tuple(zip(sizes[1:], sizes[:-1]))  # (out, in) per layer
-        chunks = []
-        for k, (n_out, n_in) in enumerate(self.shapes):
-            layer = nn.Linear(n_in, n_out)
-            if k < len(self.shapes) - 1:
-                chunks += [layer.weight.detach().flatten(), layer.bias.detach()]
-            else:  # the last layer: weight only (its bias would cancel)
-                w = layer.weight.detach().flatten()
-                chunks.append(torch.zeros_like(w) if zero_init else w)
-        self.split_sizes = tuple(c.numel() for c in chunks)
-        self.params = nn.Parameter(torch.cat(chunks))
-        self.scale = scale
-
-    def layers(self) -> list[tuple[Tensor, Tensor | None]]:
-        """``(weight, bias)`` per layer, as views of :attr:`params` (the last layer's bias is ``None``)."""
-        parts = self.params.split(self.split_sizes)
-        out: list[tuple[Tensor, Tensor | None]] = [
-            (parts[2 * k].view(shape), parts[2 * k + 1]) for k, shape in enumerate(self.shapes[:-1])
-        ]
-        out.append((parts[-1].view(self.shapes[-1]), None))
-        return out
-
-    def forward(self, z: Tensor) -> Tensor:
-        h = _scaled(z, self.scale)
-        if len(self.shapes) == 1:  # linear λ: one matrix-vector product
-            return h @ self.params
-        *hidden, (w, _) = self.layers()
-        for wk, bk in hidden:
-            h = torch.relu(F.linear(h, wk, bk))
-        return h @ w.squeeze(0)
-
-    def _load_from_state_dict(
-        self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
-    ) -> None:
-        hidden = [n_out for n_out, _ in self.shapes[:-1]]
-        hint = "pass the lambda_hidden it was saved with in method_kwargs"
-        # λ-nets saved before the flat layout kept an ``nn.Sequential`` (Flatten, Linear, ReLU, ...):
-        # ``net.1.weight``, ``net.1.bias``, ``net.3.weight``, ... are concatenated in the same order; the
-        # last layer's bias is dropped (it cancels in the softmax over the group)
-        old = sorted(
-            int(key[len(prefix) + 4 :].split(".")[0])
-            for key in state_dict
-            if key.startswith(f"{prefix}net.") and key.endswith(".weight")
-        )
-        if f"{prefix}params" not in state_dict and old:
-            weights = [state_dict[f"{prefix}net.{i}.weight"] for i in old]
-            if [tuple(w.shape) for w in weights] != list(self.shapes):
-                saved = [int(w.shape[0]) for w in weights[:-1]]
-                raise SymmetryError(f"the saved λ-net has hidden sizes {saved}, this one {hidden}: {hint}")
-            tensors = [state_dict.pop(f"{prefix}net.{i}.{t}") for i in old for t in ("weight", "bias")]
-            state_dict[f"{prefix}params"] = torch.cat([t.flatten() for t in tensors[:-1]])
-        saved_params = state_dict.get(f"{prefix}params")
-        if saved_params is not None and saved_params.shape != self.params.shape:
-            raise SymmetryError(
-                f"the saved λ-net has {saved_params.numel()} parameters, this one {self.params.numel()} "
-                f"(hidden sizes {hidden}): {hint}"
-            )
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-    def extra_repr(self) -> str:
-        return f"layers={[tuple(reversed(s)) for s in self.shapes]}, scale={self.scale}"
 
 
 class LambdaFeatures:
@@ -236,15 +151,13 @@ class QValueEquiZero(EquiZero):
     def combine(self, x_rows: Tensor, ys: Tensor) -> SymmetrizerOutput:
         back = self.out_action.inverse_stacked(ys)  # (|G|, B, ...): g^-1 . M(g . x)
         with torch.no_grad():
-            # max_a is invariant to the action permutation, so the mapped-back outputs give the proxy
+            # max_a is invariant to the action permutation, so the mapped-back outputs give the proxy;
+            # ties averaged by the core's rule (EquiZero.select with tie_break="average")
             v = _q_values(back.detach(), self.quantile).float().amax(-1)
-            best = v.amax(0, keepdim=True)
-            mask = (v >= best - (self.tie_atol + self.tie_rtol * best.abs())).to(back.dtype)
-            w = mask / mask.sum(0, keepdim=True)
+            w = tie_weights(v, self.tie_atol, self.tie_rtol, dtype=back.dtype)
         zero = (w.view(*w.shape, *([1] * (back.dim() - 2))) * back).sum(0)
-        if self.straight_through and self.training and torch.is_grad_enabled() and ys.requires_grad:
-            tune = back.mean(0)
-            zero = tune + (zero - tune).detach()
+        if self.uses_straight_through(ys):
+            zero = straight_through(zero, back.mean(0))
         return SymmetrizerOutput(zero, w)
 
 
@@ -266,7 +179,7 @@ class QLambdaEquiTune(LambdaEquiTune):
         G, B = ys.shape[0], ys.shape[1]
         q = _q_values(ys.detach(), self.quantile).float().reshape(G * B, -1)
         z = torch.cat([_scaled(x_rows, self.scale), q], dim=1)
-        w = torch.softmax(self.lambda_net(z).reshape(G, B).float(), dim=0).to(ys.dtype)
+        w = self.weights_from_logits(self.lambda_net(z), ys)
         return SymmetrizerOutput(self.weighted_average(ys, w), w)
 
 

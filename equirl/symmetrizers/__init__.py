@@ -15,6 +15,7 @@ from equirl.symmetrizers.canonicalize import Canonicalize, ScoredSymmetrizer, Sc
 from equirl.symmetrizers.check import check_equivariance, equivariance_errors
 from equirl.symmetrizers.methods import EquiTune, EquiZero, LambdaEquiTune, LambdaNet
 from equirl.symmetrizers.multigroup import ISLayer, MultiGroup, multigroup_pass_count
+from equirl.symmetrizers.nets import SmallMLP
 from equirl.symmetrizers.proxies import PROXIES, get_proxy
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "MultiGroup",
     "ScoreNet",
     "ScoredSymmetrizer",
+    "SmallMLP",
     "Symmetrizer",
     "SymmetrizerOutput",
     "check_equivariance",

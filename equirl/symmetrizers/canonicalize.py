@@ -41,45 +41,10 @@ from equirl.actions import GroupAction
 from equirl.errors import GroupError
 from equirl.registry import CANONICALIZE
 from equirl.symmetrizers.base import Symmetrizer, SymmetrizerOutput, register_symmetrizer
+from equirl.symmetrizers.methods import tie_mask
+from equirl.symmetrizers.nets import ScoreNet
 
 __all__ = ["Canonicalize", "ScoreNet", "ScoredSymmetrizer", "sparse_orbit_average"]
-
-
-class ScoreNet(nn.Module):
-    """The default canonicalization network ``h``: one real score per (transformed) input row.
-
-    Any module mapping ``(N, ...)`` to ``(N,)`` (or ``(N, 1)``) can be used instead, e.g. a small CNN;
-    equivariance of the canonicalizer never depends on ``h`` (it comes from scoring ``g·x``).
-
-    :param in_features: flattened input size (``None``: inferred at the first call).
-    :param hidden: hidden layer sizes of the MLP.
-    :param vocab_size: for integer token inputs, embed ids first (``embed_dim`` each) and flatten.
-    :param embed_dim: embedding size for token inputs.
-    """
-
-    def __init__(
-        self,
-        in_features: int | None = None,
-        hidden: Sequence[int] = (64,),
-        vocab_size: int | None = None,
-        embed_dim: int = 16,
-    ) -> None:
-        super().__init__()
-        self.embed = nn.Embedding(vocab_size, embed_dim) if vocab_size is not None else None
-        layers: list[nn.Module] = [nn.Flatten()]
-        prev = in_features
-        for h in hidden:
-            layers += [nn.Linear(prev, h) if prev is not None else nn.LazyLinear(h), nn.Tanh()]
-            prev = h
-        layers.append(nn.Linear(prev, 1) if prev is not None else nn.LazyLinear(1))
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, z: Tensor) -> Tensor:
-        if self.embed is not None:
-            z = self.embed(z.long())
-        elif not torch.is_floating_point(z):
-            z = z.float()
-        return self.net(z).reshape(-1)
 
 
 def sparse_orbit_average(
@@ -180,10 +145,7 @@ class ScoredSymmetrizer(Symmetrizer):
 
     def tie_mask(self, scores: Tensor) -> Tensor:
         """``(|G|, B)`` 0/1 mask of the selected elements: all tied maxima, or the first one."""
-        if self.tie_break == "first":
-            return torch.zeros_like(scores).scatter_(0, scores.argmax(0, keepdim=True), 1.0)
-        best = scores.max(0, keepdim=True).values
-        return (scores >= best - self.tie_atol - self.tie_rtol * best.abs()).to(scores.dtype)
+        return tie_mask(scores, self.tie_atol, self.tie_rtol, self.tie_break == "first")
 
     def canonical_elements(self, x: Tensor) -> Tensor:
         """``(B,)`` index of ``g*(x)`` (the lowest index among tied maxima)."""

@@ -19,9 +19,55 @@ from torch import Tensor, nn
 from equirl.actions import GroupAction
 from equirl.registry import EQUITUNE, EQUIZERO, LAMBDA
 from equirl.symmetrizers.base import Symmetrizer, SymmetrizerOutput, register_symmetrizer
+from equirl.symmetrizers.nets import LambdaNet
 from equirl.symmetrizers.proxies import Proxy, get_proxy
 
-__all__ = ["EquiTune", "EquiZero", "LambdaEquiTune", "LambdaNet"]
+__all__ = [
+    "EquiTune",
+    "EquiZero",
+    "LambdaEquiTune",
+    "LambdaNet",
+    "straight_through",
+    "tie_mask",
+    "tie_weights",
+]
+
+
+def tie_mask(
+    scores: Tensor, atol: float, rtol: float, first: bool = False, dtype: torch.dtype | None = None
+) -> Tensor:
+    """``(|G|, B)`` 0/1 mask of the best elements along dim 0 (higher score is better): every element
+    within ``atol + rtol·|max|`` of the column's maximum, or only the lowest index of the maximum with
+    ``first`` (deterministic, but not equivariant when scores tie).
+
+    Averaging over the whole tied set keeps a selection equivariant: the tied set of ``k·x`` is the tied
+    set of ``x`` re-indexed, while "the lowest tied index" is not.
+
+    :param scores: ``(|G|, B)`` scores.
+    :param atol: absolute tolerance under which two scores count as tied.
+    :param rtol: relative tolerance (times ``|max|``).
+    :param first: take only the first maximum.
+    :param dtype: the mask's dtype (default: the scores').
+    """
+    if first:
+        return torch.zeros_like(scores, dtype=dtype).scatter_(0, scores.argmax(0, keepdim=True), 1.0)
+    best = scores.amax(0, keepdim=True)
+    return (scores >= best - (atol + rtol * best.abs())).to(dtype or scores.dtype)
+
+
+def tie_weights(
+    scores: Tensor, atol: float, rtol: float, first: bool = False, dtype: torch.dtype | None = None
+) -> Tensor:
+    """``(|G|, B)`` selection weights: :func:`tie_mask` normalised, uniform over the tied maxima of each
+    column (each column sums to one), in ``dtype`` (default: the scores')."""
+    mask = tie_mask(scores, atol, rtol, first, dtype)
+    return mask / mask.sum(0, keepdim=True)
+
+
+def straight_through(hard: Tensor, soft: Tensor) -> Tensor:
+    """``hard`` in value, ``soft``'s gradient: ``soft + stopgrad(hard - soft)`` (equizero's forward with
+    equitune's gradient)."""
+    return soft + (hard - soft).detach()
 
 
 @register_symmetrizer(EQUITUNE)
@@ -119,12 +165,11 @@ class EquiZero(Symmetrizer):
                 raise ValueError(
                     f"the proxy must return shape {tuple(ys.shape[:2])}, got {tuple(loss.shape)}"
                 )
-            best = loss.min(0, keepdim=True).values
-            if self.tie_break == "first":
-                mask = torch.zeros_like(loss).scatter_(0, loss.argmin(0, keepdim=True), 1.0)
-            else:
-                mask = (loss <= best + self.tie_atol + self.tie_rtol * best.abs()).to(loss.dtype)
-            return (mask / mask.sum(0, keepdim=True)).to(ys.dtype)
+            return tie_weights(-loss, self.tie_atol, self.tie_rtol, self.tie_break == "first").to(ys.dtype)
+
+    def uses_straight_through(self, ys: Tensor) -> bool:
+        """Whether this call takes the straight-through path (training, with gradients reaching ``ys``)."""
+        return self.straight_through and self.training and torch.is_grad_enabled() and ys.requires_grad
 
     def combine(self, x_rows: Tensor, ys: Tensor) -> SymmetrizerOutput:
         w = self.select(ys)
@@ -135,40 +180,12 @@ class EquiZero(Symmetrizer):
             zero = self.out_action.apply_each(chosen, pick, inverse=True)
         else:
             zero = self.weighted_average(ys, w)
-        if self.straight_through and self.training and torch.is_grad_enabled() and ys.requires_grad:
-            tune = self.out_action.inverse_stacked(ys).mean(0)
-            zero = tune + (zero - tune).detach()
+        if self.uses_straight_through(ys):
+            zero = straight_through(zero, self.out_action.inverse_stacked(ys).mean(0))
         return SymmetrizerOutput(zero, w)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, proxy={self.proxy_name}, tie_break={self.tie_break}"
-
-
-class LambdaNet(nn.Module):
-    """The default λ network: an MLP from (flattened) inputs or features to one logit per row.
-
-    The last layer starts at zero, so λ-equitune starts exactly as equitune.
-
-    :param in_features: input size (``None``: inferred at the first call).
-    :param hidden: hidden layer sizes.
-    """
-
-    def __init__(self, in_features: int | None = None, hidden: tuple[int, ...] = (64,)) -> None:
-        super().__init__()
-        layers: list[nn.Module] = [nn.Flatten()]
-        prev = in_features
-        for h in hidden:
-            layers += [nn.Linear(prev, h) if prev is not None else nn.LazyLinear(h), nn.ReLU()]
-            prev = h
-        last = nn.Linear(prev, 1) if prev is not None else nn.LazyLinear(1)
-        layers.append(last)
-        self.net = nn.Sequential(*layers)
-        if isinstance(last, nn.Linear):
-            nn.init.zeros_(last.weight)
-            nn.init.zeros_(last.bias)
-
-    def forward(self, z: Tensor) -> Tensor:
-        return self.net(z).squeeze(-1)
 
 
 @register_symmetrizer(LAMBDA)
@@ -217,7 +234,11 @@ class LambdaEquiTune(Symmetrizer):
             z = z.float()
         return self.lambda_net(z).reshape(-1)
 
-    def combine(self, x_rows: Tensor, ys: Tensor) -> SymmetrizerOutput:
+    def weights_from_logits(self, logits: Tensor, ys: Tensor) -> Tensor:
+        """``(|G|, B)`` weights: the softmax over the group of λ's ``(|G|·B,)`` logits, in ``ys``'s dtype."""
         G, B = ys.shape[0], ys.shape[1]
-        w = torch.softmax(self.lambda_logits(x_rows).view(G, B).float(), dim=0).to(ys.dtype)
+        return torch.softmax(logits.reshape(G, B).float(), dim=0).to(ys.dtype)
+
+    def combine(self, x_rows: Tensor, ys: Tensor) -> SymmetrizerOutput:
+        w = self.weights_from_logits(self.lambda_logits(x_rows), ys)
         return SymmetrizerOutput(self.weighted_average(ys, w), w)

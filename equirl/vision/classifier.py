@@ -24,6 +24,7 @@ from equirl.actions import ImageAction
 from equirl.errors import ConfigError, EquirlError
 from equirl.registry import EQUITUNE, EQUIZERO, MethodSpec, get_method
 from equirl.symmetrizers import Canonicalize, LambdaEquiTune, Symmetrizer, symmetrize
+from equirl.train_loop import fit
 from equirl.utils.progress import ProgressFn
 from equirl.vision.groups import vision_action
 
@@ -158,21 +159,20 @@ def _train_only(
     saved = [p.requires_grad for p in frozen]
     for p in frozen:
         p.requires_grad_(False)
-    opt = torch.optim.Adam(part.parameters(), lr=lr, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(seed)
     was_training = model.training
     model.train(train_mode)
     part.train()
-    losses: list[float] = []
     try:
-        for step in range(steps):
-            loss = loss_fn(torch.randint(0, n, (min(batch_size, n),), generator=gen), gen)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(loss.detach().item())
-            if progress is not None:
-                progress(step + 1, steps)
+        losses = fit(
+            part.parameters(),
+            lambda step: loss_fn(torch.randint(0, n, (min(batch_size, n),), generator=gen), gen),
+            steps,
+            lr,
+            weight_decay=weight_decay,
+            what=f"fitting the {type(part).__name__}",
+            on_step=None if progress is None else (lambda step, loss: progress(step + 1, steps)),
+        )
     finally:
         for p, r in zip(frozen, saved):
             p.requires_grad_(r)

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from equirl.errors import CheckpointError, ConfigError, EquirlError
 from equirl.registry import BASE, LAMBDA, canonical_method, get_method, method_names
 from equirl.symmetrizers import Canonicalize, EquiZero, LambdaEquiTune, Symmetrizer, get_proxy
+from equirl.train_loop import fit
 from equirl.utils.progress import ProgressFn, subtask
 from equirl.vision.classifier import (
     evaluate_transforms,
@@ -198,7 +199,6 @@ def pretrain(
     torch.manual_seed(cfg.train.seed)
     c = train_set.images.shape[1]
     model = SmallCNN(c, len(train_set.classes), cfg.data.size, cfg.model.width, cfg.model.hidden)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     gen = torch.Generator().manual_seed(cfg.train.seed)
     n = len(train_set)
     steps = _steps(cfg.train, n)
@@ -207,17 +207,18 @@ def pretrain(
     perm = torch.randperm(n, generator=gen)
     pos = 0
     n_eval = vision_action("rot90").group.order + 1
-    for step in range(steps):
+
+    def loss_fn(step: int) -> Tensor:
+        nonlocal perm, pos
         if pos + cfg.train.batch_size > n:
             perm, pos = torch.randperm(n, generator=gen), 0
         idx = perm[pos : pos + cfg.train.batch_size]
         pos += cfg.train.batch_size
-        loss = F.cross_entropy(model(train_set.images[idx]), train_set.labels[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if progress is not None:
-            progress(step + 1, steps + n_eval)
+        return F.cross_entropy(model(train_set.images[idx]), train_set.labels[idx])
+
+    fit(model.parameters(), loss_fn, steps, cfg.train.lr, weight_decay=cfg.train.weight_decay,
+        what="pretraining the CNN",
+        on_step=None if progress is None else (lambda step, loss: progress(step + 1, steps + n_eval)))  # fmt: skip
     model.eval()
     metrics: dict[str, Any] = {"steps": steps, "seconds": time.perf_counter() - t0, "n_train": n}
     acc = evaluate_transforms(
@@ -255,25 +256,28 @@ def _train_model(
     augment_group: str | None,
     progress: ProgressFn | None = None,
 ) -> list[float]:
-    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
     action = vision_action(augment_group) if augment_group else None
     n = len(data)
-    losses: list[float] = []
-    model.train()
-    steps = _steps(cfg, n)
-    for step in range(steps):
+
+    def loss_fn(step: int) -> Tensor:
         idx = torch.randint(0, n, (min(cfg.batch_size, n),), generator=gen)
         x = data.images[idx]
         if action is not None:
             x = action.apply_each(x, torch.randint(0, action.group.order, (x.shape[0],), generator=gen))
-        loss = F.cross_entropy(model(x), data.labels[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.detach().item())
-        if progress is not None:
-            progress(step + 1, steps)
+        return F.cross_entropy(model(x), data.labels[idx])
+
+    model.train()
+    steps = _steps(cfg, n)
+    losses = fit(
+        params,
+        loss_fn,
+        steps,
+        cfg.lr,
+        weight_decay=cfg.weight_decay,
+        what="finetuning",
+        on_step=None if progress is None else (lambda step, loss: progress(step + 1, steps)),
+    )
     model.eval()
     return losses
 

@@ -91,7 +91,7 @@ def test_clause_symmetrized_decoding_is_exactly_equivariant(cell: str, method: s
     sym = scan_symmetry("left_right@clauses")
     eq = SymmetrizedSeq2Seq(m, sym, method, **kw).eval()
     if method == "lambda":
-        torch.nn.init.normal_(eq.sym.lambda_net.net[-1].weight)
+        torch.nn.init.normal_(eq.sym.lambda_net.layers()[-1][0])
     # real commands, plus one row that is not in the grammar (the action must stay well defined)
     src, lens, tgt = _batch(COMMANDS)
     src[-1, :3] = torch.tensor([SV.id("left"), SV.id("and"), SV.id("right")])

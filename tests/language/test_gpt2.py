@@ -60,7 +60,7 @@ def test_equigpt2_exactly_equivariant_with_kv_cache(tok: Any, model: Any, method
     sym = G.variant_symmetry(tok, "R-EquiGPT2", vocab_size=model.config.vocab_size)
     eq = G.EquiGPT2(model, sym, method, **kw).eval()
     if method == "lambda":
-        torch.nn.init.normal_(eq.sym.lambda_net.net[-1].weight)
+        torch.nn.init.normal_(eq.sym.lambda_net.layers()[-1][0])
     ids = _prompt(tok, sym)
     out = eq.generate(ids, 6)
     tf = eq(ids)
@@ -158,7 +158,7 @@ def test_fast_head_matches_full_logits(tok: Any, model: Any, method: str) -> Non
     fast, slow = G.EquiGPT2(model, sym, method), G.EquiGPT2(model, sym, method, fast_head=False)
     assert fast._fast and not slow._fast
     if method == "lambda":
-        torch.nn.init.normal_(fast.sym.lambda_net.net[-1].weight)
+        torch.nn.init.normal_(fast.sym.lambda_net.layers()[-1][0])
         slow.sym.lambda_net.load_state_dict(fast.sym.lambda_net.state_dict())
     ids = _prompt(tok, sym)
     rows = sym.ids.orbit(ids).reshape(-1, ids.shape[1])

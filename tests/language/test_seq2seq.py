@@ -61,7 +61,7 @@ def test_symmetrized_decoding_is_exactly_equivariant(
     sym = scan_symmetry(spec)
     eq = SymmetrizedSeq2Seq(m, sym, method, **kw).eval()
     if method == "lambda":  # a non-uniform λ, so the test is not just equitune's
-        torch.nn.init.normal_(eq.sym.lambda_net.net[-1].weight)
+        torch.nn.init.normal_(eq.sym.lambda_net.layers()[-1][0])
     src, lens = _src(words)
     tgt = torch.randint(3, len(TV), (6, 10))
     ids, logits, _ = eq.greedy(src, lens, 25, return_logits=True)
@@ -151,7 +151,7 @@ def test_finetuning_keeps_equivariance(method: str, kw: dict) -> None:
     eq = finetune(m, data, method, "jump_run", epochs=1, lr=1e-2, **kw)
     assert any(not torch.equal(a, b) for a, b in zip(before, m.parameters()))
     if method == "lambda":
-        assert eq.sym.lambda_net.net[-1].weight.abs().sum() > 0  # λ learned something
+        assert eq.sym.lambda_net.layers()[-1][0].abs().sum() > 0  # λ learned something
     src, lens = _src(["jump"])
     tgt = torch.randint(3, len(TV), (6, 8))
     sym = eq.symmetry
