@@ -262,33 +262,18 @@ def progress(console: Console | None, description: str, total: float | None) -> 
     :param total: units of work (``None``: an indeterminate bar).
     :yields: a :class:`Step`.
     """
-    if console is None or not (console.is_terminal or console.is_jupyter):
-        yield _silent
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from equirl.utils.progress import rich_bar
 
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    ) as bar:
-        task = bar.add_task(description, total=total)
+    with rich_bar(console, description, total) as update:
+        if update is None:
+            yield _silent
+            return
+        bar_update = update
 
         def step(advance: float = 1, description: str | None = None) -> None:
             if description is None:
-                bar.update(task, advance=advance)
+                bar_update(advance=advance)
             else:
-                bar.update(task, advance=advance, description=description)
+                bar_update(advance=advance, description=description)
 
         yield step

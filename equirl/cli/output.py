@@ -77,31 +77,16 @@ def make_table(
 def progress_bar(console: Console, description: str) -> Iterator[Callable[[int, int], None]]:
     """A ``progress(done, total)`` callback for library functions, shown as a transient rich bar on
     ``console`` while the block runs (a no-op callback when ``console`` is not a terminal)."""
-    if not console.is_terminal:
-        yield _no_progress
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from equirl.utils.progress import rich_bar
 
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    ) as bar:
-        task = bar.add_task(escape(description), total=None)
+    with rich_bar(console, escape(description), None) as bar_update:
+        if bar_update is None:
+            yield _no_progress
+            return
+        show = bar_update
 
         def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+            show(completed=done, total=total)
 
         yield update
 

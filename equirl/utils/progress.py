@@ -6,9 +6,11 @@ print or touch a console (the CLI turns the callback into a progress bar).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
 
-__all__ = ["ProgressFn", "subtask"]
+__all__ = ["ProgressFn", "rich_bar", "subtask"]
 
 #: ``progress(done, total)``: units of work done so far out of ``total``
 ProgressFn = Callable[[int, int], None]
@@ -27,3 +29,43 @@ def subtask(progress: ProgressFn | None, offset: int, total: int) -> ProgressFn 
         return None
     report = progress
     return lambda done, n: report(offset + done, total)
+
+
+@contextlib.contextmanager
+def rich_bar(console: Any, description: str, total: float | None) -> Iterator[Callable[..., None] | None]:
+    """The one transient rich progress bar of equirl, on ``console`` while the block runs.
+
+    Yields ``update(**fields)`` (``rich.progress.Progress.update`` of the bar's task: ``advance=``,
+    ``completed=``, ``total=``, ``description=``), or ``None`` when ``console`` is ``None`` or not a
+    terminal (output piped to a file), where nothing is shown. Only the CLI and display code pass a console.
+
+    :param description: the bar's label.
+    :param total: units of work (``None``: indeterminate until ``update(total=...)``).
+    """
+    if console is None or not (console.is_terminal or getattr(console, "is_jupyter", False)):
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(description, total=total)
+
+        def update(**fields: Any) -> None:
+            bar.update(task, **fields)
+
+        yield update
