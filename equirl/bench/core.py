@@ -2,11 +2,11 @@
 
 For each model, group and batch size it times, interleaved in rounds on one thread:
 
-* ``plain`` -- one forward of the model;
+* ``base`` -- one forward of the model (the un-symmetrized baseline);
 * ``loop``  -- the per-element reference (``|G|`` forwards of batch ``B`` plus transforms);
 * ``equirl`` -- :class:`~equirl.symmetrizers.EquiTune` (one batched call per chunk).
 
-and reports median times and their ratios to ``plain``. The models: an MLP 4-256-256-2 (CartPole-sized
+and reports median times and their ratios to ``base``. The models: an MLP 4-256-256-2 (CartPole-sized
 Q-network) and a NatureCNN-sized network on 4×84×84 frames (Atari Q-network).
 
 :func:`bench_rows` measures (on one torch thread by default, restored afterwards);
@@ -28,6 +28,7 @@ from equirl.actions import GroupAction, image_action, permutation_action, signed
 from equirl.bench.report import BenchTable, Column, Step, progress
 from equirl.bench.threads import torch_threads
 from equirl.groups import cyclic, dihedral, flip
+from equirl.registry import BASE
 from equirl.symmetrizers import EquiTune
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 __all__ = ["CSV_COLUMNS", "JSON_COLUMNS", "bench_rows", "symmetrizer_table"]
 
 #: the keys of a row in ``--json`` output
-JSON_COLUMNS = ("model", "group", "batch", "plain_ms", "loop_ms", "equirl_ms")
+JSON_COLUMNS = ("model", "group", "batch", "base_ms", "loop_ms", "equirl_ms")
 #: the columns of the CSV (``--csv``)
 CSV_COLUMNS = (*JSON_COLUMNS, "order")
 
@@ -89,7 +90,7 @@ def bench_rows(
     threads: int | None = 1,
     console: Console | None = None,
 ) -> list[dict[str, Any]]:
-    """Measure and return rows ``{"model", "group", "batch", "plain_ms", "loop_ms", "equirl_ms", "order"}``.
+    """Measure and return rows ``{"model", "group", "batch", "base_ms", "loop_ms", "equirl_ms", "order"}``.
 
     :param rounds: interleaved rounds; the median per method is reported.
     :param min_time: seconds each timed block should last at least (sets the inner repeat count).
@@ -121,7 +122,7 @@ def _measure(
                 shape = (batch, 4) if model_name == "mlp" else (batch, 4, 84, 84)
                 x = torch.randn(shape)
                 fns: dict[str, Callable[[], Any]] = {
-                    "plain": functools.partial(model, x),
+                    BASE: functools.partial(model, x),
                     "loop": functools.partial(sym.forward_loop, x),
                     "equirl": functools.partial(sym, x),
                 }
@@ -130,9 +131,7 @@ def _measure(
                         f()
                     once = _time(fns["loop"], 1)
                     inner = {
-                        k: max(
-                            1, int(min_time / max(once / (1 if k != "plain" else in_act.group.order), 1e-6))
-                        )
+                        k: max(1, int(min_time / max(once / (1 if k != BASE else in_act.group.order), 1e-6)))
                         for k in fns
                     }
                     samples: dict[str, list[float]] = {k: [] for k in fns}
@@ -148,22 +147,22 @@ def _measure(
 
 
 def symmetrizer_table(rows: Sequence[dict[str, Any]]) -> BenchTable:
-    """The rows of :func:`bench_rows` as ratios to the plain forward, with the cost goal per row."""
+    """The rows of :func:`bench_rows` as ratios to the base forward, with the cost goal per row."""
 
     def goal(r: Mapping[str, Any]) -> str:
-        G, ratio = r["order"], r["equirl_ms"] / r["plain_ms"]
+        G, ratio = r["order"], r["equirl_ms"] / r["base_ms"]
         ok = ratio <= 1.05 * G and (r["batch"] != 1 or ratio < 0.8 * G)
         return "[green]ok[/]" if ok else "[red]over[/]"
 
     def ratio(key: str, per_order: bool = False) -> Callable[[Any], str]:
-        return lambda r: f"{r[key] / r['plain_ms'] / (r['order'] if per_order else 1):.2f}"
+        return lambda r: f"{r[key] / r['base_ms'] / (r['order'] if per_order else 1):.2f}"
 
     columns = [
         Column("model"),
         Column("group"),
         Column("order", "|G|"),
         Column("batch"),
-        Column("plain_ms", "plain ms", ".3f"),
+        Column("base_ms", "base ms", ".3f"),
         Column("loop_x", "loop ×", ratio("loop_ms"), "right"),
         Column("equirl_x", "equirl ×", ratio("equirl_ms"), "right"),
         Column("per_order", "equirl / |G|", ratio("equirl_ms", per_order=True), "right"),

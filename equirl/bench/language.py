@@ -24,6 +24,7 @@ from equirl.bench.report import BenchTable, Step, progress
 from equirl.bench.threads import torch_threads
 from equirl.errors import ConfigError
 from equirl.language.scan import canonical_split, scan_examples
+from equirl.registry import BASE, EQUITUNE, EQUIZERO, LAMBDA, canonical_method
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -43,15 +44,15 @@ __all__ = [
 
 #: (label, method, symmetry (None: the split's default), symmetrizer kwargs)
 SCAN_METHODS: list[tuple[str, str, str | None, dict[str, Any]]] = [
-    ("plain", "plain", None, {}),
-    ("equitune", "equitune", None, {}),
-    ("equizero-nll (sequence)", "equizero", None, {"proxy": "nll"}),
+    (BASE, BASE, None, {}),
+    (EQUITUNE, EQUITUNE, None, {}),
+    ("equizero-nll (sequence)", EQUIZERO, None, {"proxy": "nll"}),
 ]
 
 #: more rows, selected with ``full=True``: per-step equizero, the entropy proxy
 FULL_METHODS: list[tuple[str, str, str | None, dict[str, Any]]] = [
-    ("equizero-nll (per step)", "equizero", None, {"proxy": "nll", "level": "step"}),
-    ("equizero-entropy (sequence)", "equizero", None, {"proxy": "entropy"}),
+    ("equizero-nll (per step)", EQUIZERO, None, {"proxy": "nll", "level": "step"}),
+    ("equizero-entropy (sequence)", EQUIZERO, None, {"proxy": "entropy"}),
 ]
 
 #: the group λ-equitune uses per split
@@ -59,7 +60,7 @@ LAMBDA_SYMMETRY = {"addprim_jump": "verbs"}
 
 #: extra rows per split: a larger group
 EXTRA_METHODS: dict[str, list[tuple[str, str, str | None, dict[str, Any]]]] = {
-    "addprim_jump": [("equizero-nll (sequence) [C4 verbs]", "equizero", "verbs", {"proxy": "nll"})],
+    "addprim_jump": [("equizero-nll (sequence) [C4 verbs]", EQUIZERO, "verbs", {"proxy": "nll"})],
 }
 
 #: the symmetry used for each split
@@ -72,12 +73,12 @@ SPLIT_SYMMETRY = {
 
 #: finetuned rows (``finetune_epochs > 0``): (label, method, symmetry (None: the split's default), kwargs).
 #: Every one finetunes *all* weights of the pretrained model on the split's own train set, through the
-#: symmetrizer (equi-tuning, Basu et al., AAAI 2023); "plain" finetunes the bare model as a control.
+#: symmetrizer (equi-tuning, Basu et al., AAAI 2023); "base" finetunes the bare model as a control.
 FINETUNE_METHODS: list[tuple[str, str, str | None, dict[str, Any]]] = [
-    ("plain+ft", "plain", None, {}),
-    ("equitune+ft", "equitune", None, {}),
-    ("equizero-nll (sequence)+ft", "equizero", None, {"proxy": "nll"}),
-    ("lambda-equitune+ft", "lambda", None, {}),
+    (f"{BASE}+ft", BASE, None, {}),
+    ("equitune+ft", EQUITUNE, None, {}),
+    ("equizero-nll (sequence)+ft", EQUIZERO, None, {"proxy": "nll"}),
+    ("lambda-equitune+ft", LAMBDA, None, {}),
 ]
 
 
@@ -91,7 +92,7 @@ class ScanBenchSettings:
     :param finetune_examples: finetune on a random subset of this many train examples (0: all).
     :param finetune_symmetry: group for the finetuned rows (None: the split's default).
     :param lambda_examples: also finetune only λ (backbone frozen) on this many train examples.
-    :param finetune_methods: restrict the finetuned rows to these methods (``plain``, ``equitune``,
+    :param finetune_methods: restrict the finetuned rows to these methods (``base``, ``equitune``,
         ``equizero``, ``lambda``); empty: all of :data:`FINETUNE_METHODS`.
     """
 
@@ -183,7 +184,7 @@ def _scan_unit(cell: str, split: str, seed: int, st: ScanBenchSettings) -> dict[
         eq = finetune(
             copy.deepcopy(model),
             _subset(train, st.lambda_examples, seed),
-            "lambda",
+            LAMBDA,
             lsym,
             1,
             lr=3e-3,
@@ -200,7 +201,7 @@ def _scan_unit(cell: str, split: str, seed: int, st: ScanBenchSettings) -> dict[
                 continue
             m = copy.deepcopy(model)
             t0 = time.time()
-            if method == "plain":
+            if method == BASE:
                 train_model(m, ft_train, st.finetune_epochs, st.batch_size, st.finetune_lr, seed=seed)
                 secs = time.time() - t0
                 score = exact_match(functools.partial(greedy_decode, m), test, sv, tv)
@@ -282,7 +283,7 @@ def bench_scan(
 
     :param jobs: run this many (cell, split, seed) units in parallel processes (one torch thread each).
     :param per_seed: if given, one record per (cell, split, seed, method) is appended to it.
-    :param finetune_methods: only these finetuned methods (empty: all).
+    :param finetune_methods: only these finetuned methods (names or aliases; empty: all).
     :param console: show a transient progress bar there, one step per unit (``None``: silent).
     """
     st = ScanBenchSettings(
@@ -300,13 +301,12 @@ def bench_scan(
         full,
         lambda_examples,
         zero_shot,
-        tuple(finetune_methods),
+        tuple(canonical_method(m) for m in finetune_methods),
     )
-    unknown = set(finetune_methods) - {m for _, m, _, _ in FINETUNE_METHODS}
+    offered = list(dict.fromkeys(m for _, m, _, _ in FINETUNE_METHODS))
+    unknown = set(st.finetune_methods) - set(offered)
     if unknown:
-        raise ConfigError(
-            f"unknown finetune methods {sorted(unknown)}; choose from plain, equitune, equizero, lambda"
-        )
+        raise ConfigError(f"unknown finetune methods {sorted(unknown)}; choose from {', '.join(offered)}")
     units = [(cell, canonical_split(split), seed, st) for split in splits for cell in cells for seed in seeds]
     with progress(console, "SCAN", len(units)) as step:
         results = _run_units(units, jobs, step)

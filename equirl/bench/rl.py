@@ -29,6 +29,7 @@ import numpy as np
 from equirl.bench.report import BenchTable, Step, progress, save_plot, write_csv
 from equirl.bench.threads import torch_threads
 from equirl.errors import ConfigError
+from equirl.registry import BASE, CANONICALIZE, EQUITUNE, EQUIZERO, MULTIGROUP, method_names
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -78,7 +79,7 @@ def _zero_shot(
     for kind, env, path in agents:
         step(0, f"zero-shot: {kind} {env}")
         res = evaluate_methods(
-            path, env, ["base", "equitune", "equizero", "lambda"], episodes=episodes, seeds=seeds
+            path, env, list(method_names(learned_scorer=False)), episodes=episodes, seeds=seeds
         )
         for m, r in res.items():
             rows.append(
@@ -198,7 +199,7 @@ def efficiency(
     seeds: int,
     budget: int,
     envs: tuple[str, ...] = ("CartPole-v1", "Acrobot-v1"),
-    method: str = "equitune",
+    method: str = EQUITUNE,
     eval_freq: int = 1000,
     eval_episodes: int = 10,
     jobs: int = 1,
@@ -229,7 +230,7 @@ def efficiency(
         starts[env] = str(agent_path(env, partial=True))
     # seed-major, envs interleaved: an interrupted benchmark still has paired runs for every env
     for seed in range(first_seed, first_seed + seeds):
-        for m in ("base", method):
+        for m in (BASE, method):
             for env in envs:
                 todo.append(EfficiencyJob(env, m, seed, budget, eval_freq, eval_episodes, starts[env]))
     rows: list[dict[str, Any]] = []
@@ -277,7 +278,7 @@ def efficiency_summary(rows: list[dict[str, Any]], method: str) -> list[dict[str
     out = []
     for env in sorted({r["env"] for r in rows}):
         med: dict[str, float | None] = {}
-        for m in ("base", method):
+        for m in (BASE, method):
             runs = [r for r in rows if r["env"] == env and r["method"] == m]
             if not runs:
                 continue
@@ -294,7 +295,7 @@ def efficiency_summary(rows: list[dict[str, Any]], method: str) -> list[dict[str
                     "ratio_vs_plain": "",
                 }
             )
-        b, e = med.get("base"), med.get(method)
+        b, e = med.get(BASE), med.get(method)
         if out and out[-1]["method"] == method:
             if e is not None and b is not None:
                 out[-1]["ratio_vs_plain"] = round(e / max(b, 1.0), 3)
@@ -308,14 +309,14 @@ def efficiency_summary(rows: list[dict[str, Any]], method: str) -> list[dict[str
 
 #: (label, method, spec, scorer target) rows of the canonicalization benchmark on the gridworld
 CANONICAL_VARIANTS: tuple[tuple[str, str, str, str | None], ...] = (
-    ("base", "base", "D4", None),
-    ("equitune D4", "equitune", "D4", None),
-    ("equizero D4", "equizero", "D4", None),
-    ("canonicalize D4 (random scorer)", "canonicalize", "D4", None),
-    ("canonicalize D4 (identity prior)", "canonicalize", "D4", "identity"),
-    ("canonicalize D4 (distilled equizero)", "canonicalize", "D4", "equizero"),
-    ("equitune C2xZ2", "equitune", "klein", None),
-    ("multigroup C2xZ2 (distilled equizero)", "multigroup", "klein", "equizero"),
+    (BASE, BASE, "D4", None),
+    ("equitune D4", EQUITUNE, "D4", None),
+    ("equizero D4", EQUIZERO, "D4", None),
+    ("canonicalize D4 (random scorer)", CANONICALIZE, "D4", None),
+    ("canonicalize D4 (identity prior)", CANONICALIZE, "D4", "identity"),
+    ("canonicalize D4 (distilled equizero)", CANONICALIZE, "D4", EQUIZERO),
+    ("equitune C2xZ2", EQUITUNE, "klein", None),
+    ("multigroup C2xZ2 (distilled equizero)", MULTIGROUP, "klein", EQUIZERO),
 )
 
 
@@ -330,7 +331,7 @@ def canonical(
     equizero (D4), and multigroup vs equitune on the Klein four-group ``C2 x mirror``; the scorer is fitted
     for ``scorer_steps`` Adam steps on ``observations`` rollout observations (no env-reward learning).
     ``passes`` is the number of backbone passes per input (ties aside); progress bar on ``console``."""
-    with progress(console, "canonicalization", 2 * len(CANONICAL_VARIANTS)) as step:
+    with progress(console, "learned canonicalization", 2 * len(CANONICAL_VARIANTS)) as step:
         return _canonical(seeds, episodes, scorer_steps, observations, step)
 
 
@@ -368,7 +369,7 @@ def _canonical(
             equi = model.policy.q_net.equi
             passes = (
                 1
-                if method in ("base", "canonicalize")
+                if method in (BASE, CANONICALIZE)
                 else int(getattr(equi, "passes_per_input", sym.group.order))
             )
             rets: list[float] = []
@@ -391,7 +392,7 @@ def _canonical(
     return rows
 
 
-WALLTIME_METHODS = ("base", "equitune", "equizero", "lambda")
+WALLTIME_METHODS = method_names(learned_scorer=False)
 
 
 def walltime(
@@ -457,7 +458,7 @@ def _plot_zero(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def _draw_zero(fig: Figure, rows: list[dict[str, Any]], groups: list[tuple[str, str]]) -> None:
-    methods = ["base", "equitune", "equizero", "lambda"]
+    methods = list(method_names(learned_scorer=False))
     ax = fig.subplots()
     width = 0.2
     for i, m in enumerate(methods):
@@ -530,7 +531,7 @@ def run_rl_bench(
     episodes: int = 10,
     budget: int = 30000,
     envs: Sequence[str] = ("CartPole-v1", "Acrobot-v1"),
-    method: str = "equitune",
+    method: str = EQUITUNE,
     eval_freq: int = 1000,
     eval_episodes: int = 10,
     jobs: int = 1,

@@ -1,7 +1,7 @@
 """``equirl bench vision``: invariant classifiers on the offline pretrained digits CNN.
 
 Single images (per seed: pretrain the upright-only CNN, then evaluate on the upright and on a randomly
-rotated test set): plain, equitune, equizero (entropy and max-probability proxies), λ-equitune with
+rotated test set): base, equitune, equizero (entropy and max-probability proxies), λ-equitune with
 λ learned from ``n_lambda`` labelled images (backbone frozen), equitune with the backbone finetuned,
 and the plain CNN finetuned with random-rotation augmentation; plus the cost per image.
 
@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from equirl.bench.report import BenchTable, Column, Step, progress, write_csv
 from equirl.bench.threads import torch_threads
 from equirl.errors import EquirlError
+from equirl.registry import BASE, EQUITUNE, EQUIZERO, LAMBDA
 from equirl.symmetrizers import LambdaEquiTune
 from equirl.vision.classifier import accuracy, fit_lambda, symmetrize_classifier
 from equirl.vision.data import ImageDataset
@@ -112,12 +113,12 @@ def _single_image(
         x_rand = random_transform(test.images, "rot90", seed=1000 + seed)
         sub = train.subset(torch.arange(n_lambda))
         models: dict[str, nn.Module] = {
-            "plain": net,
-            "equitune": symmetrize_classifier(net, "rot90", "equitune"),
-            "equizero (entropy)": symmetrize_classifier(net, "rot90", "equizero", proxy="entropy"),
-            "equizero (max prob)": symmetrize_classifier(net, "rot90", "equizero", proxy="max_prob"),
+            BASE: net,
+            EQUITUNE: symmetrize_classifier(net, "rot90", EQUITUNE),
+            "equizero (entropy)": symmetrize_classifier(net, "rot90", EQUIZERO, proxy="entropy"),
+            "equizero (max prob)": symmetrize_classifier(net, "rot90", EQUIZERO, proxy="max_prob"),
         }
-        lam = symmetrize_classifier(net, "rot90", "lambda")
+        lam = symmetrize_classifier(net, "rot90", LAMBDA)
         assert isinstance(lam, LambdaEquiTune)
         torch.manual_seed(seed)
         fit_lambda(lam, sub.images, sub.labels, steps=lambda_steps, lr=3e-3, seed=seed)
@@ -125,7 +126,7 @@ def _single_image(
         # finetuned baselines (copies of the backbone)
         eq_net = SmallCNN(**net.hparams)
         eq_net.load_state_dict(net.state_dict())
-        eq_ft = symmetrize_classifier(eq_net, "rot90", "equitune")
+        eq_ft = symmetrize_classifier(eq_net, "rot90", EQUITUNE)
         _train(eq_ft, list(eq_net.parameters()), sub.images, sub.labels, finetune_steps, 1e-3, seed)
         models[f"equitune finetuned ({n_lambda})"] = eq_ft
         aug_net = SmallCNN(**net.hparams)
@@ -184,7 +185,7 @@ def _multi_image(k: int, steps: int, n_train: int, seed: int, step: Step) -> lis
     xte_rot = apply_per_image(act, xte, torch.randint(0, 4, (xte.shape[0], k), generator=g))
     torch.manual_seed(seed)
     is_models: dict[str, MultiImageIS] = {}
-    for branch, trunk in (("equitune", net.feature_maps), ("lambda", net.features)):
+    for branch, trunk in ((EQUITUNE, net.feature_maps), (LAMBDA, net.features)):
         step(1, f"multi-image: training the {branch} IS model")
         ism = MultiImageIS(trunk, k, n_classes, "rot90", hidden=128, branch=branch)
         ism(xtr[:2])  # materialise lazy layers
@@ -208,10 +209,10 @@ def _multi_image(k: int, steps: int, n_train: int, seed: int, step: Step) -> lis
         (f"equitune over C4^{k} (head finetuned, {max(1, steps // 4)} steps)", prod_ft, k * G**k),
         (
             "equitune branches (feature maps) + IS layer",
-            is_models["equitune"],
-            is_models["equitune"].trunk_passes(),
+            is_models[EQUITUNE],
+            is_models[EQUITUNE].trunk_passes(),
         ),
-        ("λ-equitune branches + IS layer", is_models["lambda"], is_models["lambda"].trunk_passes()),
+        ("λ-equitune branches + IS layer", is_models[LAMBDA], is_models[LAMBDA].trunk_passes()),
     ]:
         m.eval()
         rows.append(

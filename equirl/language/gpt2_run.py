@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from equirl.language.gpt2_config import Gpt2RunConfig
+from equirl.registry import BASE, EQUITUNE, EQUIZERO
 from equirl.utils.progress import ProgressFn, subtask
 
 if TYPE_CHECKING:
@@ -116,8 +117,8 @@ def generate_continuations(run: Gpt2Run, progress: ProgressFn | None = None) -> 
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     eq = None
-    if cfg.method != "plain":
-        kw: dict[str, Any] = {"proxy": cfg.proxy} if cfg.method == "equizero" else {}
+    if cfg.method != BASE:
+        kw: dict[str, Any] = {"proxy": cfg.proxy} if cfg.method == EQUIZERO else {}
         eq = EquiGPT2(model, run.symmetry, cfg.method, **kw).eval()
     prompts = run_prompts(cfg)
     out: list[dict[str, str]] = []
@@ -164,11 +165,11 @@ def fairness_report(
     def plain_lm(ids: Any) -> Any:
         return model(input_ids=ids).logits
 
-    eq = EquiGPT2(model, sym, "equitune").eval()
+    eq = EquiGPT2(model, sym, EQUITUNE).eval()
     for i, prompt in enumerate(prompts):
         ids = torch.tensor([tok.encode(prompt)])
         cont = torch.randint(0, len(tok), (1, 8), generator=gen)
-        for name, lm in (("plain", plain_lm), ("equitune", eq)):
+        for name, lm in ((BASE, plain_lm), (EQUITUNE, eq)):
             m = swap_consistency(lm, sym, ids, cont)
             rows.append(
                 {"prompt": prompt, "model": name, "max_abs_logprob_gap": f"{m['max_abs_logprob_gap']:.2e}"}

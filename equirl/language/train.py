@@ -19,7 +19,7 @@ from equirl.errors import CheckpointError, ConfigError
 from equirl.language.equiscan import SymmetrizedSeq2Seq, exact_match, scan_symmetry
 from equirl.language.scan import ScanExample, canonical_split, scan_examples
 from equirl.language.seq2seq import CELLS, PAD, Seq2Seq, batch_examples, greedy_decode, scan_vocabs
-from equirl.registry import BASE, get_method
+from equirl.registry import BASE, EQUIZERO, canonical_method, get_method, method_names
 from equirl.train_loop import fit
 from equirl.utils.io import atomic_write
 from equirl.utils.progress import ProgressFn, subtask
@@ -360,8 +360,8 @@ def pretrain(
     return final, metrics
 
 
-#: the methods :func:`evaluate_checkpoint` takes
-EVAL_METHODS = ("plain", "equitune", "equizero", "lambda")
+#: the methods :func:`evaluate_checkpoint` takes (the scorer-driven ones have their own benchmark)
+EVAL_METHODS = method_names(learned_scorer=False)
 
 
 def evaluate_checkpoint(
@@ -381,14 +381,15 @@ def evaluate_checkpoint(
     """Exact match of a checkpoint on a SCAN split, plain and symmetrized (``equirl language eval``).
 
     :param checkpoint: a run folder or ``model.pt`` written by :func:`pretrain`.
-    :param methods: among ``plain``, ``equitune``, ``equizero``, ``lambda``.
+    :param methods: among ``base``, ``equitune``, ``equizero``, ``lambda`` (or their aliases, such as
+        ``plain`` or ``λ``; the rows give the canonical names).
     :param split: SCAN split (default: the checkpoint's).
     :param part: ``"train"`` or ``"test"``.
     :param root: folder of official SCAN files (default: generated from the grammar).
     :param symmetry: symmetry spec (default: the split's, :func:`~equirl.language.equiscan.split_symmetry`).
     :param proxy: equizero's proxy (``nll``, ``entropy``, ``max_prob``).
     :param level: equizero: choose the element once per ``"sequence"`` or at every ``"step"``.
-    :param finetune_epochs: first finetune all weights through each method's symmetrizer (plain: plainly)
+    :param finetune_epochs: first finetune all weights through each method's symmetrizer (base: plainly)
         on the split's train set, starting from the checkpoint each time.
     :param finetune_lr: the finetuning learning rate.
     :param limit: use only the first ``limit`` eval (and finetune) examples (0: all).
@@ -399,7 +400,7 @@ def evaluate_checkpoint(
 
     from equirl.language.equiscan import split_symmetry
 
-    methods = list(methods)
+    methods = [canonical_method(m) for m in methods]
     bad = [m for m in methods if m not in EVAL_METHODS]
     if bad:
         raise ConfigError(f"unknown method {bad[0]!r}: use {', '.join(EVAL_METHODS)}")
@@ -420,13 +421,13 @@ def evaluate_checkpoint(
     sv, tv = scan_vocabs()
     rows = []
     for k, method in enumerate(methods):
-        kw: dict[str, Any] = {"proxy": proxy, "level": level} if method == "equizero" else {}
+        kw: dict[str, Any] = {"proxy": proxy, "level": level} if method == EQUIZERO else {}
         start = k * per_method
         if finetune_epochs:
             m2, _ = load_checkpoint(checkpoint)
             ft = subtask(progress, start, total)
             done = subtask(progress, start + finetune_epochs * len(train), total)
-            if method == "plain":
+            if method == BASE:
                 train_model(m2, train, finetune_epochs, lr=finetune_lr, progress=ft)
                 acc = exact_match(functools.partial(greedy_decode, m2), examples, sv, tv, progress=done)
             else:
@@ -437,7 +438,7 @@ def evaluate_checkpoint(
         rows.append(
             {
                 "split": split,
-                "symmetry": "-" if method == "plain" else symmetry,
+                "symmetry": "-" if method == BASE else symmetry,
                 "method": method,
                 "finetuned": bool(finetune_epochs),
                 "exact_match_%": round(100 * acc, 2),

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 
-from equirl.registry import get_method
+from equirl.registry import BASE, get_method
 from equirl.symmetrizers import check_equivariance
 
 __all__ = ["EquiEvalCallback", "EquiLoggingCallback", "policy_method"]
@@ -175,7 +175,7 @@ class EquiEvalCallback(EvalCallback):
             if self.log_path is None:  # EvalCallback keeps its history only with a log_path
                 self.evaluations_timesteps.append(self.num_timesteps)
                 self.evaluations_results.append([float(r) for r in self._episode_rewards])
-            method = self.method or policy_method(self.model) or "base"
+            method = self.method or policy_method(self.model) or BASE
             self.logger.record(f"equi/eval_return/{method}", float(self.last_mean_reward))
             self.logger.dump(self.num_timesteps)
         return cont

@@ -28,10 +28,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from equirl.errors import ConfigError, EquirlError
+from equirl.registry import BASE, canonical_method, get_method, method_names
 from equirl.utils.progress import ProgressFn, subtask
 
 __all__ = [
     "CLIP_MEAN",
+    "CLIP_METHODS",
     "CLIP_STD",
     "DEFAULT_TEMPLATES",
     "CLIPZeroShot",
@@ -42,6 +44,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: the training-free methods of :func:`clip_zero_shot` (λ and the canonicalizers need labelled images)
+CLIP_METHODS = tuple(m for m in method_names(learned_scorer=False) if not get_method(m).learned_weights)
 
 #: a small prompt ensemble (in the spirit of CLIP's ImageNet templates)
 DEFAULT_TEMPLATES: tuple[str, ...] = (
@@ -227,7 +232,7 @@ def clip_zero_shot(
     folder: str | Path,
     model: str = "openai/clip-vit-base-patch32",
     group: str = "rot90",
-    methods: Sequence[str] = ("plain", "equitune", "equizero"),
+    methods: Sequence[str] = CLIP_METHODS,
     proxy: str = "max_prob",
     batch_size: int = 32,
     progress: ProgressFn | None = None,
@@ -237,7 +242,8 @@ def clip_zero_shot(
     :param folder: ``root/<class>/<image>``; the class names are the sub-folder names (``_`` → space).
     :param model: a hub id or a local folder (:func:`load_clip`).
     :param group: ``rot90``, ``mirror`` or ``rot90+mirror``.
-    :param methods: among ``plain``, ``equitune``, ``equizero`` (λ needs labels: use ``fit_lambda``).
+    :param methods: among :data:`CLIP_METHODS` (``base``, ``equitune``, ``equizero``; aliases such as
+        ``plain`` accepted, the result keys are the canonical names; λ needs labels: use ``fit_lambda``).
     :param proxy: equizero's proxy: ``max_prob`` or ``entropy``.
     :param batch_size: images per forward pass.
     :param progress: called as ``progress(done, total)`` over methods x (``|G|`` + 1) evaluations.
@@ -248,11 +254,11 @@ def clip_zero_shot(
     from equirl.vision.groups import vision_action
 
     order = vision_action(group).group.order
-    methods = list(methods)
-    bad = [m for m in methods if m not in ("plain", "equitune", "equizero")]
+    methods = [canonical_method(m) for m in methods]
+    bad = [m for m in methods if m not in CLIP_METHODS]
     if bad or not methods:
         raise ConfigError(
-            f"methods must be among plain, equitune, equizero (λ needs labels: use fit_lambda), got {bad}"
+            f"methods must be among {', '.join(CLIP_METHODS)} (λ needs labels: use fit_lambda), got {bad}"
         )
     data = load_image_folder(folder, size=256, mode="RGB")
     clip, tok = load_clip(model)
@@ -261,7 +267,7 @@ def clip_zero_shot(
     total = len(methods) * (order + 1)
     rows: dict[str, dict[str, float]] = {}
     for k, m in enumerate(methods):
-        net = zs if m == "plain" else symmetrize_classifier(zs, group, m, proxy=proxy)
+        net = zs if m == BASE else symmetrize_classifier(zs, group, m, proxy=proxy)
         rows[m] = evaluate_transforms(
             net,
             x,

@@ -418,7 +418,8 @@ def evaluate_checkpoint(
     """Accuracy of a saved classifier per group element and on a randomly transformed test set.
 
     :param path: a checkpoint from :func:`pretrain` or :func:`finetune`.
-    :param method: ``plain``, ``equitune``, ``equizero``, ``lambda`` or ``canonicalize`` (default: as saved).
+    :param method: one of :data:`VISION_METHODS` (``base``, ``equitune``, ``equizero``, ``lambda``,
+        ``canonicalize``) or an alias such as ``plain`` (default: as saved).
     :param group: ``rot90``, ``rot180``, ``mirror`` or ``rot90+mirror`` (default: as saved).
     :param proxy: equizero's proxy (``entropy`` or ``max_prob``).
     :param data: the test data (default: the digits split).
@@ -426,8 +427,10 @@ def evaluate_checkpoint(
     :param progress: called as ``progress(done, |G| + 1)``.
     :returns: ``(group, number of test images, {element: accuracy, ..., "random", "mean"})``.
     """
-    if method not in (None, "plain", "equitune", "equizero", "lambda", "canonicalize"):
-        raise ConfigError(f"method must be plain, equitune, equizero, lambda or canonicalize, got {method!r}")
+    if method is not None:
+        method = canonical_method(method)
+        if method not in VISION_METHODS:
+            raise ConfigError(f"method must be one of {', '.join(VISION_METHODS)}, got {method!r}")
     model = load_finetuned(path, method, group)
     name = group or getattr(getattr(model, "group", None), "name", None) or "rot90"
     name = _GROUP_ALIASES.get(name, name)

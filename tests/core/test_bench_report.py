@@ -124,7 +124,7 @@ def test_rl_env_names_survive_at_80_columns() -> None:
 
 def test_symmetrizer_table_markup_column_and_note() -> None:
     rows = [
-        {"model": "cnn", "group": g, "batch": b, "plain_ms": 1.0, "loop_ms": 9.0, "equirl_ms": e, "order": o}
+        {"model": "cnn", "group": g, "batch": b, "base_ms": 1.0, "loop_ms": 9.0, "equirl_ms": e, "order": o}
         for g, o in (("Z2", 2), ("D4", 8))
         for b, e in ((1, 1.5), (256, 100.0))
     ]
@@ -241,4 +241,4 @@ def test_bench_rows_leave_the_thread_count_alone() -> None:
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(1)
-    assert rows[0]["order"] == 2 and rows[0]["plain_ms"] > 0
+    assert rows[0]["order"] == 2 and rows[0]["base_ms"] > 0

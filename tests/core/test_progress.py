@@ -57,7 +57,7 @@ def test_scan_pretrain_and_checkpoint_eval_report_progress(tmp_path: object) -> 
     seen2, progress2 = _recorder()
     rows = evaluate_checkpoint(run, ["plain", "equitune"], limit=12, finetune_epochs=1, progress=progress2)
     _check(seen2)
-    assert seen2[-1][1] == 2 * (12 + 12) and [r["method"] for r in rows] == ["plain", "equitune"]
+    assert seen2[-1][1] == 2 * (12 + 12) and [r["method"] for r in rows] == ["base", "equitune"]
 
 
 def test_vision_evaluation_and_check_symmetry_report_progress() -> None:
