@@ -7,7 +7,7 @@ PY         := $(VENV)/bin/python
 PIP        := $(PY) -m pip
 # the CPU build of torch (this pin is setup-only; pyproject declares a range)
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS     ?= rl,language,vision,dev
+EXTRAS     ?= rl,language,vision,dev,docs
 STAMP      := $(VENV)/.equirl-setup-$(shell cksum pyproject.toml | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
@@ -15,7 +15,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup demo test test-slow test-all lint type format bench clean
+.PHONY: setup demo test test-slow test-all lint type format bench docs clean
 
 setup: $(STAMP)
 
@@ -54,5 +54,9 @@ type: setup
 bench: setup
 	$(VENV)/bin/equirl bench symmetrizers
 
+# the documentation site (mkdocs.yml) into site/; warnings (broken links, docstring errors) are errors
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache site

@@ -1,4 +1,4 @@
-"""Locating the optional shared data folder (``../shared/data`` or ``$EQUIRL_SHARED_DATA``)."""
+"""Locating the optional shared data folder (``$EQUIRL_SHARED_DATA``, or ``shared/data`` beside the checkout)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ def repo_root() -> Path:
 
 
 def shared_data_dir() -> Path | None:
-    """The shared data folder if present: ``$EQUIRL_SHARED_DATA``, else ``<repo>/../shared/data``."""
+    """The shared data folder if present: ``$EQUIRL_SHARED_DATA``, else ``shared/data`` in the folder that
+    holds the checkout (or the working directory)."""
     env = os.environ.get("EQUIRL_SHARED_DATA")
     cands = [Path(env)] if env else []
     cands += [repo_root().parent / "shared" / "data", Path.cwd().parent / "shared" / "data"]
