@@ -7,7 +7,7 @@ PY         := $(VENV)/bin/python
 PIP        := $(PY) -m pip
 # the CPU build of torch (this pin is setup-only; pyproject declares a range)
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS     ?= rl,language,vision,dev
+EXTRAS     ?= rl,language,vision,dev,docs
 STAMP      := $(VENV)/.equirl-setup-$(shell cksum pyproject.toml | cut -d' ' -f1)
 PYTEST_ARGS ?= -n 2
 
@@ -15,7 +15,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup demo test test-slow test-all lint type format bench wheel-check clean
+.PHONY: setup demo test test-slow test-all lint type format bench docs wheel-check clean
 
 setup: $(STAMP)
 
@@ -58,5 +58,9 @@ bench: setup
 wheel-check:
 	PYTHON=$(PYTHON) TORCH_SPEC="$(TORCH_SPEC)" bash .ci/wheel-check
 
+# the documentation site (mkdocs.yml) into site/; warnings (broken links, docstring errors) are errors
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache site

@@ -26,8 +26,8 @@ def _seed() -> None:
 
 @pytest.fixture
 def shared_data() -> Path:
-    """``../shared/data`` (or ``$EQUIRL_SHARED_DATA``); skips the test when absent."""
+    """The shared data folder (:func:`~equirl.utils.shared.shared_data_dir`); skips the test when absent."""
     d = shared_data_dir()
     if d is None:
-        pytest.skip("shared data not available (../shared/data or $EQUIRL_SHARED_DATA): real-world fixture")
+        pytest.skip("shared data folder not available ($EQUIRL_SHARED_DATA): real-world fixture")
     return d

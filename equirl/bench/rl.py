@@ -1,7 +1,7 @@
 """``equirl bench rl``: zero-shot returns, sample efficiency and training wall time.
 
 * ``zero-shot`` -- base / equitune / equizero / λ (untrained λ = equitune) on the RL-zoo agents (when
-  ``../shared/data`` is present) and on the shipped full and partial agents;
+  the shared data folder, ``$EQUIRL_SHARED_DATA``, has them) and on the shipped full and partial agents;
 * ``efficiency`` -- env steps for plain vs equivariant (default equitune) DQN to reach a threshold
   (CartPole 475, Acrobot -80) when finetuning the same partial agent: per seed, early-stopped at the
   threshold, censored at the budget, with the medians (see :func:`efficiency`);

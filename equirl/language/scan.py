@@ -413,7 +413,7 @@ def load_scan_file(path: str | Path) -> list[ScanExample]:
 def load_scan_split(root: str | Path, split: str, part: str) -> list[ScanExample]:
     """Load ``part`` (``train``/``test``) of ``split`` from a folder in the official layout.
 
-    :param root: the dataset folder (e.g. ``../shared/data/scan`` or the output of ``scan-generate``).
+    :param root: the dataset folder (e.g. the official release, or the output of ``scan-generate``).
     :param split: a split name or alias (``simple``, ``add_jump``, ``around_right``, ``length``...).
     """
     split = canonical_split(split)

@@ -1,4 +1,5 @@
-"""GPT-2 tokenizers that work offline: the real one from ``../shared/data/gpt2-tokenizer`` when present,
+"""GPT-2 tokenizers that work offline: the real one from ``gpt2-tokenizer/`` in the shared data
+folder (:func:`~equirl.utils.shared.shared_data_dir`) when present,
 else a small byte-level BPE trained here on the packaged prompts and word lists (tests, benchmarks)."""
 
 from __future__ import annotations

@@ -29,8 +29,8 @@ __all__ = ["SYMMETRIZERS", "Symmetrizer", "SymmetrizerOutput", "register_symmetr
 class SymmetrizerOutput(NamedTuple):
     """The symmetrized output and the orbit weights that produced it.
 
-    :param output: same shape and dtype as ``M(x)``.
-    :param weights: ``(|G|, B)``, each column on the simplex (uniform, one-hot, or λ's softmax).
+    :ivar output: same shape and dtype as ``M(x)``.
+    :ivar weights: ``(|G|, B)``, each column on the simplex (uniform, one-hot, or λ's softmax).
     """
 
     output: Tensor

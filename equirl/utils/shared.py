@@ -1,5 +1,4 @@
-"""Locating the optional shared data folder (``$EQUIRL_SHARED_DATA``, else ``shared/data`` beside the
-source checkout or the current folder). It is a developer's and CI's fixture, never a user's need."""
+"""Locating the optional shared data folder (``$EQUIRL_SHARED_DATA``, or ``shared/data`` beside the checkout)."""
 
 from __future__ import annotations
 
@@ -10,8 +9,8 @@ __all__ = ["shared_data_dir"]
 
 
 def shared_data_dir() -> Path | None:
-    """The shared data folder if present: ``$EQUIRL_SHARED_DATA``, else ``../shared/data`` next to the
-    source checkout or the current working folder; ``None`` when absent."""
+    """The shared data folder if present: ``$EQUIRL_SHARED_DATA``, else ``shared/data`` in the folder that
+    holds the checkout (or the working directory)."""
     env = os.environ.get("EQUIRL_SHARED_DATA")
     cands = [Path(env)] if env else []
     checkout = Path(__file__).resolve().parents[2]
