@@ -48,8 +48,9 @@ def list_configs(section: str | None = None) -> list[str]:
 def find_config(name: str | Path, section: str | None = None) -> Path:
     """A config file from a path, or the name of a shipped one.
 
-    ``name`` is tried as a path first; otherwise as a shipped config, with or without the section
-    folder and the ``.yaml`` suffix: ``CartPole-v1-finetune-equizero``, ``rl/CartPole-v1.yaml``.
+    ``name`` is tried as a path first; otherwise as a shipped config, with or without the ``configs/``
+    and section folders and the ``.yaml`` suffix: ``CartPole-v1-finetune-equizero``,
+    ``rl/CartPole-v1.yaml``, ``configs/rl/CartPole-v1.yaml`` (the README's paths, from any folder).
 
     :param name: a path or a shipped config's name.
     :param section: the config family to look in first (``"rl"``, ``"language"``, ``"vision"``).
@@ -59,7 +60,7 @@ def find_config(name: str | Path, section: str | None = None) -> Path:
     if path.is_file():
         return path
     root = asset_path("configs")
-    stem = str(name)
+    stem = Path(name).as_posix().removeprefix("./").removeprefix("configs/")  # README paths work anywhere
     for suffix in (".yaml", ".yml"):
         stem = stem.removesuffix(suffix)
     candidates = [root / section / stem] if section else []
