@@ -308,14 +308,18 @@ def finetune(
     steps = _steps(cfg.train, len(sub))
     n_eval = vision_action(cfg.group).group.order + 1
     total = steps + 2 * n_eval
-    before = evaluate_transforms(
-        model,
-        test_set.images,
-        test_set.labels,
-        cfg.group,
-        seed=cfg.train.seed,
-        progress=subtask(progress, 0, total),
-    )
+
+    def evaluate(offset: int) -> dict[str, float]:
+        return evaluate_transforms(
+            model,
+            test_set.images,
+            test_set.labels,
+            cfg.group,
+            seed=cfg.train.seed,
+            progress=subtask(progress, offset, total),
+        )
+
+    before = evaluate(0)
     losses: list[float] = []
     fit_kw: dict[str, Any] = dict(
         steps=steps,
@@ -342,14 +346,7 @@ def finetune(
         aug = cfg.group if (cfg.augment and cfg.method == BASE) else None
         losses = _train_model(model, params, sub, cfg.train, aug, fit_kw["progress"])
     model.eval()
-    after = evaluate_transforms(
-        model,
-        test_set.images,
-        test_set.labels,
-        cfg.group,
-        seed=cfg.train.seed,
-        progress=subtask(progress, n_eval + steps, total),
-    )
+    after = evaluate(n_eval + steps)
     metrics: dict[str, Any] = {
         "seconds": time.perf_counter() - t0,
         "n_train": len(sub),
