@@ -18,6 +18,10 @@ from equirl.utils.runs import tensorboard_command
 METHOD_CHOICES = method_names()
 #: what ``--method all`` evaluates (the scorer methods need a fitted scorer / a product group)
 ALL_METHODS = method_names(learned_scorer=False)
+TRUST_HELP = (
+    "let SB3 unpickle the agent zip's pickled entries, which can run code: only for files you trust"
+    " (default: read as plain data, anything else refused)"
+)
 
 
 def register(commands: Any, bench: Any) -> None:
@@ -49,14 +53,26 @@ def register(commands: Any, bench: Any) -> None:
                 help="also copy the agent to DIR/{algo}/{env}/ (zoo-like layout, e.g. agents/)",
             )
         else:
-            p.add_argument("--init-from", default=None, help="agent to finetune (overrides init_from)")
+            p.add_argument(
+                "--init-from",
+                default=None,
+                help="agent to finetune: zip, run directory (its best_model.zip) or RL-zoo folder"
+                " (overrides init_from)",
+            )
+            p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
             p.add_argument(
                 "--method", default=None, type=method_arg, choices=METHOD_CHOICES, help="overrides method"
             )
         p.set_defaults(func=_pretrain if name == "pretrain" else _train)
 
     p = commands.add_parser("eval", help="evaluate an agent zero-shot under several symmetrization methods")
-    p.add_argument("--agent", required=True, help="agent zip or RL-zoo folder")
+    p.add_argument(
+        "--agent", required=True, help="agent zip, equirl run directory (best_model.zip) or RL-zoo folder"
+    )
+    p.add_argument(
+        "--final", action="store_true", help="in a run directory, the final model.zip, not best_model.zip"
+    )
+    p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
     p.add_argument("--env", required=True, help="env id")
     p.add_argument("--algo", default="dqn", choices=("dqn", "qrdqn"))
     p.add_argument(
@@ -202,7 +218,7 @@ def _train(args: argparse.Namespace, console: Any) -> int:
         cfg.init_from = args.init_from
     if args.method:  # re-validates method_kwargs against the new method
         cfg = dataclasses.replace(cfg, method=args.method)
-    res = run_training(cfg, progress_bar=not args.no_progress)
+    res = run_training(cfg, progress_bar=not args.no_progress, trust_checkpoint=args.trust_checkpoint)
     console.print(
         f"run: {res.run_dir}  final return {res.final_mean:.1f} ± {res.final_std:.1f}  ({res.seconds:.0f} s)",
         soft_wrap=True,
@@ -228,6 +244,8 @@ def _eval(args: argparse.Namespace, console: Any) -> int:
             episodes=args.episodes,
             seeds=args.seeds,
             progress=progress,
+            which="final" if args.final else "best",
+            trust_checkpoint=args.trust_checkpoint,
         )
     if args.json:
         console.print_json(json.dumps(res))

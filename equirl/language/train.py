@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import pickle
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -192,8 +193,12 @@ def load_checkpoint(path: str | Path) -> tuple[Seq2Seq, PretrainConfig]:
         p = p / "model.pt"
     if not p.is_file():
         raise CheckpointError(f"checkpoint not found: {p}")
-    try:
+    try:  # weights only: a pickled Python object in the file is refused, never run
         blob = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"{p} holds pickled Python objects, not only tensors; not loaded (weights only)"
+        ) from None
     except Exception as exc:  # torch raises many types for corrupt files
         raise CheckpointError(f"cannot read checkpoint {p}: {type(exc).__name__}") from None
     if not isinstance(blob, dict) or blob.get("format") != "equirl.language.seq2seq/1":

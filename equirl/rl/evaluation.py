@@ -24,20 +24,31 @@ def evaluate_methods(
     seeds: int = 1,
     method_kwargs: dict[str, dict[str, Any]] | None = None,
     progress: ProgressFn | None = None,
+    which: str = "best",
+    trust_checkpoint: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """``{method: {"mean_return", "std_return", "episodes"}}`` over ``seeds`` x ``episodes`` episodes.
 
-    :param agent: agent zip or RL-zoo folder (plain, or saved by an equivariant policy).
+    :param agent: agent zip, equirl run directory or RL-zoo folder (plain, or saved by an equivariant
+        policy).
     :param env_id: the env (its packaged symmetry spec is used).
     :param methods: among ``base``, ``equitune``, ``equizero``, ``lambda`` (an untrained λ equals equitune).
     :param method_kwargs: per-method symmetrizer options.
     :param progress: called as ``progress(episodes done, total episodes)`` as episodes end.
+    :param which: in a folder, ``"best"`` (``best_model.zip`` when present) or ``"final"``.
+    :param trust_checkpoint: let SB3 unpickle the zip's pickled entries (runs any code they hold).
     """
     out: dict[str, dict[str, Any]] = {}
     total = len(methods) * seeds * episodes
     for k, m in enumerate(methods):
         model = load_pretrained(
-            agent, env_id, method=m, algo=algo, method_kwargs=(method_kwargs or {}).get(m)
+            agent,
+            env_id,
+            method=m,
+            algo=algo,
+            method_kwargs=(method_kwargs or {}).get(m),
+            which=which,
+            trust_checkpoint=trust_checkpoint,
         )
         rets: list[float] = []
         for s in range(seeds):

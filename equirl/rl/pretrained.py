@@ -42,12 +42,25 @@ def _algo_cls(algo: str) -> Any:
     raise EquirlError(f"unknown algo {algo!r}; choose one of {list(ALGOS)}")
 
 
-def find_agent_zip(path: str | Path, env_id: str | None = None) -> Path:
-    """The model zip at ``path``: a zip file, or a folder in RL-zoo layout (``{env}.zip`` / ``model.zip``).
+#: which zip of a run directory :func:`find_agent_zip` takes
+WHICH = ("best", "final")
 
-    A relative ``agents/...`` path that does not exist here names a shipped agent (the shipped configs
-    say ``init_from: agents/dqn/CartPole-v1/CartPole-v1_partial.zip``), so it works from any folder.
+
+def find_agent_zip(path: str | Path, env_id: str | None = None, which: str = "best") -> Path:
+    """The model zip at ``path``: a zip file, an equirl run directory or an RL-zoo folder.
+
+    In a folder, ``which="best"`` takes ``best_model.zip`` (the best periodic evaluation) when there is
+    one, else the final model; ``which="final"`` the final model: ``{env}.zip`` (RL-zoo layout) or
+    ``model.zip`` (equirl run directory). A relative ``agents/...`` path that does not exist here names a
+    shipped agent (the shipped configs say ``init_from: agents/dqn/CartPole-v1/CartPole-v1_partial.zip``),
+    so it works from any folder.
+
+    :param path: zip file or folder.
+    :param env_id: the env (RL-zoo folders name the zip after it).
+    :param which: ``"best"`` or ``"final"``.
     """
+    if which not in WHICH:
+        raise EquirlError(f"which must be one of {list(WHICH)}, got {which!r}")
     p = Path(path)
     if not p.exists() and not p.is_absolute() and p.parts[:1] == ("agents",):
         from equirl.assets import asset_path
@@ -57,11 +70,14 @@ def find_agent_zip(path: str | Path, env_id: str | None = None) -> Path:
     if p.is_file():
         return p
     if p.is_dir():
+        if which == "best" and (p / "best_model.zip").is_file():
+            log.info("%s: taking best_model.zip (which='final' for the final model)", p)
+            return p / "best_model.zip"
         names = [f"{env_id.replace('/', '_')}.zip", f"{env_id.split('/')[-1]}.zip"] if env_id else []
-        for name in [*names, "model.zip", "best_model.zip"]:
+        for name in [*names, "model.zip"]:
             if (p / name).is_file():
                 return p / name
-        zips = sorted(p.glob("*.zip"))
+        zips = [z for z in sorted(p.glob("*.zip")) if z.name != "best_model.zip" or which == "best"]
         if len(zips) == 1:
             return zips[0]
         raise CheckpointError(f"no model zip in {p} (expected {env_id}.zip or model.zip)")
@@ -74,16 +90,32 @@ def _constant(value: float) -> Any:
     return ConstantSchedule(value)
 
 
-def load_plain(path: str | Path, env: Any, algo: str = "dqn", device: str = "cpu") -> Any:
-    """Load a plain agent, overriding spaces and schedules (needed for SB3 1.x / old-gym zips).
+def load_plain(
+    path: str | Path,
+    env: Any,
+    algo: str = "dqn",
+    device: str = "cpu",
+    which: str = "best",
+    trust_checkpoint: bool = False,
+    symmetry: Any = None,
+) -> Any:
+    """Load an agent zip for its weights, overriding spaces and schedules (SB3 1.x / old-gym zips too).
 
-    :param path: zip or zoo-style folder.
-    :param env: a VecEnv (its spaces override the saved ones).
+    Nothing in the zip is unpickled unless ``trust_checkpoint``: see :mod:`equirl.rl.safe_load`.
+
+    :param path: zip, equirl run directory or RL-zoo folder (see :func:`find_agent_zip`).
+    :param env: a VecEnv (its spaces replace the saved ones, after a shape check).
     :param algo: ``"dqn"`` or ``"qrdqn"``.
+    :param which: in a folder, ``"best"`` (``best_model.zip`` when present) or ``"final"``.
+    :param trust_checkpoint: let SB3 unpickle the zip's ``data`` entries (runs any code they hold).
+    :param symmetry: replaces a saved ``policy_kwargs["symmetry"]`` (an equivariant agent's).
+    :raises CheckpointError: missing / corrupt file, or an entry that would need unpickling (one line).
     """
+    from equirl.rl.safe_load import check_tensor_files, safe_custom_objects
+
     cls = _algo_cls(algo)
     env_id = _env_id(env)
-    zpath = find_agent_zip(path, env_id)
+    zpath = find_agent_zip(path, env_id, which=which)
     if not zipfile.is_zipfile(zpath):
         raise CheckpointError(f"corrupt checkpoint {zpath}: not a zip archive")
     custom = {
@@ -94,6 +126,11 @@ def load_plain(path: str | Path, env: Any, algo: str = "dqn", device: str = "cpu
         "learning_rate": 1e-4,
         "buffer_size": 1,
     }
+    if trust_checkpoint:
+        log.warning("loading %s with --trust-checkpoint: its pickled entries are unpickled", zpath)
+    else:
+        check_tensor_files(zpath)
+        custom = safe_custom_objects(zpath, cls, custom, symmetry=symmetry)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # SB3 < 2.4 optimizer-state notice
@@ -124,11 +161,13 @@ def load_pretrained(
     freeze_backbone: bool | None = None,
     device: str = "cpu",
     seed: int | None = None,
+    which: str = "best",
+    trust_checkpoint: bool = False,
     **algo_kwargs: Any,
 ) -> Any:
     """Wrap a plain pretrained agent into an equivariant one.
 
-    :param path: the plain agent (zip, or an RL-zoo folder).
+    :param path: the agent: a zip, an equirl run directory or an RL-zoo folder.
     :param env: env id or VecEnv.
     :param method: ``base``, ``equitune``, ``equizero``, ``lambda``, ``canonicalize`` or ``multigroup``
         (the last three add weights: a λ-net / scorer, fresh unless the agent was saved with that method).
@@ -136,10 +175,14 @@ def load_pretrained(
     :param symmetry: spec (default: the env id's packaged spec).
     :param method_kwargs: symmetrizer options.
     :param freeze_backbone: train only the λ-net (default: ``True`` for λ, else ``False``).
+    :param which: in a folder, ``"best"`` (``best_model.zip`` when present) or ``"final"``.
+    :param trust_checkpoint: let SB3 unpickle the zip's pickled ``data`` entries, which can run code
+        (default: they are read as plain data only, see :mod:`equirl.rl.safe_load`).
     :param algo_kwargs: hyperparameters of the new algorithm (for finetuning), e.g. ``learning_rate``.
     :returns: an SB3 ``DQN`` / ``QRDQN`` with an equivariant policy and the pretrained weights.
     """
     import torch
+    from stable_baselines3.common.torch_layers import FlattenExtractor, NatureCNN
 
     spec = get_method(method)  # one-line error listing the methods
     method = spec.name
@@ -148,25 +191,32 @@ def load_pretrained(
         raise EquirlError("pass symmetry=...: the env has no id to look its symmetry spec up")
     sym = load_spec(symmetry if symmetry is not None else str(env_id))  # unknown env: one-line error first
     vec = make_vec_env(env, seed=seed or 0) if isinstance(env, str) else env
-    plain = load_plain(path, vec, algo=algo, device=device)
+    plain = load_plain(
+        path, vec, algo=algo, device=device, which=which, trust_checkpoint=trust_checkpoint, symmetry=sym
+    )
     pk = dict(plain.policy_kwargs or {})
     for k in ("symmetry", "method", "method_kwargs", "freeze_backbone"):
         pk.pop(k, None)
+    # plain data only (the spec as a mapping), so the saved zip needs no pickled policy_kwargs
     pk.update(
-        symmetry=sym,
+        symmetry=sym.to_dict(),
         method=method,
         method_kwargs=dict(method_kwargs or {}),
         freeze_backbone=spec.learned_weights if freeze_backbone is None else freeze_backbone,
     )
-    # the same network as the plain agent: its feature extractor (Flatten / NatureCNN...) and quantiles
-    pk.setdefault("features_extractor_class", plain.policy.features_extractor_class)
+    # the same network as the plain agent: its feature extractor (Flatten / NatureCNN...) and quantiles;
+    # the two standard ones are named by the policy alias rather than stored as a class
+    extractor = pk.pop("features_extractor_class", plain.policy.features_extractor_class)
+    alias = "EquiCnnPolicy" if extractor is NatureCNN else "EquiMlpPolicy"
+    if extractor not in (NatureCNN, FlattenExtractor):
+        pk["features_extractor_class"] = extractor
     if algo == "qrdqn":
         pk.setdefault("n_quantiles", plain.policy.n_quantiles)
     algo_kwargs.setdefault("buffer_size", 50_000)
     algo_kwargs.setdefault("learning_starts", 0)
     cls = _algo_cls(algo)
     try:
-        model = cls("EquiMlpPolicy", vec, policy_kwargs=pk, device=device, seed=seed, **algo_kwargs)
+        model = cls(alias, vec, policy_kwargs=pk, device=device, seed=seed, **algo_kwargs)
     except (RuntimeError, ValueError, TypeError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"checkpoint {path} does not fit {sym.env_id}: {first}") from None

@@ -162,6 +162,42 @@ class EnvSymmetry:
             table.append(inv)
         return table
 
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as plain (JSON / YAML) data that :func:`parse_spec` reads back into an equal spec.
+
+        Actions are written as permutations (``perm``); ``swap_names`` pairs are kept only as those
+        permutations (the env's action meanings, needed to re-check the names, are not part of a spec).
+        """
+        obs: dict[str, Any] = {"type": self.obs_type}
+        if self.obs_type == "signed_permutation":
+            assert self.obs_generators is not None
+            obs["generators"] = [
+                {"src": list(src), "signs": [int(s) for s in signs]} for src, signs in self.obs_generators
+            ]
+        else:
+            obs["layout"] = self.layout
+            if self.obs_generators is None:
+                obs["generators"] = "default"
+            else:
+                obs["generators"] = [
+                    {"mirror": "left-right" if k == 0 else "top-bottom"} if m else {"rotate": int(k)}
+                    for k, m in self.obs_generators
+                ]
+        verify: dict[str, Any] = {"method": self.verify}
+        if self.verify == "state":
+            verify["attribute"] = self.state_attribute
+            verify["generators"] = [
+                {"src": list(src), "signs": [int(s) for s in signs]} for src, signs in self.state_generators
+            ]
+        return {
+            "env": self.env_id,
+            "group": self.group_name,
+            "description": self.description,
+            "observation": obs,
+            "actions": {"n": self.n_actions, "generators": [{"perm": list(p)} for p in self.action_perms]},
+            "verify": verify,
+        }
+
     # -- validation against an env ----------------------------------------------------------------
     def check_fits(
         self, observation_space: Any, action_space: Any, action_meanings: Sequence[str] | None = None

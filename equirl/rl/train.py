@@ -80,10 +80,14 @@ def _policy_alias(space: Any) -> str:
     return "EquiCnnPolicy" if len(shape) == 3 and min(shape) >= 36 else "EquiMlpPolicy"
 
 
-def build_model(cfg: RLConfig, vec: Any | None = None) -> Any:
+def build_model(cfg: RLConfig, vec: Any | None = None, trust_checkpoint: bool = False) -> Any:
     """The SB3 model a config describes (fresh, or wrapped around ``init_from``).
 
     The symmetry spec is resolved once and the training env made once (``vec``, or one made here).
+    ``policy_kwargs`` are plain data (the spec as a mapping), so the saved zip pickles none of them.
+
+    :param trust_checkpoint: let SB3 unpickle ``init_from``'s pickled entries (see
+        :mod:`equirl.rl.safe_load`).
     """
     from equirl.rl.pretrained import _algo_cls, load_pretrained
 
@@ -101,11 +105,12 @@ def build_model(cfg: RLConfig, vec: Any | None = None) -> Any:
             method_kwargs=cfg.method_kwargs,
             freeze_backbone=cfg.freeze_backbone,
             seed=cfg.seed,
+            trust_checkpoint=trust_checkpoint,
             **kw,
         )
     pk: dict[str, Any] = {
         "net_arch": list(cfg.hyperparams.net_arch),
-        "symmetry": sym,
+        "symmetry": sym.to_dict(),
         "method": cfg.method,
         "method_kwargs": dict(cfg.method_kwargs),
         "freeze_backbone": bool(cfg.freeze_backbone),
@@ -122,7 +127,9 @@ def build_model(cfg: RLConfig, vec: Any | None = None) -> Any:
     )
 
 
-def run_training(cfg: RLConfig, progress_bar: bool = False, exp_name: str | None = None) -> RunResult:
+def run_training(
+    cfg: RLConfig, progress_bar: bool = False, exp_name: str | None = None, trust_checkpoint: bool = False
+) -> RunResult:
     """Train per ``cfg`` and write the run directory atomically.
 
     Periodic evaluations (``cfg.eval``) go through :class:`~equirl.rl.callbacks.EquiEvalCallback`,
@@ -131,13 +138,15 @@ def run_training(cfg: RLConfig, progress_bar: bool = False, exp_name: str | None
     :param cfg: the validated config.
     :param progress_bar: show SB3's progress bar (``model.learn(progress_bar=True)``).
     :param exp_name: the ``{exp}`` part of the run name (default: the method).
+    :param trust_checkpoint: let SB3 unpickle ``init_from``'s pickled entries (runs any code they hold).
     """
     from stable_baselines3.common.callbacks import CallbackList
     from stable_baselines3.common.logger import configure
 
     from equirl.rl.callbacks import EquiEvalCallback, EquiLoggingCallback
 
-    model = build_model(cfg)  # validation errors happen before any directory exists
+    # validation errors happen before any directory exists
+    model = build_model(cfg, trust_checkpoint=trust_checkpoint)
     scorer_fit: dict[str, float] = {}
     if get_method(cfg.method).learned_scorer and cfg.scorer.steps > 0:
         from equirl.rl.canonical import collect_observations, fit_scorer

@@ -7,6 +7,7 @@ The network exposes ``features(x)`` (the backbone) and ``head`` (a linear classi
 from __future__ import annotations
 
 import io
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -96,10 +97,15 @@ def load_cnn(path: str | Path) -> tuple[SmallCNN, dict[str, Any]]:
         raise CheckpointError(
             f"checkpoint not found: {path} (create one with `equirl vision pretrain CONFIG`)"
         )
-    try:
+    try:  # weights only: a pickled Python object in the file is refused, never run
         blob = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"{path} holds pickled Python objects, not only tensors; not loaded (weights only)"
+        ) from None
     except Exception as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from None
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {first}") from None
     if not isinstance(blob, dict) or blob.get("format") != _FORMAT:
         raise CheckpointError(f"{path} is not an equirl vision CNN checkpoint")
     try:

@@ -1,0 +1,281 @@
+"""Loading SB3 zips without running code from them.
+
+An SB3 zip holds a ``data`` JSON whose non-JSON values (the policy class, ``policy_kwargs`` with
+objects in it, spaces, schedules, buffers...) are cloudpickled (a dict with a ``":serialized:"`` key),
+and ``*.pth`` files with the weights. Unpickling a crafted entry runs its code, so equirl reads the
+JSON itself and hands SB3, through ``custom_objects``, a value for *every* pickled entry -- SB3 then
+unpickles none of them:
+
+* entries equirl overrides anyway (the spaces come from the env, the schedules are constants, the
+  ``_last_obs``-style rollout state is reset) are never read;
+* the rest (``policy_class``, ``policy_kwargs``, ``replay_buffer_class``, ``train_freq``...) are read by
+  :class:`RestrictedUnpickler`, which resolves only an allowlist of plain classes (SB3 / sb3-contrib /
+  equirl policies, buffers, schedules, feature extractors, torch activations and optimizers, numpy
+  arrays, :class:`~equirl.rl.spec.EnvSymmetry`) -- anything else (a function, ``open``, ``os.system``,
+  cloudpickle's code constructors) refuses the file with one line naming the entry and the trust option.
+
+The ``.pth`` files are read with ``torch.load(..., weights_only=True)`` first (recent SB3 -- 2.9 here --
+does the same itself); one that holds Python objects is refused. ``trust_checkpoint=True``
+(``--trust-checkpoint``) restores SB3's own loading, which unpickles every ``data`` entry: use it only
+for files from a trusted source.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import pickle
+import zipfile
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from equirl.errors import CheckpointError
+
+__all__ = [
+    "TRUST_HINT",
+    "RestrictedUnpickler",
+    "check_tensor_files",
+    "pickled_entries",
+    "read_zip_data",
+    "restricted_loads",
+    "safe_custom_objects",
+]
+
+#: the option that restores SB3's unrestricted unpickling
+TRUST_HINT = "pass --trust-checkpoint (trust_checkpoint=True) only if you trust its source"
+
+#: rollout state SB3 rebuilds on the next ``learn`` (reset, never unpickled)
+_RESET_TO_NONE = ("_last_obs", "_last_original_obs", "_last_episode_starts", "_last_dones")
+_RESET_TO_DEQUE = ("ep_info_buffer", "ep_success_buffer")
+
+#: numpy / stdlib globals plain data needs (the same kind torch's ``weights_only`` loader allows)
+_DATA_GLOBALS = {
+    ("collections", "deque"),
+    ("collections", "OrderedDict"),
+    ("builtins", "set"),
+    ("builtins", "frozenset"),
+    ("builtins", "complex"),
+    ("builtins", "slice"),
+    ("numpy", "dtype"),
+    ("numpy", "ndarray"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
+}
+
+_CLASS_GLOBALS = {
+    "equirl.rl.spec": ("EnvSymmetry",),
+    "stable_baselines3.common.buffers": ("ReplayBuffer", "DictReplayBuffer"),
+    "stable_baselines3.common.type_aliases": ("TrainFreq", "TrainFrequencyUnit"),
+    "stable_baselines3.common.utils": ("ConstantSchedule", "FloatSchedule", "LinearSchedule"),
+    "stable_baselines3.common.torch_layers": ("FlattenExtractor", "NatureCNN", "CombinedExtractor"),
+    "stable_baselines3.common.sb2_compat.rmsprop_tf_like": ("RMSpropTFLike",),
+    "torch.nn.modules.activation": ("ReLU", "Tanh", "ELU", "LeakyReLU", "GELU", "SiLU", "Sigmoid", "Mish"),
+    "torch.nn.modules.linear": ("Identity",),
+    "torch.optim.adam": ("Adam",),
+    "torch.optim.adamw": ("AdamW",),
+    "torch.optim.rmsprop": ("RMSprop",),
+    "torch.optim.sgd": ("SGD",),
+}
+
+
+def _policy_classes() -> dict[tuple[str, str], type]:
+    """The DQN / QR-DQN policy classes (SB3's, sb3-contrib's and equirl's), by ``(module, name)``."""
+    from sb3_contrib import QRDQN
+    from sb3_contrib.qrdqn.policies import QRDQNPolicy
+    from stable_baselines3 import DQN
+    from stable_baselines3.dqn.policies import DQNPolicy
+
+    import equirl.rl.policies  # noqa: F401  (registers the Equi* aliases)
+
+    classes: set[type] = {
+        DQNPolicy,
+        QRDQNPolicy,
+        *DQN.policy_aliases.values(),
+        *QRDQN.policy_aliases.values(),
+    }
+    return {(c.__module__, c.__qualname__): c for c in classes}
+
+
+class RefusedGlobal(Exception):
+    """A pickle referenced a global outside the allowlist."""
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only allowlisted classes (no functions, no code objects).
+
+    Every global a pickle uses (``GLOBAL``, ``STACK_GLOBAL``, ``INST``, ``OBJ``, extension codes) goes
+    through :meth:`find_class`; persistent ids are refused by :class:`pickle.Unpickler` itself.
+    """
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _DATA_GLOBALS or name in _CLASS_GLOBALS.get(module, ()):
+            return super().find_class(module, name)
+        policy = _policy_classes().get((module, name))
+        if policy is not None:
+            return policy
+        raise RefusedGlobal(f"{module}.{name}")
+
+
+def restricted_loads(blob: bytes) -> Any:
+    """Unpickle ``blob`` with :class:`RestrictedUnpickler`.
+
+    :raises RefusedGlobal: it references anything outside the allowlist.
+    """
+    return RestrictedUnpickler(io.BytesIO(blob)).load()
+
+
+def read_zip_data(zpath: str | Path) -> dict[str, Any]:
+    """The ``data`` JSON of an SB3 zip, as plain JSON (nothing unpickled)."""
+    try:
+        with zipfile.ZipFile(zpath) as archive:
+            raw = archive.read("data")
+        data = json.loads(raw.decode("utf-8"))
+    except KeyError:
+        raise CheckpointError(f"{zpath} is not an SB3 checkpoint: no 'data' entry") from None
+    except (zipfile.BadZipFile, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"corrupt checkpoint {zpath}: {type(exc).__name__}") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"corrupt checkpoint {zpath}: its 'data' entry is not a JSON object")
+    return data
+
+
+def pickled_entries(data: dict[str, Any]) -> list[str]:
+    """The keys SB3 would unpickle (a dict value with ``":serialized:"``, SB3's own test)."""
+    return [k for k, v in data.items() if isinstance(v, dict) and ":serialized:" in v]
+
+
+def _refuse(zpath: Any, key: str, why: str) -> CheckpointError:
+    return CheckpointError(f"{zpath}: data entry {key!r} {why}; not loaded ({TRUST_HINT})")
+
+
+def _unpickle_entry(zpath: Any, key: str, entry: dict[str, Any]) -> Any:
+    try:
+        blob = base64.b64decode(str(entry[":serialized:"]).encode(), validate=True)
+    except (ValueError, TypeError):
+        raise _refuse(zpath, key, "is not valid base64") from None
+    try:
+        return restricted_loads(blob)
+    except RefusedGlobal as exc:
+        raise _refuse(zpath, key, f"is a pickle that uses {exc}, which could run code") from None
+    except Exception as exc:  # a malformed pickle of allowlisted classes
+        raise _refuse(zpath, key, f"cannot be read as plain data ({type(exc).__name__})") from None
+
+
+def _saved_shape(entry: Any) -> tuple[int, ...] | None:
+    """The shape a pickled space's plain fields record (``shape`` / ``_shape``), if any."""
+    if not isinstance(entry, dict):
+        return None
+    shape = entry.get("_shape", entry.get("shape"))
+    if isinstance(shape, list) and all(isinstance(s, int) for s in shape):
+        return tuple(shape)
+    return None
+
+
+def _check_space(zpath: Any, key: str, entry: Any, space: Any) -> None:
+    """The env's space must match the shape (and ``n``) the checkpoint recorded beside its pickle."""
+    shape = _saved_shape(entry)
+    if shape is not None and shape != tuple(space.shape or ()):
+        raise CheckpointError(
+            f"{zpath} was saved for {key} shape {shape}, the env's is {tuple(space.shape or ())}"
+        )
+    n = entry.get("n") if isinstance(entry, dict) else None
+    if n is not None and hasattr(space, "n"):
+        try:
+            saved_n = int(n)
+        except (TypeError, ValueError):
+            return
+        if saved_n != int(space.n):
+            raise CheckpointError(f"{zpath} was saved for {saved_n} actions, the env has {int(space.n)}")
+
+
+def _plain_policy_kwargs(zpath: Any, pk: Any, symmetry: Any) -> dict[str, Any]:
+    if not isinstance(pk, dict):
+        raise _refuse(zpath, "policy_kwargs", f"is a {type(pk).__name__}, not a mapping")
+    pk = dict(pk)
+    from equirl.rl.spec import EnvSymmetry
+
+    if symmetry is not None and "symmetry" in pk:
+        pk["symmetry"] = symmetry
+    elif isinstance(pk.get("symmetry"), EnvSymmetry):  # re-validated by the policy from plain data
+        try:
+            pk["symmetry"] = pk["symmetry"].to_dict()
+        except Exception as exc:  # fields the pickle set to nonsense
+            raise _refuse(
+                zpath, "policy_kwargs", f"holds a malformed symmetry ({type(exc).__name__})"
+            ) from None
+    return pk
+
+
+def safe_custom_objects(
+    zpath: str | Path,
+    algo_cls: Any,
+    overrides: dict[str, Any],
+    symmetry: Any = None,
+) -> dict[str, Any]:
+    """``custom_objects`` for ``algo_cls.load`` that cover every pickled entry of the zip's ``data``.
+
+    :param zpath: the SB3 zip.
+    :param algo_cls: ``DQN`` or ``QRDQN`` (the policy class must be one of its policies).
+    :param overrides: values used instead of the saved ones (the env's spaces, constant schedules...);
+        ``observation_space`` / ``action_space`` are checked against the shapes recorded in the zip.
+    :param symmetry: replaces a saved ``policy_kwargs["symmetry"]`` (``None``: keep the saved one).
+    :raises CheckpointError: an entry that cannot be read without unpickling arbitrary objects (one
+        line naming the entry and the trust option).
+    """
+    data = read_zip_data(zpath)
+    custom = dict(overrides)
+    for key in ("observation_space", "action_space"):
+        if key in custom:
+            _check_space(zpath, key, data.get(key), custom[key])
+    for key in pickled_entries(data):
+        if key in custom:
+            continue  # replaced, never read
+        if key in _RESET_TO_NONE:
+            custom[key] = None
+        elif key in _RESET_TO_DEQUE:
+            window = data.get("_stats_window_size", 100)
+            custom[key] = deque(maxlen=window if isinstance(window, int) and window > 0 else 100)
+        else:
+            custom[key] = _unpickle_entry(zpath, key, data[key])
+    policy = custom.get("policy_class", data.get("policy_class"))
+    if isinstance(policy, str):  # an alias ("MlpPolicy") stored as plain JSON
+        policy = algo_cls.policy_aliases.get(policy)
+    base = algo_cls.policy_aliases.get("MlpPolicy")
+    if not (isinstance(policy, type) and base is not None and issubclass(policy, base)):
+        name = getattr(policy, "__name__", repr(policy))
+        raise CheckpointError(f"{zpath}: its policy {name} is not a {algo_cls.__name__} policy")
+    custom["policy_class"] = policy
+    pk = custom.get("policy_kwargs", data.get("policy_kwargs"))
+    if pk is not None:
+        custom["policy_kwargs"] = _plain_policy_kwargs(zpath, pk, symmetry)
+    return custom
+
+
+def check_tensor_files(zpath: str | Path) -> None:
+    """Read every ``*.pth`` of the zip with ``torch.load(..., weights_only=True)``.
+
+    :raises CheckpointError: one holds Python objects beyond tensors and plain containers.
+    """
+    import torch
+
+    with zipfile.ZipFile(zpath) as archive:
+        for name in archive.namelist():
+            if not name.endswith(".pth"):
+                continue
+            try:
+                torch.load(io.BytesIO(archive.read(name)), map_location="cpu", weights_only=True)
+            except Exception as exc:
+                if isinstance(exc, pickle.UnpicklingError):
+                    why = "holds pickled Python objects, not only tensors"
+                else:
+                    why = f"cannot be read as weights ({type(exc).__name__})"
+                raise CheckpointError(
+                    f"{zpath}: {name} {why}; not loaded (equirl reads weights with "
+                    f"torch.load(weights_only=True); {TRUST_HINT})"
+                ) from None
