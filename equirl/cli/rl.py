@@ -143,7 +143,7 @@ def _envs(args: argparse.Namespace, console: Any) -> int:
         return 0
     from equirl.cli.output import make_table
 
-    verify = {"state": "exact (sets state)", "obs": "exact (sets obs)"}
+    verify = {"state": "exact (sets state)", "obs": "exact (sets obs)", "mujoco": "exact (set_state)"}
     rows = [
         (s.env_id, s.group.name, s.group.order, s.obs_type, s.n_actions, verify.get(s.verify, "spaces only"))
         for s in specs

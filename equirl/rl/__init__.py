@@ -3,11 +3,13 @@
 * :mod:`equirl.rl.spec` -- declarative env symmetry specs (``envs/*.yaml``);
 * :mod:`equirl.rl.check` -- does a spec commute with the dynamics (``equirl check-symmetry``);
 * :mod:`equirl.rl.policies` -- :class:`EquiDQNPolicy`, :class:`EquiQRDQNPolicy` (and Cnn variants);
+* :mod:`equirl.rl.ac_policies` -- :class:`EquiActorCriticPolicy` (PPO, A2C), :class:`EquiSACPolicy`,
+  :class:`EquiTD3Policy` (TD3, DDPG);
 * :mod:`equirl.rl.pretrained` -- :func:`load_pretrained` wraps plain (incl. RL-zoo SB3 1.x) agents;
 * :mod:`equirl.rl.train` -- config-driven runs; :mod:`equirl.rl.demo` (benchmarks: :mod:`equirl.bench.rl`).
 
-``import equirl.rl`` registers the ``EquiMlpPolicy`` / ``EquiCnnPolicy`` aliases on SB3's ``DQN`` and
-sb3-contrib's ``QRDQN`` and the ``equirl/GridWorld-v0`` env with gymnasium, so RL-zoo needs one flag:
+``import equirl.rl`` registers the ``EquiMlpPolicy`` / ``EquiCnnPolicy`` aliases on SB3's ``DQN``, ``PPO``,
+``A2C`` and sb3-contrib's ``QRDQN`` (``EquiMlpPolicy`` on ``SAC``, ``TD3``, ``DDPG``) and the ``equirl/GridWorld-v0`` env with gymnasium, so RL-zoo needs one flag:
 ``python -m rl_zoo3.train --algo dqn --env CartPole-v1 --gym-packages equirl.rl`` with
 ``policy: EquiMlpPolicy`` in its hyperparameters. Other names load on first use.
 """
@@ -19,10 +21,14 @@ from typing import Any
 
 __all__ = [
     "EnvSymmetry",
+    "EquiActorCriticCnnPolicy",
+    "EquiActorCriticPolicy",
     "EquiCnnDQNPolicy",
     "EquiCnnQRDQNPolicy",
     "EquiDQNPolicy",
     "EquiQRDQNPolicy",
+    "EquiSACPolicy",
+    "EquiTD3Policy",
     "check_symmetry",
     "evaluate",
     "evaluate_methods",
@@ -42,6 +48,10 @@ _WHERE = {
     "EquiCnnDQNPolicy": "equirl.rl.policies",
     "EquiQRDQNPolicy": "equirl.rl.policies",
     "EquiCnnQRDQNPolicy": "equirl.rl.policies",
+    "EquiActorCriticPolicy": "equirl.rl.ac_policies",
+    "EquiActorCriticCnnPolicy": "equirl.rl.ac_policies",
+    "EquiSACPolicy": "equirl.rl.ac_policies",
+    "EquiTD3Policy": "equirl.rl.ac_policies",
     "load_pretrained": "equirl.rl.pretrained",
     "evaluate": "equirl.rl.pretrained",
     "evaluate_methods": "equirl.rl.evaluation",
@@ -50,11 +60,12 @@ _WHERE = {
 }
 
 
-from equirl.rl import policies as _policies  # noqa: E402  (registers the SB3 policy aliases)
+from equirl.rl import ac_policies as _ac_policies  # noqa: E402  (registers the SB3 policy aliases)
+from equirl.rl import policies as _policies  # noqa: E402
 from equirl.rl.gridworld import register as _register_envs  # noqa: E402
 
 _register_envs()
-del _policies
+del _policies, _ac_policies
 
 
 def __getattr__(name: str) -> Any:

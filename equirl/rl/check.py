@@ -3,8 +3,11 @@
 For sampled states ``s`` and actions ``a`` the check compares ``step(g·s, g·a)`` with ``g·step(s, a)``:
 the next observation, the reward and the termination flag, for every non-identity element ``g``.
 It needs to *set* the env's state: either an attribute of ``env.unwrapped`` acted on by a signed
-permutation (``verify: {method: state}``: CartPole, Acrobot) or an env that can be set from an
-observation (``verify: {method: obs}``: equirl's GridWorld).
+permutation (``verify: {method: state}``: CartPole, Acrobot, Pendulum), the ``[qpos, qvel]`` vector of a
+MuJoCo env (``verify: {method: mujoco}``: InvertedPendulum, set with ``env.unwrapped.set_state``) or an
+env that can be set from an observation (``verify: {method: obs}``: equirl's GridWorld). Continuous
+(``Box``) actions are sampled uniformly from the action box and transformed by the spec's signed
+permutation (the box is checked to be mapped onto itself).
 
 Envs whose state cannot be set but whose observation action is a signed permutation (LunarLander) get a
 *statistical* check instead (:func:`_check_statistical`): the symmetry must hold in distribution under a
@@ -70,6 +73,21 @@ def _apply_obs(act: Any, x: np.ndarray, g: int) -> np.ndarray:
     return act.apply(t, g).numpy()
 
 
+def _sample_action(env: Any, rng: np.random.Generator) -> Any:
+    """A uniformly random action: an index, or a point of the (bounded) action box."""
+    space = env.action_space
+    if hasattr(space, "n"):
+        return int(rng.integers(space.n))
+    return rng.uniform(space.low, space.high).astype(space.dtype)
+
+
+def _act_action(act: Any, table: list[list[int]] | None, a: Any, g: int) -> Any:
+    """``g·a``: a table look-up for discrete actions, the signed permutation for continuous ones."""
+    if table is not None:
+        return table[g][a]
+    return _apply_obs(act, np.asarray(a, dtype=np.float64), g).astype(np.asarray(a).dtype)
+
+
 def check_symmetry(
     spec: Any,
     steps: int = 200,
@@ -121,9 +139,10 @@ def _check_exact(
 ) -> SymmetryReport:
     rng = np.random.default_rng(seed)
     obs_act = sym.obs_action()
-    table = sym.action_table()
+    table = None if sym.continuous else sym.action_table()
+    act_act = sym.action_action()
     G = sym.group.order
-    state_act = sym.state_action() if sym.verify == "state" else None
+    state_act = sym.state_action() if sym.verify in ("state", "mujoco") else None
     base = env.unwrapped
     obs_err = rew_err = 0.0
     term_bad = 0
@@ -132,16 +151,16 @@ def _check_exact(
     for i in range(steps):
         obs, _ = env.reset(seed=int(seed * 100003 + i))
         for _ in range(int(rng.integers(0, warmup + 1))):
-            obs, _, term, trunc, _ = env.step(int(rng.integers(env.action_space.n)))
+            obs, _, term, trunc, _ = env.step(_sample_action(env, rng))
             if term or trunc:
                 obs, _ = env.reset(seed=int(rng.integers(1 << 30)))
         snapshot = _get_state(sym, base, obs)
-        a = int(rng.integers(env.action_space.n))
+        a = _sample_action(env, rng)
         _set_state(sym, base, snapshot)
         o1, r1, t1, _, _ = base.step(a)
         for g in range(1, G):
             _set_state(sym, base, _act_state(sym, state_act, obs_act, snapshot, g))
-            o2, r2, t2, _, _ = base.step(table[g][a])
+            o2, r2, t2, _, _ = base.step(_act_action(act_act, table, a, g))
             diff = np.abs(
                 np.asarray(o2, dtype=np.float64) - _apply_obs(obs_act, np.asarray(o1), g).astype(np.float64)
             )
@@ -165,11 +184,13 @@ def _check_exact(
 def _get_state(sym: EnvSymmetry, base: Any, obs: Any) -> Any:
     if sym.verify == "state":
         return np.array(getattr(base, sym.state_attribute), dtype=np.float64, copy=True)
+    if sym.verify == "mujoco":
+        return np.concatenate([base.data.qpos, base.data.qvel]).astype(np.float64)
     return (np.array(obs, copy=True), int(getattr(base, "steps", 0)))
 
 
 def _act_state(sym: EnvSymmetry, state_act: Any, obs_act: Any, snapshot: Any, g: int) -> Any:
-    if sym.verify == "state":
+    if sym.verify in ("state", "mujoco"):
         return _apply_obs(state_act, snapshot, g)
     obs, steps = snapshot
     return (_apply_obs(obs_act, obs, g), steps)
@@ -180,6 +201,17 @@ def _set_state(sym: EnvSymmetry, base: Any, state: Any) -> None:
         setattr(base, sym.state_attribute, copy.deepcopy(state))
         if hasattr(base, "steps_beyond_terminated"):
             base.steps_beyond_terminated = None
+        return
+    if sym.verify == "mujoco":
+        nq = int(base.model.nq)
+        if state.shape != (nq + int(base.model.nv),):
+            raise EquirlError(
+                f"{sym.env_id}: the state action acts on {state.shape[0]} values but [qpos, qvel] has "
+                f"{nq + int(base.model.nv)}"
+            )
+        # the solver's warm start depends on the history: start both transitions from zero
+        base.data.qacc_warmstart[:] = 0.0
+        base.set_state(state[:nq].copy(), state[nq:].copy())
         return
     setter = getattr(base, "set_state_from_obs", None)
     if setter is None:
@@ -210,31 +242,39 @@ def _check_statistical(
     """
     rng = np.random.default_rng(seed)
     obs_act = sym.obs_action()
-    table = sym.action_table()
-    n_act = int(env.action_space.n)
+    act_act = sym.action_action()
+    cont = sym.continuous
+    k = sym.n_actions
+    # continuous actions are grouped by their orthant (the signs of their coordinates): a signed
+    # permutation maps orthants onto orthants, so the orthants play the role of discrete actions
+    table = _orthant_table(act_act, k) if cont else sym.action_table()
+    n_act = 2**k if cont else k
     feats: list[np.ndarray] = []
     acts: list[int] = []
     for i in range(steps):
         obs, _ = env.reset(seed=int(seed * 100003 + i))
         for _ in range(int(rng.integers(0, warmup + 1))):
-            obs, _, term, trunc, _ = env.step(int(rng.integers(n_act)))
+            obs, _, term, trunc, _ = env.step(_sample_action(env, rng))
             if term or trunc:
                 obs, _ = env.reset(seed=int(rng.integers(1 << 30)))
-        a = int(rng.integers(n_act))
+        a = _sample_action(env, rng)
         nxt, r, _, _, _ = env.step(a)
         s0 = np.asarray(obs, dtype=np.float64)
-        feats.append(np.concatenate([s0, np.asarray(nxt, dtype=np.float64) - s0, [float(r)]]))
-        acts.append(a)
+        extra = [np.asarray(a, dtype=np.float64)] if cont else []
+        feats.append(np.concatenate([s0, np.asarray(nxt, dtype=np.float64) - s0, [float(r)], *extra]))
+        acts.append(_orthant(np.asarray(a)) if cont else int(a))
         if progress is not None:
             progress(i + 1, steps)
     X = np.stack(feats)
     act_arr = np.asarray(acts)
-    d = X.shape[1] // 2
+    d = (X.shape[1] - 1 - (k if cont else 0)) // 2
 
     def act_rows(g: int, rows: np.ndarray) -> np.ndarray:
         out = rows.copy()
         out[:, :d] = _apply_obs(obs_act, rows[:, :d], g)
         out[:, d : 2 * d] = _apply_obs(obs_act, rows[:, d : 2 * d], g)
+        if cont:
+            out[:, 2 * d + 1 :] = _apply_obs(act_act, rows[:, 2 * d + 1 :], g)
         return out
 
     max_diff = max_z = 0.0
@@ -257,3 +297,20 @@ def _check_statistical(
         f"(largest mean difference {max_diff:.3g}): the spec does not match the dynamics in distribution"
     )
     return SymmetryReport(sym.env_id, max_diff, ok, False, steps, message=msg, statistical=True)
+
+
+def _orthant(a: np.ndarray) -> int:
+    """The orthant of an action vector as an index (bit ``i`` set where ``a[i] > 0``)."""
+    return int(sum(1 << i for i, v in enumerate(np.ravel(a)) if v > 0))
+
+
+def _orthant_table(act: Any, k: int) -> list[list[int]]:
+    """``table[g][c]``: the orthant that ``g`` maps orthant ``c`` of a ``k``-dim action to."""
+    table = []
+    for g in range(act.group.order):
+        row = []
+        for c in range(2**k):
+            rep = np.array([1.0 if c >> i & 1 else -1.0 for i in range(k)])
+            row.append(_orthant(_apply_obs(act, rep, g)))
+        table.append(row)
+    return table

@@ -12,7 +12,10 @@ actions; the action of every other element follows by composition (checked to be
 
 Discrete actions are permuted by ``perm`` (action ``i`` goes to ``perm[i]``), ``swap`` (pairs of
 indices) or ``swap_names`` (pairs of action meanings, checked against
-``env.unwrapped.get_action_meanings()``). Example (``CartPole-v1.yaml``)::
+``env.unwrapped.get_action_meanings()``). Continuous (``Box``) actions are acted on by signed
+permutations of the action vector (``type: signed_permutation``, one ``{src, signs}`` per generator,
+e.g. Pendulum's torque ``u ↦ -u``); the action box must be mapped onto itself. Example
+(``CartPole-v1.yaml``)::
 
     env: CartPole-v1
     group: flip
@@ -56,7 +59,9 @@ SPEC_DIR = asset_path("envs")
 
 _TOP_KEYS = {"env", "group", "description", "observation", "actions", "verify", "notes"}
 _OBS_TYPES = ("signed_permutation", "image")
-_VERIFY = ("state", "obs", "none")
+_VERIFY = ("state", "obs", "mujoco", "none")
+#: discrete actions are permuted, continuous (``Box``) action vectors get a signed permutation
+_ACTION_TYPES = ("permutation", "signed_permutation")
 
 
 def _fail(where: str, msg: str) -> SymmetryError:
@@ -88,12 +93,16 @@ class EnvSymmetry:
     :param obs_generators: per generator, ``(src, signs)`` for signed permutations or ``(k, mirror)``
         image transforms (``None``: the group's default image action).
     :param layout: the raw image layout (``"HWC"`` or ``"CHW"``) for image specs.
-    :param action_perms: per generator, where each discrete action goes (``perm[i]``).
+    :param action_perms: per generator, where each discrete action goes (``perm[i]``); empty for
+        continuous actions.
     :param action_names: per generator, swapped action meanings to check against the env (or empty).
-    :param verify: how ``check-symmetry`` can set states: ``"state"``, ``"obs"`` or ``"none"``.
+    :param verify: how ``check-symmetry`` can set states: ``"state"``, ``"obs"``, ``"mujoco"`` (the
+        ``[qpos, qvel]`` vector of a MuJoCo env, set with ``env.unwrapped.set_state``) or ``"none"``.
     :param state_attribute: the ``env.unwrapped`` attribute holding the state (``verify="state"``).
     :param state_generators: per generator, ``(src, signs)`` acting on that state vector.
     :param source: where the spec was read from.
+    :param action_type: ``"permutation"`` (discrete actions) or ``"signed_permutation"`` (``Box``).
+    :param action_generators: per generator, ``(src, signs)`` acting on continuous action vectors.
     """
 
     env_id: str
@@ -108,6 +117,8 @@ class EnvSymmetry:
     state_generators: tuple[tuple[tuple[int, ...], tuple[float, ...]], ...] = ()
     description: str = ""
     source: str = field(default="", compare=False)
+    action_type: str = "permutation"
+    action_generators: tuple[tuple[tuple[int, ...], tuple[float, ...]], ...] = ()
 
     # -- derived ---------------------------------------------------------------------------------
     @property
@@ -115,7 +126,15 @@ class EnvSymmetry:
         return get_group(self.group_name)
 
     @property
+    def continuous(self) -> bool:
+        """Whether the spec acts on continuous (``Box``) action vectors."""
+        return self.action_type == "signed_permutation"
+
+    @property
     def n_actions(self) -> int:
+        """The number of discrete actions, or the dimension of a continuous action vector."""
+        if self.continuous:
+            return len(self.action_generators[0][0])
         return len(self.action_perms[0])
 
     def obs_action(self, image_dims: tuple[int, int] | None = None) -> Any:
@@ -135,11 +154,23 @@ class EnvSymmetry:
         imgs = None if self.obs_generators is None else [ImageTransform(k, m) for k, m in self.obs_generators]
         return image_action(g, imgs, dims=dims)
 
-    def action_action(self) -> Any:
-        """The permutation action on the discrete-action axis (the last axis of Q-values / quantiles)."""
-        from equirl.actions import permutation_action
+    def action_action(self, absolute: bool = False) -> Any:
+        """The group action on actions: for discrete actions the permutation of the action axis (the
+        last axis of Q-values, quantiles or logits); for continuous ones the signed permutation of the
+        action vector (Gaussian means, deterministic actions).
 
-        return permutation_action(self.group, [list(p) for p in self.action_perms])
+        :param absolute: drop the signs (``|P_g|``): how a Gaussian's ``log_std`` must transform so that
+            its standard deviation is equivariant (discrete actions: the same permutation).
+        """
+        from equirl.actions import permutation_action, signed_permutation_action
+
+        if not self.continuous:
+            return permutation_action(self.group, [list(p) for p in self.action_perms])
+        return signed_permutation_action(
+            self.group,
+            [src for src, _ in self.action_generators],
+            signs=None if absolute else [list(s) for _, s in self.action_generators],
+        )
 
     def state_action(self) -> Any:
         """The signed-permutation action on the env's internal state vector (``verify="state"``)."""
@@ -152,7 +183,9 @@ class EnvSymmetry:
         )
 
     def action_table(self) -> list[list[int]]:
-        """``table[g][a]`` = the action ``g·a`` for every group element."""
+        """``table[g][a]`` = the action ``g·a`` for every group element (discrete actions only)."""
+        if self.continuous:
+            raise _fail(self.env_id, "continuous actions have no action table")
         act = self.action_action()
         table = []
         for t in act.transforms:
@@ -184,17 +217,29 @@ class EnvSymmetry:
                     for k, m in self.obs_generators
                 ]
         verify: dict[str, Any] = {"method": self.verify}
-        if self.verify == "state":
-            verify["attribute"] = self.state_attribute
+        if self.verify in ("state", "mujoco"):
+            if self.verify == "state":
+                verify["attribute"] = self.state_attribute
             verify["generators"] = [
                 {"src": list(src), "signs": [int(s) for s in signs]} for src, signs in self.state_generators
             ]
+        actions: dict[str, Any]
+        if self.continuous:
+            actions = {
+                "type": "signed_permutation",
+                "generators": [
+                    {"src": list(src), "signs": [int(s) for s in signs]}
+                    for src, signs in self.action_generators
+                ],
+            }
+        else:
+            actions = {"n": self.n_actions, "generators": [{"perm": list(p)} for p in self.action_perms]}
         return {
             "env": self.env_id,
             "group": self.group_name,
             "description": self.description,
             "observation": obs,
-            "actions": {"n": self.n_actions, "generators": [{"perm": list(p)} for p in self.action_perms]},
+            "actions": actions,
             "verify": verify,
         }
 
@@ -203,16 +248,9 @@ class EnvSymmetry:
         self, observation_space: Any, action_space: Any, action_meanings: Sequence[str] | None = None
     ) -> None:
         """Raise :class:`SymmetryError` unless the spec fits these (gymnasium) spaces."""
-        from gymnasium import spaces
 
         where = self.env_id
-        if not isinstance(action_space, spaces.Discrete):
-            raise _fail(where, f"needs a discrete action space, the env has {action_space}")
-        if int(action_space.n) != self.n_actions:
-            raise _fail(
-                where,
-                f"permutes {self.n_actions} actions but the env's action space has {int(action_space.n)}",
-            )
+        self.check_action_space(action_space)
         shape = tuple(observation_space.shape or ())
         if self.obs_type == "signed_permutation":
             assert self.obs_generators is not None
@@ -239,6 +277,45 @@ class EnvSymmetry:
                         raise _fail(
                             where, f"{a}<->{b} does not match the permutation {list(self.action_perms[gi])}"
                         )
+
+    def check_action_space(self, action_space: Any) -> None:
+        """Raise :class:`SymmetryError` (one line) unless the action map fits ``action_space``: a
+        ``Discrete`` space of the permuted size, or a 1-D ``Box`` of the signed permutation's size whose
+        bounds every generator maps onto themselves (``low``/``high`` permuted, swapped where negated)."""
+        import numpy as np
+        from gymnasium import spaces
+
+        where = self.env_id
+        if not self.continuous:
+            if not isinstance(action_space, spaces.Discrete):
+                raise _fail(where, f"needs a discrete action space, the env has {action_space}")
+            if int(action_space.n) != self.n_actions:
+                raise _fail(
+                    where,
+                    f"permutes {self.n_actions} actions but the env's action space has {int(action_space.n)}",
+                )
+            return
+        if not isinstance(action_space, spaces.Box) or len(action_space.shape) != 1:
+            raise _fail(where, f"needs a 1-D continuous (Box) action space, the env has {action_space}")
+        if action_space.shape[0] != self.n_actions:
+            raise _fail(
+                where,
+                f"acts on {self.n_actions} action dimensions but the env's action space has "
+                f"{action_space.shape[0]}",
+            )
+        low = np.asarray(action_space.low, dtype=np.float64)
+        high = np.asarray(action_space.high, dtype=np.float64)
+        for src, signs in self.action_generators:
+            s = np.asarray(signs)
+            idx = list(src)
+            lo = np.where(s > 0, low[idx], -high[idx])
+            hi = np.where(s > 0, high[idx], -low[idx])
+            if not (np.allclose(lo, low) and np.allclose(hi, high)):
+                raise _fail(
+                    where,
+                    f"the action map {{src: {list(src)}, signs: {[int(v) for v in signs]}}} does not map "
+                    f"the action box [{low.tolist()}, {high.tolist()}] onto itself",
+                )
 
 
 def _parse_signed(gen: Any, where: str, what: str) -> tuple[tuple[int, ...], tuple[float, ...]]:
@@ -346,11 +423,19 @@ def parse_spec(data: Mapping[str, Any], source: str = "<dict>") -> EnvSymmetry:
             obs_gens = tuple(_parse_image(gn, where) for gn in gens)
 
     acts = data["actions"]
-    if (
-        not isinstance(acts, Mapping)
-        or "generators" not in acts
-        or set(acts) - {"n", "generators", "meanings"}
-    ):
+    if not isinstance(acts, Mapping) or acts.get("type", "permutation") not in _ACTION_TYPES:
+        raise _fail(where, f"actions.type must be one of {list(_ACTION_TYPES)}")
+    if acts.get("type") == "signed_permutation":
+        if "generators" not in acts or set(acts) - {"type", "generators"}:
+            raise _fail(where, "signed_permutation actions must be a mapping with 'type' and 'generators'")
+        cgens = acts["generators"]
+        if not isinstance(cgens, list) or len(cgens) != n_gen:
+            raise _fail(where, f"{group.name} has {n_gen} generator(s): give {n_gen} action generator(s)")
+        act_gens = tuple(_parse_signed(gn, where, "action") for gn in cgens)
+        if len({len(s) for s, _ in act_gens}) != 1:
+            raise _fail(where, "action generators act on different numbers of action dimensions")
+        return _finish_spec(data, source, where, group, n_gen, obs, obs_gens, layout, (), (), act_gens)
+    if "generators" not in acts or set(acts) - {"type", "n", "generators", "meanings"}:
         raise _fail(where, "actions must be a mapping with 'generators' (and optional 'n', 'meanings')")
     n = acts.get("n")
     meanings = acts.get("meanings")
@@ -387,7 +472,25 @@ def parse_spec(data: Mapping[str, Any], source: str = "<dict>") -> EnvSymmetry:
         names.append(nm)
     if len({len(p) for p in perms}) != 1:
         raise _fail(where, "action generators permute different numbers of actions")
+    return _finish_spec(
+        data, source, where, group, n_gen, obs, obs_gens, layout, tuple(perms), tuple(names), ()
+    )
 
+
+def _finish_spec(
+    data: Mapping[str, Any],
+    source: str,
+    where: str,
+    group: Group,
+    n_gen: int,
+    obs: Mapping[str, Any],
+    obs_gens: tuple[Any, ...] | None,
+    layout: str,
+    perms: tuple[tuple[int, ...], ...],
+    names: tuple[tuple[tuple[str, str], ...], ...],
+    act_gens: tuple[tuple[tuple[int, ...], tuple[float, ...]], ...],
+) -> EnvSymmetry:
+    """The verify section, then the :class:`EnvSymmetry` (checked to define group actions)."""
     verify = data.get("verify", {"method": "none"})
     if not isinstance(verify, Mapping) or verify.get("method", "none") not in _VERIFY:
         raise _fail(where, f"verify.method must be one of {list(_VERIFY)}")
@@ -397,25 +500,27 @@ def parse_spec(data: Mapping[str, Any], source: str = "<dict>") -> EnvSymmetry:
         )
     vmethod = str(verify.get("method", "none"))
     state_gens: tuple[tuple[tuple[int, ...], tuple[float, ...]], ...] = ()
-    if vmethod == "state":
+    if vmethod in ("state", "mujoco"):
         vg = verify.get("generators")
         if not isinstance(vg, list) or len(vg) != n_gen:
             raise _fail(where, f"verify.generators must give {n_gen} signed permutation(s) of the state")
         state_gens = tuple(_parse_signed(gn, where, "state") for gn in vg)
 
     sym = EnvSymmetry(
-        env_id=env_id,
+        env_id=str(data["env"]),
         group_name=str(data["group"]),
         obs_type=str(obs["type"]),
         obs_generators=obs_gens,
-        action_perms=tuple(perms),
+        action_perms=perms,
         layout=layout,
-        action_names=tuple(names) if any(names) else (),
+        action_names=names if any(names) else (),
         verify=vmethod,
         state_attribute=str(verify.get("attribute", "state")),
         state_generators=state_gens,
         description=str(data.get("description", "")),
         source=source,
+        action_type="signed_permutation" if act_gens else "permutation",
+        action_generators=act_gens,
     )
     # the generator images must define actions of the group (homomorphism check, exact)
     try:

@@ -1,0 +1,624 @@
+"""Equivariant actor-critic policies for Stable-Baselines3: PPO / A2C, SAC, TD3 (and DDPG).
+
+Each policy keeps SB3's networks and replaces the head that SB3 calls everywhere by one symmetrized
+over the environment's group (:mod:`equirl.rl.spec`), using the core symmetrizers
+(:mod:`equirl.symmetrizers`, no second orbit average):
+
+* **PPO / A2C** (``ActorCriticPolicy``): the plain heads give one vector per observation,
+  ``[action logits | value]`` (discrete) or ``[Gaussian mean | log_std | value]`` (continuous), and the
+  group acts on it blockwise: logits permuted, the mean by the spec's signed permutation, ``log_std``
+  by its absolute value (so the standard deviation is equivariant), the value trivially. ``forward``,
+  ``evaluate_actions``, ``get_distribution`` and ``predict_values`` all build the distribution from the
+  symmetrized vector, so log-probabilities and entropies are those of the symmetrized policy
+  (``log π(g·a | g·s) = log π(a | s)``).
+* **SAC / TD3** (``make_actor`` / ``make_critic``, so the target networks are symmetrized too): the
+  actor's squashed-Gaussian ``[mean | log_std]`` (SAC) or deterministic action (TD3) is equivariant,
+  and every critic is invariant under the joint action ``Q(g·s, g·a) = Q(s, a)``: the critic is
+  symmetrized over the group acting on the concatenated ``(obs, action)`` input.
+
+Equizero's proxy (``method_kwargs={"proxy": ...}``; the orbit element with the *lowest* proxy loss is
+kept, ties averaged as in the core): ``max_value`` (default) is the critic's value, i.e. the element
+maximising ``V(g·s)`` (PPO / A2C), ``Q(g·s, μ(g·s))`` with the plain first critic (SAC / TD3 actors) or
+the mean ``Q(g·(s, a))`` over the critics (SAC / TD3 critics). Each is a function of the transformed
+input and its own output, so the selection is equivariant. ``entropy`` / ``max_prob`` / ``nll`` score
+the logits of a discrete PPO / A2C policy; ``entropy`` scores the Gaussian's ``log_std`` (the most
+confident element) of a SAC actor or a continuous PPO policy; SAC / TD3 critics always use
+``max_value``. λ-equitune's λ-net reads ``[g·x, head(g·x)]`` (``lambda_input="obs+q"``) or ``g·x``.
+
+``policy_kwargs`` as for DQN (:mod:`equirl.rl.policies`): ``symmetry``, ``method`` (``base``,
+``equitune``, ``equizero``, ``lambda``), ``method_kwargs``, ``freeze_backbone``. Importing this module
+registers ``EquiMlpPolicy`` on PPO, A2C, SAC, TD3 and DDPG and ``EquiCnnPolicy`` on PPO and A2C
+(the SAC / TD3 critic acts on the concatenated observation and action vector, so image observations
+are not supported there). gSDE (``use_sde``) is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from gymnasium import spaces
+from stable_baselines3 import A2C, DDPG, PPO, SAC, TD3
+from stable_baselines3.common.distributions import Distribution
+from stable_baselines3.common.policies import ActorCriticPolicy, ContinuousCritic
+from stable_baselines3.common.torch_layers import NatureCNN
+from stable_baselines3.sac.policies import Actor as SACActor
+from stable_baselines3.sac.policies import SACPolicy
+from stable_baselines3.td3.policies import Actor as TD3Actor
+from stable_baselines3.td3.policies import TD3Policy
+from torch import Tensor, nn
+
+from equirl.actions import GroupAction, SignedPerm, SignedPermAction
+from equirl.errors import EquirlError, SymmetryError
+from equirl.groups import Group
+from equirl.registry import (
+    EQUITUNE,
+    EQUIZERO,
+    LAMBDA,
+    canonical_method,
+    get_method,
+    method_names,
+    validate_method_kwargs,
+)
+from equirl.rl.policies import (
+    DEFAULT_LAMBDA_HIDDEN,
+    ObsLambdaNet,
+    QLambdaEquiTune,
+    _EquiPolicyMixin,
+    policy_obs_action,
+)
+from equirl.rl.spec import EnvSymmetry, resolve_symmetry
+from equirl.symmetrizers import Symmetrizer, get_proxy, symmetrize
+
+__all__ = [
+    "AC_METHODS",
+    "EquiActorCriticCnnPolicy",
+    "EquiActorCriticPolicy",
+    "EquiContinuousCritic",
+    "EquiSACActor",
+    "EquiSACPolicy",
+    "EquiTD3Actor",
+    "EquiTD3Policy",
+    "concat_action",
+    "make_head_symmetrizer",
+]
+
+log = logging.getLogger(__name__)
+
+#: the methods the actor-critic policies accept (the learned canonicalizers are DQN-only for now)
+AC_METHODS = method_names(learned_scorer=False)
+
+#: the proxy equizero uses when none is given (the critic's value)
+_VALUE_PROXY = get_method(EQUIZERO).option("proxy").default_for("rl")  # type: ignore[union-attr]
+
+
+def concat_action(group: Group, blocks: Sequence[GroupAction[Any] | int]) -> SignedPermAction:
+    """The blockwise action on a concatenated vector: each block a signed-permutation action of
+    ``group`` (or an ``int``: that many coordinates acted on trivially).
+
+    :param group: the acting group.
+    :param blocks: the blocks, in the order of the concatenation.
+    """
+    transforms = []
+    for g in range(group.order):
+        src: list[int] = []
+        signs: list[float] = []
+        off = 0
+        for b in blocks:
+            if isinstance(b, int):
+                n, t_src, t_signs = b, tuple(range(b)), (1.0,) * b
+            else:
+                if not isinstance(b, SignedPermAction) or b.group is not group:
+                    raise SymmetryError(
+                        f"cannot concatenate {b}: a signed-permutation action of {group.name}"
+                    )
+                t = b.transforms[g]
+                n, t_src, t_signs = t.size, t.src, t.signs or (1.0,) * t.size
+            src += [off + i for i in t_src]
+            signs += list(t_signs)
+            off += n
+        transforms.append(SignedPerm(tuple(src), tuple(signs)))
+    return SignedPermAction(group, transforms)
+
+
+class _SliceProxy:
+    """An equizero proxy reading part of the head's output ``(|G|, B, D)``.
+
+    :param part: the coordinates to read.
+    :param kind: ``"value"`` (loss ``-mean(part)``: the highest value wins), ``"log_std"`` (loss
+        ``sum(part)``: the most confident Gaussian wins) or a core proxy name applied to ``part`` (logits).
+    """
+
+    def __init__(self, part: slice, kind: str) -> None:
+        self.part = part
+        self.kind = kind
+        self.__name__ = kind
+
+    def __call__(self, ys: Tensor) -> Tensor:
+        y = ys[..., self.part].float()
+        if self.kind == "value":
+            return -y.mean(-1)
+        if self.kind == "log_std":
+            return y.sum(-1)
+        return get_proxy(self.kind)(y)
+
+
+def _proxy_for(
+    proxy: Any, value: slice | None, logits: slice | None, log_std: slice | None, where: str
+) -> Any:
+    if callable(proxy):
+        return proxy
+    if proxy == _VALUE_PROXY:
+        if value is None:
+            raise SymmetryError(f"{where}: equizero's {proxy} proxy needs a value to score")
+        return _SliceProxy(value, "value")
+    if proxy == "entropy" and logits is None and log_std is not None:
+        return _SliceProxy(log_std, "log_std")
+    if logits is None:
+        raise SymmetryError(
+            f"{where}: equizero proxy {proxy!r} scores discrete action logits; use {_VALUE_PROXY!r}"
+            + (" or 'entropy'" if log_std is not None else "")
+        )
+    return _SliceProxy(logits, str(proxy))
+
+
+def make_head_symmetrizer(
+    model_fn: Callable[[Tensor], Tensor],
+    in_action: GroupAction[Any],
+    out_action: GroupAction[Any] | None,
+    method: str,
+    method_kwargs: dict[str, Any],
+    in_features: int,
+    out_features: int,
+    value: slice | None = None,
+    logits: slice | None = None,
+    log_std: slice | None = None,
+    scale: float = 1.0,
+    where: str = "policy",
+) -> Symmetrizer | None:
+    """The core symmetrizer of a head ``model_fn: (B, ...) -> (B, out_features)`` (``None`` for ``base``).
+
+    :param model_fn: the plain head.
+    :param in_action: the group's action on its input; ``out_action`` on its output (``None``: invariant).
+    :param method: one of :data:`AC_METHODS` (name or alias).
+    :param method_kwargs: the method's options (checked by :func:`equirl.registry.validate_method_kwargs`).
+    :param in_features: the flat input size (for the λ-net).
+    :param out_features: the output size (λ reads the output with ``lambda_input="obs+q"``).
+    :param value: the output coordinates holding invariant values (equizero's ``max_value`` proxy).
+    :param logits: the output coordinates holding discrete action logits (the other named proxies).
+    :param log_std: the output coordinates holding a Gaussian's ``log_std`` (the ``entropy`` proxy).
+    :param scale: the input scale for the λ-net (``1/255`` for uint8 images).
+    :param where: names the head in errors.
+    """
+    try:
+        spec = get_method(method)
+        kw = validate_method_kwargs(spec.name, method_kwargs, adapter="rl")
+    except EquirlError as exc:
+        raise SymmetryError(str(exc)) from None
+    if spec.name not in AC_METHODS:
+        raise SymmetryError(
+            f"{where}: method {spec.name!r} is not available for actor-critic policies; choose one of "
+            f"{', '.join(AC_METHODS)}"
+        )
+    if not spec.symmetrizes:
+        return None
+    if spec.name == EQUIZERO:
+        kw["proxy"] = _proxy_for(kw.get("proxy", _VALUE_PROXY), value, logits, log_std, where)
+        return symmetrize(model_fn, in_action, out_action, method=EQUIZERO, **kw)
+    if spec.name == LAMBDA and "lambda_net" not in kw:
+        hidden = tuple(int(h) for h in kw.pop("lambda_hidden", DEFAULT_LAMBDA_HIDDEN))
+        if str(kw.pop("lambda_input", "obs+q")) == "obs":
+            kw["lambda_net"] = ObsLambdaNet(in_features, hidden, scale=scale)
+            return symmetrize(model_fn, in_action, out_action, method=LAMBDA, **kw)
+        # λ reads [g·x, head(g·x)], the head's outputs taken from the orbit already computed
+        lam = ObsLambdaNet(in_features + out_features, hidden)
+        return QLambdaEquiTune(model_fn, in_action, out_action, lambda_net=lam, scale=scale, **kw)
+    return symmetrize(model_fn, in_action, out_action, method=spec.name, **kw)
+
+
+def _image_scale(observation_space: spaces.Space) -> float:
+    image = isinstance(observation_space, spaces.Box) and observation_space.dtype.name == "uint8"
+    return 1.0 / 255.0 if image else 1.0
+
+
+def _freeze_to(module: nn.Module, optimizer_class: Any, lr: float, optimizer_kwargs: dict[str, Any]) -> Any:
+    """Keep only ``module``'s symmetrizer parameters (``equi.*``) trainable; their optimizer or ``None``."""
+    keep = []
+    for name, p in module.named_parameters():
+        train = name.startswith("equi.")
+        p.requires_grad_(train)
+        if train:
+            keep.append(p)
+    return optimizer_class(keep, lr=lr, **optimizer_kwargs) if keep else None
+
+
+# ------------------------------------------------------------------------------------------------------
+# PPO / A2C
+# ------------------------------------------------------------------------------------------------------
+class EquiActorCriticPolicy(_EquiPolicyMixin, ActorCriticPolicy):
+    """SB3's ``ActorCriticPolicy`` (PPO, A2C) with equivariant action logits / Gaussian mean and
+    ``log_std`` and an invariant value; see the module docstring.
+
+    :param symmetry: env id / spec path / mapping / :class:`~equirl.rl.spec.EnvSymmetry`.
+    :param method: ``base``, ``equitune``, ``equizero`` or ``lambda``.
+    :param method_kwargs: symmetrizer options (``proxy``, ``lambda_hidden``, ``lambda_input``...).
+    :param freeze_backbone: train only the λ-net.
+    """
+
+    equi: Symmetrizer | None
+
+    def _build(self, lr_schedule: Any) -> None:
+        sym: EnvSymmetry = self._equi_kwargs["symmetry"]
+        if self.use_sde:
+            raise SymmetryError("equivariant actor-critic policies do not support gSDE (use_sde=True)")
+        sym.check_action_space(self.action_space)
+        in_act = policy_obs_action(sym, self.observation_space)
+        d = sym.n_actions
+        self._n_act = d
+        self._continuous = sym.continuous
+        blocks: list[GroupAction[Any] | int] = [sym.action_action()]
+        if self._continuous:
+            blocks.append(sym.action_action(absolute=True))
+        blocks.append(1)
+        self.out_action = concat_action(sym.group, blocks)
+        size = self.out_action.size
+        self.method = canonical_method(self._equi_kwargs["method"])
+        self.equi = None
+        self.equi = make_head_symmetrizer(
+            self._plain_heads,
+            in_act,
+            self.out_action,
+            self.method,
+            self._equi_kwargs["method_kwargs"],
+            in_features=int(spaces.flatdim(self.observation_space)),
+            out_features=size,
+            value=slice(size - 1, size),
+            logits=None if self._continuous else slice(0, d),
+            log_std=slice(d, 2 * d) if self._continuous else None,
+            scale=_image_scale(self.observation_space),
+            where=sym.env_id,
+        )
+        super()._build(lr_schedule)  # the optimizer sees the λ-net (self.equi is a submodule by now)
+        if self.freeze_backbone:
+            opt = _freeze_to(self, self.optimizer_class, lr_schedule(1), self.optimizer_kwargs)
+            if opt is None:
+                raise SymmetryError("freeze_backbone leaves nothing to train: use it with method 'lambda'")
+            self.optimizer = opt
+
+    def _plain_heads(self, obs: Tensor) -> Tensor:
+        """The plain network's ``[logits | value]`` or ``[mean | log_std | value]``, ``(B, D)``."""
+        features = self.extract_features(obs)
+        if self.share_features_extractor:
+            latent_pi, latent_vf = self.mlp_extractor(features)
+        else:
+            pi_features, vf_features = features
+            latent_pi = self.mlp_extractor.forward_actor(pi_features)
+            latent_vf = self.mlp_extractor.forward_critic(vf_features)
+        params = self.action_net(latent_pi)
+        parts = [params]
+        if self._continuous:
+            parts.append(self.log_std.expand_as(params))
+        parts.append(self.value_net(latent_vf))
+        return torch.cat(parts, dim=1)
+
+    def symmetric_heads(self, obs: Tensor) -> Tensor:
+        """The symmetrized head vector (equivariant under :attr:`out_action`), ``(B, D)``."""
+        return self._plain_heads(obs) if self.equi is None else self.equi(obs)
+
+    def _heads(self, obs: Any) -> tuple[Distribution, Tensor]:
+        y = self.symmetric_heads(obs)
+        d = self._n_act
+        if self._continuous:
+            dist = self.action_dist.proba_distribution(y[:, :d], y[:, d : 2 * d])  # type: ignore[call-arg]
+        else:
+            dist = self.action_dist.proba_distribution(action_logits=y[:, :d])  # type: ignore[call-arg]
+        return dist, y[:, -1:]
+
+    def forward(self, obs: Tensor, deterministic: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+        dist, values = self._heads(obs)
+        actions = dist.get_actions(deterministic=deterministic)
+        log_prob = dist.log_prob(actions)
+        return actions.reshape((-1, *self.action_space.shape)), values, log_prob  # type: ignore[misc]
+
+    def evaluate_actions(self, obs: Any, actions: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        dist, values = self._heads(obs)
+        return values, dist.log_prob(actions), dist.entropy()
+
+    def get_distribution(self, obs: Any) -> Distribution:
+        return self._heads(obs)[0]
+
+    def predict_values(self, obs: Any) -> Tensor:
+        return self._heads(obs)[1]
+
+
+class EquiActorCriticCnnPolicy(EquiActorCriticPolicy):
+    """:class:`EquiActorCriticPolicy` with SB3's NatureCNN feature extractor (image observations)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("features_extractor_class", NatureCNN)
+        super().__init__(*args, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------------------
+# SAC / TD3 building blocks
+# ------------------------------------------------------------------------------------------------------
+class _EquiPart:
+    """Symmetry options of an actor or a critic network (kept in its constructor parameters)."""
+
+    equi: Symmetrizer | None
+    symmetry: EnvSymmetry
+    method: str
+    method_kwargs: dict[str, Any]
+
+    def _init_equi(self, symmetry: Any, method: str, method_kwargs: dict[str, Any] | None) -> None:
+        self.symmetry = resolve_symmetry(symmetry)
+        self.method = canonical_method(method)
+        self.method_kwargs = dict(method_kwargs or {})
+        self.symmetry.check_action_space(self.action_space)  # type: ignore[attr-defined]
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data: dict[str, Any] = super()._get_constructor_parameters()  # type: ignore[misc]
+        data.update(symmetry=self.symmetry, method=self.method, method_kwargs=self.method_kwargs)
+        return data
+
+
+class EquiContinuousCritic(_EquiPart, ContinuousCritic):
+    """SB3's ``ContinuousCritic`` made invariant under the joint action ``(s, a) ↦ (g·s, g·a)``: every
+    Q-network of the ensemble is symmetrized over the group acting on ``[obs, action]``."""
+
+    def __init__(
+        self,
+        *args: Any,
+        symmetry: Any = None,
+        method: str = EQUITUNE,
+        method_kwargs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_equi(symmetry, method, method_kwargs)
+        obs_act = policy_obs_action(self.symmetry, self.observation_space)
+        if not isinstance(obs_act, SignedPermAction):
+            raise SymmetryError(
+                f"{self.symmetry.env_id}: the SAC/TD3 critic needs feature-vector observations (a signed "
+                "permutation), not images"
+            )
+        self._obs_dim = obs_act.size
+        in_act = concat_action(self.symmetry.group, [obs_act, self.symmetry.action_action()])
+        kw = dict(self.method_kwargs)
+        if self.method == EQUIZERO and not callable(kw.get("proxy")):
+            kw["proxy"] = _VALUE_PROXY  # a critic only has values to score
+        self.equi = None
+        self.equi = make_head_symmetrizer(
+            self._plain_joint,
+            in_act,
+            None,
+            self.method,
+            kw,
+            in_features=in_act.size,
+            out_features=self.n_critics,
+            value=slice(0, self.n_critics),
+            where=f"{self.symmetry.env_id} critic",
+        )
+
+    def _plain_joint(self, x: Tensor) -> Tensor:
+        """The plain critics on joint rows ``[obs, action]``: ``(N, n_critics)``."""
+        obs, actions = x[:, : self._obs_dim], x[:, self._obs_dim :]
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.share_features_extractor):
+            features = self.extract_features(obs, self.features_extractor)
+        qvalue_input = torch.cat([features, actions], dim=1)
+        return torch.cat([q_net(qvalue_input) for q_net in self.q_networks], dim=1)
+
+    def joint_values(self, obs: Tensor, actions: Tensor) -> Tensor:
+        """The symmetrized critics, ``(B, n_critics)`` (invariant under the joint action)."""
+        x = torch.cat([obs.float().flatten(1), actions.to(torch.float32)], dim=1)
+        return self._plain_joint(x) if self.equi is None else self.equi(x)
+
+    def forward(self, obs: Tensor, actions: Tensor) -> tuple[Tensor, ...]:
+        y = self.joint_values(obs, actions)
+        return tuple(y[:, i : i + 1] for i in range(self.n_critics))
+
+    def q1_forward(self, obs: Tensor, actions: Tensor) -> Tensor:
+        return self.forward(obs, actions)[0]
+
+    def plain_q1(self, obs: Tensor, actions: Tensor) -> Tensor:
+        """The plain (un-symmetrized) first critic: the actor's equizero score."""
+        return ContinuousCritic.q1_forward(self, obs, actions)
+
+
+class _EquiActorMixin(_EquiPart):
+    """An actor whose output ``[action params (| score)]`` is symmetrized (see the module docstring)."""
+
+    #: SAC outputs ``[mean | log_std]``, TD3 the action
+    has_log_std = False
+
+    def _setup_actor(self) -> None:
+        if getattr(self, "use_sde", False):
+            raise SymmetryError("equivariant SAC actors do not support gSDE (use_sde=True)")
+        sym = self.symmetry
+        d = sym.n_actions
+        self._n_act = d
+        self._scorer: Callable[[Tensor, Tensor], Tensor] | None = None
+        blocks: list[GroupAction[Any] | int] = [sym.action_action()]
+        if self.has_log_std:
+            blocks.append(sym.action_action(absolute=True))
+        proxy = self.method_kwargs.get("proxy", _VALUE_PROXY)
+        self._with_score = self.method == EQUIZERO and proxy == _VALUE_PROXY
+        if self._with_score:
+            blocks.append(1)  # the critic's score of the element's action, an invariant coordinate
+        out_act = concat_action(sym.group, blocks)
+        size = out_act.size
+        self.equi = None
+        self.equi = make_head_symmetrizer(
+            self._plain_out,
+            policy_obs_action(sym, self.observation_space),  # type: ignore[attr-defined]
+            out_act,
+            self.method,
+            self.method_kwargs,
+            in_features=int(spaces.flatdim(self.observation_space)),  # type: ignore[attr-defined]
+            out_features=size,
+            value=slice(size - 1, size) if self._with_score else None,
+            log_std=slice(d, 2 * d) if self.has_log_std else None,
+            where=f"{sym.env_id} actor",
+        )
+
+    def set_scorer(self, scorer: Callable[[Tensor, Tensor], Tensor]) -> None:
+        """The critic scoring ``(g·s, μ(g·s))`` for equizero's ``max_value`` proxy (set by the policy)."""
+        self._scorer = scorer
+
+    def _score(self, obs: Tensor, action: Tensor) -> Tensor:
+        if self._scorer is None:
+            raise SymmetryError(
+                "equizero's max_value proxy scores the actor's actions with the critic: build the actor "
+                "through EquiSACPolicy / EquiTD3Policy (or set_scorer)"
+            )
+        with torch.no_grad():
+            return self._scorer(obs, action).reshape(-1, 1)
+
+    def _plain_params(self, obs: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _plain_out(self, obs: Tensor) -> Tensor:
+        y = self._plain_params(obs)
+        if not self._with_score:
+            return y
+        action = y[:, : self._n_act]
+        if self.has_log_std:
+            action = torch.tanh(action)  # SAC's deterministic action
+        return torch.cat([y, self._score(obs, action)], dim=1)
+
+    def symmetric_out(self, obs: Tensor) -> Tensor:
+        """The symmetrized ``[mean | log_std]`` (SAC) or action (TD3), without the score."""
+        y = self._plain_out(obs) if self.equi is None else self.equi(obs)
+        return y[:, : y.shape[1] - int(self._with_score)]
+
+
+class EquiSACActor(_EquiActorMixin, SACActor):
+    """SB3's SAC actor with an equivariant squashed-Gaussian mean and ``log_std`` (``|P_g|``-permuted)."""
+
+    has_log_std = True
+
+    def __init__(
+        self,
+        *args: Any,
+        symmetry: Any = None,
+        method: str = EQUITUNE,
+        method_kwargs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_equi(symmetry, method, method_kwargs)
+        self._setup_actor()
+
+    def _plain_params(self, obs: Tensor) -> Tensor:
+        mean, log_std, _ = SACActor.get_action_dist_params(self, obs)
+        return torch.cat([mean, log_std], dim=1)
+
+    def get_action_dist_params(self, obs: Any) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        y = self.symmetric_out(obs)
+        d = self._n_act
+        return y[:, :d], y[:, d:], {}
+
+
+class EquiTD3Actor(_EquiActorMixin, TD3Actor):
+    """SB3's TD3 / DDPG actor with an equivariant deterministic action."""
+
+    def __init__(
+        self,
+        *args: Any,
+        symmetry: Any = None,
+        method: str = EQUITUNE,
+        method_kwargs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_equi(symmetry, method, method_kwargs)
+        self._setup_actor()
+
+    def _plain_params(self, obs: Tensor) -> Tensor:
+        return TD3Actor.forward(self, obs)
+
+    def forward(self, obs: Tensor) -> Tensor:
+        return self.symmetric_out(obs)
+
+
+def _freeze_actor_critic(policy: Any, lr: float) -> None:
+    found = False
+    for part in ("actor", "critic"):
+        net = getattr(policy, part)
+        opt = _freeze_to(net, policy.optimizer_class, lr, policy.optimizer_kwargs)
+        if opt is not None:
+            net.optimizer = opt
+            found = True
+    if not found:
+        raise SymmetryError("freeze_backbone leaves nothing to train: use it with method 'lambda'")
+
+
+class EquiSACPolicy(_EquiPolicyMixin, SACPolicy):
+    """SAC policy with an equivariant actor and invariant critics (and critic target).
+
+    :param symmetry: env id / spec path / mapping / :class:`~equirl.rl.spec.EnvSymmetry`.
+    :param method: ``base``, ``equitune``, ``equizero`` or ``lambda``.
+    :param method_kwargs: symmetrizer options.
+    :param freeze_backbone: train only the λ-nets.
+    """
+
+    actor: EquiSACActor
+    critic: EquiContinuousCritic
+    critic_target: EquiContinuousCritic
+
+    def make_actor(self, features_extractor: Any = None) -> EquiSACActor:
+        kwargs = self._update_features_extractor(self.actor_kwargs, features_extractor)
+        return EquiSACActor(**kwargs, **self._equi_kwargs).to(self.device)
+
+    def make_critic(self, features_extractor: Any = None) -> EquiContinuousCritic:
+        kwargs = self._update_features_extractor(self.critic_kwargs, features_extractor)
+        return EquiContinuousCritic(**kwargs, **self._equi_kwargs).to(self.device)
+
+    def _build(self, lr_schedule: Any) -> None:
+        super()._build(lr_schedule)
+        self.actor.set_scorer(self.critic.plain_q1)
+        if self.freeze_backbone:
+            _freeze_actor_critic(self, lr_schedule(1))
+
+
+class EquiTD3Policy(_EquiPolicyMixin, TD3Policy):
+    """TD3 / DDPG policy with equivariant actors (and actor target) and invariant critics (and target)."""
+
+    actor: EquiTD3Actor
+    actor_target: EquiTD3Actor
+    critic: EquiContinuousCritic
+    critic_target: EquiContinuousCritic
+
+    def make_actor(self, features_extractor: Any = None) -> EquiTD3Actor:
+        kwargs = self._update_features_extractor(self.actor_kwargs, features_extractor)
+        return EquiTD3Actor(**kwargs, **self._equi_kwargs).to(self.device)
+
+    def make_critic(self, features_extractor: Any = None) -> EquiContinuousCritic:
+        kwargs = self._update_features_extractor(self.critic_kwargs, features_extractor)
+        return EquiContinuousCritic(**kwargs, **self._equi_kwargs).to(self.device)
+
+    def _build(self, lr_schedule: Any) -> None:
+        super()._build(lr_schedule)
+        self.actor.set_scorer(self.critic.plain_q1)
+        self.actor_target.set_scorer(self.critic_target.plain_q1)
+        if self.freeze_backbone:
+            _freeze_actor_critic(self, lr_schedule(1))
+
+
+def _register_aliases() -> None:
+    """Add ``EquiMlpPolicy`` (and ``EquiCnnPolicy`` where SB3 has a CNN policy) to the algorithms'
+    ``policy_aliases`` (new dicts: SB3's class attributes are not mutated in place)."""
+    for algo in (PPO, A2C):
+        algo.policy_aliases = {
+            **algo.policy_aliases,
+            "EquiMlpPolicy": EquiActorCriticPolicy,
+            "EquiCnnPolicy": EquiActorCriticCnnPolicy,
+        }
+    SAC.policy_aliases = {**SAC.policy_aliases, "EquiMlpPolicy": EquiSACPolicy}
+    for off in (TD3, DDPG):
+        off.policy_aliases = {**off.policy_aliases, "EquiMlpPolicy": EquiTD3Policy}
+
+
+_register_aliases()
