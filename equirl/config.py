@@ -19,7 +19,9 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -30,18 +32,97 @@ import yaml
 
 from equirl.errors import ConfigError
 
-__all__ = ["apply_overrides", "from_dict", "load_config", "load_yaml", "to_dict"]
+__all__ = [
+    "FieldError",
+    "apply_overrides",
+    "check_range",
+    "from_dict",
+    "load_config",
+    "load_yaml",
+    "to_dict",
+]
 
 C = TypeVar("C")
 
 
+class FieldError(ConfigError):
+    """A config value out of its range: names the key (a dotted path once :func:`from_dict` has added
+    the sections above it), the value and the valid range, on one line.
+
+    :param key: the field name (``gamma``, ``net_arch[1]``...).
+    :param value: the offending value.
+    :param detail: what the value must be (``must lie in [0, 1]``).
+    """
+
+    def __init__(self, key: str, value: Any, detail: str) -> None:
+        self.key, self.value, self.detail = key, value, detail
+        super().__init__(f"{key} = {value!r}: {detail}")
+
+    def under(self, where: str) -> FieldError:
+        """The same error with ``where.`` in front of the key."""
+        return FieldError(f"{where}.{self.key}" if where else self.key, self.value, self.detail)
+
+
+def _bound(x: float) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+def check_range(
+    key: str,
+    value: float,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+) -> None:
+    """Raise :class:`FieldError` unless ``value`` is a finite number within the given bounds.
+
+    Example::
+
+        >>> check_range("gamma", 0.99, ge=0, le=1)
+        >>> check_range("gamma", -3.0, ge=0, le=1)
+        Traceback (most recent call last):
+        ...
+        equirl.config.FieldError: gamma = -3.0: must lie in [0, 1]
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise FieldError(key, value, "must be a number")
+    if not math.isfinite(value):
+        raise FieldError(key, value, "must be a finite number")
+    low = ge if ge is not None else gt
+    high = le if le is not None else lt
+    ok = (
+        (ge is None or value >= ge)
+        and (gt is None or value > gt)
+        and (le is None or value <= le)
+        and (lt is None or value < lt)
+    )
+    if ok:
+        return
+    if low is not None and high is not None:
+        left, right = "[" if ge is not None else "(", "]" if le is not None else ")"
+        raise FieldError(key, value, f"must lie in {left}{_bound(low)}, {_bound(high)}{right}")
+    if low is not None:
+        raise FieldError(key, value, f"must be {'>=' if ge is not None else '>'} {_bound(low)}")
+    assert high is not None
+    raise FieldError(key, value, f"must be {'<=' if le is not None else '<'} {_bound(high)}")
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping (one-line errors for missing files and malformed YAML)."""
+    """Read a YAML mapping (one-line errors for missing, unreadable, binary files and malformed YAML)."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config {path} is a directory, not a YAML file")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except PermissionError:
+        raise ConfigError(f"cannot read config {path}: permission denied") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config {path} is not UTF-8 text (a binary file?)") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
@@ -146,14 +227,17 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             return int(value)
         raise ConfigError(f"{where}: expected an integer, got {value!r}")
     if tp is float:
+        number: float | None = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)  # YAML reads "1e-3" as a string
-            except ValueError:
-                pass
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
+            number = float(value)
+        elif isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                number = float(value)  # YAML reads "1e-3" as a string
+        if number is None:
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(number):  # no NaN / inf anywhere in a config
+            raise FieldError(where, number, "must be a finite number")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
@@ -186,8 +270,10 @@ def from_dict(cls: type[C], data: Mapping[str, Any], where: str = "") -> C:
         raise ConfigError(f"missing required key{'s' if len(missing) > 1 else ''}: {', '.join(missing)}")
     try:
         obj = cls(**kwargs)
+    except FieldError as exc:
+        raise exc.under(where) from None
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where or cls.__name__}: {exc}") from None
+        raise ConfigError(f"{where}: {exc}" if where else str(exc)) from None
     return obj
 
 

@@ -29,3 +29,35 @@ class CheckpointError(EquirlError, ValueError):
 
 class OfflineError(EquirlError, RuntimeError):
     """A model hub resource was needed but cannot be reached."""
+
+
+def checkpoint_load_error(path: object, exc: BaseException) -> CheckpointError:
+    """A one-line :class:`CheckpointError` naming the real reason ``torch.load`` (or an unpickler) failed
+    on ``path``: unreadable, a directory, not a weights-only file (the global it refused), or corrupt.
+
+    torch's weights-only message is 12-16 lines with ANSI codes; only the refused global is kept.
+
+    Example::
+
+        >>> str(checkpoint_load_error("m.pt", PermissionError(13, "Permission denied")))
+        'cannot read checkpoint m.pt: permission denied'
+    """
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(exc))
+    if isinstance(exc, PermissionError):
+        return CheckpointError(f"cannot read checkpoint {path}: permission denied")
+    if isinstance(exc, IsADirectoryError):
+        return CheckpointError(f"checkpoint {path} is a directory, not a file")
+    if isinstance(exc, FileNotFoundError):
+        return CheckpointError(f"checkpoint not found: {path}")
+    if "Weights only load failed" in text or "weights_only" in text:
+        found = re.search(r"Unsupported (?:global|operand)[^\n]*?(?:GLOBAL )?([\w.]+)", text)
+        what = f" (it pickles {found.group(1)})" if found else ""
+        return CheckpointError(
+            f"checkpoint {path} is not a weights-only file{what}: refused, it could run code when loaded"
+        )
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    first = lines[0][:200] if lines else ""
+    why = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    return CheckpointError(f"corrupt checkpoint {path} (truncated, or not a torch checkpoint): {why}")

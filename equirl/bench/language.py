@@ -286,6 +286,13 @@ def bench_scan(
     :param finetune_methods: only these finetuned methods (names or aliases; empty: all).
     :param console: show a transient progress bar there, one step per unit (``None``: silent).
     """
+    from equirl.language.seq2seq import CELLS
+
+    bad = [c for c in cells if c not in CELLS]
+    if bad:  # before any pretraining starts
+        raise ConfigError(f"unknown cell {bad[0]!r}; choose among {', '.join(sorted(CELLS))}")
+    for split in splits:
+        canonical_split(split)
     st = ScanBenchSettings(
         epochs,
         hidden,
@@ -361,6 +368,8 @@ def bench_gpt2(
     :param threads: torch threads while timing (restored afterwards; ``None``: as they are).
     :param console: show a transient progress bar there (``None``: silent).
     """
+    if n_embd % n_head:
+        raise ConfigError(f"the width ({n_embd}) must be divisible by the number of heads ({n_head})")
     with torch_threads(threads), progress(console, "GPT-2 generation", 6) as step:
         return _bench_gpt2(n_layer, n_embd, n_head, batch, prompt_len, new_tokens, repeats, variant, step)
 

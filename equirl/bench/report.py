@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from equirl.utils.io import atomic_write
+from equirl.utils.io import atomic_write, json_dumps
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -226,7 +225,7 @@ def write_csv(
 
 def json_rows(rows: Sequence[Row], columns: Sequence[str] | None = None) -> str:
     """``rows`` (restricted to ``columns`` when given) as a JSON array."""
-    return json.dumps([dict(r) if columns is None else {k: r[k] for k in columns} for r in rows])
+    return json_dumps([dict(r) if columns is None else {k: r[k] for k in columns} for r in rows])
 
 
 def save_plot(path: str | Path, draw: Callable[[Figure], None], figsize: tuple[float, float]) -> Path:

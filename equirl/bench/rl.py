@@ -15,7 +15,6 @@ yields its :class:`~equirl.bench.report.BenchTable` as the part finishes; ``equi
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -30,6 +29,7 @@ from equirl.bench.report import BenchTable, Step, progress, save_plot, write_csv
 from equirl.bench.threads import torch_threads
 from equirl.errors import ConfigError
 from equirl.registry import BASE, CANONICALIZE, EQUITUNE, EQUIZERO, MULTIGROUP, method_names
+from equirl.utils.io import json_dumps
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -246,7 +246,7 @@ def efficiency(
         )
         if progress_file is not None:
             with open(progress_file, "a", encoding="utf-8") as f:  # one JSON line per finished run
-                f.write(json.dumps(row) + "\n")
+                f.write(json_dumps(row) + "\n")
 
     with progress(console, "sample efficiency", len(todo)) as step:
         _run_jobs(todo, jobs, done, step)
@@ -558,6 +558,11 @@ def run_rl_bench(
     unknown = set(parts) - set(PARTS)
     if unknown:
         raise ConfigError(f"unknown bench rl parts {sorted(unknown)}; choose from {', '.join(PARTS)}")
+    if "efficiency" in parts:
+        from equirl.rl.spec import load_spec
+
+        for env_id in envs:  # an unknown env: one line before any folder or run exists
+            load_spec(env_id)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with torch_threads(threads):

@@ -3,8 +3,10 @@
 Subcommands come from modules listed in :data:`COMMAND_MODULES`; each defines
 ``register(commands, bench)`` adding its parsers to the top-level subcommands and to ``equirl bench``.
 A handler is ``func(args, console) -> int``. Errors a user can cause (:class:`~equirl.errors.EquirlError`,
-missing files) are printed as one line, without a traceback, with exit code 2: plain text (no colour, no
-wrapping) when stderr is not a terminal. Output is never hard-wrapped at 80 columns when stdout is not
+missing files, bad flags) are printed as one line, without a traceback, with exit code 2: plain text (no
+colour, no wrapping) when stderr is not a terminal. Argument errors are one line too (:class:`Parser`).
+OS, zip, pickle, YAML and torch-load errors that escape the library are mapped to one line as a last
+resort (:func:`last_resort_message`); the library should raise an ``EquirlError`` where the input enters. Output is never hard-wrapped at 80 columns when stdout is not
 a terminal (see :func:`equirl.cli.output.make_console`).
 """
 
@@ -14,9 +16,13 @@ import argparse
 import importlib
 import importlib.util
 import logging
+import pickle
+import re
 import signal
 import sys
+import zipfile
 from collections.abc import Sequence
+from typing import NoReturn
 
 from equirl import __version__
 from equirl.cli.output import make_console, print_error
@@ -26,8 +32,59 @@ from equirl.errors import EquirlError
 COMMAND_MODULES = ("equirl.cli.core", "equirl.cli.rl", "equirl.cli.language", "equirl.cli.vision")
 
 
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are ONE line (``error: ...`` and where to find help), exit 2.
+
+    Sub-parsers made with ``add_subparsers().add_parser`` are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        line = " ".join(message.split())
+        self.exit(2, f"error: {line} (see `{self.prog} --help`)\n")
+
+
+#: torch's messages for unreadable checkpoint files (its weights-only message is 12-16 lines long)
+_TORCH_LOAD = re.compile(r"PytorchStreamReader|Weights only load failed|invalid load key|central directory")
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = _ANSI.sub("", str(exc)).strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    unsupported = [ln for ln in lines if "Unsupported global" in ln or "Unsupported operand" in ln]
+    return (unsupported or lines or [type(exc).__name__])[0][:300]
+
+
+def last_resort_message(exc: BaseException) -> str | None:
+    """One line for an error the library let escape, naming the path where known (``None``: a bug, let
+    its traceback show)."""
+    if isinstance(exc, OSError):
+        where = f": {exc.filename}" if exc.filename else ""
+        if isinstance(exc, PermissionError):
+            return f"permission denied{where} (unreadable or read-only)"
+        if isinstance(exc, IsADirectoryError):
+            return f"is a directory, not a file{where}"
+        if isinstance(exc, NotADirectoryError):
+            return f"a folder in this path is a file{where}"
+        return f"{exc.strerror or _first_line(exc)}{where}"
+    if isinstance(exc, zipfile.BadZipFile):
+        return f"corrupt zip file (truncated, or not a zip): {_first_line(exc)}"
+    if isinstance(exc, EOFError):
+        return f"unexpected end of file (a truncated or corrupt file?): {_first_line(exc)}"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"a file is not UTF-8 text (a binary file?): {exc.reason} at byte {exc.start}"
+    if isinstance(exc, pickle.UnpicklingError) or (
+        isinstance(exc, RuntimeError) and _TORCH_LOAD.search(str(exc))
+    ):
+        return f"cannot load a checkpoint (corrupt, or not a weights-only file): {_first_line(exc)}"
+    import yaml
+
+    if isinstance(exc, yaml.YAMLError):
+        return f"malformed YAML: {_first_line(exc)}"
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="equirl",
         description="Make pretrained models equivariant: equitune, equizero and λ-equitune for RL, language, vision.",
     )
@@ -73,6 +130,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except FileNotFoundError as exc:
         print_error(err, f"file not found: {exc.filename or exc}")
+        return 2
+    except Exception as exc:  # last resort: OS, zip, pickle, YAML, torch-load errors
+        message = last_resort_message(exc)
+        if message is None:
+            raise
+        print_error(err, message)
         return 2
     except KeyboardInterrupt:
         print_error(err, "interrupted", prefix="")

@@ -6,6 +6,8 @@ import argparse
 import importlib.util
 from typing import Any
 
+from equirl.cli.args import bounded_int, nonneg_int, out_dir, out_file
+
 
 def register(commands: Any, bench: Any) -> None:
     d = commands.add_parser("demo", help="the main job on embedded defaults (no downloads)")
@@ -15,13 +17,13 @@ def register(commands: Any, bench: Any) -> None:
         "symmetrizers", help="cost of equirl's symmetrizers vs plain forward and a per-element loop"
     )
     p.add_argument("--json", action="store_true", help="print rows as JSON")
-    p.add_argument("--repeats", type=int, default=0, help="interleaved timing rounds (0: 5)")
-    p.add_argument("--csv", default=None, help="also save the table as CSV here")
+    p.add_argument("--repeats", type=bounded_int(0, 1000), default=0, help="interleaved timing rounds (0: 5)")
+    p.add_argument("--csv", default=None, type=out_file, help="also save the table as CSV here")
     p.set_defaults(func=_bench_symmetrizers)
     q = bench.add_parser("product", help="product groups and canonicalization vs equitune/equizero (digits)")
-    q.add_argument("--out", default=None, help="folder for product_bench.csv")
+    q.add_argument("--out", default=None, type=out_dir, help="folder for product_bench.csv")
     q.add_argument("--groups", nargs="+", default=["C4xZ2", "D4xZ2"], help="product groups to run")
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--seed", type=nonneg_int, default=0)
     q.set_defaults(func=_bench_product)
 
 

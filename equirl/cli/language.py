@@ -7,7 +7,16 @@ from typing import Any
 
 from rich.markup import escape
 
-from equirl.cli.args import add_config_args
+from equirl.cli.args import (
+    add_config_args,
+    bounded_float,
+    bounded_int,
+    int_list,
+    nonneg_int,
+    out_dir,
+    positive_float,
+    positive_int,
+)
 from equirl.cli.output import make_table, progress_bar
 from equirl.registry import method_names
 
@@ -21,19 +30,21 @@ def register(commands: Any, bench: Any) -> None:
     lang.set_defaults(func=lambda args, console: (lang.print_help(), 2)[1])
 
     p = sub.add_parser("scan-generate", help="write SCAN (tasks.txt and all splits) from its grammar")
-    p.add_argument("--out", required=True, help="destination folder (official layout)")
+    p.add_argument("--out", required=True, type=out_dir, help="destination folder (official layout)")
     p.add_argument(
         "--order",
         default="official",
         choices=["official", "canonical", "shuffled"],
         help="line order: byte-identical to the release (default), grammar order, or shuffled",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed for --order shuffled")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="seed for --order shuffled")
     p.set_defaults(func=_scan_generate)
 
     p = sub.add_parser("pretrain", help="train an RNN/GRU/LSTM seq2seq on a SCAN split from a YAML config")
     add_config_args(p, "YAML config (see configs/language/)")
-    p.add_argument("--out", default=None, help="run folder (default: a fresh one under the config's out)")
+    p.add_argument(
+        "--out", default=None, type=out_dir, help="run folder (default: a fresh one under the config's out)"
+    )
     p.add_argument("--no-tensorboard", action="store_true")
     p.set_defaults(func=_pretrain)
 
@@ -61,12 +72,17 @@ def register(commands: Any, bench: Any) -> None:
     )
     p.add_argument(
         "--finetune-epochs",
-        type=int,
+        type=nonneg_int,
         default=0,
         help="first finetune all weights through each method's symmetrizer on the split's train set",
     )
-    p.add_argument("--finetune-lr", type=float, default=1e-3, help="finetuning learning rate")
-    p.add_argument("--limit", type=int, default=0, help="use only the first N eval (and finetune) examples")
+    p.add_argument("--finetune-lr", type=positive_float, default=1e-3, help="finetuning learning rate")
+    p.add_argument(
+        "--limit",
+        type=nonneg_int,
+        default=0,
+        help="use only the first N eval (and finetune) examples (0: all)",
+    )
     p.set_defaults(func=_eval)
 
     for name, helptext in (
@@ -82,22 +98,22 @@ def register(commands: Any, bench: Any) -> None:
     )
     p.add_argument("--cells", default="lstm")
     p.add_argument("--splits", default="add_jump,around_right")
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--hidden", type=int, default=128)
-    p.add_argument("--embedding", type=int, default=64)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--seeds", default="0,1,2", type=int_list(0))
+    p.add_argument("--epochs", type=nonneg_int, default=4)
+    p.add_argument("--hidden", type=positive_int, default=128)
+    p.add_argument("--embedding", type=positive_int, default=64)
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--lr", type=positive_float, default=3e-3)
+    p.add_argument("--dropout", type=bounded_float(0.0, 1.0, hi_open=True), default=0.0)
     p.add_argument(
         "--finetune-epochs",
-        type=int,
+        type=nonneg_int,
         default=0,
         help="also finetune ALL weights through each symmetrizer (plain, equitune, equizero, λ) for N epochs",
     )
-    p.add_argument("--finetune-lr", type=float, default=1e-3, help="finetuning learning rate")
+    p.add_argument("--finetune-lr", type=positive_float, default=1e-3, help="finetuning learning rate")
     p.add_argument(
-        "--finetune-examples", type=int, default=0, help="finetune on N random train examples (0: all)"
+        "--finetune-examples", type=nonneg_int, default=0, help="finetune on N random train examples (0: all)"
     )
     p.add_argument(
         "--finetune-symmetry", default=None, help="group for the finetuned rows (default: the split's)"
@@ -107,29 +123,33 @@ def register(commands: Any, bench: Any) -> None:
         default="",
         help=f"comma list of finetuned methods to run ({','.join(SCAN_EVAL_METHODS)}; default: all)",
     )
-    p.add_argument("--jobs", type=int, default=1, help="parallel processes over (cell, split, seed)")
+    p.add_argument(
+        "--jobs", type=bounded_int(1, 256), default=1, help="parallel processes over (cell, split, seed)"
+    )
     p.add_argument("--full", action="store_true", help="also per-step equizero and the entropy proxy")
     p.add_argument(
         "--lambda-examples",
-        type=int,
+        type=nonneg_int,
         default=0,
         help="also finetune λ-equitune's λ-net (backbone frozen) on N train examples",
     )
     p.add_argument("--no-zero-shot", action="store_true", help="skip the zero-shot rows")
-    p.add_argument("--runs", default=None, help="keep/reuse pretrained checkpoints in this folder")
-    p.add_argument("--out", default=None, help="save the table as CSV into this folder")
+    p.add_argument(
+        "--runs", default=None, type=out_dir, help="keep/reuse pretrained checkpoints in this folder"
+    )
+    p.add_argument("--out", default=None, type=out_dir, help="save the table as CSV into this folder")
     p.set_defaults(func=_bench_scan)
 
     p = bench.add_parser(
         "language-gpt2", help="EquiGPT2 generation tokens/s vs plain GPT-2 and a re-encode loop"
     )
-    p.add_argument("--layers", type=int, default=6)
-    p.add_argument("--width", type=int, default=256)
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--tokens", type=int, default=32)
-    p.add_argument("--variant", default="R-EquiGPT2")
-    p.add_argument("--out", default=None, help="save the table as CSV into this folder")
+    p.add_argument("--layers", type=bounded_int(1, 1000), default=6)
+    p.add_argument("--width", type=bounded_int(1, 100_000), default=256)
+    p.add_argument("--heads", type=bounded_int(1, 1000), default=4)
+    p.add_argument("--batch", type=bounded_int(1, 100_000), default=1)
+    p.add_argument("--tokens", type=bounded_int(1, 100_000), default=32)
+    p.add_argument("--variant", default="R-EquiGPT2", choices=("EquiGPT2", "R-EquiGPT2"))
+    p.add_argument("--out", default=None, type=out_dir, help="save the table as CSV into this folder")
     p.set_defaults(func=_bench_gpt2)
 
 
@@ -240,8 +260,6 @@ def _bench_scan(args: argparse.Namespace, console: Any) -> int:
         raise ConfigError(
             "nothing to measure: drop --no-zero-shot or add --finetune-epochs/--lambda-examples"
         )
-    if min(args.finetune_epochs, args.finetune_examples, args.lambda_examples) < 0 or args.jobs < 1:
-        raise ConfigError("--finetune-epochs/--finetune-examples/--lambda-examples must be >= 0, --jobs >= 1")
     per_seed: list[dict[str, Any]] = []
     rows = language.bench_scan(
         args.cells.split(","),

@@ -7,6 +7,7 @@ which :func:`progress_bar` turns into a transient rich bar when the console is a
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -31,10 +32,14 @@ def make_console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, soft_wrap=True, width=PIPE_WIDTH, no_color=True, highlight=False)
 
 
+#: ANSI escape sequences some libraries put in their messages (torch's weights-only error)
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
 def print_error(err: Console, message: str, prefix: str = "error: ") -> None:
     """Print ``message`` as exactly one line: red prefix on a terminal, plain text (no ANSI codes)
-    otherwise."""
-    line = " ".join(message.split())
+    otherwise; escape codes inside ``message`` are always dropped."""
+    line = " ".join(_ANSI.sub("", message).split())
     if err.is_terminal:
         head = f"[bold red]{escape(prefix)}[/]" if prefix else ""
         err.print(head + escape(line), highlight=False, soft_wrap=True)

@@ -10,7 +10,7 @@ import dataclasses
 import json
 from typing import Any
 
-from equirl.cli.args import add_config_args, method_arg
+from equirl.cli.args import add_config_args, bounded_int, method_arg, nonneg_int, out_dir, positive_int
 from equirl.errors import ConfigError
 from equirl.registry import canonical_method, method_names
 from equirl.utils.runs import tensorboard_command
@@ -33,8 +33,10 @@ def register(commands: Any, bench: Any) -> None:
         "check-symmetry", help="check that an env's declared symmetry commutes with its dynamics"
     )
     p.add_argument("env", help="env id (e.g. CartPole-v1) or a spec YAML path")
-    p.add_argument("--steps", type=int, default=200, help="sampled states (default 200)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--steps", type=bounded_int(1, 1_000_000), default=200, help="sampled states (default 200)"
+    )
+    p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument("--json", action="store_true", help='print {"env", "max_error", "verified"}')
     p.set_defaults(func=_check_symmetry)
 
@@ -49,6 +51,7 @@ def register(commands: Any, bench: Any) -> None:
             p.add_argument(
                 "--export",
                 default=None,
+                type=out_dir,
                 metavar="DIR",
                 help="also copy the agent to DIR/{algo}/{env}/ (zoo-like layout, e.g. agents/)",
             )
@@ -78,15 +81,15 @@ def register(commands: Any, bench: Any) -> None:
     p.add_argument(
         "--method", nargs="+", default=["all"], help=f"methods ({' '.join(METHOD_CHOICES)}) or all"
     )
-    p.add_argument("--episodes", type=int, default=10)
-    p.add_argument("--seeds", type=int, default=1, help="evaluation seeds (episodes each)")
+    p.add_argument("--episodes", type=bounded_int(1, 100_000), default=10)
+    p.add_argument("--seeds", type=bounded_int(1, 1000), default=1, help="evaluation seeds (episodes each)")
     p.add_argument(
         "--json", action="store_true", help='print {method: {"mean_return", "std_return", "episodes"}}'
     )
     p.set_defaults(func=_eval)
 
     p = bench.add_parser("rl", help="zero-shot returns, sample efficiency and wall time of equivariant DQN")
-    p.add_argument("--out", default="bench-rl", help="folder for CSV tables and plots")
+    p.add_argument("--out", default="bench-rl", type=out_dir, help="folder for CSV tables and plots")
     p.add_argument(
         "--parts",
         nargs="+",
@@ -94,17 +97,19 @@ def register(commands: Any, bench: Any) -> None:
         choices=("zero-shot", "efficiency", "canonical", "walltime"),
         help="which benchmarks to run",
     )
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seeds", type=bounded_int(1, 1000), default=3)
     p.add_argument(
         "--first-seed",
-        type=int,
+        type=nonneg_int,
         default=0,
         help="sample-efficiency seeds are first-seed .. first-seed+seeds-1",
     )
-    p.add_argument("--episodes", type=int, default=10)
-    p.add_argument("--budget", type=int, default=30000, help="env steps per sample-efficiency run")
-    p.add_argument("--walltime-steps", type=int, default=50000)
-    p.add_argument("--walltime-repeats", type=int, default=1, help="interleaved rounds of the wall-time runs")
+    p.add_argument("--episodes", type=bounded_int(1, 100_000), default=10)
+    p.add_argument("--budget", type=positive_int, default=30000, help="env steps per sample-efficiency run")
+    p.add_argument("--walltime-steps", type=positive_int, default=50000)
+    p.add_argument(
+        "--walltime-repeats", type=positive_int, default=1, help="interleaved rounds of the wall-time runs"
+    )
     p.add_argument(
         "--method",
         default=method_names(base=False)[0],
@@ -114,10 +119,14 @@ def register(commands: Any, bench: Any) -> None:
     )
     p.add_argument("--envs", nargs="+", default=["CartPole-v1", "Acrobot-v1"], help="sample-efficiency envs")
     p.add_argument(
-        "--eval-freq", type=int, default=1000, help="env steps between sample-efficiency evaluations"
+        "--eval-freq", type=positive_int, default=1000, help="env steps between sample-efficiency evaluations"
     )
-    p.add_argument("--eval-episodes", type=int, default=10, help="episodes per sample-efficiency evaluation")
-    p.add_argument("--jobs", type=int, default=1, help="worker processes for the sample-efficiency runs")
+    p.add_argument(
+        "--eval-episodes", type=positive_int, default=10, help="episodes per sample-efficiency evaluation"
+    )
+    p.add_argument(
+        "--jobs", type=bounded_int(1, 256), default=1, help="worker processes for the sample-efficiency runs"
+    )
     p.set_defaults(func=_bench)
 
 
@@ -154,11 +163,8 @@ def _envs(args: argparse.Namespace, console: Any) -> int:
 
 
 def _check_symmetry(args: argparse.Namespace, console: Any) -> int:
-    from equirl.rl.check import check_symmetry
-
-    if args.steps < 1:
-        raise ConfigError("--steps must be positive")
     from equirl.cli.output import progress_bar
+    from equirl.rl.check import check_symmetry
 
     with progress_bar(console, f"check-symmetry {args.env}") as progress:
         rep = check_symmetry(args.env, steps=args.steps, seed=args.seed, progress=progress)
@@ -231,8 +237,6 @@ def _eval(args: argparse.Namespace, console: Any) -> int:
     from equirl.rl.evaluation import evaluate_methods
 
     methods = list(ALL_METHODS) if "all" in args.method else [canonical_method(m) for m in args.method]
-    if args.episodes < 1 or args.seeds < 1:
-        raise ConfigError("--episodes and --seeds must be positive")
     from equirl.cli.output import make_table, progress_bar
 
     with progress_bar(console, f"eval {args.env}") as progress:

@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from equirl.cli.args import add_config_args, method_arg
+from equirl.cli.args import (
+    add_config_args,
+    bounded_int,
+    existing_dir,
+    method_arg,
+    nonneg_int,
+    out_dir,
+    positive_int,
+)
 from equirl.cli.output import make_table, progress_bar
 from equirl.registry import canonical_method, get_method, method_names
 
@@ -42,29 +50,40 @@ def register(commands: Any, bench: Any) -> None:
     ev.add_argument("--group", default=None, help="rot90, rot180, mirror or rot90+mirror (default: as saved)")
     ev.add_argument("--proxy", default="entropy", help="equizero proxy: entropy or max_prob")
     ev.add_argument("--config", default=None, help="YAML with a `data:` section (default: the digits split)")
-    ev.add_argument("--seed", type=int, default=0, help="seed of the randomly transformed test set")
+    ev.add_argument("--seed", type=nonneg_int, default=0, help="seed of the randomly transformed test set")
     ev.set_defaults(func=_eval)
 
     cl = sub.add_parser(
         "clip", help="CLIP zero-shot on an image folder under rotations/mirrors (needs the model)"
     )
-    cl.add_argument("folder", help="root/<class>/<image>; the class names are the sub-folder names")
+    cl.add_argument(
+        "folder", type=existing_dir, help="root/<class>/<image>; the class names are the sub-folder names"
+    )
     cl.add_argument("--model", default="openai/clip-vit-base-patch32", help="hub id or local folder")
     cl.add_argument("--group", default="rot90", help="rot90, mirror or rot90+mirror")
     cl.add_argument("--methods", default=",".join(CLIP_METHODS), help="comma-separated methods")
     cl.add_argument("--proxy", default="max_prob", help="equizero proxy: max_prob or entropy")
-    cl.add_argument("--batch-size", type=int, default=32)
+    cl.add_argument("--batch-size", type=bounded_int(1, 100_000), default=32)
     cl.set_defaults(func=_clip)
 
     b = bench.add_parser(
         "vision", help="plain vs equitune vs equizero vs λ-equitune vs finetuned (digits CNN)"
     )
-    b.add_argument("--seeds", type=int, default=3, help="number of seeds (pretraining + λ fitting)")
-    b.add_argument("--n-lambda", type=int, default=1000, help="labelled images for λ / finetuning (<= 1297)")
-    b.add_argument("--lambda-steps", type=int, default=300, help="λ training steps")
-    b.add_argument("--multi-k", type=int, default=2, help="images per example in the multi-image comparison")
+    b.add_argument(
+        "--seeds", type=bounded_int(1, 1000), default=3, help="number of seeds (pretraining + λ fitting)"
+    )
+    b.add_argument(
+        "--n-lambda",
+        type=bounded_int(1, 1297),
+        default=1000,
+        help="labelled images for λ / finetuning (<= 1297)",
+    )
+    b.add_argument("--lambda-steps", type=nonneg_int, default=300, help="λ training steps")
+    b.add_argument(
+        "--multi-k", type=positive_int, default=2, help="images per example in the multi-image comparison"
+    )
     b.add_argument("--skip-multi", action="store_true", help="skip the multi-image comparison")
-    b.add_argument("--out", default=None, help="save the tables as CSV in this folder")
+    b.add_argument("--out", default=None, type=out_dir, help="save the tables as CSV in this folder")
     b.set_defaults(func=_bench)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from equirl.config import FieldError, check_range
 from equirl.registry import EQUITUNE, canonical_method, method_names
 
 __all__ = ["GPT2_METHODS", "Gpt2RunConfig"]
@@ -44,8 +45,11 @@ class Gpt2RunConfig:
     def __post_init__(self) -> None:
         self.method = canonical_method(self.method)
         if self.method not in GPT2_METHODS:
-            raise ValueError(f"method must be one of {', '.join(GPT2_METHODS)}, got {self.method!r}")
+            raise FieldError("method", self.method, f"must be one of {', '.join(GPT2_METHODS)}")
         if self.variant.replace("-", "").lower() not in ("equigpt2", "requigpt2"):
-            raise ValueError(f"variant must be EquiGPT2 or R-EquiGPT2, got {self.variant!r}")
-        if self.max_new_tokens < 1 or self.samples_per_prompt < 1 or self.top_k < 0:
-            raise ValueError("max_new_tokens and samples_per_prompt must be >= 1, top_k >= 0")
+            raise FieldError("variant", self.variant, "must be EquiGPT2 or R-EquiGPT2")
+        check_range("max_new_tokens", self.max_new_tokens, ge=1, le=100_000)
+        check_range("samples_per_prompt", self.samples_per_prompt, ge=1, le=100_000)
+        check_range("top_k", self.top_k, ge=0)
+        check_range("temperature", self.temperature, gt=0)
+        check_range("seed", self.seed, ge=0)

@@ -91,6 +91,10 @@ def setup_gpt2(cfg: Gpt2RunConfig) -> Gpt2Run:
     """Load the tokenizer and model of ``cfg`` (hub models fail at once without network:
     :class:`~equirl.errors.OfflineError`, :func:`check_hub`) and build its word-swap symmetry."""
     check_hub(cfg)
+    if cfg.out:
+        from equirl.utils.io import check_output_path
+
+        check_output_path(cfg.out, "out")  # before the model loads and generates
     from equirl.language.gpt2 import load_gpt2, load_gpt2_tokenizer, tiny_gpt2, variant_symmetry
     from equirl.language.tokenizer import default_tokenizer
 

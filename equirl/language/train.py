@@ -15,14 +15,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from equirl.config import to_dict
-from equirl.errors import CheckpointError, ConfigError
+from equirl.config import check_range, to_dict
+from equirl.errors import CheckpointError, ConfigError, checkpoint_load_error
 from equirl.language.equiscan import SymmetrizedSeq2Seq, exact_match, scan_symmetry
 from equirl.language.scan import ScanExample, canonical_split, scan_examples
 from equirl.language.seq2seq import CELLS, PAD, Seq2Seq, batch_examples, greedy_decode, scan_vocabs
 from equirl.registry import BASE, EQUIZERO, canonical_method, get_method, method_names
 from equirl.train_loop import fit
-from equirl.utils.io import atomic_write
+from equirl.utils.io import atomic_write, json_dumps
 from equirl.utils.progress import ProgressFn, subtask
 
 log = logging.getLogger(__name__)
@@ -56,8 +56,7 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         canonical_split(self.split)
-        if self.limit < 0:
-            raise ValueError("data.limit must be >= 0")
+        check_range("limit", self.limit, ge=0)
 
 
 @dataclass
@@ -73,8 +72,9 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
             raise ValueError(f"model.cell must be one of {sorted(CELLS)}, got {self.cell!r}")
-        if self.hidden < 1 or self.embedding < 1 or not 0 <= self.dropout < 1:
-            raise ValueError("model sizes must be positive and dropout in [0, 1)")
+        check_range("embedding", self.embedding, ge=1, le=1_000_000)
+        check_range("hidden", self.hidden, ge=1, le=1_000_000)
+        check_range("dropout", self.dropout, ge=0, lt=1)
 
 
 @dataclass
@@ -88,8 +88,13 @@ class TrainConfig:
     eval_examples: int = 1000
 
     def __post_init__(self) -> None:
-        if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0 or self.max_len < 2:
-            raise ValueError("train.epochs >= 0, batch_size >= 1, lr > 0 and max_len >= 2 are required")
+        check_range("epochs", self.epochs, ge=0, le=1_000_000)
+        check_range("batch_size", self.batch_size, ge=1, le=1_000_000)
+        check_range("lr", self.lr, gt=0)
+        check_range("grad_clip", self.grad_clip, gt=0)
+        check_range("seed", self.seed, ge=0)
+        check_range("max_len", self.max_len, ge=2)
+        check_range("eval_examples", self.eval_examples, ge=1)
 
 
 @dataclass
@@ -200,7 +205,7 @@ def load_checkpoint(path: str | Path) -> tuple[Seq2Seq, PretrainConfig]:
             f"{p} holds pickled Python objects, not only tensors; not loaded (weights only)"
         ) from None
     except Exception as exc:  # torch raises many types for corrupt files
-        raise CheckpointError(f"cannot read checkpoint {p}: {type(exc).__name__}") from None
+        raise checkpoint_load_error(p, exc) from None
     if not isinstance(blob, dict) or blob.get("format") != "equirl.language.seq2seq/1":
         raise CheckpointError(f"{p} is not an equirl SCAN seq2seq checkpoint")
     cfg = from_dict(PretrainConfig, blob["config"])
@@ -299,13 +304,13 @@ def pretrain(
 
     :param progress: called as ``progress(done, total)`` in examples: training, then the evaluations.
     """
-    import json
 
     import yaml
 
-    from equirl.utils.io import atomic_dir
+    from equirl.utils.io import atomic_dir, check_output_path
     from equirl.utils.runs import run_name, unique_run_dir
 
+    check_output_path(out_dir if out_dir is not None else cfg.out, "out")  # before any work
     torch.manual_seed(cfg.train.seed)
     train = scan_examples(cfg.data.split, "train", cfg.data.root)
     test = scan_examples(cfg.data.split, "test", cfg.data.root)
@@ -361,7 +366,7 @@ def pretrain(
             writer.close()
         save_checkpoint(tmp / "model.pt", model, cfg, metrics)
         (tmp / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        (tmp / "metrics.json").write_text(json_dumps(metrics, indent=1))
     return final, metrics
 
 

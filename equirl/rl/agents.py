@@ -14,7 +14,7 @@ from pathlib import Path
 
 from equirl.assets import asset_path
 from equirl.errors import CheckpointError
-from equirl.utils.io import atomic_write, atomic_write_text
+from equirl.utils.io import atomic_write, atomic_write_text, json_dumps
 
 __all__ = ["agent_dir", "agent_path", "export_agent"]
 
@@ -65,7 +65,7 @@ def export_agent(run_dir: str | Path, root: str | Path) -> Path:
     final = evals["evaluations"][-1] if evals["evaluations"] else {}
     atomic_write_text(
         dest / "eval.json",
-        json.dumps(
+        json_dumps(
             {
                 "env": env_id,
                 "algo": algo,

@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from equirl.config import load_config
+from equirl.config import FieldError, check_range, load_config
 from equirl.errors import ConfigError
 from equirl.registry import BASE, EQUIZERO, canonical_method, validate_method_kwargs
 
-__all__ = ["EvalConfig", "HyperParams", "LogConfig", "RLConfig", "ScorerConfig", "load_rl_config"]
+__all__ = [
+    "EvalConfig",
+    "HyperParams",
+    "LogConfig",
+    "RLConfig",
+    "ScorerConfig",
+    "check_buffer_memory",
+    "load_rl_config",
+    "total_ram_bytes",
+]
+
+#: upper bounds of values that can only be a mistake (a typo'd exponent, a unit slip)
+MAX_TIMESTEPS = 1_000_000_000
+MAX_BATCH_SIZE = 1_000_000
+MAX_BUFFER_SIZE = 1_000_000_000
+MAX_LAYER = 1_000_000
 
 
 @dataclass
@@ -33,10 +50,22 @@ class HyperParams:
     n_quantiles: int = 50
 
     def __post_init__(self) -> None:
-        if self.learning_rate <= 0 or self.batch_size < 1 or self.buffer_size < 1:
-            raise ValueError("learning_rate, batch_size and buffer_size must be positive")
-        if not 0.0 <= self.exploration_final_eps <= 1.0 or not 0.0 <= self.exploration_initial_eps <= 1.0:
-            raise ValueError("exploration eps must lie in [0, 1]")
+        check_range("learning_rate", self.learning_rate, gt=0)
+        check_range("buffer_size", self.buffer_size, ge=1, le=MAX_BUFFER_SIZE)
+        check_range("learning_starts", self.learning_starts, ge=0)
+        check_range("batch_size", self.batch_size, ge=1, le=MAX_BATCH_SIZE)
+        if self.batch_size > self.buffer_size:
+            raise FieldError("batch_size", self.batch_size, f"must be <= buffer_size ({self.buffer_size})")
+        check_range("gamma", self.gamma, ge=0, le=1)
+        for key in ("train_freq", "gradient_steps", "target_update_interval", "n_quantiles"):
+            check_range(key, getattr(self, key), ge=1)
+        for key in ("exploration_fraction", "exploration_initial_eps", "exploration_final_eps"):
+            check_range(key, getattr(self, key), ge=0, le=1)
+        check_range("max_grad_norm", self.max_grad_norm, gt=0)
+        if not self.net_arch:
+            raise FieldError("net_arch", self.net_arch, "needs at least one layer size")
+        for i, width in enumerate(self.net_arch):
+            check_range(f"net_arch[{i}]", width, ge=1, le=MAX_LAYER)
 
 
 @dataclass
@@ -47,6 +76,11 @@ class EvalConfig:
     episodes: int = 5
     final_episodes: int = 10
 
+    def __post_init__(self) -> None:
+        check_range("freq", self.freq, ge=0)  # 0: no periodic evaluation
+        check_range("episodes", self.episodes, ge=1)
+        check_range("final_episodes", self.final_episodes, ge=1)
+
 
 @dataclass
 class LogConfig:
@@ -54,6 +88,9 @@ class LogConfig:
 
     equi_freq: int = 1000
     tensorboard: bool = True
+
+    def __post_init__(self) -> None:
+        check_range("equi_freq", self.equi_freq, ge=0)
 
 
 #: what the scorer of ``canonicalize`` / ``multigroup`` is fitted to: the identity prior or equizero's pick
@@ -74,10 +111,11 @@ class ScorerConfig:
     lr: float = 1e-2
 
     def __post_init__(self) -> None:
-        if self.steps < 0 or self.observations < 1 or self.lr <= 0:
-            raise ValueError("scorer.steps must be >= 0, observations and lr positive")
+        check_range("steps", self.steps, ge=0)
+        check_range("observations", self.observations, ge=1)
+        check_range("lr", self.lr, gt=0)
         if self.target not in SCORER_TARGETS:
-            raise ValueError(f"scorer.target must be one of {', '.join(SCORER_TARGETS)}, got {self.target!r}")
+            raise FieldError("target", self.target, f"must be one of {', '.join(SCORER_TARGETS)}")
 
 
 @dataclass
@@ -116,12 +154,60 @@ class RLConfig:
     scorer: ScorerConfig = field(default_factory=ScorerConfig)
 
     def __post_init__(self) -> None:
-        if self.timesteps < 1:
-            raise ValueError("timesteps must be positive")
-        if not 0.0 <= self.partial_fraction < 1.0:
-            raise ValueError("partial_fraction must lie in [0, 1)")
+        check_range("seed", self.seed, ge=0)
+        check_range("timesteps", self.timesteps, ge=1, le=MAX_TIMESTEPS)
+        check_range("partial_fraction", self.partial_fraction, ge=0, lt=1)
         self.method = canonical_method(self.method)
         self.method_kwargs = validate_method_kwargs(self.method, self.method_kwargs, adapter="rl")
+
+
+def total_ram_bytes() -> int | None:
+    """The machine's physical memory in bytes (``None`` when it cannot be read)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        pass
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.1f} GB"
+
+
+def check_buffer_memory(
+    observation_space: Any,
+    buffer_size: int,
+    optimize_memory_usage: bool = False,
+    key: str = "hyperparams.buffer_size",
+) -> int:
+    """Refuse up front a replay buffer that would not fit in RAM: observations x ``buffer_size`` x the
+    observation dtype's bytes, twice (``next_obs``) unless ``optimize_memory_usage``.
+
+    :param observation_space: the env's observation space (``shape`` and ``dtype``).
+    :param buffer_size: the replay buffer's capacity.
+    :returns: the bytes the observations would take.
+    :raises FieldError: naming ``key``, the bytes needed and the machine's RAM.
+    """
+    shape = tuple(getattr(observation_space, "shape", None) or ())
+    dtype = getattr(observation_space, "dtype", None)
+    itemsize = int(getattr(dtype, "itemsize", 4) or 4)
+    need = math.prod(shape) * itemsize * buffer_size * (1 if optimize_memory_usage else 2)
+    ram = total_ram_bytes()
+    if ram is not None and need > ram:
+        raise FieldError(
+            key,
+            buffer_size,
+            f"the replay buffer would need {_gb(need)} for observations of shape {shape} "
+            f"({itemsize} bytes each, obs and next_obs) but this machine has {_gb(ram)} of RAM",
+        )
+    return need
 
 
 def load_rl_config(path: str | Path, overrides: list[str] | None = None) -> RLConfig:

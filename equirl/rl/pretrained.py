@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import warnings
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,9 +18,10 @@ from typing import Any
 import numpy as np
 
 from equirl.errors import CheckpointError, EquirlError
-from equirl.registry import EQUITUNE, canonical_method, get_method
+from equirl.registry import EQUITUNE, canonical_method, get_method, validate_method_kwargs
 from equirl.rl.envs import make_vec_env
 from equirl.rl.spec import load_spec
+from equirl.rl.zipinfo import check_agent_zip
 
 __all__ = ["ALGOS", "evaluate", "find_agent_zip", "load_plain", "load_pretrained"]
 
@@ -116,8 +116,8 @@ def load_plain(
     cls = _algo_cls(algo)
     env_id = _env_id(env)
     zpath = find_agent_zip(path, env_id, which=which)
-    if not zipfile.is_zipfile(zpath):
-        raise CheckpointError(f"corrupt checkpoint {zpath}: not a zip archive")
+    # unreadable / corrupt / the other algorithm / another observation size: one line naming the cause
+    check_agent_zip(zpath, algo, env.observation_space, env_id)
     custom = {
         "observation_space": env.observation_space,
         "action_space": env.action_space,
@@ -186,6 +186,7 @@ def load_pretrained(
 
     spec = get_method(method)  # one-line error listing the methods
     method = spec.name
+    method_kwargs = validate_method_kwargs(method, method_kwargs, adapter="rl")
     env_id = env if isinstance(env, str) else _env_id(env)
     if symmetry is None and env_id is None:
         raise EquirlError("pass symmetry=...: the env has no id to look its symmetry spec up")
@@ -217,6 +218,8 @@ def load_pretrained(
     cls = _algo_cls(algo)
     try:
         model = cls(alias, vec, policy_kwargs=pk, device=device, seed=seed, **algo_kwargs)
+    except EquirlError:  # a method that needs a product group, a bad option: not the checkpoint's fault
+        raise
     except (RuntimeError, ValueError, TypeError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"checkpoint {path} does not fit {sym.env_id}: {first}") from None

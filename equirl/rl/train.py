@@ -7,7 +7,6 @@ optionally ``model_partial.zip``, ``evaluations.npz`` + ``evaluations.json`` and
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -19,10 +18,10 @@ import yaml
 
 from equirl.config import to_dict
 from equirl.registry import get_method
-from equirl.rl.config import RLConfig
+from equirl.rl.config import RLConfig, check_buffer_memory
 from equirl.rl.envs import make_vec_env
 from equirl.rl.spec import load_spec
-from equirl.utils.io import atomic_dir, atomic_write_text
+from equirl.utils.io import atomic_dir, atomic_write_text, check_output_path, json_dumps
 from equirl.utils.runs import run_name, unique_run_dir
 
 __all__ = ["RunResult", "build_model", "run_training"]
@@ -94,6 +93,7 @@ def build_model(cfg: RLConfig, vec: Any | None = None, trust_checkpoint: bool = 
     sym = load_spec(cfg.symmetry or cfg.env)
     vec = vec if vec is not None else make_vec_env(cfg.env, seed=cfg.seed)
     sym.check_fits(*_raw_spaces(vec))
+    check_buffer_memory(vec.observation_space, cfg.hyperparams.buffer_size)
     kw = _algo_kwargs(cfg)
     if cfg.init_from:
         return load_pretrained(
@@ -145,6 +145,7 @@ def run_training(
 
     from equirl.rl.callbacks import EquiEvalCallback, EquiLoggingCallback
 
+    check_output_path(cfg.out, "out")
     # validation errors happen before any directory exists
     model = build_model(cfg, trust_checkpoint=trust_checkpoint)
     scorer_fit: dict[str, float] = {}
@@ -237,4 +238,4 @@ def _save_evals(
             for t, r in zip(steps, results)
         ],
     }
-    atomic_write_text(d / "evaluations.json", json.dumps(summary, indent=2))
+    atomic_write_text(d / "evaluations.json", json_dumps(summary, indent=2))

@@ -1,16 +1,93 @@
-"""Atomic file writes: nothing already saved is lost when a write fails half-way."""
+"""Atomic file writes (nothing already saved is lost when a write fails half-way), output paths
+checked before any work starts, and JSON without NaN."""
 
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_dir", "atomic_write", "atomic_write_bytes", "atomic_write_text"]
+from equirl.errors import ConfigError
+
+__all__ = [
+    "atomic_dir",
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "check_output_path",
+    "finite_or_none",
+    "json_dumps",
+]
+
+
+def check_output_path(path: str | Path, what: str = "output folder", kind: str = "dir") -> Path:
+    """Check, before any work, that ``path`` can be created or written: one-line :class:`ConfigError`
+    when it (or a folder above it) is a file, when a file output is a folder, or when the nearest existing
+    folder is not writable.
+
+    :param path: the output folder (``kind="dir"``) or file (``kind="file"``).
+    :param what: how the message names it (``out``, ``--csv``...).
+    :returns: ``path`` as a :class:`~pathlib.Path` (nothing is created).
+
+    Example::
+
+        >>> import tempfile, pathlib
+        >>> f = pathlib.Path(tempfile.mkdtemp()) / "a-file"
+        >>> _ = f.write_text("x")
+        >>> check_output_path(f / "runs", "out")
+        Traceback (most recent call last):
+        ...
+        equirl.errors.ConfigError: out .../a-file/runs: .../a-file is a file, not a folder
+    """
+    p = Path(path)
+    if p.exists():
+        if kind == "dir" and not p.is_dir():
+            raise ConfigError(f"{what} {p} is a file, not a folder")
+        if kind == "file" and p.is_dir():
+            raise ConfigError(f"{what} {p} is a directory, not a file")
+    parent = p if kind == "dir" else p.parent
+    for up in [parent, *parent.parents]:
+        if up.exists() or up.is_symlink():
+            if not up.is_dir():
+                raise ConfigError(f"{what} {p}: {up} is a file, not a folder")
+            if not os.access(up, os.W_OK | os.X_OK):
+                raise ConfigError(f"{what} {p}: {up} is not writable")
+            break
+    if kind == "file" and p.exists() and not os.access(p, os.W_OK):
+        raise ConfigError(f"{what} {p} is not writable")
+    return p
+
+
+def finite_or_none(obj: Any) -> Any:
+    """``obj`` with every NaN / infinite float (also NumPy scalars) replaced by ``None``, recursively."""
+    if isinstance(obj, Mapping):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_none(v) for v in obj]
+    if isinstance(obj, float) or type(obj).__name__.startswith("float"):
+        try:
+            value = float(obj)
+        except (TypeError, ValueError):
+            return obj
+        return value if math.isfinite(value) else None
+    return obj
+
+
+def json_dumps(obj: Any, **kwargs: Any) -> str:
+    """:func:`json.dumps` that never writes ``NaN`` / ``Infinity`` (not JSON): they become ``null``.
+
+    Example::
+
+        >>> json_dumps({"mean": float("nan"), "n": [1.5, float("inf")]})
+        '{"mean": null, "n": [1.5, null]}'
+    """
+    return json.dumps(finite_or_none(obj), allow_nan=False, **kwargs)
 
 
 def atomic_write(path: str | Path, writer: Callable[[Path], Any]) -> Path:

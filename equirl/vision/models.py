@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from equirl.errors import CheckpointError
+from equirl.errors import CheckpointError, checkpoint_load_error
 from equirl.utils.io import atomic_write_bytes
 
 __all__ = ["SmallCNN", "load_cnn", "save_cnn"]
@@ -93,6 +93,8 @@ def save_cnn(model: SmallCNN, path: str | Path, meta: dict[str, Any] | None = No
 def load_cnn(path: str | Path) -> tuple[SmallCNN, dict[str, Any]]:
     """Load a checkpoint written by :func:`save_cnn`; returns ``(model in eval mode, meta)``."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a directory, not a file")
     if not path.is_file():
         raise CheckpointError(
             f"checkpoint not found: {path} (create one with `equirl vision pretrain CONFIG`)"
@@ -104,8 +106,7 @@ def load_cnn(path: str | Path) -> tuple[SmallCNN, dict[str, Any]]:
             f"{path} holds pickled Python objects, not only tensors; not loaded (weights only)"
         ) from None
     except Exception as exc:
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {first}") from None
+        raise checkpoint_load_error(path, exc) from None
     if not isinstance(blob, dict) or blob.get("format") != _FORMAT:
         raise CheckpointError(f"{path} is not an equirl vision CNN checkpoint")
     try:

@@ -15,10 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from equirl.config import FieldError, check_range
 from equirl.errors import CheckpointError, ConfigError, EquirlError
 from equirl.registry import BASE, LAMBDA, canonical_method, get_method, method_names
 from equirl.symmetrizers import Canonicalize, EquiZero, LambdaEquiTune, Symmetrizer, get_proxy
 from equirl.train_loop import fit
+from equirl.utils.io import check_output_path
 from equirl.utils.progress import ProgressFn, subtask
 from equirl.vision.classifier import (
     evaluate_transforms,
@@ -73,8 +75,10 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.source == "folder" and not self.root:
             raise ValueError("data.root is required when data.source is 'folder'")
-        if self.size < 8 or self.size % 4:
-            raise ValueError(f"data.size must be a multiple of 4 and >= 8, got {self.size}")
+        if self.size < 8 or self.size % 4 or self.size > 4096:
+            raise FieldError("size", self.size, "must be a multiple of 4 in [8, 4096]")
+        check_range("n_test", self.n_test, ge=1)
+        check_range("split_seed", self.split_seed, ge=0)
 
 
 @dataclass
@@ -89,8 +93,12 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.epochs < 0 or self.steps < 0 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError("train: epochs/steps must be >= 0, batch_size >= 1 and lr > 0")
+        check_range("epochs", self.epochs, ge=0, le=1_000_000)
+        check_range("steps", self.steps, ge=0, le=1_000_000_000)
+        check_range("batch_size", self.batch_size, ge=1, le=1_000_000)
+        check_range("lr", self.lr, gt=0)
+        check_range("weight_decay", self.weight_decay, ge=0)
+        check_range("seed", self.seed, ge=0)
 
 
 @dataclass
@@ -99,6 +107,10 @@ class ModelConfig:
 
     width: int = 16
     hidden: int = 64
+
+    def __post_init__(self) -> None:
+        check_range("width", self.width, ge=1, le=100_000)
+        check_range("hidden", self.hidden, ge=1, le=1_000_000)
 
 
 @dataclass
@@ -110,6 +122,9 @@ class PretrainConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     out: str = "runs/vision/cnn_digits.pt"
     threads: int = 1
+
+    def __post_init__(self) -> None:
+        check_range("threads", self.threads, ge=1, le=4096)
 
 
 @dataclass
@@ -149,8 +164,10 @@ class FinetuneConfig:
         self.method = canonical_method(self.method)  # "plain" -> "base"
         if self.method not in VISION_METHODS:
             raise ValueError(f"method must be one of {', '.join(VISION_METHODS)}, got {self.method!r}")
-        if self.n_train < 1:
-            raise ValueError(f"n_train must be positive, got {self.n_train}")
+        check_range("n_train", self.n_train, ge=1)
+        check_range("prior_weight", self.prior_weight, ge=0)
+        check_range("task_weight", self.task_weight, ge=0)
+        check_range("threads", self.threads, ge=1, le=4096)
         if not get_method(self.method).own_weights and self.train_lambda and not self.train_backbone:
             raise ValueError(
                 f"method {self.method!r} has no λ to train: set train_backbone: true or method: lambda"
@@ -195,6 +212,8 @@ def pretrain(
 
     :param progress: called as ``progress(done, total)``: the training steps, then the evaluation.
     """
+    if save:
+        check_output_path(cfg.out, "out", kind="file")  # before any work
     train_set, test_set = load_data(cfg.data)
     torch.manual_seed(cfg.train.seed)
     c = train_set.images.shape[1]
@@ -297,6 +316,8 @@ def finetune(
     :param progress: called as ``progress(done, total)``: evaluation before, training steps, evaluation
         after.
     """
+    if save and cfg.out:
+        check_output_path(cfg.out, "out", kind="file")  # before any work
     if net is None:
         net, _ = load_cnn(cfg.checkpoint)
     train_set, test_set = load_data(cfg.data)

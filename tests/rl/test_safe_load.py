@@ -327,4 +327,4 @@ def test_zoo_agents_load_safely(shared_data: Path, env: str) -> None:
 def test_space_mismatch_is_one_line(small_zip: Path) -> None:
     with pytest.raises(CheckpointError) as err:
         load_pretrained(small_zip, "Acrobot-v1", method="base")
-    _one_line(str(err.value), "shape (4,)")
+    _one_line(str(err.value), "size 4", "size 6")
