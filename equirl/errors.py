@@ -29,3 +29,19 @@ class CheckpointError(EquirlError, ValueError):
 
 class OfflineError(EquirlError, RuntimeError):
     """A model hub resource was needed but cannot be reached."""
+
+
+class NonFiniteError(EquirlError, ArithmeticError):
+    """Training produced a NaN / inf loss, Q-value or parameter; the run is stopped as ``failed``."""
+
+
+class RunSaveError(EquirlError, OSError):
+    """A trained model could not be written where it belongs (the message says where it went instead)."""
+
+
+class RunFinishedError(EquirlError):
+    """``--resume`` was given a run that has already finished."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A run stopped by SIGINT / SIGTERM after writing a checkpoint; ``str()`` is the one-line resume hint."""

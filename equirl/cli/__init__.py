@@ -74,8 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as exc:
         print_error(err, f"file not found: {exc.filename or exc}")
         return 2
-    except KeyboardInterrupt:
-        print_error(err, "interrupted", prefix="")
+    except KeyboardInterrupt as exc:  # RunInterrupted carries the resume command
+        print_error(err, str(exc) or "interrupted", prefix="")
         return 130
 
 
