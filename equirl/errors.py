@@ -61,3 +61,19 @@ def checkpoint_load_error(path: object, exc: BaseException) -> CheckpointError:
     first = lines[0][:200] if lines else ""
     why = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
     return CheckpointError(f"corrupt checkpoint {path} (truncated, or not a torch checkpoint): {why}")
+
+
+class NonFiniteError(EquirlError, ArithmeticError):
+    """Training produced a NaN / inf loss, Q-value or parameter; the run is stopped as ``failed``."""
+
+
+class RunSaveError(EquirlError, OSError):
+    """A trained model could not be written where it belongs (the message says where it went instead)."""
+
+
+class RunFinishedError(EquirlError):
+    """``--resume`` was given a run that has already finished."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A run stopped by SIGINT / SIGTERM after writing a checkpoint; ``str()`` is the one-line resume hint."""

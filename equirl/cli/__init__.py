@@ -137,8 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print_error(err, message)
         return 2
-    except KeyboardInterrupt:
-        print_error(err, "interrupted", prefix="")
+    except KeyboardInterrupt as exc:  # RunInterrupted carries the resume command
+        print_error(err, str(exc) or "interrupted", prefix="")
         return 130
 
 

@@ -134,10 +134,10 @@ def method_arg(name: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def add_config_args(parser: Any, config_help: str = "YAML config") -> None:
+def add_config_args(parser: Any, config_help: str = "YAML config", required: bool = True) -> None:
     """The ``CONFIG [--set KEY=VALUE ...]`` pair of every config-driven command (``args.config``,
-    ``args.overrides``)."""
-    parser.add_argument("config", help=config_help)
+    ``args.overrides``); ``required=False`` makes ``CONFIG`` optional (``None`` when absent)."""
+    parser.add_argument("config", help=config_help, **({} if required else {"nargs": "?", "default": None}))
     parser.add_argument(
         "--set",
         dest="overrides",

@@ -45,7 +45,13 @@ def register(commands: Any, bench: Any) -> None:
         ("train", "finetune an agent, or train from scratch, with a symmetrizer"),
     ):
         p = commands.add_parser(name, help=helptext)
-        add_config_args(p, "YAML run config (configs/rl/*.yaml)")
+        add_config_args(p, "YAML run config (configs/rl/*.yaml); omit with --resume", required=False)
+        p.add_argument(
+            "--resume",
+            default=None,
+            metavar="RUN_DIR",
+            help="continue an interrupted (or stale / failed) run from its last checkpoint",
+        )
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
         if name == "pretrain":
             p.add_argument(
@@ -67,6 +73,11 @@ def register(commands: Any, bench: Any) -> None:
                 "--method", default=None, type=method_arg, choices=METHOD_CHOICES, help="overrides method"
             )
         p.set_defaults(func=_pretrain if name == "pretrain" else _train)
+
+    p = commands.add_parser("runs", help="list run directories: status, steps, best and last return")
+    p.add_argument("dir", nargs="?", default="runs", help="folder of run directories (default runs/)")
+    p.add_argument("--json", action="store_true", help="print the run.json of each run as a JSON list")
+    p.set_defaults(func=_runs)
 
     p = commands.add_parser("eval", help="evaluate an agent zero-shot under several symmetrization methods")
     p.add_argument(
@@ -193,43 +204,111 @@ def _check_symmetry(args: argparse.Namespace, console: Any) -> int:
 def _load_cfg(args: argparse.Namespace) -> Any:
     from equirl.rl.config import load_rl_config
 
+    if args.config is None:
+        raise ConfigError(
+            f"give a run config (configs/rl/*.yaml) or --resume RUN_DIR to `equirl {args.command}`"
+        )
     return load_rl_config(args.config, args.overrides)
+
+
+def _resume(args: argparse.Namespace, console: Any) -> Any:
+    """Resume ``args.resume`` (``None`` when the run had already finished: said in one line)."""
+    from equirl.errors import RunFinishedError
+    from equirl.rl.train import resume_training
+
+    extra = [a for a in ("config", "export", "init_from", "method") if getattr(args, a, None)]
+    if extra or args.overrides:
+        raise ConfigError("--resume continues a run as configured: drop the config, --set and other options")
+    try:
+        return resume_training(args.resume, progress_bar=not args.no_progress)
+    except RunFinishedError as exc:
+        console.print(str(exc), soft_wrap=True, highlight=False)
+        return None
+
+
+def _report(res: Any, console: Any) -> None:
+    best = (
+        f"  best return {res.best_mean:.1f} at step {res.best_step} (best_model.zip)"
+        if res.best_mean is not None
+        else ""
+    )
+    console.print(
+        f"run: {res.run_dir}  final return {res.final_mean:.1f} ± {res.final_std:.1f} (model.zip){best}"
+        f"  ({res.seconds:.0f} s)",
+        soft_wrap=True,
+    )
+    console.print(f"TensorBoard: {tensorboard_command(res.run_dir / 'tb')}", soft_wrap=True)
 
 
 def _pretrain(args: argparse.Namespace, console: Any) -> int:
     from equirl.rl.train import run_training
 
-    cfg = _load_cfg(args)
-    if cfg.init_from:
-        raise ConfigError("pretrain trains from scratch: remove init_from (use `equirl train` to finetune)")
-    res = run_training(cfg, progress_bar=not args.no_progress, exp_name="pretrain")
-    console.print(
-        f"run: {res.run_dir}  final return {res.final_mean:.1f} ± {res.final_std:.1f}  ({res.seconds:.0f} s)",
-        soft_wrap=True,
-    )
+    if args.resume:
+        res = _resume(args, console)
+    else:
+        cfg = _load_cfg(args)
+        if cfg.init_from:
+            raise ConfigError(
+                "pretrain trains from scratch: remove init_from (use `equirl train` to finetune)"
+            )
+        res = run_training(cfg, progress_bar=not args.no_progress, exp_name="pretrain", command="pretrain")
+    if res is None:
+        return 0
+    _report(res, console)
     if args.export:
         from equirl.rl.agents import export_agent
 
         dest = export_agent(res.run_dir, args.export)
         console.print(f"agent exported to {dest}")
-    console.print(f"TensorBoard: {tensorboard_command(res.run_dir / 'tb')}", soft_wrap=True)
     return 0
 
 
 def _train(args: argparse.Namespace, console: Any) -> int:
     from equirl.rl.train import run_training
 
-    cfg = _load_cfg(args)
-    if args.init_from:
-        cfg.init_from = args.init_from
-    if args.method:  # re-validates method_kwargs against the new method
-        cfg = dataclasses.replace(cfg, method=args.method)
-    res = run_training(cfg, progress_bar=not args.no_progress, trust_checkpoint=args.trust_checkpoint)
-    console.print(
-        f"run: {res.run_dir}  final return {res.final_mean:.1f} ± {res.final_std:.1f}  ({res.seconds:.0f} s)",
-        soft_wrap=True,
-    )
-    console.print(f"TensorBoard: {tensorboard_command(res.run_dir / 'tb')}", soft_wrap=True)
+    if args.resume:
+        res = _resume(args, console)
+    else:
+        cfg = _load_cfg(args)
+        if args.init_from:
+            cfg.init_from = args.init_from
+        if args.method:  # re-validates method_kwargs against the new method
+            cfg = dataclasses.replace(cfg, method=args.method)
+        res = run_training(cfg, progress_bar=not args.no_progress, trust_checkpoint=args.trust_checkpoint)
+    if res is not None:
+        _report(res, console)
+    return 0
+
+
+def _runs(args: argparse.Namespace, console: Any) -> int:
+    from pathlib import Path
+
+    from equirl.rl.lifecycle import list_runs
+
+    runs = list_runs(args.dir)  # a missing folder holds no runs
+    if args.json:
+        console.print_json(json.dumps(runs))
+        return 0
+    from equirl.cli.output import make_table
+
+    def ret(e: Any) -> str:
+        return f"{e['mean_return']:.1f} @ {e['timestep']}" if isinstance(e, dict) else "-"
+
+    rows = [
+        (
+            Path(r["run_dir"]).name,
+            r["status"],
+            f"{r.get('steps_done', 0)}/{r.get('total_timesteps', '?')}",
+            ret(r.get("best")),
+            ret(r.get("final") or r.get("last_eval")),
+        )
+        for r in runs
+    ]
+    cols = ("run", "status", "steps", "best return @ step", "last return @ step")
+    console.print(make_table(f"runs in {args.dir}", cols, rows))
+    stale = [r for r in runs if r["status"] in ("stale", "interrupted", "failed")]
+    if stale:
+        console.print(f"resume one with: {stale[-1].get('resume_command')}", soft_wrap=True, highlight=False)
     return 0
 
 

@@ -115,7 +115,8 @@ class EquiEvalCallback(EvalCallback):
     :param n_eval_episodes: episodes per evaluation.
     :param seed: the evaluation env's seed, set again before each evaluation.
     :param method: the tag's method name (default: the policy's).
-    :param best_model_save_path: folder for ``best_model.zip`` (``None``: not saved).
+    :param best_model_save_path: folder for ``best_model.zip`` (``None``: not saved), written atomically
+        and only when the parameters are finite (:class:`~equirl.errors.NonFiniteError` otherwise).
     :param callback_on_new_best: called when the mean return improves (e.g.
         ``StopTrainingOnRewardThreshold``).
     :param kwargs: passed to ``EvalCallback``.
@@ -141,14 +142,56 @@ class EquiEvalCallback(EvalCallback):
             callback_on_new_best=callback_on_new_best,
             n_eval_episodes=n_eval_episodes,
             eval_freq=eval_freq,
-            best_model_save_path=best_model_save_path,
+            best_model_save_path=None,  # saved here, atomically and checked (see _save_best)
             verbose=kwargs.pop("verbose", 0),
             warn=kwargs.pop("warn", False),
             **kwargs,
         )
         self.seed = seed
         self.method = method
+        self.best_dir = best_model_save_path
+        #: env step of the best evaluation so far (``None``: none yet)
+        self.best_step: int | None = None
         self._episode_rewards: list[float] = []
+
+    def state(self) -> dict[str, Any]:
+        """The evaluation history and the best so far (what a checkpoint keeps)."""
+        return {
+            "timesteps": [int(t) for t in self.evaluations_timesteps],
+            "results": [[float(r) for r in res] for res in self.evaluations_results],
+            "best_mean_reward": float(self.best_mean_reward),
+            "best_step": self.best_step,
+            "last_mean_reward": float(self.last_mean_reward),
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state` (on resume)."""
+        self.evaluations_timesteps = [int(t) for t in state.get("timesteps", [])]
+        self.evaluations_results = [list(map(float, r)) for r in state.get("results", [])]
+        best = state.get("best_mean_reward")
+        self.best_mean_reward = -np.inf if best is None else float(best)
+        self.best_step = state.get("best_step")
+        last = state.get("last_mean_reward")
+        self.last_mean_reward = -np.inf if last is None else float(last)
+
+    def _save_best(self) -> None:
+        from pathlib import Path
+
+        from equirl.errors import NonFiniteError
+        from equirl.rl.lifecycle import nonfinite_reason
+        from equirl.utils.io import atomic_write
+
+        if self.best_dir is None:
+            return
+        bad = nonfinite_reason(self.model, check_q=False)
+        if bad is not None:
+            raise NonFiniteError(f"non-finite {bad} at step {self.num_timesteps}: best_model.zip not written")
+
+        def write(p: Path) -> None:
+            with open(p, "wb") as f:
+                self.model.save(f)
+
+        atomic_write(Path(self.best_dir) / "best_model.zip", write)
 
     @property
     def timesteps(self) -> list[int]:
@@ -170,8 +213,12 @@ class EquiEvalCallback(EvalCallback):
         if due:
             self.eval_env.seed(self.seed)
             self._episode_rewards = []
+        best_before = self.best_mean_reward
         cont = super()._on_step()
         if due:
+            if self.best_mean_reward > best_before:
+                self.best_step = int(self.num_timesteps)
+                self._save_best()
             if self.log_path is None:  # EvalCallback keeps its history only with a log_path
                 self.evaluations_timesteps.append(self.num_timesteps)
                 self.evaluations_results.append([float(r) for r in self._episode_rewards])

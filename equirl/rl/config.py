@@ -13,6 +13,7 @@ from equirl.errors import ConfigError
 from equirl.registry import BASE, EQUIZERO, canonical_method, validate_method_kwargs
 
 __all__ = [
+    "CheckpointConfig",
     "EvalConfig",
     "HyperParams",
     "LogConfig",
@@ -93,6 +94,31 @@ class LogConfig:
         check_range("equi_freq", self.equi_freq, ge=0)
 
 
+@dataclass
+class CheckpointConfig:
+    """Periodic checkpoints in ``{run}/checkpoint/`` (what ``--resume`` continues from).
+
+    :param freq: env steps between checkpoints; ``null`` (default): a tenth of ``timesteps``; 0: none
+        (SIGINT / SIGTERM still write one).
+    :param replay_buffer: also save the replay buffer (SB3's ``save_replay_buffer``), so that a resumed
+        run continues with the same transitions. ``null`` (default): yes when the buffer's estimated size
+        is at most :data:`equirl.rl.lifecycle.AUTO_BUFFER_BYTES` (256 MiB: CartPole's 100k transitions
+        take ~5 MB, an Atari buffer of 100k 84x84x4 frames ~5.6 GB, which would make every checkpoint
+        slow and fill the disk); a resume without the buffer refills it from scratch.
+    """
+
+    freq: int | None = None
+    replay_buffer: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.freq is not None and self.freq < 0:
+            raise ValueError("checkpoint.freq must be >= 0 (0: no periodic checkpoints)")
+
+    def every(self, timesteps: int) -> int:
+        """The checkpoint period in env steps for a run of ``timesteps`` (0: none)."""
+        return max(1, timesteps // 10) if self.freq is None else self.freq
+
+
 #: what the scorer of ``canonicalize`` / ``multigroup`` is fitted to: the identity prior or equizero's pick
 SCORER_TARGETS = ("identity", EQUIZERO)
 
@@ -135,6 +161,7 @@ class RLConfig:
     :param partial_fraction: also save ``model_partial.zip`` after this fraction of ``timesteps`` (0: no).
     :param out: root folder of run directories.
     :param scorer: the scorer phase of ``canonicalize`` / ``multigroup`` runs.
+    :param checkpoint: periodic checkpoints (``--resume``).
     """
 
     env: str
@@ -152,6 +179,7 @@ class RLConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     log: LogConfig = field(default_factory=LogConfig)
     scorer: ScorerConfig = field(default_factory=ScorerConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
     def __post_init__(self) -> None:
         check_range("seed", self.seed, ge=0)

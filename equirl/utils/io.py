@@ -23,6 +23,7 @@ __all__ = [
     "check_output_path",
     "finite_or_none",
     "json_dumps",
+    "write_json",
 ]
 
 
@@ -65,11 +66,16 @@ def check_output_path(path: str | Path, what: str = "output folder", kind: str =
 
 
 def finite_or_none(obj: Any) -> Any:
-    """``obj`` with every NaN / infinite float (also NumPy scalars) replaced by ``None``, recursively."""
+    """``obj`` made JSON data, recursively: NaN / infinite floats (also NumPy scalars) become ``None``,
+    other NumPy scalars Python numbers, paths strings, mapping keys strings."""
     if isinstance(obj, Mapping):
-        return {k: finite_or_none(v) for k, v in obj.items()}
+        return {str(k): finite_or_none(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [finite_or_none(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item") and type(obj).__module__ == "numpy" and getattr(obj, "ndim", 1) == 0:
+        obj = obj.item()
     if isinstance(obj, float) or type(obj).__name__.startswith("float"):
         try:
             value = float(obj)
@@ -88,6 +94,11 @@ def json_dumps(obj: Any, **kwargs: Any) -> str:
         '{"mean": null, "n": [1.5, null]}'
     """
     return json.dumps(finite_or_none(obj), allow_nan=False, **kwargs)
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Write ``data`` atomically as indented JSON, NaN / inf as ``null`` (see :func:`json_dumps`)."""
+    atomic_write_text(path, json_dumps(data, indent=2) + "\n")
 
 
 def atomic_write(path: str | Path, writer: Callable[[Path], Any]) -> Path:

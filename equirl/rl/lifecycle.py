@@ -1,0 +1,357 @@
+"""The life of a run directory: ``run.json``, checkpoints, graceful stops and the non-finite guard.
+
+``run.json`` (rewritten atomically at each change) says what a run is doing::
+
+    {"status": "running" | "interrupted" | "failed" | "finished", "steps_done": 3072,
+     "total_timesteps": 30000, "best": {"timestep": 7500, "mean_return": 500.0},
+     "last_eval": {...}, "checkpoint": {"step": 3000, "path": "checkpoint/model_3000.zip"},
+     "resume_command": "equirl train --resume runs/...", "pid": 123, "host": "...",
+     "started_at": "...", "updated_at": "...", "ended_at": null, "error": null}
+
+A run whose status is still ``running`` but whose process is gone (SIGKILL, power loss) is reported as
+``stale`` by :func:`list_runs`.
+
+``checkpoint/`` holds ``model_{step}.zip``, ``replay_buffer_{step}.pkl`` (optional), ``extra_{step}.pkl``
+(the RNG states and, when picklable, the training env: what makes a resumed run continue exactly) and
+``state.json`` naming them, written last: each file is written to a temporary file in the same folder and
+renamed, and ``state.json`` is the commit point, so a kill at any moment leaves the previous checkpoint
+whole.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import random
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from equirl.errors import CheckpointError
+from equirl.utils.io import atomic_write, write_json
+
+__all__ = [
+    "AUTO_BUFFER_BYTES",
+    "CHECKPOINT_DIR",
+    "RUN_JSON",
+    "Checkpoint",
+    "RunRecord",
+    "graceful_stop",
+    "list_runs",
+    "load_checkpoint",
+    "nonfinite_reason",
+    "read_run",
+    "replay_buffer_bytes",
+    "save_checkpoint",
+]
+
+log = logging.getLogger(__name__)
+
+RUN_JSON = "run.json"
+CHECKPOINT_DIR = "checkpoint"
+#: the largest estimated replay buffer saved with each checkpoint when ``checkpoint.replay_buffer`` is unset
+AUTO_BUFFER_BYTES = 256 * 2**20
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+class RunRecord:
+    """The ``run.json`` of one run, rewritten atomically at each :meth:`update`.
+
+    A run directory that became unwritable does not stop training: the failed write is logged.
+
+    :param run_dir: the run directory.
+    :param data: the initial fields (``status`` defaults to ``running``).
+    """
+
+    def __init__(self, run_dir: Path, data: dict[str, Any]) -> None:
+        self.run_dir = Path(run_dir)
+        self.data: dict[str, Any] = {
+            "status": "running",
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started_at": _now(),
+            "ended_at": None,
+            "error": None,
+            **data,
+        }
+        self._last_write = 0.0
+
+    def update(self, **fields: Any) -> None:
+        """Set ``fields`` and rewrite ``run.json``."""
+        self.data.update(fields)
+        self.data["updated_at"] = _now()
+        if fields.get("status") in ("interrupted", "failed", "finished"):
+            self.data["ended_at"] = self.data["updated_at"]
+        try:
+            write_json(self.run_dir / RUN_JSON, self.data)
+        except OSError as exc:
+            log.warning("could not write %s: %s", self.run_dir / RUN_JSON, exc)
+        self._last_write = time.monotonic()
+
+    def tick(self, steps_done: int, every: float = 1.0) -> None:
+        """Record ``steps_done``, rewriting the file at most every ``every`` seconds."""
+        self.data["steps_done"] = int(steps_done)
+        if time.monotonic() - self._last_write >= every:
+            self.update()
+
+
+def read_run(run_dir: str | Path) -> dict[str, Any]:
+    """The ``run.json`` of a run directory (one-line :class:`CheckpointError` when missing or corrupt)."""
+    p = Path(run_dir) / RUN_JSON
+    if not p.is_file():
+        raise CheckpointError(f"{run_dir} is not a run directory (no {RUN_JSON})")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"corrupt {p}: {exc}") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"corrupt {p}: not a mapping")
+    return data
+
+
+def pid_alive(pid: int | None, host: str | None = None) -> bool:
+    """Whether process ``pid`` exists (on another host: assumed alive, it cannot be checked)."""
+    if host is not None and host != socket.gethostname():
+        return True
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def effective_status(info: dict[str, Any]) -> str:
+    """``info["status"]``, or ``stale`` for a ``running`` run whose process is gone."""
+    status = str(info.get("status", "unknown"))
+    if status == "running" and not pid_alive(info.get("pid"), info.get("host")):
+        return "stale"
+    return status
+
+
+def list_runs(root: str | Path) -> list[dict[str, Any]]:
+    """The runs under ``root`` (folders holding a ``run.json``), oldest first, with ``status`` made
+    effective (``stale``) and ``run_dir`` set."""
+    root = Path(root)
+    out = []
+    for d in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+        try:
+            info = read_run(d)
+        except CheckpointError:
+            continue
+        info["run_dir"] = str(d)
+        info["status"] = effective_status(info)
+        out.append(info)
+    out.sort(key=lambda i: str(i.get("started_at") or ""))
+    return out
+
+
+# --- graceful SIGINT / SIGTERM ----------------------------------------------------------------------
+
+
+@contextmanager
+def graceful_stop(stop: threading.Event) -> Iterator[threading.Event]:
+    """While the block runs, SIGINT / SIGTERM set ``stop`` (training then checkpoints at the next rollout
+    boundary and ends); a second signal raises :class:`KeyboardInterrupt` at once. The previous handlers
+    are restored on exit. Outside the main thread (where handlers cannot be set) nothing is installed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        log.info("%s: stopping at the next checkpoint boundary", signal.Signals(signum).name)
+        stop.set()
+
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in old:
+        signal.signal(s, handler)
+    try:
+        yield stop
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+# --- non-finite guard ---------------------------------------------------------------------------------
+
+
+def _q_net(model: Any) -> Any:
+    pol = model.policy
+    return pol.q_net if hasattr(pol, "q_net") else getattr(pol, "quantile_net", None)
+
+
+def nonfinite_reason(model: Any, check_q: bool = True) -> str | None:
+    """What is non-finite in ``model`` (a parameter, or the Q-values of up to 64 recent replay
+    observations), or ``None`` when everything is finite."""
+    import torch
+
+    for name, p in model.policy.named_parameters():
+        if not bool(torch.isfinite(p).all()):
+            return f"parameter {name}"
+    buf = getattr(model, "replay_buffer", None)
+    net = _q_net(model)
+    if not check_q or buf is None or net is None or buf.size() == 0:
+        return None
+    end = buf.pos if not buf.full else buf.buffer_size
+    obs = np.asarray(buf.observations[max(0, end - 64) : end, 0])
+    with torch.no_grad():
+        q = net(torch.as_tensor(obs, device=model.device))
+    if not bool(torch.isfinite(q).all()):
+        return "Q-values"
+    return None
+
+
+# --- checkpoints --------------------------------------------------------------------------------------
+
+
+def replay_buffer_bytes(model: Any) -> int:
+    """The estimated size of ``model``'s replay buffer once full (observations stored twice)."""
+    buf = getattr(model, "replay_buffer", None)
+    if buf is None:
+        return 0
+    obs = int(np.prod(buf.obs_shape)) * np.dtype(buf.observations.dtype).itemsize
+    act = int(np.prod(buf.actions.shape[2:] or (1,))) * np.dtype(buf.actions.dtype).itemsize
+    per = 2 * obs + act + 4 + 4 + 4
+    return int(buf.buffer_size * buf.n_envs * per)
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint read back by :func:`load_checkpoint`.
+
+    :param step: env steps done.
+    :param model: the model zip.
+    :param replay_buffer: the replay buffer pickle (``None``: not saved).
+    :param extra: the RNG states and training env (``None`` when not saved).
+    :param state: the callbacks' state (eval history, best, partial flag...).
+    """
+
+    step: int
+    model: Path
+    replay_buffer: Path | None
+    extra: dict[str, Any] | None
+    state: dict[str, Any]
+
+
+def _rng_state(model: Any) -> dict[str, Any]:
+    import torch
+
+    space_rng = getattr(model.action_space, "_np_random", None)
+    return {
+        "random": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "action_space": None if space_rng is None else space_rng.bit_generator.state,
+    }
+
+
+def restore_rng(model: Any, rng: dict[str, Any]) -> None:
+    """Restore the RNG states saved with a checkpoint (after ``load``, which seeds them afresh)."""
+    import torch
+
+    random.setstate(rng["random"])
+    np.random.set_state(rng["numpy"])
+    torch.set_rng_state(rng["torch"])
+    if rng.get("action_space") is not None:
+        model.action_space.seed(0)  # creates the generator, whose state is then replaced
+        model.action_space.np_random.bit_generator.state = rng["action_space"]
+
+
+def save_checkpoint(
+    model: Any,
+    run_dir: Path,
+    state: dict[str, Any],
+    replay_buffer: bool,
+    exact: bool,
+) -> Path:
+    """Write a checkpoint of ``model`` at ``model.num_timesteps`` into ``run_dir/checkpoint/``.
+
+    :param model: the SB3 model (its parameters must be finite: checked by the caller).
+    :param run_dir: the run directory.
+    :param state: the callbacks' state, stored in ``state.json``.
+    :param replay_buffer: also save the replay buffer.
+    :param exact: also save the RNG states and (when picklable) the training env: only at a rollout
+        boundary, where they agree with the model and the buffer.
+    :returns: the model zip written.
+    """
+    import cloudpickle
+
+    d = Path(run_dir) / CHECKPOINT_DIR
+    d.mkdir(parents=True, exist_ok=True)
+    step = int(model.num_timesteps)
+    files: dict[str, str | None] = {"model": f"model_{step}.zip", "replay_buffer": None, "extra": None}
+
+    def save_model(p: Path) -> None:
+        with open(p, "wb") as f:
+            model.save(f)
+
+    atomic_write(d / str(files["model"]), save_model)
+    if replay_buffer and getattr(model, "replay_buffer", None) is not None:
+        files["replay_buffer"] = buf_name = f"replay_buffer_{step}.pkl"
+
+        def save_buffer(p: Path) -> None:
+            with open(p, "wb") as f:
+                model.save_replay_buffer(f)
+
+        atomic_write(d / buf_name, save_buffer)
+    if exact:
+        extra: dict[str, Any] = {"rng": _rng_state(model), "env": None}
+        try:
+            extra["env"] = cloudpickle.dumps(model.get_env())
+        except Exception as exc:  # Atari emulators and the like: the env is reset on resume
+            log.info("training env not picklable (%s): a resumed run starts a new episode", exc)
+        files["extra"] = extra_name = f"extra_{step}.pkl"
+        atomic_write(d / extra_name, lambda p: p.write_bytes(pickle.dumps(extra)))
+    old = _read_state(d)
+    write_json(d / "state.json", {"step": step, "files": files, "state": state, "written_at": _now()})
+    if old is not None:  # the previous checkpoint's files, now superseded
+        for name in (old.get("files") or {}).values():
+            if name and name not in files.values():
+                (d / name).unlink(missing_ok=True)
+    return d / str(files["model"])
+
+
+def _read_state(d: Path) -> dict[str, Any] | None:
+    p = d / "state.json"
+    if not p.is_file():
+        return None
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def load_checkpoint(run_dir: str | Path) -> Checkpoint | None:
+    """The last checkpoint of a run directory (``None`` when it has none)."""
+    d = Path(run_dir) / CHECKPOINT_DIR
+    data = _read_state(d)
+    if data is None:
+        return None
+    files = data.get("files") or {}
+    model = d / str(files.get("model"))
+    if not model.is_file():
+        raise CheckpointError(f"checkpoint {model} is missing")
+    buf = d / files["replay_buffer"] if files.get("replay_buffer") else None
+    extra = None
+    if files.get("extra") and (d / files["extra"]).is_file():
+        extra = pickle.loads((d / files["extra"]).read_bytes())  # our own file, written by save_checkpoint
+    return Checkpoint(int(data["step"]), model, buf, extra, dict(data.get("state") or {}))

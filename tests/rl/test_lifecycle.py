@@ -1,0 +1,292 @@
+"""Run lifecycle: run.json, checkpoints, SIGINT / SIGTERM / SIGKILL then ``--resume``, exact resumption,
+the non-finite guard, a failing final save, ``equirl runs``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from stable_baselines3 import DQN
+from stable_baselines3.common.callbacks import BaseCallback
+
+from equirl.cli import main
+from equirl.errors import NonFiniteError, RunInterrupted
+from equirl.rl.config import load_rl_config
+from equirl.rl.lifecycle import load_checkpoint, read_run
+from equirl.rl.train import resume_training, run_training
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: plain DQN (the lifecycle does not depend on the method) on a tiny net: ~1 ms per step
+TINY = {
+    "env": "CartPole-v1",
+    "timesteps": 1500,
+    "method": "base",
+    "hyperparams": {"learning_starts": 100, "buffer_size": 2000, "net_arch": [16], "train_freq": 4},
+    "eval": {"freq": 250, "episodes": 2, "final_episodes": 2},
+    "log": {"equi_freq": 0, "tensorboard": True},
+    "checkpoint": {"freq": 200},
+}
+
+
+def _cfg(tmp_path: Path, **patch: Any) -> Path:
+    data = {**TINY, "out": str(tmp_path / "runs"), **patch}
+    p = tmp_path / "cfg.yaml"
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+def _only_run(tmp_path: Path) -> Path:
+    (run,) = [p for p in (tmp_path / "runs").iterdir()]
+    return run
+
+
+def _no_hidden(tmp_path: Path) -> None:
+    assert not [p for p in (tmp_path / "runs").iterdir() if p.name.startswith(".")]
+
+
+def _start(cfg: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "equirl", "train", str(cfg), "--no-progress"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def _wait_steps(tmp_path: Path, proc: subprocess.Popen[str], k: int, timeout: float = 120) -> Path:
+    """Poll run.json until it shows more than ``k`` steps done (and a checkpoint at or after ``k``)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        assert proc.poll() is None, proc.communicate()
+        runs = tmp_path / "runs"
+        for d in runs.iterdir() if runs.is_dir() else []:
+            try:
+                info = read_run(d)
+            except Exception:
+                continue
+            ck = info.get("checkpoint") or {}
+            if info.get("steps_done", 0) > k and ck.get("step", 0) >= k:
+                return d
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError(f"run.json never passed {k} steps")
+
+
+def _csv_steps(run: Path) -> list[int]:
+    lines = (run / "tb" / "progress.csv").read_text().splitlines()
+    col = lines[0].split(",").index("time/total_timesteps")
+    return [int(float(v.split(",")[col])) for v in lines[1:] if v.split(",")[col]]
+
+
+def _resume_and_check(tmp_path: Path, run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    events_before = len(list((run / "tb").glob("events.out.tfevents.*")))
+    steps_before = _csv_steps(run)
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "best return" in out and "final return" in out
+    info = read_run(run)
+    total = TINY["timesteps"]
+    assert info["status"] == "finished" and info["steps_done"] == total
+    assert DQN.load(run / "model.zip").num_timesteps == total  # reached exactly once in total
+    # the same TensorBoard folder continued: a second events file, the CSV extended past the interruption
+    assert len(list((run / "tb").glob("events.out.tfevents.*"))) == events_before + 1
+    after = _csv_steps(run)
+    assert after[: len(steps_before)] == steps_before and max(after) > max(steps_before)
+    evals = json.loads((run / "evaluations.json").read_text())
+    assert evals["best"]["mean_return"] == max(e["mean_return"] for e in evals["evaluations"][:-1])
+    assert (run / "best_model.zip").is_file()
+    _no_hidden(tmp_path)
+    # resuming a finished run says so in one line
+    assert main(["train", "--resume", str(run)]) == 0
+    out = capsys.readouterr().out.strip()
+    assert "already finished" in out and len(out.splitlines()) == 1
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)])
+def test_signal_checkpoints_then_resume_finishes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], sig: signal.Signals
+) -> None:
+    proc = _start(_cfg(tmp_path))
+    run = _wait_steps(tmp_path, proc, 400)
+    # the run directory is visible (no hidden temporary folder) while training
+    assert run.name.startswith("CartPole-v1__base__0__") and (run / "config.yaml").is_file()
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    line = err.strip()
+    assert len(line.splitlines()) == 1 and f"resume: equirl train --resume {run}" in line, err
+    info = read_run(run)
+    assert info["status"] == "interrupted" and 400 < info["steps_done"] < TINY["timesteps"]
+    ckpt = load_checkpoint(run)
+    assert ckpt is not None and ckpt.step == info["steps_done"] and ckpt.replay_buffer is not None
+    assert not (run / "model.zip").exists()
+    _resume_and_check(tmp_path, run, capsys)
+
+
+@pytest.mark.slow
+def test_sigkill_leaves_a_stale_run_that_resumes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    proc = _start(_cfg(tmp_path))
+    run = _wait_steps(tmp_path, proc, 400)
+    proc.kill()
+    proc.communicate(timeout=60)
+    info = read_run(run)
+    assert info["status"] == "running" and load_checkpoint(run) is not None
+    assert main(["runs", str(tmp_path / "runs"), "--json"]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert listed["status"] == "stale" and listed["resume_command"] == f"equirl train --resume {run}"
+    _no_hidden(tmp_path)
+    _resume_and_check(tmp_path, run, capsys)
+
+
+class _StopAt(BaseCallback):
+    """Sets ``event`` at env step ``k``: the run then checkpoints at the next rollout boundary, as after
+    SIGINT, but at a deterministic step."""
+
+    def __init__(self, k: int, event: threading.Event) -> None:
+        super().__init__()
+        self.k, self.event = k, event
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self.k:
+            self.event.set()
+        return True
+
+
+def _params(path: Path) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in DQN.load(path).policy.state_dict().items()}
+
+
+def test_interrupted_and_resumed_run_reproduces_the_uninterrupted_one(tmp_path: Path) -> None:
+    """With the replay buffer, the RNG states and the training env saved at a rollout boundary, a run
+    stopped at step ~250 and resumed ends with exactly the parameters (and evaluations) of the run that
+    was never stopped; crossing the ``partial_fraction`` point after the resume still writes
+    ``model_partial.zip``."""
+    cfg_path = _cfg(
+        tmp_path,
+        timesteps=800,
+        partial_fraction=0.5,
+        eval={"freq": 200, "episodes": 2, "final_episodes": 2},
+        log={"equi_freq": 0, "tensorboard": False},
+    )
+    cfg = load_rl_config(cfg_path)
+    cfg.out = str(tmp_path / "a")
+    full = run_training(cfg)
+    cfg.out = str(tmp_path / "b")
+    stop = threading.Event()
+    with pytest.raises(RunInterrupted, match=r"interrupted at step 2\d\d of 800"):
+        run_training(cfg, callbacks=[_StopAt(250, stop)], stop=stop)
+    (run,) = list((tmp_path / "b").iterdir())
+    assert read_run(run)["status"] == "interrupted" and not (run / "model_partial.zip").exists()
+    resumed = resume_training(run)
+    assert resumed.steps == full.steps == 800 and resumed.timesteps == full.timesteps
+    assert (run / "model_partial.zip").is_file()
+    a, b = _params(full.run_dir / "model.zip"), _params(run / "model.zip")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.results == full.results and resumed.best_mean == full.best_mean
+
+
+class _Poison(BaseCallback):
+    """Writes a NaN into the Q-network at env step ``k`` (a diverged update, deterministically)."""
+
+    def __init__(self, k: int) -> None:
+        super().__init__()
+        self.k = k
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps == self.k:
+            with torch.no_grad():
+                next(iter(self.model.policy.q_net.parameters())).view(-1)[0] = float("nan")
+        return True
+
+
+def _zip_params_finite(path: Path) -> bool:
+    return all(bool(torch.isfinite(v).all()) for v in DQN.load(path).policy.state_dict().values())
+
+
+def test_injected_nan_fails_the_run_without_saving_it(tmp_path: Path) -> None:
+    cfg = load_rl_config(_cfg(tmp_path, timesteps=800))
+    with pytest.raises(
+        NonFiniteError, match=r"non-finite .* at step \d+.*last finite checkpoint: .*model_400"
+    ):
+        run_training(cfg, callbacks=[_Poison(450)])
+    run = _only_run(tmp_path)
+    info = read_run(run)
+    assert info["status"] == "failed" and "non-finite" in info["error"]
+    assert not (run / "model.zip").exists()
+    for z in [*run.glob("*.zip"), *(run / "checkpoint").glob("*.zip")]:
+        assert _zip_params_finite(z), z
+    text = (run / "run.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+
+
+def test_huge_learning_rate_exits_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _cfg(tmp_path, timesteps=600)
+    assert main(["train", str(cfg), "--no-progress", "--set", "hyperparams.learning_rate=1e30"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: non-finite") and "at step" in err, err
+    run = _only_run(tmp_path)
+    assert read_run(run)["status"] == "failed" and not (run / "model.zip").exists()
+    for z in run.rglob("*.zip"):
+        assert _zip_params_finite(z), z
+    for j in run.rglob("*.json"):
+        assert "NaN" not in j.read_text(), j
+    assert main(["runs", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    assert run.name in out and "failed" in out
+
+
+def test_unwritable_run_dir_at_final_save_keeps_the_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run directory refuses the final ``model.zip`` (as a read-only folder would; tests may run as
+    root, which ignores permissions, so the write is made to fail): the model is saved elsewhere and the
+    one-line error names the file."""
+    import equirl.rl.train as train
+
+    real = train.atomic_write
+
+    def refuse(path: Any, writer: Any) -> Path:
+        if Path(path).name == "model.zip":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, writer)
+
+    monkeypatch.setattr(train, "atomic_write", refuse)
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+    assert main(["train", str(_cfg(tmp_path, timesteps=300)), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    (rescue,) = list((tmp_path / "tmp").glob("equirl-rescue-*.zip"))
+    assert len(err.splitlines()) == 1 and str(rescue) in err and "Permission denied" in err, err
+    assert DQN.load(rescue).num_timesteps == 300
+    assert read_run(_only_run(tmp_path))["status"] == "failed"
+
+
+def test_run_dir_is_visible_and_zip_files_are_whole(tmp_path: Path) -> None:
+    """Every zip in a finished run directory is complete, and no temporary file or folder is left."""
+    res = run_training(load_rl_config(_cfg(tmp_path, timesteps=400)))
+    names = {p.name for p in res.run_dir.rglob("*")}
+    assert not [n for n in names if n.startswith(".")]
+    for z in res.run_dir.rglob("*.zip"):
+        with zipfile.ZipFile(z) as f:
+            assert f.testzip() is None
+    info = read_run(res.run_dir)
+    assert info["status"] == "finished" and info["steps_done"] == 400 == res.steps
+    assert res.best_step in (250,) and np.isfinite(res.best_mean or np.nan)
