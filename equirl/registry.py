@@ -39,6 +39,7 @@ from equirl.errors import ConfigError
 
 __all__ = [
     "ADAPTERS",
+    "AUGMENT",
     "BASE",
     "CANONICALIZE",
     "EQUITUNE",
@@ -68,6 +69,8 @@ LAMBDA: Final = "lambda"
 CANONICALIZE: Final = "canonicalize"
 #: one canonicalizer per factor of a direct product group (Baltaji et al.)
 MULTIGROUP: Final = "multigroup"
+#: the data-augmentation baseline: a plain network trained on every transition and its mirror images
+AUGMENT: Final = "augment"
 
 #: the named equizero proxies (:data:`equirl.symmetrizers.proxies.PROXIES` holds their code)
 EQUIZERO_PROXIES: Final = ("entropy", "max_prob", "max_value", "nll")
@@ -207,12 +210,14 @@ class MethodSpec:
     :param aliases: other names accepted on input (matched case-insensitively).
     :param summary: one line.
     :param reference: the paper.
-    :param symmetrizes: ``False`` only for the baseline, which leaves the model as it is.
+    :param symmetrizes: ``False`` for the baselines, which leave the model as it is.
     :param needs_product_group: the group must be a direct product (``G_1 × ... × G_k``).
     :param learned_scorer: a small scorer network picks the orbit element (it can be trained).
     :param learned_weights: a λ network weighs the orbit (it can be trained).
     :param weights_tag: the tag (under ``equi/``) the RL callback logs the orbit weights with, if any.
     :param options: the keyword options (``method_kwargs``).
+    :param augments_data: a training-time baseline that augments the data instead of the model (the
+        network stays plain; listed by :func:`method_names` only with ``augment=True``).
     """
 
     name: str
@@ -226,6 +231,7 @@ class MethodSpec:
     learned_weights: bool = False
     weights_tag: str | None = None
     options: tuple[MethodOption, ...] = ()
+    augments_data: bool = False
 
     @property
     def own_weights(self) -> bool:
@@ -430,6 +436,15 @@ _SPECS = (
         learned_scorer=True,
         options=_scorer_options(),
     ),
+    MethodSpec(
+        AUGMENT,
+        "augment",
+        ("augmentation", "data-augmentation"),
+        "a plain network trained on every transition and its mirror images g·(s, a, r, s')",
+        "data augmentation baseline, e.g. Laskin et al., Reinforcement Learning with Augmented Data, NeurIPS 2020",
+        symmetrizes=False,
+        augments_data=True,
+    ),
 )
 
 #: the methods by canonical name, in the order tables list them
@@ -466,6 +481,7 @@ def method_names(
     learned_scorer: bool = True,
     product_group: bool = True,
     aliases: bool = False,
+    augment: bool = False,
 ) -> tuple[str, ...]:
     """Canonical method names, in table order, filtered.
 
@@ -473,10 +489,16 @@ def method_names(
     :param learned_scorer: include the methods driven by a learned scorer (canonicalize, multigroup).
     :param product_group: include the methods that need a direct-product group (multigroup).
     :param aliases: also list each kept method's aliases (after its name).
+    :param augment: include the data-augmentation baseline ``augment`` (a training method: at
+        evaluation its agent is a plain one).
     """
     out: list[str] = []
     for s in _SPECS:
-        if (not base and not s.symmetrizes) or (not learned_scorer and s.learned_scorer):
+        if s.augments_data and not augment:
+            continue
+        if (not base and not s.symmetrizes and not s.augments_data) or (
+            not learned_scorer and s.learned_scorer
+        ):
             continue
         if not product_group and s.needs_product_group:
             continue

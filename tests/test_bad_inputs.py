@@ -195,7 +195,7 @@ ROWS: list[tuple[str, list[str], str]] = [
         ["eval", "--agent", "x.zip", "--env", "CartPole-v1", "--episodes", "99999999"],
         r"--episodes.*<=",
     ),
-    ("eval-algo", ["eval", "--agent", "x.zip", "--env", "CartPole-v1", "--algo", "ppo"], r"--algo.*'ppo'"),
+    ("eval-algo", ["eval", "--agent", "x.zip", "--env", "CartPole-v1", "--algo", "ppo2"], r"--algo.*'ppo2'"),
     (
         "eval-method",
         ["eval", "--agent", "{cartpole_zip}", "--env", "CartPole-v1", "--method", "nope"],

@@ -16,8 +16,12 @@ from equirl.registry import canonical_method, method_names
 from equirl.utils.runs import tensorboard_command
 
 METHOD_CHOICES = method_names()
+#: ``train --method`` also takes the data-augmentation baseline
+TRAIN_METHOD_CHOICES = method_names(augment=True)
 #: what ``--method all`` evaluates (the scorer methods need a fitted scorer / a product group)
 ALL_METHODS = method_names(learned_scorer=False)
+#: the algorithms ``eval`` loads (equirl.rl.pretrained.ALGOS, spelled here so the CLI imports no torch)
+EVAL_ALGOS = ("dqn", "qrdqn", "ppo", "a2c", "sac", "td3", "ddpg", "tqc")
 TRUST_HELP = (
     "let SB3 unpickle the agent zip's pickled entries, which can run code: only for files you trust"
     " (default: read as plain data, anything else refused)"
@@ -70,7 +74,11 @@ def register(commands: Any, bench: Any) -> None:
             )
             p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
             p.add_argument(
-                "--method", default=None, type=method_arg, choices=METHOD_CHOICES, help="overrides method"
+                "--method",
+                default=None,
+                type=method_arg,
+                choices=TRAIN_METHOD_CHOICES,
+                help="overrides method",
             )
         p.set_defaults(func=_pretrain if name == "pretrain" else _train)
 
@@ -88,7 +96,7 @@ def register(commands: Any, bench: Any) -> None:
     )
     p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
     p.add_argument("--env", required=True, help="env id")
-    p.add_argument("--algo", default="dqn", choices=("dqn", "qrdqn"))
+    p.add_argument("--algo", default="dqn", choices=EVAL_ALGOS, help="the agent's algorithm")
     p.add_argument(
         "--method", nargs="+", default=["all"], help=f"methods ({' '.join(METHOD_CHOICES)}) or all"
     )

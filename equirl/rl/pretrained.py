@@ -17,29 +17,64 @@ from typing import Any
 
 import numpy as np
 
-from equirl.errors import CheckpointError, EquirlError
-from equirl.registry import EQUITUNE, canonical_method, get_method, validate_method_kwargs
+from equirl.errors import CheckpointError, EquirlError, SymmetryError
+from equirl.registry import BASE, EQUITUNE, canonical_method, get_method, method_names, validate_method_kwargs
 from equirl.rl.envs import make_vec_env
 from equirl.rl.spec import load_spec
 from equirl.rl.zipinfo import check_agent_zip
 
-__all__ = ["ALGOS", "evaluate", "find_agent_zip", "load_plain", "load_pretrained"]
+__all__ = ["ALGOS", "evaluate", "find_agent_zip", "find_vecnormalize", "load_plain", "load_pretrained"]
 
 log = logging.getLogger(__name__)
 
-ALGOS = ("dqn", "qrdqn")
+#: the algorithms :func:`load_pretrained` reads (``tqc`` needs sb3-contrib, loaded as ``base`` only)
+ALGOS = ("dqn", "qrdqn", "ppo", "a2c", "sac", "td3", "ddpg", "tqc")
+#: value-based algorithms (the DQN-style policies of :mod:`equirl.rl.policies`)
+Q_ALGOS = ("dqn", "qrdqn")
+#: on-policy actor-critic algorithms
+ON_POLICY = ("ppo", "a2c")
+#: the methods actor-critic agents load with (the learned canonicalizers are DQN-only)
+AC_METHODS_LOADABLE = method_names(learned_scorer=False)
+#: algorithms with an equivariant policy (the others load as ``base`` only)
+EQUI_ALGOS = ("dqn", "qrdqn", "ppo", "a2c", "sac", "td3", "ddpg")
 
 
 def _algo_cls(algo: str) -> Any:
-    if algo == "dqn":
-        from stable_baselines3 import DQN
+    import sb3_contrib
+    import stable_baselines3 as sb3
 
-        return DQN
-    if algo == "qrdqn":
-        from sb3_contrib import QRDQN
+    classes = {
+        "dqn": sb3.DQN,
+        "qrdqn": sb3_contrib.QRDQN,
+        "ppo": sb3.PPO,
+        "a2c": sb3.A2C,
+        "sac": sb3.SAC,
+        "td3": sb3.TD3,
+        "ddpg": sb3.DDPG,
+        "tqc": sb3_contrib.TQC,
+    }
+    if algo not in classes:
+        raise EquirlError(f"unknown algo {algo!r}; choose one of {list(ALGOS)}")
+    return classes[algo]
 
-        return QRDQN
-    raise EquirlError(f"unknown algo {algo!r}; choose one of {list(ALGOS)}")
+
+def _overrides(algo: str, env: Any) -> dict[str, Any]:
+    """``custom_objects`` every algorithm gets: the env's spaces, constant schedules (old zips pickle
+    schedules as functions), no replay buffer."""
+    custom: dict[str, Any] = {
+        "observation_space": env.observation_space,
+        "action_space": env.action_space,
+        "lr_schedule": _constant(1e-4),
+        "learning_rate": 1e-4,
+    }
+    if algo in ON_POLICY:
+        custom["clip_range"] = _constant(0.2)
+        custom["clip_range_vf"] = None
+    else:
+        custom["buffer_size"] = 1
+    if algo == "dqn" or algo == "qrdqn":
+        custom["exploration_schedule"] = _constant(0.0)
+    return custom
 
 
 #: which zip of a run directory :func:`find_agent_zip` takes
@@ -105,7 +140,7 @@ def load_plain(
 
     :param path: zip, equirl run directory or RL-zoo folder (see :func:`find_agent_zip`).
     :param env: a VecEnv (its spaces replace the saved ones, after a shape check).
-    :param algo: ``"dqn"`` or ``"qrdqn"``.
+    :param algo: one of :data:`ALGOS`.
     :param which: in a folder, ``"best"`` (``best_model.zip`` when present) or ``"final"``.
     :param trust_checkpoint: let SB3 unpickle the zip's ``data`` entries (runs any code they hold).
     :param symmetry: replaces a saved ``policy_kwargs["symmetry"]`` (an equivariant agent's).
@@ -118,14 +153,7 @@ def load_plain(
     zpath = find_agent_zip(path, env_id, which=which)
     # unreadable / corrupt / the other algorithm / another observation size: one line naming the cause
     check_agent_zip(zpath, algo, env.observation_space, env_id)
-    custom = {
-        "observation_space": env.observation_space,
-        "action_space": env.action_space,
-        "exploration_schedule": _constant(0.0),
-        "lr_schedule": _constant(1e-4),
-        "learning_rate": 1e-4,
-        "buffer_size": 1,
-    }
+    custom = _overrides(algo, env)
     if trust_checkpoint:
         log.warning("loading %s with --trust-checkpoint: its pickled entries are unpickled", zpath)
     else:
@@ -167,25 +195,35 @@ def load_pretrained(
 ) -> Any:
     """Wrap a plain pretrained agent into an equivariant one.
 
+    Actor-critic agents (PPO, A2C, SAC, TD3, DDPG) get the policies of :mod:`equirl.rl.ac_policies`
+    around the same networks. Agents trained with gSDE (``use_sde``) and TQC agents load only as
+    ``base`` (the plain agent itself; a symmetrizing method is refused in one line). When the agent's
+    folder holds ``VecNormalize`` statistics (an RL-zoo run's ``{env}/vecnormalize.pkl``), they are read
+    as plain data (:func:`equirl.rl.safe_load.read_vecnormalize`) and the model's env normalises with
+    them: as saved for ``base``, group-symmetrized (:class:`~equirl.rl.normalize.SymmetricVecNormalize`)
+    for the symmetrizing methods, so that *normalise → policy* is equivariant. :func:`evaluate` applies
+    the model's normalisation to its evaluation env.
+
     :param path: the agent: a zip, an equirl run directory or an RL-zoo folder.
     :param env: env id or VecEnv.
     :param method: ``base``, ``equitune``, ``equizero``, ``lambda``, ``canonicalize`` or ``multigroup``
-        (the last three add weights: a λ-net / scorer, fresh unless the agent was saved with that method).
-    :param algo: ``dqn`` or ``qrdqn``.
+        (the last three add weights: a λ-net / scorer, fresh unless the agent was saved with that method;
+        canonicalize / multigroup: DQN / QR-DQN only).
+    :param algo: one of :data:`ALGOS` (``dqn``, ``qrdqn``, ``ppo``, ``a2c``, ``sac``, ``td3``, ``ddpg``,
+        ``tqc``).
     :param symmetry: spec (default: the env id's packaged spec).
     :param method_kwargs: symmetrizer options.
     :param freeze_backbone: train only the λ-net (default: ``True`` for λ, else ``False``).
     :param which: in a folder, ``"best"`` (``best_model.zip`` when present) or ``"final"``.
     :param trust_checkpoint: let SB3 unpickle the zip's pickled ``data`` entries, which can run code
-        (default: they are read as plain data only, see :mod:`equirl.rl.safe_load`).
+        (default: they are read as plain data only, see :mod:`equirl.rl.safe_load`); the same for the
+        normalisation statistics.
     :param algo_kwargs: hyperparameters of the new algorithm (for finetuning), e.g. ``learning_rate``.
-    :returns: an SB3 ``DQN`` / ``QRDQN`` with an equivariant policy and the pretrained weights.
+    :returns: an SB3 model of ``algo`` with an equivariant policy and the pretrained weights.
     """
-    import torch
-    from stable_baselines3.common.torch_layers import FlattenExtractor, NatureCNN
-
     spec = get_method(method)  # one-line error listing the methods
     method = spec.name
+    _algo_cls(algo)  # one-line error for an unknown algo
     method_kwargs = validate_method_kwargs(method, method_kwargs, adapter="rl")
     env_id = env if isinstance(env, str) else _env_id(env)
     if symmetry is None and env_id is None:
@@ -195,13 +233,63 @@ def load_pretrained(
     plain = load_plain(
         path, vec, algo=algo, device=device, which=which, trust_checkpoint=trust_checkpoint, symmetry=sym
     )
+    stats = find_vecnormalize(path, env_id, which=which)
+    if stats is not None:
+        from equirl.rl.normalize import load_vecnormalize
+
+        vec = load_vecnormalize(
+            stats, vec, symmetry=sym if spec.symmetrizes else None, trust_checkpoint=trust_checkpoint
+        )
+        log.info("normalising observations with %s%s", stats, " (symmetrized)" if spec.symmetrizes else "")
+    if algo in Q_ALGOS:
+        return _wrap_q(
+            plain, path, vec, sym, spec, algo, method_kwargs, freeze_backbone, device, seed, algo_kwargs
+        )
+    return _wrap_actor_critic(
+        plain, path, vec, sym, spec, algo, method_kwargs, freeze_backbone, device, seed, algo_kwargs
+    )
+
+
+def find_vecnormalize(path: str | Path, env_id: str | None, which: str = "best") -> Path | None:
+    """The ``vecnormalize.pkl`` that goes with an agent, if any: in an RL-zoo folder ``{env}/`` or the
+    folder itself, beside a zip (or in its ``{env}/`` subfolder).
+
+    :param path: what :func:`find_agent_zip` takes.
+    :param env_id: the env (RL-zoo folders keep the statistics in ``{env}/``).
+    """
+    p = Path(path)
+    folder = p if p.is_dir() else find_agent_zip(p, env_id, which=which).parent
+    names = [env_id.replace("/", "_"), env_id.split("/")[-1]] if env_id else []
+    for cand in [*(folder / n / "vecnormalize.pkl" for n in names), folder / "vecnormalize.pkl"]:
+        if cand.is_file():
+            return cand
+    return None
+
+
+def _wrap_q(
+    plain: Any,
+    path: Any,
+    vec: Any,
+    sym: Any,
+    spec: Any,
+    algo: str,
+    method_kwargs: dict[str, Any] | None,
+    freeze_backbone: bool | None,
+    device: str,
+    seed: int | None,
+    algo_kwargs: dict[str, Any],
+) -> Any:
+    """DQN / QR-DQN: the same network under an equivariant Q-policy."""
+    import torch
+    from stable_baselines3.common.torch_layers import FlattenExtractor, NatureCNN
+
     pk = dict(plain.policy_kwargs or {})
     for k in ("symmetry", "method", "method_kwargs", "freeze_backbone"):
         pk.pop(k, None)
     # plain data only (the spec as a mapping), so the saved zip needs no pickled policy_kwargs
     pk.update(
         symmetry=sym.to_dict(),
-        method=method,
+        method=spec.name,
         method_kwargs=dict(method_kwargs or {}),
         freeze_backbone=spec.learned_weights if freeze_backbone is None else freeze_backbone,
     )
@@ -223,30 +311,107 @@ def load_pretrained(
     except (RuntimeError, ValueError, TypeError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"checkpoint {path} does not fit {sym.env_id}: {first}") from None
+    _copy_weights(plain, model, spec, path, algo)
+    with torch.no_grad():
+        if algo == "dqn":
+            model.policy.q_net_target.load_state_dict(model.policy.q_net.state_dict())
+        else:
+            model.policy.quantile_net_target.load_state_dict(model.policy.quantile_net.state_dict())
+    log.info("loaded %s into a %s policy (%s)", path, spec.name, sym.env_id)
+    return model
+
+
+def _is_equi_key(key: str) -> bool:
+    """A parameter of a symmetrizer (λ-net / scorer), not of the plain network."""
+    return key.startswith("equi.") or ".equi." in key
+
+
+def _copy_weights(plain: Any, model: Any, spec: Any, path: Any, algo: str) -> None:
+    """Load the plain agent's weights into ``model``'s policy: strictly, except that the symmetrizer's own
+    weights (λ-net / scorer) may be missing (they start fresh unless the agent was saved with the method)."""
     state = plain.policy.state_dict()
     own = spec.own_weights  # methods with their own (λ / scorer) weights
     saved_method = getattr(plain.policy, "_equi_kwargs", {}).get("method")
     if saved_method is not None:  # agents saved with an alias ("lambda_equitune", "plain"...)
         saved_method = canonical_method(saved_method)
-    if not own or saved_method != method:  # keep only the backbone (the new λ-net / scorer starts fresh)
-        state = {k: v for k, v in state.items() if ".equi." not in k}
+    if not own or saved_method != spec.name:  # keep only the backbone (the new λ-net / scorer starts fresh)
+        state = {k: v for k, v in state.items() if not _is_equi_key(k)}
     try:
         missing, unexpected = model.policy.load_state_dict(state, strict=False)
     except RuntimeError as exc:
         raise CheckpointError(
             f"checkpoint {path} does not fit the {algo} network: {str(exc).splitlines()[0]}"
         ) from None
-    bad_missing = [k for k in missing if ".equi." not in k]
+    bad_missing = [k for k in missing if not _is_equi_key(k)]
     if unexpected or bad_missing or (not own and missing):
         raise CheckpointError(
             f"checkpoint {path} does not fit the {algo} network: missing {bad_missing[:3]}, unexpected {unexpected[:3]}"
         )
-    with torch.no_grad():
-        if algo == "dqn":
-            model.policy.q_net_target.load_state_dict(model.policy.q_net.state_dict())
-        else:
-            model.policy.quantile_net_target.load_state_dict(model.policy.quantile_net.state_dict())
-    log.info("loaded %s into a %s policy (%s)", path, method, sym.env_id)
+
+
+#: plain-policy constructor options carried over to the equivariant policy (the network's shape)
+_AC_POLICY_KEYS = ("net_arch", "activation_fn", "share_features_extractor", "n_critics", "normalize_images")
+
+
+def _wrap_actor_critic(
+    plain: Any,
+    path: Any,
+    vec: Any,
+    sym: Any,
+    spec: Any,
+    algo: str,
+    method_kwargs: dict[str, Any] | None,
+    freeze_backbone: bool | None,
+    device: str,
+    seed: int | None,
+    algo_kwargs: dict[str, Any],
+) -> Any:
+    """PPO / A2C / SAC / TD3 / DDPG: the same networks under an equivariant actor-critic policy; gSDE and
+    TQC agents as they are (``base`` only)."""
+    from stable_baselines3.common.torch_layers import FlattenExtractor
+
+    pk_saved = dict(plain.policy_kwargs or {})
+    use_sde = bool(getattr(plain, "use_sde", False) or pk_saved.get("use_sde", False))
+    if use_sde or algo not in EQUI_ALGOS:
+        why = (
+            "was trained with gSDE (use_sde)"
+            if use_sde
+            else f"is a {algo} agent (no equivariant {algo} policy)"
+        )
+        if spec.symmetrizes:
+            raise SymmetryError(f"{path} {why}: it loads only with method {BASE}")
+        plain.n_envs = vec.num_envs
+        plain.set_env(vec)
+        log.info("loaded %s as it is (%s)", path, why)
+        return plain
+    if spec.name not in AC_METHODS_LOADABLE:
+        raise SymmetryError(
+            f"method {spec.name} is not available for {algo} agents; choose one of {', '.join(AC_METHODS_LOADABLE)}"
+        )
+    params = plain.policy._get_constructor_parameters()
+    pk: dict[str, Any] = {k: params[k] for k in _AC_POLICY_KEYS if k in params}
+    for k in ("optimizer_class", "optimizer_kwargs"):
+        if k in pk_saved:
+            pk[k] = pk_saved[k]
+    if plain.policy.features_extractor_class is not FlattenExtractor:
+        raise CheckpointError(f"{path}: only MLP actor-critic agents can be symmetrized (feature vectors)")
+    pk.update(
+        symmetry=sym.to_dict(),
+        method=spec.name,
+        method_kwargs=dict(method_kwargs or {}),
+        freeze_backbone=spec.learned_weights if freeze_backbone is None else freeze_backbone,
+    )
+    if algo not in ON_POLICY:
+        algo_kwargs.setdefault("buffer_size", 50_000)
+        algo_kwargs.setdefault("learning_starts", 0)
+    cls = _algo_cls(algo)
+    try:
+        model = cls("EquiMlpPolicy", vec, policy_kwargs=pk, device=device, seed=seed, **algo_kwargs)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"checkpoint {path} does not fit {sym.env_id}: {first}") from None
+    _copy_weights(plain, model, spec, path, algo)
+    log.info("loaded %s into a %s %s policy (%s)", path, spec.name, algo, sym.env_id)
     return model
 
 
@@ -262,7 +427,8 @@ def evaluate(
     the per-episode returns as the result).
 
     :param model: an SB3 model (equivariant or not).
-    :param env: env id or VecEnv (a fresh one is made from an id, seeded with ``seed``).
+    :param env: env id or VecEnv (a fresh one is made from an id, seeded with ``seed``, and wrapped in
+        the model's ``VecNormalize`` statistics when it has some).
     :param n_eval_episodes: number of episodes.
     :param deterministic: greedy actions (``False``: the policy's exploration).
     :param seed: seed of the evaluation env.
@@ -271,6 +437,11 @@ def evaluate(
     from stable_baselines3.common.evaluation import evaluate_policy
 
     vec = make_vec_env(env, seed=seed) if isinstance(env, str) else env
+    norm = model.get_vec_normalize_env() if hasattr(model, "get_vec_normalize_env") else None
+    if norm is not None and isinstance(env, str):  # the agent's observation normalisation, frozen
+        from equirl.rl.normalize import wrap_like
+
+        vec = wrap_like(norm, vec)
     vec.seed(seed)
     done = [0]
 

@@ -38,6 +38,7 @@ __all__ = [
     "RestrictedUnpickler",
     "check_tensor_files",
     "pickled_entries",
+    "read_vecnormalize",
     "read_zip_data",
     "restricted_loads",
     "safe_custom_objects",
@@ -70,7 +71,13 @@ _DATA_GLOBALS = {
 
 _CLASS_GLOBALS = {
     "equirl.rl.spec": ("EnvSymmetry",),
-    "stable_baselines3.common.buffers": ("ReplayBuffer", "DictReplayBuffer"),
+    "stable_baselines3.common.buffers": (
+        "ReplayBuffer",
+        "DictReplayBuffer",
+        "RolloutBuffer",
+        "DictRolloutBuffer",
+    ),
+    "equirl.rl.augment": ("AugmentedReplayBuffer",),
     "stable_baselines3.common.type_aliases": ("TrainFreq", "TrainFrequencyUnit"),
     "stable_baselines3.common.utils": ("ConstantSchedule", "FloatSchedule", "LinearSchedule"),
     "stable_baselines3.common.torch_layers": ("FlattenExtractor", "NatureCNN", "CombinedExtractor"),
@@ -85,20 +92,18 @@ _CLASS_GLOBALS = {
 
 
 def _policy_classes() -> dict[tuple[str, str], type]:
-    """The DQN / QR-DQN policy classes (SB3's, sb3-contrib's and equirl's), by ``(module, name)``."""
-    from sb3_contrib import QRDQN
-    from sb3_contrib.qrdqn.policies import QRDQNPolicy
-    from stable_baselines3 import DQN
-    from stable_baselines3.dqn.policies import DQNPolicy
+    """The policy classes of the algorithms equirl loads (SB3's, sb3-contrib's and equirl's), by
+    ``(module, name)``."""
+    from sb3_contrib import QRDQN, TQC
+    from stable_baselines3 import A2C, DDPG, DQN, PPO, SAC, TD3
+    from stable_baselines3.common.policies import ActorCriticPolicy
 
-    import equirl.rl.policies  # noqa: F401  (registers the Equi* aliases)
+    import equirl.rl.ac_policies
+    import equirl.rl.policies  # noqa: F401
 
-    classes: set[type] = {
-        DQNPolicy,
-        QRDQNPolicy,
-        *DQN.policy_aliases.values(),
-        *QRDQN.policy_aliases.values(),
-    }
+    classes: set[type] = {ActorCriticPolicy}
+    for algo in (DQN, QRDQN, PPO, A2C, SAC, TD3, DDPG, TQC):
+        classes.update(algo.policy_aliases.values())
     return {(c.__module__, c.__qualname__): c for c in classes}
 
 
@@ -221,7 +226,8 @@ def safe_custom_objects(
     """``custom_objects`` for ``algo_cls.load`` that cover every pickled entry of the zip's ``data``.
 
     :param zpath: the SB3 zip.
-    :param algo_cls: ``DQN`` or ``QRDQN`` (the policy class must be one of its policies).
+    :param algo_cls: ``DQN``, ``QRDQN``, ``PPO``, ``A2C``, ``SAC``, ``TD3``, ``DDPG`` or ``TQC`` (the
+        policy class must be one of its policies).
     :param overrides: values used instead of the saved ones (the env's spaces, constant schedules...);
         ``observation_space`` / ``action_space`` are checked against the shapes recorded in the zip.
     :param symmetry: replaces a saved ``policy_kwargs["symmetry"]`` (``None``: keep the saved one).
@@ -279,3 +285,166 @@ def check_tensor_files(zpath: str | Path) -> None:
                     f"{zpath}: {name} {why}; not loaded (equirl reads weights with "
                     f"torch.load(weights_only=True); {TRUST_HINT})"
                 ) from None
+
+
+# ------------------------------------------------------------------------------------------------------
+# VecNormalize statistics (``vecnormalize.pkl``)
+# ------------------------------------------------------------------------------------------------------
+#: the classes a ``vecnormalize.pkl`` pickles; each is built as a :class:`_Record` (its fields only)
+_RECORD_MODULES = ("gym.spaces.", "gymnasium.spaces.")
+_RECORD_CLASSES = {
+    ("stable_baselines3.common.vec_env.vec_normalize", "VecNormalize"),
+    ("stable_baselines3.common.running_mean_std", "RunningMeanStd"),
+    ("equirl.rl.normalize", "SymmetricVecNormalize"),
+}
+#: numpy random-state constructors (a space's ``_np_random``): replaced by a record, never called
+_RANDOM_CTORS = (
+    "__randomstate_ctor",
+    "__bit_generator_ctor",
+    "__generator_ctor",
+    "__pyx_unpickle_SeedSequence",
+)
+_BIT_GENERATORS = ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64", "SeedSequence")
+
+
+class _Record:
+    """A stand-in for a pickled object: it keeps the fields the pickle sets and runs nothing."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> _Record:
+        return super().__new__(cls)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.fields: dict[str, Any] = {}
+
+    def __setstate__(self, state: Any) -> None:
+        if (
+            isinstance(state, tuple)
+            and len(state) == 2
+            and all(isinstance(p, (dict, type(None))) for p in state)
+        ):
+            state = {**(state[0] or {}), **(state[1] or {})}  # (dict state, slots state)
+        self.fields = dict(state) if isinstance(state, dict) else {"state": state}
+
+    def __setitem__(self, key: Any, value: Any) -> None:  # pragma: no cover - dict-like pickles
+        self.fields[str(key)] = value
+
+
+def _new_record(*args: Any, **kwargs: Any) -> _Record:
+    return _Record()
+
+
+class _VecNormalizeUnpickler(RestrictedUnpickler):
+    """Reads a ``vecnormalize.pkl`` as records: numpy data, the wrapper's and the spaces' fields."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _RECORD_CLASSES or module.startswith(_RECORD_MODULES):
+            return _Record
+        if module in ("numpy.random._pickle", "numpy.random.bit_generator") and name in _RANDOM_CTORS:
+            return _new_record
+        if module.startswith("numpy.random.") and name in _BIT_GENERATORS:  # a ctor's argument only
+            return _Record
+        if (module, name) in _DATA_GLOBALS:
+            return pickle.Unpickler.find_class(self, module, name)
+        raise RefusedGlobal(f"{module}.{name}")
+
+
+def _number(fields: dict[str, Any], key: str, default: float) -> float:
+    value = fields.get(key, default)
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise CheckpointError(
+            f"malformed normalisation statistics: {key} is {type(value).__name__}"
+        ) from None
+    return out
+
+
+def _rms(fields: dict[str, Any], key: str) -> tuple[Any, Any, float] | None:
+    import numpy as np
+
+    rec = fields.get(key)
+    if rec is None:
+        return None
+    if not isinstance(rec, _Record):
+        raise CheckpointError(f"malformed normalisation statistics: {key} is not a RunningMeanStd")
+    f = rec.fields
+    try:
+        mean = np.asarray(f["mean"], dtype=np.float64)
+        var = np.asarray(f["var"], dtype=np.float64)
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(
+            f"malformed normalisation statistics: {key} lacks a numeric mean / var"
+        ) from None
+    if mean.shape != var.shape or not (np.all(np.isfinite(mean)) and np.all(var >= 0)):
+        raise CheckpointError(f"malformed normalisation statistics: {key} has a bad mean / var")
+    return mean, var, _number(f, "count", 1e-4)
+
+
+def read_vecnormalize(path: str | Path, trust_checkpoint: bool = False) -> Any:
+    """The statistics of a pickled ``VecNormalize`` as :class:`~equirl.rl.normalize.NormalizeStats`.
+
+    Without ``trust_checkpoint`` the pickle is read by a restricted unpickler that builds only numpy
+    arrays and plain records of the ``VecNormalize``, ``RunningMeanStd`` and space objects (their
+    fields, nothing constructed or called); any other global refuses the file with one line.
+
+    :param path: the ``vecnormalize.pkl``.
+    :param trust_checkpoint: unpickle it with :mod:`pickle` (runs any code it holds).
+    :raises CheckpointError: missing, malformed, or a pickle that would run code.
+    """
+    import numpy as np
+
+    from equirl.rl.normalize import NormalizeStats
+
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"normalisation statistics not found: {p}")
+    blob = p.read_bytes()
+    if trust_checkpoint:
+        obj = pickle.loads(blob)  # the caller trusts the file
+        fields = dict(vars(obj))
+        fields["obs_rms"] = _as_record(getattr(obj, "obs_rms", None))
+        fields["ret_rms"] = _as_record(getattr(obj, "ret_rms", None))
+    else:
+        try:
+            obj = _VecNormalizeUnpickler(io.BytesIO(blob)).load()
+        except RefusedGlobal as exc:
+            raise CheckpointError(
+                f"{p}: a pickle that uses {exc}, which could run code; not loaded ({TRUST_HINT})"
+            ) from None
+        except Exception as exc:
+            raise CheckpointError(
+                f"{p}: cannot be read as normalisation statistics ({type(exc).__name__})"
+            ) from None
+        if not isinstance(obj, _Record):
+            raise CheckpointError(f"{p}: not a pickled VecNormalize")
+        fields = obj.fields
+    if isinstance(fields.get("obs_rms"), dict):
+        raise CheckpointError(f"{p}: dict-observation statistics are not supported")
+    obs = _rms(fields, "obs_rms")
+    ret = _rms(fields, "ret_rms")
+    norm_obs = bool(fields.get("norm_obs", True))
+    if obs is None and norm_obs:
+        raise CheckpointError(f"{p}: no observation statistics (obs_rms)")
+    mean, var, count = obs if obs is not None else (np.zeros(0), np.ones(0), 1e-4)
+    return NormalizeStats(
+        mean=mean,
+        var=var,
+        count=count,
+        clip_obs=_number(fields, "clip_obs", 10.0),
+        epsilon=_number(fields, "epsilon", 1e-8),
+        norm_obs=norm_obs,
+        norm_reward=bool(fields.get("norm_reward", False)),
+        gamma=_number(fields, "gamma", 0.99),
+        clip_reward=_number(fields, "clip_reward", 10.0),
+        ret_mean=float(np.asarray(ret[0]).reshape(-1)[0]) if ret is not None and np.size(ret[0]) else 0.0,
+        ret_var=float(np.asarray(ret[1]).reshape(-1)[0]) if ret is not None and np.size(ret[1]) else 1.0,
+        ret_count=ret[2] if ret is not None else 1e-4,
+    )
+
+
+def _as_record(obj: Any) -> _Record | None:
+    if obj is None:
+        return None
+    rec = _Record()
+    rec.fields = dict(vars(obj))
+    return rec

@@ -39,7 +39,7 @@ from equirl.errors import (
     RunInterrupted,
     RunSaveError,
 )
-from equirl.registry import get_method
+from equirl.registry import BASE, get_method
 from equirl.rl.config import RLConfig, check_buffer_memory, load_rl_config
 from equirl.rl.envs import make_vec_env
 from equirl.rl.lifecycle import (
@@ -125,6 +125,7 @@ def build_model(cfg: RLConfig, vec: Any | None = None, trust_checkpoint: bool = 
 
     The symmetry spec is resolved once and the training env made once (``vec``, or one made here).
     ``policy_kwargs`` are plain data (the spec as a mapping), so the saved zip pickles none of them.
+    Method ``augment`` trains a plain policy on mirrored transitions too (:mod:`equirl.rl.augment`).
 
     :param trust_checkpoint: let SB3 unpickle ``init_from``'s pickled entries (see
         :mod:`equirl.rl.safe_load`).
@@ -136,11 +137,17 @@ def build_model(cfg: RLConfig, vec: Any | None = None, trust_checkpoint: bool = 
     sym.check_fits(*_raw_spaces(vec))
     check_buffer_memory(vec.observation_space, cfg.hyperparams.buffer_size)
     kw = _algo_kwargs(cfg)
+    method = cfg.method
+    if get_method(method).augments_data:  # a plain policy trained on mirrored transitions too
+        from equirl.rl.augment import augment_kwargs
+
+        kw.update(augment_kwargs(sym, cfg.algo, seed=cfg.seed))
+        method = BASE
     if cfg.init_from:
         return load_pretrained(
             cfg.init_from,
             vec,
-            method=cfg.method,
+            method=method,
             algo=cfg.algo,
             symmetry=sym,
             method_kwargs=cfg.method_kwargs,
@@ -152,7 +159,7 @@ def build_model(cfg: RLConfig, vec: Any | None = None, trust_checkpoint: bool = 
     pk: dict[str, Any] = {
         "net_arch": list(cfg.hyperparams.net_arch),
         "symmetry": sym.to_dict(),
-        "method": cfg.method,
+        "method": method,
         "method_kwargs": dict(cfg.method_kwargs),
         "freeze_backbone": bool(cfg.freeze_backbone),
     }

@@ -19,6 +19,7 @@ from equirl.actions import image_action, permutation_action, product_action, sig
 from equirl.errors import ConfigError, EquirlError
 from equirl.groups import cyclic, dihedral, direct_product, flip
 from equirl.registry import (
+    AUGMENT,
     BASE,
     CANONICALIZE,
     EQUITUNE,
@@ -40,7 +41,7 @@ ALL_NAMES = [(n, s.name) for s in METHODS.values() for n in s.names]
 
 def test_canonical_names_and_constants() -> None:
     assert method_names() == (BASE, EQUITUNE, EQUIZERO, LAMBDA, CANONICALIZE, MULTIGROUP)
-    assert tuple(METHODS) == method_names()
+    assert tuple(METHODS) == (*method_names(), AUGMENT) == method_names(augment=True)
     assert all(spec.name == name for name, spec in METHODS.items())
 
 
@@ -77,7 +78,8 @@ def test_method_name_filters() -> None:
     assert method_names(base=False) == (EQUITUNE, EQUIZERO, LAMBDA, CANONICALIZE, MULTIGROUP)
     assert method_names(learned_scorer=False) == (BASE, EQUITUNE, EQUIZERO, LAMBDA)
     assert method_names(product_group=False) == (BASE, EQUITUNE, EQUIZERO, LAMBDA, CANONICALIZE)
-    with_aliases = method_names(aliases=True)
+    assert method_names(base=False, augment=True)[-1] == AUGMENT
+    with_aliases = method_names(aliases=True, augment=True)
     assert set(with_aliases) == {n for s in METHODS.values() for n in s.names}
     assert with_aliases.index(BASE) < with_aliases.index("plain") < with_aliases.index(EQUITUNE)
 
