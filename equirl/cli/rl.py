@@ -12,10 +12,12 @@ from typing import Any
 
 from equirl.cli.args import add_config_args, method_arg
 from equirl.errors import ConfigError
-from equirl.registry import canonical_method, method_names
+from equirl.registry import AUTO, canonical_method, method_names
 from equirl.utils.runs import tensorboard_command
 
 METHOD_CHOICES = method_names()
+#: ``train`` / ``eval`` also take the pseudo-method ``auto`` (pick by validation episodes)
+RUN_METHOD_CHOICES = method_names(pseudo=True)
 #: what ``--method all`` evaluates (the scorer methods need a fitted scorer / a product group)
 ALL_METHODS = method_names(learned_scorer=False)
 TRUST_HELP = (
@@ -61,7 +63,11 @@ def register(commands: Any, bench: Any) -> None:
             )
             p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
             p.add_argument(
-                "--method", default=None, type=method_arg, choices=METHOD_CHOICES, help="overrides method"
+                "--method",
+                default=None,
+                type=method_arg,
+                choices=RUN_METHOD_CHOICES,
+                help="overrides method (auto: pick by zero-shot validation episodes of --init-from)",
             )
         p.set_defaults(func=_pretrain if name == "pretrain" else _train)
 
@@ -76,8 +82,20 @@ def register(commands: Any, bench: Any) -> None:
     p.add_argument("--env", required=True, help="env id")
     p.add_argument("--algo", default="dqn", choices=("dqn", "qrdqn"))
     p.add_argument(
-        "--method", nargs="+", default=["all"], help=f"methods ({' '.join(METHOD_CHOICES)}) or all"
+        "--method",
+        nargs="+",
+        default=["all"],
+        help=f"methods ({' '.join(RUN_METHOD_CHOICES)}) or all; auto picks one on validation seeds",
     )
+    p.add_argument(
+        "--candidates",
+        nargs="+",
+        default=None,
+        metavar="CANDIDATE",
+        help="auto's candidates: 'method' or 'method:key=value,...' (default: base equitune equizero"
+        " equizero:proxy=max_value)",
+    )
+    p.add_argument("--out", default=None, help="folder for auto's choice (auto_choice.json / .md)")
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--seeds", type=int, default=1, help="evaluation seeds (episodes each)")
     p.add_argument(
@@ -216,9 +234,14 @@ def _train(args: argparse.Namespace, console: Any) -> int:
     cfg = _load_cfg(args)
     if args.init_from:
         cfg.init_from = args.init_from
-    if args.method:  # re-validates method_kwargs against the new method
+    if args.method == AUTO and cfg.method != AUTO:  # the config's options belong to its own method
+        cfg = dataclasses.replace(cfg, method=AUTO, method_kwargs={})
+    elif args.method:  # re-validates method_kwargs against the new method
         cfg = dataclasses.replace(cfg, method=args.method)
     res = run_training(cfg, progress_bar=not args.no_progress, trust_checkpoint=args.trust_checkpoint)
+    choice_file = res.run_dir / "auto_choice.json"
+    if choice_file.is_file():
+        console.print(json.loads(choice_file.read_text())["reason"], soft_wrap=True)
     console.print(
         f"run: {res.run_dir}  final return {res.final_mean:.1f} ± {res.final_std:.1f}  ({res.seconds:.0f} s)",
         soft_wrap=True,
@@ -235,22 +258,56 @@ def _eval(args: argparse.Namespace, console: Any) -> int:
         raise ConfigError("--episodes and --seeds must be positive")
     from equirl.cli.output import make_table, progress_bar
 
-    with progress_bar(console, f"eval {args.env}") as progress:
-        res = evaluate_methods(
+    which = "final" if args.final else "best"
+    choice = None
+    if AUTO in methods:
+        from equirl.rl.select import select_method
+
+        methods = [m for m in methods if m != AUTO]
+        choice = select_method(
             args.agent,
             args.env,
-            methods,
-            algo=args.algo,
+            candidates=args.candidates,
             episodes=args.episodes,
             seeds=args.seeds,
-            progress=progress,
-            which="final" if args.final else "best",
+            algo=args.algo,
+            which=which,
             trust_checkpoint=args.trust_checkpoint,
         )
+        if args.out:
+            choice.save(args.out)
+    common: dict[str, Any] = {
+        "algo": args.algo,
+        "episodes": args.episodes,
+        "seeds": args.seeds,
+        "which": which,
+        "trust_checkpoint": args.trust_checkpoint,
+    }
+    with progress_bar(console, f"eval {args.env}") as progress:
+        res = evaluate_methods(args.agent, args.env, methods, progress=progress, **common) if methods else {}
+        if choice is not None:  # the chosen method on the evaluation seeds (not the validation ones)
+            row = evaluate_methods(
+                args.agent,
+                args.env,
+                [choice.method],
+                method_kwargs={choice.method: choice.method_kwargs},
+                **common,
+            )[choice.method]
+            res[AUTO] = {**row, "choice": choice.label}
     if args.json:
         console.print_json(json.dumps(res))
         return 0
-    rows = [(m, f"{r['mean_return']:.1f}", f"{r['std_return']:.1f}", r["episodes"]) for m, r in res.items()]
+    if choice is not None:
+        console.print(choice.reason, soft_wrap=True)
+    rows = [
+        (
+            f"{m} → {r['choice']}" if "choice" in r else m,
+            f"{r['mean_return']:.1f}",
+            f"{r['std_return']:.1f}",
+            r["episodes"],
+        )
+        for m, r in res.items()
+    ]
     cols = ("method", "mean return", "std", "episodes")
     console.print(make_table(f"{args.env}: zero-shot returns of {args.agent}", cols, rows))
     return 0

@@ -144,8 +144,10 @@ def run_training(
     from stable_baselines3.common.logger import configure
 
     from equirl.rl.callbacks import EquiEvalCallback, EquiLoggingCallback
+    from equirl.rl.select import resolve_auto
 
-    # validation errors happen before any directory exists
+    # validation errors happen before any directory exists; method auto resolves first (zero-shot)
+    cfg, auto_choice = resolve_auto(cfg, trust_checkpoint=trust_checkpoint)
     model = build_model(cfg, trust_checkpoint=trust_checkpoint)
     scorer_fit: dict[str, float] = {}
     if get_method(cfg.method).learned_scorer and cfg.scorer.steps > 0:
@@ -157,6 +159,8 @@ def run_training(
     final = unique_run_dir(root, run_name(cfg.env, exp_name or cfg.method, cfg.seed))
     with atomic_dir(final) as tmp:
         atomic_write_text(tmp / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        if auto_choice is not None:
+            auto_choice.save(tmp)
         fmt = ["csv", "tensorboard"] if cfg.log.tensorboard else ["csv"]
         logger = configure(str(tmp / "tb"), fmt)
         model.set_logger(logger)
@@ -168,7 +172,13 @@ def run_training(
             method=cfg.method,
             best_model_save_path=str(tmp),
         )
-        callbacks = CallbackList([EquiLoggingCallback(cfg.log.equi_freq), eval_cb])
+        cbs: list[Any] = [EquiLoggingCallback(cfg.log.equi_freq), eval_cb]
+        if get_method(cfg.method).learned_weights and getattr(model.policy, "freeze_backbone", False):
+            from equirl.rl.lambda_fit import BestLambdaCallback  # keeps the best λ of the evaluations
+
+            if cfg.eval.freq > 0:
+                cbs.append(BestLambdaCallback(eval_cb, float(cfg.method_kwargs.get("lambda_reg", 0.0))))
+        callbacks = CallbackList(cbs)
         t0 = time.perf_counter()
         if cfg.partial_fraction > 0:
             first = max(1, round(cfg.timesteps * cfg.partial_fraction))
