@@ -29,6 +29,7 @@ __all__ = [
     "direct_product",
     "flip",
     "permutation_group",
+    "select_method",
     "symmetrize",
 ]
 
@@ -38,6 +39,7 @@ _LAZY = {
     "EquiTune": "equirl.symmetrizers",
     "EquiZero": "equirl.symmetrizers",
     "LambdaEquiTune": "equirl.symmetrizers",
+    "select_method": "equirl.rl.select",
     "actions": "equirl.actions",
     "symmetrizers": "equirl.symmetrizers",
     "rl": "equirl.rl",
@@ -46,6 +48,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # pragma: no cover
+    from equirl.rl.select import select_method
     from equirl.symmetrizers import EquiTune, EquiZero, LambdaEquiTune, check_equivariance, symmetrize
 
 

@@ -40,6 +40,7 @@ from equirl.errors import ConfigError
 __all__ = [
     "ADAPTERS",
     "AUGMENT",
+    "AUTO",
     "BASE",
     "CANONICALIZE",
     "EQUITUNE",
@@ -48,6 +49,7 @@ __all__ = [
     "LAMBDA",
     "METHODS",
     "MULTIGROUP",
+    "PSEUDO_METHODS",
     "MethodOption",
     "MethodSpec",
     "canonical_method",
@@ -71,9 +73,20 @@ CANONICALIZE: Final = "canonicalize"
 MULTIGROUP: Final = "multigroup"
 #: the data-augmentation baseline: a plain network trained on every transition and its mirror images
 AUGMENT: Final = "augment"
+#: a pseudo-method: evaluate candidate methods on a validation budget and use the best
+#: (:func:`equirl.rl.select.select_method`); it resolves to a concrete method before any model is built
+AUTO: Final = "auto"
 
 #: the named equizero proxies (:data:`equirl.symmetrizers.proxies.PROXIES` holds their code)
-EQUIZERO_PROXIES: Final = ("entropy", "max_prob", "max_value", "nll")
+EQUIZERO_PROXIES: Final = (
+    "entropy",
+    "max_prob",
+    "max_value",
+    "nll",
+    "action_gap",
+    "min_spread",
+    "quantile_spread",
+)
 
 #: where an option can apply: ``core`` is :func:`equirl.symmetrize` itself, the others are the adapters
 #: (each of which passes the core options through)
@@ -218,6 +231,7 @@ class MethodSpec:
     :param options: the keyword options (``method_kwargs``).
     :param augments_data: a training-time baseline that augments the data instead of the model (the
         network stays plain; listed by :func:`method_names` only with ``augment=True``).
+    :param pseudo: not a symmetrizer but a rule that resolves to one (``auto``); never in :data:`METHODS`.
     """
 
     name: str
@@ -232,6 +246,7 @@ class MethodSpec:
     weights_tag: str | None = None
     options: tuple[MethodOption, ...] = ()
     augments_data: bool = False
+    pseudo: bool = False
 
     @property
     def own_weights(self) -> bool:
@@ -349,10 +364,10 @@ _SPECS = (
                 "proxy",
                 str,
                 "entropy",
-                "the proxy loss minimised over the group (RL: max_value, the highest Q-value)",
+                "the proxy loss minimised over the group (RL: action_gap, the most decisive element)",
                 choices=EQUIZERO_PROXIES,
                 callable_ok=True,
-                adapter_defaults=(("rl", "max_value"),),
+                adapter_defaults=(("rl", "action_gap"),),
             ),
             MethodOption(
                 "straight_through",
@@ -407,6 +422,14 @@ _SPECS = (
             ),
             MethodOption("detach_features", bool, True, "stop λ's gradient at the feature callable"),
             MethodOption(
+                "lambda_reg",
+                float,
+                0.0,
+                "RL finetuning: pull λ back toward its start (uniform for a fresh λ) by this rate per update",
+                minimum=0,
+                adapters=("rl",),
+            ),
+            MethodOption(
                 "lambda_input",
                 str,
                 "obs+q",
@@ -447,15 +470,39 @@ _SPECS = (
     ),
 )
 
+_PSEUDO_SPECS = (
+    MethodSpec(
+        AUTO,
+        "auto",
+        (),
+        "evaluate candidate methods on validation episodes and use the best (ties: the cheaper, base first)",
+        "-",
+        pseudo=True,
+        options=(
+            MethodOption(
+                "candidates",
+                tuple,
+                ("base", "equitune", "equizero", "equizero:proxy=max_value"),
+                "the methods tried, as 'method' or 'method:key=value,...' (RL: equizero's proxies too)",
+                item_type=str,
+            ),
+            MethodOption("episodes", int, 5, "validation episodes per seed", minimum=1),
+            MethodOption("seeds", int, 3, "validation seeds (disjoint from the evaluation seeds)", minimum=1),
+        ),
+    ),
+)
+
 #: the methods by canonical name, in the order tables list them
 METHODS: Final[Mapping[str, MethodSpec]] = {s.name: s for s in _SPECS}
+#: the pseudo-methods (``auto``), which resolve to a method of :data:`METHODS`
+PSEUDO_METHODS: Final[Mapping[str, MethodSpec]] = {s.name: s for s in _PSEUDO_SPECS}
 
-_LOOKUP: dict[str, str] = {n.lower(): s.name for s in _SPECS for n in s.names}
+_LOOKUP: dict[str, str] = {n.lower(): s.name for s in (*_SPECS, *_PSEUDO_SPECS) for n in s.names}
 
 
 def _valid_names() -> str:
     alias = "; ".join(f"{', '.join(s.aliases)} = {s.name}" for s in _SPECS if s.aliases)
-    return f"{', '.join(METHODS)} (aliases: {alias})"
+    return f"{', '.join([*METHODS, *PSEUDO_METHODS])} (aliases: {alias})"
 
 
 def canonical_method(name: str) -> str:
@@ -471,8 +518,9 @@ def canonical_method(name: str) -> str:
 
 
 def get_method(name: str) -> MethodSpec:
-    """The :class:`MethodSpec` of a method given by its name or an alias."""
-    return METHODS[canonical_method(name)]
+    """The :class:`MethodSpec` of a method (or of the pseudo-method ``auto``) given by its name or an alias."""
+    name = canonical_method(name)
+    return METHODS[name] if name in METHODS else PSEUDO_METHODS[name]
 
 
 def method_names(
@@ -482,6 +530,7 @@ def method_names(
     product_group: bool = True,
     aliases: bool = False,
     augment: bool = False,
+    pseudo: bool = False,
 ) -> tuple[str, ...]:
     """Canonical method names, in table order, filtered.
 
@@ -491,6 +540,7 @@ def method_names(
     :param aliases: also list each kept method's aliases (after its name).
     :param augment: include the data-augmentation baseline ``augment`` (a training method: at
         evaluation its agent is a plain one).
+    :param pseudo: also list the pseudo-methods (``auto``), last.
     """
     out: list[str] = []
     for s in _SPECS:
@@ -503,6 +553,8 @@ def method_names(
         if not product_group and s.needs_product_group:
             continue
         out.extend(s.names if aliases else (s.name,))
+    if pseudo:
+        out.extend(s.name for s in _PSEUDO_SPECS)
     return tuple(out)
 
 
@@ -549,5 +601,5 @@ def describe_methods(names: Iterable[str] | None = None) -> list[dict[str, str]]
     """Rows ``{method, aliases, summary, reference}`` (e.g. for a CLI listing or the docs)."""
     return [
         {"method": s.name, "aliases": ", ".join(s.aliases), "summary": s.summary, "reference": s.reference}
-        for s in (get_method(n) for n in (names if names is not None else METHODS))
+        for s in (get_method(n) for n in (names if names is not None else [*METHODS, *PSEUDO_METHODS]))
     ]

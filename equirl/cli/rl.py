@@ -12,12 +12,14 @@ from typing import Any
 
 from equirl.cli.args import add_config_args, bounded_int, method_arg, nonneg_int, out_dir, positive_int
 from equirl.errors import ConfigError
-from equirl.registry import canonical_method, method_names
+from equirl.registry import AUTO, canonical_method, method_names
 from equirl.utils.runs import tensorboard_command
 
 METHOD_CHOICES = method_names()
-#: ``train --method`` also takes the data-augmentation baseline
-TRAIN_METHOD_CHOICES = method_names(augment=True)
+#: ``train --method`` also takes the data-augmentation baseline and the pseudo-method ``auto``
+TRAIN_METHOD_CHOICES = method_names(augment=True, pseudo=True)
+#: ``eval --method`` also takes ``auto`` (pick by validation episodes)
+RUN_METHOD_CHOICES = method_names(pseudo=True)
 #: what ``--method all`` evaluates (the scorer methods need a fitted scorer / a product group)
 ALL_METHODS = method_names(learned_scorer=False)
 #: the algorithms ``eval`` loads (equirl.rl.pretrained.ALGOS, spelled here so the CLI imports no torch)
@@ -78,7 +80,7 @@ def register(commands: Any, bench: Any) -> None:
                 default=None,
                 type=method_arg,
                 choices=TRAIN_METHOD_CHOICES,
-                help="overrides method",
+                help="overrides method (auto: pick by zero-shot validation episodes of --init-from)",
             )
         p.set_defaults(func=_pretrain if name == "pretrain" else _train)
 
@@ -98,7 +100,21 @@ def register(commands: Any, bench: Any) -> None:
     p.add_argument("--env", required=True, help="env id")
     p.add_argument("--algo", default="dqn", choices=EVAL_ALGOS, help="the agent's algorithm")
     p.add_argument(
-        "--method", nargs="+", default=["all"], help=f"methods ({' '.join(METHOD_CHOICES)}) or all"
+        "--method",
+        nargs="+",
+        default=["all"],
+        help=f"methods ({' '.join(RUN_METHOD_CHOICES)}) or all; auto picks one on validation seeds",
+    )
+    p.add_argument(
+        "--candidates",
+        nargs="+",
+        default=None,
+        metavar="CANDIDATE",
+        help="auto's candidates: 'method' or 'method:key=value,...' (default: base equitune equizero"
+        " equizero:proxy=max_value)",
+    )
+    p.add_argument(
+        "--out", default=None, type=out_dir, help="folder for auto's choice (auto_choice.json / .md)"
     )
     p.add_argument("--episodes", type=bounded_int(1, 100_000), default=10)
     p.add_argument("--seeds", type=bounded_int(1, 1000), default=1, help="evaluation seeds (episodes each)")
@@ -280,10 +296,15 @@ def _train(args: argparse.Namespace, console: Any) -> int:
         cfg = _load_cfg(args)
         if args.init_from:
             cfg.init_from = args.init_from
-        if args.method:  # re-validates method_kwargs against the new method
+        if args.method == AUTO and cfg.method != AUTO:  # the config's options belong to its own method
+            cfg = dataclasses.replace(cfg, method=AUTO, method_kwargs={})
+        elif args.method:  # re-validates method_kwargs against the new method
             cfg = dataclasses.replace(cfg, method=args.method)
         res = run_training(cfg, progress_bar=not args.no_progress, trust_checkpoint=args.trust_checkpoint)
     if res is not None:
+        choice_file = res.run_dir / "auto_choice.json"
+        if choice_file.is_file():
+            console.print(json.loads(choice_file.read_text())["reason"], soft_wrap=True)
         _report(res, console)
     return 0
 
@@ -326,22 +347,56 @@ def _eval(args: argparse.Namespace, console: Any) -> int:
     methods = list(ALL_METHODS) if "all" in args.method else [canonical_method(m) for m in args.method]
     from equirl.cli.output import make_table, progress_bar
 
-    with progress_bar(console, f"eval {args.env}") as progress:
-        res = evaluate_methods(
+    which = "final" if args.final else "best"
+    choice = None
+    if AUTO in methods:
+        from equirl.rl.select import select_method
+
+        methods = [m for m in methods if m != AUTO]
+        choice = select_method(
             args.agent,
             args.env,
-            methods,
-            algo=args.algo,
+            candidates=args.candidates,
             episodes=args.episodes,
             seeds=args.seeds,
-            progress=progress,
-            which="final" if args.final else "best",
+            algo=args.algo,
+            which=which,
             trust_checkpoint=args.trust_checkpoint,
         )
+        if args.out:
+            choice.save(args.out)
+    common: dict[str, Any] = {
+        "algo": args.algo,
+        "episodes": args.episodes,
+        "seeds": args.seeds,
+        "which": which,
+        "trust_checkpoint": args.trust_checkpoint,
+    }
+    with progress_bar(console, f"eval {args.env}") as progress:
+        res = evaluate_methods(args.agent, args.env, methods, progress=progress, **common) if methods else {}
+        if choice is not None:  # the chosen method on the evaluation seeds (not the validation ones)
+            row = evaluate_methods(
+                args.agent,
+                args.env,
+                [choice.method],
+                method_kwargs={choice.method: choice.method_kwargs},
+                **common,
+            )[choice.method]
+            res[AUTO] = {**row, "choice": choice.label}
     if args.json:
         console.print_json(json.dumps(res))
         return 0
-    rows = [(m, f"{r['mean_return']:.1f}", f"{r['std_return']:.1f}", r["episodes"]) for m, r in res.items()]
+    if choice is not None:
+        console.print(choice.reason, soft_wrap=True)
+    rows = [
+        (
+            f"{m} → {r['choice']}" if "choice" in r else m,
+            f"{r['mean_return']:.1f}",
+            f"{r['std_return']:.1f}",
+            r["episodes"],
+        )
+        for m, r in res.items()
+    ]
     cols = ("method", "mean return", "std", "episodes")
     console.print(make_table(f"{args.env}: zero-shot returns of {args.agent}", cols, rows))
     return 0

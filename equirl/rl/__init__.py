@@ -37,6 +37,7 @@ __all__ = [
     "load_spec",
     "make_env",
     "run_demo",
+    "select_method",
 ]
 
 _WHERE = {
@@ -57,6 +58,7 @@ _WHERE = {
     "evaluate_methods": "equirl.rl.evaluation",
     "make_env": "equirl.rl.envs",
     "run_demo": "equirl.rl.demo",
+    "select_method": "equirl.rl.select",
 }
 
 

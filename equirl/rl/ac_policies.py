@@ -195,6 +195,7 @@ def make_head_symmetrizer(
     try:
         spec = get_method(method)
         kw = validate_method_kwargs(spec.name, method_kwargs, adapter="rl")
+        kw.pop("lambda_reg", None)  # read by the λ-fitting callback, not by the symmetrizer
     except EquirlError as exc:
         raise SymmetryError(str(exc)) from None
     if spec.name not in AC_METHODS:

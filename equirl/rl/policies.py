@@ -54,9 +54,11 @@ from equirl.rl.spec import EnvSymmetry, resolve_symmetry
 from equirl.symmetrizers import EquiZero, LambdaEquiTune, Symmetrizer, SymmetrizerOutput, symmetrize
 from equirl.symmetrizers.methods import straight_through, tie_weights
 from equirl.symmetrizers.nets import ObsLambdaNet
+from equirl.symmetrizers.proxies import action_gap, min_spread, quantile_spread
 
 __all__ = [
     "DEFAULT_LAMBDA_HIDDEN",
+    "FAST_PROXIES",
     "METHODS",
     "EquiCnnDQNPolicy",
     "EquiCnnQRDQNPolicy",
@@ -128,32 +130,76 @@ def _q_values(ys: Tensor, quantile: bool) -> Tensor:
     return ys.mean(-2) if quantile else ys
 
 
-class QValueEquiZero(EquiZero):
-    """Equizero with the max-value proxy, fused for Q / quantile networks.
+#: the proxies :class:`QValueEquiZero` computes itself (on Q-values; quantiles averaged first, except
+#: ``quantile_spread`` which reads the greedy action's quantiles)
+FAST_PROXIES = ("max_value", "action_gap", "min_spread", "quantile_spread")
 
-    Same output as :class:`~equirl.symmetrizers.EquiZero` with ``proxy="max_value"`` (or
-    :func:`quantile_max_value`) and ``tie_break="average"`` -- :math:`g^* = \\arg\\max_g \\max_a Q(g\\cdot s)_a`,
-    ties averaged -- but the orbit outputs are mapped back once and reused for the selection, the
-    output and the straight-through equitune gradient, and no host synchronisation is needed. This is
-    what SB3 calls three times per gradient step (acting, TD target, loss), so it matters for wall time
-    (Basu et al., NeurIPS 2023, use equizero with this proxy for DQN agents).
+
+def _fast_scores(back: Tensor, proxy: str, quantile: bool) -> Tensor:
+    """``(|G|, B)`` scores (higher = chosen) of the mapped-back orbit outputs ``back`` for a fast proxy.
+
+    Every score is invariant to permuting the action axis, so the mapped-back outputs give the same
+    scores as the outputs in each element's own frame (what the core proxies read).
+    """
+    if proxy == "quantile_spread":
+        if not quantile:
+            raise SymmetryError("the quantile_spread proxy needs a QR-DQN (quantile) network")
+        return -quantile_spread(back)
+    q = _q_values(back, quantile).float()
+    if proxy == "max_value":
+        return q.amax(-1)
+    if proxy == "action_gap":
+        return -action_gap(q)
+    if proxy == "min_spread":
+        return -min_spread(q)
+    raise SymmetryError(
+        f"the fused Q-value equizero takes the proxies {', '.join(FAST_PROXIES)}, got {proxy!r}"
+    )
+
+
+class QValueEquiZero(EquiZero):
+    """Equizero fused for Q / quantile networks, with the proxies of :data:`FAST_PROXIES`.
+
+    Same output as :class:`~equirl.symmetrizers.EquiZero` with the same proxy on the Q-values
+    (:func:`quantile_max_value` for ``max_value`` on quantiles) and ``tie_break="average"`` -- e.g.
+    :math:`g^* = \\arg\\max_g \\max_a Q(g\\cdot s)_a` for ``max_value``, ties averaged -- but the orbit outputs are
+    mapped back once and reused for the selection, the output and the straight-through equitune
+    gradient, and no host synchronisation is needed. This is what SB3 calls three times per gradient
+    step (acting, TD target, loss), so it matters for wall time (Basu et al., NeurIPS 2023, use equizero
+    with the max-value proxy for DQN agents; ``action_gap`` is the RL default, see ``docs/rl.md``).
 
     :param quantile: outputs are quantiles ``(B, n_quantiles, A)``.
+    :param proxy: one of :data:`FAST_PROXIES`.
     """
 
-    def __init__(self, *args: Any, quantile: bool = False, **kwargs: Any) -> None:
-        kwargs.setdefault("proxy", quantile_max_value if quantile else "max_value")
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        model: Any,
+        in_action: Any,
+        out_action: Any = None,
+        *,
+        quantile: bool = False,
+        proxy: str = "max_value",
+        **kwargs: Any,
+    ) -> None:
+        if proxy not in FAST_PROXIES:
+            raise SymmetryError(
+                f"the fused Q-value equizero takes the proxies {', '.join(FAST_PROXIES)}, got {proxy!r}"
+            )
+        core_proxy: Any = quantile_max_value if quantile and proxy == "max_value" else proxy
+        super().__init__(model, in_action, out_action, proxy=core_proxy, **kwargs)
         if self.tie_break != "average":
             raise SymmetryError("the fused Q-value equizero averages ties (tie_break='average')")
         self.quantile = quantile
+        self.fast_proxy = proxy
+        if proxy == "quantile_spread" and not quantile:
+            raise SymmetryError("the quantile_spread proxy needs a QR-DQN (quantile) network")
 
     def combine(self, x_rows: Tensor, ys: Tensor) -> SymmetrizerOutput:
         back = self.out_action.inverse_stacked(ys)  # (|G|, B, ...): g^-1 . M(g . x)
         with torch.no_grad():
-            # max_a is invariant to the action permutation, so the mapped-back outputs give the proxy;
             # ties averaged by the core's rule (EquiZero.select with tie_break="average")
-            v = _q_values(back.detach(), self.quantile).float().amax(-1)
+            v = _fast_scores(back.detach(), self.fast_proxy, self.quantile)
             w = tie_weights(v, self.tie_atol, self.tie_rtol, dtype=back.dtype)
         zero = (w.view(*w.shape, *([1] * (back.dim() - 2))) * back).sum(0)
         if self.uses_straight_through(ys):
@@ -223,6 +269,13 @@ def _make_symmetrizer(
     except EquirlError as exc:
         raise SymmetryError(str(exc)) from None
     method = spec.name
+    if spec.pseudo:
+        raise SymmetryError(
+            f"method {method!r} resolves to a concrete method first (equirl.select_method / method: auto in a run)"
+        )
+    kw_rl = dict(method_kwargs)
+    kw_rl.pop("lambda_reg", None)  # read by the λ-fitting callback, not by the symmetrizer
+    method_kwargs = kw_rl
     if not isinstance(action_space, spaces.Discrete) or int(action_space.n) != sym.n_actions:
         raise SymmetryError(
             f"{sym.env_id}: the spec permutes {sym.n_actions} actions but the action space is {action_space}"
@@ -241,9 +294,11 @@ def _make_symmetrizer(
         kw["scorer"] = ObsLambdaNet(flat, hidden, scale=1.0 / 255.0 if image else 1.0, zero_init=False)
         return symmetrize(model_fn, in_act, out_act, method=method, **kw)
     if spec.name == EQUIZERO:
-        if "proxy" not in kw and kw.get("tie_break", "average") == "average":
+        proxy = kw.setdefault("proxy", spec.option("proxy").default_for("rl"))  # type: ignore[union-attr]
+        if isinstance(proxy, str) and proxy in FAST_PROXIES and kw.get("tie_break", "average") == "average":
             return QValueEquiZero(model_fn, in_act, out_act, quantile=quantile, **kw)
-        kw.setdefault("proxy", quantile_max_value if quantile else "max_value")
+        if quantile and proxy == "max_value":
+            kw["proxy"] = quantile_max_value
     if spec.learned_weights and "lambda_net" not in kw:
         hidden = tuple(int(h) for h in kw.pop("lambda_hidden", DEFAULT_LAMBDA_HIDDEN))
         lam_in = str(kw.pop("lambda_input", "obs+q"))

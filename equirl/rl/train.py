@@ -200,14 +200,19 @@ def run_training(
     :raises NonFiniteError: NaN / inf in the loss, Q-values or parameters (status ``failed``).
     :raises RunSaveError: the final model could not be written to the run directory.
     """
+    from equirl.rl.select import resolve_auto
+
     check_output_path(cfg.out, "out")
-    # validation errors happen before any directory exists
+    # validation errors happen before any directory exists; method auto resolves first (zero-shot)
+    cfg, auto_choice = resolve_auto(cfg, trust_checkpoint=trust_checkpoint)
     model = build_model(cfg, trust_checkpoint=trust_checkpoint)
     scorer_fit = _fit_scorer(cfg, model)
     root = Path(cfg.out)
     run_dir = unique_run_dir(root, run_name(cfg.env, exp_name or cfg.method, cfg.seed))
     run_dir.mkdir(parents=True)
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    if auto_choice is not None:
+        auto_choice.save(run_dir)
     record = RunRecord(
         run_dir,
         {
@@ -452,7 +457,13 @@ class _Run:
         if self.eval_state:
             self.eval_cb.set_state(self.eval_state)
         t0 = time.perf_counter()
-        cbs = [_RunCallback(self, t0), EquiLoggingCallback(cfg.log.equi_freq), self.eval_cb, *extra]
+        cbs = [_RunCallback(self, t0), EquiLoggingCallback(cfg.log.equi_freq), self.eval_cb]
+        if get_method(cfg.method).learned_weights and getattr(model.policy, "freeze_backbone", False):
+            from equirl.rl.lambda_fit import BestLambdaCallback  # keeps the best λ of the evaluations
+
+            if cfg.eval.freq > 0:
+                cbs.append(BestLambdaCallback(self.eval_cb, float(cfg.method_kwargs.get("lambda_reg", 0.0))))
+        cbs += extra
         for cb in cbs:  # evaluation / logging schedules count env steps since the run's start
             cb.n_calls = int(model.num_timesteps)
         callback = CallbackList(cbs)

@@ -82,6 +82,11 @@ def symmetrize(
         extra = sorted(set(SYMMETRIZERS) - set(method_names()))
         names = ", ".join(method_names(base=False) + tuple(extra))
         raise EquirlError(f"unknown method {method!r}; choose one of {names}") from None
+    if spec.pseudo:
+        raise EquirlError(
+            f"method {spec.name!r} chooses a method by evaluation (equirl.select_method for RL agents); "
+            f"symmetrize needs one of {', '.join(method_names(base=False))}"
+        )
     if not spec.symmetrizes:
         raise EquirlError(
             f"method {spec.name!r} leaves the model as it is; use the model itself, or one of "

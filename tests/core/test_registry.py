@@ -126,7 +126,7 @@ def test_core_options_match_the_class_signature(name: str) -> None:
 def test_equizero_proxies_match_the_proxy_table() -> None:
     assert set(EQUIZERO_PROXIES) == set(PROXIES)
     assert get_method(EQUIZERO).option("proxy").choices == EQUIZERO_PROXIES  # type: ignore[union-attr]
-    assert get_method(EQUIZERO).option("proxy").default_for("rl") == "max_value"  # type: ignore[union-attr]
+    assert get_method(EQUIZERO).option("proxy").default_for("rl") == "action_gap"  # type: ignore[union-attr]
     assert get_method(LAMBDA).defaults("rl")["lambda_hidden"] == ()
 
 

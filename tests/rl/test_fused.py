@@ -149,3 +149,47 @@ def test_obs_lambda_net_with_other_hidden_sizes_fails_with_the_fix() -> None:
         ObsLambdaNet(6, ()).load_state_dict({f"net.{k}": v for k, v in old.state_dict().items()})
     with pytest.raises(SymmetryError, match="lambda_hidden"):
         ObsLambdaNet(6, ()).load_state_dict(ObsLambdaNet(6, (8,)).state_dict())
+
+
+@pytest.mark.parametrize("proxy", ["max_value", "action_gap", "min_spread"])
+@pytest.mark.parametrize("env_id", ["equirl/GridWorld-v0", "LunarLander-v3"])
+def test_fused_equizero_proxies_match_core_and_are_equivariant(proxy: str, env_id: str) -> None:
+    torch.manual_seed(4)
+    net, in_act, out_act, x = _setup(env_id)
+    fused = QValueEquiZero(net, in_act, out_act, proxy=proxy)
+    core = EquiZero(net, in_act, out_act, proxy=proxy)
+    with torch.no_grad():
+        a, b = fused.forward_with_weights(x), core.forward_with_weights(x)
+    assert torch.allclose(a.output, b.output, atol=ATOL)
+    assert torch.allclose(a.weights, b.weights, atol=ATOL)
+    errs = equivariance_errors(fused, in_act, out_act, x)
+    assert len(errs) == in_act.group.order and max(float(e) for e in errs.values()) <= ATOL
+
+
+@pytest.mark.parametrize("proxy", ["action_gap", "min_spread", "quantile_spread"])
+def test_fused_equizero_quantile_proxies_match_core(proxy: str) -> None:
+    from equirl.symmetrizers.proxies import PROXIES
+
+    torch.manual_seed(5)
+    sym = load_spec("Acrobot-v1")
+    A = sym.n_actions
+    net = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 5 * A), nn.Unflatten(1, (5, A)))
+    in_act, out_act = sym.obs_action(), sym.action_action()
+    x = torch.randn(20, 6)
+    fused = QValueEquiZero(net, in_act, out_act, quantile=True, proxy=proxy)
+    # the core reference on the quantile-averaged Q-values (quantile_spread reads the quantiles themselves)
+    ref = PROXIES[proxy] if proxy == "quantile_spread" else (lambda ys: PROXIES[proxy](ys.mean(-2)))
+    core = EquiZero(net, in_act, out_act, proxy=ref)
+    with torch.no_grad():
+        assert torch.allclose(fused(x), core(x), atol=ATOL)
+    assert max(float(e) for e in equivariance_errors(fused, in_act, out_act, x).values()) <= ATOL
+
+
+def test_fused_equizero_refuses_unknown_and_quantile_only_proxies() -> None:
+    from equirl.errors import SymmetryError
+
+    net, in_act, out_act, _ = _setup("CartPole-v1")
+    with pytest.raises(SymmetryError, match="quantile"):
+        QValueEquiZero(net, in_act, out_act, proxy="quantile_spread")
+    with pytest.raises(SymmetryError, match="fused"):
+        QValueEquiZero(net, in_act, out_act, proxy="entropy")

@@ -105,10 +105,31 @@ def test_save_load_roundtrip_without_custom_objects(tmp_path: Path) -> None:
     assert (a1 == a2).all()
 
 
-def test_equizero_uses_max_value_and_deterministic_actions() -> None:
+def test_equizero_default_proxy_is_the_action_gap() -> None:
     env = make_env("CartPole-v1")
     model = DQN(
         "EquiMlpPolicy", env, policy_kwargs={"symmetry": "CartPole-v1", "method": "equizero"}, buffer_size=10
+    )
+    x = _obs("CartPole-v1")
+    net = model.policy.q_net
+    with torch.no_grad():
+        q, qm = net._plain_forward(x), net._plain_forward(-x)
+        gap = lambda v: (v[:, 0] - v[:, 1]).abs()
+        expected = torch.where((gap(qm) > gap(q))[:, None], qm.flip(-1), q)
+        assert torch.allclose(net(x), expected, atol=ATOL)
+
+
+def test_equizero_uses_max_value_and_deterministic_actions() -> None:
+    env = make_env("CartPole-v1")
+    model = DQN(
+        "EquiMlpPolicy",
+        env,
+        policy_kwargs={
+            "symmetry": "CartPole-v1",
+            "method": "equizero",
+            "method_kwargs": {"proxy": "max_value"},
+        },
+        buffer_size=10,
     )
     x = _obs("CartPole-v1")
     net = model.policy.q_net

@@ -19,7 +19,7 @@ CartPole-v1:
   n_timesteps: 300
   learning_starts: 100
   buffer_size: 1000
-  policy_kwargs: "dict(symmetry='CartPole-v1', method='equizero', net_arch=[32, 32])"
+  policy_kwargs: "dict(symmetry='CartPole-v1', method='equizero', method_kwargs=dict(proxy='max_value'), net_arch=[32, 32])"
   callback:
     - equirl.rl.callbacks.EquiLoggingCallback:
         equi_freq: 100
