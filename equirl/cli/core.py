@@ -88,6 +88,8 @@ def _rl_demo(console: Any) -> int:
             row.append(f"{ft.final_mean:.1f} ± {ft.final_std:.1f}" if m == res.finetune_method else "")
         t.add_row(*row)
     console.print(t)
+    if res.auto_reason:
+        console.print(f"finetuning: {res.auto_reason}", soft_wrap=True)
     for note in res.notes:
         console.print(f"note: {note}", soft_wrap=True)
     if res.finetune is not None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from equirl.registry import BASE, EQUITUNE, EQUIZERO, method_names
+from equirl.registry import AUTO, BASE, EQUIZERO, method_names
 
 __all__ = ["DEMO_ENV", "DEMO_METHODS", "DemoResult", "run_demo"]
 
@@ -25,10 +25,11 @@ class DemoResult:
     :param agent: the full agent's zip.
     :param episodes: evaluation episodes per method.
     :param zero_shot: ``{"full"|"partial": {method: {"mean_return", "std_return", "episodes"}}}``.
-    :param finetune_method: the method used to finetune the partial agent.
+    :param finetune_method: the method used to finetune the partial agent (``auto``'s pick when auto).
     :param finetune_steps: env steps of finetuning (0: none).
     :param finetune: the finetuning run (``None`` when skipped).
     :param notes: one-sentence explanations of surprising rows, for the user.
+    :param auto_reason: why ``auto`` picked ``finetune_method`` (``None`` when it was not auto).
     """
 
     agent: Path
@@ -38,6 +39,7 @@ class DemoResult:
     finetune_steps: int
     finetune: Any = None
     notes: list[str] = field(default_factory=list)
+    auto_reason: str | None = None
 
 
 def _notes(zero: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
@@ -58,7 +60,7 @@ def run_demo(
     agent: str | Path | None = None,
     episodes: int = 5,
     finetune_steps: int = 3000,
-    finetune_method: str = EQUITUNE,
+    finetune_method: str = AUTO,
     out: str = "runs",
     progress_bar: bool = False,
 ) -> DemoResult:
@@ -69,7 +71,8 @@ def run_demo(
         its ``*_partial.zip`` sibling is used when present.
     :param episodes: evaluation episodes per method.
     :param finetune_steps: env steps of finetuning (0: skip).
-    :param finetune_method: the symmetrizer used while finetuning.
+    :param finetune_method: the symmetrizer used while finetuning; ``auto`` (the default) picks it on
+        validation episodes of the partial agent (:func:`equirl.rl.select.select_method`).
     :param out: root of the run directory.
     :param progress_bar: show SB3's progress bar while finetuning.
     """
@@ -108,4 +111,18 @@ def run_demo(
             log=LogConfig(equi_freq=500),
         )
         res = run_training(cfg, progress_bar=progress_bar, exp_name=f"demo-{finetune_method}")
-    return DemoResult(full, episodes, zero, finetune_method, finetune_steps if res else 0, res, _notes(zero))
+    auto_reason = None
+    if res is not None and finetune_method == AUTO:
+        import json
+
+        import yaml
+
+        finetune_method = str(
+            yaml.safe_load((res.run_dir / "config.yaml").read_text(encoding="utf-8"))["method"]
+        )
+        choice = res.run_dir / "auto_choice.json"
+        if choice.is_file():
+            auto_reason = str(json.loads(choice.read_text(encoding="utf-8"))["reason"])
+    return DemoResult(
+        full, episodes, zero, finetune_method, finetune_steps if res else 0, res, _notes(zero), auto_reason
+    )
