@@ -29,19 +29,27 @@ from torch import Tensor, nn
 from equirl.bench.report import BenchTable, Column, Step, progress, write_csv
 from equirl.bench.threads import torch_threads
 from equirl.errors import EquirlError
-from equirl.registry import BASE, EQUITUNE, EQUIZERO, LAMBDA
-from equirl.symmetrizers import LambdaEquiTune
-from equirl.vision.classifier import accuracy, fit_lambda, symmetrize_classifier
+from equirl.registry import AUTO, BASE, CANONICALIZE, EQUITUNE, EQUIZERO, LAMBDA
+from equirl.symmetrizers import Canonicalize, LambdaEquiTune
+from equirl.utils.io import atomic_write_text
+from equirl.vision.classifier import accuracy, fit_canonicalizer, fit_lambda, symmetrize_classifier
 from equirl.vision.data import ImageDataset
 from equirl.vision.groups import vision_action
 from equirl.vision.models import SmallCNN
 from equirl.vision.multi_image import JointClassifier, MultiImageIS, ProductEquiTune, apply_per_image
+from equirl.vision.select import select_classifier_method
 from equirl.vision.train import DataConfig, PretrainConfig, TrainConfig, load_data, pretrain, random_transform
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["multi_image_bench", "run_vision_bench", "single_image_bench"]
+__all__ = [
+    "multi_image_bench",
+    "never_hurt_bench",
+    "run_never_hurt_bench",
+    "run_vision_bench",
+    "single_image_bench",
+]
 
 log = logging.getLogger(__name__)
 
@@ -305,3 +313,153 @@ def run_vision_bench(
                 Column("trunk_passes", "trunk passes"),
             ],
         )
+
+
+def never_hurt_bench(
+    seeds: int = 5,
+    n_labels: int = 1000,
+    steps: int = 300,
+    bad_lr: float = 0.3,
+    console: Console | None = None,
+) -> list[dict[str, Any]]:
+    """Issue 16 ("methods that never hurt") on the digits CNN under random quarter turns: rows
+    ``{seed, method, upright, random_rot90, ms_per_image, backbone_passes}``.
+
+    λ with the raw image as input and the plain fit (all ``n_labels`` images, the last λ kept) against λ
+    on the backbone's features with validation keeping (20 % held out, best λ kept, patience 4), both
+    also with a deliberately bad learning rate ``bad_lr``; learned canonicalization with the prior, plain
+    fit vs validation keeping, on the raw image (one backbone pass) or on the backbone's features; and
+    ``auto`` (:func:`~equirl.vision.select.select_classifier_method` on the same labelled images).
+
+    :param console: show a transient progress bar there (``None``: silent).
+    """
+    with progress(console, "never hurt", seeds) as step:
+        return _never_hurt(seeds, n_labels, steps, bad_lr, step)
+
+
+def _never_hurt(seeds: int, n_labels: int, steps: int, bad_lr: float, step: Step) -> list[dict[str, Any]]:
+    data = DataConfig()
+    train, test = load_data(data)
+    if not 10 <= n_labels <= len(train):
+        raise EquirlError(f"n_labels must be in 10..{len(train)}, got {n_labels}")
+    rows: list[dict[str, Any]] = []
+    keep: dict[str, Any] = {"val_fraction": 0.2, "patience": 4}
+    for seed in range(seeds):
+        step(0, f"seed {seed}: pretraining the CNN")
+        net, _ = pretrain(PretrainConfig(data=data, train=TrainConfig(seed=seed)), save=False)
+        sub = train.subset(torch.arange(n_labels))
+        x_rand = random_transform(test.images, "rot90", seed=1000 + seed)
+        models: dict[str, tuple[nn.Module, int]] = {
+            BASE: (net, 1),
+            EQUITUNE: (symmetrize_classifier(net, "rot90", EQUITUNE), 4),
+            f"{EQUIZERO} (entropy)": (symmetrize_classifier(net, "rot90", EQUIZERO, proxy="entropy"), 4),
+        }
+        for label, feats, kw, lr, passes in (
+            ("λ: image input, plain fit", None, {}, 3e-3, 4),
+            ("λ: features, plain fit", "auto", {}, 3e-3, 8),
+            ("λ: features + validation keeping", "auto", keep, 3e-3, 8),
+            (f"λ: image input, plain fit, lr {bad_lr}", None, {}, bad_lr, 4),
+            (f"λ: features + validation keeping, lr {bad_lr}", "auto", keep, bad_lr, 8),
+        ):
+            lam = symmetrize_classifier(net, "rot90", LAMBDA, lambda_features=feats)
+            assert isinstance(lam, LambdaEquiTune)
+            torch.manual_seed(seed)
+            fit_lambda(lam, sub.images, sub.labels, steps, lr, seed=seed, **kw)
+            models[label] = (lam, passes)
+        for label, sfeats, kw, passes in (
+            ("canonicalize: prior, plain fit", None, {}, 1),
+            ("canonicalize: prior + validation keeping", None, keep, 1),
+            ("canonicalize: prior on features + keeping", "auto", keep, 5),
+        ):
+            can = symmetrize_classifier(net, "rot90", CANONICALIZE, scorer_features=sfeats)
+            assert isinstance(can, Canonicalize)
+            torch.manual_seed(seed)
+            fit_canonicalizer(can, sub.images, sub.labels, steps, seed=seed, **kw)
+            models[label] = (can, passes)
+        choice = select_classifier_method(net, "rot90", sub.images, sub.labels, steps=steps, seed=seed)
+        passes_of = {BASE: 1, CANONICALIZE: 1, EQUIZERO: 4, EQUITUNE: 4, LAMBDA: 8}
+        models[f"{AUTO} (chose {choice.method})"] = (choice.model, passes_of.get(choice.method, 0))
+        for name, (m, passes) in models.items():
+            m.eval()
+            rows.append(
+                {
+                    "seed": seed,
+                    "method": name.split(" (chose")[0] if name.startswith(AUTO) else name,
+                    "chosen": choice.method if name.startswith(AUTO) else "",
+                    "upright": accuracy(m, test.images, test.labels),
+                    "random_rot90": accuracy(m, x_rand, test.labels),
+                    "ms_per_image": _cost_ms(m, test.images[:256]),
+                    "backbone_passes": passes,
+                }
+            )
+        log.info("never-hurt seed %d done (auto chose %s)", seed, choice.method)
+        step()
+    return rows
+
+
+def _never_hurt_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = _summarise(rows)
+    for row in out:
+        rs = [r for r in rows if r["method"] == row["method"]]
+        row["backbone_passes"] = rs[0]["backbone_passes"]
+        chosen = [r["chosen"] for r in rs if r["chosen"]]
+        row["chosen"] = " ".join(f"{c}×{chosen.count(c)}" for c in dict.fromkeys(chosen))
+    return out
+
+
+def _markdown(summary: list[dict[str, Any]], seeds: int) -> str:
+    lines = [
+        f"Digits CNN trained upright; 500 test digits under random quarter turns; {seeds} seeds, mean ± std.",
+        "",
+        "| method | upright % | random 90° % | backbone passes / image | ms / image |",
+        "|---|---|---|---|---|",
+    ]
+    for r in summary:
+        name = r["method"] + (f" (chose {r['chosen']})" if r["chosen"] else "")
+        lines.append(
+            f"| {name} | {r['upright']:.1f} ± {r['upright_std']:.1f} | "
+            f"{r['random_rot90']:.1f} ± {r['random_rot90_std']:.1f} | {r['backbone_passes']} | "
+            f"{r['ms_per_image']:.3f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def run_never_hurt_bench(
+    seeds: int = 5,
+    n_labels: int = 1000,
+    steps: int = 300,
+    out: str | Path | None = None,
+    threads: int | None = 1,
+    console: Console | None = None,
+) -> BenchTable:
+    """Run :func:`never_hurt_bench`; with ``out``, save ``vision_never_hurt_seeds.csv``,
+    ``vision_never_hurt_summary.csv`` and ``vision_never_hurt.md`` there.
+
+    :param threads: torch threads while it runs (restored afterwards; ``None``: as they are).
+    """
+    if seeds < 1:
+        raise EquirlError(f"--seeds must be >= 1, got {seeds}")
+    with torch_threads(threads):
+        rows = never_hurt_bench(seeds, n_labels, steps, console=console)
+    summary = _never_hurt_summary(rows)
+    if out is not None:
+        write_csv(Path(out) / "vision_never_hurt_seeds.csv", rows, float_format=".4f")
+        write_csv(Path(out) / "vision_never_hurt_summary.csv", summary, float_format=".4f")
+        atomic_write_text(Path(out) / "vision_never_hurt.md", _markdown(summary, seeds))
+    return BenchTable(
+        summary,
+        f"never hurt: digits CNN, random quarter turns, {seeds} seed(s): accuracy % (mean ± std)",
+        [
+            Column("method"),
+            Column("chosen"),
+            Column("upright", fmt=lambda r: f"{r['upright']:.1f} ± {r['upright_std']:.1f}", justify="right"),
+            Column(
+                "random_rot90",
+                "random rot90",
+                lambda r: f"{r['random_rot90']:.1f} ± {r['random_rot90_std']:.1f}",
+                "right",
+            ),
+            Column("backbone_passes", "backbone passes"),
+            Column("ms_per_image", "ms / image", ".3f"),
+        ],
+    )

@@ -83,6 +83,11 @@ def register(commands: Any, bench: Any) -> None:
         "--multi-k", type=positive_int, default=2, help="images per example in the multi-image comparison"
     )
     b.add_argument("--skip-multi", action="store_true", help="skip the multi-image comparison")
+    b.add_argument(
+        "--never-hurt",
+        action="store_true",
+        help="instead: λ / canonicalization with validation keeping, features vs image, method auto (issue 16)",
+    )
     b.add_argument("--out", default=None, type=out_dir, help="save the tables as CSV in this folder")
     b.set_defaults(func=_bench)
 
@@ -180,9 +185,15 @@ def _clip(args: argparse.Namespace, console: Any) -> int:
 def _bench(args: argparse.Namespace, console: Any) -> int:
     import time
 
-    from equirl.bench.vision import run_vision_bench
+    from equirl.bench.vision import run_never_hurt_bench, run_vision_bench
 
     t0 = time.perf_counter()
+    if args.never_hurt:
+        console.print(
+            run_never_hurt_bench(args.seeds, args.n_lambda, args.lambda_steps, out=args.out, console=console)
+        )
+        console.print(f"total {time.perf_counter() - t0:.0f}s (1 CPU thread)")
+        return 0
     for table in run_vision_bench(
         args.seeds,
         args.n_lambda,

@@ -39,7 +39,7 @@ from equirl.language.scan import ScanExample
 from equirl.language.seq2seq import PAD, Seq2Seq, Vocab, encode_batch, greedy_decode
 from equirl.registry import BASE, CANONICALIZE
 from equirl.symmetrizers.canonicalize import Canonicalize
-from equirl.train_loop import fit
+from equirl.train_loop import KeepBest, fit
 
 __all__ = ["CanonicalSeq2Seq", "SequenceScorer"]
 
@@ -127,8 +127,20 @@ class CanonicalSeq2Seq(nn.Module):
         batch_size: int = 128,
         lr: float = 3e-3,
         seed: int = 0,
+        *,
+        val_examples: Sequence[ScanExample] | None = None,
+        eval_every: int = 50,
+        patience: int | None = None,
     ) -> list[float]:
-        """Train the scorer (only) with the prior on training commands; returns the loss per step."""
+        """Train the scorer (only) with the prior on training commands; returns the loss per step.
+
+        :param val_examples: held-out training commands: the scorer is scored before the first step and
+            every ``eval_every`` steps by its identity rate on them (the fraction left as they are; by
+            equivariance, the fraction of transformed commands brought back), ties broken by the prior
+            loss, and the best scorer is kept (:class:`~equirl.train_loop.KeepBest`).
+        :param eval_every: steps between validation scores.
+        :param patience: stop after this many scores without improvement (``None``: never early).
+        """
         if not examples:
             raise SymmetryError("fit_prior needs training examples")
         src, _, _ = encode_batch(examples, src_vocab, tgt_vocab)
@@ -138,10 +150,31 @@ class CanonicalSeq2Seq(nn.Module):
             idx = torch.randint(0, src.shape[0], (min(batch_size, src.shape[0]),), generator=gen)
             return self.prior_loss(src[idx])
 
+        keep: KeepBest | None = None
+        if val_examples:
+            v_src, _, _ = encode_batch(val_examples, src_vocab, tgt_vocab)
+
+            @torch.no_grad()
+            def score() -> tuple[float, float]:
+                ident = float((self.canonical_elements(v_src) == 0).float().mean())
+                return ident, -float(self.prior_loss(v_src))
+
+            keep = KeepBest(self.can.scorer, score, steps, eval_every, patience)
         self.can.scorer.train()
-        losses = fit(self.can.scorer.parameters(), loss_fn, steps, lr, what="fitting the canonicalizer prior")
+        if keep is not None:
+            keep.start()
+        losses = fit(
+            self.can.scorer.parameters(),
+            loss_fn,
+            steps,
+            lr,
+            what="fitting the canonicalizer prior",
+            on_step=None if keep is None else keep.on_step,
+        )
+        if keep is not None:
+            log.info("canonicalizer prior: kept the scorer of step %d", keep.restore())
         self.can.scorer.eval()
-        log.info("canonicalizer prior: %.4f -> %.4f over %d steps", losses[0], losses[-1], steps)
+        log.info("canonicalizer prior: %.4f -> %.4f over %d steps", losses[0], losses[-1], len(losses))
         return losses
 
 

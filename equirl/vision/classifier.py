@@ -13,8 +13,9 @@ by a small learned network λ that sees each transformed image (or its frozen ba
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -22,23 +23,78 @@ from torch import Tensor, nn
 
 from equirl.actions import ImageAction
 from equirl.errors import ConfigError, EquirlError
-from equirl.registry import EQUITUNE, EQUIZERO, MethodSpec, get_method
+from equirl.registry import CANONICALIZE, EQUITUNE, EQUIZERO, MethodSpec, get_method
 from equirl.symmetrizers import Canonicalize, LambdaEquiTune, Symmetrizer, symmetrize
-from equirl.train_loop import fit
+from equirl.symmetrizers.nets import ScoreNet
+from equirl.train_loop import KeepBest, fit
 from equirl.utils.progress import ProgressFn
+from equirl.vision.features import penultimate_features
 from equirl.vision.groups import vision_action
 
 __all__ = [
+    "FeatureScorer",
     "accuracy",
     "evaluate_transforms",
     "fit_canonicalizer",
     "fit_lambda",
     "init_lambda",
     "predict_logits",
+    "resolve_features",
     "symmetrize_classifier",
 ]
 
 log = logging.getLogger(__name__)
+
+
+def resolve_features(
+    net: nn.Module | Callable[[Tensor], Tensor], features: Callable[[Tensor], Tensor] | str | None
+) -> Callable[[Tensor], Tensor] | None:
+    """What λ (or the canonicalizer's scorer) sees of each transformed image.
+
+    :param net: the classifier.
+    :param features: ``"auto"`` -- ``net.features`` when it is a method (e.g.
+        :class:`~equirl.vision.models.SmallCNN`), else the penultimate layer found by
+        :func:`~equirl.vision.features.penultimate_features`, else the raw image; ``"penultimate"`` -- the
+        hooked penultimate layer (an error when none is found); ``None`` -- the raw image; or a callable.
+    :returns: a callable ``images -> features`` or ``None`` (the raw image).
+    """
+    if features is None or callable(features):
+        return features
+    if features not in ("auto", "penultimate"):
+        raise EquirlError(f"features must be 'auto', 'penultimate', None or a callable, got {features!r}")
+    if features == "auto":
+        f = getattr(net, "features", None)
+        if callable(f) and not isinstance(f, nn.Module):
+            return cast(Callable[[Tensor], Tensor], f)
+    if not isinstance(net, nn.Module):
+        if features == "auto":
+            return None
+        raise EquirlError("features='penultimate' needs an nn.Module classifier")
+    try:
+        return penultimate_features(net)
+    except EquirlError:
+        if features == "auto":
+            log.info("no penultimate layer found in %s: λ sees the raw image", type(net).__name__)
+            return None
+        raise
+
+
+class FeatureScorer(nn.Module):
+    """A canonicalization scorer on frozen features: ``h(x) = ScoreNet(features(x))``.
+
+    :param features: ``images -> (N, D)`` (run without gradients; not a registered sub-module).
+    :param hidden: hidden sizes of the :class:`~equirl.symmetrizers.nets.ScoreNet`.
+    """
+
+    def __init__(self, features: Callable[[Tensor], Tensor], hidden: tuple[int, ...] = (64,)) -> None:
+        super().__init__()
+        self._features = features
+        self.net = ScoreNet(hidden=hidden)
+
+    def forward(self, x: Tensor) -> Tensor:
+        with torch.no_grad():
+            z = self._features(x)
+        return cast(Tensor, self.net(z.float()))
 
 
 def symmetrize_classifier(
@@ -49,6 +105,7 @@ def symmetrize_classifier(
     proxy: str = "entropy",
     lambda_features: Callable[[Tensor], Tensor] | str | None = "auto",
     lambda_hidden: tuple[int, ...] = (64,),
+    scorer_features: Callable[[Tensor], Tensor] | str | None = None,
     **kwargs: Any,
 ) -> Symmetrizer:
     """Wrap an image classifier ``net`` (NCHW -> logits) into an invariant classifier.
@@ -59,9 +116,12 @@ def symmetrize_classifier(
     :param method: ``"equitune"``, ``"equizero"``, ``"lambda"`` (λ-equitune), ``"canonicalize"`` (learned
         canonicalization; train it with :func:`fit_canonicalizer`), or any registered name.
     :param proxy: equizero's proxy loss (``"entropy"``, ``"max_prob"``, ...).
-    :param lambda_features: what λ sees: ``"auto"`` uses ``net.features`` (frozen) when ``net`` has one and
-        the raw transformed image otherwise; ``None`` forces the image; or any callable ``rows -> features``.
+    :param lambda_features: what λ sees (see :func:`resolve_features`): ``"auto"`` (default) -- the
+        frozen backbone features (``net.features`` or the hooked penultimate layer), else the image;
+        ``"penultimate"``; ``None`` forces the raw image; or any callable ``rows -> features``.
     :param lambda_hidden: hidden sizes of the default λ network.
+    :param scorer_features: what the canonicalizer's scorer sees (same choices; default ``None``: the raw
+        image, so the backbone runs once per input; features cost ``|G|`` backbone passes).
     :param kwargs: passed to the symmetrizer (e.g. ``lambda_net=``, ``chunk_size=``, ``straight_through=``).
     :returns: the invariant classifier (an ``nn.Module``; call ``.eval()`` as usual).
     """
@@ -73,17 +133,47 @@ def symmetrize_classifier(
     if spec is not None and spec.name == EQUIZERO:
         kwargs.setdefault("proxy", proxy)
     if spec is not None and spec.learned_weights:
-        feats: Callable[[Tensor], Tensor] | None
-        if lambda_features == "auto":
-            f = getattr(net, "features", None)
-            feats = f if callable(f) else None
-        elif isinstance(lambda_features, str):
-            raise EquirlError(f"lambda_features must be 'auto', None or a callable, got {lambda_features!r}")
-        else:
-            feats = lambda_features
-        kwargs.setdefault("lambda_features", feats)
+        kwargs.setdefault("lambda_features", resolve_features(net, lambda_features))
         kwargs.setdefault("lambda_hidden", tuple(lambda_hidden))
+    if spec is not None and spec.name == CANONICALIZE and scorer_features is not None:
+        feats = resolve_features(net, scorer_features)
+        if feats is not None and "scorer" not in kwargs:
+            kwargs["scorer"] = FeatureScorer(feats, tuple(kwargs.pop("scorer_hidden", (64,))))
     return symmetrize(net, action, None, method=method, **kwargs)
+
+
+def _split_val(
+    images: Tensor,
+    labels: Tensor | None,
+    val_images: Tensor | None,
+    val_labels: Tensor | None,
+    val_fraction: float,
+    seed: int,
+) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
+    """``(train images, train labels, val images, val labels)``: the given split, or a seeded random
+    ``val_fraction`` of the images held out."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise EquirlError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if val_images is not None:
+        if val_fraction > 0:
+            raise EquirlError("pass val_images or val_fraction, not both")
+        if val_labels is not None and val_labels.shape[0] != val_images.shape[0]:
+            raise EquirlError("val_images and val_labels must have the same length")
+        return images, labels, val_images, val_labels
+    if val_fraction == 0.0:
+        return images, labels, None, None
+    n = images.shape[0]
+    n_val = round(val_fraction * n)
+    if n_val < 1 or n_val >= n:
+        raise EquirlError(f"val_fraction={val_fraction} of {n} images leaves no train or no validation set")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 7919))
+    tr, va = perm[n_val:], perm[:n_val]
+    return (
+        images[tr],
+        None if labels is None else labels[tr],
+        images[va],
+        None if labels is None else labels[va],
+    )
 
 
 def fit_canonicalizer(
@@ -96,30 +186,54 @@ def fit_canonicalizer(
     task_weight: float = 0.0,
     seed: int = 0,
     progress: ProgressFn | None = None,
+    *,
+    val_images: Tensor | None = None,
+    val_labels: Tensor | None = None,
+    val_fraction: float = 0.0,
+    eval_every: int = 25,
+    patience: int | None = None,
+    val_history: list[tuple[int, float]] | None = None,
 ) -> list[float]:
     """Train the canonicalizer's scorer with the backbone frozen (Kaba et al., 2022; Mondal et al., 2023).
 
-    The loss is ``model.prior_loss(x)`` on the given (upright) images -- it teaches the scorer to keep
-    them as they are, so that the pretrained classifier sees every input in the pose it was trained on --
-    plus, when ``task_weight > 0``, ``task_weight`` times the cross-entropy of the canonicalized
-    classifier on images transformed by random group elements (its gradient reaches the scorer through
-    the straight-through estimator).
+    The loss is ``model.prior_loss(x)`` on the given (upright) images -- Mondal et al.'s dataset-dependent
+    prior: it teaches the scorer to map the training distribution to the identity, so that the
+    pretrained classifier sees every input in the pose it was trained on -- plus, when ``task_weight > 0``,
+    ``task_weight`` times the cross-entropy of the canonicalized classifier on images transformed by
+    random group elements (its gradient reaches the scorer through the straight-through estimator).
+
+    With a validation split (``val_images`` or ``val_fraction``) the scorer is scored before training and
+    every ``eval_every`` steps, the best scorer seen is kept and restored at the end (so the fit never
+    ends worse on the validation split than it started), and ``patience`` evaluations without
+    improvement stop it early. The score is the validation accuracy of the canonicalized classifier when
+    labels are given, else the identity rate: the fraction of upright validation images whose canonical
+    pose is the identity -- by equivariance, exactly the fraction of transformed images brought back
+    upright (ties broken by the prior loss).
 
     :param model: ``symmetrize_classifier(net, group, method="canonicalize")``.
     :param images: ``(N, C, H, W)`` images in the training pose.
     :param labels: ``(N,)`` labels (needed only for ``task_weight > 0``).
     :param steps: optimisation steps; :param lr: Adam learning rate; :param batch_size: mini-batch size.
     :param task_weight: weight of the task loss next to the prior.
-    :param seed: seeds the mini-batches and the random transformations.
+    :param seed: seeds the mini-batches, the random transformations and the ``val_fraction`` split.
     :param progress: called as ``progress(step, steps)`` after each step.
-    :returns: the loss per step.
+    :param val_images: upright validation images (keeps the best scorer).
+    :param val_labels: their labels (then the score is the validation accuracy).
+    :param val_fraction: hold out this fraction of ``images`` (and labels) as the validation split instead.
+    :param eval_every: steps between validation scores.
+    :param patience: stop after this many scores without improvement (``None``: never stop early).
+    :param val_history: if given, ``(step, score)`` of every validation score is appended to it.
+    :returns: the loss per step (until an early stop).
     """
     if not isinstance(model, Canonicalize):
         raise EquirlError("fit_canonicalizer needs symmetrize_classifier(net, method='canonicalize')")
-    if task_weight > 0 and (labels is None or labels.shape[0] != images.shape[0]):
+    if labels is not None and labels.shape[0] != images.shape[0]:
+        raise EquirlError("labels must have one entry per image")
+    if task_weight > 0 and labels is None:
         raise EquirlError("task_weight > 0 needs one label per image")
     if images.shape[0] == 0 or steps < 1 or batch_size < 1:
         raise EquirlError("fit_canonicalizer needs images, and positive steps and batch_size")
+    images, labels, v_x, v_y = _split_val(images, labels, val_images, val_labels, val_fraction, seed)
     with torch.no_grad():  # materialise a lazy scorer
         model.scores(images[:1])
     G = model.group.order
@@ -133,9 +247,38 @@ def fit_canonicalizer(
             loss = loss + task_weight * F.cross_entropy(model(gx), labels[idx])
         return loss
 
+    score: Callable[[], tuple[float, float]] | None = None
+    if v_x is not None:
+        vx = v_x
+
+        @torch.no_grad()
+        def score() -> tuple[float, float]:
+            prior = sum(
+                float(model.prior_loss(vx[i : i + 256])) * min(256, vx.shape[0] - i)
+                for i in range(0, vx.shape[0], 256)
+            ) / max(1, vx.shape[0])
+            if v_y is not None:
+                return accuracy(model, vx, v_y), -prior
+            ident = torch.cat([model.canonical_elements(vx[i : i + 256]) for i in range(0, vx.shape[0], 256)])
+            return float((ident == 0).float().mean()), -prior
+
     # train mode: the straight-through path carries the task loss to the scorer
     return _train_only(
-        model, model.scorer, loss_fn, images.shape[0], steps, lr, batch_size, 0.0, seed, True, progress
+        model,
+        model.scorer,
+        loss_fn,
+        images.shape[0],
+        steps,
+        lr,
+        batch_size,
+        0.0,
+        seed,
+        True,
+        progress,
+        score=score,
+        eval_every=eval_every,
+        patience=patience,
+        val_history=val_history,
     )
 
 
@@ -151,9 +294,18 @@ def _train_only(
     seed: int,
     train_mode: bool,
     progress: ProgressFn | None = None,
+    *,
+    score: Callable[[], tuple[float, float]] | None = None,
+    eval_every: int = 25,
+    patience: int | None = None,
+    val_history: list[tuple[int, float]] | None = None,
 ) -> list[float]:
     """Adam on ``part``'s parameters only, over random mini-batch indices of ``range(n)``; every other
-    parameter of ``model`` is frozen meanwhile (``requires_grad`` and the train/eval mode are restored)."""
+    parameter of ``model`` is frozen meanwhile (``requires_grad`` and the train/eval mode are restored).
+
+    With ``score`` (higher is better, compared as a tuple; run in eval mode), ``part`` is scored before the
+    first step, every ``eval_every`` steps and after the last; the best state is restored at the end and
+    ``patience`` scores without improvement stop the fit."""
     own = {id(p) for p in part.parameters()}
     frozen = [p for p in model.parameters() if id(p) not in own]
     saved = [p.requires_grad for p in frozen]
@@ -161,9 +313,32 @@ def _train_only(
         p.requires_grad_(False)
     gen = torch.Generator().manual_seed(seed)
     was_training = model.training
+
+    def scored_in_eval_mode() -> tuple[float, float]:
+        assert score is not None
+        model.eval()
+        try:
+            return score()
+        finally:
+            model.train(train_mode)
+            part.train()
+
+    keep = (
+        None
+        if score is None
+        else KeepBest(part, scored_in_eval_mode, steps, eval_every, patience, val_history)
+    )
+
+    def on_step(step: int, loss: float) -> bool:
+        if progress is not None:
+            progress(step + 1, steps)
+        return keep is not None and keep.on_step(step, loss)
+
     model.train(train_mode)
     part.train()
     try:
+        if keep is not None:
+            keep.start()
         losses = fit(
             part.parameters(),
             lambda step: loss_fn(torch.randint(0, n, (min(batch_size, n),), generator=gen), gen),
@@ -171,8 +346,18 @@ def _train_only(
             lr,
             weight_decay=weight_decay,
             what=f"fitting the {type(part).__name__}",
-            on_step=None if progress is None else (lambda step, loss: progress(step + 1, steps)),
+            on_step=on_step if (progress is not None or keep is not None) else None,
         )
+        if keep is not None:
+            best_step = keep.restore()
+            assert keep.best is not None
+            log.info(
+                "kept the %s of step %d of %d (validation %.4f)",
+                type(part).__name__,
+                best_step,
+                len(losses),
+                keep.best[0],
+            )
     finally:
         for p, r in zip(frozen, saved):
             p.requires_grad_(r)
@@ -196,6 +381,14 @@ def fit_lambda(
     weight_decay: float = 0.0,
     seed: int = 0,
     progress: ProgressFn | None = None,
+    *,
+    val_images: Tensor | None = None,
+    val_labels: Tensor | None = None,
+    val_fraction: float = 0.0,
+    eval_every: int = 25,
+    patience: int | None = None,
+    lambda_reg: float = 0.0,
+    val_history: list[tuple[int, float]] | None = None,
 ) -> list[float]:
     """Learn λ of a λ-equitune classifier from a few labelled images, with the backbone frozen.
 
@@ -205,6 +398,11 @@ def fit_lambda(
     matter: λ learns which pose the frozen classifier reads best (the "upright" one), a soft
     canonicalization.
 
+    With a validation split (``val_images, val_labels`` or ``val_fraction``) λ is scored (validation
+    accuracy, ties broken by the validation loss) before the first step and every ``eval_every`` steps;
+    the best λ seen is restored at the end, so the fit never ends worse on the validation split than its
+    start (equitune, for the default zero-initialised λ); ``patience`` scores without improvement stop it.
+
     :param model: a λ-equitune classifier, e.g. ``symmetrize_classifier(net, method="lambda")``.
     :param images: ``(N, C, H, W)`` labelled images (a few hundred are enough).
     :param labels: ``(N,)`` class indices.
@@ -212,9 +410,16 @@ def fit_lambda(
     :param lr: Adam learning rate.
     :param batch_size: mini-batch size.
     :param weight_decay: Adam weight decay on λ's parameters.
-    :param seed: seeds the mini-batch sampling.
+    :param seed: seeds the mini-batch sampling and the ``val_fraction`` split.
     :param progress: called as ``progress(step, steps)`` after each step.
-    :returns: the training loss per step.
+    :param val_images: validation images (keeps the best λ).
+    :param val_labels: their labels.
+    :param val_fraction: hold out this fraction of the images as the validation split instead.
+    :param eval_every: steps between validation scores.
+    :param patience: stop after this many scores without improvement (``None``: never stop early).
+    :param lambda_reg: weight of ``KL(uniform || λ)`` (pulls λ toward equitune's uniform weights).
+    :param val_history: if given, ``(step, validation accuracy)`` of every score is appended to it.
+    :returns: the training loss per step (until an early stop).
     """
     if not isinstance(model, LambdaEquiTune):
         raise EquirlError("fit_lambda needs a λ-equitune model: symmetrize_classifier(net, method='lambda')")
@@ -225,17 +430,39 @@ def fit_lambda(
         )
     if steps < 1 or batch_size < 1:
         raise EquirlError(f"steps and batch_size must be positive, got {steps} and {batch_size}")
-    init_lambda(model, images)
+    if lambda_reg < 0 or not math.isfinite(lambda_reg):
+        raise EquirlError(f"lambda_reg must be a finite number >= 0, got {lambda_reg}")
+    if val_images is not None and val_labels is None:
+        raise EquirlError("val_images needs val_labels")
+    x_tr, y_tr, v_x, v_y = _split_val(images, labels, val_images, val_labels, val_fraction, seed)
+    assert y_tr is not None
+    init_lambda(model, x_tr)
+    log_g = math.log(model.group.order)
 
     def loss_fn(idx: Tensor, gen: torch.Generator) -> Tensor:
-        return F.cross_entropy(model(images[idx]), labels[idx])
+        if lambda_reg == 0:
+            return F.cross_entropy(model(x_tr[idx]), y_tr[idx])
+        out, w = model.forward_with_weights(x_tr[idx])
+        kl = -(w.float().clamp_min(1e-12).log().mean(0)) - log_g  # KL(uniform || λ) per sample
+        return F.cross_entropy(out, y_tr[idx]) + lambda_reg * kl.mean()
+
+    score: Callable[[], tuple[float, float]] | None = None
+    if v_x is not None and v_y is not None:
+        vx, vy = v_x, v_y
+
+        def score() -> tuple[float, float]:
+            logits = predict_logits(model, vx)
+            return (
+                float((logits.argmax(-1) == vy).float().mean()),
+                -float(F.cross_entropy(logits.float(), vy)),
+            )
 
     # eval mode: the backbone keeps its eval behaviour (dropout / batch-norm statistics)
     losses = _train_only(
         model,
         model.lambda_net,
         loss_fn,
-        images.shape[0],
+        x_tr.shape[0],
         steps,
         lr,
         batch_size,
@@ -243,8 +470,12 @@ def fit_lambda(
         seed,
         False,
         progress,
+        score=score,
+        eval_every=eval_every,
+        patience=patience,
+        val_history=val_history,
     )
-    log.info("fit_lambda: loss %.4f -> %.4f over %d steps", losses[0], losses[-1], steps)
+    log.info("fit_lambda: loss %.4f -> %.4f over %d steps", losses[0], losses[-1], len(losses))
     return losses
 
 

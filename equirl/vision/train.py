@@ -141,6 +141,10 @@ class FinetuneConfig:
     :param task_weight: weight of the task loss when training the canonicalizer (0: prior only).
     :param n_train: labelled training images used (taken from the train split).
     :param augment: transform each training image by a random group element (matters only for ``plain``).
+    :param val_fraction: when fitting λ or the scorer alone, hold out this fraction of the ``n_train``
+        images, keep the best λ / scorer on it and restore it (0: keep the last one).
+    :param patience: stop the λ / scorer fit after this many validation scores without improvement.
+    :param lambda_reg: weight of λ's pull toward uniform weights (``KL(uniform || λ)``).
     :param out: where to save the finetuned model (atomically); ``null`` to skip.
     """
 
@@ -155,6 +159,9 @@ class FinetuneConfig:
     task_weight: float = 0.0
     n_train: int = 1000
     augment: bool = True
+    val_fraction: float = 0.0
+    patience: int | None = None
+    lambda_reg: float = 0.0
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=0, steps=300, lr=3e-3))
     out: str | None = "runs/vision/finetuned.pt"
     threads: int = 1
@@ -167,6 +174,11 @@ class FinetuneConfig:
         check_range("n_train", self.n_train, ge=1)
         check_range("prior_weight", self.prior_weight, ge=0)
         check_range("task_weight", self.task_weight, ge=0)
+        check_range("lambda_reg", self.lambda_reg, ge=0)
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.patience is not None:
+            check_range("patience", self.patience, ge=1)
         check_range("threads", self.threads, ge=1, le=4096)
         if not get_method(self.method).own_weights and self.train_lambda and not self.train_backbone:
             raise ValueError(
@@ -349,11 +361,22 @@ def finetune(
         seed=cfg.train.seed,
         progress=subtask(progress, n_eval, total),
     )
+    keep_kw: dict[str, Any] = dict(val_fraction=cfg.val_fraction, patience=cfg.patience)
     if isinstance(model, Canonicalize) and cfg.train_lambda and not cfg.train_backbone:
-        losses = fit_canonicalizer(model, sub.images, sub.labels, task_weight=cfg.task_weight, **fit_kw)
+        losses = fit_canonicalizer(
+            model, sub.images, sub.labels, task_weight=cfg.task_weight, **fit_kw, **keep_kw
+        )
     elif get_method(cfg.method).learned_weights and cfg.train_lambda and not cfg.train_backbone:
         assert isinstance(model, LambdaEquiTune)
-        losses = fit_lambda(model, sub.images, sub.labels, weight_decay=cfg.train.weight_decay, **fit_kw)
+        losses = fit_lambda(
+            model,
+            sub.images,
+            sub.labels,
+            weight_decay=cfg.train.weight_decay,
+            lambda_reg=cfg.lambda_reg,
+            **fit_kw,
+            **keep_kw,
+        )
     else:
         if isinstance(model, LambdaEquiTune):
             init_lambda(model, sub.images)

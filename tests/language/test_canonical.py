@@ -47,3 +47,23 @@ def test_prior_teaches_the_scorer_the_training_pose() -> None:
     src, _, _ = encode_batch(test, src_v, tgt_v)
     flip = sym.group.element("jump_run").index
     assert float((can.canonical_elements(src) == flip).float().mean()) > 0.95
+
+
+def test_prior_fit_with_validation_never_ends_worse_than_it_started() -> None:
+    """With held-out commands the best scorer is kept: a learning rate far too high cannot hurt."""
+    torch.manual_seed(0)
+    src_v, tgt_v = scan_vocabs()
+    sym = scan_symmetry("left_right", src_v, tgt_v)
+    model = Seq2Seq("gru", len(src_v), len(tgt_v), embedding=8, hidden=16)
+    can = CanonicalSeq2Seq(model, sym, scorer=SequenceScorer(len(src_v), embed_dim=8, hidden=16))
+    train = scan_examples("simple", "train")[:400]
+    val = scan_examples("simple", "train")[400:600]
+    v_src, _, _ = encode_batch(val, src_v, tgt_v)
+
+    def identity_rate() -> float:
+        return float((can.canonical_elements(v_src) == 0).float().mean())
+
+    start = identity_rate()
+    losses = can.fit_prior(train, src_v, tgt_v, steps=60, lr=50.0, val_examples=val, eval_every=5, patience=3)
+    assert identity_rate() >= start
+    assert len(losses) <= 60
