@@ -356,9 +356,12 @@ def _never_hurt(seeds: int, n_labels: int, steps: int, bad_lr: float, step: Step
         }
         for label, feats, kw, lr, passes in (
             ("λ: image input, plain fit", None, {}, 3e-3, 4),
+            ("λ: image input + validation keeping", None, keep, 3e-3, 4),
             ("λ: features, plain fit", "auto", {}, 3e-3, 8),
             ("λ: features + validation keeping", "auto", keep, 3e-3, 8),
             (f"λ: image input, plain fit, lr {bad_lr}", None, {}, bad_lr, 4),
+            (f"λ: image input + validation keeping, lr {bad_lr}", None, keep, bad_lr, 4),
+            (f"λ: features, plain fit, lr {bad_lr}", "auto", {}, bad_lr, 8),
             (f"λ: features + validation keeping, lr {bad_lr}", "auto", keep, bad_lr, 8),
         ):
             lam = symmetrize_classifier(net, "rot90", LAMBDA, lambda_features=feats)
