@@ -2,7 +2,7 @@
 
 A sweep file (YAML)::
 
-    base: CartPole-v1          # a shipped config name or a path (relative: to the sweep file, else cwd)
+    config: CartPole-v1        # the base run config: a shipped name or a path (relative: to the sweep file, else cwd)
     timesteps: 20000           # the budget of every trial
     eval: {freq: 2000, episodes: 5, final_episodes: 10}   # the evaluation schedule
     set: {hyperparams.learning_starts: 500}                # fixed overrides (dotted keys)
@@ -76,7 +76,7 @@ def _slug(s: str) -> str:
 class SweepSpec:
     """A parsed sweep file (see the module docstring).
 
-    :param base: the base config (shipped name or path).
+    :param config: the base run config (shipped name or path).
     :param grid: key -> values (``env``, ``method``, ``seed`` and dotted config keys).
     :param timesteps: the budget of each trial (``None``: the base config's).
     :param eval: ``freq`` / ``episodes`` / ``final_episodes`` overrides.
@@ -86,7 +86,7 @@ class SweepSpec:
     :param source: the sweep file (for relative paths).
     """
 
-    base: str
+    config: str
     grid: dict[str, list[Any]]
     timesteps: int | None = None
     eval: dict[str, int] = field(default_factory=dict)
@@ -118,14 +118,14 @@ def _values(key: str, raw: Any) -> list[Any]:
 def load_sweep(path: str | Path) -> SweepSpec:
     """Read a sweep file (one-line :class:`~equirl.errors.ConfigError` on any problem)."""
     data = load_yaml(path)
-    known = {"base", "grid", "timesteps", "eval", "set", "baseline", "scores"}
+    known = {"config", "grid", "timesteps", "eval", "set", "baseline", "scores"}
     extra = sorted(set(data) - known)
     if extra:
         raise ConfigError(
             f"{path}: unknown sweep keys {', '.join(extra)} (known: {', '.join(sorted(known))})"
         )
-    if "base" not in data or not isinstance(data["base"], str):
-        raise ConfigError(f"{path}: `base` (a shipped config name or a path) is required")
+    if not isinstance(data.get("config"), str):
+        raise ConfigError(f"{path}: `config` (the base run config: a shipped name or a path) is required")
     grid_raw = data.get("grid") or {}
     if not isinstance(grid_raw, Mapping):
         raise ConfigError(f"{path}: `grid` must map keys to lists of values")
@@ -139,7 +139,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
         if not isinstance(data.get(k) or {}, Mapping):
             raise ConfigError(f"{path}: `{k}` must be a mapping")
     return SweepSpec(
-        base=data["base"],
+        config=data["config"],
         grid=grid,
         timesteps=timesteps,
         eval=dict(data.get("eval") or {}),
@@ -176,14 +176,14 @@ def _label(key: str, value: Any) -> str:
 
 
 def _resolve_base(spec: SweepSpec) -> str:
-    p = Path(spec.base)
+    p = Path(spec.config)
     if p.is_file():
         return str(p.resolve())
     if spec.source is not None and not p.is_absolute():
         q = Path(spec.source).parent / p
         if q.is_file():
             return str(q.resolve())
-    return spec.base  # a shipped name (load_rl_config resolves it, or says it does not exist)
+    return spec.config  # a shipped name (load_rl_config resolves it, or says it does not exist)
 
 
 def _absolute(path: str | None) -> str | None:

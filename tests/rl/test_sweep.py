@@ -19,7 +19,7 @@ from equirl.rl.sweep_report import sweep_report
 ROOT = Path(__file__).resolve().parents[2]
 
 TINY = {
-    "base": "CartPole-v1",
+    "config": "CartPole-v1",
     "timesteps": 400,
     "eval": {"freq": 200, "episodes": 2, "final_episodes": 2},
     "set": {
@@ -58,7 +58,7 @@ def test_grid_expands_to_stable_trial_names(tmp_path: Path) -> None:
     ("patch", "message"),
     [
         ({"grdi": {}}, "unknown sweep keys grdi"),
-        ({"base": None}, "`base`"),
+        ({"config": None}, "`config`"),
         ({"grid": {"seed": []}}, "grid.seed: no values"),
         ({"grid": {"seed": {"range": ["a"]}}}, "range must be"),
         ({"grid": {"method": ["nope"]}}, "nope"),
