@@ -116,7 +116,11 @@ def _values(key: str, raw: Any) -> list[Any]:
 
 
 def load_sweep(path: str | Path) -> SweepSpec:
-    """Read a sweep file (one-line :class:`~equirl.errors.ConfigError` on any problem)."""
+    """Read a sweep file, a path or a shipped sweep's name (``smoke``: ``configs/sweeps/smoke.yaml``);
+    one-line :class:`~equirl.errors.ConfigError` on any problem."""
+    from equirl.assets import find_config
+
+    path = find_config(path, section="sweeps")
     data = load_yaml(path)
     known = {"config", "grid", "timesteps", "eval", "set", "baseline", "scores"}
     extra = sorted(set(data) - known)
