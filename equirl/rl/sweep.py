@@ -57,6 +57,7 @@ __all__ = [
     "expand_trials",
     "find_trial_dir",
     "load_sweep",
+    "ray_map",
     "run_sweep",
     "run_trial",
 ]
@@ -324,24 +325,78 @@ class SweepResult:
         return sum(o.action == action for o in self.outcomes)
 
 
+def _ray_init(cpus: int | None, address: str | None) -> bool:
+    """Connect to ``address`` (a cluster) or start a local Ray with ``cpus`` CPUs (default: all cores),
+    unless Ray is up already; trial processes keep their working directory.
+
+    :returns: whether Ray was started here (the caller shuts it down then).
+    """
+    try:
+        import ray
+    except ImportError:
+        raise EquirlError('Ray is not installed: pip install "equirl[dist]" (or --executor serial)') from None
+    if ray.is_initialized():
+        return False
+    runtime_env = {"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}}
+    if address:
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
+    else:
+        ray.init(
+            num_cpus=cpus or os.cpu_count() or 1,
+            include_dashboard=False,
+            runtime_env=runtime_env,
+            log_to_driver=False,
+        )
+    return True
+
+
+def _call_one_thread(fn: Callable[[Any], Any], item: Any) -> Any:
+    import torch
+
+    torch.set_num_threads(1)  # a Ray worker process: one thread per task
+    return fn(item)
+
+
+def ray_map(
+    fn: Callable[[Any], Any],
+    items: list[Any],
+    cpus: int | None = None,
+    address: str | None = None,
+    on_result: Callable[[int, Any], None] | None = None,
+) -> list[Any]:
+    """``[fn(x) for x in items]`` in Ray tasks (one CPU each, torch at one thread), on a local Ray with
+    ``cpus`` CPUs or a cluster (``address``); ``on_result(i, result)`` is called as each finishes. An
+    exception in a task is raised here.
+
+    :param fn: a module-level function (it is pickled to the workers).
+    """
+    import ray
+
+    started = _ray_init(cpus, address or os.environ.get("RAY_ADDRESS") or None)
+    try:
+        task = ray.remote(num_cpus=1)(_call_one_thread)
+        refs = [task.remote(fn, x) for x in items]
+        index = {r: i for i, r in enumerate(refs)}
+        results: list[Any] = [None] * len(items)
+        pending = list(refs)
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            for r in ready:
+                i = index[r]
+                results[i] = ray.get(r)
+                if on_result is not None:
+                    on_result(i, results[i])
+        return results
+    finally:
+        if started:
+            ray.shutdown()
+
+
 def _run_ray(trials: list[Trial], out: Path, cpus: int | None, address: str | None) -> list[TrialOutcome]:
     import ray
     from ray import tune
 
-    env_vars = {"RAY_CHDIR_TO_TRIAL_DIR": "0", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
-    started = False
-    if not ray.is_initialized():
-        runtime_env = {"env_vars": env_vars}
-        if address:
-            ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
-        else:
-            ray.init(
-                num_cpus=cpus or os.cpu_count() or 1,
-                include_dashboard=False,
-                runtime_env=runtime_env,
-                log_to_driver=False,
-            )
-        started = True
+    started = _ray_init(cpus, address)
     try:
         tuner = tune.Tuner(
             tune.with_resources(tune.with_parameters(_ray_trial, trials=trials, out=str(out)), {"cpu": 1}),

@@ -174,3 +174,31 @@ def test_smoke_sweep_on_local_ray(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert {
         p.name: (p / "run.json").stat().st_mtime for p in out.iterdir() if (p / "run.json").is_file()
     } == mtimes
+
+
+def _threads(_: object) -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+@pytest.mark.slow
+def test_ray_map_and_the_efficiency_benchmark_on_ray() -> None:
+    """``bench rl --parts efficiency --jobs 2`` runs its jobs as Ray tasks (one torch thread each) with
+    the same rows as in-process (the runs are deterministic per seed)."""
+    ray = pytest.importorskip("ray")
+    from equirl.bench import rl as bench
+    from equirl.rl.sweep import ray_map
+
+    try:
+        seen: list[int] = []
+        assert ray_map(_threads, [0, 1, 2], cpus=2, on_result=lambda i, r: seen.append(i)) == [1, 1, 1]
+        assert sorted(seen) == [0, 1, 2] and not ray.is_initialized()
+        kw: dict[str, Any] = {"envs": ("CartPole-v1",), "eval_freq": 100, "eval_episodes": 2}
+        serial = bench.efficiency(1, 300, jobs=1, **kw)
+        parallel = bench.efficiency(1, 300, jobs=2, **kw)
+    finally:
+        ray.shutdown()
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in serial]
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in parallel] == strip
+    assert len(strip) == 2
