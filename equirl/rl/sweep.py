@@ -254,7 +254,7 @@ class TrialOutcome:
 def run_trial(trial: Trial, out: str | Path, callbacks: list[Any] | None = None) -> TrialOutcome:
     """Run, resume or skip one trial (never raises for a failed run: the outcome says ``failed``).
 
-    :param callbacks: extra SB3 callbacks (early stopping reports).
+    :param callbacks: extra SB3 callbacks.
     """
     from equirl.rl.train import resume_training, run_training
 
@@ -273,7 +273,7 @@ def run_trial(trial: Trial, out: str | Path, callbacks: list[Any] | None = None)
         return TrialOutcome(
             trial.name, action, "finished", str(res.run_dir), res.final_mean, time.perf_counter() - t0
         )
-    except (EquirlError, Exception) as exc:  # recorded, not fatal to the sweep
+    except Exception as exc:  # recorded, not fatal to the sweep (Ctrl-C / RunInterrupted still stop it)
         d = find_trial_dir(out, trial.name)
         status = effective_status(read_run(d)) if d is not None else "failed"
         msg = " ".join(str(exc).split())[:300] or type(exc).__name__
@@ -402,7 +402,7 @@ def _run_ray(trials: list[Trial], out: Path, cpus: int | None, address: str | No
             tune.with_resources(tune.with_parameters(_ray_trial, trials=trials, out=str(out)), {"cpu": 1}),
             param_space={"i": tune.grid_search(list(range(len(trials))))},
             tune_config=tune.TuneConfig(
-                reuse_actors=False,
+                reuse_actors=True,  # one worker process per CPU: torch / SB3 imported once, not per trial
                 trial_name_creator=lambda tr: trials[int(tr.config["i"])].name,
                 trial_dirname_creator=lambda tr: f"{trials[int(tr.config['i'])].name}_{tr.trial_id}",
             ),
