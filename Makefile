@@ -7,7 +7,7 @@ PY         := $(VENV)/bin/python
 PIP        := $(PY) -m pip
 # the CPU build of torch (this pin is setup-only; pyproject declares a range)
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS     ?= rl,language,vision,dev,docs
+EXTRAS     ?= rl,language,vision,dev,docs,dist
 STAMP      := $(VENV)/.equirl-setup-$(shell cksum pyproject.toml | cut -d' ' -f1)
 PYTEST_ARGS ?= -n 2
 

@@ -214,7 +214,8 @@ def efficiency(
     ``eval_episodes`` deterministic episodes are run; a run stops at the first evaluation whose mean
     return reaches :data:`THRESHOLDS` and records that step, or is censored at ``budget``.
 
-    :param jobs: worker processes (each single-threaded).
+    :param jobs: parallel runs (each single-threaded), as Ray tasks (:func:`equirl.rl.sweep.ray_map`;
+        a local Ray with ``jobs`` CPUs, or the cluster of ``$RAY_ADDRESS``); 1: in this process.
     :param progress_file: append each finished run there as a JSON line (partial results survive).
     :param first_seed: seeds are ``first_seed .. first_seed + seeds - 1`` (to add seeds to a finished
         benchmark: runs are deterministic per seed).
@@ -262,14 +263,14 @@ def _run_jobs(
             step(0, f"sample efficiency: {j.env} {j.method} seed {j.seed}")
             done(run_efficiency_job(j))
             step()
-    else:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+    else:  # Ray tasks (equirl.rl.sweep.ray_map): a local Ray with `jobs` CPUs, or $RAY_ADDRESS's cluster
+        from equirl.rl.sweep import ray_map
 
-        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as ex:
-            for fut in as_completed([ex.submit(run_efficiency_job, j) for j in todo]):
-                done(fut.result())
-                step()
+        def finished(i: int, row: dict[str, Any]) -> None:
+            done(row)
+            step()
+
+        ray_map(run_efficiency_job, todo, cpus=jobs, on_result=finished)
 
 
 def efficiency_summary(rows: list[dict[str, Any]], method: str) -> list[dict[str, Any]]:

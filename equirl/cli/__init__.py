@@ -29,7 +29,13 @@ from equirl.cli.output import make_console, print_error
 from equirl.errors import EquirlError
 
 #: modules contributing subcommands (a missing optional module is skipped)
-COMMAND_MODULES = ("equirl.cli.core", "equirl.cli.rl", "equirl.cli.language", "equirl.cli.vision")
+COMMAND_MODULES = (
+    "equirl.cli.core",
+    "equirl.cli.rl",
+    "equirl.cli.sweep",
+    "equirl.cli.language",
+    "equirl.cli.vision",
+)
 
 
 class Parser(argparse.ArgumentParser):

@@ -160,7 +160,10 @@ def register(commands: Any, bench: Any) -> None:
         "--eval-episodes", type=positive_int, default=10, help="episodes per sample-efficiency evaluation"
     )
     p.add_argument(
-        "--jobs", type=bounded_int(1, 256), default=1, help="worker processes for the sample-efficiency runs"
+        "--jobs",
+        type=bounded_int(1, 256),
+        default=1,
+        help="parallel sample-efficiency runs, as Ray tasks (the [dist] extra; $RAY_ADDRESS: a cluster)",
     )
     p.set_defaults(func=_bench)
 

@@ -1,0 +1,462 @@
+"""The report of a sweep folder: per env x method (x other grid values) over seeds, with intervals.
+
+Per run (a finished run directory):
+
+* **final** -- the mean return of the final evaluation (of ``model.zip``; the last entry of
+  ``evaluations.json``); **best** -- the best mean return of the periodic evaluations (``run.json``).
+* **AUC** -- the area under the evaluation curve, normalised per env: the trapezoid over the evaluation
+  timesteps of ``(mean return - min) / (max - min)``, divided by the budget (``timesteps``), with the
+  env's score range ``[min, max]`` (:data:`DEFAULT_SCORES` or the sweep's ``scores``). 1 = the maximum
+  score from step 0, 0 = the minimum throughout.
+* **steps to threshold** -- the first evaluation timestep whose mean return reaches the env's
+  threshold; a run that never reaches it is *censored* at its last step (it is not counted as taking
+  the budget). Per group the report gives the Kaplan--Meier median (``>budget`` when over half the
+  runs never reach it) and the restricted mean up to the budget (RMST), with the number that reached it.
+
+Per group: the IQM and the mean of the final return over seeds with 95 % bootstrap intervals, and the
+probability of improvement over the baseline method (the same env and other grid values): the chance
+that a seed of the method ends with a higher final return than a seed of the baseline (ties count half).
+Across envs, per method: IQM / mean of the normalised final score with stratified bootstrap intervals
+(seeds resampled within each env) and the probability of improvement averaged over envs.
+
+Written to ``{dir}/report/``: ``groups.csv`` / ``.md``, ``aggregate.csv`` / ``.md``, ``runs.csv``,
+``curves_{env}.png`` (IQM learning curves with 95 % bands), ``profiles.png`` (performance profiles: the
+fraction of runs whose normalised final score exceeds tau) and ``intervals.png`` (IQM and mean with
+their intervals).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from equirl.bench.report import BenchTable, Column, save_plot, write_csv
+from equirl.errors import EquirlError
+from equirl.rl.lifecycle import list_runs
+from equirl.utils.io import atomic_write_text
+from equirl.utils.stats import (
+    Interval,
+    iqm,
+    kaplan_meier,
+    probability_of_improvement,
+    stratified_bootstrap_ci,
+)
+
+__all__ = ["DEFAULT_SCORES", "SweepReport", "load_sweep_runs", "sweep_report"]
+
+log = logging.getLogger(__name__)
+
+#: per env: the score range for normalisation and the "solved" threshold of steps-to-threshold
+DEFAULT_SCORES: dict[str, dict[str, float]] = {
+    "CartPole-v1": {"min": 0.0, "max": 500.0, "threshold": 475.0},
+    "Acrobot-v1": {"min": -500.0, "max": 0.0, "threshold": -100.0},
+    "LunarLander-v3": {"min": -300.0, "max": 300.0, "threshold": 200.0},
+    "GridWorld-v0": {"min": 0.0, "max": 1.0, "threshold": 0.9},
+}
+
+
+@dataclass
+class RunData:
+    """One finished run, as the report reads it."""
+
+    env: str
+    method: str
+    variant: str
+    seed: int
+    budget: int
+    steps: np.ndarray  # evaluation timesteps
+    returns: np.ndarray  # mean return per evaluation (the final one last)
+    final: float
+    best: float | None
+
+    @property
+    def group(self) -> tuple[str, str, str]:
+        return (self.env, self.method, self.variant)
+
+
+def _trial_index(root: Path) -> dict[str, dict[str, Any]]:
+    p = root / "sweep.json"
+    if not p.is_file():
+        return {}
+    data = json.loads(p.read_text(encoding="utf-8"))
+    return {t["name"]: t for t in data.get("trials", [])}
+
+
+def _sweep_scores(root: Path) -> dict[str, dict[str, float]]:
+    p = root / "sweep.json"
+    if not p.is_file():
+        return {}
+    return dict(json.loads(p.read_text(encoding="utf-8")).get("sweep", {}).get("scores") or {})
+
+
+def load_sweep_runs(root: str | Path) -> tuple[list[RunData], list[dict[str, Any]]]:
+    """The finished runs of a sweep folder and the others (``run.json`` entries: failed, stale...).
+
+    Runs are grouped by the trial names of ``sweep.json`` when present (their ``variant``), else by
+    env and method.
+    """
+    root = Path(root)
+    index = _trial_index(root)
+    runs, other = [], []
+    for info in list_runs(root):
+        d = Path(info["run_dir"])
+        if info["status"] != "finished":
+            other.append(info)
+            continue
+        ev = json.loads((d / "evaluations.json").read_text(encoding="utf-8"))
+        evals = ev.get("evaluations") or []
+        if not evals:
+            other.append({**info, "status": "no evaluations"})
+            continue
+        trial = next((t for n, t in index.items() if d.name.startswith(n + "__")), None)
+        steps = np.asarray([e["timestep"] for e in evals], dtype=np.float64)
+        rets = np.asarray([e["mean_return"] for e in evals], dtype=np.float64)
+        best = (info.get("best") or {}).get("mean_return")
+        runs.append(
+            RunData(
+                env=str(info["env"]),
+                method=str(info["method"]),
+                variant=str(trial["variant"]) if trial else "",
+                seed=int(info["seed"]),
+                budget=int(info.get("total_timesteps") or steps[-1]),
+                steps=steps,
+                returns=rets,
+                final=float(rets[-1]),
+                best=None if best is None else float(best),
+            )
+        )
+    return runs, other
+
+
+def _normalise(x: np.ndarray | float, score: dict[str, float]) -> Any:
+    return (np.asarray(x, dtype=np.float64) - score["min"]) / (score["max"] - score["min"])
+
+
+def auc(run: RunData, score: dict[str, float]) -> float:
+    """The normalised area under the evaluation curve (see the module docstring)."""
+    s, y = run.steps, _normalise(run.returns, score)
+    if s.size == 1:
+        return float(y[0] * s[0] / run.budget)
+    return float(np.sum((y[1:] + y[:-1]) / 2.0 * np.diff(s)) / run.budget)
+
+
+def steps_to_threshold(run: RunData, threshold: float) -> tuple[float, bool]:
+    """``(step, True)`` at the first evaluation reaching ``threshold``, else ``(last step, False)``."""
+    hit = np.nonzero(run.returns >= threshold)[0]
+    return (float(run.steps[hit[0]]), True) if hit.size else (float(run.steps[-1]), False)
+
+
+def _ci_text(i: Interval | None, fmt: str = ".1f") -> str:
+    if i is None:
+        return ""
+    return f"{i.value:{fmt}} [{i.low:{fmt}}, {i.high:{fmt}}]"
+
+
+@dataclass
+class SweepReport:
+    """The report's rows, tables and files."""
+
+    groups: list[dict[str, Any]]
+    aggregate: list[dict[str, Any]]
+    runs: list[dict[str, Any]]
+    problems: list[dict[str, Any]]
+    files: list[Path] = field(default_factory=list)
+
+    def tables(self) -> list[BenchTable]:
+        """The group and aggregate tables (rich renderables)."""
+        g = BenchTable(
+            self.groups,
+            "sweep: per env and method (final return over seeds; 95 % bootstrap CIs)",
+            [
+                "env",
+                "method",
+                Column("variant"),
+                Column("seeds"),
+                Column("iqm_final", "IQM final [95% CI]", lambda r: r["iqm_final_ci"]),
+                Column("mean_final", "mean final [95% CI]", lambda r: r["mean_final_ci"]),
+                Column("mean_best", "mean best", lambda r: _fmt(r.get("mean_best"))),
+                Column("mean_auc", "AUC (norm.)", lambda r: _fmt(r.get("mean_auc"), ".3f")),
+                Column("km_median_steps", "steps to thr. (KM median)", lambda r: r["steps_text"]),
+                Column("p_improve", "P(> base) [95% CI]", lambda r: r["p_improve_ci"]),
+            ],
+            keys=2,
+        )
+        a = BenchTable(
+            self.aggregate,
+            "sweep: across envs (normalised final score; stratified bootstrap 95 % CIs)",
+            [
+                "method",
+                Column("variant"),
+                Column("envs"),
+                Column("runs"),
+                Column("iqm", "IQM [95% CI]", lambda r: r["iqm_ci"]),
+                Column("mean", "mean [95% CI]", lambda r: r["mean_ci"]),
+                Column("p_improve", "P(> base) [95% CI]", lambda r: r["p_improve_ci"]),
+            ],
+            keys=1,
+        )
+        return [g, a]
+
+
+def _fmt(v: Any, spec: str = ".1f") -> str:
+    return "" if v is None or (isinstance(v, float) and not np.isfinite(v)) else format(v, spec)
+
+
+def _markdown(rows: list[dict[str, Any]], cols: list[str]) -> str:
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        lines.append(
+            "| "
+            + " | ".join(
+                _fmt(r.get(c), ".4g")
+                if isinstance(r.get(c), float)
+                else str(r.get(c) if r.get(c) is not None else "")
+                for c in cols
+            )
+            + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def sweep_report(
+    root: str | Path,
+    baseline: str | None = None,
+    scores: dict[str, dict[str, float]] | None = None,
+    reps: int = 2000,
+    plots: bool = True,
+) -> SweepReport:
+    """Compute and write the report of a sweep folder (see the module docstring).
+
+    :param root: the sweep folder (``--out`` of ``equirl sweep``) or any folder of run directories.
+    :param baseline: the reference method (default: the sweep's ``baseline``, else ``base``).
+    :param scores: per-env ``{min, max, threshold}`` overriding :data:`DEFAULT_SCORES` and the sweep's.
+    :param reps: bootstrap replicates.
+    :param plots: also draw the PNG plots.
+    :raises EquirlError: no finished run in ``root``.
+    """
+    from equirl.registry import BASE
+
+    root = Path(root)
+    runs, other = load_sweep_runs(root)
+    if not runs:
+        raise EquirlError(f"{root}: no finished run to report on ({len(other)} unfinished)")
+    if baseline is None:
+        p = root / "sweep.json"
+        sweep = json.loads(p.read_text(encoding="utf-8")).get("sweep", {}) if p.is_file() else {}
+        baseline = str(sweep.get("baseline") or BASE)
+    table = {**DEFAULT_SCORES, **_sweep_scores(root), **(scores or {})}
+    by_group: dict[tuple[str, str, str], list[RunData]] = defaultdict(list)
+    for r in sorted(runs, key=lambda r: (r.env, r.method, r.variant, r.seed)):
+        by_group[r.group].append(r)
+    missing = sorted({r.env for r in runs if r.env not in table})
+    for env in missing:
+        log.warning("no score range for %s: AUC, thresholds and normalised scores left out", env)
+
+    group_rows, run_rows = [], []
+    for (env, method, variant), rs in by_group.items():
+        finals = np.asarray([r.final for r in rs])
+        score = table.get(env)
+        row: dict[str, Any] = {"env": env, "method": method, "variant": variant, "seeds": len(rs)}
+        i_iqm = stratified_bootstrap_ci([finals], lambda s: iqm(s[0]), reps=reps)
+        i_mean = stratified_bootstrap_ci([finals], lambda s: float(np.mean(s[0])), reps=reps)
+        row.update(
+            iqm_final=i_iqm.value,
+            iqm_final_low=i_iqm.low,
+            iqm_final_high=i_iqm.high,
+            iqm_final_ci=_ci_text(i_iqm),
+            mean_final=i_mean.value,
+            mean_final_low=i_mean.low,
+            mean_final_high=i_mean.high,
+            mean_final_ci=_ci_text(i_mean),
+            mean_best=float(np.mean([r.best for r in rs if r.best is not None]))
+            if any(r.best is not None for r in rs)
+            else None,
+        )
+        row["steps_text"] = ""
+        if score is not None:
+            aucs = [auc(r, score) for r in rs]
+            row["mean_auc"] = float(np.mean(aucs))
+            hits = [steps_to_threshold(r, score["threshold"]) for r in rs]
+            budget = max(r.budget for r in rs)
+            km = kaplan_meier([h[0] for h in hits], [h[1] for h in hits], horizon=budget)
+            row.update(
+                threshold=score["threshold"],
+                reached=km.events,
+                km_median_steps=km.median,
+                rmst_steps=km.restricted_mean,
+                steps_text=(f"{km.median:.0f}" if km.median is not None else f">{budget}")
+                + f" ({km.events}/{km.n} reached)",
+            )
+        else:
+            aucs = [float("nan")] * len(rs)
+        base_rs = by_group.get((env, baseline, variant))
+        if method != baseline and base_rs:
+            poi = probability_of_improvement([finals], [[r.final for r in base_rs]], reps=reps)
+            row.update(p_improve=poi.value, p_improve_low=poi.low, p_improve_high=poi.high)
+            row["p_improve_ci"] = _ci_text(poi, ".2f")
+        else:
+            row["p_improve_ci"] = ""
+        group_rows.append(row)
+        for r, a in zip(rs, aucs):
+            run_rows.append(
+                {
+                    "env": env,
+                    "method": method,
+                    "variant": variant,
+                    "seed": r.seed,
+                    "final": r.final,
+                    "best": r.best,
+                    "auc": a,
+                    "budget": r.budget,
+                }
+            )
+
+    # across envs: normalised final scores, stratified by env
+    agg_rows = []
+    methods = sorted({(m, v) for (_, m, v) in by_group})
+    for method, variant in methods:
+        envs = sorted(e for (e, m, v) in by_group if m == method and v == variant and e in table)
+        if not envs:
+            continue
+        strata = [
+            _normalise(np.asarray([r.final for r in by_group[(e, method, variant)]]), table[e]) for e in envs
+        ]
+        i_iqm = stratified_bootstrap_ci(strata, lambda s: iqm(np.concatenate(s)), reps=reps)
+        i_mean = stratified_bootstrap_ci(strata, lambda s: float(np.mean(np.concatenate(s))), reps=reps)
+        row = {
+            "method": method,
+            "variant": variant,
+            "envs": len(envs),
+            "runs": int(sum(s.size for s in strata)),
+            "iqm": i_iqm.value,
+            "iqm_low": i_iqm.low,
+            "iqm_high": i_iqm.high,
+            "iqm_ci": _ci_text(i_iqm, ".3f"),
+            "mean": i_mean.value,
+            "mean_low": i_mean.low,
+            "mean_high": i_mean.high,
+            "mean_ci": _ci_text(i_mean, ".3f"),
+            "p_improve_ci": "",
+        }
+        both = [e for e in envs if (e, baseline, variant) in by_group]
+        if method != baseline and both:
+            poi = probability_of_improvement(
+                [[r.final for r in by_group[(e, method, variant)]] for e in both],
+                [[r.final for r in by_group[(e, baseline, variant)]] for e in both],
+                reps=reps,
+            )
+            row.update(
+                p_improve=poi.value,
+                p_improve_low=poi.low,
+                p_improve_high=poi.high,
+                p_improve_ci=_ci_text(poi, ".2f"),
+            )
+        agg_rows.append(row)
+
+    problems = [
+        {"run_dir": o["run_dir"], "status": o["status"], "error": o.get("error") or ""} for o in other
+    ]
+    rep = SweepReport(group_rows, agg_rows, run_rows, problems)
+    out = root / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    gcols = [
+        "env", "method", "variant", "seeds", "iqm_final", "iqm_final_low", "iqm_final_high", "mean_final",
+        "mean_final_low", "mean_final_high", "mean_best", "mean_auc", "threshold", "reached",
+        "km_median_steps", "rmst_steps", "p_improve", "p_improve_low", "p_improve_high",
+    ]  # fmt: skip
+    acols = ["method", "variant", "envs", "runs", "iqm", "iqm_low", "iqm_high", "mean", "mean_low",
+             "mean_high", "p_improve", "p_improve_low", "p_improve_high"]  # fmt: skip
+    for name, rows, cols in (("groups", group_rows, gcols), ("aggregate", agg_rows, acols)):
+        if rows:
+            rep.files.append(write_csv(out / f"{name}.csv", rows, cols) or out)
+            rep.files.append(atomic_write_text(out / f"{name}.md", _markdown(rows, cols)))
+    rep.files.append(write_csv(out / "runs.csv", run_rows) or out)
+    if problems:
+        rep.files.append(write_csv(out / "problems.csv", problems) or out)
+    if plots:
+        rep.files += _plots(out, by_group, table, agg_rows, reps)
+    return rep
+
+
+def _curve(rs: list[RunData], reps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    grid = rs[0].steps
+    ys = np.stack([np.interp(grid, r.steps, r.returns) for r in rs])  # seeds x steps
+    mid, lo, hi = np.empty(grid.size), np.empty(grid.size), np.empty(grid.size)
+    for j in range(grid.size):
+        i = stratified_bootstrap_ci([ys[:, j]], lambda s: iqm(s[0]), reps=reps)
+        mid[j], lo[j], hi[j] = i.value, i.low, i.high
+    return grid, mid, lo, hi
+
+
+def _plots(
+    out: Path,
+    by_group: dict[tuple[str, str, str], list[RunData]],
+    table: dict[str, dict[str, float]],
+    agg_rows: list[dict[str, Any]],
+    reps: int,
+) -> list[Path]:
+    files = []
+    envs = sorted({e for (e, _, _) in by_group})
+    for env in envs:
+        keys = [k for k in by_group if k[0] == env]
+
+        def draw_curves(fig: Any, keys: list[tuple[str, str, str]] = keys, env: str = env) -> None:
+            ax = fig.add_subplot(111)
+            for k in keys:
+                x, mid, lo, hi = _curve(by_group[k], min(reps, 500))
+                label = k[1] + (f" {k[2]}" if k[2] else "") + f" (n={len(by_group[k])})"
+                (line,) = ax.plot(x, mid, label=label)
+                ax.fill_between(x, lo, hi, alpha=0.2, color=line.get_color())
+            ax.set_xlabel("env steps")
+            ax.set_ylabel("evaluation return (IQM over seeds, 95% CI)")
+            ax.set_title(env)
+            ax.legend(fontsize="small")
+
+        files.append(save_plot(out / f"curves_{env.replace('/', '-')}.png", draw_curves, (7, 4.5)))
+
+    labels = sorted({(m, v) for (e, m, v) in by_group})
+    normed: dict[tuple[str, str], np.ndarray] = {}
+    for m, v in labels:
+        vals = [
+            _normalise(r.final, table[e])
+            for (e, mm, vv), rs in by_group.items()
+            if (mm, vv) == (m, v) and e in table
+            for r in rs
+        ]
+        if vals:
+            normed[(m, v)] = np.asarray(vals, dtype=np.float64)
+    if normed:
+
+        def draw_profiles(fig: Any) -> None:
+            ax = fig.add_subplot(111)
+            taus = np.linspace(-0.05, 1.05, 111)
+            for (m, v), x in normed.items():
+                ax.plot(taus, [(x > t).mean() for t in taus], label=m + (f" {v}" if v else ""))
+            ax.set_xlabel("normalised final score τ")
+            ax.set_ylabel("fraction of runs with score > τ")
+            ax.set_title("performance profiles")
+            ax.legend(fontsize="small")
+
+        files.append(save_plot(out / "profiles.png", draw_profiles, (6, 4)))
+    if agg_rows:
+
+        def draw_intervals(fig: Any) -> None:
+            names = [r["method"] + (f" {r['variant']}" if r["variant"] else "") for r in agg_rows]
+            for j, stat in enumerate(("iqm", "mean")):
+                ax = fig.add_subplot(1, 2, j + 1)
+                for i, r in enumerate(agg_rows):
+                    ax.plot([r[f"{stat}_low"], r[f"{stat}_high"]], [i, i], linewidth=6, alpha=0.5)
+                    ax.plot([r[stat]], [i], "k|", markersize=14)
+                ax.set_yticks(range(len(names)))
+                ax.set_yticklabels(names if j == 0 else [])
+                ax.set_title(stat.upper() if stat == "iqm" else "mean")
+                ax.set_xlabel("normalised final score")
+
+        files.append(save_plot(out / "intervals.png", draw_intervals, (8, 1.2 + 0.5 * len(agg_rows))))
+    return files

@@ -1,0 +1,204 @@
+"""Sweeps: grid expansion, stable trial names, resumable runs, failures recorded, the report."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from equirl.errors import ConfigError
+from equirl.registry import BASE, EQUITUNE
+from equirl.rl.lifecycle import read_run
+from equirl.rl.sweep import expand_trials, find_trial_dir, load_sweep, run_sweep
+from equirl.rl.sweep_report import sweep_report
+
+ROOT = Path(__file__).resolve().parents[2]
+
+TINY = {
+    "config": "CartPole-v1",
+    "timesteps": 400,
+    "eval": {"freq": 200, "episodes": 2, "final_episodes": 2},
+    "set": {
+        "hyperparams.learning_starts": 100,
+        "hyperparams.train_freq": 50,
+        "hyperparams.gradient_steps": 2,
+        "hyperparams.buffer_size": 1000,
+        "log.tensorboard": False,
+    },
+    "grid": {"method": [BASE, EQUITUNE], "seed": {"range": [0, 2]}},
+}
+
+
+def _write(tmp_path: Path, data: dict[str, Any]) -> Path:
+    p = tmp_path / "sweep.yaml"
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+def test_grid_expands_to_stable_trial_names(tmp_path: Path) -> None:
+    data = {**TINY, "grid": {**TINY["grid"], "hyperparams.learning_rate": [1e-3, 2e-3]}}
+    spec = load_sweep(_write(tmp_path, data))
+    trials = expand_trials(spec, tmp_path / "out")
+    assert len(trials) == 2 * 2 * 2
+    names = [t.name for t in trials]
+    assert names == [t.name for t in expand_trials(spec, tmp_path / "out")]  # stable
+    t = trials[0]
+    assert t.name == "CartPole-v1__base+hyperparams.learning_rate-0.001__0"
+    assert t.cfg.hyperparams.learning_rate == 1e-3
+    assert t.cfg.timesteps == 400 and t.cfg.eval.freq == 200 and t.cfg.hyperparams.buffer_size == 1000
+    assert Path(t.cfg.out) == (tmp_path / "out").resolve()
+    assert {tr.seed for tr in trials} == {0, 1}
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        ({"grdi": {}}, "unknown sweep keys grdi"),
+        ({"config": None}, "`config`"),
+        ({"grid": {"seed": []}}, "grid.seed: no values"),
+        ({"grid": {"seed": {"range": ["a"]}}}, "range must be"),
+        ({"grid": {"method": ["nope"]}}, "nope"),
+        ({"timesteps": -1}, "timesteps"),
+    ],
+)
+def test_bad_sweep_files_are_one_line_errors(tmp_path: Path, patch: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        spec = load_sweep(_write(tmp_path, {**TINY, **patch}))
+        expand_trials(spec, tmp_path)
+
+
+def test_bad_config_key_fails_before_anything_runs(tmp_path: Path) -> None:
+    spec = load_sweep(_write(tmp_path, {**TINY, "grid": {"hyperparams.no_such_key": [1]}}))
+    with pytest.raises(ConfigError):
+        run_sweep(spec, tmp_path / "out", executor="serial")
+    assert not (tmp_path / "out").exists()
+
+
+def test_serial_sweep_is_resumable_and_reports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = load_sweep(_write(tmp_path, TINY))
+    out = tmp_path / "out"
+    import equirl.rl.train as train
+
+    real = train.run_training
+
+    def flaky(cfg: Any, **kw: Any) -> Any:  # one trial fails; the sweep goes on
+        if cfg.method == EQUITUNE and cfg.seed == 1:
+            raise RuntimeError("boom")
+        return real(cfg, **kw)
+
+    monkeypatch.setattr(train, "run_training", flaky)
+    res = run_sweep(spec, out, executor="serial")
+    assert [o.action for o in res.outcomes] == ["ran", "ran", "ran", "failed"]
+    assert "boom" in (res.outcomes[3].error or "")
+    for o in res.outcomes[:3]:
+        assert read_run(Path(o.run_dir or ""))["status"] == "finished"
+    manifest = json.loads((out / "sweep.json").read_text())
+    assert [t["name"] for t in manifest["trials"]] == [o.name for o in res.outcomes]
+    assert manifest["last_session"]["outcomes"][3]["action"] == "failed"
+
+    # a second session: the finished trials are skipped, the missing one runs, an interrupted one resumes
+    monkeypatch.setattr(train, "run_training", real)
+    d = find_trial_dir(out, res.outcomes[0].name)
+    assert d is not None
+    info = json.loads((d / "run.json").read_text())
+    (d / "run.json").write_text(json.dumps({**info, "status": "interrupted"}))
+    mtimes = {o.name: Path(o.run_dir or "").stat().st_mtime for o in res.outcomes[1:3]}
+    time.sleep(0.01)
+    res2 = run_sweep(spec, out, executor="serial")
+    assert [o.action for o in res2.outcomes] == ["resumed", "skipped", "skipped", "ran"]
+    assert all(o.status == "finished" for o in res2.outcomes)
+    assert res2.outcomes[0].run_dir == str(d)  # resumed in place
+    assert {o.name: Path(o.run_dir or "").stat().st_mtime for o in res2.outcomes[1:3]} == mtimes
+    assert len([p for p in out.iterdir() if (p / "run.json").is_file()]) == 4
+    res3 = run_sweep(spec, out, executor="serial")
+    assert res3.count("skipped") == 4
+
+    rep = sweep_report(out, reps=200)
+    rows = {r["method"]: r for r in rep.groups}
+    assert set(rows) == {BASE, EQUITUNE}
+    for r in rows.values():
+        assert r["seeds"] == 2
+        assert r["iqm_final_low"] <= r["iqm_final"] <= r["iqm_final_high"]
+        assert r["mean_final_low"] <= r["mean_final"] <= r["mean_final_high"]
+        assert 0.0 <= r["mean_auc"] <= 1.0
+        assert r["threshold"] == 475.0
+        assert r["km_median_steps"] is None and r["reached"] == 0  # 400 steps never solve CartPole
+    assert 0.0 <= rows[EQUITUNE]["p_improve"] <= 1.0 and "p_improve" not in rows[BASE]
+    assert {a["method"] for a in rep.aggregate} == {BASE, EQUITUNE}
+    names = {p.name for p in rep.files}
+    assert {"groups.csv", "groups.md", "aggregate.csv", "runs.csv", "profiles.png", "intervals.png"} <= names
+    assert "curves_CartPole-v1.png" in names
+    md = (out / "report" / "groups.md").read_text()
+    assert md.startswith("| env | method |") and "iqm_final_low" in md
+
+
+def test_report_of_a_folder_without_runs_is_a_one_line_error(tmp_path: Path) -> None:
+    from equirl.errors import EquirlError
+
+    with pytest.raises(EquirlError, match="no finished run"):
+        sweep_report(tmp_path)
+
+
+@pytest.mark.slow
+def test_smoke_sweep_on_local_ray(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """configs/sweeps/smoke.yaml on a local Ray (2 CPUs): every trial finished, a report with IQM and
+    CIs, and a second run into the same folder reruns nothing."""
+    ray = pytest.importorskip("ray")
+    from equirl.cli import main
+
+    out = tmp_path / "smoke"
+    smoke = str(ROOT / "configs" / "sweeps" / "smoke.yaml")
+    t0 = time.perf_counter()
+    try:
+        assert main(["sweep", smoke, "--out", str(out), "--cpus", "2", "--reps", "200"]) == 0
+    finally:
+        ray.shutdown()
+    assert time.perf_counter() - t0 < 120
+    spec = load_sweep(smoke)
+    trials = expand_trials(spec, out)
+    assert len(trials) == 4
+    for t in trials:
+        d = find_trial_dir(out, t.name)
+        assert d is not None and read_run(d)["status"] == "finished"
+        assert (d / "model.zip").is_file() and (d / "evaluations.json").is_file()
+    groups = (out / "report" / "groups.csv").read_text()
+    assert "iqm_final_low" in groups and "iqm_final_high" in groups
+    assert "IQM final [95% CI]" in capsys.readouterr().out
+    mtimes = {p.name: (p / "run.json").stat().st_mtime for p in out.iterdir() if (p / "run.json").is_file()}
+    res = run_sweep(spec, out)  # Ray is not even started: nothing to run
+    assert res.count("skipped") == 4 and not ray.is_initialized()
+    assert {
+        p.name: (p / "run.json").stat().st_mtime for p in out.iterdir() if (p / "run.json").is_file()
+    } == mtimes
+
+
+def _threads(_: object) -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+@pytest.mark.slow
+def test_ray_map_and_the_efficiency_benchmark_on_ray() -> None:
+    """``bench rl --parts efficiency --jobs 2`` runs its jobs as Ray tasks (one torch thread each) with
+    the same rows as in-process (the runs are deterministic per seed)."""
+    ray = pytest.importorskip("ray")
+    from equirl.bench import rl as bench
+    from equirl.rl.sweep import ray_map
+
+    try:
+        seen: list[int] = []
+        assert ray_map(_threads, [0, 1, 2], cpus=2, on_result=lambda i, r: seen.append(i)) == [1, 1, 1]
+        assert sorted(seen) == [0, 1, 2] and not ray.is_initialized()
+        kw: dict[str, Any] = {"envs": ("CartPole-v1",), "eval_freq": 100, "eval_episodes": 2}
+        serial = bench.efficiency(1, 300, jobs=1, **kw)
+        parallel = bench.efficiency(1, 300, jobs=2, **kw)
+    finally:
+        ray.shutdown()
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in serial]
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in parallel] == strip
+    assert len(strip) == 2
