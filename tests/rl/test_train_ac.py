@@ -220,3 +220,13 @@ def test_shipped_actor_critic_agents_are_small_and_load_without_code(algo: str, 
         model = load_pretrained(path, env, algo=algo, method=EQUITUNE)  # no trust_checkpoint
         assert type(model).__name__.lower() == algo
         assert model.policy_kwargs["method"] == EQUITUNE
+
+
+def test_augment_trains_sac_on_mirrored_transitions_and_is_refused_for_ppo(tmp_path: Path) -> None:
+    from equirl.registry import AUGMENT
+    from equirl.rl.augment import AugmentedReplayBuffer
+
+    sac = build_model(_cfg(tmp_path, "sac", method=AUGMENT))
+    assert isinstance(sac.replay_buffer, AugmentedReplayBuffer)
+    with pytest.raises(ConfigError, match=r"augment works with off-policy algorithms .* not 'ppo'"):
+        build_model(_cfg(tmp_path, "ppo", method=AUGMENT))
