@@ -134,7 +134,12 @@ ROWS: list[tuple[str, list[str], str]] = [
     ("equi-freq-neg", ["pretrain", RL, "--set", "log.equi_freq=-1"], r"log\.equi_freq"),
     ("scorer-lr-nan", ["train", RL, "--set", "scorer.lr=.nan"], r"scorer\.lr"),
     ("partial-frac", ["pretrain", RL, "--set", "partial_fraction=1.5"], r"partial_fraction.*1\.5"),
-    ("algo-bad", ["pretrain", RL, "--set", "algo=ppo"], r"algo.*'ppo'"),
+    ("algo-bad", ["pretrain", RL, "--set", "algo=ddpg"], r"algo.*'ddpg'"),
+    (
+        "algo-keys",
+        ["pretrain", RL, "--set", "algo=ppo"],
+        r"unknown keys hyperparams\.buffer_size.*\(algo ppo\)",
+    ),
     ("env-bad", ["pretrain", RL, "--set", "env=NoSuchEnv-v0"], r"NoSuchEnv-v0"),
     ("unknown-key", ["pretrain", RL, "--set", "hyperparams.gama=0.9"], r"unknown key hyperparams\.gama"),
     ("override-no-eq", ["pretrain", RL, "--set", "gamma"], r"override 'gamma'.*key=value"),

@@ -4,21 +4,28 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from equirl.config import FieldError, check_range, load_config
+from equirl.config import FieldError, check_range, from_dict, load_config
 from equirl.errors import ConfigError
 from equirl.registry import BASE, EQUIZERO, canonical_method, validate_method_kwargs
 
 __all__ = [
+    "ALGO_HYPERPARAMS",
+    "TRAIN_ALGOS",
+    "A2CHyperParams",
     "CheckpointConfig",
     "EvalConfig",
     "HyperParams",
     "LogConfig",
+    "PPOHyperParams",
     "RLConfig",
+    "SACHyperParams",
     "ScorerConfig",
+    "TD3HyperParams",
     "check_buffer_memory",
     "load_rl_config",
     "total_ram_bytes",
@@ -65,8 +72,199 @@ class HyperParams:
         check_range("max_grad_norm", self.max_grad_norm, gt=0)
         if not self.net_arch:
             raise FieldError("net_arch", self.net_arch, "needs at least one layer size")
-        for i, width in enumerate(self.net_arch):
-            check_range(f"net_arch[{i}]", width, ge=1, le=MAX_LAYER)
+        _check_net_arch(self.net_arch)
+
+    def sb3_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of SB3's ``DQN`` / ``QRDQN`` (the network's size goes to the policy)."""
+        return _kwargs(self, drop=("net_arch", "n_quantiles"))
+
+
+def _check_net_arch(net_arch: list[int]) -> None:
+    if not net_arch:
+        raise FieldError("net_arch", net_arch, "needs at least one layer size")
+    for i, width in enumerate(net_arch):
+        check_range(f"net_arch[{i}]", width, ge=1, le=MAX_LAYER)
+
+
+def _kwargs(hp: Any, drop: tuple[str, ...]) -> dict[str, Any]:
+    return {k: v for k, v in asdict(hp).items() if k not in drop}
+
+
+#: learning-rate schedules of the actor-critic algorithms (``linear``: decays to 0 at the last step)
+LR_SCHEDULES = ("constant", "linear")
+
+
+def _lr(value: float, schedule: str) -> Any:
+    """A learning rate as SB3 takes it: the number, or SB3's (picklable) linear schedule."""
+    if schedule == "constant":
+        return value
+    from stable_baselines3.common.utils import LinearSchedule
+
+    return LinearSchedule(value, 0.0, 1.0)
+
+
+@dataclass
+class _OnPolicyHyperParams:
+    """What PPO and A2C share (RL-zoo names)."""
+
+    learning_rate: float = 3e-4
+    lr_schedule: str = "constant"
+    n_envs: int = 1
+    n_steps: int = 2048
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    ent_coef: float = 0.0
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    normalize_advantage: bool = True
+    net_arch: list[int] = field(default_factory=lambda: [64, 64])
+
+    def __post_init__(self) -> None:
+        check_range("learning_rate", self.learning_rate, gt=0)
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise FieldError("lr_schedule", self.lr_schedule, f"must be one of {', '.join(LR_SCHEDULES)}")
+        check_range("n_envs", self.n_envs, ge=1, le=1024)
+        check_range("n_steps", self.n_steps, ge=1, le=MAX_BUFFER_SIZE)
+        check_range("gamma", self.gamma, ge=0, le=1)
+        check_range("gae_lambda", self.gae_lambda, ge=0, le=1)
+        check_range("ent_coef", self.ent_coef, ge=0)
+        check_range("vf_coef", self.vf_coef, ge=0)
+        check_range("max_grad_norm", self.max_grad_norm, gt=0)
+        _check_net_arch(self.net_arch)
+
+    def sb3_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of the SB3 algorithm (the network's size goes to the policy)."""
+        kw = _kwargs(self, drop=("net_arch", "n_envs", "lr_schedule"))
+        kw["learning_rate"] = _lr(self.learning_rate, self.lr_schedule)
+        return kw
+
+
+@dataclass
+class PPOHyperParams(_OnPolicyHyperParams):
+    """SB3 PPO hyperparameters (RL-zoo names; ``lr_schedule: linear`` is the zoo's ``lin_``)."""
+
+    batch_size: int = 64
+    n_epochs: int = 10
+    clip_range: float = 0.2
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_range("batch_size", self.batch_size, ge=2, le=MAX_BATCH_SIZE)
+        rollout = self.n_steps * self.n_envs
+        if self.batch_size > rollout:
+            raise FieldError("batch_size", self.batch_size, f"must be <= n_steps * n_envs ({rollout})")
+        check_range("n_epochs", self.n_epochs, ge=1, le=10_000)
+        check_range("clip_range", self.clip_range, gt=0, le=10)
+
+
+@dataclass
+class A2CHyperParams(_OnPolicyHyperParams):
+    """SB3 A2C hyperparameters (RL-zoo names; SB3's defaults: 5 steps, RMSprop, no GAE)."""
+
+    learning_rate: float = 7e-4
+    n_steps: int = 5
+    gae_lambda: float = 1.0
+    normalize_advantage: bool = False
+    use_rms_prop: bool = True
+
+
+@dataclass
+class _OffPolicyACHyperParams:
+    """What SAC and TD3 share (RL-zoo names)."""
+
+    learning_rate: float = 3e-4
+    buffer_size: int = 1_000_000
+    learning_starts: int = 100
+    batch_size: int = 256
+    tau: float = 0.005
+    gamma: float = 0.99
+    train_freq: int = 1
+    gradient_steps: int = 1
+    net_arch: list[int] = field(default_factory=lambda: [256, 256])
+
+    def __post_init__(self) -> None:
+        check_range("learning_rate", self.learning_rate, gt=0)
+        check_range("buffer_size", self.buffer_size, ge=1, le=MAX_BUFFER_SIZE)
+        check_range("learning_starts", self.learning_starts, ge=0)
+        check_range("batch_size", self.batch_size, ge=1, le=MAX_BATCH_SIZE)
+        if self.batch_size > self.buffer_size:
+            raise FieldError("batch_size", self.batch_size, f"must be <= buffer_size ({self.buffer_size})")
+        check_range("tau", self.tau, gt=0, le=1)
+        check_range("gamma", self.gamma, ge=0, le=1)
+        check_range("train_freq", self.train_freq, ge=1)
+        check_range("gradient_steps", self.gradient_steps, ge=1)
+        _check_net_arch(self.net_arch)
+
+    def sb3_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of the SB3 algorithm (the network's size goes to the policy)."""
+        return _kwargs(self, drop=("net_arch",))
+
+
+@dataclass
+class SACHyperParams(_OffPolicyACHyperParams):
+    """SB3 SAC hyperparameters (RL-zoo names). ``ent_coef``: a number, ``auto`` (learned) or
+    ``auto_0.1`` (learned from 0.1). gSDE is not offered (the equivariant policies refuse it)."""
+
+    ent_coef: float | str = "auto"
+    target_update_interval: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        ent = self.ent_coef
+        if isinstance(ent, str):
+            start = ent[len("auto_") :] if ent.startswith("auto_") else None
+            ok = ent == "auto" or (start is not None and _positive(start))
+            if not ok:
+                raise FieldError("ent_coef", ent, "must be a number > 0, 'auto' or 'auto_<initial value>'")
+        else:
+            check_range("ent_coef", ent, gt=0)
+        check_range("target_update_interval", self.target_update_interval, ge=1)
+
+
+def _positive(text: str) -> bool:
+    try:
+        v = float(text)
+    except ValueError:
+        return False
+    return math.isfinite(v) and v > 0
+
+
+@dataclass
+class TD3HyperParams(_OffPolicyACHyperParams):
+    """SB3 TD3 hyperparameters (RL-zoo names). ``action_noise_std``: the std of the Gaussian exploration
+    noise in units of the action range's half-width (0: none; the zoo's ``NormalActionNoise``)."""
+
+    learning_rate: float = 1e-3
+    policy_delay: int = 2
+    target_policy_noise: float = 0.2
+    target_noise_clip: float = 0.5
+    action_noise_std: float = 0.1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_range("policy_delay", self.policy_delay, ge=1)
+        check_range("target_policy_noise", self.target_policy_noise, ge=0)
+        check_range("target_noise_clip", self.target_noise_clip, ge=0)
+        check_range("action_noise_std", self.action_noise_std, ge=0)
+
+    def sb3_kwargs(self) -> dict[str, Any]:
+        """As for SAC, without ``action_noise_std`` (made into an action noise by ``build_model``)."""
+        return _kwargs(self, drop=("net_arch", "action_noise_std"))
+
+
+#: the hyperparameter schema of each algorithm ``equirl pretrain`` / ``train`` runs
+ALGO_HYPERPARAMS: dict[str, type[Any]] = {
+    "dqn": HyperParams,
+    "qrdqn": HyperParams,
+    "ppo": PPOHyperParams,
+    "a2c": A2CHyperParams,
+    "sac": SACHyperParams,
+    "td3": TD3HyperParams,
+}
+#: the algorithms ``equirl pretrain`` / ``train`` run
+TRAIN_ALGOS = tuple(ALGO_HYPERPARAMS)
+#: the on-policy ones (no replay buffer)
+ON_POLICY_ALGOS = ("ppo", "a2c")
 
 
 @dataclass
@@ -149,7 +347,7 @@ class RLConfig:
     """One training run.
 
     :param env: gymnasium id with a symmetry spec (``equirl envs``).
-    :param algo: ``dqn`` or ``qrdqn``.
+    :param algo: ``dqn``, ``qrdqn``, ``ppo``, ``a2c``, ``sac`` or ``td3``.
     :param method: a method of :mod:`equirl.registry` (``base``, ``equitune``, ``equizero``, ``lambda``,
         ``canonicalize``, ``multigroup``) or an alias (``plain``, ``λ``...); stored as its canonical name.
     :param method_kwargs: symmetrizer options (``proxy``, ``lambda_hidden``, ``lambda_input``...), checked
@@ -162,10 +360,14 @@ class RLConfig:
     :param out: root folder of run directories.
     :param scorer: the scorer phase of ``canonicalize`` / ``multigroup`` runs.
     :param checkpoint: periodic checkpoints (``--resume``).
+    :param hyperparams: the algorithm's hyperparameters (RL-zoo names), checked against its schema in
+        :data:`ALGO_HYPERPARAMS` (:class:`HyperParams` for DQN / QR-DQN, :class:`PPOHyperParams`,
+        :class:`A2CHyperParams`, :class:`SACHyperParams`, :class:`TD3HyperParams`); omitted keys take
+        that schema's defaults.
     """
 
     env: str
-    algo: Literal["dqn", "qrdqn"] = "dqn"
+    algo: Literal["dqn", "qrdqn", "ppo", "a2c", "sac", "td3"] = "dqn"
     seed: int = 0
     timesteps: int = 50_000
     method: str = BASE
@@ -175,7 +377,8 @@ class RLConfig:
     freeze_backbone: bool | None = None
     partial_fraction: float = 0.0
     out: str = "runs"
-    hyperparams: HyperParams = field(default_factory=HyperParams)
+    #: a mapping in the YAML, made into the algorithm's schema (see :data:`ALGO_HYPERPARAMS`)
+    hyperparams: Any = None
     eval: EvalConfig = field(default_factory=EvalConfig)
     log: LogConfig = field(default_factory=LogConfig)
     scorer: ScorerConfig = field(default_factory=ScorerConfig)
@@ -187,6 +390,26 @@ class RLConfig:
         check_range("partial_fraction", self.partial_fraction, ge=0, lt=1)
         self.method = canonical_method(self.method)
         self.method_kwargs = validate_method_kwargs(self.method, self.method_kwargs, adapter="rl")
+        self.hyperparams = _algo_hyperparams(self.algo, self.hyperparams)
+
+
+def _algo_hyperparams(algo: str, hp: Any) -> Any:
+    """``hp`` (a mapping, ``None`` or a schema instance) as ``algo``'s hyperparameter schema."""
+    cls = ALGO_HYPERPARAMS[algo]
+    if isinstance(hp, cls):
+        return hp
+    if hp is None:
+        hp = {}
+    elif not isinstance(hp, Mapping):
+        if hasattr(hp, "__dataclass_fields__"):
+            raise ConfigError(f"hyperparams: {type(hp).__name__} is not {algo}'s schema ({cls.__name__})")
+        raise ConfigError(f"hyperparams: expected a section (mapping), got {hp!r}")
+    try:
+        return from_dict(cls, hp, "hyperparams")
+    except FieldError:
+        raise
+    except ConfigError as exc:  # unknown keys: say which algorithm's keys they were checked against
+        raise ConfigError(f"{exc} (algo {algo})") from None
 
 
 def total_ram_bytes() -> int | None:

@@ -200,7 +200,8 @@ def _q_net(model: Any) -> Any:
 
 def nonfinite_reason(model: Any, check_q: bool = True) -> str | None:
     """What is non-finite in ``model`` (a parameter, or the Q-values of up to 64 recent replay
-    observations), or ``None`` when everything is finite."""
+    observations: of the Q-network, or of SAC / TD3's critic at the stored actions), or ``None`` when
+    everything is finite."""
     import torch
 
     for name, p in model.policy.named_parameters():
@@ -208,12 +209,17 @@ def nonfinite_reason(model: Any, check_q: bool = True) -> str | None:
             return f"parameter {name}"
     buf = getattr(model, "replay_buffer", None)
     net = _q_net(model)
-    if not check_q or buf is None or net is None or buf.size() == 0:
+    critic: Any = getattr(model.policy, "critic", None)
+    if not check_q or buf is None or (net is None and critic is None) or buf.size() == 0:
         return None
     end = buf.pos if not buf.full else buf.buffer_size
-    obs = np.asarray(buf.observations[max(0, end - 64) : end, 0])
+    obs = torch.as_tensor(np.asarray(buf.observations[max(0, end - 64) : end, 0]), device=model.device)
     with torch.no_grad():
-        q = net(torch.as_tensor(obs, device=model.device))
+        if net is not None:
+            q = net(obs)
+        else:
+            act = torch.as_tensor(np.asarray(buf.actions[max(0, end - 64) : end, 0]), device=model.device)
+            q = torch.cat(critic(obs.float(), act.float()), dim=1)
     if not bool(torch.isfinite(q).all()):
         return "Q-values"
     return None

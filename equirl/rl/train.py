@@ -40,7 +40,7 @@ from equirl.errors import (
     RunSaveError,
 )
 from equirl.registry import BASE, get_method
-from equirl.rl.config import RLConfig, check_buffer_memory, load_rl_config
+from equirl.rl.config import ON_POLICY_ALGOS, RLConfig, TD3HyperParams, check_buffer_memory, load_rl_config
 from equirl.rl.envs import make_vec_env
 from equirl.rl.lifecycle import (
     AUTO_BUFFER_BYTES,
@@ -58,7 +58,7 @@ from equirl.rl.spec import load_spec
 from equirl.utils.io import atomic_write, atomic_write_text, check_output_path, write_json
 from equirl.utils.runs import run_name, unique_run_dir
 
-__all__ = ["RunResult", "build_model", "resume_training", "run_training"]
+__all__ = ["RunResult", "build_model", "make_train_env", "resume_training", "run_training"]
 
 log = logging.getLogger(__name__)
 
@@ -89,23 +89,26 @@ class RunResult:
     steps: int = 0
 
 
-def _algo_kwargs(cfg: RLConfig) -> dict[str, Any]:
+def _algo_kwargs(cfg: RLConfig, vec: Any) -> dict[str, Any]:
+    """The SB3 algorithm's keyword arguments from ``cfg.hyperparams`` (TD3's exploration noise made here,
+    from the action space)."""
     hp = cfg.hyperparams
-    kw: dict[str, Any] = {
-        "learning_rate": hp.learning_rate,
-        "buffer_size": hp.buffer_size,
-        "learning_starts": hp.learning_starts,
-        "batch_size": hp.batch_size,
-        "gamma": hp.gamma,
-        "train_freq": hp.train_freq,
-        "gradient_steps": hp.gradient_steps,
-        "target_update_interval": hp.target_update_interval,
-        "exploration_fraction": hp.exploration_fraction,
-        "exploration_initial_eps": hp.exploration_initial_eps,
-        "exploration_final_eps": hp.exploration_final_eps,
-        "max_grad_norm": hp.max_grad_norm,
-    }
+    kw: dict[str, Any] = hp.sb3_kwargs()
+    if isinstance(hp, TD3HyperParams) and hp.action_noise_std > 0:
+        from stable_baselines3.common.noise import NormalActionNoise
+
+        n = int(np.prod(vec.action_space.shape))
+        kw["action_noise"] = NormalActionNoise(np.zeros(n), hp.action_noise_std * np.ones(n))
     return kw
+
+
+def _n_envs(cfg: RLConfig) -> int:
+    return int(getattr(cfg.hyperparams, "n_envs", 1))
+
+
+def make_train_env(cfg: RLConfig) -> Any:
+    """The training VecEnv of ``cfg`` (``hyperparams.n_envs`` copies for PPO / A2C)."""
+    return make_vec_env(cfg.env, n_envs=_n_envs(cfg), seed=cfg.seed)
 
 
 def _raw_spaces(vec: Any) -> tuple[Any, Any]:
@@ -130,13 +133,15 @@ def build_model(cfg: RLConfig, vec: Any | None = None, trust_checkpoint: bool = 
     :param trust_checkpoint: let SB3 unpickle ``init_from``'s pickled entries (see
         :mod:`equirl.rl.safe_load`).
     """
+    import equirl.rl.ac_policies  # noqa: F401  (registers EquiMlpPolicy on PPO / A2C / SAC / TD3)
     from equirl.rl.pretrained import _algo_cls, load_pretrained
 
     sym = load_spec(cfg.symmetry or cfg.env)
-    vec = vec if vec is not None else make_vec_env(cfg.env, seed=cfg.seed)
+    vec = vec if vec is not None else make_train_env(cfg)
     sym.check_fits(*_raw_spaces(vec))
-    check_buffer_memory(vec.observation_space, cfg.hyperparams.buffer_size)
-    kw = _algo_kwargs(cfg)
+    if cfg.algo not in ON_POLICY_ALGOS:
+        check_buffer_memory(vec.observation_space, cfg.hyperparams.buffer_size)
+    kw = _algo_kwargs(cfg, vec)
     method = cfg.method
     if get_method(method).augments_data:  # a plain policy trained on mirrored transitions too
         from equirl.rl.augment import augment_kwargs
@@ -277,7 +282,7 @@ def resume_training(
         vec = cloudpickle.loads(extra["env"]) if extra.get("env") is not None else None
         exact = vec is not None
         if vec is None:
-            vec = make_vec_env(cfg.env, seed=cfg.seed)
+            vec = make_train_env(cfg)
         model = _algo_cls(cfg.algo).load(ckpt.model, env=vec, device="cpu", force_reset=not exact)
         if ckpt.replay_buffer is not None:
             model.load_replay_buffer(ckpt.replay_buffer)
@@ -446,9 +451,11 @@ class _Run:
         cfg, model = self.cfg, self.model
         logger = _configure_logger(self.run_dir / "tb", cfg.log.tensorboard)
         model.set_logger(logger)
+        n_envs = _n_envs(cfg)
         self.eval_cb = EquiEvalCallback(
             cfg.env,
-            eval_freq=cfg.eval.freq,
+            # callbacks are called once per step of all n_envs envs: the period in env steps stays eval.freq
+            eval_freq=max(1, cfg.eval.freq // n_envs) if cfg.eval.freq else 0,
             n_eval_episodes=cfg.eval.episodes,
             seed=cfg.seed + 10_000,
             method=cfg.method,
@@ -464,8 +471,8 @@ class _Run:
             if cfg.eval.freq > 0:
                 cbs.append(BestLambdaCallback(self.eval_cb, float(cfg.method_kwargs.get("lambda_reg", 0.0))))
         cbs += extra
-        for cb in cbs:  # evaluation / logging schedules count env steps since the run's start
-            cb.n_calls = int(model.num_timesteps)
+        for cb in cbs:  # evaluation / logging schedules count calls since the run's start
+            cb.n_calls = int(model.num_timesteps) // n_envs
         callback = CallbackList(cbs)
 
         def learn_to(target: int) -> None:
@@ -482,12 +489,8 @@ class _Run:
 
         try:
             with graceful_stop(self.stop):
-                if cfg.partial_fraction > 0 and not self.partial_saved:
-                    first = max(1, round(cfg.timesteps * cfg.partial_fraction))
-                    learn_to(first)
-                    if not self.halted and int(model.num_timesteps) >= first:
-                        self.save_model("model_partial.zip")
-                        self.partial_saved = True
+                # one learn call: SB3's schedules (learning rate, clip range, exploration) then run over
+                # the whole budget; model_partial.zip is saved by _RunCallback on the way
                 learn_to(cfg.timesteps)
                 seconds = self.seconds_before + time.perf_counter() - t0
                 if not self.halted and self.stop.is_set():  # a signal after the last rollout
@@ -558,11 +561,23 @@ class _Run:
         )
 
 
+#: the loss scalars each algorithm's ``train()`` records (what the non-finite guard reads)
+LOSS_KEYS: dict[str, tuple[str, ...]] = {
+    "dqn": ("train/loss",),
+    "qrdqn": ("train/loss",),
+    "ppo": ("train/loss", "train/value_loss", "train/policy_gradient_loss"),
+    "a2c": ("train/policy_loss", "train/value_loss", "train/entropy_loss"),
+    "sac": ("train/actor_loss", "train/critic_loss", "train/ent_coef_loss"),
+    "td3": ("train/actor_loss", "train/critic_loss"),
+}
+
+
 class _RunCallback(BaseCallback):
     """Checkpoints, ``run.json`` ticks, graceful stops and the non-finite guard of one run.
 
-    The loss check reads the ``train/loss`` scalar SB3's DQN / QR-DQN ``train()`` already records
-    (the mean over that call's gradient steps, so one NaN / inf step shows) at the start of the next
+    The loss check reads the loss scalars SB3's ``train()`` already records (:data:`LOSS_KEYS`: ``train/loss``
+    for DQN / QR-DQN / PPO, the actor / critic / entropy losses for A2C / SAC / TD3; the mean over that
+    call's gradient steps, so one NaN / inf step shows) at the start of the next
     rollout and at the end of training: one float test per ``train()`` call, no extra forward pass
     and no patching of the optimizer; ``name_to_value`` is only cleared by a dump, which happens
     inside rollouts, after our check. Parameters and Q-values are checked at evaluations and before
@@ -579,9 +594,12 @@ class _RunCallback(BaseCallback):
         return self.run.seconds_before + time.perf_counter() - self.t0
 
     def _check_loss(self) -> None:
-        loss = self.model.logger.name_to_value.get("train/loss")
-        if loss is not None and not np.isfinite(loss):
-            raise self.run.nonfinite(f"training loss ({loss})")
+        values = self.model.logger.name_to_value
+        for key in LOSS_KEYS.get(self.run.cfg.algo, ("train/loss",)):
+            loss = values.get(key)
+            if loss is not None and not np.isfinite(loss):
+                what = "training loss" if key == "train/loss" else f"training loss {key}"
+                raise self.run.nonfinite(f"{what} ({loss})")
 
     def _on_rollout_start(self) -> None:
         self._check_loss()
@@ -598,9 +616,18 @@ class _RunCallback(BaseCallback):
                 log.warning("checkpoint at step %d not written: %s", n, exc)
 
     def _on_step(self) -> bool:
-        if self.run.halted:
+        run = self.run
+        if run.halted:
             return False
-        self.run.record.tick(self.num_timesteps)
+        run.record.tick(self.num_timesteps)
+        frac = run.cfg.partial_fraction
+        if (
+            frac > 0
+            and not run.partial_saved
+            and self.num_timesteps >= max(1, round(run.cfg.timesteps * frac))
+        ):
+            run.save_model("model_partial.zip")
+            run.partial_saved = True
         ev = self.run.eval_cb
         if ev is not None and ev.eval_freq > 0 and self.n_calls % ev.eval_freq == 0:
             self.run.check_finite()
