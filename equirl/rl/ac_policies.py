@@ -54,7 +54,6 @@ from equirl.actions import GroupAction, SignedPerm, SignedPermAction
 from equirl.errors import EquirlError, SymmetryError
 from equirl.groups import Group
 from equirl.registry import (
-    EQUITUNE,
     EQUIZERO,
     LAMBDA,
     canonical_method,
@@ -66,10 +65,11 @@ from equirl.rl.policies import (
     DEFAULT_LAMBDA_HIDDEN,
     ObsLambdaNet,
     QLambdaEquiTune,
+    _EquiNetOptions,
     _EquiPolicyMixin,
     policy_obs_action,
 )
-from equirl.rl.spec import EnvSymmetry, resolve_symmetry
+from equirl.rl.spec import EnvSymmetry
 from equirl.symmetrizers import Symmetrizer, get_proxy, symmetrize
 
 __all__ = [
@@ -345,40 +345,24 @@ class EquiActorCriticCnnPolicy(EquiActorCriticPolicy):
 # ------------------------------------------------------------------------------------------------------
 # SAC / TD3 building blocks
 # ------------------------------------------------------------------------------------------------------
-class _EquiPart:
-    """Symmetry options of an actor or a critic network (kept in its constructor parameters)."""
+class _EquiPart(_EquiNetOptions):
+    """Symmetry options of an actor or a critic network (kept in its constructor parameters);
+    ``_make_equi`` (each subclass) builds the symmetrizer."""
 
-    equi: Symmetrizer | None
-    symmetry: EnvSymmetry
-    method: str
-    method_kwargs: dict[str, Any]
-
-    def _init_equi(self, symmetry: Any, method: str, method_kwargs: dict[str, Any] | None) -> None:
-        self.symmetry = resolve_symmetry(symmetry)
+    def _setup_equi(self, method: str) -> None:
         self.method = canonical_method(method)
-        self.method_kwargs = dict(method_kwargs or {})
         self.symmetry.check_action_space(self.action_space)  # type: ignore[attr-defined]
+        self._make_equi()
 
-    def _get_constructor_parameters(self) -> dict[str, Any]:
-        data: dict[str, Any] = super()._get_constructor_parameters()  # type: ignore[misc]
-        data.update(symmetry=self.symmetry, method=self.method, method_kwargs=self.method_kwargs)
-        return data
+    def _make_equi(self) -> None:
+        raise NotImplementedError
 
 
 class EquiContinuousCritic(_EquiPart, ContinuousCritic):
     """SB3's ``ContinuousCritic`` made invariant under the joint action ``(s, a) ↦ (g·s, g·a)``: every
     Q-network of the ensemble is symmetrized over the group acting on ``[obs, action]``."""
 
-    def __init__(
-        self,
-        *args: Any,
-        symmetry: Any = None,
-        method: str = EQUITUNE,
-        method_kwargs: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self._init_equi(symmetry, method, method_kwargs)
+    def _make_equi(self) -> None:
         obs_act = policy_obs_action(self.symmetry, self.observation_space)
         if not isinstance(obs_act, SignedPermAction):
             raise SymmetryError(
@@ -434,7 +418,7 @@ class _EquiActorMixin(_EquiPart):
     #: SAC outputs ``[mean | log_std]``, TD3 the action
     has_log_std = False
 
-    def _setup_actor(self) -> None:
+    def _make_equi(self) -> None:
         if getattr(self, "use_sde", False):
             raise SymmetryError("equivariant SAC actors do not support gSDE (use_sde=True)")
         sym = self.symmetry
@@ -500,18 +484,6 @@ class EquiSACActor(_EquiActorMixin, SACActor):
 
     has_log_std = True
 
-    def __init__(
-        self,
-        *args: Any,
-        symmetry: Any = None,
-        method: str = EQUITUNE,
-        method_kwargs: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self._init_equi(symmetry, method, method_kwargs)
-        self._setup_actor()
-
     def _plain_params(self, obs: Tensor) -> Tensor:
         mean, log_std, _ = SACActor.get_action_dist_params(self, obs)
         return torch.cat([mean, log_std], dim=1)
@@ -524,18 +496,6 @@ class EquiSACActor(_EquiActorMixin, SACActor):
 
 class EquiTD3Actor(_EquiActorMixin, TD3Actor):
     """SB3's TD3 / DDPG actor with an equivariant deterministic action."""
-
-    def __init__(
-        self,
-        *args: Any,
-        symmetry: Any = None,
-        method: str = EQUITUNE,
-        method_kwargs: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self._init_equi(symmetry, method, method_kwargs)
-        self._setup_actor()
 
     def _plain_params(self, obs: Tensor) -> Tensor:
         return TD3Actor.forward(self, obs)
@@ -556,7 +516,31 @@ def _freeze_actor_critic(policy: Any, lr: float) -> None:
         raise SymmetryError("freeze_backbone leaves nothing to train: use it with method 'lambda'")
 
 
-class EquiSACPolicy(_EquiPolicyMixin, SACPolicy):
+class _EquiOffPolicyMixin(_EquiPolicyMixin):
+    """``make_actor`` / ``make_critic`` / ``_build`` shared by the SAC and TD3 policies: an equivariant
+    actor of class :attr:`_actor_class` (and actor target, for TD3) scored by the invariant critic."""
+
+    _actor_class: type[_EquiActorMixin]
+
+    def make_actor(self, features_extractor: Any = None) -> Any:
+        kwargs = self._update_features_extractor(self.actor_kwargs, features_extractor)  # type: ignore[attr-defined]
+        return self._actor_class(**kwargs, **self._equi_kwargs).to(self.device)  # type: ignore[attr-defined]
+
+    def make_critic(self, features_extractor: Any = None) -> EquiContinuousCritic:
+        kwargs = self._update_features_extractor(self.critic_kwargs, features_extractor)  # type: ignore[attr-defined]
+        return EquiContinuousCritic(**kwargs, **self._equi_kwargs).to(self.device)  # type: ignore[attr-defined]
+
+    def _build(self, lr_schedule: Any) -> None:
+        super()._build(lr_schedule)  # type: ignore[misc]
+        self.actor.set_scorer(self.critic.plain_q1)  # type: ignore[attr-defined]
+        actor_target = getattr(self, "actor_target", None)  # TD3 / DDPG only
+        if actor_target is not None:
+            actor_target.set_scorer(self.critic_target.plain_q1)  # type: ignore[attr-defined]
+        if self.freeze_backbone:
+            _freeze_actor_critic(self, lr_schedule(1))
+
+
+class EquiSACPolicy(_EquiOffPolicyMixin, SACPolicy):
     """SAC policy with an equivariant actor and invariant critics (and critic target).
 
     :param symmetry: env id / spec path / mapping / :class:`~equirl.rl.spec.EnvSymmetry`.
@@ -568,44 +552,17 @@ class EquiSACPolicy(_EquiPolicyMixin, SACPolicy):
     actor: EquiSACActor
     critic: EquiContinuousCritic
     critic_target: EquiContinuousCritic
-
-    def make_actor(self, features_extractor: Any = None) -> EquiSACActor:
-        kwargs = self._update_features_extractor(self.actor_kwargs, features_extractor)
-        return EquiSACActor(**kwargs, **self._equi_kwargs).to(self.device)
-
-    def make_critic(self, features_extractor: Any = None) -> EquiContinuousCritic:
-        kwargs = self._update_features_extractor(self.critic_kwargs, features_extractor)
-        return EquiContinuousCritic(**kwargs, **self._equi_kwargs).to(self.device)
-
-    def _build(self, lr_schedule: Any) -> None:
-        super()._build(lr_schedule)
-        self.actor.set_scorer(self.critic.plain_q1)
-        if self.freeze_backbone:
-            _freeze_actor_critic(self, lr_schedule(1))
+    _actor_class = EquiSACActor
 
 
-class EquiTD3Policy(_EquiPolicyMixin, TD3Policy):
+class EquiTD3Policy(_EquiOffPolicyMixin, TD3Policy):
     """TD3 / DDPG policy with equivariant actors (and actor target) and invariant critics (and target)."""
 
     actor: EquiTD3Actor
     actor_target: EquiTD3Actor
     critic: EquiContinuousCritic
     critic_target: EquiContinuousCritic
-
-    def make_actor(self, features_extractor: Any = None) -> EquiTD3Actor:
-        kwargs = self._update_features_extractor(self.actor_kwargs, features_extractor)
-        return EquiTD3Actor(**kwargs, **self._equi_kwargs).to(self.device)
-
-    def make_critic(self, features_extractor: Any = None) -> EquiContinuousCritic:
-        kwargs = self._update_features_extractor(self.critic_kwargs, features_extractor)
-        return EquiContinuousCritic(**kwargs, **self._equi_kwargs).to(self.device)
-
-    def _build(self, lr_schedule: Any) -> None:
-        super()._build(lr_schedule)
-        self.actor.set_scorer(self.critic.plain_q1)
-        self.actor_target.set_scorer(self.critic_target.plain_q1)
-        if self.freeze_backbone:
-            _freeze_actor_critic(self, lr_schedule(1))
+    _actor_class = EquiTD3Actor
 
 
 def _register_aliases() -> None:

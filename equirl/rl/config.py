@@ -58,12 +58,7 @@ class HyperParams:
     n_quantiles: int = 50
 
     def __post_init__(self) -> None:
-        check_range("learning_rate", self.learning_rate, gt=0)
-        check_range("buffer_size", self.buffer_size, ge=1, le=MAX_BUFFER_SIZE)
-        check_range("learning_starts", self.learning_starts, ge=0)
-        check_range("batch_size", self.batch_size, ge=1, le=MAX_BATCH_SIZE)
-        if self.batch_size > self.buffer_size:
-            raise FieldError("batch_size", self.batch_size, f"must be <= buffer_size ({self.buffer_size})")
+        _check_replay(self)
         check_range("gamma", self.gamma, ge=0, le=1)
         for key in ("train_freq", "gradient_steps", "target_update_interval", "n_quantiles"):
             check_range(key, getattr(self, key), ge=1)
@@ -77,6 +72,19 @@ class HyperParams:
     def sb3_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of SB3's ``DQN`` / ``QRDQN`` (the network's size goes to the policy)."""
         return _kwargs(self, drop=("net_arch", "n_quantiles"))
+
+
+def _check_replay(hp: Any) -> None:
+    """Check the fields every off-policy (replay-buffer) schema has.
+
+    :param hp: a :class:`HyperParams` or an off-policy actor-critic schema.
+    """
+    check_range("learning_rate", hp.learning_rate, gt=0)
+    check_range("buffer_size", hp.buffer_size, ge=1, le=MAX_BUFFER_SIZE)
+    check_range("learning_starts", hp.learning_starts, ge=0)
+    check_range("batch_size", hp.batch_size, ge=1, le=MAX_BATCH_SIZE)
+    if hp.batch_size > hp.buffer_size:
+        raise FieldError("batch_size", hp.batch_size, f"must be <= buffer_size ({hp.buffer_size})")
 
 
 def _check_net_arch(net_arch: list[int]) -> None:
@@ -183,12 +191,7 @@ class _OffPolicyACHyperParams:
     net_arch: list[int] = field(default_factory=lambda: [256, 256])
 
     def __post_init__(self) -> None:
-        check_range("learning_rate", self.learning_rate, gt=0)
-        check_range("buffer_size", self.buffer_size, ge=1, le=MAX_BUFFER_SIZE)
-        check_range("learning_starts", self.learning_starts, ge=0)
-        check_range("batch_size", self.batch_size, ge=1, le=MAX_BATCH_SIZE)
-        if self.batch_size > self.buffer_size:
-            raise FieldError("batch_size", self.batch_size, f"must be <= buffer_size ({self.buffer_size})")
+        _check_replay(self)
         check_range("tau", self.tau, gt=0, le=1)
         check_range("gamma", self.gamma, ge=0, le=1)
         check_range("train_freq", self.train_freq, ge=1)

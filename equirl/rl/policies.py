@@ -326,8 +326,10 @@ def _make_symmetrizer(
     return symmetrize(model_fn, in_act, out_act, method=method, **kw)
 
 
-class _EquiMixin:
-    """Construction and forward shared by the equivariant Q / quantile networks.
+class _EquiNetOptions:
+    """The keyword options ``symmetry`` / ``method`` / ``method_kwargs`` of an equivariant SB3 network:
+    taken off the constructor's arguments, kept in its constructor parameters; ``_setup_equi`` (each
+    subclass) builds the symmetrizer once SB3's network exists.
 
     :param symmetry: anything :func:`~equirl.rl.spec.resolve_symmetry` accepts.
     :param method: one of :data:`METHODS`.
@@ -335,9 +337,9 @@ class _EquiMixin:
     """
 
     equi: Symmetrizer | None
+    symmetry: EnvSymmetry
     method: str
-    #: whether outputs are quantiles ``(B, n_quantiles, A)`` (set by each network class)
-    quantile: bool = False
+    method_kwargs: dict[str, Any]
 
     def __init__(
         self,
@@ -350,6 +352,29 @@ class _EquiMixin:
         super().__init__(*args, **kwargs)
         self.symmetry = resolve_symmetry(symmetry)
         self.method_kwargs = dict(method_kwargs or {})
+        self._setup_equi(method)
+
+    def _setup_equi(self, method: str) -> None:
+        """Set ``method`` (canonical name) and ``equi``.
+
+        :param method: the method as given (maybe an alias).
+        """
+        raise NotImplementedError
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data: dict[str, Any] = super()._get_constructor_parameters()  # type: ignore[misc]
+        data.update(symmetry=self.symmetry, method=self.method, method_kwargs=self.method_kwargs)
+        return data
+
+
+class _EquiMixin(_EquiNetOptions):
+    """Construction and forward shared by the equivariant Q / quantile networks (options: see
+    :class:`_EquiNetOptions`)."""
+
+    #: whether outputs are quantiles ``(B, n_quantiles, A)`` (set by each network class)
+    quantile: bool = False
+
+    def _setup_equi(self, method: str) -> None:
         self.equi = _make_symmetrizer(
             self._plain_forward,
             self.symmetry,
@@ -360,11 +385,6 @@ class _EquiMixin:
             quantile=self.quantile,
         )
         self.method = canonical_method(method)  # an alias ("plain", "λ"...) as its canonical name
-
-    def _get_constructor_parameters(self) -> dict[str, Any]:
-        data: dict[str, Any] = super()._get_constructor_parameters()  # type: ignore[misc]
-        data.update(symmetry=self.symmetry, method=self.method, method_kwargs=self.method_kwargs)
-        return data
 
     def _plain_forward(self, obs: Tensor) -> Tensor:
         raise NotImplementedError

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -241,13 +242,10 @@ def load_pretrained(
             stats, vec, symmetry=sym if spec.symmetrizes else None, trust_checkpoint=trust_checkpoint
         )
         log.info("normalising observations with %s%s", stats, " (symmetrized)" if spec.symmetrizes else "")
-    if algo in Q_ALGOS:
-        return _wrap_q(
-            plain, path, vec, sym, spec, algo, method_kwargs, freeze_backbone, device, seed, algo_kwargs
-        )
-    return _wrap_actor_critic(
+    req = _WrapRequest(
         plain, path, vec, sym, spec, algo, method_kwargs, freeze_backbone, device, seed, algo_kwargs
     )
+    return _wrap_q(req) if algo in Q_ALGOS else _wrap_actor_critic(req)
 
 
 def find_vecnormalize(path: str | Path, env_id: str | None, which: str = "best") -> Path | None:
@@ -266,20 +264,42 @@ def find_vecnormalize(path: str | Path, env_id: str | None, which: str = "best")
     return None
 
 
-def _wrap_q(
-    plain: Any,
-    path: Any,
-    vec: Any,
-    sym: Any,
-    spec: Any,
-    algo: str,
-    method_kwargs: dict[str, Any] | None,
-    freeze_backbone: bool | None,
-    device: str,
-    seed: int | None,
-    algo_kwargs: dict[str, Any],
-) -> Any:
+@dataclass
+class _WrapRequest:
+    """What :func:`load_pretrained` hands :func:`_wrap_q` / :func:`_wrap_actor_critic`: the plain agent
+    (loaded from ``path``), the env, the symmetry spec, the method's spec and the load options."""
+
+    plain: Any
+    path: Any
+    vec: Any
+    sym: Any
+    spec: Any
+    algo: str
+    method_kwargs: dict[str, Any] | None
+    freeze_backbone: bool | None
+    device: str
+    seed: int | None
+    algo_kwargs: dict[str, Any]
+
+    def add_equi_options(self, pk: dict[str, Any]) -> None:
+        """Put the equivariant policy's options in ``pk`` (plain data only, the spec as a mapping, so
+        the saved zip needs no pickled policy_kwargs).
+
+        :param pk: the policy kwargs, updated in place.
+        """
+        spec, freeze = self.spec, self.freeze_backbone
+        pk.update(
+            symmetry=self.sym.to_dict(),
+            method=spec.name,
+            method_kwargs=dict(self.method_kwargs or {}),
+            freeze_backbone=spec.learned_weights if freeze is None else freeze,
+        )
+
+
+def _wrap_q(req: _WrapRequest) -> Any:
     """DQN / QR-DQN: the same network under an equivariant Q-policy."""
+    plain, path, vec, sym, spec, algo = req.plain, req.path, req.vec, req.sym, req.spec, req.algo
+    device, seed, algo_kwargs = req.device, req.seed, req.algo_kwargs
     import torch
     from stable_baselines3.common.torch_layers import FlattenExtractor, NatureCNN
 
@@ -287,12 +307,7 @@ def _wrap_q(
     for k in ("symmetry", "method", "method_kwargs", "freeze_backbone"):
         pk.pop(k, None)
     # plain data only (the spec as a mapping), so the saved zip needs no pickled policy_kwargs
-    pk.update(
-        symmetry=sym.to_dict(),
-        method=spec.name,
-        method_kwargs=dict(method_kwargs or {}),
-        freeze_backbone=spec.learned_weights if freeze_backbone is None else freeze_backbone,
-    )
+    req.add_equi_options(pk)
     # the same network as the plain agent: its feature extractor (Flatten / NatureCNN...) and quantiles;
     # the two standard ones are named by the policy alias rather than stored as a class
     extractor = pk.pop("features_extractor_class", plain.policy.features_extractor_class)
@@ -353,21 +368,11 @@ def _copy_weights(plain: Any, model: Any, spec: Any, path: Any, algo: str) -> No
 _AC_POLICY_KEYS = ("net_arch", "activation_fn", "share_features_extractor", "n_critics", "normalize_images")
 
 
-def _wrap_actor_critic(
-    plain: Any,
-    path: Any,
-    vec: Any,
-    sym: Any,
-    spec: Any,
-    algo: str,
-    method_kwargs: dict[str, Any] | None,
-    freeze_backbone: bool | None,
-    device: str,
-    seed: int | None,
-    algo_kwargs: dict[str, Any],
-) -> Any:
+def _wrap_actor_critic(req: _WrapRequest) -> Any:
     """PPO / A2C / SAC / TD3 / DDPG: the same networks under an equivariant actor-critic policy; gSDE and
     TQC agents as they are (``base`` only)."""
+    plain, path, vec, sym, spec, algo = req.plain, req.path, req.vec, req.sym, req.spec, req.algo
+    device, seed, algo_kwargs = req.device, req.seed, req.algo_kwargs
     from stable_baselines3.common.torch_layers import FlattenExtractor
 
     pk_saved = dict(plain.policy_kwargs or {})
@@ -395,12 +400,7 @@ def _wrap_actor_critic(
             pk[k] = pk_saved[k]
     if plain.policy.features_extractor_class is not FlattenExtractor:
         raise CheckpointError(f"{path}: only MLP actor-critic agents can be symmetrized (feature vectors)")
-    pk.update(
-        symmetry=sym.to_dict(),
-        method=spec.name,
-        method_kwargs=dict(method_kwargs or {}),
-        freeze_backbone=spec.learned_weights if freeze_backbone is None else freeze_backbone,
-    )
+    req.add_equi_options(pk)
     if algo not in ON_POLICY:
         algo_kwargs.setdefault("buffer_size", 50_000)
         algo_kwargs.setdefault("learning_starts", 0)

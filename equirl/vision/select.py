@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -102,20 +102,11 @@ def select_classifier_method(
         else:
             model = symmetrize_classifier(net, action, name)
             torch.manual_seed(seed)
-            if isinstance(model, LambdaEquiTune):
-                fit_lambda(
-                    model,
-                    x_tr,
-                    y_tr,
-                    steps,
-                    lr,
-                    seed=seed,
-                    val_images=x_va,
-                    val_labels=y_va,
-                    patience=patience,
+            if isinstance(model, (LambdaEquiTune, Canonicalize)):  # methods with weights to fit
+                fit: Callable[..., list[float]] = (
+                    fit_lambda if isinstance(model, LambdaEquiTune) else fit_canonicalizer
                 )
-            elif isinstance(model, Canonicalize):
-                fit_canonicalizer(
+                fit(
                     model,
                     x_tr,
                     y_tr,

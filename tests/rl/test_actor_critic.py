@@ -24,6 +24,7 @@ from equirl.rl.ac_policies import (
 from equirl.rl.check import check_symmetry
 from equirl.rl.spec import load_spec, parse_spec
 from equirl.symmetrizers import check_equivariance
+from tests.rl.helpers import perturb_lambda
 
 METHODS = (BASE, EQUITUNE, EQUIZERO, LAMBDA)
 ATOL = 1e-5
@@ -40,15 +41,6 @@ def _make(algo: Any, env_id: str, method: str, **extra: Any) -> Any:
     kw.update(extra)
     pk = {"symmetry": env_id, "method": method, "net_arch": [32, 32]}
     return algo("EquiMlpPolicy", env_id, policy_kwargs=pk, seed=0, device="cpu", **kw)
-
-
-def _perturb_lambda(module: torch.nn.Module) -> None:
-    """λ starts as equitune (zero last layer): random weights make the check non-trivial."""
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if "lambda_net" in name:
-                p.copy_(torch.randn(p.shape, generator=gen))
 
 
 def _obs(space: spaces.Space, n: int = 16) -> torch.Tensor:
@@ -114,7 +106,7 @@ AC_CASES = [(algo, env, m) for algo in (PPO, A2C) for env in ("CartPole-v1", "Pe
 def test_actor_critic_equivariance(algo: Any, env_id: str, method: str) -> None:
     model = _make(algo, env_id, method)
     pol: EquiActorCriticPolicy = model.policy
-    _perturb_lambda(pol)
+    perturb_lambda(pol)
     pol.set_training_mode(False)
     sym = load_spec(env_id)
     oa, aa = sym.obs_action(), sym.action_action()
@@ -158,7 +150,7 @@ def test_dihedral_gridworld_ppo_lambda_and_equizero() -> None:
     """An 8-element group (D4 on the gridworld board): logits permuted, value invariant."""
     for method in (EQUIZERO, LAMBDA):
         model = _make(PPO, "equirl/GridWorld-v0", method)
-        _perturb_lambda(model.policy)
+        perturb_lambda(model.policy)
         model.policy.set_training_mode(False)
         sym = load_spec("equirl/GridWorld-v0")
         x = torch.rand(6, *model.observation_space.shape)
@@ -176,7 +168,7 @@ OFF_CASES = [(algo, m) for algo in (SAC, TD3) for m in METHODS]
 def test_sac_td3_actor_equivariant_critics_invariant(algo: Any, method: str) -> None:
     model = _make(algo, "Pendulum-v1", method)
     pol = model.policy
-    _perturb_lambda(pol)
+    perturb_lambda(pol)
     pol.set_training_mode(False)
     sym = load_spec("Pendulum-v1")
     oa, aa = sym.obs_action(), sym.action_action()
@@ -262,7 +254,7 @@ def test_actor_critic_refusals() -> None:
 )
 def test_save_load_round_trip(tmp_path: Path, algo: Any, env_id: str, method: str) -> None:
     model = _make(algo, env_id, method)
-    _perturb_lambda(model.policy)
+    perturb_lambda(model.policy)
     path = tmp_path / "agent.zip"
     model.save(path)
     loaded = algo.load(path, device="cpu")  # no custom_objects

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import zipfile
 from pathlib import Path
@@ -22,10 +21,11 @@ from stable_baselines3 import DQN
 from stable_baselines3.common.callbacks import BaseCallback
 
 from equirl.cli import main
-from equirl.errors import NonFiniteError, RunInterrupted
+from equirl.errors import NonFiniteError
 from equirl.rl.config import load_rl_config
 from equirl.rl.lifecycle import load_checkpoint, read_run
-from equirl.rl.train import resume_training, run_training
+from equirl.rl.train import run_training
+from tests.rl.helpers import interrupt_and_resume
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -153,20 +153,6 @@ def test_sigkill_leaves_a_stale_run_that_resumes(tmp_path: Path, capsys: pytest.
     _resume_and_check(tmp_path, run, capsys)
 
 
-class _StopAt(BaseCallback):
-    """Sets ``event`` at env step ``k``: the run then checkpoints at the next rollout boundary, as after
-    SIGINT, but at a deterministic step."""
-
-    def __init__(self, k: int, event: threading.Event) -> None:
-        super().__init__()
-        self.k, self.event = k, event
-
-    def _on_step(self) -> bool:
-        if self.num_timesteps >= self.k:
-            self.event.set()
-        return True
-
-
 def _params(path: Path) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in DQN.load(path).policy.state_dict().items()}
 
@@ -184,17 +170,8 @@ def test_interrupted_and_resumed_run_reproduces_the_uninterrupted_one(tmp_path: 
         log={"equi_freq": 0, "tensorboard": False},
     )
     cfg = load_rl_config(cfg_path)
-    cfg.out = str(tmp_path / "a")
-    full = run_training(cfg)
-    cfg.out = str(tmp_path / "b")
-    stop = threading.Event()
-    with pytest.raises(RunInterrupted, match=r"interrupted at step 2\d\d of 800"):
-        run_training(cfg, callbacks=[_StopAt(250, stop)], stop=stop)
-    (run,) = list((tmp_path / "b").iterdir())
-    assert read_run(run)["status"] == "interrupted" and not (run / "model_partial.zip").exists()
-    resumed = resume_training(run)
+    full, resumed, run = interrupt_and_resume(cfg, tmp_path, 250, r"interrupted at step 2\d\d of 800")
     assert resumed.steps == full.steps == 800 and resumed.timesteps == full.timesteps
-    assert (run / "model_partial.zip").is_file()
     a, b = _params(full.run_dir / "model.zip"), _params(run / "model.zip")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert resumed.results == full.results and resumed.best_mean == full.best_mean

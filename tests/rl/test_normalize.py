@@ -52,6 +52,19 @@ def _pipeline_error(norm: VecNormalize, policy: Any, env_id: str) -> float:
     return check_equivariance(f, sym.obs_action(), policy.out_action, x)
 
 
+def _equitune_ppo(env_id: str) -> PPO:
+    """A small (untrained) equitune PPO agent on ``env_id``."""
+    return PPO(
+        "EquiMlpPolicy",
+        make_vec_env(env_id),
+        n_steps=32,
+        batch_size=32,
+        device="cpu",
+        seed=0,
+        policy_kwargs={"symmetry": env_id, "method": EQUITUNE, "net_arch": [32, 32]},
+    )
+
+
 def test_symmetric_normalisation_keeps_the_policy_equivariant() -> None:
     env_id = "CartPole-v1"
     sym_norm = SymmetricVecNormalize(make_vec_env(env_id), env_id, norm_reward=False)
@@ -61,15 +74,7 @@ def test_symmetric_normalisation_keeps_the_policy_equivariant() -> None:
     # x -> -x: the symmetric mean is 0, the plain one is not
     assert np.abs(sym_norm.obs_rms.mean).max() == 0.0
     assert np.abs(plain_norm.obs_rms.mean).max() > 0.1
-    model = PPO(
-        "EquiMlpPolicy",
-        make_vec_env(env_id),
-        n_steps=32,
-        batch_size=32,
-        device="cpu",
-        seed=0,
-        policy_kwargs={"symmetry": env_id, "method": EQUITUNE, "net_arch": [32, 32]},
-    )
+    model = _equitune_ppo(env_id)
     assert _pipeline_error(sym_norm, model.policy, env_id) < ATOL
     assert _pipeline_error(plain_norm, model.policy, env_id) > 1e-2
 
@@ -80,15 +85,7 @@ def test_symmetric_normalisation_of_a_continuous_policy() -> None:
     norm.obs_rms.update(np.random.default_rng(0).normal(1.0, 2.0, size=(100, 3)))  # asymmetric data
     norm.symmetrize_statistics()
     assert norm.obs_rms.mean[1] == norm.obs_rms.mean[2] == 0.0 and norm.obs_rms.mean[0] > 0.5
-    model = PPO(
-        "EquiMlpPolicy",
-        make_vec_env(env_id),
-        n_steps=32,
-        batch_size=32,
-        device="cpu",
-        seed=0,
-        policy_kwargs={"symmetry": env_id, "method": EQUITUNE, "net_arch": [32, 32]},
-    )
+    model = _equitune_ppo(env_id)
     assert _pipeline_error(norm, model.policy, env_id) < ATOL
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -105,39 +106,29 @@ def test_save_load_roundtrip_without_custom_objects(tmp_path: Path) -> None:
     assert (a1 == a2).all()
 
 
-def test_equizero_default_proxy_is_the_action_gap() -> None:
-    env = make_env("CartPole-v1")
-    model = DQN(
-        "EquiMlpPolicy", env, policy_kwargs={"symmetry": "CartPole-v1", "method": "equizero"}, buffer_size=10
-    )
+def _equizero_outputs(**policy_kwargs: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """An equizero DQN's Q-network on CartPole observations ``x``: ``net(x)`` and the plain network's
+    ``Q(x)`` and ``Q(-x)`` (the mirror)."""
+    pk = {"symmetry": "CartPole-v1", "method": "equizero", **policy_kwargs}
+    model = DQN("EquiMlpPolicy", make_env("CartPole-v1"), policy_kwargs=pk, buffer_size=10)
     x = _obs("CartPole-v1")
     net = model.policy.q_net
     with torch.no_grad():
-        q, qm = net._plain_forward(x), net._plain_forward(-x)
-        gap = lambda v: (v[:, 0] - v[:, 1]).abs()
-        expected = torch.where((gap(qm) > gap(q))[:, None], qm.flip(-1), q)
-        assert torch.allclose(net(x), expected, atol=ATOL)
+        return net(x), net._plain_forward(x), net._plain_forward(-x)
+
+
+def test_equizero_default_proxy_is_the_action_gap() -> None:
+    out, q, qm = _equizero_outputs()
+    gap = lambda v: (v[:, 0] - v[:, 1]).abs()
+    expected = torch.where((gap(qm) > gap(q))[:, None], qm.flip(-1), q)
+    assert torch.allclose(out, expected, atol=ATOL)
 
 
 def test_equizero_uses_max_value_and_deterministic_actions() -> None:
-    env = make_env("CartPole-v1")
-    model = DQN(
-        "EquiMlpPolicy",
-        env,
-        policy_kwargs={
-            "symmetry": "CartPole-v1",
-            "method": "equizero",
-            "method_kwargs": {"proxy": "max_value"},
-        },
-        buffer_size=10,
-    )
-    x = _obs("CartPole-v1")
-    net = model.policy.q_net
-    with torch.no_grad():
-        q, qm = net._plain_forward(x), net._plain_forward(-x)
-        pick_mirror = qm.amax(-1) > q.amax(-1)
-        expected = torch.where(pick_mirror[:, None], qm.flip(-1), q)
-        assert torch.allclose(net(x), expected, atol=ATOL)
+    out, q, qm = _equizero_outputs(method_kwargs={"proxy": "max_value"})
+    pick_mirror = qm.amax(-1) > q.amax(-1)
+    expected = torch.where(pick_mirror[:, None], qm.flip(-1), q)
+    assert torch.allclose(out, expected, atol=ATOL)
 
 
 def test_freeze_backbone_trains_only_lambda() -> None:

@@ -33,18 +33,9 @@ from equirl.rl.envs import make_vec_env
 from equirl.rl.pretrained import find_agent_zip, load_plain, load_pretrained
 from equirl.rl.safe_load import RefusedGlobal, pickled_entries, read_zip_data, restricted_loads
 from equirl.rl.spec import list_specs, load_spec, parse_spec
+from tests.helpers import Payload
 
 SHIPPED = sorted(Path(__file__).resolve().parents[2].glob("agents/dqn/*/*.zip"))
-
-
-class Payload:
-    """Unpickling it opens (creates) ``marker``: the stand-in for arbitrary code."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = str(marker)
-
-    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
-        return (open, (self.marker, "w"))
 
 
 def _save_small(path: Path, seed: int = 0, **pk: Any) -> Path:

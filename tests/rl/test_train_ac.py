@@ -4,7 +4,6 @@ checkpoints with / without a replay buffer, exact resume) and the loss keys of t
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ import torch
 import yaml
 from stable_baselines3.common.callbacks import BaseCallback
 
-from equirl.errors import ConfigError, NonFiniteError, RunInterrupted
+from equirl.errors import ConfigError, NonFiniteError
 from equirl.registry import BASE, EQUITUNE
 from equirl.rl.config import (
     ALGO_HYPERPARAMS,
@@ -26,7 +25,8 @@ from equirl.rl.config import (
 )
 from equirl.rl.lifecycle import load_checkpoint, read_run
 from equirl.rl.pretrained import _algo_cls
-from equirl.rl.train import LOSS_KEYS, build_model, resume_training, run_training
+from equirl.rl.train import LOSS_KEYS, build_model, run_training
+from tests.rl.helpers import interrupt_and_resume
 
 #: tiny runs: a few hundred steps on [16]-unit networks
 TINY: dict[str, dict[str, Any]] = {
@@ -139,17 +139,6 @@ def test_sac_ent_coef_forms_and_td3_noise_reach_the_model(tmp_path: Path) -> Non
     assert ppo.n_envs == 2 and ppo.lr_schedule(1.0) == pytest.approx(0.01) and ppo.lr_schedule(0.5) < 0.01
 
 
-class _StopAt(BaseCallback):
-    def __init__(self, k: int, event: threading.Event) -> None:
-        super().__init__()
-        self.k, self.event = k, event
-
-    def _on_step(self) -> bool:
-        if self.num_timesteps >= self.k:
-            self.event.set()
-        return True
-
-
 def _params(algo: str, path: Path) -> dict[str, torch.Tensor]:
     return dict(_algo_cls(algo).load(path, device="cpu").policy.state_dict())
 
@@ -159,17 +148,8 @@ def test_interrupted_and_resumed_run_reproduces_the_uninterrupted_one(tmp_path: 
     """On-policy (no replay buffer) and off-policy (buffer in the checkpoint): a run stopped mid-way and
     resumed ends with exactly the parameters and evaluations of the run never stopped."""
     cfg = _cfg(tmp_path, algo, partial_fraction=0.75)
-    cfg.out = str(tmp_path / "a")
-    full = run_training(cfg)
-    cfg.out = str(tmp_path / "b")
-    stop = threading.Event()
-    with pytest.raises(RunInterrupted, match=r"interrupted at step \d+ of 256"):
-        run_training(cfg, callbacks=[_StopAt(70, stop)], stop=stop)
-    (run,) = list((tmp_path / "b").iterdir())
-    assert read_run(run)["status"] == "interrupted" and not (run / "model_partial.zip").exists()
-    resumed = resume_training(run)
+    full, resumed, run = interrupt_and_resume(cfg, tmp_path, 70, r"interrupted at step \d+ of 256")
     assert resumed.steps == full.steps and resumed.timesteps == full.timesteps
-    assert (run / "model_partial.zip").is_file()
     a, b = _params(algo, full.run_dir / "model.zip"), _params(algo, run / "model.zip")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert resumed.results == full.results

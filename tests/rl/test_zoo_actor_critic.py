@@ -19,6 +19,7 @@ from equirl.rl.normalize import SymmetricVecNormalize
 from equirl.rl.pretrained import evaluate, find_vecnormalize, load_pretrained
 from equirl.rl.spec import load_spec
 from equirl.symmetrizers import check_equivariance
+from tests.rl.helpers import perturb_lambda
 
 ATOL = 1e-5
 
@@ -80,14 +81,6 @@ def _pipeline_error(model: Any, env_id: str) -> float:
     return check_equivariance(f, sym.obs_action(), model.policy.out_action, x)
 
 
-def _perturb_lambda(module: torch.nn.Module) -> None:
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if "lambda_net" in name:
-                p.copy_(torch.randn(p.shape, generator=gen))
-
-
 @pytest.mark.parametrize(("algo", "env_id"), [("ppo", "Acrobot-v1"), ("a2c", "CartPole-v1")])
 @pytest.mark.parametrize("method", [EQUITUNE, EQUIZERO, LAMBDA])
 def test_zoo_agent_loads_equivariant(
@@ -96,7 +89,7 @@ def test_zoo_agent_loads_equivariant(
     folder = _folder(shared_data, algo, env_id)
     model = load_pretrained(folder, env_id, method=method, algo=algo)
     if method == LAMBDA:
-        _perturb_lambda(model.policy)
+        perturb_lambda(model.policy)
     if find_vecnormalize(folder, env_id) is not None:  # Acrobot's run normalised its observations
         assert isinstance(model.get_vec_normalize_env(), SymmetricVecNormalize)
     assert _pipeline_error(model, env_id) < ATOL

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -11,16 +10,7 @@ import torch
 from equirl.cli import main
 from equirl.errors import CheckpointError
 from equirl.vision import SmallCNN, load_cnn, save_cnn
-
-
-class Payload:
-    """Unpickling it creates ``marker`` (the stand-in for arbitrary code)."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = str(marker)
-
-    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
-        return (open, (self.marker, "w"))
+from tests.helpers import Payload
 
 
 def _crafted(tmp_path: Path) -> tuple[Path, Path]:

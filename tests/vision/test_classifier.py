@@ -9,6 +9,7 @@ from torch import nn
 from equirl.errors import EquirlError, GroupError
 from equirl.symmetrizers import LambdaEquiTune, check_equivariance, equivariance_errors
 from equirl.vision import SmallCNN, evaluate_transforms, fit_lambda, symmetrize_classifier, vision_action
+from tests.vision.helpers import pretrain_small_digits
 
 ATOL = 1e-5
 GROUPS = {"rot90": 4, "mirror": 2, "rot90+mirror": 8, "rot180": 2}
@@ -163,15 +164,8 @@ def test_canonicalize_classifier_is_invariant_every_element(group: str) -> None:
 def test_fit_canonicalizer_learns_the_upright_pose_with_the_prior() -> None:
     """Prior-only training on upright digits: the frozen CNN then reads every rotated pose as upright."""
     from equirl.vision import fit_canonicalizer
-    from equirl.vision.train import DataConfig, ModelConfig, PretrainConfig, TrainConfig, load_data, pretrain
 
-    cfg = PretrainConfig(
-        data=DataConfig(size=8, n_test=300),
-        model=ModelConfig(width=8, hidden=32),
-        train=TrainConfig(steps=150, lr=1e-2),
-    )
-    net, metrics = pretrain(cfg, save=False)
-    train, test = load_data(cfg.data)
+    net, metrics, train, test = pretrain_small_digits()
     before = {k: v.clone() for k, v in net.state_dict().items()}
     model = symmetrize_classifier(net, "rot90", "canonicalize")
     losses = fit_canonicalizer(model, train.images[:300], steps=80, lr=1e-2)

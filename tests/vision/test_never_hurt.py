@@ -24,6 +24,7 @@ from equirl.vision import (
 from equirl.vision.classifier import FeatureScorer, resolve_features
 from equirl.vision.features import find_feature_layer, penultimate_features
 from equirl.vision.select import select_classifier_method
+from tests.vision.helpers import pretrain_small_digits
 
 ATOL = 1e-5
 
@@ -31,16 +32,7 @@ ATOL = 1e-5
 @pytest.fixture(scope="module")
 def digits() -> dict[str, Any]:
     """A small CNN trained on upright 8×8 digits, and the data."""
-    from equirl.vision.train import DataConfig, ModelConfig, PretrainConfig, TrainConfig, load_data, pretrain
-
-    torch.manual_seed(0)
-    cfg = PretrainConfig(
-        data=DataConfig(size=8, n_test=300),
-        model=ModelConfig(width=8, hidden=32),
-        train=TrainConfig(steps=150, lr=1e-2),
-    )
-    net, metrics = pretrain(cfg, save=False)
-    train, test = load_data(cfg.data)
+    net, metrics, train, test = pretrain_small_digits()
     return {"net": net, "train": train, "test": test, "metrics": metrics}
 
 
