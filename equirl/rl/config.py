@@ -60,7 +60,7 @@ class HyperParams:
     def __post_init__(self) -> None:
         _check_replay(self)
         check_range("gamma", self.gamma, ge=0, le=1)
-        for key in ("train_freq", "gradient_steps", "target_update_interval", "n_quantiles"):
+        for key in ("target_update_interval", "n_quantiles"):
             check_range(key, getattr(self, key), ge=1)
         for key in ("exploration_fraction", "exploration_initial_eps", "exploration_final_eps"):
             check_range(key, getattr(self, key), ge=0, le=1)
@@ -85,6 +85,10 @@ def _check_replay(hp: Any) -> None:
     check_range("batch_size", hp.batch_size, ge=1, le=MAX_BATCH_SIZE)
     if hp.batch_size > hp.buffer_size:
         raise FieldError("batch_size", hp.batch_size, f"must be <= buffer_size ({hp.buffer_size})")
+    check_range("train_freq", hp.train_freq, ge=1)
+    # SB3: -1 = as many gradient steps as env steps in the rollout
+    if hp.gradient_steps != -1 and (isinstance(hp.gradient_steps, bool) or not isinstance(hp.gradient_steps, int) or hp.gradient_steps < 1):
+        raise FieldError("gradient_steps", hp.gradient_steps, "must be an integer >= 1, or -1 (one per env step)")
 
 
 def _check_net_arch(net_arch: list[int]) -> None:
@@ -194,8 +198,6 @@ class _OffPolicyACHyperParams:
         _check_replay(self)
         check_range("tau", self.tau, gt=0, le=1)
         check_range("gamma", self.gamma, ge=0, le=1)
-        check_range("train_freq", self.train_freq, ge=1)
-        check_range("gradient_steps", self.gradient_steps, ge=1)
         _check_net_arch(self.net_arch)
 
     def sb3_kwargs(self) -> dict[str, Any]:
@@ -277,11 +279,22 @@ class EvalConfig:
     freq: int = 5000
     episodes: int = 5
     final_episodes: int = 10
+    #: early stopping: end training at the first periodic evaluation whose mean return is >= this
+    #: (``None``, the default: always train the whole budget; never set it in a comparison of methods
+    #: unless every arm has it)
+    stop_at: float | None = None
+    #: also evaluate the starting model at step 0 (the first point of the learning curve: a finetuned
+    #: agent's zero-shot return); it is in the history, not a candidate for ``best_model.zip``
+    at_start: bool = False
 
     def __post_init__(self) -> None:
         check_range("freq", self.freq, ge=0)  # 0: no periodic evaluation
         check_range("episodes", self.episodes, ge=1)
         check_range("final_episodes", self.final_episodes, ge=1)
+        if self.stop_at is not None:
+            check_range("stop_at", self.stop_at)
+            if self.freq == 0:
+                raise FieldError("stop_at", self.stop_at, "needs periodic evaluations (eval.freq > 0)")
 
 
 @dataclass

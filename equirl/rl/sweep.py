@@ -5,6 +5,7 @@ A sweep file (YAML)::
     config: CartPole-v1        # the base run config: a shipped name or a path (relative: to the sweep file, else cwd)
     timesteps: 20000           # the budget of every trial
     eval: {freq: 2000, episodes: 5, final_episodes: 10}   # the evaluation schedule
+                               # (stop_at: R ends a trial at its first evaluation >= R; off by default)
     set: {hyperparams.learning_starts: 500}                # fixed overrides (dotted keys)
     baseline: base             # the method the report compares against
     grid:
@@ -13,6 +14,14 @@ A sweep file (YAML)::
       hyperparams.learning_rate: [1.0e-3, 2.3e-3]
     scores:                    # per-env score range and threshold for the report (defaults: see
       CartPole-v1: {min: 0, max: 500, threshold: 475}   # equirl.rl.sweep_report.DEFAULT_SCORES)
+
+``config`` may also be a list: one base config per entry (typically one per env, each with its own
+hyperparameters), each entry a name / path or a mapping ``{config, timesteps, eval, set}`` whose values
+override the sweep-wide ones for that entry; the grid is crossed with every entry::
+
+    config:
+      - {config: CartPole-v1, timesteps: 30000}
+      - {config: Acrobot-v1, timesteps: 20000, set: {hyperparams.gradient_steps: 1}}
 
 Every grid point is a *trial*: an ordinary run (:func:`equirl.rl.train.run_training`) into the sweep's
 output folder, in the usual run-directory layout, named ``{env}__{exp}__{seed}__{time}`` where ``exp`` is
@@ -36,7 +45,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +59,7 @@ from equirl.rl.lifecycle import effective_status, read_run
 from equirl.utils.io import write_json
 
 __all__ = [
+    "SweepBase",
     "SweepResult",
     "SweepSpec",
     "Trial",
@@ -60,6 +70,7 @@ __all__ = [
     "ray_map",
     "run_sweep",
     "run_trial",
+    "sweep_bases",
 ]
 
 log = logging.getLogger(__name__)
@@ -74,10 +85,26 @@ def _slug(s: str) -> str:
 
 
 @dataclass
+class SweepBase:
+    """One base config of a sweep, with its own overrides of the sweep-wide values.
+
+    :param config: the run config (shipped name or path).
+    :param timesteps: the budget of its trials (``None``: the sweep's, else the config's).
+    :param eval: evaluation-schedule overrides (on top of the sweep's).
+    :param set: dotted overrides (on top of the sweep's).
+    """
+
+    config: str
+    timesteps: int | None = None
+    eval: dict[str, Any] = field(default_factory=dict)
+    set: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class SweepSpec:
     """A parsed sweep file (see the module docstring).
 
-    :param config: the base run config (shipped name or path).
+    :param config: the base run config (shipped name or path), or several (:class:`SweepBase`).
     :param grid: key -> values (``env``, ``method``, ``seed`` and dotted config keys).
     :param timesteps: the budget of each trial (``None``: the base config's).
     :param eval: ``freq`` / ``episodes`` / ``final_episodes`` overrides.
@@ -87,10 +114,10 @@ class SweepSpec:
     :param source: the sweep file (for relative paths).
     """
 
-    config: str
+    config: str | list[SweepBase]
     grid: dict[str, list[Any]]
     timesteps: int | None = None
-    eval: dict[str, int] = field(default_factory=dict)
+    eval: dict[str, Any] = field(default_factory=dict)
     set: dict[str, Any] = field(default_factory=dict)
     baseline: str = BASE
     scores: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -129,22 +156,19 @@ def load_sweep(path: str | Path) -> SweepSpec:
         raise ConfigError(
             f"{path}: unknown sweep keys {', '.join(extra)} (known: {', '.join(sorted(known))})"
         )
-    if not isinstance(data.get("config"), str):
-        raise ConfigError(f"{path}: `config` (the base run config: a shipped name or a path) is required")
+    bases = _bases(path, data.get("config"))
     grid_raw = data.get("grid") or {}
     if not isinstance(grid_raw, Mapping):
         raise ConfigError(f"{path}: `grid` must map keys to lists of values")
     grid = {str(k): _values(str(k), v) for k, v in grid_raw.items()}
     if "method" in grid:
         grid["method"] = [canonical_method(str(m)) for m in grid["method"]]
-    timesteps = data.get("timesteps")
-    if timesteps is not None and (not isinstance(timesteps, int) or timesteps < 1):
-        raise ConfigError(f"{path}: timesteps must be a positive integer")
+    timesteps = _timesteps(path, "timesteps", data.get("timesteps"))
     for k in ("eval", "set", "scores"):
         if not isinstance(data.get(k) or {}, Mapping):
             raise ConfigError(f"{path}: `{k}` must be a mapping")
     return SweepSpec(
-        config=data["config"],
+        config=bases,
         grid=grid,
         timesteps=timesteps,
         eval=dict(data.get("eval") or {}),
@@ -153,6 +177,58 @@ def load_sweep(path: str | Path) -> SweepSpec:
         scores={str(k): dict(v) for k, v in (data.get("scores") or {}).items()},
         source=str(path),
     )
+
+
+def _timesteps(path: Path | str, key: str, value: Any) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ConfigError(f"{path}: {key} must be a positive integer, not {value!r}")
+    return value
+
+
+def _bases(path: Path | str, raw: Any) -> str | list[SweepBase]:
+    """``config`` of a sweep file: one name / path, or a list of entries (see the module docstring)."""
+    need = f"{path}: `config` (a run config's shipped name or path, or a list of them) is required"
+    if isinstance(raw, str):
+        return raw
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(need)
+    bases = []
+    for i, entry in enumerate(raw):
+        if isinstance(entry, str):
+            bases.append(SweepBase(entry))
+            continue
+        where = f"{path}: config[{i}]"
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("config"), str):
+            raise ConfigError(f"{where} must be a config name / path or a mapping with a `config` key")
+        extra = sorted(set(entry) - {"config", "timesteps", "eval", "set"})
+        if extra:
+            raise ConfigError(f"{where}: unknown keys {', '.join(extra)} (known: config, eval, set, timesteps)")
+        for k in ("eval", "set"):
+            if not isinstance(entry.get(k) or {}, Mapping):
+                raise ConfigError(f"{where}.{k} must be a mapping")
+        bases.append(
+            SweepBase(
+                entry["config"],
+                _timesteps(where, "timesteps", entry.get("timesteps")),
+                dict(entry.get("eval") or {}),
+                dict(entry.get("set") or {}),
+            )
+        )
+    return bases
+
+
+def sweep_bases(spec: SweepSpec) -> list[SweepBase]:
+    """The sweep's base configs, each with the sweep-wide budget / evaluation / overrides merged in."""
+    entries = [SweepBase(spec.config)] if isinstance(spec.config, str) else spec.config
+    return [
+        SweepBase(
+            b.config,
+            b.timesteps if b.timesteps is not None else spec.timesteps,
+            {**spec.eval, **b.eval},
+            {**spec.set, **b.set},
+        )
+        for b in entries
+    ]
 
 
 @dataclass
@@ -180,15 +256,15 @@ def _label(key: str, value: Any) -> str:
     return f"{key}-{value if isinstance(value, (str, int, float)) else json.dumps(value)}"
 
 
-def _resolve_base(spec: SweepSpec) -> str:
-    p = Path(spec.config)
+def _resolve_base(config: str, source: str | None) -> str:
+    p = Path(config)
     if p.is_file():
         return str(p.resolve())
-    if spec.source is not None and not p.is_absolute():
-        q = Path(spec.source).parent / p
+    if source is not None and not p.is_absolute():
+        q = Path(source).parent / p
         if q.is_file():
             return str(q.resolve())
-    return spec.config  # a shipped name (load_rl_config resolves it, or says it does not exist)
+    return config  # a shipped name (load_rl_config resolves it, or says it does not exist)
 
 
 def _absolute(path: str | None) -> str | None:
@@ -202,15 +278,15 @@ def expand_trials(spec: SweepSpec, out: str | Path) -> list[Trial]:
     """Every grid point as a :class:`Trial` with its validated config (``out``: the sweep folder)."""
     import itertools
 
-    base = _resolve_base(spec)
-    fixed = [f"{k}={json.dumps(v)}" for k, v in spec.set.items()]
-    if spec.timesteps is not None:
-        fixed.append(f"timesteps={spec.timesteps}")
-    fixed += [f"eval.{k}={json.dumps(v)}" for k, v in spec.eval.items()]
-    fixed.append(f"out={json.dumps(str(Path(out).resolve()))}")
     keys = list(spec.grid)
     trials: list[Trial] = []
-    for combo in itertools.product(*(spec.grid[k] for k in keys)):
+    for b, combo in itertools.product(sweep_bases(spec), itertools.product(*(spec.grid[k] for k in keys))):
+        base = _resolve_base(b.config, spec.source)
+        fixed = [f"{k}={json.dumps(v)}" for k, v in b.set.items()]
+        if b.timesteps is not None:
+            fixed.append(f"timesteps={b.timesteps}")
+        fixed += [f"eval.{k}={json.dumps(v)}" for k, v in b.eval.items()]
+        fixed.append(f"out={json.dumps(str(Path(out).resolve()))}")
         point = dict(zip(keys, combo))
         cfg = load_rl_config(base, [*fixed, *(f"{k}={json.dumps(v)}" for k, v in point.items())])
         cfg = replace(cfg, init_from=_absolute(cfg.init_from), symmetry=_absolute(cfg.symmetry))
@@ -220,7 +296,9 @@ def expand_trials(spec: SweepSpec, out: str | Path) -> list[Trial]:
         trials.append(Trial(name, cfg.env, cfg.method, cfg.seed, exp, variant, point, cfg))
     names = [t.name for t in trials]
     if len(set(names)) != len(names):
-        raise ConfigError("two grid points give the same trial name (repeated or equivalent values)")
+        raise ConfigError(
+            "two grid points give the same trial name (repeated or equivalent values, or two base configs of one env)"
+        )
     return trials
 
 
@@ -457,7 +535,7 @@ def run_sweep(
     trials = expand_trials(spec, out)  # validation errors before anything runs
     out.mkdir(parents=True, exist_ok=True)
     manifest = {
-        "sweep": {k: v for k, v in vars(spec).items()},
+        "sweep": asdict(spec),
         "trials": [
             {
                 "name": t.name,
@@ -507,4 +585,4 @@ def run_sweep(
 
 def dump_spec(spec: SweepSpec) -> str:
     """The sweep as YAML (for logs)."""
-    return yaml.safe_dump({k: v for k, v in vars(spec).items() if k != "source"}, sort_keys=False)
+    return yaml.safe_dump({k: v for k, v in asdict(spec).items() if k != "source"}, sort_keys=False)

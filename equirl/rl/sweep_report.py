@@ -8,12 +8,15 @@ Per run (a finished run directory):
   timesteps of ``(mean return - min) / (max - min)``, divided by the budget (``timesteps``), with the
   env's score range ``[min, max]`` (:data:`DEFAULT_SCORES` or the sweep's ``scores``). 1 = the maximum
   score from step 0, 0 = the minimum throughout.
+  A run stopped early (``eval.stop_at``) keeps its last evaluation up to the budget.
 * **steps to threshold** -- the first evaluation timestep whose mean return reaches the env's
   threshold; a run that never reaches it is *censored* at its last step (it is not counted as taking
   the budget). Per group the report gives the Kaplan--Meier median (``>budget`` when over half the
   runs never reach it) and the restricted mean up to the budget (RMST), with the number that reached it.
 
-Per group: the IQM and the mean of the final return over seeds with 95 % bootstrap intervals, and the
+Per group: the IQM and the mean of the final return, the best return and the AUC over seeds with 95 %
+bootstrap intervals; ``final_vs_base`` / ``auc_vs_base`` say ``above`` / ``below`` when the method's IQM
+interval and the baseline's do not overlap, ``overlap`` when they do; and the
 probability of improvement over the baseline method (the same env and other grid values): the chance
 that a seed of the method ends with a higher final return than a seed of the baseline (ties count half).
 Across envs, per method: IQM / mean of the normalised final score with stratified bootstrap intervals
@@ -57,7 +60,9 @@ DEFAULT_SCORES: dict[str, dict[str, float]] = {
     "CartPole-v1": {"min": 0.0, "max": 500.0, "threshold": 475.0},
     "Acrobot-v1": {"min": -500.0, "max": 0.0, "threshold": -100.0},
     "LunarLander-v3": {"min": -300.0, "max": 300.0, "threshold": 200.0},
-    "GridWorld-v0": {"min": 0.0, "max": 1.0, "threshold": 0.9},
+    # returns lie in [-1, 1) (50 steps at -0.02 without reaching the goal ... 1 for the goal at once);
+    # a greedy shortest path on the 5x5 board scores about 0.85 on average
+    "equirl/GridWorld-v0": {"min": -1.0, "max": 1.0, "threshold": 0.7},
 }
 
 
@@ -141,9 +146,20 @@ def _normalise(x: np.ndarray | float, score: dict[str, float]) -> Any:
 def auc(run: RunData, score: dict[str, float]) -> float:
     """The normalised area under the evaluation curve (see the module docstring)."""
     s, y = run.steps, _normalise(run.returns, score)
+    if s[-1] < run.budget:  # stopped early (eval.stop_at): the last evaluation is carried to the budget
+        s, y = np.append(s, float(run.budget)), np.append(y, y[-1])
     if s.size == 1:
         return float(y[0] * s[0] / run.budget)
     return float(np.sum((y[1:] + y[:-1]) / 2.0 * np.diff(s)) / run.budget)
+
+
+def compare(method: Interval, baseline: Interval) -> str:
+    """``above`` / ``below`` when the two 95 % intervals do not overlap, else ``overlap``."""
+    if method.low > baseline.high:
+        return "above"
+    if method.high < baseline.low:
+        return "below"
+    return "overlap"
 
 
 def steps_to_threshold(run: RunData, threshold: float) -> tuple[float, bool]:
@@ -180,10 +196,12 @@ class SweepReport:
                 Column("seeds"),
                 Column("iqm_final", "IQM final [95% CI]", lambda r: r["iqm_final_ci"]),
                 Column("mean_final", "mean final [95% CI]", lambda r: r["mean_final_ci"]),
-                Column("mean_best", "mean best", lambda r: _fmt(r.get("mean_best"))),
-                Column("mean_auc", "AUC (norm.)", lambda r: _fmt(r.get("mean_auc"), ".3f")),
+                Column("iqm_best", "IQM best [95% CI]", lambda r: r.get("iqm_best_ci", "")),
+                Column("iqm_auc", "IQM AUC (norm.) [95% CI]", lambda r: r.get("iqm_auc_ci", "")),
                 Column("km_median_steps", "steps to thr. (KM median)", lambda r: r["steps_text"]),
                 Column("p_improve", "P(> base) [95% CI]", lambda r: r["p_improve_ci"]),
+                Column("final_vs_base", "final vs base", lambda r: r.get("final_vs_base", "")),
+                Column("auc_vs_base", "AUC vs base", lambda r: r.get("auc_vs_base", "")),
             ],
             keys=2,
         )
@@ -259,6 +277,7 @@ def sweep_report(
         log.warning("no score range for %s: AUC, thresholds and normalised scores left out", env)
 
     group_rows, run_rows = [], []
+    intervals: dict[tuple[str, str, str], dict[str, Interval]] = {}
     for (env, method, variant), rs in by_group.items():
         finals = np.asarray([r.final for r in rs])
         score = table.get(env)
@@ -279,9 +298,25 @@ def sweep_report(
             else None,
         )
         row["steps_text"] = ""
+        bests = np.asarray([r.best for r in rs if r.best is not None])
+        if bests.size:
+            i_best = stratified_bootstrap_ci([bests], lambda s: iqm(s[0]), reps=reps)
+            row.update(iqm_best=i_best.value, iqm_best_ci=_ci_text(i_best))
+        intervals[(env, method, variant)] = {"final": i_iqm}
         if score is not None:
             aucs = [auc(r, score) for r in rs]
-            row["mean_auc"] = float(np.mean(aucs))
+            i_auc = stratified_bootstrap_ci([np.asarray(aucs)], lambda s: iqm(s[0]), reps=reps)
+            i_auc_mean = stratified_bootstrap_ci([np.asarray(aucs)], lambda s: float(np.mean(s[0])), reps=reps)
+            intervals[(env, method, variant)]["auc"] = i_auc
+            row.update(
+                iqm_auc=i_auc.value,
+                iqm_auc_low=i_auc.low,
+                iqm_auc_high=i_auc.high,
+                iqm_auc_ci=_ci_text(i_auc, ".3f"),
+                mean_auc=i_auc_mean.value,
+                mean_auc_low=i_auc_mean.low,
+                mean_auc_high=i_auc_mean.high,
+            )
             hits = [steps_to_threshold(r, score["threshold"]) for r in rs]
             budget = max(r.budget for r in rs)
             km = kaplan_meier([h[0] for h in hits], [h[1] for h in hits], horizon=budget)
@@ -316,6 +351,15 @@ def sweep_report(
                     "budget": r.budget,
                 }
             )
+
+    for row in group_rows:  # non-overlapping 95 % IQM intervals against the baseline
+        mine = intervals[(row["env"], row["method"], row["variant"])]
+        ref = intervals.get((row["env"], baseline, row["variant"]))
+        for metric in ("final", "auc"):
+            if row["method"] != baseline and ref is not None and metric in mine and metric in ref:
+                row[f"{metric}_vs_base"] = compare(mine[metric], ref[metric])
+            else:
+                row[f"{metric}_vs_base"] = ""
 
     # across envs: normalised final scores, stratified by env
     agg_rows = []
@@ -367,8 +411,9 @@ def sweep_report(
     out.mkdir(parents=True, exist_ok=True)
     gcols = [
         "env", "method", "variant", "seeds", "iqm_final", "iqm_final_low", "iqm_final_high", "mean_final",
-        "mean_final_low", "mean_final_high", "mean_best", "mean_auc", "threshold", "reached",
-        "km_median_steps", "rmst_steps", "p_improve", "p_improve_low", "p_improve_high",
+        "mean_final_low", "mean_final_high", "iqm_best", "mean_best", "iqm_auc", "iqm_auc_low", "iqm_auc_high",
+        "mean_auc", "mean_auc_low", "mean_auc_high", "threshold", "reached", "km_median_steps", "rmst_steps",
+        "p_improve", "p_improve_low", "p_improve_high", "final_vs_base", "auc_vs_base",
     ]  # fmt: skip
     acols = ["method", "variant", "envs", "runs", "iqm", "iqm_low", "iqm_high", "mean", "mean_low",
              "mean_high", "p_improve", "p_improve_low", "p_improve_high"]  # fmt: skip

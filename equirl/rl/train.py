@@ -444,7 +444,7 @@ class _Run:
             raise self._rescue(exc) from None
 
     def execute(self, progress_bar: bool, extra: list[Any]) -> RunResult:
-        from stable_baselines3.common.callbacks import CallbackList
+        from stable_baselines3.common.callbacks import CallbackList, StopTrainingOnRewardThreshold
 
         from equirl.rl.callbacks import EquiEvalCallback, EquiLoggingCallback
 
@@ -460,9 +460,18 @@ class _Run:
             seed=cfg.seed + 10_000,
             method=cfg.method,
             best_model_save_path=str(self.run_dir),
+            callback_on_new_best=None
+            if cfg.eval.stop_at is None
+            else StopTrainingOnRewardThreshold(reward_threshold=float(cfg.eval.stop_at)),
         )
         if self.eval_state:
             self.eval_cb.set_state(self.eval_state)
+        elif cfg.eval.at_start and cfg.eval.freq > 0 and int(model.num_timesteps) == 0:
+            from equirl.rl.pretrained import evaluate
+
+            rets = evaluate(model, cfg.env, n_eval_episodes=cfg.eval.episodes, seed=cfg.seed + 10_000)
+            self.eval_cb.evaluations_timesteps.append(0)
+            self.eval_cb.evaluations_results.append([float(r) for r in rets])
         t0 = time.perf_counter()
         cbs = [_RunCallback(self, t0), EquiLoggingCallback(cfg.log.equi_freq), self.eval_cb]
         if get_method(cfg.method).learned_weights and getattr(model.policy, "freeze_backbone", False):
@@ -540,8 +549,11 @@ class _Run:
             _save_evals(self.run_dir, timesteps, results, seconds, cfg, self.scorer_fit, best=best)
         except OSError as exc:
             raise self._rescue(exc) from None
+        if int(model.num_timesteps) < cfg.timesteps:
+            log.info("stopped early at step %d: evaluation >= eval.stop_at", int(model.num_timesteps))
         self.record.update(
             status="finished",
+            stopped_early=int(model.num_timesteps) < cfg.timesteps,
             steps_done=int(model.num_timesteps),
             final=final,
             best=best,

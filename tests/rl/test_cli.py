@@ -172,3 +172,24 @@ def test_pretrain_exports_zoo_layout(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert json.loads((d / "eval.json").read_text())["final"]["episodes"] == 1
     partial = DQN.load(d / "CartPole-v1_partial.zip")
     assert 30 <= partial.num_timesteps < 40  # 25 % of 120 steps, rounded up to a rollout of train_freq
+
+
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).resolve().parents[2] / "configs" / "rl").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_every_shipped_rl_config_validates(path: Path) -> None:
+    """Each shipped run config passes validation as written (zoo values such as gradient_steps -1 included)."""
+    from equirl.rl.config import load_rl_config
+
+    cfg = load_rl_config(str(path))
+    assert cfg.timesteps > 0 and cfg.env
+
+
+def test_gradient_steps_minus_one_means_one_per_env_step() -> None:
+    from equirl.config import FieldError
+    from equirl.rl.config import HyperParams
+
+    assert HyperParams(gradient_steps=-1).sb3_kwargs()["gradient_steps"] == -1
+    for bad in (0, -2):
+        with pytest.raises(FieldError, match="or -1"):
+            HyperParams(gradient_steps=bad)
