@@ -6,6 +6,9 @@
   (CartPole 475, Acrobot -80) when finetuning the same partial agent: per seed, early-stopped at the
   threshold, censored at the budget, with the medians (see :func:`efficiency`);
 * ``canonical`` -- learned canonicalization and multigroup vs equitune / equizero on the gridworld agents;
+* ``sweep-walltime`` -- a sweep (default ``configs/sweeps/cartpole-4x10.yaml``: 4 methods x 10 seeds on
+  CartPole) run twice in one invocation, on a local Ray with ``jobs`` workers and one trial after another
+  (``--executor serial``), into fresh folders: the wall seconds of each and their ratio;
 * ``walltime`` -- seconds (wall and CPU) of ``learn`` for plain / equitune / equizero / λ DQN from scratch
   on CartPole, interleaved in one process.
 
@@ -40,7 +43,7 @@ __all__ = ["PARTS", "run_rl_bench"]
 log = logging.getLogger(__name__)
 
 #: the parts of :func:`run_rl_bench`
-PARTS = ("zero-shot", "efficiency", "canonical", "walltime")
+PARTS = ("zero-shot", "efficiency", "canonical", "walltime", "sweep-walltime")
 
 
 def _agents() -> list[tuple[str, str, Path]]:
@@ -453,6 +456,44 @@ def _walltime(steps: int, repeats: int, methods: tuple[str, ...], step: Step) ->
     return rows
 
 
+def sweep_walltime(
+    out: Path, sweep: str = "cartpole-4x10", cpus: int = 2, timesteps: int | None = None
+) -> list[dict[str, Any]]:
+    """Wall seconds of the same sweep on a local Ray with ``cpus`` workers and serially (one process,
+    one torch thread), side by side, each into a fresh folder under ``out/sweep_walltime/``.
+
+    :param sweep: a sweep file or a shipped sweep's name.
+    :param cpus: Ray workers (= trials at once).
+    :param timesteps: overrides the sweep's per-trial budget.
+    """
+    from dataclasses import replace
+
+    from equirl.rl.sweep import load_sweep, run_sweep
+
+    spec = load_sweep(sweep)
+    if timesteps is not None:
+        spec = replace(spec, timesteps=timesteps)
+    root = out / "sweep_walltime" / time.strftime("%Y%m%d-%H%M%S")
+    results = {}
+    for executor in ("ray", "serial"):
+        res = run_sweep(spec, root / executor, executor=executor, cpus=cpus)
+        results[executor] = res
+    serial = results["serial"].seconds
+    return [
+        {
+            "sweep": Path(spec.source or sweep).stem,
+            "executor": ex,
+            "workers": cpus if ex == "ray" else 1,
+            "trials": len(res.outcomes),
+            "failed": res.count("failed"),
+            "timesteps": spec.timesteps,
+            "wall_seconds": round(res.seconds, 1),
+            "ratio_vs_serial": round(res.seconds / serial, 3),
+        }
+        for ex, res in results.items()
+    ]
+
+
 def _plot_zero(rows: list[dict[str, Any]], path: Path) -> None:
     groups = sorted({(r["agent"], r["env"]) for r in rows})
     save_plot(path, lambda fig: _draw_zero(fig, rows, groups), (max(6, 1.6 * len(groups)), 4))
@@ -539,6 +580,8 @@ def run_rl_bench(
     first_seed: int = 0,
     walltime_steps: int = 50000,
     walltime_repeats: int = 1,
+    sweep: str = "cartpole-4x10",
+    sweep_timesteps: int | None = None,
     threads: int | None = 1,
     console: Console | None = None,
 ) -> Iterator[BenchTable]:
@@ -553,6 +596,8 @@ def run_rl_bench(
         sample-efficiency parameters (``envs``, ``method``, ``eval_freq``, ``eval_episodes``, ``jobs``,
         ``first_seed``).
     :param walltime_steps: env steps per wall-time run; ``walltime_repeats``: interleaved rounds.
+    :param sweep: the sweep of ``sweep-walltime`` (run with ``jobs`` Ray workers and serially);
+        ``sweep_timesteps`` overrides its per-trial budget.
     :param threads: torch threads of this process while it runs (restored afterwards; workers use 1).
     :param console: show transient progress bars there (``None``: silent).
     """
@@ -603,3 +648,7 @@ def run_rl_bench(
             rows = walltime(walltime_steps, walltime_repeats, console=console)
             write_csv(out / "walltime.csv", rows)
             yield BenchTable(rows, "training wall time, CartPole-v1", keys=2)
+        if "sweep-walltime" in parts:
+            rows = sweep_walltime(out, sweep, max(jobs, 2), sweep_timesteps)
+            write_csv(out / "sweep_walltime.csv", rows)
+            yield BenchTable(rows, "sweep wall time: Ray workers vs one trial after another", keys=2)

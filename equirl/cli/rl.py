@@ -129,7 +129,7 @@ def register(commands: Any, bench: Any) -> None:
         "--parts",
         nargs="+",
         default=["zero-shot"],
-        choices=("zero-shot", "efficiency", "canonical", "walltime"),
+        choices=("zero-shot", "efficiency", "canonical", "walltime", "sweep-walltime"),
         help="which benchmarks to run",
     )
     p.add_argument("--seeds", type=bounded_int(1, 1000), default=3)
@@ -142,6 +142,14 @@ def register(commands: Any, bench: Any) -> None:
     p.add_argument("--episodes", type=bounded_int(1, 100_000), default=10)
     p.add_argument("--budget", type=positive_int, default=30000, help="env steps per sample-efficiency run")
     p.add_argument("--walltime-steps", type=positive_int, default=50000)
+    p.add_argument(
+        "--sweep",
+        default="cartpole-4x10",
+        help="sweep-walltime: the sweep run on Ray (--jobs workers, at least 2) and serially",
+    )
+    p.add_argument(
+        "--sweep-timesteps", type=positive_int, default=None, help="sweep-walltime: per-trial budget override"
+    )
     p.add_argument(
         "--walltime-repeats", type=positive_int, default=1, help="interleaved rounds of the wall-time runs"
     )
@@ -422,6 +430,8 @@ def _bench(args: argparse.Namespace, console: Any) -> int:
         first_seed=args.first_seed,
         walltime_steps=args.walltime_steps,
         walltime_repeats=args.walltime_repeats,
+        sweep=args.sweep,
+        sweep_timesteps=args.sweep_timesteps,
         console=console,
     )
     for table in tables:  # each part's tables as it finishes

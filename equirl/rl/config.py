@@ -87,8 +87,12 @@ def _check_replay(hp: Any) -> None:
         raise FieldError("batch_size", hp.batch_size, f"must be <= buffer_size ({hp.buffer_size})")
     check_range("train_freq", hp.train_freq, ge=1)
     # SB3: -1 = as many gradient steps as env steps in the rollout
-    if hp.gradient_steps != -1 and (isinstance(hp.gradient_steps, bool) or not isinstance(hp.gradient_steps, int) or hp.gradient_steps < 1):
-        raise FieldError("gradient_steps", hp.gradient_steps, "must be an integer >= 1, or -1 (one per env step)")
+    if hp.gradient_steps != -1 and (
+        isinstance(hp.gradient_steps, bool) or not isinstance(hp.gradient_steps, int) or hp.gradient_steps < 1
+    ):
+        raise FieldError(
+            "gradient_steps", hp.gradient_steps, "must be an integer >= 1, or -1 (one per env step)"
+        )
 
 
 def _check_net_arch(net_arch: list[int]) -> None:

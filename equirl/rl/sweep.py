@@ -202,7 +202,9 @@ def _bases(path: Path | str, raw: Any) -> str | list[SweepBase]:
             raise ConfigError(f"{where} must be a config name / path or a mapping with a `config` key")
         extra = sorted(set(entry) - {"config", "timesteps", "eval", "set"})
         if extra:
-            raise ConfigError(f"{where}: unknown keys {', '.join(extra)} (known: config, eval, set, timesteps)")
+            raise ConfigError(
+                f"{where}: unknown keys {', '.join(extra)} (known: config, eval, set, timesteps)"
+            )
         for k in ("eval", "set"):
             if not isinstance(entry.get(k) or {}, Mapping):
                 raise ConfigError(f"{where}.{k} must be a mapping")

@@ -22,6 +22,9 @@ that a seed of the method ends with a higher final return than a seed of the bas
 Across envs, per method: IQM / mean of the normalised final score with stratified bootstrap intervals
 (seeds resampled within each env) and the probability of improvement averaged over envs.
 
+TensorBoard's HParams view (``{dir}/report/hparams/``): every run's resolved config as hyperparameters,
+its final / best return and AUC as metrics (``tensorboard --logdir {dir}``).
+
 Written to ``{dir}/report/``: ``groups.csv`` / ``.md``, ``aggregate.csv`` / ``.md``, ``runs.csv``,
 ``curves_{env}.png`` (IQM learning curves with 95 % bands), ``profiles.png`` (performance profiles: the
 fraction of runs whose normalised final score exceeds tau) and ``intervals.png`` (IQM and mean with
@@ -79,6 +82,7 @@ class RunData:
     returns: np.ndarray  # mean return per evaluation (the final one last)
     final: float
     best: float | None
+    run_dir: str = ""
 
     @property
     def group(self) -> tuple[str, str, str]:
@@ -134,6 +138,7 @@ def load_sweep_runs(root: str | Path) -> tuple[list[RunData], list[dict[str, Any
                 returns=rets,
                 final=float(rets[-1]),
                 best=None if best is None else float(best),
+                run_dir=str(d),
             )
         )
     return runs, other
@@ -248,6 +253,7 @@ def sweep_report(
     scores: dict[str, dict[str, float]] | None = None,
     reps: int = 2000,
     plots: bool = True,
+    hparams: bool = True,
 ) -> SweepReport:
     """Compute and write the report of a sweep folder (see the module docstring).
 
@@ -256,6 +262,7 @@ def sweep_report(
     :param scores: per-env ``{min, max, threshold}`` overriding :data:`DEFAULT_SCORES` and the sweep's.
     :param reps: bootstrap replicates.
     :param plots: also draw the PNG plots.
+    :param hparams: also write TensorBoard's HParams view (``report/hparams/``; needs ``tensorboard``).
     :raises EquirlError: no finished run in ``root``.
     """
     from equirl.registry import BASE
@@ -306,7 +313,9 @@ def sweep_report(
         if score is not None:
             aucs = [auc(r, score) for r in rs]
             i_auc = stratified_bootstrap_ci([np.asarray(aucs)], lambda s: iqm(s[0]), reps=reps)
-            i_auc_mean = stratified_bootstrap_ci([np.asarray(aucs)], lambda s: float(np.mean(s[0])), reps=reps)
+            i_auc_mean = stratified_bootstrap_ci(
+                [np.asarray(aucs)], lambda s: float(np.mean(s[0])), reps=reps
+            )
             intervals[(env, method, variant)]["auc"] = i_auc
             row.update(
                 iqm_auc=i_auc.value,
@@ -426,7 +435,53 @@ def sweep_report(
         rep.files.append(write_csv(out / "problems.csv", problems) or out)
     if plots:
         rep.files += _plots(out, by_group, table, agg_rows, reps)
+    if hparams:
+        rep.files += _hparams(out / "hparams", [r for rs in by_group.values() for r in rs], run_rows)
     return rep
+
+
+def _flat(prefix: str, value: Any, into: dict[str, Any]) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flat(f"{prefix}.{k}" if prefix else str(k), v, into)
+    elif isinstance(value, (bool, int, float, str)):
+        into[prefix] = value
+    elif value is not None:
+        into[prefix] = json.dumps(value)
+
+
+def _hparams(folder: Path, runs: list[RunData], run_rows: list[dict[str, Any]]) -> list[Path]:
+    """One TensorBoard HParams entry per run (its resolved config; final / best return and AUC as
+    metrics) in ``folder/{run}``: ``tensorboard --logdir SWEEP`` shows them beside the runs' curves."""
+    import yaml
+
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard not installed: the tables and plots are the report
+        log.warning("tensorboard is not installed: no HParams view written")
+        return []
+    written = []
+    aucs = {(r["env"], r["method"], r["variant"], r["seed"]): r["auc"] for r in run_rows}
+    folder.mkdir(parents=True, exist_ok=True)
+    writer = SummaryWriter(log_dir=str(folder))
+    for r in runs:
+        cfg_path = Path(r.run_dir) / "config.yaml"
+        hp: dict[str, Any] = {}
+        if cfg_path.is_file():
+            _flat("", yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}, hp)
+        hp.pop("out", None)
+        hp.update(env=r.env, method=r.method, variant=r.variant, seed=r.seed)
+        metrics = {"hparam/final_return": r.final}
+        if r.best is not None:
+            metrics["hparam/best_return"] = r.best
+        a = aucs.get((r.env, r.method, r.variant, r.seed))
+        if a is not None and np.isfinite(a):
+            metrics["hparam/auc"] = float(a)
+        name = Path(r.run_dir).name or f"{r.env}__{r.method}__{r.seed}"
+        writer.add_hparams(hp, metrics, run_name=name)
+        written.append(folder / name)
+    writer.close()
+    return written
 
 
 def _curve(rs: list[RunData], reps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

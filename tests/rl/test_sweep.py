@@ -63,12 +63,51 @@ def test_grid_expands_to_stable_trial_names(tmp_path: Path) -> None:
         ({"grid": {"seed": {"range": ["a"]}}}, "range must be"),
         ({"grid": {"method": ["nope"]}}, "nope"),
         ({"timesteps": -1}, "timesteps"),
+        ({"config": []}, "`config`"),
+        ({"config": [{"timesteps": 5}]}, r"config\[0\] must be"),
+        ({"config": [{"config": "CartPole-v1", "budget": 5}]}, "unknown keys budget"),
+        ({"config": [{"config": "CartPole-v1", "timesteps": 0}]}, "timesteps must be a positive"),
+        ({"config": ["CartPole-v1", "CartPole-v1"]}, "same trial name"),
     ],
 )
 def test_bad_sweep_files_are_one_line_errors(tmp_path: Path, patch: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         spec = load_sweep(_write(tmp_path, {**TINY, **patch}))
         expand_trials(spec, tmp_path)
+
+
+def test_several_base_configs_cross_the_grid_with_their_own_overrides(tmp_path: Path) -> None:
+    data = {
+        **TINY,
+        "config": [
+            {"config": "CartPole-v1", "timesteps": 600, "eval": {"freq": 300}},
+            {"config": "Acrobot-v1", "set": {"hyperparams.gradient_steps": 1}},
+        ],
+    }
+    trials = expand_trials(load_sweep(_write(tmp_path, data)), tmp_path / "out")
+    assert len(trials) == 2 * 2 * 2
+    by_env: dict[str, list[Any]] = {}
+    for t in trials:
+        by_env.setdefault(t.env, []).append(t.cfg)
+    assert set(by_env) == {"CartPole-v1", "Acrobot-v1"}
+    for cfg in by_env["CartPole-v1"]:  # the entry's budget / eval win over the sweep's
+        assert cfg.timesteps == 600 and cfg.eval.freq == 300 and cfg.eval.episodes == 2
+        assert cfg.hyperparams.gradient_steps == 2  # the sweep-wide set
+    for cfg in by_env["Acrobot-v1"]:
+        assert cfg.timesteps == 400 and cfg.eval.freq == 200
+        assert cfg.hyperparams.gradient_steps == 1 and cfg.hyperparams.buffer_size == 1000
+        assert cfg.hyperparams.learning_rate == 6.3e-4  # from the Acrobot config itself
+
+
+@pytest.mark.parametrize("name", ["smoke", "cartpole-4x10", "dqn-scratch", "dqn-finetune"])
+def test_shipped_sweeps_expand(tmp_path: Path, name: str) -> None:
+    trials = expand_trials(load_sweep(name), tmp_path)
+    assert trials and len({t.name for t in trials}) == len(trials)
+    if name.startswith("dqn-"):  # the paper's grid: 4 envs x 4 methods x 10 seeds, no early stopping
+        assert len(trials) == 160 and {t.seed for t in trials} == set(range(10))
+        assert all(t.cfg.eval.stop_at is None and t.cfg.eval.at_start for t in trials)
+        if name == "dqn-finetune":
+            assert all(t.cfg.init_from and Path(t.cfg.init_from).is_file() for t in trials)
 
 
 def test_bad_config_key_fails_before_anything_runs(tmp_path: Path) -> None:
@@ -125,9 +164,15 @@ def test_serial_sweep_is_resumable_and_reports(tmp_path: Path, monkeypatch: pyte
         assert r["iqm_final_low"] <= r["iqm_final"] <= r["iqm_final_high"]
         assert r["mean_final_low"] <= r["mean_final"] <= r["mean_final_high"]
         assert 0.0 <= r["mean_auc"] <= 1.0
+        assert r["iqm_auc_low"] <= r["iqm_auc"] <= r["iqm_auc_high"]
         assert r["threshold"] == 475.0
         assert r["km_median_steps"] is None and r["reached"] == 0  # 400 steps never solve CartPole
     assert 0.0 <= rows[EQUITUNE]["p_improve"] <= 1.0 and "p_improve" not in rows[BASE]
+    assert (
+        rows[EQUITUNE]["final_vs_base"] in ("above", "below", "overlap") and rows[BASE]["final_vs_base"] == ""
+    )
+    hp = out / "report" / "hparams"  # TensorBoard's HParams view: one entry per run
+    assert len([d for d in hp.iterdir() if d.is_dir()]) == 4
     assert {a["method"] for a in rep.aggregate} == {BASE, EQUITUNE}
     names = {p.name for p in rep.files}
     assert {"groups.csv", "groups.md", "aggregate.csv", "runs.csv", "profiles.png", "intervals.png"} <= names
@@ -202,3 +247,42 @@ def test_ray_map_and_the_efficiency_benchmark_on_ray() -> None:
     strip = [{k: v for k, v in r.items() if k != "seconds"} for r in serial]
     assert [{k: v for k, v in r.items() if k != "seconds"} for r in parallel] == strip
     assert len(strip) == 2
+
+
+def test_auc_carries_an_early_stop_to_the_budget_and_compare_reads_intervals() -> None:
+    import numpy as np
+
+    from equirl.rl.sweep_report import RunData, auc, compare
+    from equirl.utils.stats import Interval
+
+    score = {"min": 0.0, "max": 100.0, "threshold": 90.0}
+    full = RunData(
+        "E", BASE, "", 0, 100, np.array([0.0, 50.0, 100.0]), np.array([0.0, 100.0, 100.0]), 100.0, 100.0
+    )
+    stopped = RunData("E", BASE, "", 0, 100, np.array([0.0, 50.0]), np.array([0.0, 100.0]), 100.0, 100.0)
+    assert auc(full, score) == pytest.approx(0.75)  # 25 (ramp) + 50 (flat), over 100 steps
+    assert auc(stopped, score) == pytest.approx(auc(full, score))
+    assert compare(Interval(5.0, 4.0, 6.0), Interval(2.0, 1.0, 3.0)) == "above"
+    assert compare(Interval(2.0, 1.0, 3.0), Interval(5.0, 4.0, 6.0)) == "below"
+    assert compare(Interval(3.0, 2.0, 4.5), Interval(5.0, 4.0, 6.0)) == "overlap"
+
+
+def test_early_stopping_and_the_step_zero_evaluation(tmp_path: Path) -> None:
+    """eval.stop_at ends the run at the first evaluation reaching it (run.json says so); eval.at_start
+    puts the starting model's return at step 0 of the curve."""
+    from equirl.rl.config import load_rl_config
+    from equirl.rl.train import run_training
+
+    over = [f"{k}={json.dumps(v)}" for k, v in TINY["set"].items()]
+    cfg = load_rl_config(
+        "CartPole-v1",
+        [*over, "timesteps=1000", "eval.freq=200", "eval.episodes=1", "eval.final_episodes=1",
+         "eval.stop_at=0", "eval.at_start=true", f"out={json.dumps(str(tmp_path))}"],
+    )  # fmt: skip
+    res = run_training(cfg)
+    info = read_run(res.run_dir)
+    assert info["status"] == "finished" and info["stopped_early"] is True
+    assert res.timesteps[0] == 0 and res.timesteps[1] == 200  # step 0, then the first periodic one
+    assert res.steps == 200 < cfg.timesteps
+    with pytest.raises(ConfigError, match="stop_at"):
+        load_rl_config("CartPole-v1", ["eval.freq=0", "eval.stop_at=1"])
