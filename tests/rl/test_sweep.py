@@ -188,7 +188,6 @@ def test_report_of_a_folder_without_runs_is_a_one_line_error(tmp_path: Path) -> 
         sweep_report(tmp_path)
 
 
-@pytest.mark.slow
 def test_smoke_sweep_on_local_ray(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """configs/sweeps/smoke.yaml on a local Ray (2 CPUs): every trial finished, a report with IQM and
     CIs, and a second run into the same folder reruns nothing."""
