@@ -19,7 +19,8 @@ bootstrap intervals; ``final_vs_base`` / ``auc_vs_base`` say ``above`` / ``below
 interval and the baseline's do not overlap, ``overlap`` when they do; and the
 probability of improvement over the baseline method (the same env and other grid values): the chance
 that a seed of the method ends with a higher final return than a seed of the baseline (ties count half).
-Across envs, per method: IQM / mean of the normalised final score with stratified bootstrap intervals
+Across envs, per method: IQM / mean of the normalised final score and the IQM of the AUC with stratified
+bootstrap intervals
 (seeds resampled within each env) and the probability of improvement averaged over envs.
 
 TensorBoard's HParams view (``{dir}/report/hparams/``): every run's resolved config as hyperparameters,
@@ -212,7 +213,7 @@ class SweepReport:
         )
         a = BenchTable(
             self.aggregate,
-            "sweep: across envs (normalised final score; stratified bootstrap 95 % CIs)",
+            "sweep: across envs (normalised final score and AUC; stratified bootstrap 95 % CIs)",
             [
                 "method",
                 Column("variant"),
@@ -220,6 +221,7 @@ class SweepReport:
                 Column("runs"),
                 Column("iqm", "IQM [95% CI]", lambda r: r["iqm_ci"]),
                 Column("mean", "mean [95% CI]", lambda r: r["mean_ci"]),
+                Column("iqm_auc", "IQM AUC [95% CI]", lambda r: r["iqm_auc_ci"]),
                 Column("p_improve", "P(> base) [95% CI]", lambda r: r["p_improve_ci"]),
             ],
             keys=1,
@@ -382,6 +384,13 @@ def sweep_report(
         ]
         i_iqm = stratified_bootstrap_ci(strata, lambda s: iqm(np.concatenate(s)), reps=reps)
         i_mean = stratified_bootstrap_ci(strata, lambda s: float(np.mean(np.concatenate(s))), reps=reps)
+        auc_strata = [
+            np.asarray(
+                [a["auc"] for a in run_rows if (a["env"], a["method"], a["variant"]) == (e, method, variant)]
+            )
+            for e in envs
+        ]
+        i_auc = stratified_bootstrap_ci(auc_strata, lambda s: iqm(np.concatenate(s)), reps=reps)
         row = {
             "method": method,
             "variant": variant,
@@ -395,6 +404,10 @@ def sweep_report(
             "mean_low": i_mean.low,
             "mean_high": i_mean.high,
             "mean_ci": _ci_text(i_mean, ".3f"),
+            "iqm_auc": i_auc.value,
+            "iqm_auc_low": i_auc.low,
+            "iqm_auc_high": i_auc.high,
+            "iqm_auc_ci": _ci_text(i_auc, ".3f"),
             "p_improve_ci": "",
         }
         both = [e for e in envs if (e, baseline, variant) in by_group]
@@ -425,7 +438,8 @@ def sweep_report(
         "p_improve", "p_improve_low", "p_improve_high", "final_vs_base", "auc_vs_base",
     ]  # fmt: skip
     acols = ["method", "variant", "envs", "runs", "iqm", "iqm_low", "iqm_high", "mean", "mean_low",
-             "mean_high", "p_improve", "p_improve_low", "p_improve_high"]  # fmt: skip
+             "mean_high", "iqm_auc", "iqm_auc_low", "iqm_auc_high", "p_improve", "p_improve_low",
+             "p_improve_high"]  # fmt: skip
     for name, rows, cols in (("groups", group_rows, gcols), ("aggregate", agg_rows, acols)):
         if rows:
             rep.files.append(write_csv(out / f"{name}.csv", rows, cols) or out)
