@@ -108,6 +108,18 @@ class BenchTable:
         """The cell texts, one list per row (markup not yet parsed)."""
         return [[c.cell(r) for c in self.columns] for r in self.rows]
 
+    def markdown(self) -> str:
+        """The table as GitHub Markdown (title as a bold line; the cells as printed, markup removed)."""
+        from rich.text import Text
+
+        def esc(t: str) -> str:
+            return Text.from_markup(t).plain.replace("|", "\\|") if t else ""
+
+        lines = [f"**{self.title}**", "", "| " + " | ".join(esc(c.title) for c in self.columns) + " |"]
+        lines.append("|" + "---|" * len(self.columns))
+        lines += ["| " + " | ".join(esc(t) for t in row) + " |" for row in self.cells()]
+        return "\n".join(lines) + "\n"
+
     def _justify(self, i: int) -> str:
         col = self.columns[i]
         if col.justify is not None:

@@ -26,7 +26,8 @@ bootstrap intervals
 TensorBoard's HParams view (``{dir}/report/hparams/``): every run's resolved config as hyperparameters,
 its final / best return and AUC as metrics (``tensorboard --logdir {dir}``).
 
-Written to ``{dir}/report/``: ``groups.csv`` / ``.md``, ``aggregate.csv`` / ``.md``, ``runs.csv``,
+Written to ``{dir}/report/``: ``summary.md`` (the printed tables), ``groups.csv`` / ``.md``,
+``aggregate.csv`` / ``.md``, ``runs.csv``,
 ``curves_{env}.png`` (IQM learning curves with 95 % bands), ``profiles.png`` (performance profiles: the
 fraction of runs whose normalised final score exceeds tau) and ``intervals.png`` (IQM and mean with
 their intervals).
@@ -445,6 +446,8 @@ def sweep_report(
             rep.files.append(write_csv(out / f"{name}.csv", rows, cols) or out)
             rep.files.append(atomic_write_text(out / f"{name}.md", _markdown(rows, cols)))
     rep.files.append(write_csv(out / "runs.csv", run_rows) or out)
+    summary = "\n".join(t.markdown() for t in rep.tables())
+    rep.files.append(atomic_write_text(out / "summary.md", summary))
     if problems:
         rep.files.append(write_csv(out / "problems.csv", problems) or out)
     if plots:

@@ -177,6 +177,9 @@ def test_serial_sweep_is_resumable_and_reports(tmp_path: Path, monkeypatch: pyte
     names = {p.name for p in rep.files}
     assert {"groups.csv", "groups.md", "aggregate.csv", "runs.csv", "profiles.png", "intervals.png"} <= names
     assert "curves_CartPole-v1.png" in names
+    summary = (out / "report" / "summary.md").read_text()  # the printed tables, as Markdown
+    assert "| IQM final [95% CI] |" in summary and "| IQM AUC [95% CI] |" in summary
+    assert summary.count("\n| CartPole-v1 |") == 2
     md = (out / "report" / "groups.md").read_text()
     assert md.startswith("| env | method |") and "iqm_final_low" in md
 
