@@ -12,10 +12,14 @@ It plugs into SB3's ``replay_buffer_class=`` seam, so it works with every off-po
 QR-DQN, SAC, TD3, DDPG, TQC); :func:`augment_kwargs` gives the two keywords. The policy stays plain:
 that is the point of the baseline (the symmetry is learned from data, not built in).
 
-On-policy PPO / A2C are not supported: their rollouts must be sampled from the current policy, and a
-mirrored action's probability under the behaviour policy (its ``old_log_prob``) is that of a different
-(unmirrored) network, so mirrored copies would need importance weights; :func:`augment_kwargs` refuses
-them with one line.
+On-policy PPO / A2C use :class:`AugmentedRolloutBuffer` (SB3's ``rollout_buffer_class=`` seam): when a
+rollout is handed to ``train()``, every sample ``(s, a)`` is also given as ``(g·s, g·a)`` with the
+*same* advantage, return, value and behaviour log-probability. A mirrored sample was produced by the
+mirrored behaviour policy ``π_old^g(g·a | g·s) := π_old(a | s)``, which is exactly the probability
+kept, so PPO's ratio ``π(g·a | g·s) / π_old(a | s)`` is the right importance weight for it and PPO's
+clipping bounds it; advantages and returns carry over because the MDP is symmetric (the mirrored
+trajectory has the same rewards). The minibatch size stays the configured one, so an epoch takes
+``|G|`` times as many gradient steps (``mode="random"``: twice as many).
 
 Example::
 
@@ -34,18 +38,30 @@ from typing import Any
 import numpy as np
 import torch
 from gymnasium import spaces
-from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.buffers import ReplayBuffer, RolloutBuffer
 
 from equirl.errors import ConfigError, SymmetryError
 from equirl.rl.policies import policy_obs_action
 from equirl.rl.spec import EnvSymmetry, load_spec, resolve_symmetry
 
-__all__ = ["AUGMENT_ALGOS", "AUGMENT_MODES", "AugmentedReplayBuffer", "augment_kwargs", "mirror_transition"]
+__all__ = [
+    "AUGMENT_ALGOS",
+    "AUGMENT_MODES",
+    "ON_POLICY_AUGMENT_ALGOS",
+    "AugmentedReplayBuffer",
+    "AugmentedRolloutBuffer",
+    "augment_kwargs",
+    "mirror_transition",
+]
 
 log = logging.getLogger(__name__)
 
-#: the algorithms the augmentation baseline supports (off-policy: a replay buffer)
-AUGMENT_ALGOS = ("dqn", "qrdqn", "sac", "td3", "ddpg", "tqc")
+#: the off-policy algorithms of the augmentation baseline (a replay buffer)
+OFF_POLICY_AUGMENT_ALGOS = ("dqn", "qrdqn", "sac", "td3", "ddpg", "tqc")
+#: the on-policy algorithms of the augmentation baseline (a rollout buffer)
+ON_POLICY_AUGMENT_ALGOS = ("ppo", "a2c")
+#: every algorithm the augmentation baseline supports
+AUGMENT_ALGOS = OFF_POLICY_AUGMENT_ALGOS + ON_POLICY_AUGMENT_ALGOS
 #: every non-identity element per transition, or one random one
 AUGMENT_MODES = ("all", "random")
 
@@ -146,25 +162,91 @@ class AugmentedReplayBuffer(ReplayBuffer):
             super().add(m.obs(obs, g), m.obs(next_obs, g), m.action(action, g), reward, done, infos)
 
 
+class AugmentedRolloutBuffer(RolloutBuffer):
+    """A ``RolloutBuffer`` whose ``get`` also yields the mirror images of every sample (module docstring).
+
+    :param symmetry: the env's spec (id, path, mapping or :class:`~equirl.rl.spec.EnvSymmetry`).
+    :param mode: ``"all"`` (every ``g ≠ e``) or ``"random"`` (one random ``g ≠ e`` per sample).
+    :param seed: seed of the ``"random"`` mode's choice.
+    :param args: ``RolloutBuffer``'s (``buffer_size``, ``observation_space``, ``action_space``...).
+    """
+
+    _FIELDS = ("observations", "actions", "values", "log_probs", "advantages", "returns")
+
+    def __init__(
+        self,
+        *args: Any,
+        symmetry: Any = None,
+        mode: str = "all",
+        seed: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        if symmetry is None:
+            raise SymmetryError("AugmentedRolloutBuffer needs symmetry=... (the env's spec)")
+        if mode not in AUGMENT_MODES:
+            raise ConfigError(f"augment mode must be one of {', '.join(AUGMENT_MODES)}, got {mode!r}")
+        self.symmetry = resolve_symmetry(symmetry)
+        self.mode = mode
+        self._mirror = _Mirror(self.symmetry, self.observation_space, self.action_space)
+        self._rng = np.random.default_rng(seed)
+        self._rows = self.buffer_size * self.n_envs
+
+    def _augment(self) -> None:
+        """Flatten the rollout (as SB3 does) and append the mirrored rows."""
+        flat = {k: self.swap_and_flatten(getattr(self, k)) for k in self._FIELDS}
+        n, m = flat["observations"].shape[0], self._mirror
+        others = list(range(1, m.order))
+        parts: dict[str, list[np.ndarray]] = {k: [v] for k, v in flat.items()}
+        if self.mode == "all" or not others:
+            picks = [(g, np.arange(n)) for g in others]
+        else:
+            choice = self._rng.choice(others, size=n)
+            picks = [(g, np.nonzero(choice == g)[0]) for g in others]
+        for g, idx in picks:
+            parts["observations"].append(m.obs(flat["observations"][idx], g))
+            parts["actions"].append(m.action(flat["actions"][idx], g))
+            for k in ("values", "log_probs", "advantages", "returns"):
+                parts[k].append(flat[k][idx])
+        for k, v in parts.items():
+            setattr(self, k, np.concatenate(v, axis=0))
+        self._rows = int(self.observations.shape[0])
+        self.generator_ready = True
+
+    def get(self, batch_size: int | None = None) -> Any:
+        """Minibatches over the rollout and its mirror images, in a random order."""
+        assert self.full, "the rollout buffer is not full yet"
+        if not self.generator_ready:
+            self._augment()
+        indices = np.random.permutation(self._rows)
+        size = self._rows if batch_size is None else batch_size
+        for start in range(0, self._rows, size):
+            yield self._get_samples(indices[start : start + size])
+
+    def reset(self) -> None:
+        super().reset()
+        self._rows = self.buffer_size * self.n_envs
+
+
 def augment_kwargs(symmetry: Any, algo: str, mode: str = "all", seed: int | None = None) -> dict[str, Any]:
-    """``replay_buffer_class`` and ``replay_buffer_kwargs`` for an SB3 off-policy algorithm.
+    """``replay_buffer_class`` / ``replay_buffer_kwargs`` for an SB3 off-policy algorithm, or
+    ``rollout_buffer_class`` / ``rollout_buffer_kwargs`` for PPO / A2C.
 
     :param symmetry: the env's spec (id, path, mapping or :class:`~equirl.rl.spec.EnvSymmetry`); stored
         as plain data so a saved model pickles nothing of it.
-    :param algo: ``dqn``, ``qrdqn``, ``sac``, ``td3``, ``ddpg`` or ``tqc``.
+    :param algo: one of :data:`AUGMENT_ALGOS`.
     :param mode: ``"all"`` or ``"random"`` (see :class:`AugmentedReplayBuffer`).
     :param seed: seed of the ``"random"`` mode.
-    :raises ConfigError: an on-policy algorithm (PPO / A2C) or an unknown one (one line).
+    :raises ConfigError: an unknown algorithm (one line).
     """
     if algo not in AUGMENT_ALGOS:
-        raise ConfigError(
-            f"augment works with off-policy algorithms ({', '.join(AUGMENT_ALGOS)}), not {algo!r}: "
-            "PPO / A2C rollouts would need the mirrored actions' behaviour log-probabilities"
-        )
+        raise ConfigError(f"augment works with {', '.join(AUGMENT_ALGOS)}, not {algo!r}")
     if mode not in AUGMENT_MODES:
         raise ConfigError(f"augment mode must be one of {', '.join(AUGMENT_MODES)}, got {mode!r}")
     sym = symmetry if isinstance(symmetry, EnvSymmetry) else load_spec(symmetry)
     kw: dict[str, Any] = {"symmetry": sym.to_dict(), "mode": mode}
     if seed is not None:
         kw["seed"] = seed
+    if algo in ON_POLICY_AUGMENT_ALGOS:
+        return {"rollout_buffer_class": AugmentedRolloutBuffer, "rollout_buffer_kwargs": kw}
     return {"replay_buffer_class": AugmentedReplayBuffer, "replay_buffer_kwargs": kw}

@@ -77,7 +77,7 @@ _CLASS_GLOBALS = {
         "RolloutBuffer",
         "DictRolloutBuffer",
     ),
-    "equirl.rl.augment": ("AugmentedReplayBuffer",),
+    "equirl.rl.augment": ("AugmentedReplayBuffer", "AugmentedRolloutBuffer"),
     "stable_baselines3.common.type_aliases": ("TrainFreq", "TrainFrequencyUnit"),
     "stable_baselines3.common.utils": ("ConstantSchedule", "FloatSchedule", "LinearSchedule"),
     "stable_baselines3.common.torch_layers": ("FlattenExtractor", "NatureCNN", "CombinedExtractor"),
