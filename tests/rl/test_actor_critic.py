@@ -227,8 +227,6 @@ def test_actor_critic_refusals() -> None:
                 "method_kwargs": {"proxy": "entropy"},
             },
         )
-    with pytest.raises(SymmetryError, match="gSDE"):
-        PPO("EquiMlpPolicy", "Pendulum-v1", use_sde=True, policy_kwargs={"symmetry": "Pendulum-v1"})
     with pytest.raises(SymmetryError, match="needs a discrete action space"):
         PPO("EquiMlpPolicy", "Pendulum-v1", policy_kwargs={"symmetry": "CartPole-v1"})
     # SAC with equizero's entropy proxy (the most confident element) is fine
