@@ -357,6 +357,29 @@ def test_mujoco_pendulums() -> None:
 
 
 @pytest.mark.skipif(not HAS_MUJOCO, reason="mujoco not installed")
+def test_inverted_pendulum_tilted_pole_is_the_only_asymmetry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Gymnasium's model draws the pole from (0, 0, 0) to (0.001, 0, 0.6): with it upright, the mirror
+    obs -> -obs, force -> -force commutes with the dynamics exactly."""
+    import os
+
+    import gymnasium as gym
+
+    import equirl.rl.check as check_mod
+
+    src = Path(os.path.dirname(gym.__file__)) / "envs" / "mujoco" / "assets" / "inverted_pendulum.xml"
+    xml = src.read_text()
+    tilted = 'fromto="0 0 0 0.001 0 0.6"'
+    assert tilted in xml
+    upright = tmp_path / "inverted_pendulum_upright.xml"
+    upright.write_text(xml.replace(tilted, 'fromto="0 0 0 0 0 0.6"'))
+    monkeypatch.setattr(check_mod, "make_env", lambda env_id: gym.make(env_id, xml_file=str(upright)))
+    rep = check_symmetry("InvertedPendulum-v5", steps=50, seed=0)
+    assert rep.exact and rep.verified and rep.max_error is not None and rep.max_error <= 1e-5, rep.message
+
+
+@pytest.mark.skipif(not HAS_MUJOCO, reason="mujoco not installed")
 def test_walker_leg_swap_exact() -> None:
     rep = check_symmetry("Walker2d-v5", steps=30, seed=0)
     assert rep.exact and rep.verified and rep.max_error is not None and rep.max_error <= 1e-5, rep.message
