@@ -261,3 +261,36 @@ def test_zoo_gsde_agents_load_under_every_method(shared_data: Path, algo: str) -
     model = load_pretrained(folder, ENV, method=EQUITUNE, algo=algo)
     assert np.mean(evaluate(model, ENV, n_eval_episodes=2, seed=0)) > -400.0
     assert plain.use_sde
+
+
+def test_equivariant_tqc_reloads_safely_and_cli_eval(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An equivariant TQC agent saved by equirl reloads through the safe loader (nothing unpickled) with
+    the same actions, and ``equirl eval --algo tqc`` runs every method on it."""
+    import json
+    import pickle
+
+    import cloudpickle
+
+    from equirl.cli import main
+
+    plain = TQC("MlpPolicy", ENV, policy_kwargs={"net_arch": [8], "n_quantiles": 3}, buffer_size=10, seed=0)
+    plain.save(tmp_path / "plain.zip")
+    model = load_pretrained(tmp_path / "plain.zip", ENV, method=EQUIZERO, algo="tqc")
+    model.save(tmp_path / "equi.zip")
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("unrestricted unpickling")
+
+    for mod, name in ((cloudpickle, "loads"), (pickle, "loads"), (pickle, "load")):
+        monkeypatch.setattr(mod, name, refuse)
+    again = load_pretrained(tmp_path / "equi.zip", ENV, method=EQUIZERO, algo="tqc")
+    x = _x(4).numpy()
+    np.testing.assert_allclose(
+        again.predict(x, deterministic=True)[0], model.predict(x, deterministic=True)[0], atol=1e-6
+    )
+    argv = ["eval", "--agent", str(tmp_path / "plain.zip"), "--env", ENV, "--algo", "tqc"]
+    assert main([*argv, "--method", "all", "--episodes", "1", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert set(res) == set(METHODS) and all(r["episodes"] == 1 for r in res.values())
