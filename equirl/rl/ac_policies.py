@@ -18,12 +18,13 @@ over the environment's group (:mod:`equirl.rl.spec`), using the core symmetrizer
 
 Equizero's proxy (``method_kwargs={"proxy": ...}``; the orbit element with the *lowest* proxy loss is
 kept, ties averaged as in the core): ``max_value`` (default) is the critic's value, i.e. the element
-maximising ``V(g·s)`` (PPO / A2C), ``Q(g·s, μ(g·s))`` with the plain first critic (SAC / TD3 actors) or
-the mean ``Q(g·(s, a))`` over the critics (SAC / TD3 critics). Each is a function of the transformed
+maximising ``V(g·s)`` (PPO / A2C), ``Q(g·s, μ(g·s))`` with the plain first critic (SAC / TD3 actors; TQC:
+its mean quantile) or the mean ``Q(g·(s, a))`` over the critics (SAC / TD3 critics; TQC: over all
+quantiles). Each is a function of the transformed
 input and its own output, so the selection is equivariant. ``entropy`` / ``max_prob`` / ``nll`` score
 the logits of a discrete PPO / A2C policy; ``entropy`` scores the Gaussian's ``log_std`` (the most
-confident element) of a SAC actor or a continuous PPO policy; SAC / TD3 critics always use
-``max_value``. λ-equitune's λ-net reads ``[g·x, head(g·x)]`` (``lambda_input="obs+q"``) or ``g·x``.
+confident element; with gSDE the log of its variance) of a SAC / TQC actor or a continuous PPO policy;
+SAC / TD3 / TQC critics always use ``max_value``. λ-equitune's λ-net reads ``[g·x, head(g·x)]`` (``lambda_input="obs+q"``) or ``g·x``.
 
 ``policy_kwargs`` as for DQN (:mod:`equirl.rl.policies`): ``symmetry``, ``method`` (``base``,
 ``equitune``, ``equizero``, ``lambda``), ``method_kwargs``, ``freeze_backbone``. Importing this module

@@ -294,3 +294,19 @@ def test_equivariant_tqc_reloads_safely_and_cli_eval(
     assert main([*argv, "--method", "all", "--episodes", "1", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert set(res) == set(METHODS) and all(r["episodes"] == 1 for r in res.values())
+
+
+def test_gsde_equizero_entropy_proxy_picks_the_lowest_variance() -> None:
+    """Equizero's ``entropy`` proxy on a gSDE head scores the variance (the most confident element)."""
+    sym = load_spec(ENV)
+    kw = {"symmetry": ENV, "method": EQUIZERO, "method_kwargs": {"proxy": "entropy"}, "net_arch": [16]}
+    ppo = PPO("EquiMlpPolicy", ENV, use_sde=True, n_steps=32, batch_size=32, policy_kwargs=kw, seed=0)
+    sac = SAC("EquiMlpPolicy", ENV, use_sde=True, buffer_size=10, policy_kwargs=kw, seed=0)
+    x = _x()
+    with torch.no_grad():
+        y = ppo.policy.symmetric_heads(x)
+        plain = torch.stack([ppo.policy._plain_heads(sym.obs_action().apply(x, g)) for g in range(2)])
+    assert check_equivariance(ppo.policy.symmetric_heads, sym.obs_action(), ppo.policy.out_action, x) <= ATOL
+    assert torch.allclose(y[:, 1], plain[:, :, 1].min(0).values, atol=ATOL)  # the smaller variance
+    out = concat_action(sym.group, [sym.action_action(), sym.action_action(absolute=True)])
+    assert check_equivariance(sac.policy.actor.symmetric_out, sym.obs_action(), out, x) <= ATOL
