@@ -175,9 +175,7 @@ def test_pretrain_exports_zoo_layout(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 @pytest.mark.parametrize(
-    "path",
-    sorted((Path(__file__).resolve().parents[2] / "configs" / "rl").glob("*.yaml")),
-    ids=lambda p: p.name,
+    "path", sorted((Path(__file__).resolve().parents[2] / "configs" / "rl").glob("*.yaml")), ids=lambda p: p.name
 )
 def test_every_shipped_rl_config_validates(path: Path) -> None:
     """Each shipped run config passes validation as written (zoo values such as gradient_steps -1 included)."""
