@@ -18,18 +18,32 @@ over the environment's group (:mod:`equirl.rl.spec`), using the core symmetrizer
 
 Equizero's proxy (``method_kwargs={"proxy": ...}``; the orbit element with the *lowest* proxy loss is
 kept, ties averaged as in the core): ``max_value`` (default) is the critic's value, i.e. the element
-maximising ``V(g·s)`` (PPO / A2C), ``Q(g·s, μ(g·s))`` with the plain first critic (SAC / TD3 actors) or
-the mean ``Q(g·(s, a))`` over the critics (SAC / TD3 critics). Each is a function of the transformed
+maximising ``V(g·s)`` (PPO / A2C), ``Q(g·s, μ(g·s))`` with the plain first critic (SAC / TD3 actors; TQC:
+its mean quantile) or the mean ``Q(g·(s, a))`` over the critics (SAC / TD3 critics; TQC: over all
+quantiles). Each is a function of the transformed
 input and its own output, so the selection is equivariant. ``entropy`` / ``max_prob`` / ``nll`` score
 the logits of a discrete PPO / A2C policy; ``entropy`` scores the Gaussian's ``log_std`` (the most
-confident element) of a SAC actor or a continuous PPO policy; SAC / TD3 critics always use
-``max_value``. λ-equitune's λ-net reads ``[g·x, head(g·x)]`` (``lambda_input="obs+q"``) or ``g·x``.
+confident element; with gSDE the log of its variance) of a SAC / TQC actor or a continuous PPO policy;
+SAC / TD3 / TQC critics always use ``max_value``. λ-equitune's λ-net reads ``[g·x, head(g·x)]`` (``lambda_input="obs+q"``) or ``g·x``.
 
 ``policy_kwargs`` as for DQN (:mod:`equirl.rl.policies`): ``symmetry``, ``method`` (``base``,
 ``equitune``, ``equizero``, ``lambda``), ``method_kwargs``, ``freeze_backbone``. Importing this module
-registers ``EquiMlpPolicy`` on PPO, A2C, SAC, TD3 and DDPG and ``EquiCnnPolicy`` on PPO and A2C
-(the SAC / TD3 critic acts on the concatenated observation and action vector, so image observations
-are not supported there). gSDE (``use_sde``) is refused.
+registers ``EquiMlpPolicy`` on PPO, A2C, SAC, TD3, DDPG and TQC (sb3-contrib) and ``EquiCnnPolicy`` on
+PPO and A2C (the SAC / TD3 / TQC critic acts on the concatenated observation and action vector, so image
+observations are not supported there).
+
+* **TQC**: the actor is SAC's; the ``n_critics × n_quantiles`` quantiles of the critics are symmetrized
+  together like the SAC critics (equitune averages each quantile over the group).
+* **gSDE** (``use_sde``; PPO / A2C, SAC, TQC): gSDE samples ``a = μ(s) + φ(s)·W`` with an exploration
+  matrix ``W_ij ~ N(0, σ_ij²)``, whose per-state marginal is the diagonal Gaussian of variance
+  ``var_i(s) = Σ_j φ_j(s)² σ_ij²`` (the one SB3's ``log_prob`` uses). The symmetrized policy symmetrizes
+  ``[μ | var]`` (``var`` by ``|P_g|``; equitune: ``var_sym(s) = 1/|G| Σ_g |P_g|⁻¹·var(g·s)``) and
+  *samples the diagonal Gaussian* ``N(μ_sym(s), var_sym(s))`` (squashed for SAC / TQC) directly: no
+  exploration matrix is sampled (``reset_noise`` does nothing), and ``log_prob`` / ``entropy`` are those
+  of that Gaussian. The deterministic action (the mean) is equivariant exactly as without gSDE. With
+  method ``base`` the policy also samples ``N(μ(s), var(s))`` (same marginal as gSDE, independent noise
+  at each step); :func:`equirl.rl.pretrained.load_pretrained` returns a gSDE agent's plain model for
+  ``base``.
 """
 
 from __future__ import annotations
@@ -40,8 +54,17 @@ from typing import Any
 
 import torch
 from gymnasium import spaces
+from sb3_contrib import TQC
+from sb3_contrib.tqc.policies import Actor as TQCActor
+from sb3_contrib.tqc.policies import Critic as TQCCritic
+from sb3_contrib.tqc.policies import TQCPolicy
 from stable_baselines3 import A2C, DDPG, PPO, SAC, TD3
-from stable_baselines3.common.distributions import Distribution
+from stable_baselines3.common.distributions import (
+    DiagGaussianDistribution,
+    Distribution,
+    SquashedDiagGaussianDistribution,
+    StateDependentNoiseDistribution,
+)
 from stable_baselines3.common.policies import ActorCriticPolicy, ContinuousCritic
 from stable_baselines3.common.torch_layers import NatureCNN
 from stable_baselines3.sac.policies import Actor as SACActor
@@ -77,12 +100,16 @@ __all__ = [
     "EquiActorCriticCnnPolicy",
     "EquiActorCriticPolicy",
     "EquiContinuousCritic",
+    "EquiQuantileCritic",
     "EquiSACActor",
     "EquiSACPolicy",
     "EquiTD3Actor",
     "EquiTD3Policy",
+    "EquiTQCActor",
+    "EquiTQCPolicy",
     "concat_action",
     "make_head_symmetrizer",
+    "sde_variance",
 ]
 
 log = logging.getLogger(__name__)
@@ -128,7 +155,8 @@ class _SliceProxy:
 
     :param part: the coordinates to read.
     :param kind: ``"value"`` (loss ``-mean(part)``: the highest value wins), ``"log_std"`` (loss
-        ``sum(part)``: the most confident Gaussian wins) or a core proxy name applied to ``part`` (logits).
+        ``sum(part)``: the most confident Gaussian wins), ``"variance"`` (loss ``sum(log part)``: the same
+        for a variance block) or a core proxy name applied to ``part`` (logits).
     """
 
     def __init__(self, part: slice, kind: str) -> None:
@@ -142,11 +170,18 @@ class _SliceProxy:
             return -y.mean(-1)
         if self.kind == "log_std":
             return y.sum(-1)
+        if self.kind == "variance":
+            return y.clamp_min(torch.finfo(y.dtype).tiny).log().sum(-1)
         return get_proxy(self.kind)(y)
 
 
 def _proxy_for(
-    proxy: Any, value: slice | None, logits: slice | None, log_std: slice | None, where: str
+    proxy: Any,
+    value: slice | None,
+    logits: slice | None,
+    log_std: slice | None,
+    where: str,
+    variance: slice | None = None,
 ) -> Any:
     if callable(proxy):
         return proxy
@@ -156,10 +191,12 @@ def _proxy_for(
         return _SliceProxy(value, "value")
     if proxy == "entropy" and logits is None and log_std is not None:
         return _SliceProxy(log_std, "log_std")
+    if proxy == "entropy" and logits is None and variance is not None:
+        return _SliceProxy(variance, "variance")
     if logits is None:
         raise SymmetryError(
             f"{where}: equizero proxy {proxy!r} scores discrete action logits; use {_VALUE_PROXY!r}"
-            + (" or 'entropy'" if log_std is not None else "")
+            + (" or 'entropy'" if log_std is not None or variance is not None else "")
         )
     return _SliceProxy(logits, str(proxy))
 
@@ -177,6 +214,7 @@ def make_head_symmetrizer(
     log_std: slice | None = None,
     scale: float = 1.0,
     where: str = "policy",
+    variance: slice | None = None,
 ) -> Symmetrizer | None:
     """The core symmetrizer of a head ``model_fn: (B, ...) -> (B, out_features)`` (``None`` for ``base``).
 
@@ -191,6 +229,7 @@ def make_head_symmetrizer(
     :param log_std: the output coordinates holding a Gaussian's ``log_std`` (the ``entropy`` proxy).
     :param scale: the input scale for the λ-net (``1/255`` for uint8 images).
     :param where: names the head in errors.
+    :param variance: the output coordinates holding a Gaussian's variance (gSDE; the ``entropy`` proxy).
     """
     try:
         spec = get_method(method)
@@ -206,7 +245,7 @@ def make_head_symmetrizer(
     if not spec.symmetrizes:
         return None
     if spec.name == EQUIZERO:
-        kw["proxy"] = _proxy_for(kw.get("proxy", _VALUE_PROXY), value, logits, log_std, where)
+        kw["proxy"] = _proxy_for(kw.get("proxy", _VALUE_PROXY), value, logits, log_std, where, variance)
         return symmetrize(model_fn, in_action, out_action, method=EQUIZERO, **kw)
     if spec.name == LAMBDA and "lambda_net" not in kw:
         hidden = tuple(int(h) for h in kw.pop("lambda_hidden", DEFAULT_LAMBDA_HIDDEN))
@@ -222,6 +261,22 @@ def make_head_symmetrizer(
 def _image_scale(observation_space: spaces.Space) -> float:
     image = isinstance(observation_space, spaces.Box) and observation_space.dtype.name == "uint8"
     return 1.0 / 255.0 if image else 1.0
+
+
+def sde_variance(dist: StateDependentNoiseDistribution, log_std: Tensor, latent: Tensor) -> Tensor:
+    """gSDE's per-state action variance ``var_i(s) = Σ_j φ_j(s)² σ_ij²`` (plus SB3's epsilon), ``(B, d)``:
+    the marginal variance of SB3's gSDE sample, the one its ``log_prob`` uses.
+
+    :param dist: the policy's gSDE distribution (its ``get_std`` / ``learn_features`` / ``epsilon``).
+    :param log_std: the gSDE ``log_std`` parameter ``(latent_sde_dim, d)`` (or ``(latent_sde_dim, 1)``).
+    :param latent: the features ``φ(s)``, ``(B, latent_sde_dim)``.
+    """
+    lat = latent if dist.learn_features else latent.detach()
+    return torch.mm(lat**2, dist.get_std(log_std) ** 2) + dist.epsilon
+
+
+def _log_std_of(variance: Tensor) -> Tensor:
+    return 0.5 * variance.clamp_min(torch.finfo(variance.dtype).tiny).log()
 
 
 def _freeze_to(module: nn.Module, optimizer_class: Any, lr: float, optimizer_kwargs: dict[str, Any]) -> Any:
@@ -252,9 +307,13 @@ class EquiActorCriticPolicy(_EquiPolicyMixin, ActorCriticPolicy):
 
     def _build(self, lr_schedule: Any) -> None:
         sym: EnvSymmetry = self._equi_kwargs["symmetry"]
-        if self.use_sde:
-            raise SymmetryError("equivariant actor-critic policies do not support gSDE (use_sde=True)")
         sym.check_action_space(self.action_space)
+        # gSDE: the head carries the per-state variance, the policy samples a diagonal Gaussian
+        self._sde = isinstance(self.action_dist, StateDependentNoiseDistribution)
+        squash = self._sde and getattr(self.action_dist, "bijector", None) is not None
+        self._gauss = (SquashedDiagGaussianDistribution if squash else DiagGaussianDistribution)(
+            sym.n_actions
+        )
         in_act = policy_obs_action(sym, self.observation_space)
         d = sym.n_actions
         self._n_act = d
@@ -277,9 +336,10 @@ class EquiActorCriticPolicy(_EquiPolicyMixin, ActorCriticPolicy):
             out_features=size,
             value=slice(size - 1, size),
             logits=None if self._continuous else slice(0, d),
-            log_std=slice(d, 2 * d) if self._continuous else None,
+            log_std=slice(d, 2 * d) if self._continuous and not self._sde else None,
             scale=_image_scale(self.observation_space),
             where=sym.env_id,
+            variance=slice(d, 2 * d) if self._sde else None,
         )
         super()._build(lr_schedule)  # the optimizer sees the λ-net (self.equi is a submodule by now)
         if self.freeze_backbone:
@@ -289,7 +349,8 @@ class EquiActorCriticPolicy(_EquiPolicyMixin, ActorCriticPolicy):
             self.optimizer = opt
 
     def _plain_heads(self, obs: Tensor) -> Tensor:
-        """The plain network's ``[logits | value]`` or ``[mean | log_std | value]``, ``(B, D)``."""
+        """The plain network's ``[logits | value]``, ``[mean | log_std | value]`` or, with gSDE,
+        ``[mean | variance | value]``, ``(B, D)``."""
         features = self.extract_features(obs)
         if self.share_features_extractor:
             latent_pi, latent_vf = self.mlp_extractor(features)
@@ -299,7 +360,9 @@ class EquiActorCriticPolicy(_EquiPolicyMixin, ActorCriticPolicy):
             latent_vf = self.mlp_extractor.forward_critic(vf_features)
         params = self.action_net(latent_pi)
         parts = [params]
-        if self._continuous:
+        if self._sde:
+            parts.append(sde_variance(self.action_dist, self.log_std, latent_pi))  # type: ignore[arg-type]
+        elif self._continuous:
             parts.append(self.log_std.expand_as(params))
         parts.append(self.value_net(latent_vf))
         return torch.cat(parts, dim=1)
@@ -311,7 +374,9 @@ class EquiActorCriticPolicy(_EquiPolicyMixin, ActorCriticPolicy):
     def _heads(self, obs: Any) -> tuple[Distribution, Tensor]:
         y = self.symmetric_heads(obs)
         d = self._n_act
-        if self._continuous:
+        if self._sde:
+            dist: Distribution = self._gauss.proba_distribution(y[:, :d], _log_std_of(y[:, d : 2 * d]))
+        elif self._continuous:
             dist = self.action_dist.proba_distribution(y[:, :d], y[:, d : 2 * d])  # type: ignore[call-arg]
         else:
             dist = self.action_dist.proba_distribution(action_logits=y[:, :d])  # type: ignore[call-arg]
@@ -329,6 +394,12 @@ class EquiActorCriticPolicy(_EquiPolicyMixin, ActorCriticPolicy):
 
     def get_distribution(self, obs: Any) -> Distribution:
         return self._heads(obs)[0]
+
+    def reset_noise(self, n_envs: int = 1) -> None:
+        """Nothing to resample: with gSDE the policy samples its state-dependent diagonal Gaussian.
+
+        :param n_envs: unused (SB3's signature).
+        """
 
     def predict_values(self, obs: Any) -> Tensor:
         return self._heads(obs)[1]
@@ -358,9 +429,21 @@ class _EquiPart(_EquiNetOptions):
         raise NotImplementedError
 
 
-class EquiContinuousCritic(_EquiPart, ContinuousCritic):
-    """SB3's ``ContinuousCritic`` made invariant under the joint action ``(s, a) ↦ (g·s, g·a)``: every
-    Q-network of the ensemble is symmetrized over the group acting on ``[obs, action]``."""
+class _InvariantCriticMixin(_EquiPart):
+    """A critic ensemble (``q_networks`` reading ``[features, action]``) made invariant under the joint
+    action ``(s, a) ↦ (g·s, g·a)``: all its outputs, concatenated, are symmetrized over the group acting
+    on ``[obs, action]`` (equitune averages them, equizero keeps the element with the highest mean)."""
+
+    n_critics: int
+    q_networks: Any
+    observation_space: spaces.Space
+    share_features_extractor: bool
+    features_extractor: Any
+    extract_features: Callable[..., Tensor]
+
+    def _n_outputs(self) -> int:
+        """The number of outputs of all the critics together."""
+        return self.n_critics
 
     def _make_equi(self) -> None:
         obs_act = policy_obs_action(self.symmetry, self.observation_space)
@@ -382,13 +465,13 @@ class EquiContinuousCritic(_EquiPart, ContinuousCritic):
             self.method,
             kw,
             in_features=in_act.size,
-            out_features=self.n_critics,
-            value=slice(0, self.n_critics),
+            out_features=self._n_outputs(),
+            value=slice(0, self._n_outputs()),
             where=f"{self.symmetry.env_id} critic",
         )
 
     def _plain_joint(self, x: Tensor) -> Tensor:
-        """The plain critics on joint rows ``[obs, action]``: ``(N, n_critics)``."""
+        """The plain critics on joint rows ``[obs, action]``: ``(N, n_outputs)``."""
         obs, actions = x[:, : self._obs_dim], x[:, self._obs_dim :]
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.share_features_extractor):
             features = self.extract_features(obs, self.features_extractor)
@@ -396,9 +479,15 @@ class EquiContinuousCritic(_EquiPart, ContinuousCritic):
         return torch.cat([q_net(qvalue_input) for q_net in self.q_networks], dim=1)
 
     def joint_values(self, obs: Tensor, actions: Tensor) -> Tensor:
-        """The symmetrized critics, ``(B, n_critics)`` (invariant under the joint action)."""
+        """The symmetrized critics, ``(B, n_outputs)`` (invariant under the joint action)."""
         x = torch.cat([obs.float().flatten(1), actions.to(torch.float32)], dim=1)
         return self._plain_joint(x) if self.equi is None else self.equi(x)
+
+
+class EquiContinuousCritic(_InvariantCriticMixin, ContinuousCritic):
+    """SB3's ``ContinuousCritic`` (SAC / TD3 / DDPG) made invariant under the joint action
+    ``(s, a) ↦ (g·s, g·a)``: every Q-network of the ensemble is symmetrized over the group acting on
+    ``[obs, action]``."""
 
     def forward(self, obs: Tensor, actions: Tensor) -> tuple[Tensor, ...]:
         y = self.joint_values(obs, actions)
@@ -412,6 +501,24 @@ class EquiContinuousCritic(_EquiPart, ContinuousCritic):
         return ContinuousCritic.q1_forward(self, obs, actions)
 
 
+class EquiQuantileCritic(_InvariantCriticMixin, TQCCritic):
+    """sb3-contrib's TQC critic made invariant under the joint action: the ``n_critics × n_quantiles``
+    quantiles are symmetrized together (equitune averages each quantile over the group; equizero keeps
+    the element whose quantiles have the highest mean, i.e. the highest mean Q over the critics, as the
+    SAC critic does). An average of sorted quantile vectors is sorted, so the quantiles stay ordered."""
+
+    def _n_outputs(self) -> int:
+        return self.n_critics * self.n_quantiles
+
+    def forward(self, obs: Any, action: Tensor) -> Tensor:
+        """The symmetrized quantiles, ``(B, n_critics, n_quantiles)`` (TQC's layout)."""
+        return self.joint_values(obs, action).reshape(-1, self.n_critics, self.n_quantiles)
+
+    def plain_q1(self, obs: Tensor, actions: Tensor) -> Tensor:
+        """The plain first critic's mean quantile, ``(B, 1)``: the actor's equizero score."""
+        return TQCCritic.forward(self, obs, actions)[:, 0].mean(-1, keepdim=True)
+
+
 class _EquiActorMixin(_EquiPart):
     """An actor whose output ``[action params (| score)]`` is symmetrized (see the module docstring)."""
 
@@ -419,11 +526,10 @@ class _EquiActorMixin(_EquiPart):
     has_log_std = False
 
     def _make_equi(self) -> None:
-        if getattr(self, "use_sde", False):
-            raise SymmetryError("equivariant SAC actors do not support gSDE (use_sde=True)")
         sym = self.symmetry
         d = sym.n_actions
         self._n_act = d
+        self._sde = bool(getattr(self, "use_sde", False))
         self._scorer: Callable[[Tensor, Tensor], Tensor] | None = None
         blocks: list[GroupAction[Any] | int] = [sym.action_action()]
         if self.has_log_std:
@@ -444,8 +550,9 @@ class _EquiActorMixin(_EquiPart):
             in_features=int(spaces.flatdim(self.observation_space)),  # type: ignore[attr-defined]
             out_features=size,
             value=slice(size - 1, size) if self._with_score else None,
-            log_std=slice(d, 2 * d) if self.has_log_std else None,
+            log_std=slice(d, 2 * d) if self.has_log_std and not self._sde else None,
             where=f"{sym.env_id} actor",
+            variance=slice(d, 2 * d) if self._sde else None,
         )
 
     def set_scorer(self, scorer: Callable[[Tensor, Tensor], Tensor]) -> None:
@@ -479,19 +586,60 @@ class _EquiActorMixin(_EquiPart):
         return y[:, : y.shape[1] - int(self._with_score)]
 
 
-class EquiSACActor(_EquiActorMixin, SACActor):
-    """SB3's SAC actor with an equivariant squashed-Gaussian mean and ``log_std`` (``|P_g|``-permuted)."""
+class _SquashedGaussianActorMixin(_EquiActorMixin):
+    """A SAC-style actor (SB3's SAC actor, sb3-contrib's TQC actor) with an equivariant squashed-Gaussian
+    mean and ``log_std`` (``|P_g|``-permuted). With gSDE the symmetrized quantity is the per-state
+    variance (:func:`sde_variance`), and the actor samples the squashed diagonal Gaussian
+    :attr:`gaussian` of the equivariant mean and that variance (no exploration matrix): its
+    ``log_prob`` is that of what it samples."""
 
     has_log_std = True
+    #: the plain actor class (SB3's / sb3-contrib's ``get_action_dist_params``)
+    _plain_actor: Any
+    action_dist: Any
+    log_std: Any
+
+    def _make_equi(self) -> None:
+        super()._make_equi()
+        #: the distribution the actor samples (the gSDE one replaced by a diagonal Gaussian)
+        self.gaussian = SquashedDiagGaussianDistribution(self._n_act) if self._sde else self.action_dist
 
     def _plain_params(self, obs: Tensor) -> Tensor:
-        mean, log_std, _ = SACActor.get_action_dist_params(self, obs)
+        mean, log_std, kw = self._plain_actor.get_action_dist_params(self, obs)
+        if self._sde:
+            return torch.cat([mean, sde_variance(self.action_dist, log_std, kw["latent_sde"])], dim=1)
         return torch.cat([mean, log_std], dim=1)
 
     def get_action_dist_params(self, obs: Any) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         y = self.symmetric_out(obs)
         d = self._n_act
-        return y[:, :d], y[:, d:], {}
+        return y[:, :d], (_log_std_of(y[:, d:]) if self._sde else y[:, d:]), {}
+
+    def forward(self, obs: Any, deterministic: bool = False) -> Tensor:
+        mean, log_std, _ = self.get_action_dist_params(obs)
+        return self.gaussian.actions_from_params(mean, log_std, deterministic=deterministic)  # type: ignore[no-any-return]
+
+    def action_log_prob(self, obs: Any) -> tuple[Tensor, Tensor]:
+        mean, log_std, _ = self.get_action_dist_params(obs)
+        return self.gaussian.log_prob_from_params(mean, log_std)  # type: ignore[no-any-return]
+
+    def reset_noise(self, batch_size: int = 1) -> None:
+        """Nothing to resample: with gSDE the actor samples its state-dependent diagonal Gaussian.
+
+        :param batch_size: unused (SB3's signature).
+        """
+
+
+class EquiSACActor(_SquashedGaussianActorMixin, SACActor):
+    """SB3's SAC actor with an equivariant squashed-Gaussian mean and ``log_std`` (``|P_g|``-permuted)."""
+
+    _plain_actor = SACActor
+
+
+class EquiTQCActor(_SquashedGaussianActorMixin, TQCActor):
+    """sb3-contrib's TQC actor (the same squashed Gaussian as SAC's) made equivariant."""
+
+    _plain_actor = TQCActor
 
 
 class EquiTD3Actor(_EquiActorMixin, TD3Actor):
@@ -521,14 +669,15 @@ class _EquiOffPolicyMixin(_EquiPolicyMixin):
     actor of class :attr:`_actor_class` (and actor target, for TD3) scored by the invariant critic."""
 
     _actor_class: type[_EquiActorMixin]
+    _critic_class: type[_InvariantCriticMixin] = EquiContinuousCritic
 
     def make_actor(self, features_extractor: Any = None) -> Any:
         kwargs = self._update_features_extractor(self.actor_kwargs, features_extractor)  # type: ignore[attr-defined]
         return self._actor_class(**kwargs, **self._equi_kwargs).to(self.device)  # type: ignore[attr-defined]
 
-    def make_critic(self, features_extractor: Any = None) -> EquiContinuousCritic:
+    def make_critic(self, features_extractor: Any = None) -> Any:
         kwargs = self._update_features_extractor(self.critic_kwargs, features_extractor)  # type: ignore[attr-defined]
-        return EquiContinuousCritic(**kwargs, **self._equi_kwargs).to(self.device)  # type: ignore[attr-defined]
+        return self._critic_class(**kwargs, **self._equi_kwargs).to(self.device)  # type: ignore[attr-defined]
 
     def _build(self, lr_schedule: Any) -> None:
         super()._build(lr_schedule)  # type: ignore[misc]
@@ -565,6 +714,22 @@ class EquiTD3Policy(_EquiOffPolicyMixin, TD3Policy):
     _actor_class = EquiTD3Actor
 
 
+class EquiTQCPolicy(_EquiOffPolicyMixin, TQCPolicy):
+    """TQC policy (sb3-contrib) with an equivariant actor and invariant quantile critics (and target).
+
+    :param symmetry: env id / spec path / mapping / :class:`~equirl.rl.spec.EnvSymmetry`.
+    :param method: ``base``, ``equitune``, ``equizero`` or ``lambda``.
+    :param method_kwargs: symmetrizer options.
+    :param freeze_backbone: train only the λ-nets.
+    """
+
+    actor: EquiTQCActor
+    critic: EquiQuantileCritic
+    critic_target: EquiQuantileCritic
+    _actor_class = EquiTQCActor
+    _critic_class = EquiQuantileCritic
+
+
 def _register_aliases() -> None:
     """Add ``EquiMlpPolicy`` (and ``EquiCnnPolicy`` where SB3 has a CNN policy) to the algorithms'
     ``policy_aliases`` (new dicts: SB3's class attributes are not mutated in place)."""
@@ -575,6 +740,7 @@ def _register_aliases() -> None:
             "EquiCnnPolicy": EquiActorCriticCnnPolicy,
         }
     SAC.policy_aliases = {**SAC.policy_aliases, "EquiMlpPolicy": EquiSACPolicy}
+    TQC.policy_aliases = {**TQC.policy_aliases, "EquiMlpPolicy": EquiTQCPolicy}
     for off in (TD3, DDPG):
         off.policy_aliases = {**off.policy_aliases, "EquiMlpPolicy": EquiTD3Policy}
 

@@ -212,7 +212,8 @@ class _OffPolicyACHyperParams:
 @dataclass
 class SACHyperParams(_OffPolicyACHyperParams):
     """SB3 SAC hyperparameters (RL-zoo names). ``ent_coef``: a number, ``auto`` (learned) or
-    ``auto_0.1`` (learned from 0.1). gSDE is not offered (the equivariant policies refuse it)."""
+    ``auto_0.1`` (learned from 0.1). gSDE is not offered here (the equivariant policies accept it:
+    :mod:`equirl.rl.ac_policies`)."""
 
     ent_coef: float | str = "auto"
     target_update_interval: int = 1

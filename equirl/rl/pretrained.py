@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from equirl.errors import CheckpointError, EquirlError, SymmetryError
-from equirl.registry import BASE, EQUITUNE, canonical_method, get_method, method_names, validate_method_kwargs
+from equirl.registry import EQUITUNE, canonical_method, get_method, method_names, validate_method_kwargs
 from equirl.rl.envs import make_vec_env
 from equirl.rl.spec import load_spec
 from equirl.rl.zipinfo import check_agent_zip
@@ -28,7 +28,7 @@ __all__ = ["ALGOS", "evaluate", "find_agent_zip", "find_vecnormalize", "load_pla
 
 log = logging.getLogger(__name__)
 
-#: the algorithms :func:`load_pretrained` reads (``tqc`` needs sb3-contrib, loaded as ``base`` only)
+#: the algorithms :func:`load_pretrained` reads (``qrdqn`` and ``tqc`` from sb3-contrib)
 ALGOS = ("dqn", "qrdqn", "ppo", "a2c", "sac", "td3", "ddpg", "tqc")
 #: value-based algorithms (the DQN-style policies of :mod:`equirl.rl.policies`)
 Q_ALGOS = ("dqn", "qrdqn")
@@ -36,8 +36,8 @@ Q_ALGOS = ("dqn", "qrdqn")
 ON_POLICY = ("ppo", "a2c")
 #: the methods actor-critic agents load with (the learned canonicalizers are DQN-only)
 AC_METHODS_LOADABLE = method_names(learned_scorer=False)
-#: algorithms with an equivariant policy (the others load as ``base`` only)
-EQUI_ALGOS = ("dqn", "qrdqn", "ppo", "a2c", "sac", "td3", "ddpg")
+#: algorithms with an equivariant policy (all of :data:`ALGOS`)
+EQUI_ALGOS = ("dqn", "qrdqn", "ppo", "a2c", "sac", "td3", "ddpg", "tqc")
 
 
 def _algo_cls(algo: str) -> Any:
@@ -196,9 +196,10 @@ def load_pretrained(
 ) -> Any:
     """Wrap a plain pretrained agent into an equivariant one.
 
-    Actor-critic agents (PPO, A2C, SAC, TD3, DDPG) get the policies of :mod:`equirl.rl.ac_policies`
-    around the same networks. Agents trained with gSDE (``use_sde``) and TQC agents load only as
-    ``base`` (the plain agent itself; a symmetrizing method is refused in one line). When the agent's
+    Actor-critic agents (PPO, A2C, SAC, TD3, DDPG, TQC) get the policies of
+    :mod:`equirl.rl.ac_policies` around the same networks. Agents trained with gSDE (``use_sde``) load
+    as they are for ``base``, and for the symmetrizing methods sample the diagonal Gaussian of the
+    symmetrized mean and gSDE variance (see :mod:`equirl.rl.ac_policies`). When the agent's
     folder holds ``VecNormalize`` statistics (an RL-zoo run's ``{env}/vecnormalize.pkl``), they are read
     as plain data (:func:`equirl.rl.safe_load.read_vecnormalize`) and the model's env normalises with
     them: as saved for ``base``, group-symmetrized (:class:`~equirl.rl.normalize.SymmetricVecNormalize`)
@@ -365,29 +366,34 @@ def _copy_weights(plain: Any, model: Any, spec: Any, path: Any, algo: str) -> No
 
 
 #: plain-policy constructor options carried over to the equivariant policy (the network's shape)
-_AC_POLICY_KEYS = ("net_arch", "activation_fn", "share_features_extractor", "n_critics", "normalize_images")
+_AC_POLICY_KEYS = (
+    "net_arch",
+    "activation_fn",
+    "share_features_extractor",
+    "n_critics",
+    "n_quantiles",
+    "normalize_images",
+    "log_std_init",
+    "full_std",
+    "use_expln",
+    "clip_mean",
+    "squash_output",
+)
 
 
 def _wrap_actor_critic(req: _WrapRequest) -> Any:
-    """PPO / A2C / SAC / TD3 / DDPG: the same networks under an equivariant actor-critic policy; gSDE and
-    TQC agents as they are (``base`` only)."""
+    """PPO / A2C / SAC / TD3 / DDPG / TQC: the same networks under an equivariant actor-critic policy
+    (a gSDE agent as it is for ``base``: its own gSDE exploration)."""
     plain, path, vec, sym, spec, algo = req.plain, req.path, req.vec, req.sym, req.spec, req.algo
     device, seed, algo_kwargs = req.device, req.seed, req.algo_kwargs
     from stable_baselines3.common.torch_layers import FlattenExtractor
 
     pk_saved = dict(plain.policy_kwargs or {})
     use_sde = bool(getattr(plain, "use_sde", False) or pk_saved.get("use_sde", False))
-    if use_sde or algo not in EQUI_ALGOS:
-        why = (
-            "was trained with gSDE (use_sde)"
-            if use_sde
-            else f"is a {algo} agent (no equivariant {algo} policy)"
-        )
-        if spec.symmetrizes:
-            raise SymmetryError(f"{path} {why}: it loads only with method {BASE}")
+    if use_sde and not spec.symmetrizes:  # the plain agent, with its own gSDE exploration
         plain.n_envs = vec.num_envs
         plain.set_env(vec)
-        log.info("loaded %s as it is (%s)", path, why)
+        log.info("loaded %s as it is (trained with gSDE)", path)
         return plain
     if spec.name not in AC_METHODS_LOADABLE:
         raise SymmetryError(
@@ -401,6 +407,8 @@ def _wrap_actor_critic(req: _WrapRequest) -> Any:
     if plain.policy.features_extractor_class is not FlattenExtractor:
         raise CheckpointError(f"{path}: only MLP actor-critic agents can be symmetrized (feature vectors)")
     req.add_equi_options(pk)
+    if use_sde:  # the algorithm passes it to the policy (the policy's gSDE parameters are the agent's)
+        algo_kwargs.setdefault("use_sde", True)
     if algo not in ON_POLICY:
         algo_kwargs.setdefault("buffer_size", 50_000)
         algo_kwargs.setdefault("learning_starts", 0)

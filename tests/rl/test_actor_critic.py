@@ -227,8 +227,6 @@ def test_actor_critic_refusals() -> None:
                 "method_kwargs": {"proxy": "entropy"},
             },
         )
-    with pytest.raises(SymmetryError, match="gSDE"):
-        PPO("EquiMlpPolicy", "Pendulum-v1", use_sde=True, policy_kwargs={"symmetry": "Pendulum-v1"})
     with pytest.raises(SymmetryError, match="needs a discrete action space"):
         PPO("EquiMlpPolicy", "Pendulum-v1", policy_kwargs={"symmetry": "CartPole-v1"})
     # SAC with equizero's entropy proxy (the most confident element) is fine
@@ -356,6 +354,29 @@ def test_mujoco_pendulums() -> None:
     assert approx.exact and not approx.verified
     assert approx.max_error is not None and approx.max_error < 1e-2
     assert check_symmetry("InvertedPendulum-v5", steps=50, seed=0, atol=1e-2).verified
+
+
+@pytest.mark.skipif(not HAS_MUJOCO, reason="mujoco not installed")
+def test_inverted_pendulum_tilted_pole_is_the_only_asymmetry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Gymnasium's model draws the pole from (0, 0, 0) to (0.001, 0, 0.6): with it upright, the mirror
+    obs -> -obs, force -> -force commutes with the dynamics exactly."""
+    import os
+
+    import gymnasium as gym
+
+    import equirl.rl.check as check_mod
+
+    src = Path(os.path.dirname(gym.__file__)) / "envs" / "mujoco" / "assets" / "inverted_pendulum.xml"
+    xml = src.read_text()
+    tilted = 'fromto="0 0 0 0.001 0 0.6"'
+    assert tilted in xml
+    upright = tmp_path / "inverted_pendulum_upright.xml"
+    upright.write_text(xml.replace(tilted, 'fromto="0 0 0 0 0 0.6"'))
+    monkeypatch.setattr(check_mod, "make_env", lambda env_id: gym.make(env_id, xml_file=str(upright)))
+    rep = check_symmetry("InvertedPendulum-v5", steps=50, seed=0)
+    assert rep.exact and rep.verified and rep.max_error is not None and rep.max_error <= 1e-5, rep.message
 
 
 @pytest.mark.skipif(not HAS_MUJOCO, reason="mujoco not installed")
