@@ -21,8 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,13 +29,14 @@ import numpy as np
 
 from equirl.bench.report import BenchTable, Step, progress, save_plot, write_csv
 from equirl.bench.threads import torch_threads
-from equirl.errors import ConfigError
+from equirl.errors import ConfigError, EquirlError
 from equirl.registry import BASE, CANONICALIZE, EQUITUNE, EQUIZERO, MULTIGROUP, method_names
-from equirl.utils.io import json_dumps
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from rich.console import Console
+
+    from equirl.rl.sweep import SweepSpec, Trial
 
 __all__ = ["PARTS", "run_rl_bench"]
 
@@ -102,100 +102,53 @@ def _zero_shot(
 THRESHOLDS = {"CartPole-v1": 475.0, "Acrobot-v1": -80.0}
 
 #: finetuning overrides shared by both arms of the sample-efficiency benchmark
-EFFICIENCY_OVERRIDES = (
-    "hyperparams.exploration_initial_eps=0.1",
-    "hyperparams.learning_starts=500",
-    "freeze_backbone=false",
-    "partial_fraction=0",
-)
+EFFICIENCY_OVERRIDES: dict[str, Any] = {
+    "hyperparams.exploration_initial_eps": 0.1,
+    "hyperparams.learning_starts": 500,
+    "freeze_backbone": False,
+    "partial_fraction": 0,
+    "log.tensorboard": False,
+}
 
 
-@dataclass
-class EfficiencyJob:
-    """One finetuning run of the sample-efficiency benchmark.
-
-    :param env: env id (a key of :data:`THRESHOLDS`).
-    :param method: ``base`` (plain DQN) or an equivariant method.
-    :param seed: training seed (the evaluation seed is ``10_000 + seed``).
-    :param budget: env-step cap; a run that has not reached the threshold by then is censored.
-    :param eval_freq: env steps between evaluations (also one at step 0, the zero-shot start).
-    :param eval_episodes: deterministic episodes per evaluation.
-    :param start: the partially trained agent both arms start from.
-    """
-
-    env: str
-    method: str
-    seed: int
-    budget: int
-    eval_freq: int
-    eval_episodes: int
-    start: str
-
-
-def run_efficiency_job(job: EfficiencyJob) -> dict[str, Any]:
-    """Finetune ``job.start`` with ``job.method`` until the mean evaluation return reaches the env's
-    threshold (stop there) or the budget is spent, on 1 torch thread (restored afterwards)."""
-    with torch_threads(1):
-        return _efficiency_job(job)
-
-
-def _efficiency_job(job: EfficiencyJob) -> dict[str, Any]:
+def efficiency_sweep(
+    seeds: int,
+    budget: int,
+    envs: tuple[str, ...] = ("CartPole-v1", "Acrobot-v1"),
+    method: str = EQUITUNE,
+    eval_freq: int = 1000,
+    eval_episodes: int = 10,
+    first_seed: int = 0,
+) -> SweepSpec:
+    """The sample-efficiency protocol as a sweep (see :func:`efficiency`): per env the shipped config
+    finetuning ``{env}_partial.zip`` with :data:`EFFICIENCY_OVERRIDES`, evaluated at step 0 and every
+    ``eval_freq`` env steps, stopped at the first evaluation reaching :data:`THRESHOLDS`."""
     from equirl.assets import asset_path
-    from equirl.rl.callbacks import EquiEvalCallback
-    from equirl.rl.config import load_rl_config
-    from equirl.rl.train import build_model
+    from equirl.rl.agents import agent_path
+    from equirl.rl.sweep import SweepBase, SweepSpec
 
-    threshold = THRESHOLDS[job.env]
-    cfg = load_rl_config(
-        asset_path("configs") / "rl" / f"{job.env}.yaml",
-        [
-            f"method={job.method}",
-            f"init_from={job.start}",
-            f"seed={job.seed}",
-            f"timesteps={job.budget}",
-            *EFFICIENCY_OVERRIDES,
-        ],
+    bases = []
+    for env in envs:
+        if env not in THRESHOLDS:
+            raise ConfigError(f"no sample-efficiency threshold for {env}; choose from {sorted(THRESHOLDS)}")
+        bases.append(
+            SweepBase(
+                str(asset_path("configs") / "rl" / f"{env}.yaml"),
+                eval={"stop_at": THRESHOLDS[env]},
+                set={**EFFICIENCY_OVERRIDES, "init_from": str(agent_path(env, partial=True))},
+            )
+        )
+    return SweepSpec(
+        config=bases,
+        grid={"method": [BASE, method], "seed": list(range(first_seed, first_seed + seeds))},
+        timesteps=budget,
+        eval={
+            "freq": eval_freq,
+            "episodes": eval_episodes,
+            "final_episodes": eval_episodes,
+            "at_start": True,
+        },
     )
-    model = build_model(cfg)
-
-    from stable_baselines3.common.callbacks import StopTrainingOnRewardThreshold
-
-    from equirl.rl.pretrained import evaluate
-
-    cb = EquiEvalCallback(
-        job.env,
-        eval_freq=job.eval_freq,
-        n_eval_episodes=job.eval_episodes,
-        seed=job.seed + 10_000,
-        method=job.method,
-        callback_on_new_best=StopTrainingOnRewardThreshold(reward_threshold=threshold),
-    )
-    t0 = time.perf_counter()
-    # step 0: the zero-shot return of the start under this method (same seed as later evaluations)
-    first = evaluate(model, job.env, n_eval_episodes=job.eval_episodes, seed=job.seed + 10_000)
-    cb.evaluations_timesteps.append(0)
-    cb.evaluations_results.append(first)
-    start_ret = float(np.mean(first))
-    if start_ret < threshold:
-        # the exploration schedule is a fraction of the *budget*, identical for both arms
-        model.learn(job.budget, callback=cb)
-    seconds = time.perf_counter() - t0
-    curve = list(zip(cb.timesteps, (float(np.mean(r)) for r in cb.results)))
-    reached = next((t for t, r in curve if r >= threshold), None)
-    return {
-        "env": job.env,
-        "method": job.method,
-        "seed": job.seed,
-        "steps_to_threshold": reached if reached is not None else -1,
-        "reached": reached is not None,
-        "start_return": round(start_ret, 2),
-        "best_return": round(max(r for _, r in curve), 2),
-        "budget": job.budget,
-        "eval_freq": job.eval_freq,
-        "eval_episodes": job.eval_episodes,
-        "seconds": round(seconds, 1),
-        "curve": ";".join(f"{t}:{r:.1f}" for t, r in curve),
-    }
 
 
 def efficiency(
@@ -206,74 +159,71 @@ def efficiency(
     eval_freq: int = 1000,
     eval_episodes: int = 10,
     jobs: int = 1,
-    progress_file: Path | None = None,
+    runs_dir: Path | None = None,
     first_seed: int = 0,
     console: Console | None = None,
 ) -> list[dict[str, Any]]:
-    """Sample efficiency of plain vs equivariant finetuning from the same partial agent.
+    """Sample efficiency of plain vs equivariant finetuning from the same partial agent, run as a sweep
+    (:func:`efficiency_sweep`, :func:`equirl.rl.sweep.run_sweep`): every run is an ordinary run directory
+    in ``runs_dir``.
 
     Protocol: both arms start from the shipped ``{env}_partial.zip`` with the env's pretraining
-    hyperparameters (exploration restarted at ε = 0.1); every ``eval_freq`` env steps (and at step 0)
+    hyperparameters (exploration restarted at ε = 0.1); at step 0 and every ``eval_freq`` env steps
     ``eval_episodes`` deterministic episodes are run; a run stops at the first evaluation whose mean
-    return reaches :data:`THRESHOLDS` and records that step, or is censored at ``budget``.
+    return reaches :data:`THRESHOLDS` (``eval.stop_at``) and records that step, or is censored at
+    ``budget``.
 
-    :param jobs: parallel runs (each single-threaded), as Ray tasks (:func:`equirl.rl.sweep.ray_map`;
-        a local Ray with ``jobs`` CPUs, or the cluster of ``$RAY_ADDRESS``); 1: in this process.
-    :param progress_file: append each finished run there as a JSON line (partial results survive).
-    :param first_seed: seeds are ``first_seed .. first_seed + seeds - 1`` (to add seeds to a finished
-        benchmark: runs are deterministic per seed).
-    :param console: show a transient progress bar there, one step per finished run (``None``: silent).
+    :param jobs: trials at once on a local Ray (each on one CPU and one torch thread; ``$RAY_ADDRESS``: a
+        cluster); 1: one after another in this process.
+    :param runs_dir: the sweep folder (run directories; a rerun skips finished runs, so seeds can be
+        added). Default: a new folder under the system's temporary directory (logged).
+    :param first_seed: seeds are ``first_seed .. first_seed + seeds - 1``.
+    :param console: show a transient progress bar there (``None``: silent).
     """
-    from equirl.rl.agents import agent_path
+    import tempfile
 
-    todo: list[EfficiencyJob] = []
-    starts = {}
-    for env in envs:
-        if env not in THRESHOLDS:
-            raise ConfigError(f"no sample-efficiency threshold for {env}; choose from {sorted(THRESHOLDS)}")
-        starts[env] = str(agent_path(env, partial=True))
-    # seed-major, envs interleaved: an interrupted benchmark still has paired runs for every env
-    for seed in range(first_seed, first_seed + seeds):
-        for m in (BASE, method):
-            for env in envs:
-                todo.append(EfficiencyJob(env, m, seed, budget, eval_freq, eval_episodes, starts[env]))
-    rows: list[dict[str, Any]] = []
+    from equirl.rl.sweep import expand_trials, run_sweep
 
-    def done(row: dict[str, Any]) -> None:
-        rows.append(row)
-        log.info(
-            "%s %s seed %d: steps to threshold %s",
-            row["env"],
-            row["method"],
-            row["seed"],
-            row["steps_to_threshold"],
+    spec = efficiency_sweep(seeds, budget, envs, method, eval_freq, eval_episodes, first_seed)
+    if runs_dir is None:
+        runs_dir = Path(tempfile.mkdtemp(prefix="equirl-efficiency-"))
+        log.info("sample-efficiency runs in %s", runs_dir)
+    trials = expand_trials(spec, runs_dir)
+    with progress(console, "sample efficiency", len(trials)) as step:
+        res = run_sweep(
+            spec, runs_dir, executor="ray" if jobs > 1 else "serial", cpus=jobs, on_trial=lambda o: step()
         )
-        if progress_file is not None:
-            with open(progress_file, "a", encoding="utf-8") as f:  # one JSON line per finished run
-                f.write(json_dumps(row) + "\n")
-
-    with progress(console, "sample efficiency", len(todo)) as step:
-        _run_jobs(todo, jobs, done, step)
-    order = {(j.env, j.method, j.seed): i for i, j in enumerate(todo)}
-    return sorted(rows, key=lambda r: order[(r["env"], r["method"], r["seed"])])
+    failed = [o for o in res.outcomes if o.status != "finished"]
+    if failed:
+        raise EquirlError(
+            f"{len(failed)} sample-efficiency runs failed, e.g. {failed[0].name}: {failed[0].error}"
+        )
+    return [efficiency_row(t, Path(o.run_dir or "")) for t, o in zip(trials, res.outcomes)]
 
 
-def _run_jobs(
-    todo: list[EfficiencyJob], jobs: int, done: Callable[[dict[str, Any]], None], step: Step
-) -> None:
-    if jobs <= 1:
-        for j in todo:
-            step(0, f"sample efficiency: {j.env} {j.method} seed {j.seed}")
-            done(run_efficiency_job(j))
-            step()
-    else:  # Ray tasks (equirl.rl.sweep.ray_map): a local Ray with `jobs` CPUs, or $RAY_ADDRESS's cluster
-        from equirl.rl.sweep import ray_map
+def efficiency_row(trial: Trial, run_dir: Path) -> dict[str, Any]:
+    """One finished sample-efficiency run as a table row (the periodic evaluations, step 0 included)."""
+    import json
 
-        def finished(i: int, row: dict[str, Any]) -> None:
-            done(row)
-            step()
-
-        ray_map(run_efficiency_job, todo, cpus=jobs, on_result=finished)
+    data = json.loads((run_dir / "evaluations.json").read_text(encoding="utf-8"))
+    ev = data["evaluations"]
+    curve = [(int(e["timestep"]), float(e["mean_return"])) for e in ev[:-1]]  # the last: the final evaluation
+    threshold = THRESHOLDS[trial.env]
+    reached = next((t for t, r in curve if r >= threshold), None)
+    return {
+        "env": trial.env,
+        "method": trial.method,
+        "seed": trial.seed,
+        "steps_to_threshold": reached if reached is not None else -1,
+        "reached": reached is not None,
+        "start_return": round(curve[0][1], 2),
+        "best_return": round(max(r for _, r in curve), 2),
+        "budget": trial.cfg.timesteps,
+        "eval_freq": trial.cfg.eval.freq,
+        "eval_episodes": trial.cfg.eval.episodes,
+        "seconds": round(float(data.get("train_seconds") or 0.0), 1),
+        "curve": ";".join(f"{t}:{r:.1f}" for t, r in curve),
+    }
 
 
 def efficiency_summary(rows: list[dict[str, Any]], method: str) -> list[dict[str, Any]]:
@@ -627,7 +577,7 @@ def run_rl_bench(
                 eval_freq=eval_freq,
                 eval_episodes=eval_episodes,
                 jobs=jobs,
-                progress_file=out / "efficiency_runs.jsonl",
+                runs_dir=out / "efficiency_runs",
                 first_seed=first_seed,
                 console=console,
             )

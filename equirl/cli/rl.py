@@ -171,7 +171,8 @@ def register(commands: Any, bench: Any) -> None:
         "--jobs",
         type=bounded_int(1, 256),
         default=1,
-        help="parallel sample-efficiency runs, as Ray tasks (the [dist] extra; $RAY_ADDRESS: a cluster)",
+        help="sample-efficiency runs at once, as a sweep on Ray (the [dist] extra; $RAY_ADDRESS: a cluster);"
+        " also the Ray workers of sweep-walltime",
     )
     p.set_defaults(func=_bench)
 

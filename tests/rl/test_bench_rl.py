@@ -10,25 +10,38 @@ import pytest
 from equirl.bench import rl as bench
 
 
-def test_efficiency_pairs_arms_per_seed_from_first_seed(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[tuple[str, str, int]] = []
+def test_efficiency_is_a_sweep_pairing_arms_per_seed_from_first_seed(tmp_path: Any) -> None:
+    from equirl.rl.sweep import expand_trials
 
-    def fake_job(job: Any) -> dict[str, Any]:
-        calls.append((job.env, job.method, job.seed))
-        steps = 1000 * (job.seed + 1) * (2 if job.method == "base" else 1)
-        return {
-            "env": job.env,
-            "method": job.method,
-            "seed": job.seed,
-            "steps_to_threshold": steps,
-            "reached": True,
-        }
-
-    monkeypatch.setattr(bench, "run_efficiency_job", fake_job)
-    rows = bench.efficiency(3, 5000, envs=("CartPole-v1",), method="lambda", first_seed=5)
-    assert sorted(calls) == sorted(("CartPole-v1", m, s) for s in (5, 6, 7) for m in ("base", "lambda"))
-    assert [(r["method"], r["seed"]) for r in rows] == [(m, s) for s in (5, 6, 7) for m in ("base", "lambda")]
+    spec = bench.efficiency_sweep(3, 5000, envs=("CartPole-v1",), method="lambda", first_seed=5)
+    trials = expand_trials(spec, tmp_path)
+    assert sorted((t.method, t.seed) for t in trials) == sorted(
+        (m, s) for s in (5, 6, 7) for m in ("base", "lambda")
+    )
+    for t in trials:  # both arms: the same partial agent, early stopping at the threshold, step-0 evaluation
+        assert t.cfg.init_from and t.cfg.init_from.endswith("CartPole-v1_partial.zip")
+        assert t.cfg.eval.stop_at == bench.THRESHOLDS["CartPole-v1"] and t.cfg.eval.at_start
+        assert t.cfg.timesteps == 5000 and t.cfg.hyperparams.exploration_initial_eps == 0.1
+    rows = [
+        {"env": "CartPole-v1", "method": m, "seed": s, "reached": True, "budget": 5000,
+         "steps_to_threshold": 1000 * (s + 1) * (2 if m == "base" else 1)}
+        for s in (5, 6, 7) for m in ("base", "lambda")
+    ]  # fmt: skip
     summary = {r["method"]: r for r in bench.efficiency_summary(rows, "lambda")}
     assert summary["base"]["median_steps"] == 2 * 7000
     assert summary["lambda"]["median_steps"] == 7000
     assert summary["lambda"]["ratio_vs_plain"] == pytest.approx(0.5)
+
+
+def test_efficiency_runs_are_run_directories_and_rows(tmp_path: Any) -> None:
+    """A tiny real benchmark in-process: rows from the run directories, curves from step 0."""
+    rows = bench.efficiency(1, 300, envs=("CartPole-v1",), eval_freq=100, eval_episodes=1, runs_dir=tmp_path)
+    assert [(r["method"], r["seed"]) for r in rows] == [("base", 0), ("equitune", 0)]
+    for r in rows:
+        steps = [int(p.split(":")[0]) for p in r["curve"].split(";")]
+        # (CartPole's config collects 256 env steps per rollout, so a 300-step budget ends at 512)
+        assert steps[0] == 0 and steps == sorted(steps) and steps[-1] <= 512
+        assert r["reached"] == (r["steps_to_threshold"] >= 0)
+    assert len([d for d in tmp_path.iterdir() if (d / "run.json").is_file()]) == 2
+    again = bench.efficiency(1, 300, envs=("CartPole-v1",), eval_freq=100, eval_episodes=1, runs_dir=tmp_path)
+    assert again == rows  # a rerun reads the finished runs (nothing reruns)
