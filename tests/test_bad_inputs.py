@@ -368,6 +368,7 @@ ROWS: list[tuple[str, list[str], str]] = [
         ["vision", "eval", "{vision_pt}", "--method", "auto", "--n-train", "1"],
         r"--n-train.*'1'.*>= 5",
     ),
+    ("vis-eval-out-no-auto", ["vision", "eval", "{vision_pt}", "--out", "{tmp}/c"], r"--out.*--method auto"),
     ("vis-eval-config", ["vision", "eval", "{vision_pt}", "--config", "{bad_yaml}"], r"malformed YAML"),
     ("clip-batch-0", ["vision", "clip", "{tmp}", "--batch-size", "0"], r"--batch-size.*'0'"),
     ("clip-folder-missing", ["vision", "clip", "{tmp}/nope"], r"not found.*nope"),

@@ -179,6 +179,8 @@ def _eval(args: argparse.Namespace, console: Any) -> int:
         data_cfg = from_dict(DataConfig, raw, "data")
     if args.method is not None and canonical_method(args.method) not in EVAL_METHODS:
         raise ConfigError(f"--method must be one of {', '.join(EVAL_METHODS)}, got {args.method!r}")
+    if args.out and (args.method is None or canonical_method(args.method) != AUTO):
+        raise ConfigError("--out saves the choice of --method auto; add --method auto or drop --out")
     choices: list[ClassifierChoice] = []
     with progress_bar(console, f"evaluating {args.checkpoint}") as progress:
         group, n, res = evaluate_checkpoint(
