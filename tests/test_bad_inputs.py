@@ -335,6 +335,17 @@ ROWS: list[tuple[str, list[str], str]] = [
     ("vis-ft-multigroup", ["vision", "finetune", VFT, "--set", "method=multigroup"], r"multigroup"),
     ("vis-ft-prior-nan", ["vision", "finetune", VFT, "--set", "prior_weight=.nan"], r"prior_weight"),
     (
+        "vis-ft-auto-backbone",
+        ["vision", "finetune", VFT, "--set", "method=auto", "--set", "train_backbone=true"],
+        r"method auto.*train_backbone: false",
+    ),
+    (
+        "vis-ft-auto-candidates",
+        ["vision", "finetune", VFT, "--set", "method=auto", "--set", "candidates=[base, multigroup]"],
+        r"candidates.*multigroup",
+    ),
+    ("vis-ft-auto-candidate-unknown", ["vision", "finetune", VFT, "--set", "candidates=[best]"], r"'best'"),
+    (
         "vis-ft-out-file",
         ["vision", "finetune", VFT, "--set", "out={afile}/x.pt", "--set", "checkpoint={vision_pt}"],
         r"afile.*is a file",
@@ -352,6 +363,12 @@ ROWS: list[tuple[str, list[str], str]] = [
     ("vis-eval-seed", ["vision", "eval", "{vision_pt}", "--seed", "-1"], r"--seed.*'-1'"),
     ("vis-eval-method", ["vision", "eval", "{vision_pt}", "--method", "multigroup"], r"--method.*multigroup"),
     ("vis-eval-group", ["vision", "eval", "{vision_pt}", "--group", "rot45"], r"rot45"),
+    (
+        "vis-eval-auto-ntrain",
+        ["vision", "eval", "{vision_pt}", "--method", "auto", "--n-train", "1"],
+        r"--n-train.*'1'.*>= 5",
+    ),
+    ("vis-eval-out-no-auto", ["vision", "eval", "{vision_pt}", "--out", "{tmp}/c"], r"--out.*--method auto"),
     ("vis-eval-config", ["vision", "eval", "{vision_pt}", "--config", "{bad_yaml}"], r"malformed YAML"),
     ("clip-batch-0", ["vision", "clip", "{tmp}", "--batch-size", "0"], r"--batch-size.*'0'"),
     ("clip-folder-missing", ["vision", "clip", "{tmp}/nope"], r"not found.*nope"),

@@ -15,10 +15,12 @@ from equirl.cli.args import (
     positive_int,
 )
 from equirl.cli.output import make_table, progress_bar
-from equirl.registry import canonical_method, get_method, method_names
+from equirl.registry import AUTO, canonical_method, get_method, method_names
 
 #: the methods of ``vision eval`` (a single group: no multigroup)
 VISION_METHODS = method_names(product_group=False)
+#: ``vision eval --method`` also takes ``auto`` (pick by accuracy on randomly transformed held-out images)
+EVAL_METHODS = (*VISION_METHODS, AUTO)
 #: the training-free methods of ``vision clip`` (λ and the canonicalizer need labelled images)
 CLIP_METHODS = tuple(m for m in method_names(learned_scorer=False) if not get_method(m).learned_weights)
 
@@ -44,13 +46,26 @@ def register(commands: Any, bench: Any) -> None:
         "--method",
         default=None,
         type=method_arg,
-        choices=VISION_METHODS,
-        help=f"{', '.join(VISION_METHODS)} (default: as saved)",
+        choices=EVAL_METHODS,
+        help=f"{', '.join(EVAL_METHODS)} (default: as saved); auto fits and scores the candidates on "
+        "--n-train training images (randomly transformed held-out part) and evaluates the pick",
     )
     ev.add_argument("--group", default=None, help="rot90, rot180, mirror or rot90+mirror (default: as saved)")
     ev.add_argument("--proxy", default="entropy", help="equizero proxy: entropy or max_prob")
     ev.add_argument("--config", default=None, help="YAML with a `data:` section (default: the digits split)")
     ev.add_argument("--seed", type=nonneg_int, default=0, help="seed of the randomly transformed test set")
+    ev.add_argument(
+        "--n-train",
+        type=bounded_int(5, 10_000_000),
+        default=1000,
+        help="--method auto: labelled training-split images to fit and validate the candidates on",
+    )
+    ev.add_argument(
+        "--out",
+        default=None,
+        type=out_dir,
+        help="--method auto: folder for the choice (auto_choice.json / auto_choice.md)",
+    )
     ev.set_defaults(func=_eval)
 
     cl = sub.add_parser(
@@ -126,6 +141,17 @@ def _finetune(args: argparse.Namespace, console: Any) -> int:
     _threads(cfg.threads)
     with progress_bar(console, f"finetuning {cfg.method}") as progress:
         _, m = finetune(cfg, progress=progress)
+    if cfg.method == AUTO:
+        console.print(m["auto_reason"], soft_wrap=True, highlight=False)
+        saved = (
+            f" -> {m['path']} (choice: {m['auto_choice_json']}, {m['auto_choice_md']})" if "path" in m else ""
+        )
+        console.print(
+            f"{m['method']} on {cfg.group}: selected on {m['n_train']} images in {m['seconds']:.1f}s{saved}"
+        )
+        console.print(_acc_line("before (base)", m, "before_"))
+        console.print(_acc_line(f"after ({m['method']})", m, "after_"))
+        return 0
     light = "canonicalizer" if get_method(cfg.method).learned_scorer else "λ-net"
     what = "+".join(k for k, on in (("backbone", cfg.train_backbone), (light, cfg.train_lambda)) if on)
     console.print(
@@ -138,8 +164,11 @@ def _finetune(args: argparse.Namespace, console: Any) -> int:
 
 
 def _eval(args: argparse.Namespace, console: Any) -> int:
+    from pathlib import Path
+
     from equirl.config import from_dict, load_yaml
     from equirl.errors import ConfigError
+    from equirl.vision.select import ClassifierChoice
     from equirl.vision.train import DataConfig, evaluate_checkpoint
 
     data_cfg = DataConfig()
@@ -148,13 +177,31 @@ def _eval(args: argparse.Namespace, console: Any) -> int:
         if not isinstance(raw, dict):
             raise ConfigError(f"{args.config}: `data` must be a section")
         data_cfg = from_dict(DataConfig, raw, "data")
-    if args.method is not None and canonical_method(args.method) not in VISION_METHODS:
-        raise ConfigError(f"--method must be one of {', '.join(VISION_METHODS)}, got {args.method!r}")
+    if args.method is not None and canonical_method(args.method) not in EVAL_METHODS:
+        raise ConfigError(f"--method must be one of {', '.join(EVAL_METHODS)}, got {args.method!r}")
+    if args.out and (args.method is None or canonical_method(args.method) != AUTO):
+        raise ConfigError("--out saves the choice of --method auto; add --method auto or drop --out")
+    choices: list[ClassifierChoice] = []
     with progress_bar(console, f"evaluating {args.checkpoint}") as progress:
         group, n, res = evaluate_checkpoint(
-            args.checkpoint, args.method, args.group, args.proxy, data_cfg, args.seed, progress
+            args.checkpoint,
+            args.method,
+            args.group,
+            args.proxy,
+            data_cfg,
+            args.seed,
+            progress,
+            n_train=args.n_train,
+            on_choice=choices.append,
         )
     title = f"{args.checkpoint} ({n} test images, group {group})"
+    if choices:
+        choice = choices[0]
+        console.print(choice.reason, soft_wrap=True, highlight=False)
+        title = f"{args.checkpoint}, auto → {choice.method} ({n} test images, group {group})"
+        if args.out:
+            json_path, md_path = choice.save(Path(args.out) / "auto_choice.json")
+            console.print(f"choice saved to {json_path} and {md_path}", soft_wrap=True, highlight=False)
     console.print(
         make_table(
             title, list(res), [[f"{100 * v:.1f}" for v in res.values()]], names=0, justify_values="right"

@@ -12,10 +12,13 @@ classifier without evidence.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -24,6 +27,7 @@ from equirl.actions import ImageAction
 from equirl.errors import EquirlError
 from equirl.registry import BASE, CANONICALIZE, EQUITUNE, EQUIZERO, LAMBDA, get_method
 from equirl.symmetrizers import Canonicalize, LambdaEquiTune
+from equirl.utils.io import atomic_write_text
 from equirl.vision.classifier import (
     _split_val,
     accuracy,
@@ -50,6 +54,9 @@ class ClassifierChoice:
     :ivar val_accuracy: validation accuracy (randomly transformed held-out images) per candidate.
     :ivar n_val: number of validation images.
     :ivar reason: one line on why it was chosen.
+    :ivar tolerance: the tie margin (one standard error of the best accuracy).
+    :ivar group: the group name.
+    :ivar seed: the seed of the split, the fits and the validation transformations.
     """
 
     method: str
@@ -57,6 +64,65 @@ class ClassifierChoice:
     val_accuracy: dict[str, float] = field(default_factory=dict)
     n_val: int = 0
     reason: str = ""
+    tolerance: float = 0.0
+    group: str = ""
+    seed: int = 0
+
+    def table(self) -> list[dict[str, Any]]:
+        """One row per candidate, in the order tried: ``method, val_accuracy, tied, chosen``."""
+        best = max(self.val_accuracy.values()) if self.val_accuracy else 0.0
+        return [
+            {
+                "method": m,
+                "val_accuracy": acc,
+                "tied": acc >= best - self.tolerance,
+                "chosen": m == self.method,
+            }
+            for m, acc in self.val_accuracy.items()
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (JSON): the choice, the reason and the evidence table."""
+        return {
+            "method": self.method,
+            "reason": self.reason,
+            "group": self.group,
+            "n_val": self.n_val,
+            "tolerance": self.tolerance,
+            "seed": self.seed,
+            "candidates": self.table(),
+        }
+
+    def to_markdown(self) -> str:
+        """The evidence table as Markdown, with the reason under it."""
+        lines = [
+            f"# method: auto (group {self.group})",
+            "",
+            f"Validation: {self.n_val} held-out images, each transformed by a random group element "
+            f"(seed {self.seed}); ties within {100 * self.tolerance:.1f} points go to the cheapest.",
+            "",
+            "| candidate | validation accuracy % | tied with best | chosen |",
+            "|---|---|---|---|",
+        ]
+        for r in self.table():
+            lines.append(
+                f"| {r['method']} | {100 * r['val_accuracy']:.1f} | {'yes' if r['tied'] else ''} | "
+                f"{'**yes**' if r['chosen'] else ''} |"
+            )
+        return "\n".join([*lines, "", self.reason, ""])
+
+    def save(self, json_path: str | Path) -> tuple[Path, Path]:
+        """Write the JSON to ``json_path`` and the Markdown beside it (same name, ``.md``), atomically.
+
+        :param json_path: e.g. ``runs/vision/finetuned.auto_choice.json``.
+        :returns: ``(json path, markdown path)``.
+        """
+        jp = Path(json_path)
+        jp.parent.mkdir(parents=True, exist_ok=True)
+        mp = jp.with_suffix(".md")
+        atomic_write_text(jp, json.dumps(self.to_dict(), indent=2))
+        atomic_write_text(mp, self.to_markdown())
+        return jp, mp
 
 
 def select_classifier_method(
@@ -124,9 +190,21 @@ def select_classifier_method(
     best = max(scores.values())
     se = math.sqrt(max(best * (1 - best), 1.0 / n) / n)
     chosen = next(name for name in names if scores[name] >= best - se)
+    if scores[chosen] == best:
+        why = "the best validation accuracy"
+    else:
+        best_name = max(names, key=lambda m: scores[m])
+        why = (
+            f"within one standard error of the best ({best_name} {100 * best:.1f} ± {100 * se:.1f} %) "
+            "and cheaper"
+        )
+        if chosen == BASE:
+            why += ": the classifier is kept as it is"
+    others = ", ".join(f"{m} {100 * scores[m]:.1f}" for m in names if m != chosen)
     reason = (
-        f"{chosen}: {100 * scores[chosen]:.1f} % on {n} randomly transformed validation images "
-        f"(best {100 * best:.1f} %, ties within one standard error ({100 * se:.1f}) go to the cheapest)"
+        f"auto picked {chosen} ({100 * scores[chosen]:.1f} % on {n} randomly transformed validation "
+        f"images): {why}; others: {others or 'none'}"
     )
-    log.info("method auto: %s", reason)
-    return ClassifierChoice(chosen, models[chosen], scores, n, reason)
+    log.info("%s", reason)
+    name_g = group if isinstance(group, str) else str(getattr(action.group, "name", ""))
+    return ClassifierChoice(chosen, models[chosen], scores, n, reason, se, name_g, seed)

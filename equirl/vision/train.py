@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -17,7 +18,7 @@ from torch import Tensor, nn
 
 from equirl.config import FieldError, check_range
 from equirl.errors import CheckpointError, ConfigError, EquirlError
-from equirl.registry import BASE, LAMBDA, canonical_method, get_method, method_names
+from equirl.registry import AUTO, BASE, LAMBDA, canonical_method, get_method, method_names
 from equirl.symmetrizers import Canonicalize, EquiZero, LambdaEquiTune, Symmetrizer, get_proxy
 from equirl.train_loop import fit
 from equirl.utils.io import check_output_path
@@ -32,12 +33,14 @@ from equirl.vision.classifier import (
 from equirl.vision.data import ImageDataset, load_digits, load_image_folder, split_dataset
 from equirl.vision.groups import vision_action
 from equirl.vision.models import SmallCNN, load_cnn, save_cnn
+from equirl.vision.select import DEFAULT_CLASSIFIER_CANDIDATES, ClassifierChoice, select_classifier_method
 
 __all__ = [
     "DataConfig",
     "FinetuneConfig",
     "PretrainConfig",
     "TrainConfig",
+    "auto_choice_path",
     "build_classifier",
     "check_fits",
     "evaluate_checkpoint",
@@ -133,7 +136,11 @@ class FinetuneConfig:
 
     :param checkpoint: the pretrained CNN (from ``equirl vision pretrain``).
     :param group: ``rot90``, ``rot180``, ``mirror`` or ``rot90+mirror``.
-    :param method: ``plain`` (no symmetrization), ``equitune``, ``equizero``, ``lambda`` or ``canonicalize``.
+    :param method: ``plain`` (no symmetrization), ``equitune``, ``equizero``, ``lambda``, ``canonicalize``
+        or ``auto`` (fit and score ``candidates`` on randomly transformed held-out images of the
+        ``n_train`` ones, keep the best; ties go to the cheapest; backbone frozen).
+    :param candidates: the methods ``auto`` tries, cheapest first (default: base, canonicalize,
+        equizero, equitune, lambda).
     :param proxy: equizero's proxy (``entropy`` or ``max_prob``).
     :param train_backbone: finetune the CNN's weights.
     :param train_lambda: train λ (method ``lambda``) or the canonicalizer's scorer (method ``canonicalize``).
@@ -152,6 +159,7 @@ class FinetuneConfig:
     data: DataConfig = field(default_factory=DataConfig)
     group: str = "rot90"
     method: str = LAMBDA
+    candidates: list[str] = field(default_factory=lambda: list(DEFAULT_CLASSIFIER_CANDIDATES))
     proxy: Literal["entropy", "max_prob"] = "entropy"
     train_backbone: bool = False
     train_lambda: bool = True
@@ -169,8 +177,18 @@ class FinetuneConfig:
     def __post_init__(self) -> None:
         vision_action(self.group)  # validates the name (GroupError is a ConfigError-like one-liner)
         self.method = canonical_method(self.method)  # "plain" -> "base"
-        if self.method not in VISION_METHODS:
-            raise ValueError(f"method must be one of {', '.join(VISION_METHODS)}, got {self.method!r}")
+        if self.method not in (*VISION_METHODS, AUTO):
+            raise ValueError(
+                f"method must be one of {', '.join((*VISION_METHODS, AUTO))}, got {self.method!r}"
+            )
+        self.candidates = [canonical_method(str(c)) for c in self.candidates]
+        bad = [c for c in self.candidates if c not in VISION_METHODS]
+        if bad or not self.candidates:
+            raise FieldError(
+                "candidates",
+                bad or self.candidates,
+                f"must be a non-empty list of {', '.join(VISION_METHODS)}",
+            )
         check_range("n_train", self.n_train, ge=1)
         check_range("prior_weight", self.prior_weight, ge=0)
         check_range("task_weight", self.task_weight, ge=0)
@@ -180,6 +198,12 @@ class FinetuneConfig:
         if self.patience is not None:
             check_range("patience", self.patience, ge=1)
         check_range("threads", self.threads, ge=1, le=4096)
+        if self.method == AUTO:
+            if self.train_backbone:
+                raise ValueError(
+                    "method auto fits λ / the scorer on the frozen CNN: set train_backbone: false"
+                )
+            return
         if not get_method(self.method).own_weights and self.train_lambda and not self.train_backbone:
             raise ValueError(
                 f"method {self.method!r} has no λ to train: set train_backbone: true or method: lambda"
@@ -336,6 +360,8 @@ def finetune(
     check_fits(net, test_set)
     sub = train_set.subset(torch.arange(min(cfg.n_train, len(train_set))))
     torch.manual_seed(cfg.train.seed)
+    if cfg.method == AUTO:
+        return _finetune_auto(cfg, net, sub, test_set, save, progress)
     model = build_classifier(net, cfg.method, cfg.group, cfg.proxy, cfg.prior_weight)
     t0 = time.perf_counter()
     steps = _steps(cfg.train, len(sub))
@@ -400,19 +426,98 @@ def finetune(
     metrics.update({f"before_{k}": v for k, v in before.items()})
     metrics.update({f"after_{k}": v for k, v in after.items()})
     if save and cfg.out:
-        meta: dict[str, Any] = {
-            "method": cfg.method,
-            "group": cfg.group,
-            "proxy": cfg.proxy,
-            "metrics": {k: float(v) for k, v in metrics.items()},
-        }
-        if isinstance(model, LambdaEquiTune):
-            meta["lambda_state"] = model.lambda_net.state_dict()
-        if isinstance(model, Canonicalize):
-            meta["scorer_state"] = model.scorer.state_dict()
-            meta["prior_weight"] = cfg.prior_weight
-        save_cnn(net, cfg.out, meta)
+        _save_finetuned(net, model, cfg.method, cfg.group, cfg.proxy, cfg.prior_weight, metrics, cfg.out)
         metrics["path"] = str(cfg.out)
+    return model, metrics
+
+
+def _save_finetuned(
+    net: SmallCNN,
+    model: nn.Module,
+    method: str,
+    group: str,
+    proxy: str,
+    prior_weight: float,
+    metrics: dict[str, Any],
+    out: str,
+) -> None:
+    """Save the CNN with what :func:`load_finetuned` needs to rebuild ``model`` (λ / scorer weights)."""
+    meta: dict[str, Any] = {
+        "method": method,
+        "group": group,
+        "proxy": proxy,
+        "metrics": {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))},
+    }
+    if isinstance(model, LambdaEquiTune):
+        meta["lambda_state"] = model.lambda_net.state_dict()
+    if isinstance(model, Canonicalize):
+        meta["scorer_state"] = model.scorer.state_dict()
+        meta["prior_weight"] = prior_weight
+    save_cnn(net, out, meta)
+
+
+def auto_choice_path(out: str | Path) -> Path:
+    """Where ``method: auto`` writes its choice beside a finetuned model: ``{stem}.auto_choice.json``
+    (the Markdown evidence table is the same name with ``.md``).
+
+    :param out: the finetuned model's path (``out`` of the finetune config).
+    """
+    p = Path(out)
+    return p.with_name(f"{p.stem}.auto_choice.json")
+
+
+def _finetune_auto(
+    cfg: FinetuneConfig,
+    net: SmallCNN,
+    sub: ImageDataset,
+    test_set: ImageDataset,
+    save: bool,
+    progress: ProgressFn | None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """``method: auto``: select among ``cfg.candidates`` on the ``n_train`` images (backbone frozen),
+    evaluate the base CNN and the choice on the test set, save the choice and its evidence."""
+    t0 = time.perf_counter()
+    n_eval = vision_action(cfg.group).group.order + 1
+    total = 2 * n_eval + 1
+
+    def evaluate(model: nn.Module, offset: int) -> dict[str, float]:
+        return evaluate_transforms(
+            model,
+            test_set.images,
+            test_set.labels,
+            cfg.group,
+            seed=cfg.train.seed,
+            progress=subtask(progress, offset, total),
+        )
+
+    before = evaluate(net, 0)
+    choice = select_classifier_method(
+        net,
+        cfg.group,
+        sub.images,
+        sub.labels,
+        candidates=cfg.candidates,
+        val_fraction=cfg.val_fraction if cfg.val_fraction > 0 else 0.2,
+        steps=_steps(cfg.train, len(sub)),
+        lr=cfg.train.lr,
+        patience=cfg.patience if cfg.patience is not None else 4,
+        seed=cfg.train.seed,
+    )
+    if progress is not None:
+        progress(n_eval + 1, total)
+    model = choice.model
+    after = evaluate(model, n_eval + 1)
+    metrics: dict[str, Any] = {"seconds": time.perf_counter() - t0, "n_train": len(sub)}
+    metrics.update({f"before_{k}": v for k, v in before.items()})
+    metrics.update({f"after_{k}": v for k, v in after.items()})
+    metrics.update({"method": choice.method, "auto_reason": choice.reason, "auto_choice": choice})
+    if save and cfg.out:
+        proxy = getattr(getattr(model, "proxy", None), "__name__", cfg.proxy)
+        prior = float(getattr(model, "prior_weight", cfg.prior_weight))
+        _save_finetuned(net, model, choice.method, cfg.group, proxy, prior, metrics, cfg.out)
+        metrics["path"] = str(cfg.out)
+        json_path, md_path = choice.save(auto_choice_path(cfg.out))
+        metrics["auto_choice_json"], metrics["auto_choice_md"] = str(json_path), str(md_path)
     return model, metrics
 
 
@@ -455,23 +560,43 @@ def evaluate_checkpoint(
     data: DataConfig | None = None,
     seed: int = 0,
     progress: ProgressFn | None = None,
+    n_train: int = 1000,
+    on_choice: Callable[[ClassifierChoice], None] | None = None,
 ) -> tuple[str, int, dict[str, float]]:
     """Accuracy of a saved classifier per group element and on a randomly transformed test set.
 
     :param path: a checkpoint from :func:`pretrain` or :func:`finetune`.
     :param method: one of :data:`VISION_METHODS` (``base``, ``equitune``, ``equizero``, ``lambda``,
-        ``canonicalize``) or an alias such as ``plain`` (default: as saved).
+        ``canonicalize``) or an alias such as ``plain`` (default: as saved), or ``auto``: the saved CNN's
+        method is chosen by :func:`~equirl.vision.select.select_classifier_method` on the first
+        ``n_train`` images of the *training* split (never the test images) and then evaluated.
     :param group: ``rot90``, ``rot180``, ``mirror`` or ``rot90+mirror`` (default: as saved).
     :param proxy: equizero's proxy (``entropy`` or ``max_prob``).
     :param data: the test data (default: the digits split).
     :param seed: seed of the randomly transformed test set.
     :param progress: called as ``progress(done, |G| + 1)``.
+    :param n_train: ``auto``: labelled training images for fitting and scoring the candidates.
+    :param on_choice: ``auto``: called with the :class:`~equirl.vision.select.ClassifierChoice`.
     :returns: ``(group, number of test images, {element: accuracy, ..., "random", "mean"})``.
     """
     if method is not None:
         method = canonical_method(method)
-        if method not in VISION_METHODS:
-            raise ConfigError(f"method must be one of {', '.join(VISION_METHODS)}, got {method!r}")
+        if method not in (*VISION_METHODS, AUTO):
+            raise ConfigError(f"method must be one of {', '.join((*VISION_METHODS, AUTO))}, got {method!r}")
+    if method == AUTO:
+        if n_train < 5:
+            raise ConfigError(f"n_train must be >= 5 (images to fit and to validate on), got {n_train}")
+        cnn, meta = load_cnn(path)
+        given = group or str(meta.get("group", "rot90"))
+        name = _GROUP_ALIASES.get(given, given)
+        train, test = load_data(data or DataConfig())
+        check_fits(cnn, test)
+        sub = train.subset(torch.arange(min(n_train, len(train))))
+        choice = select_classifier_method(cnn, name, sub.images, sub.labels, seed=seed)
+        if on_choice is not None:
+            on_choice(choice)
+        res = evaluate_transforms(choice.model, test.images, test.labels, name, seed=seed, progress=progress)
+        return name, len(test), res
     model = load_finetuned(path, method, group)
     name = group or getattr(getattr(model, "group", None), "name", None) or "rot90"
     name = _GROUP_ALIASES.get(name, name)
