@@ -202,11 +202,12 @@ def test_shipped_actor_critic_agents_are_small_and_load_without_code(algo: str, 
         assert model.policy_kwargs["method"] == EQUITUNE
 
 
-def test_augment_trains_sac_on_mirrored_transitions_and_is_refused_for_ppo(tmp_path: Path) -> None:
-    from equirl.registry import AUGMENT
-    from equirl.rl.augment import AugmentedReplayBuffer
+def test_augment_builds_the_mirroring_buffer_of_each_algorithm(tmp_path: Path) -> None:
+    from equirl.registry import AUGMENT, BASE
+    from equirl.rl.augment import AugmentedReplayBuffer, AugmentedRolloutBuffer
 
     sac = build_model(_cfg(tmp_path, "sac", method=AUGMENT))
     assert isinstance(sac.replay_buffer, AugmentedReplayBuffer)
-    with pytest.raises(ConfigError, match=r"augment works with off-policy algorithms .* not 'ppo'"):
-        build_model(_cfg(tmp_path, "ppo", method=AUGMENT))
+    ppo = build_model(_cfg(tmp_path, "ppo", method=AUGMENT))
+    assert isinstance(ppo.rollout_buffer, AugmentedRolloutBuffer)
+    assert ppo.policy_kwargs["method"] == BASE  # the policy stays plain
