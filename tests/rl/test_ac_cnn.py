@@ -18,13 +18,14 @@ import pytest
 import torch
 from gymnasium import spaces
 from sb3_contrib import TQC
-from stable_baselines3 import DDPG, SAC, TD3
+from stable_baselines3 import A2C, DDPG, PPO, SAC, TD3
 from stable_baselines3.common.vec_env import DummyVecEnv
 from stable_baselines3.td3.policies import Actor as TD3Actor
 
 import equirl.rl  # noqa: F401  (registers the aliases)
 from equirl.registry import BASE, EQUITUNE, EQUIZERO, LAMBDA
 from equirl.rl.ac_policies import (
+    EquiActorCriticCnnPolicy,
     EquiSACCnnPolicy,
     EquiTD3CnnPolicy,
     EquiTQCCnnPolicy,
@@ -33,6 +34,8 @@ from equirl.rl.ac_policies import (
 from equirl.rl.policies import policy_obs_action
 from equirl.rl.pretrained import load_plain, load_pretrained
 from equirl.rl.spec import EnvSymmetry, parse_spec
+from equirl.rl.train import _policy_alias
+from equirl.symmetrizers import check_equivariance
 from tests.rl.helpers import perturb_lambda
 
 METHODS = (BASE, EQUITUNE, EQUIZERO, LAMBDA)
@@ -250,12 +253,13 @@ def test_cnn_save_load_round_trip(tmp_path: Path, algo: Any, method: str) -> Non
         assert all(torch.equal(state[k], state2[k]) for k in state)
 
 
-@pytest.mark.parametrize("algo", (SAC, TD3), ids=lambda a: a.__name__)
+@pytest.mark.parametrize("algo", (SAC, TD3, PPO), ids=lambda a: a.__name__)
 def test_load_pretrained_plain_cnn_agent(tmp_path: Path, algo: Any) -> None:
     """A plain SB3 ``CnnPolicy`` agent loads (safe loader) under every method: ``base`` predicts as the
     agent, the others are equivariant."""
     pk = {"net_arch": [8], "features_extractor_kwargs": {"features_dim": 8}}
-    plain = algo("CnnPolicy", TinyImageEnv(), policy_kwargs=pk, seed=0, device="cpu", **_kw(algo))
+    kw = {"n_steps": 8, "batch_size": 8} if algo is PPO else _kw(algo)
+    plain = algo("CnnPolicy", TinyImageEnv(), policy_kwargs=pk, seed=0, device="cpu", **kw)
     path = tmp_path / "plain.zip"
     plain.save(path)
     sym = _spec()
@@ -265,15 +269,18 @@ def test_load_pretrained_plain_cnn_agent(tmp_path: Path, algo: Any) -> None:
         model = load_pretrained(
             path, DummyVecEnv([TinyImageEnv]), method=method, algo=algo.__name__.lower(), symmetry=sym
         )
-        assert type(model.policy) is CNN_CLASS[algo]
+        assert type(model.policy) is CNN_CLASS.get(algo, EquiActorCriticCnnPolicy)
+        a, _ = model.predict(x.numpy(), deterministic=True)
         if method == BASE:
-            a, _ = model.predict(x.numpy(), deterministic=True)
             np.testing.assert_allclose(a, a_plain, atol=1e-6)
             continue
         perturb_lambda(model.policy)
-        model.policy.set_training_mode(False)
+        a, _ = model.predict(x.numpy(), deterministic=True)
         oa = policy_obs_action(sym, model.observation_space)
-        assert _max_actor_error(model.policy.actor, oa, sym.action_action(), x) <= ATOL
+        for g in range(8):
+            ga, _ = model.predict(oa.apply(x, g).numpy(), deterministic=True)
+            expected = sym.action_action().apply(torch.from_numpy(a), g).numpy()
+            np.testing.assert_allclose(ga, expected, atol=ATOL)
 
 
 @pytest.mark.parametrize("algo", ALGOS, ids=lambda a: a.__name__)
@@ -290,3 +297,52 @@ def test_cnn_learn_smoke(algo: Any) -> None:
     oa, aa = policy_obs_action(sym, model.observation_space), sym.action_action()
     assert _max_actor_error(pol.actor, oa, aa, _frames()) <= ATOL
     assert _max_critic_error(pol.critic, oa, aa, _frames(), _actions()) <= ATOL
+
+
+# ---------------------------------------------------------------------------------------------------
+# PPO / A2C (EquiActorCriticCnnPolicy) on the same env, and the alias equirl train picks
+# ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("algo", (PPO, A2C), ids=lambda a: a.__name__)
+@pytest.mark.parametrize("method", (EQUITUNE, EQUIZERO, LAMBDA))
+def test_ppo_a2c_cnn_equivariant(tmp_path: Path, algo: Any, method: str) -> None:
+    kw: dict[str, Any] = {"n_steps": 8} | ({"batch_size": 8} if algo is PPO else {})
+    pk = {
+        "symmetry": _spec().to_dict(),
+        "method": method,
+        "net_arch": [8],
+        "features_extractor_kwargs": {"features_dim": 8},
+    }
+    model = algo("EquiCnnPolicy", TinyImageEnv(), policy_kwargs=pk, seed=0, device="cpu", **kw)
+    pol = model.policy
+    assert type(pol) is EquiActorCriticCnnPolicy
+    perturb_lambda(pol)
+    pol.set_training_mode(False)
+    sym = _spec()
+    oa = policy_obs_action(sym, model.observation_space)
+    x = _frames()
+    with torch.no_grad():
+        assert check_equivariance(pol.symmetric_heads, oa, pol.out_action, x) <= ATOL
+    model.learn(8)
+    path = tmp_path / "agent.zip"
+    model.save(path)
+    loaded = algo.load(path, device="cpu")
+    a1, _ = model.predict(x.numpy(), deterministic=True)
+    a2, _ = loaded.predict(x.numpy(), deterministic=True)
+    np.testing.assert_allclose(a1, a2, atol=1e-6)
+    for g in range(8):
+        ga, _ = loaded.predict(oa.apply(x, g).numpy(), deterministic=True)
+        expected = sym.action_action().apply(torch.from_numpy(a1), g).clamp(-1, 1).numpy()
+        np.testing.assert_allclose(ga, expected, atol=ATOL)
+
+
+def test_train_picks_the_cnn_alias_for_frames() -> None:
+    for shape, alias in (
+        ((3, SIDE, SIDE), "EquiCnnPolicy"),
+        ((SIDE, SIDE, 3), "EquiCnnPolicy"),
+        ((4, 84, 84), "EquiCnnPolicy"),
+        ((84, 84, 4), "EquiCnnPolicy"),
+        ((3, 5, 5), "EquiMlpPolicy"),  # the gridworld board: too small for NatureCNN
+        ((3,), "EquiMlpPolicy"),
+    ):
+        assert _policy_alias(spaces.Box(0, 255, shape, np.uint8)) == alias, shape
+    assert _policy_alias(spaces.Box(-1.0, 1.0, (3, SIDE, SIDE), np.float32)) == "EquiMlpPolicy"
