@@ -183,6 +183,26 @@ def test_cnn_actor_equivariant_critics_invariant(algo: Any, method: str) -> None
             assert (logp(oa.apply(x, g), aa.apply(act, g)) - ref).abs().max() <= 1e-4
 
 
+@pytest.mark.parametrize("algo", (SAC, TQC), ids=lambda a: a.__name__)
+def test_cnn_gsde(algo: Any) -> None:
+    """gSDE on frames: the mean is equivariant, the per-state standard deviation permuted by ``|P_g|``."""
+    model = _make(algo, LAMBDA, use_sde=True)
+    perturb_lambda(model.policy)
+    model.policy.set_training_mode(False)
+    sym = _spec()
+    oa, aa = policy_obs_action(sym, model.observation_space), sym.action_action()
+    absolute = sym.action_action(absolute=True)
+    x = _frames()
+    with torch.no_grad():
+        mean, log_std, _ = model.policy.actor.get_action_dist_params(x)
+        for g in range(8):
+            mean_g, log_std_g, _ = model.policy.actor.get_action_dist_params(oa.apply(x, g))
+            assert (mean_g - aa.apply(mean, g)).abs().max() <= ATOL
+            assert (log_std_g - absolute.apply(log_std, g)).abs().max() <= ATOL
+    assert _max_critic_error(model.policy.critic, oa, aa, x, _actions()) <= ATOL
+    model.learn(16)
+
+
 def test_flat_obs_action_matches_the_image_action() -> None:
     space = spaces.Box(0, 255, (3, 5, 5), np.uint8)
     oa = policy_obs_action(_spec(), space)
