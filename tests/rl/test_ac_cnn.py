@@ -263,8 +263,10 @@ def test_cnn_save_load_round_trip(tmp_path: Path, algo: Any, method: str) -> Non
     model.save(path)
     x = _frames().numpy()
     a1, _ = model.predict(x, deterministic=True)
+    name = algo.__name__.lower()
     vec = DummyVecEnv([TinyImageEnv])
-    for loaded in (algo.load(path, device="cpu"), load_plain(path, vec, algo=algo.__name__.lower())):
+    rewrapped = load_pretrained(path, vec, method=method, algo=name, symmetry=_spec())  # λ-nets kept
+    for loaded in (algo.load(path, device="cpu"), load_plain(path, vec, algo=name), rewrapped):
         assert type(loaded.policy) is CNN_CLASS[algo]
         a2, _ = loaded.predict(x, deterministic=True)
         np.testing.assert_allclose(a1, a2, atol=1e-6)
