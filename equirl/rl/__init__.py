@@ -4,12 +4,13 @@
 * :mod:`equirl.rl.check` -- does a spec commute with the dynamics (``equirl check-symmetry``);
 * :mod:`equirl.rl.policies` -- :class:`EquiDQNPolicy`, :class:`EquiQRDQNPolicy` (and Cnn variants);
 * :mod:`equirl.rl.ac_policies` -- :class:`EquiActorCriticPolicy` (PPO, A2C), :class:`EquiSACPolicy`,
-  :class:`EquiTD3Policy` (TD3, DDPG);
+  :class:`EquiTD3Policy` (TD3, DDPG), ``EquiTQCPolicy`` (and Cnn variants);
 * :mod:`equirl.rl.pretrained` -- :func:`load_pretrained` wraps plain (incl. RL-zoo SB3 1.x) agents;
 * :mod:`equirl.rl.train` -- config-driven runs; :mod:`equirl.rl.demo` (benchmarks: :mod:`equirl.bench.rl`).
 
 ``import equirl.rl`` registers the ``EquiMlpPolicy`` / ``EquiCnnPolicy`` aliases on SB3's ``DQN``, ``PPO``,
-``A2C`` and sb3-contrib's ``QRDQN`` (``EquiMlpPolicy`` on ``SAC``, ``TD3``, ``DDPG``) and the ``equirl/GridWorld-v0`` env with gymnasium, so RL-zoo needs one flag:
+``A2C``, ``SAC``, ``TD3``, ``DDPG`` and sb3-contrib's ``QRDQN``, ``TQC``, and the ``equirl/GridWorld-v0``
+env with gymnasium, so RL-zoo needs one flag:
 ``python -m rl_zoo3.train --algo dqn --env CartPole-v1 --gym-packages equirl.rl`` with
 ``policy: EquiMlpPolicy`` in its hyperparameters. Other names load on first use.
 """
@@ -27,7 +28,9 @@ __all__ = [
     "EquiCnnQRDQNPolicy",
     "EquiDQNPolicy",
     "EquiQRDQNPolicy",
+    "EquiSACCnnPolicy",
     "EquiSACPolicy",
+    "EquiTD3CnnPolicy",
     "EquiTD3Policy",
     "check_symmetry",
     "evaluate",
@@ -53,6 +56,8 @@ _WHERE = {
     "EquiActorCriticCnnPolicy": "equirl.rl.ac_policies",
     "EquiSACPolicy": "equirl.rl.ac_policies",
     "EquiTD3Policy": "equirl.rl.ac_policies",
+    "EquiSACCnnPolicy": "equirl.rl.ac_policies",
+    "EquiTD3CnnPolicy": "equirl.rl.ac_policies",
     "load_pretrained": "equirl.rl.pretrained",
     "evaluate": "equirl.rl.pretrained",
     "evaluate_methods": "equirl.rl.evaluation",

@@ -28,9 +28,10 @@ SAC / TD3 / TQC critics always use ``max_value``. λ-equitune's λ-net reads ``[
 
 ``policy_kwargs`` as for DQN (:mod:`equirl.rl.policies`): ``symmetry``, ``method`` (``base``,
 ``equitune``, ``equizero``, ``lambda``), ``method_kwargs``, ``freeze_backbone``. Importing this module
-registers ``EquiMlpPolicy`` on PPO, A2C, SAC, TD3, DDPG and TQC (sb3-contrib) and ``EquiCnnPolicy`` on
-PPO and A2C (the SAC / TD3 / TQC critic acts on the concatenated observation and action vector, so image
-observations are not supported there).
+registers ``EquiMlpPolicy`` and ``EquiCnnPolicy`` (SB3's NatureCNN feature extractor, as SB3's
+``CnnPolicy``) on PPO, A2C, SAC, TD3, DDPG and TQC (sb3-contrib). With image observations the SAC / TD3 /
+TQC critics act on the joint row ``[flattened preprocessed image, action]``: the image transform becomes a
+permutation of the flattened pixels (:func:`flat_obs_action`), the action block its signed permutation.
 
 * **TQC**: the actor is SAC's; the ``n_critics × n_quantiles`` quantiles of the critics are symmetrized
   together like the SAC critics (equitune averages each quantile over the group).
@@ -52,6 +53,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from gymnasium import spaces
 from sb3_contrib import TQC
@@ -66,6 +68,7 @@ from stable_baselines3.common.distributions import (
     StateDependentNoiseDistribution,
 )
 from stable_baselines3.common.policies import ActorCriticPolicy, ContinuousCritic
+from stable_baselines3.common.preprocessing import preprocess_obs
 from stable_baselines3.common.torch_layers import NatureCNN
 from stable_baselines3.sac.policies import Actor as SACActor
 from stable_baselines3.sac.policies import SACPolicy
@@ -102,12 +105,16 @@ __all__ = [
     "EquiContinuousCritic",
     "EquiQuantileCritic",
     "EquiSACActor",
+    "EquiSACCnnPolicy",
     "EquiSACPolicy",
     "EquiTD3Actor",
+    "EquiTD3CnnPolicy",
     "EquiTD3Policy",
     "EquiTQCActor",
+    "EquiTQCCnnPolicy",
     "EquiTQCPolicy",
     "concat_action",
+    "flat_obs_action",
     "make_head_symmetrizer",
     "sde_variance",
 ]
@@ -261,6 +268,26 @@ def make_head_symmetrizer(
 def _image_scale(observation_space: spaces.Space) -> float:
     image = isinstance(observation_space, spaces.Box) and observation_space.dtype.name == "uint8"
     return 1.0 / 255.0 if image else 1.0
+
+
+def flat_obs_action(obs_action: GroupAction[Any], observation_space: spaces.Space) -> SignedPermAction:
+    """``obs_action`` as a permutation of the flattened observation (a signed permutation as is): how the
+    group acts on an image observation once it is one block of a concatenated row (the SAC / TD3 / TQC
+    critics' ``[obs, action]``). Exact: each element's permutation is its transform of the index grid.
+
+    :param obs_action: the group's action on one observation (:func:`policy_obs_action`).
+    :param observation_space: the policy's observation space (its shape; images channel-first).
+    """
+    if isinstance(obs_action, SignedPermAction):
+        return obs_action
+    shape = tuple(observation_space.shape or ())
+    grid = torch.arange(int(np.prod(shape)), dtype=torch.long).reshape(shape)
+    # (g·x).flatten()[i] = x.flatten()[src[i]]: the transformed index grid is src
+    transforms = [
+        SignedPerm(tuple(int(i) for i in obs_action.apply(grid, g).flatten().tolist()))
+        for g in range(obs_action.group.order)
+    ]
+    return SignedPermAction(obs_action.group, transforms)
 
 
 def sde_variance(dist: StateDependentNoiseDistribution, log_std: Tensor, latent: Tensor) -> Tensor:
@@ -439,19 +466,17 @@ class _InvariantCriticMixin(_EquiPart):
     observation_space: spaces.Space
     share_features_extractor: bool
     features_extractor: Any
-    extract_features: Callable[..., Tensor]
+    normalize_images: bool
 
     def _n_outputs(self) -> int:
         """The number of outputs of all the critics together."""
         return self.n_critics
 
     def _make_equi(self) -> None:
-        obs_act = policy_obs_action(self.symmetry, self.observation_space)
-        if not isinstance(obs_act, SignedPermAction):
-            raise SymmetryError(
-                f"{self.symmetry.env_id}: the SAC/TD3 critic needs feature-vector observations (a signed "
-                "permutation), not images"
-            )
+        obs_act = flat_obs_action(
+            policy_obs_action(self.symmetry, self.observation_space), self.observation_space
+        )
+        self._obs_shape = tuple(self.observation_space.shape or ())
         self._obs_dim = obs_act.size
         in_act = concat_action(self.symmetry.group, [obs_act, self.symmetry.action_action()])
         kw = dict(self.method_kwargs)
@@ -471,16 +496,26 @@ class _InvariantCriticMixin(_EquiPart):
         )
 
     def _plain_joint(self, x: Tensor) -> Tensor:
-        """The plain critics on joint rows ``[obs, action]``: ``(N, n_outputs)``."""
-        obs, actions = x[:, : self._obs_dim], x[:, self._obs_dim :]
+        """The plain critics on joint rows ``[preprocessed obs (flattened), action]``: ``(N, n_outputs)``."""
+        obs = x[:, : self._obs_dim].reshape(-1, *self._obs_shape)
+        actions = x[:, self._obs_dim :]
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.share_features_extractor):
-            features = self.extract_features(obs, self.features_extractor)
+            features = self.features_extractor(obs)  # the rows hold SB3's preprocessed observations
         qvalue_input = torch.cat([features, actions], dim=1)
         return torch.cat([q_net(qvalue_input) for q_net in self.q_networks], dim=1)
 
     def joint_values(self, obs: Tensor, actions: Tensor) -> Tensor:
-        """The symmetrized critics, ``(B, n_outputs)`` (invariant under the joint action)."""
-        x = torch.cat([obs.float().flatten(1), actions.to(torch.float32)], dim=1)
+        """The symmetrized critics, ``(B, n_outputs)`` (invariant under the joint action).
+
+        The observation enters the joint row as SB3 preprocesses it (images divided by 255, as float),
+        so the plain critic is SB3's exactly and a λ-net reads pixels in ``[0, 1]`` beside raw actions.
+
+        :param obs: observations as SB3 passes them (feature vectors or channel-first images).
+        :param actions: actions ``(B, d)``.
+        """
+        pre = preprocess_obs(obs, self.observation_space, normalize_images=self.normalize_images)
+        assert isinstance(pre, Tensor)  # Box observations (policy_obs_action refuses Dict spaces)
+        x = torch.cat([pre.float().flatten(1), actions.to(torch.float32)], dim=1)
         return self._plain_joint(x) if self.equi is None else self.equi(x)
 
 
@@ -551,6 +586,7 @@ class _EquiActorMixin(_EquiPart):
             out_features=size,
             value=slice(size - 1, size) if self._with_score else None,
             log_std=slice(d, 2 * d) if self.has_log_std and not self._sde else None,
+            scale=_image_scale(self.observation_space),  # type: ignore[attr-defined]
             where=f"{sym.env_id} actor",
             variance=slice(d, 2 * d) if self._sde else None,
         )
@@ -730,6 +766,31 @@ class EquiTQCPolicy(_EquiOffPolicyMixin, TQCPolicy):
     _critic_class = EquiQuantileCritic
 
 
+class EquiSACCnnPolicy(EquiSACPolicy):
+    """:class:`EquiSACPolicy` with SB3's NatureCNN feature extractor (image observations; SAC's
+    ``CnnPolicy``: the actor and the critics each have their own CNN unless ``share_features_extractor``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("features_extractor_class", NatureCNN)
+        super().__init__(*args, **kwargs)
+
+
+class EquiTD3CnnPolicy(EquiTD3Policy):
+    """:class:`EquiTD3Policy` (TD3 / DDPG) with SB3's NatureCNN feature extractor (image observations)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("features_extractor_class", NatureCNN)
+        super().__init__(*args, **kwargs)
+
+
+class EquiTQCCnnPolicy(EquiTQCPolicy):
+    """:class:`EquiTQCPolicy` with SB3's NatureCNN feature extractor (image observations)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("features_extractor_class", NatureCNN)
+        super().__init__(*args, **kwargs)
+
+
 def _register_aliases() -> None:
     """Add ``EquiMlpPolicy`` (and ``EquiCnnPolicy`` where SB3 has a CNN policy) to the algorithms'
     ``policy_aliases`` (new dicts: SB3's class attributes are not mutated in place)."""
@@ -739,10 +800,22 @@ def _register_aliases() -> None:
             "EquiMlpPolicy": EquiActorCriticPolicy,
             "EquiCnnPolicy": EquiActorCriticCnnPolicy,
         }
-    SAC.policy_aliases = {**SAC.policy_aliases, "EquiMlpPolicy": EquiSACPolicy}
-    TQC.policy_aliases = {**TQC.policy_aliases, "EquiMlpPolicy": EquiTQCPolicy}
+    SAC.policy_aliases = {
+        **SAC.policy_aliases,
+        "EquiMlpPolicy": EquiSACPolicy,
+        "EquiCnnPolicy": EquiSACCnnPolicy,
+    }
+    TQC.policy_aliases = {
+        **TQC.policy_aliases,
+        "EquiMlpPolicy": EquiTQCPolicy,
+        "EquiCnnPolicy": EquiTQCCnnPolicy,
+    }
     for off in (TD3, DDPG):
-        off.policy_aliases = {**off.policy_aliases, "EquiMlpPolicy": EquiTD3Policy}
+        off.policy_aliases = {
+            **off.policy_aliases,
+            "EquiMlpPolicy": EquiTD3Policy,
+            "EquiCnnPolicy": EquiTD3CnnPolicy,
+        }
 
 
 _register_aliases()

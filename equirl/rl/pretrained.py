@@ -386,7 +386,7 @@ def _wrap_actor_critic(req: _WrapRequest) -> Any:
     (a gSDE agent as it is for ``base``: its own gSDE exploration)."""
     plain, path, vec, sym, spec, algo = req.plain, req.path, req.vec, req.sym, req.spec, req.algo
     device, seed, algo_kwargs = req.device, req.seed, req.algo_kwargs
-    from stable_baselines3.common.torch_layers import FlattenExtractor
+    from stable_baselines3.common.torch_layers import FlattenExtractor, NatureCNN
 
     pk_saved = dict(plain.policy_kwargs or {})
     use_sde = bool(getattr(plain, "use_sde", False) or pk_saved.get("use_sde", False))
@@ -404,8 +404,16 @@ def _wrap_actor_critic(req: _WrapRequest) -> Any:
     for k in ("optimizer_class", "optimizer_kwargs"):
         if k in pk_saved:
             pk[k] = pk_saved[k]
-    if plain.policy.features_extractor_class is not FlattenExtractor:
-        raise CheckpointError(f"{path}: only MLP actor-critic agents can be symmetrized (feature vectors)")
+    # SB3's two standard feature extractors, named by the policy alias (MlpPolicy / CnnPolicy)
+    extractor = plain.policy.features_extractor_class
+    if extractor not in (FlattenExtractor, NatureCNN):
+        raise CheckpointError(
+            f"{path}: only MlpPolicy / CnnPolicy actor-critic agents can be symmetrized (its feature "
+            f"extractor is {getattr(extractor, '__name__', extractor)})"
+        )
+    alias = "EquiCnnPolicy" if extractor is NatureCNN else "EquiMlpPolicy"
+    if params.get("features_extractor_kwargs"):
+        pk["features_extractor_kwargs"] = dict(params["features_extractor_kwargs"])
     req.add_equi_options(pk)
     if use_sde:  # the algorithm passes it to the policy (the policy's gSDE parameters are the agent's)
         algo_kwargs.setdefault("use_sde", True)
@@ -414,7 +422,7 @@ def _wrap_actor_critic(req: _WrapRequest) -> Any:
         algo_kwargs.setdefault("learning_starts", 0)
     cls = _algo_cls(algo)
     try:
-        model = cls("EquiMlpPolicy", vec, policy_kwargs=pk, device=device, seed=seed, **algo_kwargs)
+        model = cls(alias, vec, policy_kwargs=pk, device=device, seed=seed, **algo_kwargs)
     except (RuntimeError, ValueError, TypeError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"checkpoint {path} does not fit {sym.env_id}: {first}") from None

@@ -118,9 +118,15 @@ def _raw_spaces(vec: Any) -> tuple[Any, Any]:
 
 
 def _policy_alias(space: Any) -> str:
-    """``EquiCnnPolicy`` for image observations (SB3's NatureCNN needs at least 36x36), else ``EquiMlpPolicy``."""
-    shape = space.shape or ()
-    return "EquiCnnPolicy" if len(shape) == 3 and min(shape) >= 36 else "EquiMlpPolicy"
+    """``EquiCnnPolicy`` for image observations (SB3's image spaces, channel-first or -last; NatureCNN needs
+    frames of at least 36x36), else ``EquiMlpPolicy``."""
+    from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
+
+    if not is_image_space(space, check_channels=False):
+        return "EquiMlpPolicy"
+    shape = tuple(space.shape)
+    h, w = shape[1:] if is_image_space_channels_first(space) else shape[:2]
+    return "EquiCnnPolicy" if min(h, w) >= 36 else "EquiMlpPolicy"
 
 
 def build_model(cfg: RLConfig, vec: Any | None = None, trust_checkpoint: bool = False) -> Any:
