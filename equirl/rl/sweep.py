@@ -472,7 +472,30 @@ def ray_map(
             ray.shutdown()
 
 
+#: set in this process while a sweep runs on Ray (restored after): Tune's default CSV / JSON /
+#: TensorBoard result loggers are redundant (every trial is a run directory with its own TensorBoard
+#: folder), and usage statistics would try the network
+_RAY_DRIVER_ENV = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+@contextlib.contextmanager
+def _driver_env() -> Iterator[None]:
+    """:data:`_RAY_DRIVER_ENV` for the duration, where the user has not set the variables."""
+    added = {k: v for k, v in _RAY_DRIVER_ENV.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
+
+
 def _run_ray(trials: list[Trial], out: Path, cpus: int | None, address: str | None) -> list[TrialOutcome]:
+    with _driver_env():
+        return _run_tune(trials, out, cpus, address)
+
+
+def _run_tune(trials: list[Trial], out: Path, cpus: int | None, address: str | None) -> list[TrialOutcome]:
     import ray
     from ray import tune
 
