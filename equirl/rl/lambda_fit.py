@@ -29,15 +29,20 @@ log = logging.getLogger(__name__)
 
 
 def _nets(model: Any) -> list[Any]:
+    """The modules holding the λ-nets: DQN's Q-network and its target, QR-DQN's quantile networks, or
+    (actor-critic) the whole policy (its actor, critic and target critic λ-nets)."""
     pol = model.policy
     if hasattr(pol, "q_net"):
         return [pol.q_net, pol.q_net_target]
-    return [pol.quantile_net, pol.quantile_net_target]
+    if hasattr(pol, "quantile_net"):
+        return [pol.quantile_net, pol.quantile_net_target]
+    return [pol]
 
 
 def lambda_parameters(net: Any) -> dict[str, torch.Tensor]:
-    """The symmetrizer's own parameters of an equirl Q / quantile network (``equi.*``: the λ-net)."""
-    return {n: p for n, p in net.named_parameters() if n.startswith("equi.")}
+    """The symmetrizer's own parameters of an equirl network or policy (``equi.*`` / ``*.equi.*``: the
+    λ-nets)."""
+    return {n: p for n, p in net.named_parameters() if n.startswith("equi.") or ".equi." in n}
 
 
 class BestLambdaCallback(BaseCallback):
@@ -127,7 +132,7 @@ class BestLambdaCallback(BaseCallback):
         self.restore()
 
     def restore(self) -> None:
-        """Put the kept λ into the Q-network and its target network."""
+        """Put the kept λ into the Q-network and its target network (actor-critic: the policy)."""
         if not self._best:
             return
         with torch.no_grad():

@@ -65,6 +65,7 @@ DEFAULT_SCORES: dict[str, dict[str, float]] = {
     "CartPole-v1": {"min": 0.0, "max": 500.0, "threshold": 475.0},
     "Acrobot-v1": {"min": -500.0, "max": 0.0, "threshold": -100.0},
     "LunarLander-v3": {"min": -300.0, "max": 300.0, "threshold": 200.0},
+    "Pendulum-v1": {"min": -1500.0, "max": 0.0, "threshold": -200.0},
     # returns lie in [-1, 1) (50 steps at -0.02 without reaching the goal ... 1 for the goal at once);
     # a greedy shortest path on the 5x5 board scores about 0.85 on average
     "equirl/GridWorld-v0": {"min": -1.0, "max": 1.0, "threshold": 0.7},

@@ -69,3 +69,29 @@ def test_lambda_reg_pulls_lambda_back_to_its_start() -> None:
 
     assert dist(free) > 1e-2  # the bad learning rate moves λ...
     assert dist(held) < 1e-6  # ...and a strong lambda_reg keeps it at its start (uniform: equitune)
+
+
+def test_actor_critic_lambda_keeps_the_best_lambda_of_the_policy() -> None:
+    """PPO with a frozen backbone and a deliberately bad learning rate: the keep-best callback finds the
+    policy's own λ-net and never ends below its start on the validation episodes."""
+    torch.manual_seed(0)
+    model = load_pretrained(
+        "agents/ppo/CartPole-v1/CartPole-v1_partial.zip",
+        "CartPole-v1",
+        algo="ppo",
+        method="lambda",
+        freeze_backbone=True,
+        seed=0,
+        learning_rate=5.0,
+        n_steps=64,
+        batch_size=64,
+    )
+    from equirl.rl.lambda_fit import _nets
+
+    assert _nets(model) == [model.policy] and lambda_parameters(model.policy)  # type: ignore[attr-defined]
+    eval_cb = EquiEvalCallback("CartPole-v1", eval_freq=128, n_eval_episodes=2, seed=10_000)
+    keep = BestLambdaCallback(eval_cb)
+    model.learn(512, callback=CallbackList([eval_cb, keep]))  # type: ignore[attr-defined]
+    assert keep.start_score is not None and len(keep.history) >= 3
+    assert keep.best_score >= keep.start_score
+    assert keep.evaluate_now() == keep.best_score
