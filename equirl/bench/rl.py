@@ -122,7 +122,12 @@ def efficiency_sweep(
 ) -> SweepSpec:
     """The sample-efficiency protocol as a sweep (see :func:`efficiency`): per env the shipped config
     finetuning ``{env}_partial.zip`` with :data:`EFFICIENCY_OVERRIDES`, evaluated at step 0 and every
-    ``eval_freq`` env steps, stopped at the first evaluation reaching :data:`THRESHOLDS`."""
+    ``eval_freq`` env steps, stopped at the first evaluation reaching :data:`THRESHOLDS`.
+
+    :param seeds: seeds per arm, ``first_seed .. first_seed + seeds - 1``.
+    :param budget: env steps per run (censoring limit).
+    :param method: the equivariant arm (the other is ``base``).
+    """
     from equirl.assets import asset_path
     from equirl.rl.agents import agent_path
     from equirl.rl.sweep import SweepBase, SweepSpec
@@ -152,20 +157,14 @@ def efficiency_sweep(
 
 
 def efficiency(
-    seeds: int,
-    budget: int,
-    envs: tuple[str, ...] = ("CartPole-v1", "Acrobot-v1"),
-    method: str = EQUITUNE,
-    eval_freq: int = 1000,
-    eval_episodes: int = 10,
+    spec: SweepSpec,
     jobs: int = 1,
     runs_dir: Path | None = None,
-    first_seed: int = 0,
     console: Console | None = None,
 ) -> list[dict[str, Any]]:
     """Sample efficiency of plain vs equivariant finetuning from the same partial agent, run as a sweep
-    (:func:`efficiency_sweep`, :func:`equirl.rl.sweep.run_sweep`): every run is an ordinary run directory
-    in ``runs_dir``.
+    (``spec``: :func:`efficiency_sweep`; :func:`equirl.rl.sweep.run_sweep`): every run is an ordinary run
+    directory in ``runs_dir``.
 
     Protocol: both arms start from the shipped ``{env}_partial.zip`` with the env's pretraining
     hyperparameters (exploration restarted at ε = 0.1); at step 0 and every ``eval_freq`` env steps
@@ -177,14 +176,12 @@ def efficiency(
         cluster); 1: one after another in this process.
     :param runs_dir: the sweep folder (run directories; a rerun skips finished runs, so seeds can be
         added). Default: a new folder under the system's temporary directory (logged).
-    :param first_seed: seeds are ``first_seed .. first_seed + seeds - 1``.
     :param console: show a transient progress bar there (``None``: silent).
     """
     import tempfile
 
     from equirl.rl.sweep import expand_trials, run_sweep
 
-    spec = efficiency_sweep(seeds, budget, envs, method, eval_freq, eval_episodes, first_seed)
     if runs_dir is None:
         runs_dir = Path(tempfile.mkdtemp(prefix="equirl-efficiency-"))
         log.info("sample-efficiency runs in %s", runs_dir)
@@ -569,18 +566,8 @@ def run_rl_bench(
                 _plot_zero(rows, out / "zero_shot.png")
             yield BenchTable(rows, "zero-shot returns", keys=3)
         if "efficiency" in parts:
-            rows = efficiency(
-                seeds,
-                budget,
-                tuple(envs),
-                method,
-                eval_freq=eval_freq,
-                eval_episodes=eval_episodes,
-                jobs=jobs,
-                runs_dir=out / "efficiency_runs",
-                first_seed=first_seed,
-                console=console,
-            )
+            spec = efficiency_sweep(seeds, budget, tuple(envs), method, eval_freq, eval_episodes, first_seed)
+            rows = efficiency(spec, jobs=jobs, runs_dir=out / "efficiency_runs", console=console)
             summary = efficiency_summary(rows, method)
             write_csv(out / "efficiency.csv", rows)
             write_csv(out / "efficiency_summary.csv", summary)

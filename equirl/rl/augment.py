@@ -111,7 +111,24 @@ def mirror_transition(
     return m.obs(obs, g), m.action(action, g), m.obs(next_obs, g)
 
 
-class AugmentedReplayBuffer(ReplayBuffer):
+class _Mirrored:
+    """What both augmenting buffers keep: the env's symmetry, the mode and the mirror functions."""
+
+    observation_space: spaces.Space
+    action_space: spaces.Space
+
+    def _init_mirror(self, symmetry: Any, mode: str, seed: int | None) -> None:
+        if symmetry is None:
+            raise SymmetryError(f"{type(self).__name__} needs symmetry=... (the env's spec)")
+        if mode not in AUGMENT_MODES:
+            raise ConfigError(f"augment mode must be one of {', '.join(AUGMENT_MODES)}, got {mode!r}")
+        self.symmetry = resolve_symmetry(symmetry)
+        self.mode = mode
+        self._mirror = _Mirror(self.symmetry, self.observation_space, self.action_space)
+        self._rng = np.random.default_rng(seed)
+
+
+class AugmentedReplayBuffer(_Mirrored, ReplayBuffer):
     """A ``ReplayBuffer`` that also stores the mirror images of every transition (module docstring).
 
     :param symmetry: the env's spec (id, path, mapping or :class:`~equirl.rl.spec.EnvSymmetry`).
@@ -129,16 +146,9 @@ class AugmentedReplayBuffer(ReplayBuffer):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        if symmetry is None:
-            raise SymmetryError("AugmentedReplayBuffer needs symmetry=... (the env's spec)")
-        if mode not in AUGMENT_MODES:
-            raise ConfigError(f"augment mode must be one of {', '.join(AUGMENT_MODES)}, got {mode!r}")
         if self.optimize_memory_usage:
             raise ConfigError("augment cannot use optimize_memory_usage (it stores next observations apart)")
-        self.symmetry = resolve_symmetry(symmetry)
-        self.mode = mode
-        self._mirror = _Mirror(self.symmetry, self.observation_space, self.action_space)
-        self._rng = np.random.default_rng(seed)
+        self._init_mirror(symmetry, mode, seed)
 
     def elements(self) -> list[int]:
         """The elements (indices) whose images the next ``add`` stores."""
@@ -162,7 +172,7 @@ class AugmentedReplayBuffer(ReplayBuffer):
             super().add(m.obs(obs, g), m.obs(next_obs, g), m.action(action, g), reward, done, infos)
 
 
-class AugmentedRolloutBuffer(RolloutBuffer):
+class AugmentedRolloutBuffer(_Mirrored, RolloutBuffer):
     """A ``RolloutBuffer`` whose ``get`` also yields the mirror images of every sample (module docstring).
 
     :param symmetry: the env's spec (id, path, mapping or :class:`~equirl.rl.spec.EnvSymmetry`).
@@ -182,14 +192,7 @@ class AugmentedRolloutBuffer(RolloutBuffer):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        if symmetry is None:
-            raise SymmetryError("AugmentedRolloutBuffer needs symmetry=... (the env's spec)")
-        if mode not in AUGMENT_MODES:
-            raise ConfigError(f"augment mode must be one of {', '.join(AUGMENT_MODES)}, got {mode!r}")
-        self.symmetry = resolve_symmetry(symmetry)
-        self.mode = mode
-        self._mirror = _Mirror(self.symmetry, self.observation_space, self.action_space)
-        self._rng = np.random.default_rng(seed)
+        self._init_mirror(symmetry, mode, seed)
         self._rows = self.buffer_size * self.n_envs
 
     def _augment(self) -> None:

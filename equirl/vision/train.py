@@ -337,6 +337,15 @@ def _train_model(
     return losses
 
 
+def _evaluate_test(
+    model: nn.Module, test_set: ImageDataset, cfg: FinetuneConfig, progress: ProgressFn | None
+) -> dict[str, float]:
+    """Accuracy on the test set upright and under each group element (the run's seed)."""
+    return evaluate_transforms(
+        model, test_set.images, test_set.labels, cfg.group, seed=cfg.train.seed, progress=progress
+    )
+
+
 def finetune(
     cfg: FinetuneConfig,
     save: bool = True,
@@ -369,14 +378,7 @@ def finetune(
     total = steps + 2 * n_eval
 
     def evaluate(offset: int) -> dict[str, float]:
-        return evaluate_transforms(
-            model,
-            test_set.images,
-            test_set.labels,
-            cfg.group,
-            seed=cfg.train.seed,
-            progress=subtask(progress, offset, total),
-        )
+        return _evaluate_test(model, test_set, cfg, subtask(progress, offset, total))
 
     before = evaluate(0)
     losses: list[float] = []
@@ -481,14 +483,7 @@ def _finetune_auto(
     total = 2 * n_eval + 1
 
     def evaluate(model: nn.Module, offset: int) -> dict[str, float]:
-        return evaluate_transforms(
-            model,
-            test_set.images,
-            test_set.labels,
-            cfg.group,
-            seed=cfg.train.seed,
-            progress=subtask(progress, offset, total),
-        )
+        return _evaluate_test(model, test_set, cfg, subtask(progress, offset, total))
 
     before = evaluate(net, 0)
     choice = select_classifier_method(

@@ -35,7 +35,8 @@ def test_efficiency_is_a_sweep_pairing_arms_per_seed_from_first_seed(tmp_path: A
 
 def test_efficiency_runs_are_run_directories_and_rows(tmp_path: Any) -> None:
     """A tiny real benchmark in-process: rows from the run directories, curves from step 0."""
-    rows = bench.efficiency(1, 300, envs=("CartPole-v1",), eval_freq=100, eval_episodes=1, runs_dir=tmp_path)
+    spec = bench.efficiency_sweep(1, 300, envs=("CartPole-v1",), eval_freq=100, eval_episodes=1)
+    rows = bench.efficiency(spec, runs_dir=tmp_path)
     assert [(r["method"], r["seed"]) for r in rows] == [("base", 0), ("equitune", 0)]
     for r in rows:
         steps = [int(p.split(":")[0]) for p in r["curve"].split(";")]
@@ -43,5 +44,5 @@ def test_efficiency_runs_are_run_directories_and_rows(tmp_path: Any) -> None:
         assert steps[0] == 0 and steps == sorted(steps) and steps[-1] <= 512
         assert r["reached"] == (r["steps_to_threshold"] >= 0)
     assert len([d for d in tmp_path.iterdir() if (d / "run.json").is_file()]) == 2
-    again = bench.efficiency(1, 300, envs=("CartPole-v1",), eval_freq=100, eval_episodes=1, runs_dir=tmp_path)
+    again = bench.efficiency(spec, runs_dir=tmp_path)
     assert again == rows  # a rerun reads the finished runs (nothing reruns)

@@ -230,8 +230,8 @@ def _threads(_: object) -> int:
 
 
 @pytest.mark.slow
-def test_ray_map_and_the_efficiency_benchmark_on_ray() -> None:
-    """``bench rl --parts efficiency --jobs 2`` runs its jobs as Ray tasks (one torch thread each) with
+def test_ray_map_and_the_efficiency_benchmark_on_ray(tmp_path: Path) -> None:
+    """``bench rl --parts efficiency --jobs 2`` runs its sweep on Ray (one torch thread per trial) with
     the same rows as in-process (the runs are deterministic per seed)."""
     ray = pytest.importorskip("ray")
     from equirl.bench import rl as bench
@@ -241,9 +241,9 @@ def test_ray_map_and_the_efficiency_benchmark_on_ray() -> None:
         seen: list[int] = []
         assert ray_map(_threads, [0, 1, 2], cpus=2, on_result=lambda i, r: seen.append(i)) == [1, 1, 1]
         assert sorted(seen) == [0, 1, 2] and not ray.is_initialized()
-        kw: dict[str, Any] = {"envs": ("CartPole-v1",), "eval_freq": 100, "eval_episodes": 2}
-        serial = bench.efficiency(1, 300, jobs=1, **kw)
-        parallel = bench.efficiency(1, 300, jobs=2, **kw)
+        spec = bench.efficiency_sweep(1, 300, envs=("CartPole-v1",), eval_freq=100, eval_episodes=2)
+        serial = bench.efficiency(spec, jobs=1, runs_dir=tmp_path / "serial")
+        parallel = bench.efficiency(spec, jobs=2, runs_dir=tmp_path / "ray")
     finally:
         ray.shutdown()
     strip = [{k: v for k, v in r.items() if k != "seconds"} for r in serial]
