@@ -117,6 +117,17 @@ class _Mirrored:
     observation_space: spaces.Space
     action_space: spaces.Space
 
+    def __init__(
+        self,
+        *args: Any,
+        symmetry: Any = None,
+        mode: str = "all",
+        seed: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)  # the SB3 buffer
+        self._init_mirror(symmetry, mode, seed)
+
     def _init_mirror(self, symmetry: Any, mode: str, seed: int | None) -> None:
         if symmetry is None:
             raise SymmetryError(f"{type(self).__name__} needs symmetry=... (the env's spec)")
@@ -137,18 +148,10 @@ class AugmentedReplayBuffer(_Mirrored, ReplayBuffer):
     :param args: ``ReplayBuffer``'s (``buffer_size``, ``observation_space``, ``action_space``...).
     """
 
-    def __init__(
-        self,
-        *args: Any,
-        symmetry: Any = None,
-        mode: str = "all",
-        seed: int | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
+    def _init_mirror(self, symmetry: Any, mode: str, seed: int | None) -> None:
         if self.optimize_memory_usage:
             raise ConfigError("augment cannot use optimize_memory_usage (it stores next observations apart)")
-        self._init_mirror(symmetry, mode, seed)
+        super()._init_mirror(symmetry, mode, seed)
 
     def elements(self) -> list[int]:
         """The elements (indices) whose images the next ``add`` stores."""
@@ -183,16 +186,8 @@ class AugmentedRolloutBuffer(_Mirrored, RolloutBuffer):
 
     _FIELDS = ("observations", "actions", "values", "log_probs", "advantages", "returns")
 
-    def __init__(
-        self,
-        *args: Any,
-        symmetry: Any = None,
-        mode: str = "all",
-        seed: int | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self._init_mirror(symmetry, mode, seed)
+    def _init_mirror(self, symmetry: Any, mode: str, seed: int | None) -> None:
+        super()._init_mirror(symmetry, mode, seed)
         self._rows = self.buffer_size * self.n_envs
 
     def _augment(self) -> None:
