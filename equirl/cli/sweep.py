@@ -23,6 +23,8 @@ cluster: start Ray on every machine (equirl installed, --out on a filesystem the
   ray start --head --port=6379                  # on the head machine
   ray start --address=HEAD_IP:6379              # on every other machine
   equirl sweep SWEEP.yaml --out /shared/sweep --address auto   # on the head (or set RAY_ADDRESS)
+(Ray's token authentication: every machine needs the head's ~/.ray/auth_token; --address connects with
+RAY_AUTH_MODE=token unless you set it)
 """
 
 

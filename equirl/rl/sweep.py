@@ -67,7 +67,6 @@ __all__ = [
     "expand_trials",
     "find_trial_dir",
     "load_sweep",
-    "ray_map",
     "run_sweep",
     "run_trial",
     "sweep_bases",
@@ -430,48 +429,6 @@ def _ray_init(cpus: int | None, address: str | None) -> bool:
     return True
 
 
-def _call_one_thread(fn: Callable[[Any], Any], item: Any) -> Any:
-    import torch
-
-    torch.set_num_threads(1)  # a Ray worker process: one thread per task
-    return fn(item)
-
-
-def ray_map(
-    fn: Callable[[Any], Any],
-    items: list[Any],
-    cpus: int | None = None,
-    address: str | None = None,
-    on_result: Callable[[int, Any], None] | None = None,
-) -> list[Any]:
-    """``[fn(x) for x in items]`` in Ray tasks (one CPU each, torch at one thread), on a local Ray with
-    ``cpus`` CPUs or a cluster (``address``); ``on_result(i, result)`` is called as each finishes. An
-    exception in a task is raised here.
-
-    :param fn: a module-level function (it is pickled to the workers).
-    """
-    import ray
-
-    started = _ray_init(cpus, address or os.environ.get("RAY_ADDRESS") or None)
-    try:
-        task = ray.remote(num_cpus=1)(_call_one_thread)
-        refs = [task.remote(fn, x) for x in items]
-        index = {r: i for i, r in enumerate(refs)}
-        results: list[Any] = [None] * len(items)
-        pending = list(refs)
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
-            for r in ready:
-                i = index[r]
-                results[i] = ray.get(r)
-                if on_result is not None:
-                    on_result(i, results[i])
-        return results
-    finally:
-        if started:
-            ray.shutdown()
-
-
 #: set in this process while a sweep runs on Ray (restored after): Tune's default CSV / JSON /
 #: TensorBoard result loggers are redundant (every trial is a run directory with its own TensorBoard
 #: folder), and usage statistics would try the network
@@ -479,9 +436,13 @@ _RAY_DRIVER_ENV = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "RAY_USAGE_STATS_E
 
 
 @contextlib.contextmanager
-def _driver_env() -> Iterator[None]:
-    """:data:`_RAY_DRIVER_ENV` for the duration, where the user has not set the variables."""
-    added = {k: v for k, v in _RAY_DRIVER_ENV.items() if k not in os.environ}
+def _driver_env(address: str | None = None) -> Iterator[None]:
+    """:data:`_RAY_DRIVER_ENV` for the duration, where the user has not set the variables. With an
+    ``address`` also ``RAY_AUTH_MODE=token``: ``ray start`` (Ray >= 2.5x) turns token authentication on
+    for a cluster, and a driver only sends its token (``~/.ray/auth_token``, ``$RAY_AUTH_TOKEN``) when
+    that variable says so; a cluster without authentication accepts such a driver too."""
+    wanted = {**_RAY_DRIVER_ENV, **({"RAY_AUTH_MODE": "token"} if address else {})}
+    added = {k: v for k, v in wanted.items() if k not in os.environ}
     os.environ.update(added)
     try:
         yield
@@ -491,7 +452,7 @@ def _driver_env() -> Iterator[None]:
 
 
 def _run_ray(trials: list[Trial], out: Path, cpus: int | None, address: str | None) -> list[TrialOutcome]:
-    with _driver_env():
+    with _driver_env(address):
         return _run_tune(trials, out, cpus, address)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -223,24 +224,14 @@ def test_smoke_sweep_on_local_ray(tmp_path: Path, capsys: pytest.CaptureFixture[
     } == mtimes
 
 
-def _threads(_: object) -> int:
-    import torch
-
-    return torch.get_num_threads()
-
-
 @pytest.mark.slow
-def test_ray_map_and_the_efficiency_benchmark_on_ray(tmp_path: Path) -> None:
+def test_the_efficiency_benchmark_on_ray(tmp_path: Path) -> None:
     """``bench rl --parts efficiency --jobs 2`` runs its sweep on Ray (one torch thread per trial) with
     the same rows as in-process (the runs are deterministic per seed)."""
     ray = pytest.importorskip("ray")
     from equirl.bench import rl as bench
-    from equirl.rl.sweep import ray_map
 
     try:
-        seen: list[int] = []
-        assert ray_map(_threads, [0, 1, 2], cpus=2, on_result=lambda i, r: seen.append(i)) == [1, 1, 1]
-        assert sorted(seen) == [0, 1, 2] and not ray.is_initialized()
         spec = bench.efficiency_sweep(1, 300, envs=("CartPole-v1",), eval_freq=100, eval_episodes=2)
         serial = bench.efficiency(spec, jobs=1, runs_dir=tmp_path / "serial")
         parallel = bench.efficiency(spec, jobs=2, runs_dir=tmp_path / "ray")
@@ -288,3 +279,78 @@ def test_early_stopping_and_the_step_zero_evaluation(tmp_path: Path) -> None:
     assert res.steps == 200 < cfg.timesteps
     with pytest.raises(ConfigError, match="stop_at"):
         load_rl_config("CartPole-v1", ["eval.freq=0", "eval.stop_at=1"])
+
+
+def _kill_ray_node(head: Any, marker: str) -> None:
+    """Stop the node started by ``ray start --head --block`` (its process group), then any process of
+    that node left behind (its command line names the node's unique temp dir); other Ray instances on
+    the machine are left alone (unlike ``ray stop``)."""
+    import os
+    import signal
+
+    import psutil
+
+    try:
+        os.killpg(head.pid, signal.SIGTERM)
+        head.wait(timeout=20)
+    except (ProcessLookupError, TimeoutError, Exception):
+        head.kill()
+    for p in psutil.process_iter(["cmdline"]):
+        if marker in " ".join(p.info.get("cmdline") or []):
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+
+
+@pytest.mark.slow
+def test_sweep_on_a_two_process_local_cluster(tmp_path: Path) -> None:
+    """``ray start --head`` in one process, ``equirl sweep --address`` in another (the driver): the
+    trials run on that node, every trial finishes, and the driver leaves the cluster running."""
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    import tempfile
+
+    ray = pytest.importorskip("ray")
+    ray_cli = Path(sys.executable).parent / "ray"
+    if not ray_cli.is_file():
+        pytest.skip("the `ray` command is not installed beside this Python")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    temp = tempfile.mkdtemp(prefix="eqr", dir="/tmp")  # short: Ray's socket paths must stay < 108 chars
+    head = subprocess.Popen(
+        [str(ray_cli), "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
+         f"--temp-dir={temp}", "--block"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        address = f"127.0.0.1:{port}"
+        deadline = time.time() + 60
+        while True:  # wait for the head's GCS
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert time.time() < deadline and head.poll() is None, "ray start --head did not come up"
+            time.sleep(0.5)
+        out = tmp_path / "out"
+        code = subprocess.run(
+            [sys.executable, "-m", "equirl", "sweep", str(ROOT / "configs" / "sweeps" / "smoke.yaml"),
+             "--out", str(out), "--address", address, "--no-plots", "--reps", "200"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )  # fmt: skip
+        assert code.returncode == 0, code.stderr[-2000:]
+        spec = load_sweep(ROOT / "configs" / "sweeps" / "smoke.yaml")
+        for t in expand_trials(spec, out):
+            d = find_trial_dir(out, t.name)
+            assert d is not None and read_run(d)["status"] == "finished"
+        assert head.poll() is None  # the cluster outlives the sweep's driver
+        assert "4 ran" in code.stdout
+    finally:
+        _kill_ray_node(head, temp)
+        shutil.rmtree(temp, ignore_errors=True)
+        assert not ray.is_initialized()
