@@ -451,6 +451,8 @@ def sweep_report(
     rep.files.append(atomic_write_text(out / "summary.md", summary))
     if problems:
         rep.files.append(write_csv(out / "problems.csv", problems) or out)
+    else:  # an earlier report's list would be stale
+        (out / "problems.csv").unlink(missing_ok=True)
     if plots:
         rep.files += _plots(out, by_group, table, agg_rows, reps)
     if hparams:
