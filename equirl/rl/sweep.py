@@ -16,8 +16,9 @@ A sweep file (YAML)::
       CartPole-v1: {min: 0, max: 500, threshold: 475}   # equirl.rl.sweep_report.DEFAULT_SCORES)
 
 ``config`` may also be a list: one base config per entry (typically one per env, each with its own
-hyperparameters), each entry a name / path or a mapping ``{config, timesteps, eval, set}`` whose values
-override the sweep-wide ones for that entry; the grid is crossed with every entry::
+hyperparameters), each entry a name / path or a mapping ``{config, timesteps, eval, set, label}`` whose
+values override the sweep-wide ones for that entry (``label`` names the entry's trials, to tell apart two
+entries of one env); the grid is crossed with every entry::
 
     config:
       - {config: CartPole-v1, timesteps: 30000}
@@ -91,12 +92,15 @@ class SweepBase:
     :param timesteps: the budget of its trials (``None``: the sweep's, else the config's).
     :param eval: evaluation-schedule overrides (on top of the sweep's).
     :param set: dotted overrides (on top of the sweep's).
+    :param label: a name for this entry's trials (the first part of their variant), to tell apart two
+        entries of one env (e.g. a full and a partially trained agent).
     """
 
     config: str
     timesteps: int | None = None
     eval: dict[str, Any] = field(default_factory=dict)
     set: dict[str, Any] = field(default_factory=dict)
+    label: str | None = None
 
 
 @dataclass
@@ -199,11 +203,13 @@ def _bases(path: Path | str, raw: Any) -> str | list[SweepBase]:
         where = f"{path}: config[{i}]"
         if not isinstance(entry, Mapping) or not isinstance(entry.get("config"), str):
             raise ConfigError(f"{where} must be a config name / path or a mapping with a `config` key")
-        extra = sorted(set(entry) - {"config", "timesteps", "eval", "set"})
+        extra = sorted(set(entry) - {"config", "timesteps", "eval", "set", "label"})
         if extra:
             raise ConfigError(
-                f"{where}: unknown keys {', '.join(extra)} (known: config, eval, set, timesteps)"
+                f"{where}: unknown keys {', '.join(extra)} (known: config, eval, label, set, timesteps)"
             )
+        if entry.get("label") is not None and not (isinstance(entry["label"], str) and entry["label"]):
+            raise ConfigError(f"{where}.label must be a non-empty string")
         for k in ("eval", "set"):
             if not isinstance(entry.get(k) or {}, Mapping):
                 raise ConfigError(f"{where}.{k} must be a mapping")
@@ -213,6 +219,7 @@ def _bases(path: Path | str, raw: Any) -> str | list[SweepBase]:
                 _timesteps(where, "timesteps", entry.get("timesteps")),
                 dict(entry.get("eval") or {}),
                 dict(entry.get("set") or {}),
+                entry.get("label"),
             )
         )
     return bases
@@ -227,6 +234,7 @@ def sweep_bases(spec: SweepSpec) -> list[SweepBase]:
             b.timesteps if b.timesteps is not None else spec.timesteps,
             {**spec.eval, **b.eval},
             {**spec.set, **b.set},
+            b.label,
         )
         for b in entries
     ]
@@ -291,7 +299,8 @@ def expand_trials(spec: SweepSpec, out: str | Path) -> list[Trial]:
         point = dict(zip(keys, combo))
         cfg = load_rl_config(base, [*fixed, *(f"{k}={json.dumps(v)}" for k, v in point.items())])
         cfg = replace(cfg, init_from=_absolute(cfg.init_from), symmetry=_absolute(cfg.symmetry))
-        variant = "+".join(_label(k, point[k]) for k in sorted(point) if k not in _AXES)
+        labels = [_slug(b.label)] if b.label else []
+        variant = "+".join(labels + [_label(k, point[k]) for k in sorted(point) if k not in _AXES])
         exp = _slug(cfg.method + (f"+{variant}" if variant else ""))
         name = f"{_slug(cfg.env)}__{exp}__{cfg.seed}"
         trials.append(Trial(name, cfg.env, cfg.method, cfg.seed, exp, variant, point, cfg))
