@@ -100,11 +100,30 @@ def test_several_base_configs_cross_the_grid_with_their_own_overrides(tmp_path: 
         assert cfg.hyperparams.learning_rate == 6.3e-4  # from the Acrobot config itself
 
 
-@pytest.mark.parametrize("name", ["smoke", "cartpole-4x10", "dqn-scratch", "dqn-finetune"])
+def test_labels_tell_two_entries_of_one_env_apart(tmp_path: Path) -> None:
+    data = {
+        **TINY,
+        "config": [
+            {"config": "CartPole-v1", "label": "full", "set": {"hyperparams.learning_rate": 1e-3}},
+            {"config": "CartPole-v1", "label": "partial"},
+        ],
+    }
+    trials = expand_trials(load_sweep(_write(tmp_path, data)), tmp_path / "out")
+    assert len({t.name for t in trials}) == len(trials) == 2 * 2 * 2
+    assert {t.variant for t in trials} == {"full", "partial"}
+    assert trials[0].name == "CartPole-v1__base+full__0" and trials[0].cfg.hyperparams.learning_rate == 1e-3
+    with pytest.raises(ConfigError, match="label must be"):
+        load_sweep(_write(tmp_path, {**TINY, "config": [{"config": "CartPole-v1", "label": ""}]}))
+
+
+@pytest.mark.parametrize(
+    "name", ["smoke", "cartpole-4x10", "dqn-scratch", "dqn-finetune", "dqn-lambda-fit", "ppo-cartpole-finetune",
+             "sac-pendulum-finetune"]
+)  # fmt: skip
 def test_shipped_sweeps_expand(tmp_path: Path, name: str) -> None:
     trials = expand_trials(load_sweep(name), tmp_path)
     assert trials and len({t.name for t in trials}) == len(trials)
-    if name.startswith("dqn-"):  # the paper's grid: 4 envs x 4 methods x 10 seeds, no early stopping
+    if name in ("dqn-scratch", "dqn-finetune"):  # the paper's grid: 4 envs x 4 methods x 10 seeds, no early stopping
         assert len(trials) == 160 and {t.seed for t in trials} == set(range(10))
         assert all(t.cfg.eval.stop_at is None and t.cfg.eval.at_start for t in trials)
         if name == "dqn-finetune":
