@@ -156,9 +156,12 @@ def auc(run: RunData, score: dict[str, float]) -> float:
     s, y = run.steps, _normalise(run.returns, score)
     if s[-1] < run.budget:  # stopped early (eval.stop_at): the last evaluation is carried to the budget
         s, y = np.append(s, float(run.budget)), np.append(y, y[-1])
+    # SB3 ends a run at a whole rollout, so it may overshoot the budget (PPO: n_envs x n_steps): the
+    # span is then the steps actually run, and a curve at the maximum score all along still gives 1
+    span = max(float(run.budget), float(s[-1]))
     if s.size == 1:
-        return float(y[0] * s[0] / run.budget)
-    return float(np.sum((y[1:] + y[:-1]) / 2.0 * np.diff(s)) / run.budget)
+        return float(y[0] * s[0] / span)
+    return float(np.sum((y[1:] + y[:-1]) / 2.0 * np.diff(s)) / span)
 
 
 def compare(method: Interval, baseline: Interval) -> str:

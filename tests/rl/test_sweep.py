@@ -123,7 +123,10 @@ def test_labels_tell_two_entries_of_one_env_apart(tmp_path: Path) -> None:
 def test_shipped_sweeps_expand(tmp_path: Path, name: str) -> None:
     trials = expand_trials(load_sweep(name), tmp_path)
     assert trials and len({t.name for t in trials}) == len(trials)
-    if name in ("dqn-scratch", "dqn-finetune"):  # the paper's grid: 4 envs x 4 methods x 10 seeds, no early stopping
+    if name in (
+        "dqn-scratch",
+        "dqn-finetune",
+    ):  # the paper's grid: 4 envs x 4 methods x 10 seeds, no early stopping
         assert len(trials) == 160 and {t.seed for t in trials} == set(range(10))
         assert all(t.cfg.eval.stop_at is None and t.cfg.eval.at_start for t in trials)
         if name == "dqn-finetune":
@@ -274,6 +277,8 @@ def test_auc_carries_an_early_stop_to_the_budget_and_compare_reads_intervals() -
     stopped = RunData("E", BASE, "", 0, 100, np.array([0.0, 50.0]), np.array([0.0, 100.0]), 100.0, 100.0)
     assert auc(full, score) == pytest.approx(0.75)  # 25 (ramp) + 50 (flat), over 100 steps
     assert auc(stopped, score) == pytest.approx(auc(full, score))
+    overshoot = RunData("E", BASE, "", 0, 100, np.array([0.0, 128.0]), np.array([100.0, 100.0]), 100.0, 100.0)
+    assert auc(overshoot, score) == pytest.approx(1.0)  # a run past its budget (whole rollouts) stays <= 1
     assert compare(Interval(5.0, 4.0, 6.0), Interval(2.0, 1.0, 3.0)) == "above"
     assert compare(Interval(2.0, 1.0, 3.0), Interval(5.0, 4.0, 6.0)) == "below"
     assert compare(Interval(3.0, 2.0, 4.5), Interval(5.0, 4.0, 6.0)) == "overlap"
