@@ -438,10 +438,9 @@ def _ray_init(cpus: int | None, address: str | None) -> bool:
     return True
 
 
-#: set in this process while a sweep runs on Ray (restored after): Tune's default CSV / JSON /
-#: TensorBoard result loggers are redundant (every trial is a run directory with its own TensorBoard
-#: folder), and usage statistics would try the network
-_RAY_DRIVER_ENV = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+#: set in this process while a sweep runs on Ray (restored after): usage statistics would try the
+#: network. (Tune's result loggers stay on in the driver: its result grid reads their files.)
+_RAY_DRIVER_ENV = {"RAY_USAGE_STATS_ENABLED": "0"}
 
 
 @contextlib.contextmanager
