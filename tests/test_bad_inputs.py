@@ -244,6 +244,11 @@ ROWS: list[tuple[str, list[str], str]] = [
     ("bench-rl-out-file", ["bench", "rl", "--out", "{afile}"], r"afile.*is a file"),
     ("bench-rl-part", ["bench", "rl", "--parts", "speed"], r"--parts.*'speed'"),
     ("bench-rl-env", ["bench", "rl", "--parts", "efficiency", "--envs", "NoSuchEnv-v0"], r"NoSuchEnv-v0"),
+    (
+        "bench-rl-sweep",
+        ["bench", "rl", "--parts", "zero-shot", "sweep-walltime", "--sweep", "nosuch"],
+        r"config file not found: nosuch",
+    ),
     # --- language -------------------------------------------------------------------------------
     ("scan-out-file", ["language", "scan-generate", "--out", "{afile}"], r"afile.*is a file"),
     ("scan-out-under-file", ["language", "scan-generate", "--out", "{afile}/scan"], r"afile.*is a file"),

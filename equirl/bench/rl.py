@@ -556,6 +556,10 @@ def run_rl_bench(
 
         for env_id in envs:  # an unknown env: one line before any folder or run exists
             load_spec(env_id)
+    if "sweep-walltime" in parts:
+        from equirl.rl.sweep import load_sweep
+
+        load_sweep(sweep)  # an unknown sweep: one line before any other part runs
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with torch_threads(threads):
