@@ -1,8 +1,8 @@
 """The files equirl ships beside its code: ``agents/``, ``envs/`` and ``configs/``.
 
 They live once, at the top of the source tree (the design card's layout). A built wheel carries them
-inside the package as ``equirl/assets/{agents,envs,configs}`` (a setuptools ``package-dir`` mapping in
-``pyproject.toml``), so an installed equirl finds them wherever it runs; a source checkout (an editable
+inside the package as ``equirl/assets/{agents,envs,configs}`` (a setuptools ``package_dir`` mapping in
+``setup.py``), so an installed equirl finds them wherever it runs; a source checkout (an editable
 install, or ``PYTHONPATH``) reads the top-level folders directly. There is no second copy.
 """
 

@@ -1,7 +1,8 @@
 """``equirl bench rl``: zero-shot returns, sample efficiency and training wall time.
 
 * ``zero-shot`` -- base / equitune / equizero / λ (untrained λ = equitune) on the RL-zoo agents (when
-  the shared data folder, ``$EQUIRL_SHARED_DATA``, has them) and on the shipped full and partial agents;
+  the shared data folder, ``$EQUIRL_SHARED_DATA``, has them) and on the shipped full and partial agents,
+  every algorithm (DQN, PPO, A2C, SAC, TQC...): the mean return with a 95 % bootstrap interval;
 * ``efficiency`` -- env steps for plain vs equivariant (default equitune) DQN to reach a threshold
   (CartPole 475, Acrobot -80) when finetuning the same partial agent: per seed, early-stopped at the
   threshold, censored at the budget, with the medians (see :func:`efficiency`);
@@ -46,52 +47,66 @@ log = logging.getLogger(__name__)
 PARTS = ("zero-shot", "efficiency", "canonical", "walltime", "sweep-walltime")
 
 
-def _agents() -> list[tuple[str, str, Path]]:
-    from equirl.rl.agents import agent_dir
+#: an agent of the zero-shot part: (algorithm, "zoo" | "ours" | "ours-partial", env id, zip or zoo folder)
+Agent = tuple[str, str, str, Path]
+
+
+def _agents(envs: Sequence[str] | None = None) -> list[Agent]:
+    """Every RL-zoo agent of the shared data folder (``rl-zoo/{algo}/{env}_1``) and every shipped agent
+    (``agents/{algo}/{env}/``, full and partial, its env read from ``eval.json``), of any algorithm;
+    ``envs``: only these."""
+    import json
+
+    from equirl.assets import asset_path
     from equirl.utils.shared import shared_data_dir
 
-    out: list[tuple[str, str, Path]] = []
+    out: list[Agent] = []
     shared = shared_data_dir()
-    if shared is not None:
-        for env in ("CartPole-v1", "Acrobot-v1"):
-            p = shared / "rl-zoo" / "dqn" / f"{env}_1"
-            if p.is_dir():
-                out.append(("zoo", env, p))
-    for env in ("CartPole-v1", "Acrobot-v1", "LunarLander-v3", "equirl/GridWorld-v0"):
-        d = agent_dir(env)
-        slug = env.replace("/", "_")
-        for kind, name in (("ours", f"{slug}.zip"), ("ours-partial", f"{slug}_partial.zip")):
-            if (d / name).is_file():
-                out.append((kind, env, d / name))
-    return out
+    zoo = shared / "rl-zoo" if shared is not None else None
+    for algo_dir in sorted(zoo.iterdir()) if zoo is not None and zoo.is_dir() else []:
+        for run in sorted(algo_dir.glob("*_1")) if algo_dir.is_dir() else []:
+            out.append((algo_dir.name, "zoo", run.name[: -len("_1")], run))
+    for algo_dir in sorted(asset_path("agents").iterdir()):
+        for d in sorted(algo_dir.iterdir()) if algo_dir.is_dir() else []:
+            if not (d / "eval.json").is_file():
+                continue
+            env = str(json.loads((d / "eval.json").read_text())["env"])
+            for kind, name in (("ours", f"{d.name}.zip"), ("ours-partial", f"{d.name}_partial.zip")):
+                if (d / name).is_file():
+                    out.append((algo_dir.name, kind, env, d / name))
+    return [a for a in out if envs is None or a[2] in envs]
 
 
-def zero_shot(seeds: int, episodes: int, console: Console | None = None) -> list[dict[str, Any]]:
-    """Zero-shot returns of every available agent under each method (progress bar on ``console``)."""
-    agents = _agents()
+def zero_shot(
+    seeds: int, episodes: int, console: Console | None = None, envs: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """Zero-shot returns of every available agent (of ``envs``, default all) under each method, mean with a
+    95 % bootstrap interval over ``seeds`` x ``episodes`` episodes (progress bar on ``console``)."""
+    agents = _agents(envs)
     with progress(console, "zero-shot returns", len(agents)) as step:
         return _zero_shot(agents, seeds, episodes, step)
 
 
-def _zero_shot(
-    agents: list[tuple[str, str, Path]], seeds: int, episodes: int, step: Step
-) -> list[dict[str, Any]]:
+def _zero_shot(agents: list[Agent], seeds: int, episodes: int, step: Step) -> list[dict[str, Any]]:
     from equirl.rl.evaluation import evaluate_methods
 
     rows = []
-    for kind, env, path in agents:
-        step(0, f"zero-shot: {kind} {env}")
+    for algo, kind, env, path in agents:
+        step(0, f"zero-shot: {algo} {kind} {env}")
         res = evaluate_methods(
-            path, env, list(method_names(learned_scorer=False)), episodes=episodes, seeds=seeds
+            path, env, list(method_names(learned_scorer=False)), algo=algo, episodes=episodes, seeds=seeds
         )
         for m, r in res.items():
             rows.append(
                 {
+                    "algo": algo,
                     "agent": kind,
                     "env": env,
                     "method": m,
                     "mean_return": round(r["mean_return"], 2),
                     "std_return": round(r["std_return"], 2),
+                    "ci95_low": round(r["ci95"][0], 2),
+                    "ci95_high": round(r["ci95"][1], 2),
                     "episodes": r["episodes"],
                 }
             )
@@ -442,27 +457,26 @@ def sweep_walltime(
 
 
 def _plot_zero(rows: list[dict[str, Any]], path: Path) -> None:
-    groups = sorted({(r["agent"], r["env"]) for r in rows})
-    save_plot(path, lambda fig: _draw_zero(fig, rows, groups), (max(6, 1.6 * len(groups)), 4))
+    groups = sorted({(r["algo"], r["agent"], r["env"]) for r in rows})
+    size = (max(6, 1.6 * min(len(groups), 6)), 3 * math.ceil(len(groups) / 6))
+    save_plot(path, lambda fig: _draw_zero(fig, rows, groups), size)
 
 
-def _draw_zero(fig: Figure, rows: list[dict[str, Any]], groups: list[tuple[str, str]]) -> None:
+def _draw_zero(fig: Figure, rows: list[dict[str, Any]], groups: list[tuple[str, str, str]]) -> None:
+    """One panel per agent (returns differ in scale between envs): mean and 95 % interval per method."""
     methods = list(method_names(learned_scorer=False))
-    ax = fig.subplots()
-    width = 0.2
-    for i, m in enumerate(methods):
-        vals = [
-            next((r["mean_return"] for r in rows if (r["agent"], r["env"]) == g and r["method"] == m), 0)
-            for g in groups
-        ]
-        errs = [
-            next((r["std_return"] for r in rows if (r["agent"], r["env"]) == g and r["method"] == m), 0)
-            for g in groups
-        ]
-        ax.bar(np.arange(len(groups)) + (i - 1.5) * width, vals, width, yerr=errs, label=m)
-    ax.set_xticks(np.arange(len(groups)), [f"{a}\n{e}" for a, e in groups], fontsize=7)
-    ax.set_ylabel("return")
-    ax.legend()
+    axes = np.atleast_1d(fig.subplots(math.ceil(len(groups) / 6), min(len(groups), 6), squeeze=False)).ravel()
+    for ax, g in zip(axes, groups):
+        cell = {r["method"]: r for r in rows if (r["algo"], r["agent"], r["env"]) == g}
+        xs = [m for m in methods if m in cell]
+        means = np.array([cell[m]["mean_return"] for m in xs])
+        lows = means - np.array([cell[m]["ci95_low"] for m in xs])
+        highs = np.array([cell[m]["ci95_high"] for m in xs]) - means
+        ax.bar(range(len(xs)), means, yerr=[lows, highs], color=[f"C{methods.index(m)}" for m in xs])
+        ax.set_xticks(range(len(xs)), xs, fontsize=6, rotation=30)
+        ax.set_title(f"{g[0]} {g[1]}\n{g[2]}", fontsize=7)
+    for ax in axes[len(groups) :]:
+        ax.axis("off")
 
 
 def _plot_eff(rows: list[dict[str, Any]], summary: list[dict[str, Any]], path: Path) -> None:
@@ -568,7 +582,7 @@ def run_rl_bench(
             write_csv(out / "zero_shot.csv", rows)
             if rows:
                 _plot_zero(rows, out / "zero_shot.png")
-            yield BenchTable(rows, "zero-shot returns", keys=3)
+            yield BenchTable(rows, "zero-shot returns (mean, 95 % bootstrap interval)", keys=4)
         if "efficiency" in parts:
             spec = efficiency_sweep(seeds, budget, tuple(envs), method, eval_freq, eval_episodes, first_seed)
             rows = efficiency(spec, jobs=jobs, runs_dir=out / "efficiency_runs", console=console)

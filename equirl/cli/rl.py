@@ -10,7 +10,15 @@ import dataclasses
 import json
 from typing import Any
 
-from equirl.cli.args import add_config_args, bounded_int, method_arg, nonneg_int, out_dir, positive_int
+from equirl.cli.args import (
+    add_config_args,
+    bounded_int,
+    method_arg,
+    nonneg_int,
+    out_dir,
+    positive_float,
+    positive_int,
+)
 from equirl.errors import ConfigError
 from equirl.registry import AUTO, canonical_method, method_names
 from equirl.utils.runs import tensorboard_command
@@ -43,6 +51,13 @@ def register(commands: Any, bench: Any) -> None:
         "--steps", type=bounded_int(1, 1_000_000), default=200, help="sampled states (default 200)"
     )
     p.add_argument("--seed", type=nonneg_int, default=0)
+    p.add_argument(
+        "--atol",
+        type=positive_float,
+        default=None,
+        help="tolerance of the exact check (default: the spec's verify.atol, 1e-5 unless it declares the env "
+        "only approximately symmetric)",
+    )
     p.add_argument("--json", action="store_true", help='print {"env", "max_error", "verified"}')
     p.set_defaults(func=_check_symmetry)
 
@@ -214,7 +229,7 @@ def _check_symmetry(args: argparse.Namespace, console: Any) -> int:
     from equirl.rl.check import check_symmetry
 
     with progress_bar(console, f"check-symmetry {args.env}") as progress:
-        rep = check_symmetry(args.env, steps=args.steps, seed=args.seed, progress=progress)
+        rep = check_symmetry(args.env, steps=args.steps, seed=args.seed, atol=args.atol, progress=progress)
     if args.json:
         console.print_json(
             json.dumps(
@@ -224,6 +239,7 @@ def _check_symmetry(args: argparse.Namespace, console: Any) -> int:
                     "verified": rep.verified,
                     "exact": rep.exact,
                     "statistical": rep.statistical,
+                    "approximate": rep.approximate,
                     "message": rep.message,
                 }
             )
@@ -404,12 +420,13 @@ def _eval(args: argparse.Namespace, console: Any) -> int:
         (
             f"{m} → {r['choice']}" if "choice" in r else m,
             f"{r['mean_return']:.1f}",
+            f"[{r['ci95'][0]:.1f}, {r['ci95'][1]:.1f}]",
             f"{r['std_return']:.1f}",
             r["episodes"],
         )
         for m, r in res.items()
     ]
-    cols = ("method", "mean return", "std", "episodes")
+    cols = ("method", "mean return", "95% CI", "std", "episodes")
     console.print(make_table(f"{args.env}: zero-shot returns of {args.agent}", cols, rows))
     return 0
 

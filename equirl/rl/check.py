@@ -27,7 +27,7 @@ import numpy as np
 
 from equirl.errors import EquirlError
 from equirl.rl.envs import action_meanings, make_env
-from equirl.rl.spec import EnvSymmetry, load_spec
+from equirl.rl.spec import EXACT_ATOL, EnvSymmetry, load_spec
 
 __all__ = ["SymmetryReport", "check_symmetry"]
 
@@ -41,12 +41,14 @@ class SymmetryReport:
     :param env: the env id.
     :param max_error: the largest deviation over observations, rewards and terminations (``None`` when
         the check could not run).
-    :param verified: ``max_error <= atol``.
+    :param verified: ``max_error <= atol`` (the spec's declared tolerance unless one is given).
     :param exact: whether the env state could be set (an exact check).
     :param transitions: number of (s, a, g) triples compared.
     :param message: a one-line explanation.
     :param statistical: the check was statistical (``max_error`` is then the largest difference of
         conditional means, and ``verified`` means no z-score exceeded the bound).
+    :param approximate: verified, but only within a tolerance above 1e-5 (a spec declaring its env
+        approximately symmetric, or ``atol`` given).
     """
 
     env: str
@@ -59,6 +61,7 @@ class SymmetryReport:
     termination_mismatches: int = 0
     message: str = ""
     statistical: bool = False
+    approximate: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -92,7 +95,7 @@ def check_symmetry(
     spec: Any,
     steps: int = 200,
     seed: int = 0,
-    atol: float = 1e-5,
+    atol: float | None = None,
     warmup: int = 20,
     progress: Callable[[int, int], None] | None = None,
 ) -> SymmetryReport:
@@ -101,7 +104,8 @@ def check_symmetry(
     :param spec: env id, spec path/mapping or :class:`~equirl.rl.spec.EnvSymmetry`.
     :param steps: number of sampled states (each compared under every non-identity element).
     :param seed: RNG seed.
-    :param atol: tolerance for ``verified``.
+    :param atol: tolerance for ``verified`` (default: the spec's ``verify.atol``, 1e-5 unless it declares
+        the env only approximately symmetric).
     :param warmup: up to this many random steps before each sampled state (diverse states).
     :param progress: called as ``progress(states done, steps)`` after each sampled state.
     """
@@ -123,7 +127,9 @@ def check_symmetry(
                 0,
                 message="cannot verify exactly: the env's state cannot be set (spec checked against its spaces only)",
             )
-        return _check_exact(sym, env, steps, seed, atol, warmup, progress)
+        return _check_exact(
+            sym, env, steps, seed, sym.verify_atol if atol is None else atol, warmup, progress
+        )
     finally:
         env.close()
 
@@ -172,13 +178,19 @@ def _check_exact(
             progress(i + 1, steps)
     max_err = max(obs_err, rew_err, float(term_bad))
     ok = max_err <= atol
+    approximate = ok and max_err > EXACT_ATOL
     msg = (
-        f"verified: max error {max_err:.2e} <= {atol:g} over {n} transitions"
+        f"approximately symmetric: max error {max_err:.2e} <= {atol:g} over {n} transitions; "
+        f"{sym.verify_reason or 'within the tolerance asked for'}"
+        if approximate
+        else f"verified: max error {max_err:.2e} <= {atol:g} over {n} transitions"
         if ok
         else f"BROKEN: the spec does not commute with the dynamics (obs error {obs_err:.3g}, reward error "
         f"{rew_err:.3g}, {term_bad} termination mismatches over {n} transitions)"
     )
-    return SymmetryReport(sym.env_id, max_err, ok, True, n, obs_err, rew_err, term_bad, msg)
+    return SymmetryReport(
+        sym.env_id, max_err, ok, True, n, obs_err, rew_err, term_bad, msg, approximate=approximate
+    )
 
 
 def _get_state(sym: EnvSymmetry, base: Any, obs: Any) -> Any:

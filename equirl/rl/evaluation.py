@@ -9,6 +9,7 @@ import numpy as np
 
 from equirl.rl.pretrained import evaluate, load_pretrained
 from equirl.utils.progress import ProgressFn, subtask
+from equirl.utils.stats import stratified_bootstrap_ci
 
 __all__ = ["evaluate_methods"]
 
@@ -27,7 +28,9 @@ def evaluate_methods(
     which: str = "best",
     trust_checkpoint: bool = False,
 ) -> dict[str, dict[str, Any]]:
-    """``{method: {"mean_return", "std_return", "episodes"}}`` over ``seeds`` x ``episodes`` episodes.
+    """``{method: {"mean_return", "std_return", "episodes", "ci95", "returns"}}`` over ``seeds`` x
+    ``episodes`` episodes: ``ci95`` is the 95 % bootstrap interval of the mean return (episodes resampled
+    within each evaluation seed), ``returns`` the per-episode returns, seed after seed.
 
     :param agent: agent zip, equirl run directory or RL-zoo folder (plain, or saved by an equivariant
         policy).
@@ -50,14 +53,18 @@ def evaluate_methods(
             which=which,
             trust_checkpoint=trust_checkpoint,
         )
-        rets: list[float] = []
+        per_seed: list[list[float]] = []
         for s in range(seeds):
             step = subtask(progress, (k * seeds + s) * episodes, total)
-            rets += evaluate(model, env_id, n_eval_episodes=episodes, seed=1000 * s, progress=step)
+            per_seed.append(evaluate(model, env_id, n_eval_episodes=episodes, seed=1000 * s, progress=step))
+        rets = [r for seed_rets in per_seed for r in seed_rets]
+        ci = stratified_bootstrap_ci(per_seed, lambda strata: float(np.mean(np.concatenate(strata))))
         out[m] = {
             "mean_return": float(np.mean(rets)),
             "std_return": float(np.std(rets)),
             "episodes": len(rets),
+            "ci95": [ci.low, ci.high],
+            "returns": [float(r) for r in rets],
         }
         log.info("%s %s: %.1f ± %.1f", env_id, m, out[m]["mean_return"], out[m]["std_return"])
     return out

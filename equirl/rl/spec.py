@@ -60,6 +60,9 @@ SPEC_DIR = asset_path("envs")
 _TOP_KEYS = {"env", "group", "description", "observation", "actions", "verify", "notes"}
 _OBS_TYPES = ("signed_permutation", "image")
 _VERIFY = ("state", "obs", "mujoco", "none")
+_VERIFY_KEYS = {"method", "attribute", "generators", "atol", "reason"}
+#: the tolerance of an exact symmetry check (float32 rounding of set states)
+EXACT_ATOL = 1e-5
 #: discrete actions are permuted, continuous (``Box``) action vectors get a signed permutation
 _ACTION_TYPES = ("permutation", "signed_permutation")
 
@@ -103,6 +106,10 @@ class EnvSymmetry:
     :param source: where the spec was read from.
     :param action_type: ``"permutation"`` (discrete actions) or ``"signed_permutation"`` (``Box``).
     :param action_generators: per generator, ``(src, signs)`` acting on continuous action vectors.
+    :param verify_atol: the tolerance ``check-symmetry`` verifies against (``verify.atol``; 1e-5, i.e.
+        exact, unless the spec declares the env only approximately symmetric).
+    :param verify_reason: why the env is only approximately symmetric (``verify.reason``; required with a
+        ``verify.atol`` above 1e-5).
     """
 
     env_id: str
@@ -119,6 +126,8 @@ class EnvSymmetry:
     source: str = field(default="", compare=False)
     action_type: str = "permutation"
     action_generators: tuple[tuple[tuple[int, ...], tuple[float, ...]], ...] = ()
+    verify_atol: float = EXACT_ATOL
+    verify_reason: str = ""
 
     # -- derived ---------------------------------------------------------------------------------
     @property
@@ -223,6 +232,8 @@ class EnvSymmetry:
             verify["generators"] = [
                 {"src": list(src), "signs": [int(s) for s in signs]} for src, signs in self.state_generators
             ]
+        if self.verify_reason:
+            verify.update(atol=self.verify_atol, reason=self.verify_reason)
         actions: dict[str, Any]
         if self.continuous:
             actions = {
@@ -494,11 +505,17 @@ def _finish_spec(
     verify = data.get("verify", {"method": "none"})
     if not isinstance(verify, Mapping) or verify.get("method", "none") not in _VERIFY:
         raise _fail(where, f"verify.method must be one of {list(_VERIFY)}")
-    if set(verify) - {"method", "attribute", "generators"}:
-        raise _fail(
-            where, f"unknown verify keys {sorted(set(verify) - {'method', 'attribute', 'generators'})}"
-        )
+    if set(verify) - _VERIFY_KEYS:
+        raise _fail(where, f"unknown verify keys {sorted(set(verify) - _VERIFY_KEYS)}")
     vmethod = str(verify.get("method", "none"))
+    atol = verify.get("atol", EXACT_ATOL)
+    if isinstance(atol, bool) or not isinstance(atol, (int, float)) or not 0 < atol < float("inf"):
+        raise _fail(where, f"verify.atol must be a positive number, got {atol!r}")
+    reason = str(verify.get("reason", "")).strip()
+    if atol > EXACT_ATOL and not reason:
+        raise _fail(
+            where, "verify.atol above 1e-5 declares the env only approximately symmetric: give verify.reason"
+        )
     state_gens: tuple[tuple[tuple[int, ...], tuple[float, ...]], ...] = ()
     if vmethod in ("state", "mujoco"):
         vg = verify.get("generators")
@@ -521,6 +538,8 @@ def _finish_spec(
         source=source,
         action_type="signed_permutation" if act_gens else "permutation",
         action_generators=act_gens,
+        verify_atol=float(atol),
+        verify_reason=reason,
     )
     # the generator images must define actions of the group (homomorphism check, exact)
     try:

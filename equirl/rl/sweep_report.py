@@ -69,6 +69,11 @@ DEFAULT_SCORES: dict[str, dict[str, float]] = {
     # returns lie in [-1, 1) (50 steps at -0.02 without reaching the goal ... 1 for the goal at once);
     # a greedy shortest path on the 5x5 board scores about 0.85 on average
     "equirl/GridWorld-v0": {"min": -1.0, "max": 1.0, "threshold": 0.7},
+    "LunarLanderContinuous-v3": {"min": -300.0, "max": 300.0, "threshold": 200.0},
+    # MuJoCo: 1000 steps; the thresholds are gymnasium's reward_threshold (the double pendulum earns at
+    # most about 9.36 a step: 10 alive bonus minus the tip-distance and velocity penalties)
+    "InvertedPendulum-v5": {"min": 0.0, "max": 1000.0, "threshold": 950.0},
+    "InvertedDoublePendulum-v5": {"min": 0.0, "max": 9360.0, "threshold": 9100.0},
 }
 
 

@@ -46,3 +46,26 @@ def test_efficiency_runs_are_run_directories_and_rows(tmp_path: Any) -> None:
     assert len([d for d in tmp_path.iterdir() if (d / "run.json").is_file()]) == 2
     again = bench.efficiency(spec, runs_dir=tmp_path)
     assert again == rows  # a rerun reads the finished runs (nothing reruns)
+
+
+def test_zero_shot_covers_every_algorithm_with_intervals(tmp_path: Any) -> None:
+    """The zero-shot part finds the shipped agents of every algorithm (not only DQN) and reports each
+    method's mean return inside its bootstrap interval; its plot is written."""
+    import json
+
+    from equirl.assets import asset_path
+
+    shipped = {
+        (d.parent.name, json.loads((d / "eval.json").read_text())["env"])
+        for d in asset_path("agents").glob("*/*")
+        if (d / "eval.json").is_file()
+    }
+    found = {(algo, env) for algo, kind, env, _ in bench._agents() if kind != "zoo"}
+    assert found == shipped and {"dqn", "ppo", "sac"} <= {a for a, _ in found}
+    rows = bench.zero_shot(seeds=2, episodes=1, envs=["Pendulum-v1"])
+    ours = [r for r in rows if r["agent"] != "zoo"]
+    assert {(r["algo"], r["agent"]) for r in ours} == {("sac", "ours"), ("sac", "ours-partial")}
+    for r in rows:
+        assert r["episodes"] == 2 and r["ci95_low"] <= r["mean_return"] <= r["ci95_high"]
+    bench._plot_zero(rows, tmp_path / "zero_shot.png")
+    assert (tmp_path / "zero_shot.png").stat().st_size > 0

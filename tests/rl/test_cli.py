@@ -160,6 +160,10 @@ def test_eval_json_all_methods(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert set(res) == {"base", "equitune", "equizero", "lambda"}
     for r in res.values():
         assert r["episodes"] == 4 and r["mean_return"] > 0 and r["std_return"] >= 0
+        # the per-episode returns and a bootstrap interval of their mean that holds it
+        assert len(r["returns"]) == 4 and abs(sum(r["returns"]) / 4 - r["mean_return"]) < 1e-9
+        low, high = r["ci95"]
+        assert min(r["returns"]) <= low <= r["mean_return"] <= high <= max(r["returns"])
 
 
 def test_pretrain_exports_zoo_layout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,4 +1,4 @@
-"""Env symmetry specs: packaged specs load, the repo-root copies match, bad specs are refused."""
+"""Env symmetry specs: the shipped specs load, bad specs are refused."""
 
 from __future__ import annotations
 
@@ -97,6 +97,9 @@ def test_mapping_and_yaml_path(tmp_path: Path) -> None:
         ({"group": "Q8"}, "unknown group"),
         ({"extra": 1}, "unknown keys"),
         ({"observation": {"type": "fourier"}}, "observation.type"),
+        ({"verify": {"method": "none", "atol": 0.01}}, "give verify.reason"),
+        ({"verify": {"method": "none", "atol": -1}}, "verify.atol must be a positive number"),
+        ({"verify": {"method": "none", "atol": "loose", "reason": "x"}}, "verify.atol must be"),
     ],
 )
 def test_bad_specs_are_one_line_errors(patch: dict, message: str) -> None:
@@ -129,3 +132,14 @@ def test_unknown_env_and_mismatched_spaces() -> None:
         sym.check_fits(spaces.Box(-1, 1, (4,)), spaces.Discrete(3))
     with pytest.raises(SymmetryError, match="observation shape"):
         sym.check_fits(spaces.Box(-1, 1, (6,)), spaces.Discrete(2))
+
+
+def test_a_declared_tolerance_round_trips() -> None:
+    """verify.atol / verify.reason survive to_dict -> parse (an approximately symmetric env stays declared)."""
+    sym = load_spec("InvertedPendulum-v5")
+    assert sym.verify_atol == 1e-2 and "off vertical" in sym.verify_reason
+    assert parse_spec(sym.to_dict()) == sym
+    assert (
+        load_spec("CartPole-v1").verify_atol == 1e-5
+        and "atol" not in load_spec("CartPole-v1").to_dict()["verify"]
+    )

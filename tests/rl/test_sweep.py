@@ -117,12 +117,14 @@ def test_labels_tell_two_entries_of_one_env_apart(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["smoke", "cartpole-4x10", "dqn-scratch", "dqn-finetune", "dqn-lambda-fit", "ppo-cartpole-finetune",
-             "sac-pendulum-finetune"]
-)  # fmt: skip
+    "name",
+    sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "configs" / "sweeps").glob("*.yaml")),
+)
 def test_shipped_sweeps_expand(tmp_path: Path, name: str) -> None:
+    """Every shipped sweep expands to uniquely named trials with validated configs and existing agents."""
     trials = expand_trials(load_sweep(name), tmp_path)
     assert trials and len({t.name for t in trials}) == len(trials)
+    assert all(Path(t.cfg.init_from).is_file() for t in trials if t.cfg.init_from)
     if name in (
         "dqn-scratch",
         "dqn-finetune",
@@ -131,6 +133,12 @@ def test_shipped_sweeps_expand(tmp_path: Path, name: str) -> None:
         assert all(t.cfg.eval.stop_at is None and t.cfg.eval.at_start for t in trials)
         if name == "dqn-finetune":
             assert all(t.cfg.init_from and Path(t.cfg.init_from).is_file() for t in trials)
+    if name.endswith("-finetune") and trials[0].cfg.algo != "dqn":
+        # the actor-critic comparisons: every method beside the augmentation baseline, >= 5 seeds, from step 0
+        assert {x.method for x in trials} == {"base", "equitune", "equizero", "lambda", "augment"}
+        assert len({x.seed for x in trials}) >= 5 and all(
+            x.cfg.eval.at_start and x.cfg.init_from for x in trials
+        )
 
 
 def test_bad_config_key_fails_before_anything_runs(tmp_path: Path) -> None:
