@@ -41,6 +41,8 @@ ROWS: list[tuple[str, list[str], str]] = [
     ("check-steps-text", ["check-symmetry", "CartPole-v1", "--steps", "ten"], r"--steps.*'ten'"),
     ("check-seed-neg", ["check-symmetry", "CartPole-v1", "--seed", "-3"], r"--seed.*'-3'.*>= 0"),
     ("check-unknown-env", ["check-symmetry", "NoSuchEnv-v0"], r"NoSuchEnv-v0"),
+    ("check-atol-0", ["check-symmetry", "CartPole-v1", "--atol", "0"], r"--atol.*'0'.*> 0"),
+    ("check-atol-nan", ["check-symmetry", "CartPole-v1", "--atol", "nan"], r"--atol.*'nan'"),
     # --- rl: pretrain/train config values -------------------------------------------------------
     ("gamma-neg", ["pretrain", RL, "--set", "hyperparams.gamma=-3"], r"hyperparams\.gamma.*-3.*\[0, 1\]"),
     ("gamma-big", ["pretrain", RL, "--set", "hyperparams.gamma=1.5"], r"hyperparams\.gamma.*1\.5"),
@@ -59,6 +61,16 @@ ROWS: list[tuple[str, list[str], str]] = [
         "train-freq-0",
         ["pretrain", RL, "--set", "hyperparams.train_freq=0"],
         r"hyperparams\.train_freq.*0.*>= 1",
+    ),
+    (
+        "gsde-discrete",
+        ["pretrain", str(CONFIGS / "rl" / "ppo-CartPole-v1.yaml"), "--set", "hyperparams.use_sde=true"],
+        r"hyperparams\.use_sde.*continuous actions; CartPole-v1 has discrete",
+    ),
+    (
+        "gsde-freq",
+        ["pretrain", str(CONFIGS / "rl" / "sac-Pendulum-v1.yaml"), "--set", "hyperparams.sde_sample_freq=-2"],
+        r"hyperparams\.sde_sample_freq.*>= -1",
     ),
     (
         "grad-steps-0",

@@ -119,9 +119,18 @@ def _lr(value: float, schedule: str) -> Any:
     return LinearSchedule(value, 0.0, 1.0)
 
 
+def _check_sde(hp: Any) -> None:
+    """gSDE (``use_sde``, Raffin et al. 2021) and its noise-resampling period (-1: once per rollout)."""
+    if not isinstance(hp.use_sde, bool):
+        raise FieldError("use_sde", hp.use_sde, "must be true or false")
+    check_range("sde_sample_freq", hp.sde_sample_freq, ge=-1)
+
+
 @dataclass
 class _OnPolicyHyperParams:
-    """What PPO and A2C share (RL-zoo names)."""
+    """What PPO and A2C share (RL-zoo names). ``use_sde``: generalized state-dependent exploration
+    (continuous actions only; the equivariant policies symmetrize its variance, see
+    :mod:`equirl.rl.ac_policies`), its noise resampled every ``sde_sample_freq`` steps (-1: per rollout)."""
 
     learning_rate: float = 3e-4
     lr_schedule: str = "constant"
@@ -133,9 +142,12 @@ class _OnPolicyHyperParams:
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
     normalize_advantage: bool = True
+    use_sde: bool = False
+    sde_sample_freq: int = -1
     net_arch: list[int] = field(default_factory=lambda: [64, 64])
 
     def __post_init__(self) -> None:
+        _check_sde(self)
         check_range("learning_rate", self.learning_rate, gt=0)
         if self.lr_schedule not in LR_SCHEDULES:
             raise FieldError("lr_schedule", self.lr_schedule, f"must be one of {', '.join(LR_SCHEDULES)}")
@@ -212,14 +224,18 @@ class _OffPolicyACHyperParams:
 @dataclass
 class SACHyperParams(_OffPolicyACHyperParams):
     """SB3 SAC hyperparameters (RL-zoo names). ``ent_coef``: a number, ``auto`` (learned) or
-    ``auto_0.1`` (learned from 0.1). gSDE is not offered here (the equivariant policies accept it:
-    :mod:`equirl.rl.ac_policies`)."""
+    ``auto_0.1`` (learned from 0.1). ``use_sde`` / ``sde_sample_freq`` / ``use_sde_at_warmup``: gSDE
+    exploration as in SB3 (the equivariant actor symmetrizes its variance: :mod:`equirl.rl.ac_policies`)."""
 
     ent_coef: float | str = "auto"
     target_update_interval: int = 1
+    use_sde: bool = False
+    sde_sample_freq: int = -1
+    use_sde_at_warmup: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        _check_sde(self)
         ent = self.ent_coef
         if isinstance(ent, str):
             start = ent[len("auto_") :] if ent.startswith("auto_") else None

@@ -31,7 +31,7 @@ import numpy as np
 import yaml
 from stable_baselines3.common.callbacks import BaseCallback
 
-from equirl.config import to_dict
+from equirl.config import FieldError, to_dict
 from equirl.errors import (
     CheckpointError,
     NonFiniteError,
@@ -145,6 +145,10 @@ def build_model(cfg: RLConfig, vec: Any | None = None, trust_checkpoint: bool = 
     sym = load_spec(cfg.symmetry or cfg.env)
     vec = vec if vec is not None else make_train_env(cfg)
     sym.check_fits(*_raw_spaces(vec))
+    if getattr(cfg.hyperparams, "use_sde", False) and not sym.continuous:
+        raise FieldError(
+            "hyperparams.use_sde", True, f"gSDE needs continuous actions; {cfg.env} has discrete ones"
+        )
     if cfg.algo not in ON_POLICY_ALGOS:
         check_buffer_memory(vec.observation_space, cfg.hyperparams.buffer_size)
     kw = _algo_kwargs(cfg, vec)

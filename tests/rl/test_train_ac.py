@@ -96,6 +96,38 @@ def test_tiny_pretrain_builds_an_equivariant_agent(tmp_path: Path, algo: str) ->
         torch.testing.assert_close(q, p.flip(-1), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("algo", ["ppo", "sac"])
+def test_gsde_trains_from_a_config_and_stays_equivariant(tmp_path: Path, algo: str) -> None:
+    """``hyperparams.use_sde`` trains a gSDE agent (noise resampled every 4 steps): the saved equitune
+    policy keeps gSDE, its deterministic action is equivariant and its exploration scale invariant under
+    the mirror (torque -> -torque: |P_g| = 1)."""
+    extra = {"hyperparams": {"use_sde": True, "sde_sample_freq": 4}}
+    if algo == "ppo":
+        extra["env"] = "Pendulum-v1"  # type: ignore[assignment]
+    cfg = _cfg(tmp_path, algo, **extra)
+    res = run_training(cfg, command="pretrain")
+    assert read_run(res.run_dir)["status"] == "finished"
+    model = _algo_cls(algo).load(res.run_dir / "model.zip", device="cpu")
+    assert model.use_sde and model.sde_sample_freq == 4
+    rng = np.random.default_rng(1)
+    th = rng.uniform(-np.pi, np.pi, 32)
+    obs = np.stack([np.cos(th), np.sin(th), rng.normal(size=32)], 1).astype(np.float32)
+    flip = obs * np.array([1, -1, -1], dtype=np.float32)
+    a, _ = model.predict(obs, deterministic=True)
+    b, _ = model.predict(flip, deterministic=True)
+    np.testing.assert_allclose(b, -a, atol=1e-5)
+    pol = model.policy
+    with torch.no_grad():
+        if algo == "ppo":
+            std = pol.get_distribution(torch.as_tensor(obs)).distribution.stddev
+            std_f = pol.get_distribution(torch.as_tensor(flip)).distribution.stddev
+        else:  # the log-std of the Gaussian the gSDE actor samples
+            std = pol.actor.get_action_dist_params(torch.as_tensor(obs))[1].exp()
+            std_f = pol.actor.get_action_dist_params(torch.as_tensor(flip))[1].exp()
+    torch.testing.assert_close(std_f, std, atol=1e-5, rtol=1e-5)
+    assert float((std - std.mean()).abs().max()) > 0  # state-dependent, as gSDE's is
+
+
 def test_each_algo_has_its_schema_and_refuses_the_others_keys(tmp_path: Path) -> None:
     assert {"ppo", "a2c", "sac", "td3", "dqn", "qrdqn"} == set(ALGO_HYPERPARAMS)
     assert isinstance(_cfg(tmp_path, "ppo").hyperparams, PPOHyperParams)
