@@ -67,6 +67,18 @@ def _cfg(tmp_path: Path, algo: str, **patch: Any) -> RLConfig:
     return load_rl_config(p)
 
 
+def _assert_pendulum_actions_mirror(model: Any, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Mirrored Pendulum observations (cos θ, −sin θ, −θ̇) give negated deterministic torques; returns
+    the observations and their mirror images."""
+    th = rng.uniform(-np.pi, np.pi, 32)
+    obs = np.stack([np.cos(th), np.sin(th), rng.normal(size=32)], 1).astype(np.float32)
+    flip = obs * np.array([1, -1, -1], dtype=np.float32)
+    a, _ = model.predict(obs, deterministic=True)
+    b, _ = model.predict(flip, deterministic=True)
+    np.testing.assert_allclose(b, -a, atol=1e-5)
+    return obs, flip
+
+
 @pytest.mark.parametrize("algo", ["ppo", "a2c", "sac", "td3"])
 def test_tiny_pretrain_builds_an_equivariant_agent(tmp_path: Path, algo: str) -> None:
     """The run finishes with model / partial / best zips of the right SB3 class whose equitune policy
@@ -82,12 +94,7 @@ def test_tiny_pretrain_builds_an_equivariant_agent(tmp_path: Path, algo: str) ->
     assert type(model.policy).__name__.startswith("Equi")
     rng = np.random.default_rng(0)
     if cfg.env == "Pendulum-v1":
-        th = rng.uniform(-np.pi, np.pi, 32)
-        obs = np.stack([np.cos(th), np.sin(th), rng.normal(size=32)], 1).astype(np.float32)
-        flip = obs * np.array([1, -1, -1], dtype=np.float32)
-        a, _ = model.predict(obs, deterministic=True)
-        b, _ = model.predict(flip, deterministic=True)
-        np.testing.assert_allclose(b, -a, atol=1e-5)
+        _assert_pendulum_actions_mirror(model, rng)
     else:
         obs = rng.normal(scale=0.05, size=(32, 4)).astype(np.float32)
         with torch.no_grad():
@@ -109,13 +116,7 @@ def test_gsde_trains_from_a_config_and_stays_equivariant(tmp_path: Path, algo: s
     assert read_run(res.run_dir)["status"] == "finished"
     model = _algo_cls(algo).load(res.run_dir / "model.zip", device="cpu")
     assert model.use_sde and model.sde_sample_freq == 4
-    rng = np.random.default_rng(1)
-    th = rng.uniform(-np.pi, np.pi, 32)
-    obs = np.stack([np.cos(th), np.sin(th), rng.normal(size=32)], 1).astype(np.float32)
-    flip = obs * np.array([1, -1, -1], dtype=np.float32)
-    a, _ = model.predict(obs, deterministic=True)
-    b, _ = model.predict(flip, deterministic=True)
-    np.testing.assert_allclose(b, -a, atol=1e-5)
+    obs, flip = _assert_pendulum_actions_mirror(model, np.random.default_rng(1))
     pol = model.policy
     with torch.no_grad():
         if algo == "ppo":
