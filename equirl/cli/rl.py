@@ -213,12 +213,9 @@ def _envs(args: argparse.Namespace, console: Any) -> int:
         )
         return 0
     from equirl.cli.output import make_table
+    from equirl.rl.check import check_kind
 
-    verify = {"state": "exact (sets state)", "obs": "exact (sets obs)", "mujoco": "exact (set_state)"}
-    rows = [
-        (s.env_id, s.group.name, s.group.order, s.obs_type, s.n_actions, verify.get(s.verify, "spaces only"))
-        for s in specs
-    ]
+    rows = [(s.env_id, s.group.name, s.group.order, s.obs_type, s.n_actions, check_kind(s)) for s in specs]
     cols = ("env", "group", "|G|", "observation action", "actions", "check-symmetry")
     console.print(make_table("environments with a symmetry spec", cols, rows))
     return 0

@@ -29,7 +29,7 @@ from equirl.errors import EquirlError
 from equirl.rl.envs import action_meanings, make_env
 from equirl.rl.spec import EXACT_ATOL, EnvSymmetry, load_spec
 
-__all__ = ["SymmetryReport", "check_symmetry"]
+__all__ = ["SymmetryReport", "check_kind", "check_symmetry"]
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,20 @@ def _act_action(act: Any, table: list[list[int]] | None, a: Any, g: int) -> Any:
     if table is not None:
         return table[g][a]
     return _apply_obs(act, np.asarray(a, dtype=np.float64), g).astype(np.asarray(a).dtype)
+
+
+_SETS = {"state": "sets state", "obs": "sets obs", "mujoco": "set_state"}
+
+
+def check_kind(spec: Any) -> str:
+    """How :func:`check_symmetry` checks ``spec``, in words (``equirl envs``): ``exact (...)``,
+    ``approximate (..., atol ...)`` for a spec declaring a tolerance, ``statistical`` or ``spaces only``."""
+    sym: EnvSymmetry = load_spec(spec)
+    if sym.verify in _SETS:
+        if sym.verify_atol > EXACT_ATOL:
+            return f"approximate ({_SETS[sym.verify]}, atol {sym.verify_atol:g})"
+        return f"exact ({_SETS[sym.verify]})"
+    return "statistical" if sym.obs_type == "signed_permutation" else "spaces only"
 
 
 def check_symmetry(

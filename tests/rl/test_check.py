@@ -62,3 +62,15 @@ def test_image_envs_without_settable_state_say_so() -> None:
     rep = check_symmetry("ALE/Breakout-v5", steps=5)
     assert not rep.verified and rep.max_error is None and not rep.statistical
     assert "cannot" in rep.message
+
+
+def test_check_kind_says_how_each_shipped_spec_is_checked() -> None:
+    """`equirl envs` describes the check each spec gets, from the same facts check_symmetry dispatches on."""
+    from equirl.rl.check import check_kind
+
+    assert check_kind("CartPole-v1") == "exact (sets state)"
+    assert check_kind("equirl/GridWorld-v0") == "exact (sets obs)"
+    assert check_kind("InvertedDoublePendulum-v5") == "exact (set_state)"
+    assert check_kind("InvertedPendulum-v5") == "approximate (set_state, atol 0.01)"
+    assert check_kind("LunarLander-v3") == check_kind("LunarLanderContinuous-v3") == "statistical"
+    assert check_kind("ALE/Pong-v5") == "spaces only"
