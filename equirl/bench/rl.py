@@ -52,28 +52,26 @@ Agent = tuple[str, str, str, Path]
 
 
 def _agents(envs: Sequence[str] | None = None) -> list[Agent]:
-    """Every RL-zoo agent of the shared data folder (``rl-zoo/{algo}/{env}_1``) and every shipped agent
-    (``agents/{algo}/{env}/``, full and partial, its env read from ``eval.json``), of any algorithm;
+    """Every RL-zoo agent of the shared data folder (``rl-zoo/{algo}/{env}_1``) whose algorithm and env
+    equirl can symmetrize, and every shipped agent (:func:`~equirl.rl.agents.shipped_agents`);
     ``envs``: only these."""
-    import json
-
-    from equirl.assets import asset_path
+    from equirl.rl.agents import shipped_agents
+    from equirl.rl.pretrained import ALGOS
+    from equirl.rl.spec import find_spec_file
     from equirl.utils.shared import shared_data_dir
 
     out: list[Agent] = []
     shared = shared_data_dir()
     zoo = shared / "rl-zoo" if shared is not None else None
-    for algo_dir in sorted(zoo.iterdir()) if zoo is not None and zoo.is_dir() else []:
-        for run in sorted(algo_dir.glob("*_1")) if algo_dir.is_dir() else []:
-            out.append((algo_dir.name, "zoo", run.name[: -len("_1")], run))
-    for algo_dir in sorted(asset_path("agents").iterdir()):
-        for d in sorted(algo_dir.iterdir()) if algo_dir.is_dir() else []:
-            if not (d / "eval.json").is_file():
-                continue
-            env = str(json.loads((d / "eval.json").read_text())["env"])
-            for kind, name in (("ours", f"{d.name}.zip"), ("ours-partial", f"{d.name}_partial.zip")):
-                if (d / name).is_file():
-                    out.append((algo_dir.name, kind, env, d / name))
+    for run in sorted(zoo.glob("*/*_1")) if zoo is not None and zoo.is_dir() else []:
+        algo, env = run.parent.name, run.name[: -len("_1")]
+        if algo in ALGOS and find_spec_file(env) is not None:
+            out.append((algo, "zoo", env, run))
+        else:
+            log.warning(
+                "zero-shot: skipping %s (no symmetry spec for %s, or algorithm %s unknown)", run, env, algo
+            )
+    out += [(a.algo, "ours-partial" if a.partial else "ours", a.env, a.path) for a in shipped_agents()]
     return [a for a in out if envs is None or a[2] in envs]
 
 

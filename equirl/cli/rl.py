@@ -55,10 +55,14 @@ def register(commands: Any, bench: Any) -> None:
         "--atol",
         type=positive_float,
         default=None,
-        help="tolerance of the exact check (default: the spec's verify.atol, 1e-5 unless it declares the env "
-        "only approximately symmetric)",
+        help="tolerance of the check of envs whose state can be set (default: the spec's verify.atol, 1e-5 "
+        "unless it declares the env only approximately symmetric; the statistical check has its own bound)",
     )
-    p.add_argument("--json", action="store_true", help='print {"env", "max_error", "verified"}')
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"env", "max_error", "verified", "exact", "statistical", "approximate", "message"}',
+    )
     p.set_defaults(func=_check_symmetry)
 
     for name, helptext in (
@@ -193,6 +197,7 @@ def register(commands: Any, bench: Any) -> None:
 
 
 def _envs(args: argparse.Namespace, console: Any) -> int:
+    from equirl.rl.check import check_kind
     from equirl.rl.spec import list_specs
 
     specs = list_specs()
@@ -206,6 +211,8 @@ def _envs(args: argparse.Namespace, console: Any) -> int:
                         "observation": s.obs_type,
                         "actions": s.n_actions,
                         "verify": s.verify,
+                        "verify_atol": s.verify_atol,
+                        "check": check_kind(s),
                     }
                     for s in specs
                 ]
@@ -213,7 +220,6 @@ def _envs(args: argparse.Namespace, console: Any) -> int:
         )
         return 0
     from equirl.cli.output import make_table
-    from equirl.rl.check import check_kind
 
     rows = [(s.env_id, s.group.name, s.group.order, s.obs_type, s.n_actions, check_kind(s)) for s in specs]
     cols = ("env", "group", "|G|", "observation action", "actions", "check-symmetry")

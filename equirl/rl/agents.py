@@ -11,16 +11,43 @@ import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 from equirl.assets import asset_path
 from equirl.errors import CheckpointError
 from equirl.utils.io import atomic_write, atomic_write_text, json_dumps
 
-__all__ = ["agent_dir", "agent_path", "export_agent"]
+__all__ = ["ShippedAgent", "agent_dir", "agent_path", "export_agent", "shipped_agents"]
 
 
 def _slug(env_id: str) -> str:
     return env_id.replace("/", "_")
+
+
+class ShippedAgent(NamedTuple):
+    """One agent zip of ``agents/``: its algorithm, env id (from ``eval.json``), path and whether it is
+    the partial checkpoint."""
+
+    algo: str
+    env: str
+    path: Path
+    partial: bool
+
+
+def shipped_agents(root: str | Path | None = None) -> list[ShippedAgent]:
+    """Every agent under ``root`` (default: the shipped ``agents/``), full then partial, of every
+    algorithm; a folder without ``eval.json`` (or without its ``env``) is skipped."""
+    base = Path(root) if root is not None else asset_path("agents")
+    found: list[ShippedAgent] = []
+    for d in sorted(p for p in base.glob("*/*") if (p / "eval.json").is_file()):
+        env = json.loads((d / "eval.json").read_text()).get("env")
+        if not env:
+            continue
+        for partial in (False, True):
+            z = d / f"{d.name}{'_partial' if partial else ''}.zip"
+            if z.is_file():
+                found.append(ShippedAgent(d.parent.name, str(env), z, partial))
+    return found
 
 
 def agent_dir(env_id: str, algo: str = "dqn", root: str | Path | None = None) -> Path:

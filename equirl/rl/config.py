@@ -119,11 +119,20 @@ def _lr(value: float, schedule: str) -> Any:
     return LinearSchedule(value, 0.0, 1.0)
 
 
+_SDE_KEYS = ("use_sde", "sde_sample_freq", "use_sde_at_warmup")
+
+
 def _check_sde(hp: Any) -> None:
     """gSDE (``use_sde``, Raffin et al. 2021) and its noise-resampling period (-1: once per rollout)."""
-    if not isinstance(hp.use_sde, bool):
-        raise FieldError("use_sde", hp.use_sde, "must be true or false")
+    for key in ("use_sde", "use_sde_at_warmup"):
+        if not isinstance(getattr(hp, key, False), bool):
+            raise FieldError(key, getattr(hp, key), "must be true or false")
     check_range("sde_sample_freq", hp.sde_sample_freq, ge=-1)
+
+
+def _sde_kwargs(hp: Any, kw: dict[str, Any]) -> dict[str, Any]:
+    """``kw`` without the gSDE keys unless ``use_sde`` is on: finetuning a gSDE agent keeps its gSDE."""
+    return kw if hp.use_sde else {k: v for k, v in kw.items() if k not in _SDE_KEYS}
 
 
 @dataclass
@@ -164,7 +173,7 @@ class _OnPolicyHyperParams:
         """The keyword arguments of the SB3 algorithm (the network's size goes to the policy)."""
         kw = _kwargs(self, drop=("net_arch", "n_envs", "lr_schedule"))
         kw["learning_rate"] = _lr(self.learning_rate, self.lr_schedule)
-        return kw
+        return _sde_kwargs(self, kw)
 
 
 @dataclass
@@ -245,6 +254,10 @@ class SACHyperParams(_OffPolicyACHyperParams):
         else:
             check_range("ent_coef", ent, gt=0)
         check_range("target_update_interval", self.target_update_interval, ge=1)
+
+    def sb3_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of SB3's SAC (gSDE's only when ``use_sde`` is on)."""
+        return _sde_kwargs(self, super().sb3_kwargs())
 
 
 def _positive(text: str) -> bool:

@@ -29,8 +29,9 @@ def evaluate_methods(
     trust_checkpoint: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """``{method: {"mean_return", "std_return", "episodes", "ci95", "returns"}}`` over ``seeds`` x
-    ``episodes`` episodes: ``ci95`` is the 95 % bootstrap interval of the mean return (episodes resampled
-    within each evaluation seed), ``returns`` the per-episode returns, seed after seed.
+    ``episodes`` episodes: ``ci95`` is the 95 % percentile-bootstrap interval of the mean return (the
+    episodes, independent starts under every seed, resampled together), ``returns`` the per-episode
+    returns, seed after seed.
 
     :param agent: agent zip, equirl run directory or RL-zoo folder (plain, or saved by an equivariant
         policy).
@@ -58,7 +59,7 @@ def evaluate_methods(
             step = subtask(progress, (k * seeds + s) * episodes, total)
             per_seed.append(evaluate(model, env_id, n_eval_episodes=episodes, seed=1000 * s, progress=step))
         rets = [r for seed_rets in per_seed for r in seed_rets]
-        ci = stratified_bootstrap_ci(per_seed, lambda strata: float(np.mean(np.concatenate(strata))))
+        ci = stratified_bootstrap_ci([rets], lambda strata: float(np.mean(strata[0])))
         out[m] = {
             "mean_return": float(np.mean(rets)),
             "std_return": float(np.std(rets)),

@@ -317,11 +317,11 @@ def _wrap_q(req: _WrapRequest) -> Any:
         pk["features_extractor_class"] = extractor
     if algo == "qrdqn":
         pk.setdefault("n_quantiles", plain.policy.n_quantiles)
-    algo_kwargs.setdefault("buffer_size", 50_000)
-    algo_kwargs.setdefault("learning_starts", 0)
     cls = _algo_cls(algo)
     try:
-        model = cls(alias, vec, policy_kwargs=pk, device=device, seed=seed, **algo_kwargs)
+        model = cls(
+            alias, vec, policy_kwargs=pk, device=device, seed=seed, **_finetune_defaults(algo, algo_kwargs)
+        )
     except EquirlError:  # a method that needs a product group, a bad option: not the checkpoint's fault
         raise
     except (RuntimeError, ValueError, TypeError) as exc:
@@ -381,6 +381,14 @@ _AC_POLICY_KEYS = (
 )
 
 
+def _finetune_defaults(algo: str, algo_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """An off-policy agent loaded without these hyperparameters gets a modest replay buffer and no
+    warm-up (SB3's defaults are a 1M buffer and random warm-up actions)."""
+    if algo in ON_POLICY:
+        return algo_kwargs
+    return {"buffer_size": 50_000, "learning_starts": 0, **algo_kwargs}
+
+
 def _wrap_actor_critic(req: _WrapRequest) -> Any:
     """PPO / A2C / SAC / TD3 / DDPG / TQC: the same networks under an equivariant actor-critic policy
     (a gSDE agent as it is for ``base``: its own gSDE exploration)."""
@@ -391,6 +399,17 @@ def _wrap_actor_critic(req: _WrapRequest) -> Any:
     pk_saved = dict(plain.policy_kwargs or {})
     use_sde = bool(getattr(plain, "use_sde", False) or pk_saved.get("use_sde", False))
     if use_sde and not spec.symmetrizes:  # the plain agent, with its own gSDE exploration
+        if algo_kwargs:  # training hyperparameters (augment's buffer among them): the same policy, rebuilt
+            cls = _algo_cls(algo)
+            kw = _finetune_defaults(algo, {**algo_kwargs, "use_sde": True})
+            try:
+                model = cls(type(plain.policy), vec, policy_kwargs=pk_saved, device=device, seed=seed, **kw)
+                model.policy.load_state_dict(plain.policy.state_dict())
+            except (RuntimeError, ValueError, TypeError) as exc:
+                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise CheckpointError(f"checkpoint {path} does not fit {sym.env_id}: {first}") from None
+            log.info("loaded %s as it is (trained with gSDE), with the given hyperparameters", path)
+            return model
         plain.n_envs = vec.num_envs
         plain.set_env(vec)
         log.info("loaded %s as it is (trained with gSDE)", path)
@@ -417,12 +436,11 @@ def _wrap_actor_critic(req: _WrapRequest) -> Any:
     req.add_equi_options(pk)
     if use_sde:  # the algorithm passes it to the policy (the policy's gSDE parameters are the agent's)
         algo_kwargs.setdefault("use_sde", True)
-    if algo not in ON_POLICY:
-        algo_kwargs.setdefault("buffer_size", 50_000)
-        algo_kwargs.setdefault("learning_starts", 0)
     cls = _algo_cls(algo)
     try:
-        model = cls(alias, vec, policy_kwargs=pk, device=device, seed=seed, **algo_kwargs)
+        model = cls(
+            alias, vec, policy_kwargs=pk, device=device, seed=seed, **_finetune_defaults(algo, algo_kwargs)
+        )
     except (RuntimeError, ValueError, TypeError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"checkpoint {path} does not fit {sym.env_id}: {first}") from None

@@ -232,8 +232,10 @@ class EnvSymmetry:
             verify["generators"] = [
                 {"src": list(src), "signs": [int(s) for s in signs]} for src, signs in self.state_generators
             ]
+        if self.verify_atol != EXACT_ATOL:
+            verify["atol"] = self.verify_atol
         if self.verify_reason:
-            verify.update(atol=self.verify_atol, reason=self.verify_reason)
+            verify["reason"] = self.verify_reason
         actions: dict[str, Any]
         if self.continuous:
             actions = {

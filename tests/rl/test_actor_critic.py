@@ -4,7 +4,6 @@ specs, save/load, learning smoke runs and check-symmetry for the continuous-cont
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 from typing import Any
 
@@ -401,15 +400,9 @@ def test_walker_leg_swap_exact() -> None:
 # ---------------------------------------------------------------------------------------------------
 def _shipped_ac_agents() -> list[tuple[str, str, Path]]:
     """(algo, env id, zip) of every shipped PPO / A2C / SAC / TD3 agent, full and partial."""
-    from equirl.assets import asset_path
+    from equirl.rl.agents import shipped_agents
 
-    root = asset_path("agents")
-    found = []
-    for algo in ("ppo", "a2c", "sac", "td3"):
-        for d in sorted((root / algo).glob("*")) if (root / algo).is_dir() else []:
-            env_id = json.loads((d / "eval.json").read_text())["env"]
-            found += [(algo, env_id, z) for z in sorted(d.glob("*.zip"))]
-    return found
+    return [(a.algo, a.env, a.path) for a in shipped_agents() if a.algo in ("ppo", "a2c", "sac", "td3")]
 
 
 def _needs(env_id: str) -> str | None:
@@ -424,13 +417,16 @@ def _needs(env_id: str) -> str | None:
     ("algo", "env_id", "path"), _shipped_ac_agents(), ids=lambda v: getattr(v, "name", str(v))
 )
 def test_shipped_actor_critic_agents_are_equivariant(algo: str, env_id: str, path: Path) -> None:
-    """Each shipped agent loads under equitune: its action distribution follows the group, its values do not
-    change (PPO: the state value; SAC: both critics under the joint action), for every group element."""
+    """Each shipped agent is small and loads under equitune without running code from the zip: its action
+    distribution follows the group, its values do not change (PPO: the state value; SAC: both critics under
+    the joint action), for every group element."""
     from equirl.rl.pretrained import load_pretrained
 
+    assert path.stat().st_size < 1_000_000
     if (why := _needs(env_id)) is not None:
         pytest.skip(why)
-    model = load_pretrained(path, env_id, method=EQUITUNE, algo=algo)
+    model = load_pretrained(path, env_id, method=EQUITUNE, algo=algo)  # no trust_checkpoint
+    assert type(model).__name__.lower() == algo and model.policy_kwargs["method"] == EQUITUNE
     pol = model.policy
     pol.set_training_mode(False)
     sym = load_spec(env_id)

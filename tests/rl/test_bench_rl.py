@@ -49,23 +49,41 @@ def test_efficiency_runs_are_run_directories_and_rows(tmp_path: Any) -> None:
 
 
 def test_zero_shot_covers_every_algorithm_with_intervals(tmp_path: Any) -> None:
-    """The zero-shot part finds the shipped agents of every algorithm (not only DQN) and reports each
-    method's mean return inside its bootstrap interval; its plot is written."""
-    import json
+    """The zero-shot part takes the shipped agents of every algorithm (not only DQN), full and partial,
+    and reports each method's mean return inside its bootstrap interval; its plot is written."""
+    from equirl.rl.agents import shipped_agents
 
-    from equirl.assets import asset_path
-
-    shipped = {
-        (d.parent.name, json.loads((d / "eval.json").read_text())["env"])
-        for d in asset_path("agents").glob("*/*")
-        if (d / "eval.json").is_file()
+    agents = bench._agents()
+    ours = [(algo, kind, env, path) for algo, kind, env, path in agents if kind != "zoo"]
+    assert len(ours) == len(shipped_agents()) and {"dqn", "ppo", "sac"} <= {a[0] for a in ours}
+    assert {a[1] for a in ours} == {"ours", "ours-partial"}
+    rows = bench.zero_shot(seeds=2, episodes=2, envs=["Pendulum-v1"])
+    assert {(r["algo"], r["agent"]) for r in rows if r["agent"] != "zoo"} == {
+        ("sac", "ours"),
+        ("sac", "ours-partial"),
     }
-    found = {(algo, env) for algo, kind, env, _ in bench._agents() if kind != "zoo"}
-    assert found == shipped and {"dqn", "ppo", "sac"} <= {a for a, _ in found}
-    rows = bench.zero_shot(seeds=2, episodes=1, envs=["Pendulum-v1"])
-    ours = [r for r in rows if r["agent"] != "zoo"]
-    assert {(r["algo"], r["agent"]) for r in ours} == {("sac", "ours"), ("sac", "ours-partial")}
     for r in rows:
-        assert r["episodes"] == 2 and r["ci95_low"] <= r["mean_return"] <= r["ci95_high"]
+        assert r["episodes"] == 4 and r["ci95_low"] <= r["mean_return"] <= r["ci95_high"]
+    assert any(r["ci95_high"] > r["ci95_low"] for r in rows)  # a real interval, not a point
     bench._plot_zero(rows, tmp_path / "zero_shot.png")
     assert (tmp_path / "zero_shot.png").stat().st_size > 0
+
+
+def test_shipped_agents_lists_every_zip_with_its_env(tmp_path: Any) -> None:
+    """agents/{algo}/{env}/ folders with eval.json: full then partial, env from eval.json; others skipped."""
+    import json
+
+    from equirl.rl.agents import shipped_agents
+
+    d = tmp_path / "ppo" / "equirl_GridWorld-v0"
+    d.mkdir(parents=True)
+    (d / "eval.json").write_text(json.dumps({"env": "equirl/GridWorld-v0"}))
+    for name in ("equirl_GridWorld-v0.zip", "equirl_GridWorld-v0_partial.zip"):
+        (d / name).write_bytes(b"")
+    (tmp_path / "sac" / "NoEval-v0").mkdir(parents=True)  # no eval.json: not an agent folder
+    (tmp_path / "sac" / "NoEval-v0" / "NoEval-v0.zip").write_bytes(b"")
+    got = shipped_agents(tmp_path)
+    assert [(a.algo, a.env, a.path.name, a.partial) for a in got] == [
+        ("ppo", "equirl/GridWorld-v0", "equirl_GridWorld-v0.zip", False),
+        ("ppo", "equirl/GridWorld-v0", "equirl_GridWorld-v0_partial.zip", True),
+    ]

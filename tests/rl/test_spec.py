@@ -139,6 +139,9 @@ def test_a_declared_tolerance_round_trips() -> None:
     sym = load_spec("InvertedPendulum-v5")
     assert sym.verify_atol == 1e-2 and "off vertical" in sym.verify_reason
     assert parse_spec(sym.to_dict()) == sym
+    tighter = {**sym.to_dict(), "verify": {**sym.to_dict()["verify"], "atol": 1e-6}}
+    del tighter["verify"]["reason"]  # a tolerance below 1e-5 needs no reason, and survives the round trip
+    assert parse_spec(parse_spec(tighter).to_dict()).verify_atol == 1e-6
     assert (
         load_spec("CartPole-v1").verify_atol == 1e-5
         and "atol" not in load_spec("CartPole-v1").to_dict()["verify"]

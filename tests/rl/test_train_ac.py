@@ -222,19 +222,6 @@ def test_nonfinite_guard_reads_each_algos_loss(tmp_path: Path, algo: str, key: s
     assert read_run(run)["status"] == "failed" and not (run / "model.zip").exists()
 
 
-@pytest.mark.parametrize(("algo", "env"), [("ppo", "CartPole-v1"), ("sac", "Pendulum-v1")])
-def test_shipped_actor_critic_agents_are_small_and_load_without_code(algo: str, env: str) -> None:
-    from equirl.rl.agents import agent_path
-    from equirl.rl.pretrained import load_pretrained
-
-    for partial in (False, True):
-        path = agent_path(env, algo=algo, partial=partial)
-        assert path.stat().st_size < 1_000_000
-        model = load_pretrained(path, env, algo=algo, method=EQUITUNE)  # no trust_checkpoint
-        assert type(model).__name__.lower() == algo
-        assert model.policy_kwargs["method"] == EQUITUNE
-
-
 def test_augment_builds_the_mirroring_buffer_of_each_algorithm(tmp_path: Path) -> None:
     from equirl.registry import AUGMENT, BASE
     from equirl.rl.augment import AugmentedReplayBuffer, AugmentedRolloutBuffer
@@ -244,3 +231,35 @@ def test_augment_builds_the_mirroring_buffer_of_each_algorithm(tmp_path: Path) -
     ppo = build_model(_cfg(tmp_path, "ppo", method=AUGMENT))
     assert isinstance(ppo.rollout_buffer, AugmentedRolloutBuffer)
     assert ppo.policy_kwargs["method"] == BASE  # the policy stays plain
+
+
+@pytest.mark.parametrize("method", ["base", "augment", "equitune"])
+def test_finetuning_a_gsde_agent_keeps_gsde_and_the_configs_hyperparameters(
+    tmp_path: Path, method: str
+) -> None:
+    """``init_from`` a gSDE agent: the run keeps gSDE (the config need not say ``use_sde``), takes the
+    config's learning rate, and ``augment`` gets its mirroring buffer (the plain gSDE path used to drop
+    them all)."""
+    from stable_baselines3 import PPO
+
+    from equirl.rl.augment import AugmentedRolloutBuffer
+
+    agent = PPO(
+        "MlpPolicy", "Pendulum-v1", n_steps=64, batch_size=32, use_sde=True, seed=0, device="cpu",
+        policy_kwargs={"net_arch": [16]},
+    )  # fmt: skip
+    agent.save(tmp_path / "gsde.zip")
+    cfg = _cfg(
+        tmp_path,
+        "ppo",
+        env="Pendulum-v1",
+        method=method,
+        init_from=str(tmp_path / "gsde.zip"),
+        partial_fraction=0,
+        hyperparams={"learning_rate": 1.23e-4},
+    )
+    model = build_model(cfg)
+    assert model.use_sde and model.learning_rate == pytest.approx(1.23e-4)
+    assert isinstance(model.rollout_buffer, AugmentedRolloutBuffer) == (method == "augment")
+    res = run_training(cfg)
+    assert read_run(res.run_dir)["status"] == "finished"
