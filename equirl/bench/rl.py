@@ -463,7 +463,7 @@ def _plot_zero(rows: list[dict[str, Any]], path: Path) -> None:
 def _draw_zero(fig: Figure, rows: list[dict[str, Any]], groups: list[tuple[str, str, str]]) -> None:
     """One panel per agent (returns differ in scale between envs): mean and 95 % interval per method."""
     methods = list(method_names(learned_scorer=False))
-    axes = np.atleast_1d(fig.subplots(math.ceil(len(groups) / 6), min(len(groups), 6), squeeze=False)).ravel()
+    axes = fig.subplots(math.ceil(len(groups) / 6), min(len(groups), 6), squeeze=False).ravel()
     for ax, g in zip(axes, groups):
         cell = {r["method"]: r for r in rows if (r["algo"], r["agent"], r["env"]) == g}
         xs = [m for m in methods if m in cell]

@@ -94,15 +94,28 @@ def _act_action(act: Any, table: list[list[int]] | None, a: Any, g: int) -> Any:
 _SETS = {"state": "sets state", "obs": "sets obs", "mujoco": "set_state"}
 
 
+def _check_method(sym: EnvSymmetry) -> str:
+    """``"exact"`` (the state can be set), ``"statistical"`` (a signed-permutation spec of an env whose
+    state cannot be set) or ``"spaces"`` (only the spaces can be checked): what :func:`check_symmetry`
+    runs and :func:`check_kind` describes."""
+    if sym.verify != "none":
+        return "exact"
+    return "statistical" if sym.obs_type == "signed_permutation" else "spaces"
+
+
 def check_kind(spec: Any) -> str:
     """How :func:`check_symmetry` checks ``spec``, in words (``equirl envs``): ``exact (...)``,
     ``approximate (..., atol ...)`` for a spec declaring a tolerance, ``statistical`` or ``spaces only``."""
     sym: EnvSymmetry = load_spec(spec)
-    if sym.verify in _SETS:
-        if sym.verify_atol > EXACT_ATOL:
-            return f"approximate ({_SETS[sym.verify]}, atol {sym.verify_atol:g})"
-        return f"exact ({_SETS[sym.verify]})"
-    return "statistical" if sym.obs_type == "signed_permutation" else "spaces only"
+    method = _check_method(sym)
+    if method == "exact":
+        how = _SETS[sym.verify]
+        return (
+            f"approximate ({how}, atol {sym.verify_atol:g})"
+            if sym.verify_atol > EXACT_ATOL
+            else f"exact ({how})"
+        )
+    return method if method == "statistical" else "spaces only"
 
 
 def check_symmetry(
@@ -130,9 +143,10 @@ def check_symmetry(
         return SymmetryReport(sym.env_id, None, False, False, 0, message=str(exc))
     try:
         sym.check_fits(env.observation_space, env.action_space, action_meanings(env))
-        if sym.verify == "none" and sym.obs_type == "signed_permutation":
+        method = _check_method(sym)
+        if method == "statistical":
             return _check_statistical(sym, env, steps, seed, warmup, progress=progress)
-        if sym.verify == "none":
+        if method == "spaces":
             return SymmetryReport(
                 sym.env_id,
                 None,

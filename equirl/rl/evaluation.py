@@ -54,11 +54,10 @@ def evaluate_methods(
             which=which,
             trust_checkpoint=trust_checkpoint,
         )
-        per_seed: list[list[float]] = []
+        rets: list[float] = []
         for s in range(seeds):
             step = subtask(progress, (k * seeds + s) * episodes, total)
-            per_seed.append(evaluate(model, env_id, n_eval_episodes=episodes, seed=1000 * s, progress=step))
-        rets = [r for seed_rets in per_seed for r in seed_rets]
+            rets += evaluate(model, env_id, n_eval_episodes=episodes, seed=1000 * s, progress=step)
         ci = stratified_bootstrap_ci([rets], lambda strata: float(np.mean(strata[0])))
         out[m] = {
             "mean_return": float(np.mean(rets)),

@@ -297,6 +297,26 @@ class _WrapRequest:
         )
 
 
+def _construct(path: Any, sym: Any, make: Callable[[], Any]) -> Any:
+    """``make()``, an SB3 model built around a checkpoint's networks; SB3's / torch's shape and type
+    errors become one line naming the checkpoint (equirl's own errors, e.g. a bad method option, pass)."""
+    try:
+        return make()
+    except EquirlError:
+        raise
+    except (RuntimeError, ValueError, TypeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"checkpoint {path} does not fit {sym.env_id}: {first}") from None
+
+
+def _finetune_defaults(algo: str, algo_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """An off-policy agent loaded without these hyperparameters gets a modest replay buffer and no
+    warm-up (SB3's defaults are a 1M buffer and random warm-up actions)."""
+    if algo in ON_POLICY:
+        return algo_kwargs
+    return {"buffer_size": 50_000, "learning_starts": 0, **algo_kwargs}
+
+
 def _wrap_q(req: _WrapRequest) -> Any:
     """DQN / QR-DQN: the same network under an equivariant Q-policy."""
     plain, path, vec, sym, spec, algo = req.plain, req.path, req.vec, req.sym, req.spec, req.algo
@@ -318,15 +338,13 @@ def _wrap_q(req: _WrapRequest) -> Any:
     if algo == "qrdqn":
         pk.setdefault("n_quantiles", plain.policy.n_quantiles)
     cls = _algo_cls(algo)
-    try:
-        model = cls(
+    model = _construct(
+        path,
+        sym,
+        lambda: cls(
             alias, vec, policy_kwargs=pk, device=device, seed=seed, **_finetune_defaults(algo, algo_kwargs)
-        )
-    except EquirlError:  # a method that needs a product group, a bad option: not the checkpoint's fault
-        raise
-    except (RuntimeError, ValueError, TypeError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"checkpoint {path} does not fit {sym.env_id}: {first}") from None
+        ),
+    )
     _copy_weights(plain, model, spec, path, algo)
     with torch.no_grad():
         if algo == "dqn":
@@ -381,14 +399,6 @@ _AC_POLICY_KEYS = (
 )
 
 
-def _finetune_defaults(algo: str, algo_kwargs: dict[str, Any]) -> dict[str, Any]:
-    """An off-policy agent loaded without these hyperparameters gets a modest replay buffer and no
-    warm-up (SB3's defaults are a 1M buffer and random warm-up actions)."""
-    if algo in ON_POLICY:
-        return algo_kwargs
-    return {"buffer_size": 50_000, "learning_starts": 0, **algo_kwargs}
-
-
 def _wrap_actor_critic(req: _WrapRequest) -> Any:
     """PPO / A2C / SAC / TD3 / DDPG / TQC: the same networks under an equivariant actor-critic policy
     (a gSDE agent as it is for ``base``: its own gSDE exploration)."""
@@ -402,12 +412,12 @@ def _wrap_actor_critic(req: _WrapRequest) -> Any:
         if algo_kwargs:  # training hyperparameters (augment's buffer among them): the same policy, rebuilt
             cls = _algo_cls(algo)
             kw = _finetune_defaults(algo, {**algo_kwargs, "use_sde": True})
-            try:
-                model = cls(type(plain.policy), vec, policy_kwargs=pk_saved, device=device, seed=seed, **kw)
-                model.policy.load_state_dict(plain.policy.state_dict())
-            except (RuntimeError, ValueError, TypeError) as exc:
-                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                raise CheckpointError(f"checkpoint {path} does not fit {sym.env_id}: {first}") from None
+            model = _construct(
+                path,
+                sym,
+                lambda: cls(type(plain.policy), vec, policy_kwargs=pk_saved, device=device, seed=seed, **kw),
+            )
+            _construct(path, sym, lambda: model.policy.load_state_dict(plain.policy.state_dict()))
             log.info("loaded %s as it is (trained with gSDE), with the given hyperparameters", path)
             return model
         plain.n_envs = vec.num_envs
@@ -437,13 +447,13 @@ def _wrap_actor_critic(req: _WrapRequest) -> Any:
     if use_sde:  # the algorithm passes it to the policy (the policy's gSDE parameters are the agent's)
         algo_kwargs.setdefault("use_sde", True)
     cls = _algo_cls(algo)
-    try:
-        model = cls(
+    model = _construct(
+        path,
+        sym,
+        lambda: cls(
             alias, vec, policy_kwargs=pk, device=device, seed=seed, **_finetune_defaults(algo, algo_kwargs)
-        )
-    except (RuntimeError, ValueError, TypeError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"checkpoint {path} does not fit {sym.env_id}: {first}") from None
+        ),
+    )
     _copy_weights(plain, model, spec, path, algo)
     log.info("loaded %s into a %s %s policy (%s)", path, spec.name, algo, sym.env_id)
     return model
