@@ -23,8 +23,16 @@ __all__ = [
     "check_output_path",
     "finite_or_none",
     "json_dumps",
+    "printable",
+    "read_json",
+    "read_text",
     "write_json",
 ]
+
+#: the largest text file (config, spec, state, JSON) equirl parses
+MAX_TEXT_BYTES = 16 * 2**20
+#: the deepest nesting a parsed JSON / YAML document may have
+MAX_DEPTH = 64
 
 
 def check_output_path(path: str | Path, what: str = "output folder", kind: str = "dir") -> Path:
@@ -63,6 +71,112 @@ def check_output_path(path: str | Path, what: str = "output folder", kind: str =
     if kind == "file" and p.exists() and not os.access(p, os.W_OK):
         raise ConfigError(f"{what} {p} is not writable")
     return p
+
+
+def _size_error(p: Path, what: str, limit: int) -> ConfigError:
+    return ConfigError(f"{what} {p} is larger than {limit // 2**20} MiB: refused (not a file equirl writes)")
+
+
+def read_text(path: str | Path, what: str = "file", limit: int = MAX_TEXT_BYTES) -> str:
+    """The UTF-8 text of ``path``, with one-line :class:`ConfigError` messages naming ``what`` and the
+    path: missing, a directory, unreadable, larger than ``limit`` bytes, or not UTF-8."""
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{what} {p} is a directory, not a file")
+    if not p.is_file():
+        raise ConfigError(f"{what} not found: {p}")
+    try:
+        if p.stat().st_size > limit:
+            raise _size_error(p, what, limit)
+        with open(p, "rb") as fh:
+            raw = fh.read(limit + 1)
+    except PermissionError:
+        raise ConfigError(f"cannot read {what} {p}: permission denied") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {p}: {exc.strerror or exc}") from None
+    if len(raw) > limit:
+        raise _size_error(p, what, limit)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} {p} is not UTF-8 text (a binary file?)") from None
+
+
+def _depth(obj: Any, limit: int) -> int:
+    """The nesting depth of plain data (lists / dicts), stopping at ``limit + 1`` (no recursion)."""
+    deepest, stack = 0, [(obj, 1)]
+    while stack:
+        node, d = stack.pop()
+        deepest = max(deepest, d)
+        if d > limit:
+            return d
+        if isinstance(node, dict):
+            stack.extend((v, d + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, d + 1) for v in node)
+    return deepest
+
+
+def parse_json(text: str, what: str = "JSON") -> Any:
+    """Parse JSON text (no NaN / Infinity constants, nesting at most :data:`MAX_DEPTH`) with one-line
+    :class:`ConfigError` messages."""
+    # a cheap bound before parsing: the json module recurses once per nesting level
+    if text.count("[") + text.count("{") > MAX_DEPTH and _bracket_depth(text) > MAX_DEPTH:
+        raise ConfigError(f"{what} is nested deeper than {MAX_DEPTH} levels: refused")
+
+    def no_constant(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+
+    try:
+        return json.loads(text, parse_constant=no_constant)
+    except (ValueError, RecursionError) as exc:
+        raise ConfigError(f"corrupt {what} (truncated or not JSON): {str(exc).splitlines()[0][:200]}") from None
+
+
+def _bracket_depth(text: str) -> int:
+    """The deepest bracket nesting of JSON text, ignoring brackets inside strings."""
+    depth = deepest = 0
+    in_str = esc = False
+    for ch in text:
+        if in_str:
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def read_json(path: str | Path, what: str = "file") -> Any:
+    """A JSON file read through :func:`read_text` and :func:`parse_json`: every failure (missing,
+    too large, not UTF-8, truncated, nested too deep) is one :class:`ConfigError` line naming ``what``
+    and the path."""
+    p = Path(path)
+    return parse_json(read_text(p, what), f"{what} {p}")
+
+
+_CONTROL = {i: f"\\x{i:02x}" for i in [*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0)] if i != 0x0A}
+
+
+def printable(value: Any, limit: int = 300) -> str:
+    r"""``value`` as text safe for a terminal: control characters (ESC and the like) escaped, one line,
+    at most ``limit`` characters -- for anything printed from a file.
+
+    Example::
+
+        >>> printable("ok\x1b[2J")
+        'ok\\x1b[2J'
+    """
+    text = str(value).translate(_CONTROL).replace("\n", "\\n")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def finite_or_none(obj: Any) -> Any:
