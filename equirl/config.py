@@ -39,6 +39,7 @@ __all__ = [
     "from_dict",
     "load_config",
     "load_yaml",
+    "parse_yaml",
     "to_dict",
 ]
 
@@ -108,26 +109,159 @@ def check_range(
     raise FieldError(key, value, f"must be {'<=' if le is not None else '<'} {_bound(high)}")
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping (one-line errors for missing, unreadable, binary files and malformed YAML)."""
-    path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"config {path} is a directory, not a YAML file")
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+#: the most aliases (``*name``) one YAML document may use, and the most nodes it may expand to
+MAX_ALIASES = 1000
+MAX_EXPANDED_NODES = 1_000_000
+#: the deepest nesting a YAML document may have (a config is a few levels deep)
+MAX_YAML_DEPTH = 64
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, stricter: a key given twice in one mapping is an error (not "the last one
+    wins"), nesting is at most :data:`MAX_YAML_DEPTH` deep, and aliases are limited in number and in
+    the size they expand to (a "billion laughs" document is refused before it is built)."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_ALIASES:
+                raise _YamlLimit(f"more than {MAX_ALIASES} aliases")
+        self._depth += 1
+        if self._depth > MAX_YAML_DEPTH:
+            raise _YamlLimit(f"nested deeper than {MAX_YAML_DEPTH} levels")
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True) if isinstance(key_node, yaml.ScalarNode) else None
+            if key is None and not isinstance(key_node, yaml.ScalarNode):
+                continue
+            try:
+                hash(key)
+            except TypeError:
+                continue
+            if key in seen:
+                raise _YamlLimit(
+                    f"key {key!r} appears twice in one mapping (lines {seen[key] + 1} and "
+                    f"{key_node.start_mark.line + 1})"
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _ordered_dict(loader: yaml.SafeLoader, node: yaml.Node) -> dict[Any, Any]:
+    """``!!python/object/apply:collections.OrderedDict [[[k, v], ...]]`` (RL-zoo files) as a plain
+    dict; the only object-constructing tag the zoo loader accepts."""
+    args = loader.construct_sequence(node, deep=True) if isinstance(node, yaml.SequenceNode) else None
+    pairs = args[0] if args and isinstance(args[0], list) else None
+    if pairs is None or not all(isinstance(p, list) and len(p) == 2 for p in pairs):
+        raise _YamlLimit("a collections.OrderedDict tag that is not a list of [key, value] pairs")
+    return {k: v for k, v in pairs}
+
+
+class _ZooLoader(_StrictLoader):
+    """:class:`_StrictLoader` that also reads RL-zoo's ``OrderedDict`` tag (and nothing else that
+    constructs objects)."""
+
+
+_ZooLoader.add_constructor("tag:yaml.org,2002:python/object/apply:collections.OrderedDict", _ordered_dict)
+
+
+class _YamlLimit(Exception):
+    """A YAML document broke one of the strict loader's rules."""
+
+
+def _expanded_size(root: Any, limit: int) -> int:
+    """How many nodes ``root`` would be with every alias expanded (memoised, no recursion); a
+    recursive alias is refused."""
+    memo: dict[int, int] = {}
+    visiting: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        n, done = stack.pop()
+        if done:
+            visiting.discard(id(n))
+            memo[id(n)] = min(limit + 1, 1 + sum(memo[id(k)] for k in _children(n)))
+            continue
+        if id(n) in memo:
+            continue
+        if id(n) in visiting:
+            raise _YamlLimit("a recursive alias (a value that contains itself)")
+        visiting.add(id(n))
+        stack.append((n, True))
+        for k in _children(n):
+            if id(k) in visiting:
+                raise _YamlLimit("a recursive alias (a value that contains itself)")
+            if id(k) not in memo:
+                stack.append((k, False))
+    return memo[id(root)]
+
+
+def _children(n: Any) -> list[Any]:
+    if isinstance(n, yaml.SequenceNode):
+        return list(n.value)
+    if isinstance(n, yaml.MappingNode):
+        return [x for pair in n.value for x in pair]
+    return []
+
+
+def parse_yaml(text: str, what: str = "YAML", zoo: bool = False) -> Any:
+    """Parse one YAML document with the strict safe loader (see :class:`_StrictLoader`): one-line
+    :class:`ConfigError` messages naming ``what`` and the line.
+
+    :param text: the YAML text.
+    :param what: how messages name the source (``config runs/x/config.yaml``).
+    :param zoo: also accept RL-zoo's ``collections.OrderedDict`` tag (read as a plain dict).
+
+    Example::
+
+        >>> parse_yaml("a: 1\\na: 2")
+        Traceback (most recent call last):
+        ...
+        equirl.errors.ConfigError: YAML: key 'a' appears twice in one mapping (lines 1 and 2)
+    """
+    loader = (_ZooLoader if zoo else _StrictLoader)(text)
     try:
-        text = path.read_text(encoding="utf-8")
-    except PermissionError:
-        raise ConfigError(f"cannot read config {path}: permission denied") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"config {path} is not UTF-8 text (a binary file?)") from None
-    try:
-        data = yaml.safe_load(text)
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if loader._aliases and _expanded_size(node, MAX_EXPANDED_NODES) > MAX_EXPANDED_NODES:
+            raise _YamlLimit(f"its aliases expand to more than {MAX_EXPANDED_NODES:,} values")
+        return loader.construct_document(node)
+    except _YamlLimit as exc:
+        raise ConfigError(f"{what}: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{what}: nested too deeply") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"malformed YAML in {path}{where}: {problem}") from None
+        raise ConfigError(f"malformed YAML in {what}{where}: {problem}") from None
+    finally:
+        loader.dispose()
+
+
+def load_yaml(path: str | Path, zoo: bool = False) -> dict[str, Any]:
+    """Read a YAML mapping through :func:`equirl.utils.io.read_text` (size-limited, one-line errors for
+    missing, unreadable and binary files) and :func:`parse_yaml` (strict: duplicate keys, alias bombs
+    and deep nesting refused).
+
+    :param zoo: accept RL-zoo's ``OrderedDict`` tag (``config.yml`` / ``args.yml`` of a zoo folder).
+    """
+    from equirl.utils.io import read_text
+
+    path = Path(path)
+    text = read_text(path, "config")
+    data = parse_yaml(text, str(path), zoo=zoo)
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -146,8 +280,8 @@ def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str] | None) ->
         if not key:
             raise ConfigError(f"override {item!r} has an empty key")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
+            value = parse_yaml(raw, f"override {item!r}") if raw.strip() else ""
+        except ConfigError:
             raise ConfigError(f"override {item!r}: cannot parse the value {raw!r}") from None
         node = out
         parts = key.split(".")

@@ -21,6 +21,7 @@ from equirl.cli.args import (
 )
 from equirl.errors import ConfigError
 from equirl.registry import AUTO, canonical_method, method_names
+from equirl.utils.io import printable, read_json
 from equirl.utils.runs import tensorboard_command
 
 METHOD_CHOICES = method_names()
@@ -86,6 +87,12 @@ def register(commands: Any, bench: Any) -> None:
                 metavar="DIR",
                 help="also copy the agent to DIR/{algo}/{env}/ (zoo-like layout, e.g. agents/)",
             )
+            p.add_argument(
+                "--overwrite",
+                action="store_true",
+                help="with --export: replace an agent already in DIR/{algo}/{env}/",
+            )
+            p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
         else:
             p.add_argument(
                 "--init-from",
@@ -271,11 +278,13 @@ def _resume(args: argparse.Namespace, console: Any) -> Any:
     from equirl.errors import RunFinishedError
     from equirl.rl.train import resume_training
 
-    extra = [a for a in ("config", "export", "init_from", "method") if getattr(args, a, None)]
+    extra = [a for a in ("config", "export", "init_from", "method", "overwrite") if getattr(args, a, None)]
     if extra or args.overrides:
         raise ConfigError("--resume continues a run as configured: drop the config, --set and other options")
     try:
-        return resume_training(args.resume, progress_bar=not args.no_progress)
+        return resume_training(
+            args.resume, progress_bar=not args.no_progress, trust_checkpoint=args.trust_checkpoint
+        )
     except RunFinishedError as exc:
         console.print(str(exc), soft_wrap=True, highlight=False)
         return None
@@ -306,6 +315,10 @@ def _pretrain(args: argparse.Namespace, console: Any) -> int:
             raise ConfigError(
                 "pretrain trains from scratch: remove init_from (use `equirl train` to finetune)"
             )
+        if args.export:  # refused before any training, not after
+            from equirl.rl.agents import check_export
+
+            check_export(cfg, args.export, overwrite=args.overwrite)
         res = run_training(cfg, progress_bar=not args.no_progress, exp_name="pretrain", command="pretrain")
     if res is None:
         return 0
@@ -313,7 +326,7 @@ def _pretrain(args: argparse.Namespace, console: Any) -> int:
     if args.export:
         from equirl.rl.agents import export_agent
 
-        dest = export_agent(res.run_dir, args.export)
+        dest = export_agent(res.run_dir, args.export, overwrite=args.overwrite)
         console.print(f"agent exported to {dest}")
     return 0
 
@@ -335,7 +348,7 @@ def _train(args: argparse.Namespace, console: Any) -> int:
     if res is not None:
         choice_file = res.run_dir / "auto_choice.json"
         if choice_file.is_file():
-            console.print(json.loads(choice_file.read_text())["reason"], soft_wrap=True)
+            console.print(printable(read_json(choice_file, "auto choice").get("reason")), soft_wrap=True)
         _report(res, console)
     return 0
 

@@ -7,17 +7,26 @@ checkpoint after ``partial_fraction`` of the budget), ``config.yaml`` (the resol
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from equirl.assets import asset_path
+from equirl.config import load_yaml
 from equirl.errors import CheckpointError
-from equirl.utils.io import atomic_write, atomic_write_text, json_dumps
+from equirl.utils.io import (
+    atomic_write,
+    atomic_write_text,
+    check_output_path,
+    json_dumps,
+    read_json,
+    read_text,
+    refuse_existing,
+    remove_file,
+)
 
-__all__ = ["ShippedAgent", "agent_dir", "agent_path", "export_agent", "shipped_agents"]
+__all__ = ["ShippedAgent", "agent_dir", "agent_path", "check_export", "export_agent", "shipped_agents"]
 
 
 def _slug(env_id: str) -> str:
@@ -40,7 +49,8 @@ def shipped_agents(root: str | Path | None = None) -> list[ShippedAgent]:
     base = Path(root) if root is not None else asset_path("agents")
     found: list[ShippedAgent] = []
     for d in sorted(p for p in base.glob("*/*") if (p / "eval.json").is_file()):
-        env = json.loads((d / "eval.json").read_text()).get("env")
+        info = read_json(d / "eval.json", "agent eval.json")
+        env = info.get("env") if isinstance(info, dict) else None
         if not env:
             continue
         for partial in (False, True):
@@ -72,26 +82,46 @@ def _copier(src: Path) -> Callable[[Path], object]:
     return copy
 
 
-def export_agent(run_dir: str | Path, root: str | Path) -> Path:
-    """Copy a pretraining run into ``{root}/{algo}/{env}/`` (each file written atomically)."""
-    import yaml
+def _export_files(dest: Path, env_id: str) -> list[Path]:
+    slug = _slug(env_id)
+    return [dest / f"{slug}.zip", dest / f"{slug}_partial.zip", dest / "config.yaml", dest / "eval.json"]
 
+
+def check_export(cfg: Any, root: str | Path, overwrite: bool = False) -> Path:
+    """Refuse, before any training, an export that would replace an agent already in
+    ``{root}/{algo}/{env}/`` (unless ``overwrite``); returns that folder.
+
+    :param cfg: the run config (its ``env`` and ``algo``).
+    :param root: the export root (``agents/``).
+    :param overwrite: replace an existing agent (``--overwrite``).
+    """
+    dest = Path(root) / str(cfg.algo) / _slug(str(cfg.env))
+    check_output_path(dest, "--export")
+    refuse_existing(_export_files(dest, str(cfg.env)), overwrite, "exported agent")
+    return dest
+
+
+def export_agent(run_dir: str | Path, root: str | Path, overwrite: bool = False) -> Path:
+    """Copy a pretraining run into ``{root}/{algo}/{env}/`` (each file written atomically); an agent
+    already there is kept unless ``overwrite`` (the folder never mixes two agents: with ``overwrite``
+    every file is replaced or removed)."""
     run = Path(run_dir)
-    cfg = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
+    cfg = load_yaml(run / "config.yaml")
     env_id, algo = str(cfg["env"]), str(cfg.get("algo", "dqn"))
     dest = Path(root) / algo / _slug(env_id)
+    targets = _export_files(dest, env_id)
+    refuse_existing(targets, overwrite, "exported agent")
     dest.mkdir(parents=True, exist_ok=True)
-    for src, name in (
-        (run / "model.zip", f"{_slug(env_id)}.zip"),
-        (run / "model_partial.zip", f"{_slug(env_id)}_partial.zip"),
-    ):
+    for src, dst in ((run / "model.zip", targets[0]), (run / "model_partial.zip", targets[1])):
         if src.is_file():
-            atomic_write(dest / name, _copier(src))
-    atomic_write_text(dest / "config.yaml", (run / "config.yaml").read_text(encoding="utf-8"))
-    evals = json.loads((run / "evaluations.json").read_text(encoding="utf-8"))
-    final = evals["evaluations"][-1] if evals["evaluations"] else {}
+            atomic_write(dst, _copier(src))
+        else:
+            remove_file(dst)  # a stale partial of an earlier agent would mix two agents
+    atomic_write_text(targets[2], read_text(run / "config.yaml", "run config"))
+    evals = read_json(run / "evaluations.json", "evaluations")
+    final = evals["evaluations"][-1] if evals.get("evaluations") else {}
     atomic_write_text(
-        dest / "eval.json",
+        targets[3],
         json_dumps(
             {
                 "env": env_id,

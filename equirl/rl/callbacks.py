@@ -179,19 +179,14 @@ class EquiEvalCallback(EvalCallback):
 
         from equirl.errors import NonFiniteError
         from equirl.rl.lifecycle import nonfinite_reason
-        from equirl.utils.io import atomic_write
+        from equirl.utils.io import atomic_write_stream
 
         if self.best_dir is None:
             return
         bad = nonfinite_reason(self.model, check_q=False)
         if bad is not None:
             raise NonFiniteError(f"non-finite {bad} at step {self.num_timesteps}: best_model.zip not written")
-
-        def write(p: Path) -> None:
-            with open(p, "wb") as f:
-                self.model.save(f)
-
-        atomic_write(Path(self.best_dir) / "best_model.zip", write)
+        atomic_write_stream(Path(self.best_dir) / "best_model.zip", self.model.save)
 
     @property
     def timesteps(self) -> list[int]:

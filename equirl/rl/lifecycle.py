@@ -23,8 +23,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pickle
 import random
+import re
 import signal
 import socket
 import threading
@@ -37,8 +37,18 @@ from typing import Any
 
 import numpy as np
 
-from equirl.errors import CheckpointError
-from equirl.utils.io import atomic_write, write_json
+from equirl.errors import CheckpointError, ConfigError
+from equirl.utils.io import (
+    atomic_write_bytes,
+    atomic_write_stream,
+    contained,
+    file_digest,
+    pickle_bytes,
+    read_json,
+    read_signed,
+    trusted_loads,
+    write_json,
+)
 
 __all__ = [
     "AUTO_BUFFER_BYTES",
@@ -241,18 +251,20 @@ def replay_buffer_bytes(model: Any) -> int:
 
 @dataclass
 class Checkpoint:
-    """A checkpoint read back by :func:`load_checkpoint`.
+    """A checkpoint read back by :func:`load_checkpoint` (its files' bytes, signatures checked).
 
     :param step: env steps done.
-    :param model: the model zip.
-    :param replay_buffer: the replay buffer pickle (``None``: not saved).
+    :param model: the model zip's path.
+    :param model_bytes: the model zip, as verified.
+    :param replay_buffer: the replay buffer pickle, as verified (``None``: not saved).
     :param extra: the RNG states and training env (``None`` when not saved).
     :param state: the callbacks' state (eval history, best, partial flag...).
     """
 
     step: int
     model: Path
-    replay_buffer: Path | None
+    model_bytes: bytes
+    replay_buffer: bytes | None
     extra: dict[str, Any] | None
     state: dict[str, Any]
 
@@ -281,6 +293,10 @@ def restore_rng(model: Any, rng: dict[str, Any]) -> None:
         model.action_space.np_random.bit_generator.state = rng["action_space"]
 
 
+#: the names :func:`save_checkpoint` gives its files (the only ones it ever deletes)
+_CKPT_FILE = re.compile(r"^(model|replay_buffer|extra)_\d+\.(zip|pkl)$")
+
+
 def save_checkpoint(
     model: Any,
     run_dir: Path,
@@ -290,6 +306,9 @@ def save_checkpoint(
 ) -> Path:
     """Write a checkpoint of ``model`` at ``model.num_timesteps`` into ``run_dir/checkpoint/``.
 
+    Every file is signed (:func:`~equirl.utils.io.file_digest`, the signatures kept in ``state.json``):
+    :func:`load_checkpoint` restores only files this user's equirl wrote.
+
     :param model: the SB3 model (its parameters must be finite: checked by the caller).
     :param run_dir: the run directory.
     :param state: the callbacks' state, stored in ``state.json``.
@@ -298,66 +317,105 @@ def save_checkpoint(
         boundary, where they agree with the model and the buffer.
     :returns: the model zip written.
     """
-    import cloudpickle
-
     d = Path(run_dir) / CHECKPOINT_DIR
     d.mkdir(parents=True, exist_ok=True)
     step = int(model.num_timesteps)
     files: dict[str, str | None] = {"model": f"model_{step}.zip", "replay_buffer": None, "extra": None}
-
-    def save_model(p: Path) -> None:
-        with open(p, "wb") as f:
-            model.save(f)
-
-    atomic_write(d / str(files["model"]), save_model)
+    atomic_write_stream(d / str(files["model"]), model.save)
     if replay_buffer and getattr(model, "replay_buffer", None) is not None:
         files["replay_buffer"] = buf_name = f"replay_buffer_{step}.pkl"
-
-        def save_buffer(p: Path) -> None:
-            with open(p, "wb") as f:
-                model.save_replay_buffer(f)
-
-        atomic_write(d / buf_name, save_buffer)
+        atomic_write_stream(d / buf_name, model.save_replay_buffer)
     if exact:
         extra: dict[str, Any] = {"rng": _rng_state(model), "env": None}
         try:
-            extra["env"] = cloudpickle.dumps(model.get_env())
+            extra["env"] = pickle_bytes(model.get_env())
         except Exception as exc:  # Atari emulators and the like: the env is reset on resume
             log.info("training env not picklable (%s): a resumed run starts a new episode", exc)
         files["extra"] = extra_name = f"extra_{step}.pkl"
-        atomic_write(d / extra_name, lambda p: p.write_bytes(pickle.dumps(extra)))
-    old = _read_state(d)
-    write_json(d / "state.json", {"step": step, "files": files, "state": state, "written_at": _now()})
+        atomic_write_bytes(d / extra_name, pickle_bytes(extra))
+    digests = {key: file_digest(d / name) for key, name in files.items() if name}
+    old = _read_state(d, strict=False)
+    write_json(
+        d / "state.json",
+        {"step": step, "files": files, "digests": digests, "state": state, "written_at": _now()},
+    )
     if old is not None:  # the previous checkpoint's files, now superseded
         for name in (old.get("files") or {}).values():
-            if name and name not in files.values():
-                (d / name).unlink(missing_ok=True)
+            if isinstance(name, str) and _CKPT_FILE.match(name) and name not in files.values():
+                p = d / name
+                if p.is_file() and not p.is_symlink():
+                    p.unlink()
     return d / str(files["model"])
 
 
-def _read_state(d: Path) -> dict[str, Any] | None:
+def _read_state(d: Path, strict: bool = True) -> dict[str, Any] | None:
+    """``checkpoint/state.json`` (``None`` when there is none). ``strict``: a corrupt one, or model files
+    without one, is a one-line :class:`CheckpointError` -- never "no checkpoint", which would train again
+    from step 0 over a run's work."""
     p = d / "state.json"
-    if not p.is_file():
+    if not p.exists() and not p.is_symlink():
+        leftovers = sorted(q.name for q in d.glob("model_*.zip")) if d.is_dir() else []
+        if strict and leftovers:
+            raise CheckpointError(
+                f"{d} holds {leftovers[-1]} but no state.json: the checkpoint is incomplete; not resumed "
+                "(nothing was changed)"
+            )
         return None
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+        data = read_json(contained(d, "state.json", "checkpoint"), "checkpoint state")
+    except (ConfigError, CheckpointError) as exc:
+        if not strict:
+            return None
+        raise CheckpointError(f"{exc}; not resumed (nothing was changed)") from None
+    if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
+        if not strict:
+            return None
+        raise CheckpointError(f"corrupt {p}: not a checkpoint state; not resumed (nothing was changed)")
+    return data
 
 
-def load_checkpoint(run_dir: str | Path) -> Checkpoint | None:
-    """The last checkpoint of a run directory (``None`` when it has none)."""
+def load_checkpoint(run_dir: str | Path, trust: bool = False) -> Checkpoint | None:
+    """The last checkpoint of a run directory (``None`` when it has none).
+
+    Paths in ``state.json`` must stay inside ``checkpoint/`` (no ``..``, no symlinks), and each file must
+    carry this user's signature (see :func:`~equirl.utils.io.read_signed`) unless ``trust``.
+
+    :param run_dir: the run directory.
+    :param trust: skip the signature check (``--trust-checkpoint``): the files are unpickled as they are.
+    :raises CheckpointError: a corrupt or incomplete checkpoint, a path outside the folder, or an unsigned
+        file; in one line.
+    """
     d = Path(run_dir) / CHECKPOINT_DIR
+    if d.is_symlink():
+        raise CheckpointError(f"{d} is a symbolic link: refused (links are not followed)")
     data = _read_state(d)
     if data is None:
         return None
-    files = data.get("files") or {}
-    model = d / str(files.get("model"))
-    if not model.is_file():
-        raise CheckpointError(f"checkpoint {model} is missing")
-    buf = d / files["replay_buffer"] if files.get("replay_buffer") else None
+    files = data["files"]
+    digests = data.get("digests") if isinstance(data.get("digests"), dict) else {}
+    try:
+        step = int(data["step"])
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"corrupt {d / 'state.json'}: no step count") from None
+    if not isinstance(files.get("model"), str):
+        raise CheckpointError(f"corrupt {d / 'state.json'}: it names no model file")
+
+    def signed(key: str) -> bytes | None:
+        name = files.get(key)
+        if not name:
+            return None
+        if not isinstance(name, str):
+            raise CheckpointError(f"corrupt {d / 'state.json'}: files.{key} is not a file name")
+        return read_signed(contained(d, name, "checkpoint state"), digests.get(key), trust)
+
+    model = signed("model")
+    assert model is not None
+    buf = signed("replay_buffer")
+    extra_blob = signed("extra")
     extra = None
-    if files.get("extra") and (d / files["extra"]).is_file():
-        extra = pickle.loads((d / files["extra"]).read_bytes())  # our own file, written by save_checkpoint
-    return Checkpoint(int(data["step"]), model, buf, extra, dict(data.get("state") or {}))
+    if extra_blob is not None:
+        extra = trusted_loads(extra_blob)  # signed by this user's equirl (or trusted by the user)
+        if not isinstance(extra, dict):
+            raise CheckpointError(f"corrupt {d / str(files['extra'])}: not a checkpoint's extra state")
+    state = data.get("state") if isinstance(data.get("state"), dict) else {}
+    return Checkpoint(step, d / files["model"], model, buf, extra, dict(state))

@@ -23,6 +23,7 @@ import os
 import tempfile
 import threading
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,18 @@ from equirl.rl.lifecycle import (
     save_checkpoint,
 )
 from equirl.rl.spec import load_spec
-from equirl.utils.io import atomic_write, atomic_write_text, check_output_path, write_json
+from equirl.utils.io import (
+    atomic_write_stream,
+    atomic_write_text,
+    check_no_symlinks,
+    check_output_path,
+    check_writable_tree,
+    config_fingerprint,
+    printable,
+    read_text,
+    trusted_loads,
+    write_json,
+)
 from equirl.utils.runs import run_name, unique_run_dir
 
 __all__ = ["RunResult", "build_model", "make_train_env", "resume_training", "run_training"]
@@ -225,7 +237,8 @@ def run_training(
     root = Path(cfg.out)
     run_dir = unique_run_dir(root, run_name(cfg.env, exp_name or cfg.method, cfg.seed))
     run_dir.mkdir(parents=True)
-    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    cfg_text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    atomic_write_text(run_dir / "config.yaml", cfg_text)
     if auto_choice is not None:
         auto_choice.save(run_dir)
     record = RunRecord(
@@ -233,6 +246,7 @@ def run_training(
         {
             "command": command,
             "resume_command": f"equirl {command} --resume {run_dir}",
+            "config_sha256": config_fingerprint(cfg_text),
             "env": cfg.env,
             "method": cfg.method,
             "seed": cfg.seed,
@@ -255,6 +269,7 @@ def resume_training(
     progress_bar: bool = False,
     callbacks: list[Any] | None = None,
     stop: threading.Event | None = None,
+    trust_checkpoint: bool = False,
 ) -> RunResult:
     """Continue an interrupted, failed or stale run from its last checkpoint, in the same directory: the
     same step counter, exploration and learning-rate schedules, TensorBoard folder and evaluation
@@ -264,14 +279,19 @@ def resume_training(
     :param progress_bar: show SB3's progress bar.
     :param callbacks: extra SB3 callbacks.
     :param stop: as for :func:`run_training`.
+    :param trust_checkpoint: restore checkpoint files that this user's equirl did not sign (they are
+        unpickled: only for run folders you trust).
     :raises RunFinishedError: the run has already finished.
-    :raises CheckpointError: not a run directory, or the run is still running.
+    :raises CheckpointError: not a run directory, the run is still running, its config was edited, or
+        its checkpoint is corrupt, unsigned or names paths outside the run (checked before anything is
+        written).
     """
-    import cloudpickle
+    import io as _io
 
     from equirl.rl.pretrained import _algo_cls
 
     run_dir = Path(run_dir)
+    check_no_symlinks(run_dir)
     info = read_run(run_dir)
     status = effective_status(info)
     if status == "finished":
@@ -281,21 +301,37 @@ def resume_training(
         )
     if status == "running" and info.get("pid") != os.getpid():
         raise CheckpointError(f"{run_dir} is still running (pid {info.get('pid')}); stop it first")
+    cfg_text = read_text(run_dir / "config.yaml", "run config")
+    stored = info.get("config_sha256")
+    if stored is not None and stored != config_fingerprint(cfg_text):
+        raise CheckpointError(
+            f"{run_dir / 'config.yaml'} was edited after the run started: a resume continues the run as it "
+            "was configured; start a new run with `equirl train <config>` instead (nothing was changed)"
+        )
     cfg = load_rl_config(run_dir / "config.yaml")
-    ckpt = load_checkpoint(run_dir)
+    check_writable_tree(run_dir)
+    ckpt = load_checkpoint(run_dir, trust=trust_checkpoint)
     if ckpt is None:  # killed before its first checkpoint: start again, in the same directory
         model = build_model(cfg)
         state: dict[str, Any] = {}
         log.warning("%s has no checkpoint: training again from step 0", run_dir)
     else:
         extra = ckpt.extra or {}
-        vec = cloudpickle.loads(extra["env"]) if extra.get("env") is not None else None
+        vec = trusted_loads(extra["env"]) if extra.get("env") is not None else None
         exact = vec is not None
         if vec is None:
             vec = make_train_env(cfg)
-        model = _algo_cls(cfg.algo).load(ckpt.model, env=vec, device="cpu", force_reset=not exact)
-        if ckpt.replay_buffer is not None:
-            model.load_replay_buffer(ckpt.replay_buffer)
+        try:
+            model = _algo_cls(cfg.algo).load(
+                _io.BytesIO(ckpt.model_bytes), env=vec, device="cpu", force_reset=not exact
+            )
+            if ckpt.replay_buffer is not None:
+                model.load_replay_buffer(_io.BytesIO(ckpt.replay_buffer))
+        except (ValueError, KeyError, TypeError, OSError, EOFError, zipfile.BadZipFile) as exc:
+            raise CheckpointError(
+                f"cannot restore checkpoint {ckpt.model} (corrupt, or it does not fit {cfg.env}): "
+                f"{printable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, 200)}"
+            ) from None
         if extra.get("rng") is not None:
             restore_rng(model, extra["rng"])
         state = ckpt.state
@@ -428,8 +464,7 @@ class _Run:
             Path(tempfile.gettempdir()) / f"equirl-rescue-{self.run_dir.name}-{os.getpid()}.zip"
         )
         try:
-            with open(str(rescue), "wb") as f:
-                self.model.save(f)
+            atomic_write_stream(str(rescue), self.model.save)
         except OSError:
             rescue = None
         reason = exc.strerror or str(exc)
@@ -443,13 +478,8 @@ class _Run:
     def save_model(self, name: str) -> None:
         """Save the model as ``run_dir/name`` atomically, parameters checked (rescued on ``OSError``)."""
         self.check_finite()
-
-        def write(p: Path) -> None:
-            with open(p, "wb") as f:
-                self.model.save(f)
-
         try:
-            atomic_write(self.run_dir / name, write)
+            atomic_write_stream(self.run_dir / name, self.model.save)
         except OSError as exc:
             raise self._rescue(exc) from None
 
@@ -676,11 +706,7 @@ def _save_evals(
         for i, r in enumerate(results):
             arr[i, : len(r)] = r
 
-    def write(p: Path) -> None:
-        with open(p, "wb") as f:
-            np.savez(f, timesteps=np.asarray(steps), results=arr)
-
-    atomic_write(d / "evaluations.npz", write)
+    atomic_write_stream(d / "evaluations.npz", lambda f: np.savez(f, timesteps=np.asarray(steps), results=arr))
     summary = {
         "env": cfg.env,
         "method": cfg.method,

@@ -270,3 +270,200 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+# --- existing artefacts are never clobbered unless the user says so -----------------------------------
+
+
+def refuse_existing(paths: list[Path] | tuple[Path, ...], overwrite: bool, what: str = "output") -> None:
+    """Raise a one-line :class:`ConfigError` when any of ``paths`` exists and ``overwrite`` is false;
+    call it before any work starts, so a refused command has done (and lost) nothing.
+
+    :param paths: the files a command would write.
+    :param overwrite: the user asked to replace them (``--overwrite``).
+    :param what: how the message names them.
+    """
+    if overwrite:
+        return
+    found = [p for p in paths if Path(p).exists() or Path(p).is_symlink()]
+    if found:
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        raise ConfigError(f"{what} {found[0]} already exists{more}: pass --overwrite to replace it")
+
+
+def remove_file(path: str | Path) -> None:
+    """Remove the file (or link) ``path`` if it is there; a folder is never removed."""
+    p = Path(path)
+    if p.is_symlink() or p.is_file():
+        p.unlink()
+
+
+# --- paths named inside state files --------------------------------------------------------------------
+
+
+def contained(root: str | Path, name: str, what: str = "state file") -> Path:
+    """``root / name`` when ``name`` is a plain relative path that stays inside ``root`` without
+    following a symlink; otherwise a one-line :class:`CheckpointError` (a crafted state file must never
+    make equirl read, write or delete outside its folder).
+
+    Example::
+
+        >>> contained("/runs/a/checkpoint", "../../../etc/passwd")
+        Traceback (most recent call last):
+        ...
+        equirl.errors.CheckpointError: state file names '../../../etc/passwd', a path outside /runs/a/checkpoint: refused
+    """
+    from equirl.errors import CheckpointError
+
+    root = Path(root)
+    rel = Path(str(name))
+    if not str(name) or rel.is_absolute() or ".." in rel.parts or "\x00" in str(name):
+        raise CheckpointError(f"{what} names {printable(repr(str(name)))}, a path outside {root}: refused")
+    p = root
+    for part in rel.parts:
+        p = p / part
+        if p.is_symlink():
+            raise CheckpointError(f"{what}: {p} is a symbolic link: refused (links are not followed)")
+    return p
+
+
+def check_no_symlinks(root: str | Path, what: str = "run folder") -> None:
+    """Raise a one-line :class:`CheckpointError` when ``root`` is, or contains, a symbolic link (equirl
+    writes into run folders: a link could send those writes anywhere)."""
+    from equirl.errors import CheckpointError
+
+    root = Path(root)
+    if root.is_symlink():
+        raise CheckpointError(f"{what} {root} is a symbolic link: refused (links are not followed)")
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        for name in [*dirnames, *filenames]:
+            p = Path(dirpath) / name
+            if p.is_symlink():
+                raise CheckpointError(f"{what} {root} holds a symbolic link {p}: refused (links are not followed)")
+
+
+def check_writable_tree(root: str | Path, what: str = "run folder") -> None:
+    """Raise a one-line :class:`ConfigError` when ``root`` or a folder in it cannot be written (checked
+    before a resumed run trains, so no step is trained that could not be saved)."""
+    root = Path(root)
+    for dirpath, _dirnames, _ in os.walk(root, followlinks=False):
+        if not os.access(dirpath, os.W_OK | os.X_OK):
+            raise ConfigError(f"{what} {root}: {dirpath} is not writable")
+
+
+# --- files equirl writes for itself and may read back with code in them --------------------------------
+
+#: where the signing key lives (overridden by ``$EQUIRL_SIGNING_KEY``, a file path)
+def _key_path() -> Path:
+    env = os.environ.get("EQUIRL_SIGNING_KEY")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "equirl" / "signing.key"
+
+
+def signing_key() -> bytes:
+    """This user's secret key for :func:`file_digest`, created (mode 0600) on first use.
+
+    Checkpoint files equirl writes (model zips, replay buffers, RNG / env state) can only be restored by
+    unpickling; they are signed with this key when written, and a resume unpickles only files whose
+    signature verifies -- so a run folder crafted elsewhere, or edited, never runs code (the way Jupyter
+    trusts only notebooks it signed itself).
+    """
+    import secrets
+
+    p = _key_path()
+    try:
+        key = p.read_bytes()
+        if len(key) >= 32:
+            return key
+    except FileNotFoundError:
+        pass
+    p.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it first
+        return p.read_bytes()
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(secrets.token_bytes(32))
+    return p.read_bytes()
+
+
+def digest_bytes(data: bytes) -> str:
+    """The HMAC-SHA256 of ``data`` under :func:`signing_key`, as hex."""
+    import hashlib
+    import hmac
+
+    return hmac.new(signing_key(), data, hashlib.sha256).hexdigest()
+
+
+def file_digest(path: str | Path) -> str:
+    """The HMAC-SHA256 of a file's bytes under :func:`signing_key`, as hex."""
+    import hashlib
+    import hmac
+
+    mac = hmac.new(signing_key(), digestmod=hashlib.sha256)
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(2**20), b""):
+            mac.update(chunk)
+    return mac.hexdigest()
+
+
+def read_signed(path: str | Path, digest: str | None, trust: bool, what: str = "checkpoint file") -> bytes:
+    """The bytes of a file equirl wrote for itself, only when ``digest`` (from the state file beside it)
+    is its signature under this user's key -- or ``trust`` (``--trust-checkpoint``) says to skip the
+    check. Otherwise a one-line :class:`CheckpointError`: the file would be unpickled, and a file this
+    installation did not sign may run code.
+    """
+    import hmac
+
+    from equirl.errors import CheckpointError
+
+    p = Path(path)
+    if p.is_symlink():
+        raise CheckpointError(f"{what} {p} is a symbolic link: refused (links are not followed)")
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"{what} {p} is missing") from None
+    if trust:
+        return data
+    if not isinstance(digest, str) or not hmac.compare_digest(digest_bytes(data), digest):
+        why = "is not signed" if not digest else "does not match its signature"
+        raise CheckpointError(
+            f"{what} {p} {why} (edited, written by an older equirl, or made elsewhere): refused, restoring it "
+            "would unpickle it; pass --trust-checkpoint only if you trust this run folder"
+        )
+    return data
+
+
+def config_fingerprint(text: str) -> str:
+    """The SHA-256 of a resolved config's text (``run.json`` keeps it; a resume or a rerun compares)."""
+    import hashlib
+
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def trusted_loads(blob: bytes) -> Any:
+    """Unpickle bytes that :func:`read_signed` verified (or that the user trusts): the one place equirl
+    runs :func:`pickle.loads` unrestricted."""
+    import pickle
+
+    return pickle.loads(blob)
+
+
+def pickle_bytes(obj: Any) -> bytes:
+    """``obj`` pickled (with cloudpickle, which also handles the lambdas of env factories)."""
+    import cloudpickle
+
+    return bytes(cloudpickle.dumps(obj))
+
+
+def atomic_write_stream(path: str | Path, writer: Callable[[Any], Any]) -> Path:
+    """:func:`atomic_write` for writers that take an open binary file (``model.save(fh)``)."""
+
+    def write(p: Path) -> None:
+        with open(p, "wb") as fh:
+            writer(fh)
+
+    return atomic_write(path, write)

@@ -235,14 +235,14 @@ def test_unwritable_run_dir_at_final_save_keeps_the_model(
     one-line error names the file."""
     import equirl.rl.train as train
 
-    real = train.atomic_write
+    real = train.atomic_write_stream
 
     def refuse(path: Any, writer: Any) -> Path:
         if Path(path).name == "model.zip":
             raise PermissionError(13, "Permission denied", str(path))
         return real(path, writer)
 
-    monkeypatch.setattr(train, "atomic_write", refuse)
+    monkeypatch.setattr(train, "atomic_write_stream", refuse)
     monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
     import tempfile
