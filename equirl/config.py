@@ -142,7 +142,9 @@ class _StrictLoader(yaml.SafeLoader):
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True) if isinstance(key_node, yaml.ScalarNode) else None
+            key = (
+                self.construct_object(key_node, deep=True) if isinstance(key_node, yaml.ScalarNode) else None
+            )
             if key is None and not isinstance(key_node, yaml.ScalarNode):
                 continue
             try:

@@ -16,7 +16,6 @@ import argparse
 import importlib
 import importlib.util
 import logging
-import pickle
 import re
 import signal
 import sys
@@ -27,6 +26,7 @@ from typing import NoReturn
 from equirl import __version__
 from equirl.cli.output import make_console, print_error
 from equirl.errors import EquirlError
+from equirl.utils.io import UNPICKLING_ERRORS
 
 #: modules contributing subcommands (a missing optional module is skipped)
 COMMAND_MODULES = (
@@ -78,9 +78,7 @@ def last_resort_message(exc: BaseException) -> str | None:
         return f"unexpected end of file (a truncated or corrupt file?): {_first_line(exc)}"
     if isinstance(exc, UnicodeDecodeError):
         return f"a file is not UTF-8 text (a binary file?): {exc.reason} at byte {exc.start}"
-    if isinstance(exc, pickle.UnpicklingError) or (
-        isinstance(exc, RuntimeError) and _TORCH_LOAD.search(str(exc))
-    ):
+    if isinstance(exc, UNPICKLING_ERRORS) or (isinstance(exc, RuntimeError) and _TORCH_LOAD.search(str(exc))):
         return f"cannot load a checkpoint (corrupt, or not a weights-only file): {_first_line(exc)}"
     import yaml
 

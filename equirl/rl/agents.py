@@ -7,8 +7,6 @@ checkpoint after ``partial_fraction`` of the budget), ``config.yaml`` (the resol
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -16,7 +14,7 @@ from equirl.assets import asset_path
 from equirl.config import load_yaml
 from equirl.errors import CheckpointError
 from equirl.utils.io import (
-    atomic_write,
+    atomic_copy,
     atomic_write_text,
     check_output_path,
     json_dumps,
@@ -75,13 +73,6 @@ def agent_path(env_id: str, algo: str = "dqn", partial: bool = False, root: str 
     return p
 
 
-def _copier(src: Path) -> Callable[[Path], object]:
-    def copy(dst: Path) -> object:
-        return shutil.copyfile(src, dst)
-
-    return copy
-
-
 def _export_files(dest: Path, env_id: str) -> list[Path]:
     slug = _slug(env_id)
     return [dest / f"{slug}.zip", dest / f"{slug}_partial.zip", dest / "config.yaml", dest / "eval.json"]
@@ -114,7 +105,7 @@ def export_agent(run_dir: str | Path, root: str | Path, overwrite: bool = False)
     dest.mkdir(parents=True, exist_ok=True)
     for src, dst in ((run / "model.zip", targets[0]), (run / "model_partial.zip", targets[1])):
         if src.is_file():
-            atomic_write(dst, _copier(src))
+            atomic_copy(src, dst)
         else:
             remove_file(dst)  # a stale partial of an earlier agent would mix two agents
     atomic_write_text(targets[2], read_text(run / "config.yaml", "run config"))

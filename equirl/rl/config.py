@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any, Literal
 from equirl.config import FieldError, check_range, from_dict, load_config
 from equirl.errors import ConfigError
 from equirl.registry import BASE, EQUIZERO, canonical_method, validate_method_kwargs
+from equirl.utils.io import total_ram_bytes
 
 __all__ = [
     "ALGO_HYPERPARAMS",
@@ -460,22 +460,6 @@ def _algo_hyperparams(algo: str, hp: Any) -> Any:
         raise
     except ConfigError as exc:  # unknown keys: say which algorithm's keys they were checked against
         raise ConfigError(f"{exc} (algo {algo})") from None
-
-
-def total_ram_bytes() -> int | None:
-    """The machine's physical memory in bytes (``None`` when it cannot be read)."""
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
-    except (AttributeError, ValueError, OSError):
-        pass
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
 
 
 def _gb(n: float) -> str:

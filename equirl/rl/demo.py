@@ -113,16 +113,13 @@ def run_demo(
         res = run_training(cfg, progress_bar=progress_bar, exp_name=f"demo-{finetune_method}")
     auto_reason = None
     if res is not None and finetune_method == AUTO:
-        import json
+        from equirl.config import load_yaml
+        from equirl.utils.io import read_json
 
-        import yaml
-
-        finetune_method = str(
-            yaml.safe_load((res.run_dir / "config.yaml").read_text(encoding="utf-8"))["method"]
-        )
+        finetune_method = str(load_yaml(res.run_dir / "config.yaml")["method"])
         choice = res.run_dir / "auto_choice.json"
         if choice.is_file():
-            auto_reason = str(json.loads(choice.read_text(encoding="utf-8"))["reason"])
+            auto_reason = str(read_json(choice, "auto choice")["reason"])
     return DemoResult(
         full, episodes, zero, finetune_method, finetune_steps if res else 0, res, _notes(zero), auto_reason
     )

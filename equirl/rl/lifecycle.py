@@ -46,6 +46,7 @@ from equirl.utils.io import (
     pickle_bytes,
     read_json,
     read_signed,
+    remove_file,
     trusted_loads,
     write_json,
 )
@@ -342,9 +343,7 @@ def save_checkpoint(
     if old is not None:  # the previous checkpoint's files, now superseded
         for name in (old.get("files") or {}).values():
             if isinstance(name, str) and _CKPT_FILE.match(name) and name not in files.values():
-                p = d / name
-                if p.is_file() and not p.is_symlink():
-                    p.unlink()
+                remove_file(d / name)
     return d / str(files["model"])
 
 

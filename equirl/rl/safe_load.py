@@ -23,19 +23,26 @@ for files from a trusted source.
 from __future__ import annotations
 
 import base64
-import io
-import json
-import pickle
 import zipfile
 from collections import deque
 from pathlib import Path
 from typing import Any
 
-from equirl.errors import CheckpointError
+from equirl.errors import CheckpointError, ConfigError
+from equirl.utils.io import (
+    RefusedGlobal,
+    check_zip_members,
+    find_global,
+    parse_json,
+    printable,
+    refusal,
+    torch_load_weights,
+    trusted_loads,
+)
+from equirl.utils.io import restricted_loads as _restricted_loads
 
 __all__ = [
     "TRUST_HINT",
-    "RestrictedUnpickler",
     "check_tensor_files",
     "pickled_entries",
     "read_vecnormalize",
@@ -107,43 +114,42 @@ def _policy_classes() -> dict[tuple[str, str], type]:
     return {(c.__module__, c.__qualname__): c for c in classes}
 
 
-class RefusedGlobal(Exception):
-    """A pickle referenced a global outside the allowlist."""
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """An unpickler that resolves only allowlisted classes (no functions, no code objects).
-
-    Every global a pickle uses (``GLOBAL``, ``STACK_GLOBAL``, ``INST``, ``OBJ``, extension codes) goes
-    through :meth:`find_class`; persistent ids are refused by :class:`pickle.Unpickler` itself.
-    """
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _DATA_GLOBALS or name in _CLASS_GLOBALS.get(module, ()):
-            return super().find_class(module, name)
-        policy = _policy_classes().get((module, name))
-        if policy is not None:
-            return policy
-        raise RefusedGlobal(f"{module}.{name}")
+def _resolve(module: str, name: str) -> Any:
+    """The allowlist of SB3 zips' pickled entries: plain data classes and the algorithms' policies."""
+    if (module, name) in _DATA_GLOBALS or name in _CLASS_GLOBALS.get(module, ()):
+        return find_global(module, name)
+    policy = _policy_classes().get((module, name))
+    if policy is not None:
+        return policy
+    raise RefusedGlobal(f"{module}.{name}")
 
 
 def restricted_loads(blob: bytes) -> Any:
-    """Unpickle ``blob`` with :class:`RestrictedUnpickler`.
+    """Unpickle ``blob`` through the file layer's restricted unpickler with this module's allowlist.
 
-    :raises RefusedGlobal: it references anything outside the allowlist.
+    :raises RefusedGlobal: it references anything outside the allowlist (or breaks a size limit).
     """
-    return RestrictedUnpickler(io.BytesIO(blob)).load()
+    return _restricted_loads(blob, _resolve)
+
+
+#: the largest ``data`` entry of an SB3 zip equirl parses
+_MAX_DATA_BYTES = 64 * 2**20
 
 
 def read_zip_data(zpath: str | Path) -> dict[str, Any]:
     """The ``data`` JSON of an SB3 zip, as plain JSON (nothing unpickled)."""
     try:
         with zipfile.ZipFile(zpath) as archive:
+            check_zip_members(archive, f"checkpoint {zpath}")
+            if archive.getinfo("data").file_size > _MAX_DATA_BYTES:
+                raise CheckpointError(f"checkpoint {zpath}: its 'data' entry is larger than 64 MiB: refused")
             raw = archive.read("data")
-        data = json.loads(raw.decode("utf-8"))
+        data = parse_json(raw.decode("utf-8"), f"checkpoint {zpath} 'data' entry")
     except KeyError:
         raise CheckpointError(f"{zpath} is not an SB3 checkpoint: no 'data' entry") from None
-    except (zipfile.BadZipFile, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except ConfigError as exc:
+        raise CheckpointError(str(exc)) from None
+    except (zipfile.BadZipFile, UnicodeDecodeError, OSError, EOFError) as exc:
         raise CheckpointError(f"corrupt checkpoint {zpath}: {type(exc).__name__}") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"corrupt checkpoint {zpath}: its 'data' entry is not a JSON object")
@@ -167,7 +173,7 @@ def _unpickle_entry(zpath: Any, key: str, entry: dict[str, Any]) -> Any:
     try:
         return restricted_loads(blob)
     except RefusedGlobal as exc:
-        raise _refuse(zpath, key, f"is a pickle that uses {exc}, which could run code") from None
+        raise _refuse(zpath, key, refusal(exc)) from None
     except Exception as exc:  # a malformed pickle of allowlisted classes
         raise _refuse(zpath, key, f"cannot be read as plain data ({type(exc).__name__})") from None
 
@@ -178,6 +184,10 @@ def _saved_shape(entry: Any) -> tuple[int, ...] | None:
         return None
     shape = entry.get("_shape", entry.get("shape"))
     if isinstance(shape, list) and all(isinstance(s, int) for s in shape):
+        if len(shape) > 32 or not all(0 <= s < 2**31 for s in shape):
+            raise CheckpointError(
+                f"malformed checkpoint: a space's shape {printable(shape, 80)} is not a shape"
+            )
         return tuple(shape)
     return None
 
@@ -268,19 +278,19 @@ def check_tensor_files(zpath: str | Path) -> None:
 
     :raises CheckpointError: one holds Python objects beyond tensors and plain containers.
     """
-    import torch
-
     with zipfile.ZipFile(zpath) as archive:
+        check_zip_members(archive, f"checkpoint {zpath}")
         for name in archive.namelist():
             if not name.endswith(".pth"):
                 continue
             try:
-                torch.load(io.BytesIO(archive.read(name)), map_location="cpu", weights_only=True)
-            except Exception as exc:
-                if isinstance(exc, pickle.UnpicklingError):
-                    why = "holds pickled Python objects, not only tensors"
-                else:
-                    why = f"cannot be read as weights ({type(exc).__name__})"
+                torch_load_weights(archive.read(name), f"{zpath}: {name}")
+            except CheckpointError as exc:
+                why = (
+                    "holds pickled Python objects, not only tensors"
+                    if "not a weights-only file" in str(exc)
+                    else f"cannot be read as weights ({exc})"
+                )
                 raise CheckpointError(
                     f"{zpath}: {name} {why}; not loaded (equirl reads weights with "
                     f"torch.load(weights_only=True); {TRUST_HINT})"
@@ -333,19 +343,17 @@ def _new_record(*args: Any, **kwargs: Any) -> _Record:
     return _Record()
 
 
-class _VecNormalizeUnpickler(RestrictedUnpickler):
+def _resolve_vecnormalize(module: str, name: str) -> Any:
     """Reads a ``vecnormalize.pkl`` as records: numpy data, the wrapper's and the spaces' fields."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _RECORD_CLASSES or module.startswith(_RECORD_MODULES):
-            return _Record
-        if module in ("numpy.random._pickle", "numpy.random.bit_generator") and name in _RANDOM_CTORS:
-            return _new_record
-        if module.startswith("numpy.random.") and name in _BIT_GENERATORS:  # a ctor's argument only
-            return _Record
-        if (module, name) in _DATA_GLOBALS:
-            return pickle.Unpickler.find_class(self, module, name)
-        raise RefusedGlobal(f"{module}.{name}")
+    if (module, name) in _RECORD_CLASSES or module.startswith(_RECORD_MODULES):
+        return _Record
+    if module in ("numpy.random._pickle", "numpy.random.bit_generator") and name in _RANDOM_CTORS:
+        return _new_record
+    if module.startswith("numpy.random.") and name in _BIT_GENERATORS:  # a ctor's argument only
+        return _Record
+    if (module, name) in _DATA_GLOBALS:
+        return find_global(module, name)
+    raise RefusedGlobal(f"{module}.{name}")
 
 
 def _number(fields: dict[str, Any], key: str, default: float) -> float:
@@ -400,17 +408,15 @@ def read_vecnormalize(path: str | Path, trust_checkpoint: bool = False) -> Any:
         raise CheckpointError(f"normalisation statistics not found: {p}")
     blob = p.read_bytes()
     if trust_checkpoint:
-        obj = pickle.loads(blob)  # the caller trusts the file
+        obj = trusted_loads(blob)  # the caller trusts the file
         fields = dict(vars(obj))
         fields["obs_rms"] = _as_record(getattr(obj, "obs_rms", None))
         fields["ret_rms"] = _as_record(getattr(obj, "ret_rms", None))
     else:
         try:
-            obj = _VecNormalizeUnpickler(io.BytesIO(blob)).load()
+            obj = _restricted_loads(blob, _resolve_vecnormalize)
         except RefusedGlobal as exc:
-            raise CheckpointError(
-                f"{p}: a pickle that uses {exc}, which could run code; not loaded ({TRUST_HINT})"
-            ) from None
+            raise CheckpointError(f"{p} {refusal(exc)}; not loaded ({TRUST_HINT})") from None
         except Exception as exc:
             raise CheckpointError(
                 f"{p}: cannot be read as normalisation statistics ({type(exc).__name__})"

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
+from equirl.config import parse_yaml
 from equirl.errors import ConfigError
 from equirl.registry import AUTO, BASE, get_method, validate_method_kwargs
 from equirl.utils.io import atomic_write_text
@@ -69,7 +69,7 @@ def parse_candidate(text: str | Candidate | Sequence[Any]) -> Candidate:
             key, eq, value = item.partition("=")
             if not eq or not key.strip():
                 raise ConfigError(f"candidate {text!r}: options are written key=value, got {item!r}")
-            kwargs[key.strip()] = yaml.safe_load(value.strip())
+            kwargs[key.strip()] = parse_yaml(value.strip(), f"candidate {text!r}") if value.strip() else ""
     elif isinstance(text, Sequence) and len(text) == 2 and isinstance(text[0], str):
         opts: Any = text[1] or {}
         name, kwargs = str(text[0]), {str(k): v for k, v in dict(opts).items()}

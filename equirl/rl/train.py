@@ -706,7 +706,9 @@ def _save_evals(
         for i, r in enumerate(results):
             arr[i, : len(r)] = r
 
-    atomic_write_stream(d / "evaluations.npz", lambda f: np.savez(f, timesteps=np.asarray(steps), results=arr))
+    atomic_write_stream(
+        d / "evaluations.npz", lambda f: np.savez(f, timesteps=np.asarray(steps), results=arr)
+    )
     summary = {
         "env": cfg.env,
         "method": cfg.method,

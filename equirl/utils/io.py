@@ -130,7 +130,9 @@ def parse_json(text: str, what: str = "JSON") -> Any:
     try:
         return json.loads(text, parse_constant=no_constant)
     except (ValueError, RecursionError) as exc:
-        raise ConfigError(f"corrupt {what} (truncated or not JSON): {str(exc).splitlines()[0][:200]}") from None
+        raise ConfigError(
+            f"corrupt {what} (truncated or not JSON): {str(exc).splitlines()[0][:200]}"
+        ) from None
 
 
 def _bracket_depth(text: str) -> int:
@@ -339,7 +341,9 @@ def check_no_symlinks(root: str | Path, what: str = "run folder") -> None:
         for name in [*dirnames, *filenames]:
             p = Path(dirpath) / name
             if p.is_symlink():
-                raise CheckpointError(f"{what} {root} holds a symbolic link {p}: refused (links are not followed)")
+                raise CheckpointError(
+                    f"{what} {root} holds a symbolic link {p}: refused (links are not followed)"
+                )
 
 
 def check_writable_tree(root: str | Path, what: str = "run folder") -> None:
@@ -352,6 +356,7 @@ def check_writable_tree(root: str | Path, what: str = "run folder") -> None:
 
 
 # --- files equirl writes for itself and may read back with code in them --------------------------------
+
 
 #: where the signing key lives (overridden by ``$EQUIRL_SIGNING_KEY``, a file path)
 def _key_path() -> Path:
@@ -459,6 +464,11 @@ def pickle_bytes(obj: Any) -> bytes:
     return bytes(cloudpickle.dumps(obj))
 
 
+def atomic_copy(src: str | Path, dst: str | Path) -> Path:
+    """Copy the file ``src`` onto ``dst`` atomically."""
+    return atomic_write(dst, lambda p: shutil.copyfile(src, p))
+
+
 def atomic_write_stream(path: str | Path, writer: Callable[[Any], Any]) -> Path:
     """:func:`atomic_write` for writers that take an open binary file (``model.save(fh)``)."""
 
@@ -467,3 +477,308 @@ def atomic_write_stream(path: str | Path, writer: Callable[[Any], Any]) -> Path:
             writer(fh)
 
     return atomic_write(path, write)
+
+
+# --- pickles from files equirl did not write: an allowlist, and a structure bound ----------------------
+
+#: the most values a pickle from an untrusted file may expand to (shared references counted each time:
+#: a tuple of tuples sharing one another is tiny on disk and never finishes hashing)
+MAX_PICKLE_NODES = 2_000_000
+#: the largest pickle from an untrusted file equirl parses
+MAX_PICKLE_BYTES = 256 * 2**20
+
+#: errors an unpickler raises on malformed input (the CLI maps them to one line)
+UNPICKLING_ERRORS: tuple[type[BaseException], ...]
+
+
+def _unpickling_errors() -> tuple[type[BaseException], ...]:
+    import pickle
+
+    return (pickle.UnpicklingError,)
+
+
+UNPICKLING_ERRORS = _unpickling_errors()
+
+
+class RefusedGlobal(Exception):
+    """A pickle referenced a global outside the allowlist (its text: ``module.name``)."""
+
+
+class RefusedStructure(RefusedGlobal):
+    """A pickle broke a structural limit or is malformed (its text says how, as ``a pickle that ...``)."""
+
+
+def refusal(exc: RefusedGlobal) -> str:
+    """What a refused pickle does, for a message: ``uses os.system, which could run code`` or the
+    structural reason."""
+    if isinstance(exc, RefusedStructure):
+        return f"is {exc}"
+    return f"is a pickle that uses {exc}, which could run code"
+
+
+def check_pickle_structure(blob: bytes, limit: int = MAX_PICKLE_NODES, persistent: bool = False) -> None:
+    """Refuse a pickle before loading it when it would expand to more than ``limit`` values, uses
+    persistent ids or out-of-band buffers, or is not a pickle at all -- by reading its opcodes
+    (:func:`pickletools.genops`), never running them.
+
+    Shared references (memo gets) count their full size each time they are used, so a document of
+    nested tuples that share one another -- whose hash would never finish -- is refused here.
+
+    :param persistent: allow persistent ids (torch's ``data.pkl`` names its tensor storages so).
+    :raises RefusedGlobal: what broke the limit.
+    """
+    import pickletools
+
+    if len(blob) > MAX_PICKLE_BYTES:
+        raise RefusedStructure(f"a pickle larger than {MAX_PICKLE_BYTES // 2**20} MiB")
+    mark = object()
+    stack: list[Any] = []
+    memo: dict[Any, list[int]] = {}
+
+    def pop_mark() -> int:
+        total = 0
+        while stack:
+            item = stack.pop()
+            if item is mark:
+                return total
+            total += item[0]
+        raise RefusedStructure("a malformed pickle (no mark)")
+
+    def pop() -> list[int]:
+        if not stack or stack[-1] is mark:
+            raise RefusedStructure("a malformed pickle (stack underflow)")
+        return stack.pop()  # type: ignore[no-any-return]
+
+    def top() -> list[int]:
+        if not stack or stack[-1] is mark:
+            raise RefusedStructure("a malformed pickle (stack underflow)")
+        return stack[-1]  # type: ignore[no-any-return]
+
+    def grow(cell: list[int], n: int) -> None:
+        cell[0] += n
+        if cell[0] > limit:
+            raise RefusedStructure(f"a pickle that expands to more than {limit:,} values")
+
+    try:
+        for op, arg, _pos in pickletools.genops(blob):
+            name = op.name
+            if name in ("PROTO", "FRAME", "STOP"):
+                continue
+            if name in ("PERSID", "BINPERSID") and persistent:
+                if name == "BINPERSID":
+                    pop()
+                stack.append([1])
+                continue
+            if name in ("PERSID", "BINPERSID", "NEXT_BUFFER", "READONLY_BUFFER"):
+                raise RefusedStructure(f"a pickle with {name} (external objects)")
+            if name == "MARK":
+                stack.append(mark)
+            elif name in ("TUPLE", "LIST", "DICT", "FROZENSET", "OBJ", "INST"):
+                cell = [1]
+                grow(cell, pop_mark())
+                stack.append(cell)
+            elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
+                cell = [1]
+                for _ in range(int(name[-1])):
+                    grow(cell, pop()[0])
+                stack.append(cell)
+            elif name == "APPEND":
+                x = pop()
+                grow(top(), x[0])
+            elif name in ("APPENDS", "SETITEMS", "ADDITEMS"):
+                n = pop_mark()
+                grow(top(), n)
+            elif name == "SETITEM":
+                v, k = pop(), pop()
+                grow(top(), k[0] + v[0])
+            elif name == "BUILD":
+                st = pop()
+                grow(top(), st[0])
+            elif name == "POP":
+                stack.pop()
+            elif name == "POP_MARK":
+                pop_mark()
+            elif name == "DUP":
+                stack.append(top())
+            elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                memo[arg] = top()
+            elif name == "MEMOIZE":
+                memo[len(memo)] = top()
+            elif name in ("GET", "BINGET", "LONG_BINGET"):
+                if arg not in memo:
+                    raise RefusedStructure("a malformed pickle (memo)")
+                cell = memo[arg]
+                grow(cell, 0)
+                stack.append([cell[0]])  # a use of a shared value counts its whole size again
+            elif name == "STACK_GLOBAL":
+                pop(), pop()
+                stack.append([1])
+            elif name == "REDUCE" or name == "NEWOBJ":
+                args = pop()
+                pop()
+                stack.append([1 + args[0]])
+            elif name == "NEWOBJ_EX":
+                kw, args = pop(), pop()
+                pop()
+                stack.append([1 + args[0] + kw[0]])
+            else:  # a constant, an empty container, a global, an extension code
+                stack.append([1])
+    except RefusedStructure:
+        raise
+    except Exception as exc:  # pickletools' own errors on a malformed stream
+        why = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise RefusedStructure(f"a malformed pickle ({why})") from None
+
+
+def _safe_dtype(*args: Any, **kwargs: Any) -> Any:
+    """``numpy.dtype`` for unpickling, refusing object dtypes (an object array's bytes would be read as
+    pointers: a crafted one crashes the interpreter)."""
+    import numpy as np
+
+    dt = np.dtype(*args, **kwargs)
+    if dt.hasobject:
+        raise RefusedStructure("a pickle of numpy object arrays")
+    return dt
+
+
+def restricted_loads(blob: bytes, resolve: Callable[[str, str], Any]) -> Any:
+    """Unpickle ``blob`` from an untrusted file: :func:`check_pickle_structure` first, then an
+    unpickler whose every global goes through ``resolve(module, name)`` (which returns the object or
+    raises :class:`RefusedGlobal`); numpy dtypes that hold objects are refused.
+
+    :raises RefusedGlobal: a global outside the allowlist or a structural limit.
+    """
+    import pickle
+
+    check_pickle_structure(blob)
+
+    class _Unpickler(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            obj = resolve(module, name)
+            if module in ("numpy", "numpy.core.multiarray", "numpy._core.multiarray") and name == "dtype":
+                return _safe_dtype
+            return obj
+
+    import io as _io
+
+    return _Unpickler(_io.BytesIO(blob)).load()
+
+
+def find_global(module: str, name: str) -> Any:
+    """The object ``module.name`` (for a ``resolve`` function that has allowed it)."""
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
+# --- torch weights ------------------------------------------------------------------------------------
+
+#: the largest tensor file equirl reads from an untrusted source
+MAX_WEIGHTS_BYTES = 4 * 2**30
+
+
+def torch_load_weights(src: str | Path | bytes, what: str = "checkpoint") -> Any:
+    """``torch.load(..., weights_only=True)`` of a file or bytes from an untrusted source, after
+    bounding its pickle's structure (:func:`check_pickle_structure`) and its members' declared sizes;
+    errors are one-line :class:`~equirl.errors.CheckpointError` s (see
+    :func:`~equirl.errors.checkpoint_load_error`)."""
+    import io as _io
+    import zipfile
+
+    import torch
+
+    from equirl.errors import CheckpointError, checkpoint_load_error
+
+    try:
+        blob = src if isinstance(src, bytes) else Path(src).read_bytes()
+    except OSError as exc:
+        raise checkpoint_load_error(src, exc) from None
+    if zipfile.is_zipfile(_io.BytesIO(blob)):
+        try:
+            with zipfile.ZipFile(_io.BytesIO(blob)) as z:
+                check_zip_members(z, what)
+                for info in z.infolist():
+                    if info.filename.endswith("data.pkl"):
+                        check_pickle_structure(z.read(info), persistent=True)
+        except RefusedGlobal as exc:
+            raise CheckpointError(f"{what} is refused: it holds {exc}") from None
+        except zipfile.BadZipFile as exc:
+            raise checkpoint_load_error(src if not isinstance(src, bytes) else what, exc) from None
+    elif blob[:1] != b"\x80":  # neither torch's zip format nor a legacy pickle
+        kind = "a text file" if _looks_like_text(blob) else "not a torch checkpoint"
+        raise CheckpointError(f"{what} is {kind}, not a torch checkpoint (truncated or the wrong file?)")
+    try:
+        return torch.load(_io.BytesIO(blob), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise checkpoint_load_error(src if not isinstance(src, bytes) else what, exc) from None
+
+
+def _looks_like_text(blob: bytes) -> bool:
+    head = blob[:4096]
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return b"\x00" not in head
+
+
+def torch_save_bytes(obj: Any) -> bytes:
+    """``obj`` (tensors and plain containers) as the bytes ``torch.save`` writes."""
+    import io as _io
+
+    import torch
+
+    buf = _io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+# --- zip archives from untrusted sources --------------------------------------------------------------
+
+#: a member larger than this, compressed more than :data:`MAX_ZIP_RATIO` times, is a zip bomb
+ZIP_BOMB_BYTES = 64 * 2**20
+MAX_ZIP_RATIO = 100
+MAX_ZIP_MEMBERS = 10_000
+
+
+def check_zip_members(z: Any, what: str = "zip") -> None:
+    """Refuse a zip archive whose members would not fit in memory or look like a zip bomb, from the
+    sizes its directory declares (nothing is decompressed).
+
+    :raises CheckpointError: in one line.
+    """
+    from equirl.errors import CheckpointError
+
+    infos = z.infolist()
+    if len(infos) > MAX_ZIP_MEMBERS:
+        raise CheckpointError(f"{what} has {len(infos)} members: refused (a checkpoint has a few)")
+    total = 0
+    for info in infos:
+        total += info.file_size
+        ratio = info.file_size / max(info.compress_size, 1)
+        if info.file_size > ZIP_BOMB_BYTES and ratio > MAX_ZIP_RATIO:
+            raise CheckpointError(
+                f"{what}: member {printable(info.filename, 80)} would expand {ratio:.0f}x to "
+                f"{info.file_size / 2**20:.0f} MiB: refused (a zip bomb?)"
+            )
+    ram = total_ram_bytes()
+    if total > MAX_WEIGHTS_BYTES or (ram is not None and total > ram // 2):
+        raise CheckpointError(
+            f"{what} would expand to {total / 2**30:.1f} GiB, more than this machine can hold: refused"
+        )
+
+
+def total_ram_bytes() -> int | None:
+    """The machine's physical memory in bytes (``None`` when it cannot be read)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        pass
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
