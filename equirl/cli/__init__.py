@@ -21,7 +21,7 @@ import signal
 import sys
 import zipfile
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from equirl import __version__
 from equirl.cli.output import make_console, print_error
@@ -114,6 +114,62 @@ def _interrupt_on_sigterm(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+class _Warnings:
+    """Python warnings of one command (gymnasium's, SB3's...), each printed as one plain line
+    (``warning: ...``, ANSI codes stripped). They are held back for the command's first
+    :data:`HOLD_S` seconds: a command refused in that time prints only its one error line, and a command
+    that runs longer gets them then (or at its end).
+
+    :param err: the stderr console.
+    """
+
+    HOLD_S = 10.0
+
+    def __init__(self, err: Any) -> None:
+        import threading
+
+        self.err, self.held, self.lock = err, [], threading.Lock()
+        self.released = False
+        self.timer = threading.Timer(self.HOLD_S, self.release)
+        self.timer.daemon = True
+
+    def show(
+        self, message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None
+    ) -> None:
+        text = f"{getattr(category, '__name__', 'Warning')}: {message}"
+        with self.lock:
+            if self.released:
+                print_error(self.err, text, prefix="warning: ")
+            else:
+                self.held.append(text)
+
+    def release(self) -> None:
+        with self.lock:
+            self.released = True
+            for text in dict.fromkeys(self.held):
+                print_error(self.err, text, prefix="warning: ")
+            self.held.clear()
+
+    def drop(self) -> None:
+        with self.lock:
+            self.released = True
+            self.held.clear()
+
+    def __enter__(self) -> _Warnings:
+        import warnings
+
+        self.old = warnings.showwarning
+        warnings.showwarning = self.show
+        self.timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import warnings
+
+        self.timer.cancel()
+        warnings.showwarning = self.old
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # a terminated run unwinds like Ctrl-C, so atomic writers remove their partial files
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
@@ -127,23 +183,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    try:
-        return int(args.func(args, console) or 0)
-    except EquirlError as exc:
-        print_error(err, str(exc))
-        return 2
-    except FileNotFoundError as exc:
-        print_error(err, f"file not found: {exc.filename or exc}")
-        return 2
-    except Exception as exc:  # last resort: OS, zip, pickle, YAML, torch-load errors
-        message = last_resort_message(exc)
-        if message is None:
-            raise
-        print_error(err, message)
-        return 2
-    except KeyboardInterrupt as exc:  # RunInterrupted carries the resume command
-        print_error(err, str(exc) or "interrupted", prefix="")
-        return 130
+    with _Warnings(err) as held:
+        try:
+            code = int(args.func(args, console) or 0)
+        except EquirlError as exc:
+            held.drop()
+            print_error(err, str(exc))
+            return 2
+        except FileNotFoundError as exc:
+            held.drop()
+            print_error(err, f"file not found: {exc.filename or exc}")
+            return 2
+        except Exception as exc:  # last resort: OS, zip, pickle, YAML, torch-load errors
+            message = last_resort_message(exc)
+            if message is None:
+                held.release()
+                raise
+            held.drop()
+            print_error(err, message)
+            return 2
+        except KeyboardInterrupt as exc:  # RunInterrupted carries the resume command
+            held.release()
+            print_error(err, str(exc) or "interrupted", prefix="")
+            return 130
+        held.release()
+        return code
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -100,6 +100,32 @@ def _check_net_arch(net_arch: list[int]) -> None:
         raise FieldError("net_arch", net_arch, "needs at least one layer size")
     for i, width in enumerate(net_arch):
         check_range(f"net_arch[{i}]", width, ge=1, le=MAX_LAYER)
+    check_net_memory(net_arch)
+
+
+#: copies of a network's weights training keeps: the weights, their gradients, a target / second critic,
+#: Adam's two moments
+_WEIGHT_COPIES = 5
+
+
+def check_net_memory(net_arch: list[int], key: str = "net_arch") -> int:
+    """Refuse up front hidden layers whose weights alone would not fit in RAM (a lower bound: the input
+    and output layers are not counted), before torch tries to allocate them.
+
+    :returns: the bytes the hidden layers' weights would take in training.
+    :raises FieldError: naming the bytes needed and the machine's RAM.
+    """
+    params = sum(a * b + b for a, b in zip(net_arch, net_arch[1:]))
+    need = params * 4 * _WEIGHT_COPIES
+    ram = total_ram_bytes()
+    if ram is not None and need > ram // 2:
+        raise FieldError(
+            key,
+            net_arch,
+            f"layers this wide need {_gb(need)} in training (weights, gradients, target and optimizer "
+            f"state) but this machine has {_gb(ram)} of RAM",
+        )
+    return need
 
 
 def _kwargs(hp: Any, drop: tuple[str, ...]) -> dict[str, Any]:
