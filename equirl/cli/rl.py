@@ -79,6 +79,11 @@ def register(commands: Any, bench: Any) -> None:
             help="continue an interrupted (or stale / failed) run from its last checkpoint",
         )
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
+        p.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="check the config, env, agent, output folder and memory, then stop: nothing is trained",
+        )
         if name == "pretrain":
             p.add_argument(
                 "--export",
@@ -278,7 +283,11 @@ def _resume(args: argparse.Namespace, console: Any) -> Any:
     from equirl.errors import RunFinishedError
     from equirl.rl.train import resume_training
 
-    extra = [a for a in ("config", "export", "init_from", "method", "overwrite") if getattr(args, a, None)]
+    extra = [
+        a
+        for a in ("config", "export", "init_from", "method", "overwrite", "dry_run")
+        if getattr(args, a, None)
+    ]
     if extra or args.overrides:
         raise ConfigError("--resume continues a run as configured: drop the config, --set and other options")
     try:
@@ -288,6 +297,13 @@ def _resume(args: argparse.Namespace, console: Any) -> Any:
     except RunFinishedError as exc:
         console.print(str(exc), soft_wrap=True, highlight=False)
         return None
+
+
+def _dry_run(cfg: Any, console: Any, trust_checkpoint: bool) -> int:
+    from equirl.rl.train import check_run
+
+    console.print(check_run(cfg, trust_checkpoint=trust_checkpoint), soft_wrap=True, highlight=False)
+    return 0
 
 
 def _report(res: Any, console: Any) -> None:
@@ -319,6 +335,8 @@ def _pretrain(args: argparse.Namespace, console: Any) -> int:
             from equirl.rl.agents import check_export
 
             check_export(cfg, args.export, overwrite=args.overwrite)
+        if args.dry_run:
+            return _dry_run(cfg, console, args.trust_checkpoint)
         res = run_training(cfg, progress_bar=not args.no_progress, exp_name="pretrain", command="pretrain")
     if res is None:
         return 0
@@ -344,6 +362,8 @@ def _train(args: argparse.Namespace, console: Any) -> int:
             cfg = dataclasses.replace(cfg, method=AUTO, method_kwargs={})
         elif args.method:  # re-validates method_kwargs against the new method
             cfg = dataclasses.replace(cfg, method=args.method)
+        if args.dry_run:
+            return _dry_run(cfg, console, args.trust_checkpoint)
         res = run_training(cfg, progress_bar=not args.no_progress, trust_checkpoint=args.trust_checkpoint)
     if res is not None:
         choice_file = res.run_dir / "auto_choice.json"

@@ -35,6 +35,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from equirl.config import FieldError, to_dict
 from equirl.errors import (
     CheckpointError,
+    ConfigError,
     NonFiniteError,
     RunFinishedError,
     RunInterrupted,
@@ -70,7 +71,7 @@ from equirl.utils.io import (
 )
 from equirl.utils.runs import run_name, unique_run_dir
 
-__all__ = ["RunResult", "build_model", "make_train_env", "resume_training", "run_training"]
+__all__ = ["RunResult", "build_model", "check_run", "make_train_env", "resume_training", "run_training"]
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +200,35 @@ def build_model(cfg: RLConfig, vec: Any | None = None, trust_checkpoint: bool = 
         seed=cfg.seed,
         device="cpu",
         **kw,
+    )
+
+
+def check_run(cfg: RLConfig, trust_checkpoint: bool = False) -> str:
+    """Everything :func:`run_training` checks before it trains -- the config, the output folder, the env
+    and its spec, the agent to finetune, the memory the model and its buffer need -- without training
+    or writing anything (``equirl train --dry-run``). ``method: auto`` is checked with ``base`` (its
+    zero-shot selection is not run).
+
+    :returns: one line describing the run that would start.
+    :raises EquirlError: what :func:`run_training` would refuse, in one line.
+    """
+    import dataclasses
+
+    from equirl.registry import AUTO
+
+    check_output_path(cfg.out, "out")
+    probe = cfg
+    if cfg.method == AUTO:
+        if not cfg.init_from:
+            raise ConfigError("method auto evaluates the candidates on a pretrained agent: set init_from")
+        probe = dataclasses.replace(cfg, method=BASE, method_kwargs={})
+    model = build_model(probe, trust_checkpoint=trust_checkpoint)
+    params = sum(int(p.numel()) for p in model.policy.parameters())
+    model.get_env().close()
+    start = f"from {cfg.init_from}" if cfg.init_from else "from scratch"
+    return (
+        f"ok: {cfg.algo} on {cfg.env}, method {cfg.method}, {cfg.timesteps} steps {start}, "
+        f"{params:,} parameters; nothing was trained or written"
     )
 
 
