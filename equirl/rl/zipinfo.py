@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import json
 import math
 import re
 import zipfile
@@ -20,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from equirl.errors import CheckpointError
+from equirl.errors import CheckpointError, ConfigError
+from equirl.utils.io import check_zip_members, parse_json, printable
 
 __all__ = ["AgentZipInfo", "check_agent_zip", "inspect_agent_zip"]
 
@@ -76,7 +76,11 @@ def _shape(entry: Any) -> tuple[int, ...] | None:
     raw = entry.get("_shape", entry.get("shape"))
     if raw is None:
         return None
-    dims = re.findall(r"\d+", str(raw))
+    dims = re.findall(r"\d+", str(raw)[:1000])
+    if len(dims) > 32 or any(len(d) > 10 or int(d) >= 2**31 for d in dims):
+        raise CheckpointError(
+            f"malformed checkpoint: its observation shape {printable(raw, 60)} is not a shape"
+        )
     return tuple(int(d) for d in dims) if dims else None
 
 
@@ -93,9 +97,14 @@ def inspect_agent_zip(path: str | Path) -> AgentZipInfo:
             names = z.namelist()
             if "data" not in names:
                 raise CheckpointError(f"corrupt checkpoint {p}: no 'data' entry (not an SB3 agent zip)")
-            data = json.loads(z.read("data").decode("utf-8"))
+            check_zip_members(z, f"checkpoint {p}")
+            if z.getinfo("data").file_size > 64 * 2**20:
+                raise CheckpointError(f"checkpoint {p}: its 'data' entry is larger than 64 MiB: refused")
+            data = parse_json(z.read("data").decode("utf-8"), f"checkpoint {p} 'data' entry")
         except CheckpointError:
             raise
+        except ConfigError as exc:
+            raise CheckpointError(str(exc)) from None
         except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise CheckpointError(f"corrupt checkpoint {p}: {first}") from None
