@@ -1,9 +1,13 @@
-"""Strict YAML configs: dataclass schemas, unknown keys rejected, ``--set key=value`` overrides.
+"""The schema layer: strict YAML in, typed config objects out, one-line errors.
 
-A schema is a (possibly nested) dataclass. :func:`load_config` reads a YAML file, applies overrides
-and builds the dataclass, refusing unknown keys and values of the wrong type with one-line
-:class:`~equirl.errors.ConfigError` messages. Values are parsed by YAML's safe loader only: nothing is
-ever ``eval``-ed.
+A schema is a (possibly nested) dataclass whose annotations declare each field's type and bounds
+(``gamma: Annotated[float, Range(ge=0, le=1)] = 0.99``). :func:`load_config` reads a YAML file with the
+strict loader (:func:`parse_yaml`: duplicate keys, alias bombs and deep nesting refused), applies
+``--set key=value`` overrides and builds the dataclass through :func:`from_dict`, which validates every
+field with pydantic (types, bounds, no NaN / inf) and refuses unknown and missing keys; the dataclass's
+``__post_init__`` adds the rules that involve several fields. Every error is one
+:class:`~equirl.errors.ConfigError` line naming the dotted key, the value and what it must be. Nothing
+is ever ``eval``-ed or constructed from a YAML tag.
 
 Example::
 
@@ -19,8 +23,8 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import functools
 import math
 import types
 import typing
@@ -34,6 +38,7 @@ from equirl.errors import ConfigError
 
 __all__ = [
     "FieldError",
+    "Range",
     "apply_overrides",
     "check_range",
     "from_dict",
@@ -41,6 +46,7 @@ __all__ = [
     "load_yaml",
     "parse_yaml",
     "to_dict",
+    "validate_field",
 ]
 
 C = TypeVar("C")
@@ -306,97 +312,274 @@ def _deepcopy(d: Any) -> Any:
     return d
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The bounds of a numeric schema field, declared in its annotation and enforced by the schema
+    engine (:func:`from_dict`)::
+
+        gamma: Annotated[float, Range(ge=0, le=1)] = 0.99
+
+    :param ge: / :param gt: / :param le: / :param lt: inclusive / exclusive lower / upper bounds.
+    """
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def constraints(self) -> list[Any]:
+        import annotated_types as at
+
+        out: list[Any] = []
+        for name, kind in (("ge", at.Ge), ("gt", at.Gt), ("le", at.Le), ("lt", at.Lt)):
+            bound = getattr(self, name)
+            if bound is not None:
+                out.append(kind(bound))
+        return out
+
+    def check(self, key: str, value: Any) -> None:
+        """Raise :class:`FieldError` unless ``value`` lies within the bounds."""
+        check_range(key, value, ge=self.ge, gt=self.gt, le=self.le, lt=self.lt)
 
 
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    origin = get_origin(tp)
-    if tp is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        args = get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(value, a, where)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(f"{where}: expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
-    if origin is typing.Literal:
-        if value not in get_args(tp):
-            raise ConfigError(f"{where}: must be one of {list(get_args(tp))}, got {value!r}")
-        return value
-    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{where}: expected a section (mapping), got {value!r}")
-        return from_dict(tp, value, where)
-    if origin in (list, tuple, Sequence) or tp in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        args = get_args(tp)
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(args) != len(value):
-                raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
-            return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-        item = args[0] if args else Any
-        seq = [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-        return tuple(seq) if origin is tuple or tp is tuple else seq
-    if origin in (dict, Mapping) or tp is dict:
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        args = get_args(tp)
-        vt = args[1] if len(args) == 2 else Any
-        return {str(k): _coerce(v, vt, f"{where}.{k}") for k, v in value.items()}
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{where}: expected true/false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ConfigError(f"{where}: expected an integer, got {value!r}")
-    if tp is float:
-        number: float | None = None
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            number = float(value)
-        elif isinstance(value, str):
-            with contextlib.suppress(ValueError):
-                number = float(value)  # YAML reads "1e-3" as a string
-        if number is None:
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        if not math.isfinite(number):  # no NaN / inf anywhere in a config
-            raise FieldError(where, number, "must be a finite number")
-        return number
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{where}: expected a string, got {value!r}")
+def _int_in(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("expected an integer")
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
     return value
 
 
+def _float_in(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("expected a number")
+    if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError("expected a number") from None
+    return value
+
+
+def _pydantic_type(tp: Any) -> Any:
+    """``tp`` as the schema engine validates it: bools, ints, strings strict (no ``"yes"`` for true, no
+    ``1`` for ``"1"``); integral floats accepted as ints; numeric strings as floats; no NaN / inf;
+    :class:`Range` markers made into pydantic constraints; nested dataclasses built by :func:`from_dict`."""
+    from pydantic import AllowInfNan, BeforeValidator, PlainValidator, Strict
+
+    if tp is Any:
+        return Any
+    origin = get_origin(tp)
+    if origin is typing.Annotated:
+        base, *meta = get_args(tp)
+        out: list[Any] = []
+        for m in meta:
+            out.extend(m.constraints() if isinstance(m, Range) else [m])
+        return typing.Annotated[(_pydantic_type(base), *out)]
+    if origin in (Union, types.UnionType):
+        return Union[tuple(_pydantic_type(a) for a in get_args(tp))]  # noqa: UP007
+    if origin is typing.Literal:
+        return tp
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        cls = tp
+
+        def build(value: Any) -> Any:
+            if isinstance(value, cls):
+                return value
+            if not isinstance(value, Mapping):
+                raise ValueError("expected a section (mapping)")
+            return from_dict(cls, value)
+
+        return typing.Annotated[Any, PlainValidator(build)]
+    if origin in (list, Sequence) or tp is list:
+        args = get_args(tp)
+        return list[_pydantic_type(args[0]) if args else Any]  # type: ignore[misc]
+    if origin is tuple or tp is tuple:
+        args = get_args(tp)
+        if not args:
+            return tuple[Any, ...]
+        if args[-1] is Ellipsis:
+            return tuple[_pydantic_type(args[0]), ...]  # type: ignore[misc]
+        return tuple[tuple(_pydantic_type(a) for a in args)]  # type: ignore[misc]
+    if origin in (dict, Mapping) or tp is dict:
+        args = get_args(tp)
+        return dict[str, _pydantic_type(args[1]) if len(args) == 2 else Any]  # type: ignore[misc]
+    if tp is bool:
+        return typing.Annotated[bool, Strict()]
+    if tp is int:
+        return typing.Annotated[int, Strict(), BeforeValidator(_int_in)]
+    if tp is float:
+        return typing.Annotated[float, AllowInfNan(False), BeforeValidator(_float_in)]
+    if tp is str:
+        return typing.Annotated[str, Strict()]
+    return tp
+
+
+@functools.cache
+def _field_schemas(cls: type) -> dict[str, tuple[Any, Any]]:
+    """Each init field of dataclass ``cls``: its annotation and a cached pydantic validator."""
+    from pydantic import ConfigDict, TypeAdapter
+
+    hints = get_type_hints(cls, include_extras=True)
+    out = {}
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        tp = hints[f.name]
+        out[f.name] = (tp, TypeAdapter(_pydantic_type(tp), config=ConfigDict(arbitrary_types_allowed=True)))
+    return out
+
+
+def _type_name(tp: Any) -> str:
+    if get_origin(tp) is typing.Annotated:
+        return _type_name(get_args(tp)[0])
+    if tp is int:
+        return "an integer"
+    if tp is float:
+        return "a number"
+    if tp is bool:
+        return "true/false"
+    if tp is str:
+        return "a string"
+    if get_origin(tp) in (list, tuple, Sequence) or tp in (list, tuple):
+        return "a list"
+    if get_origin(tp) in (dict, Mapping) or tp is dict:
+        return "a mapping"
+    if dataclasses.is_dataclass(tp):
+        return "a section (mapping)"
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _loc(where: str, loc: tuple[Any, ...]) -> str:
+    """A pydantic error location inside a field as ``net_arch[1]`` / ``kwargs.proxy``."""
+    key = where
+    for part in loc:
+        if isinstance(part, int):
+            key += f"[{part}]"
+        elif isinstance(part, str) and part.isidentifier() is False and "[" in part:
+            continue  # a validator's name (``function-before[...]``), not a place
+        elif isinstance(part, str) and part in ("int", "float", "str", "bool", "list", "dict", "tuple"):
+            continue
+        else:
+            key += f".{part}"
+    return key
+
+
+def _range_of(tp: Any, loc: tuple[Any, ...]) -> tuple[Range, Any] | None:
+    """The :class:`Range` (and the numeric type it bounds) that applies at ``loc`` inside a field of
+    type ``tp`` (``net_arch[1]``: the list's item type)."""
+    for part in (*loc, None):
+        if get_origin(tp) is typing.Annotated:
+            base, *meta = get_args(tp)
+            rng = next((m for m in meta if isinstance(m, Range)), None)
+            if rng is not None:
+                return rng, base
+            tp = base
+        if part is None:
+            return None
+        if isinstance(part, int) and get_origin(tp) in (list, Sequence, tuple):
+            tp = get_args(tp)[0]
+        elif get_origin(tp) in (Union, types.UnionType):
+            tp = next((a for a in get_args(tp) if a is not type(None)), tp)
+    return None
+
+
+def _validation_error(exc: Any, where: str, tp: Any, value: Any) -> ConfigError:
+    """One line for a pydantic :class:`~pydantic.ValidationError` of the field at ``where``."""
+    errors = exc.errors(include_url=False)
+    inner = [e for e in errors if e.get("ctx", {}).get("error") is not None]
+    for e in inner:  # an error raised by a nested schema or a validator: keep its own message
+        err = e["ctx"]["error"]
+        if isinstance(err, FieldError):
+            return err.under(_loc(where, tuple(e["loc"])[:-1])) if e["loc"] else err.under(where)
+        if isinstance(err, ConfigError):
+            return err
+    origin = get_origin(tp[0] if isinstance(tp, tuple) else tp)
+    if origin in (Union, types.UnionType) and len(errors) > 1:
+        names = [_type_name(a) for a in get_args(tp) if a is not type(None)]
+        return ConfigError(f"{where}: expected {' or '.join(names)}, got {value!r}")
+    e = errors[0]
+    key = _loc(where, tuple(e["loc"]))
+    kind, got = e["type"], e.get("input")
+    bound = _range_of(tp, tuple(e["loc"]))
+    if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than") and bound is not None:
+        rng, base = bound
+        if base is float and isinstance(got, (int, str)) and not isinstance(got, bool):
+            got = float(_float_in(got))  # the value as the field reads it (``0`` -> ``0.0``)
+        try:
+            rng.check(key, got)
+        except FieldError as fe:
+            return fe
+    if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        return FieldError(key, got, e["msg"].replace("Input should be", "must be"))
+    if kind == "finite_number":
+        return FieldError(key, got, "must be a finite number")
+    if kind == "literal_error":
+        choices = list(get_args(tp)) if get_origin(tp) is typing.Literal else []
+        shown = ", ".join(map(str, choices)) if choices else str(e["ctx"].get("expected"))
+        return FieldError(key, got, f"must be one of {shown}")
+    if kind.startswith("bool"):
+        return ConfigError(f"{key}: expected true/false, got {got!r}")
+    if kind.startswith("int") or (kind == "value_error" and "integer" in e["msg"]):
+        return ConfigError(f"{key}: expected an integer, got {got!r}")
+    if kind.startswith("float") or (kind == "value_error" and "number" in e["msg"]):
+        return ConfigError(f"{key}: expected a number, got {got!r}")
+    if kind.startswith("string"):
+        return ConfigError(f"{key}: expected a string, got {got!r}")
+    if kind in ("list_type", "tuple_type"):
+        return ConfigError(f"{key}: expected a list, got {got!r}")
+    if kind in ("too_short", "too_long"):
+        return ConfigError(
+            f"{key}: expected {e['ctx'].get('max_length') or e['ctx'].get('min_length')} values"
+        )
+    if kind in ("dict_type", "mapping_type"):
+        return ConfigError(f"{key}: expected a mapping, got {got!r}")
+    if kind == "value_error":
+        return ConfigError(f"{key}: {e['msg'].removeprefix('Value error, ')}, got {got!r}")
+    return ConfigError(f"{key}: {e['msg']}, got {got!r}")
+
+
+def validate_field(cls: type, name: str, value: Any, where: str = "") -> Any:
+    """``value`` validated (and coerced) as field ``name`` of schema ``cls``: its type and declared
+    :class:`Range`, by pydantic; one-line :class:`ConfigError` / :class:`FieldError` naming ``where``."""
+    from pydantic import ValidationError
+
+    tp, adapter = _field_schemas(cls)[name]
+    key = f"{where}.{name}" if where else name
+    try:
+        return adapter.validate_python(value)
+    except ValidationError as exc:
+        raise _validation_error(exc, key, tp, value) from None
+    except FieldError as exc:
+        raise exc.under(key) from None
+
+
 def from_dict(cls: type[C], data: Mapping[str, Any], where: str = "") -> C:
-    """Build dataclass ``cls`` from ``data``, rejecting unknown keys and wrong types."""
+    """Build schema ``cls`` (a dataclass whose fields declare their types and :class:`Range` markers) from
+    ``data``: unknown keys, missing keys, wrong types and values out of range refused in one line (by
+    pydantic, field by field, so the message names the dotted key); then the dataclass's own
+    ``__post_init__`` checks what involves several fields."""
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"{cls} is not a dataclass")
-    hints = get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = [k for k in data if k not in fields]
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where or 'config'}: expected a section (mapping), got {data!r}")
+    schemas = _field_schemas(cls)
+    unknown = [k for k in data if k not in schemas]
     if unknown:
         prefix = f"{where}." if where else ""
         raise ConfigError(
             f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(prefix + str(k) for k in unknown)}; "
-            f"allowed{' in ' + where if where else ''}: {', '.join(sorted(fields))}"
+            f"allowed{' in ' + where if where else ''}: {', '.join(sorted(schemas))}"
         )
     kwargs = {}
     for k, v in data.items():
-        kwargs[k] = _coerce(v, hints[k], f"{where}.{k}" if where else k)
+        tp = schemas[k][0]
+        base = get_args(tp)[0] if get_origin(tp) is typing.Annotated else tp
+        if dataclasses.is_dataclass(base) and isinstance(base, type) and isinstance(v, Mapping):
+            kwargs[k] = from_dict(base, v, f"{where}.{k}" if where else k)
+        else:
+            kwargs[k] = validate_field(cls, k, v, where)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     missing = [
         n
         for n, f in fields.items()
@@ -408,6 +591,8 @@ def from_dict(cls: type[C], data: Mapping[str, Any], where: str = "") -> C:
         obj = cls(**kwargs)
     except FieldError as exc:
         raise exc.under(where) from None
+    except ConfigError:
+        raise
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: {exc}" if where else str(exc)) from None
     return obj

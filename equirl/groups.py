@@ -28,10 +28,13 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
+import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from equirl.errors import GroupError
+from equirl.utils.io import printable
 
 Perm = tuple[int, ...]
 
@@ -396,18 +399,54 @@ def _direct_product_cached(groups: tuple[Group, ...]) -> Group:
     )
 
 
-def get_group(spec: str) -> Group:
-    """A group from a short string: ``"C4"``, ``"D4"``, ``"Z2"``/``"flip"``, ``"1"``, or products ``"C4xZ2"``."""
-    spec = spec.strip()
-    if "x" in spec and spec not in ("x",):
-        return direct_product(*(get_group(s) for s in spec.split("x")))
-    key = spec.lower()
+#: the largest group :func:`get_group` builds from a name: its Cayley table has order² entries and a
+#: symmetrizer runs the model once per element, so anything larger is a typo (``C10000``)
+MAX_NAMED_ORDER = 1024
+#: the names :func:`get_group` understands, as error messages list them
+GROUP_NAMES = (
+    "C<n>, D<n> (n >= 1), Z2 (also flip, mirror), 1 (trivial), or products joined by x such as C4xZ2"
+)
+
+_FACTOR = re.compile(r"([cd])([0-9]{1,7})")
+
+
+def _factor(part: str) -> tuple[str, int] | None:
+    """``(kind, n)`` for one factor of a group name (``("c", 4)`` for ``C4``), ``None`` when unknown."""
+    key = part.strip().lower()
     if key in ("1", "trivial", "e"):
-        return trivial()
+        return ("1", 1)
     if key in ("z2", "flip", "mirror"):
+        return ("z2", 2)
+    found = _FACTOR.fullmatch(key)
+    if found is None or int(found.group(2)) < 1:
+        return None
+    return (found.group(1), int(found.group(2)))
+
+
+def get_group(spec: str) -> Group:
+    """A group from a short string: ``"C4"``, ``"D4"``, ``"Z2"``/``"flip"``, ``"1"``, or products ``"C4xZ2"``.
+
+    :raises GroupError: one line naming ``spec`` as given and the valid names (also for a group larger
+        than :data:`MAX_NAMED_ORDER`).
+    """
+    text = str(spec).strip()
+    parsed = [_factor(part) for part in re.split("[xX]", text)]
+    factors = [f for f in parsed if f is not None]
+    if not text or len(factors) != len(parsed):
+        raise GroupError(f"unknown group '{printable(text, 80)}': use {GROUP_NAMES}")
+    order = math.prod(n * (2 if kind == "d" else 1) for kind, n in factors if kind != "1")
+    if order > MAX_NAMED_ORDER:
+        raise GroupError(
+            f"group '{printable(text, 80)}' has {order} elements: more than {MAX_NAMED_ORDER} is refused "
+            "(a symmetrizer runs the model once per element)"
+        )
+    groups = [_build(kind, n) for kind, n in factors]
+    return groups[0] if len(groups) == 1 else direct_product(*groups)
+
+
+def _build(kind: str, n: int) -> Group:
+    if kind == "1":
+        return trivial()
+    if kind == "z2":
         return flip()
-    if key[:1] == "c" and key[1:].isdigit():
-        return cyclic(int(key[1:]))
-    if key[:1] == "d" and key[1:].isdigit():
-        return dihedral(int(key[1:]))
-    raise GroupError(f"unknown group {spec!r}: use C<n>, D<n>, Z2 (flip), 1, or products like C4xZ2")
+    return cyclic(n) if kind == "c" else dihedral(n)

@@ -213,10 +213,13 @@ def efficiency(
 
 def efficiency_row(trial: Trial, run_dir: Path) -> dict[str, Any]:
     """One finished sample-efficiency run as a table row (the periodic evaluations, step 0 included)."""
-    import json
+    from equirl.utils.io import read_json
 
-    data = json.loads((run_dir / "evaluations.json").read_text(encoding="utf-8"))
-    ev = data["evaluations"]
+    p = run_dir / "evaluations.json"
+    data = read_json(p, "evaluations")
+    ev = data.get("evaluations") if isinstance(data, dict) else None
+    if not isinstance(ev, list) or len(ev) < 2:
+        raise ConfigError(f"evaluations {p} has no periodic evaluations")
     curve = [(int(e["timestep"]), float(e["mean_return"])) for e in ev[:-1]]  # the last: the final evaluation
     threshold = THRESHOLDS[trial.env]
     reached = next((t for t, r in curve if r >= threshold), None)
@@ -602,6 +605,6 @@ def run_rl_bench(
             write_csv(out / "walltime.csv", rows)
             yield BenchTable(rows, "training wall time, CartPole-v1", keys=2)
         if "sweep-walltime" in parts:
-            rows = sweep_walltime(out, sweep, max(jobs, 2), sweep_timesteps)
+            rows = sweep_walltime(out, sweep, jobs, sweep_timesteps)
             write_csv(out / "sweep_walltime.csv", rows)
             yield BenchTable(rows, "sweep wall time: Ray workers vs one trial after another", keys=2)

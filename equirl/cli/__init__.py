@@ -128,7 +128,8 @@ class _Warnings:
     def __init__(self, err: Any) -> None:
         import threading
 
-        self.err, self.held, self.lock = err, [], threading.Lock()
+        self.err, self.lock = err, threading.Lock()
+        self.held: list[str] = []
         self.released = False
         self.timer = threading.Timer(self.HOLD_S, self.release)
         self.timer.daemon = True

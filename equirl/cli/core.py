@@ -1,9 +1,11 @@
-"""Core subcommands: ``equirl demo`` and ``equirl bench symmetrizers``."""
+"""Core subcommands: ``equirl demo``, ``equirl bench symmetrizers`` / ``product``, and the handler of
+``equirl runs`` (:func:`runs_command`; :func:`register_runs` adds its parser)."""
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 from typing import Any
 
 from equirl.cli.args import bounded_int, nonneg_int, out_dir, out_file
@@ -119,4 +121,84 @@ def _bench_product(args: argparse.Namespace, console: Any) -> int:
 
     rows = run_product_bench(out_dir=args.out, groups=tuple(args.groups), seed=args.seed, console=console)
     console.print(product_table(rows))
+    return 0
+
+
+def register_runs(commands: Any) -> None:
+    """Add ``equirl runs [DIR] [--json]`` (handled by :func:`runs_command`) to ``commands``."""
+    p = commands.add_parser("runs", help="list run directories: status, steps, best and last return")
+    p.add_argument("dir", nargs="?", default="runs", help="folder of run directories (default runs/)")
+    p.add_argument("--json", action="store_true", help="print the run.json of each run as a JSON list")
+    p.set_defaults(func=runs_command)
+
+
+def runs_command(args: argparse.Namespace, console: Any) -> int:
+    """``equirl runs DIR``: one row per run directory of ``DIR`` (:func:`equirl.rl.lifecycle.list_runs`).
+
+    A ``run.json`` that cannot be read is listed as ``unreadable (reason)``; a field with a bad value
+    shows ``?``; every text from the files is printed through :func:`equirl.utils.io.printable` (escape
+    sequences escaped) and never as rich markup; the resume hint is made from the run folder's path
+    (``equirl train --resume DIR``), never read from the file. A missing ``DIR``, or a file, is a
+    one-line error (exit 2) -- except the default ``runs/`` before any run made it, which holds no runs.
+    """
+    from pathlib import Path
+
+    from rich.markup import escape
+
+    from equirl.cli.output import make_table
+    from equirl.rl.lifecycle import list_runs
+    from equirl.utils.io import printable
+
+    if args.dir == "runs" and not Path("runs").exists():  # the default, before the first run
+        if args.json:
+            console.print_json("[]")
+        else:
+            console.print(
+                "no runs yet: `equirl train CONFIG` makes them in runs/", soft_wrap=True, highlight=False
+            )
+        return 0
+    runs = list_runs(args.dir)
+    if args.json:
+        console.print_json(json.dumps(runs, default=str))
+        return 0
+
+    def text(v: Any, limit: int = 300) -> str:
+        return escape(printable(v, limit))
+
+    def count(v: Any) -> str:
+        return "?" if v is None else str(v)
+
+    def ret(e: Any) -> str:
+        return f"{e['mean_return']:.1f} @ {e['timestep']}" if isinstance(e, dict) else "-"
+
+    rows = []
+    for r in runs:
+        name = text(Path(r["run_dir"]).name)
+        if r["status"] == "unreadable":
+            rows.append((name, text(f"unreadable ({r.get('error')})", 400), "", "", ""))
+            continue
+        rows.append(
+            (
+                name,
+                text(r["status"]),
+                f"{count(r.get('steps_done'))}/{count(r.get('total_timesteps'))}",
+                ret(r.get("best")),
+                ret(r.get("final") or r.get("last_eval")),
+            )
+        )
+    cols = ("run", "status", "steps", "best return @ step", "last return @ step")
+    console.print(make_table(f"runs in {text(args.dir)}", cols, rows))
+    bad = [r for r in runs if r.get("invalid")]
+    if bad:
+        console.print(
+            f"{len(bad)} run.json file(s) hold invalid values (shown as ?), e.g. "
+            f"{text(Path(bad[0]['run_dir']).name)}: {text(', '.join(bad[0]['invalid']))}",
+            soft_wrap=True,
+            highlight=False,
+        )
+    stale = [r for r in runs if r["status"] in ("stale", "interrupted", "failed")]
+    if stale:
+        console.print(
+            f"resume one with: {text(stale[-1]['resume_command'], 1000)}", soft_wrap=True, highlight=False
+        )
     return 0

@@ -46,6 +46,11 @@ def register(commands: Any, bench: Any) -> None:
         "--out", default=None, type=out_dir, help="run folder (default: a fresh one under the config's out)"
     )
     p.add_argument("--no-tensorboard", action="store_true")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --out run folder (once the new run is complete)",
+    )
     p.set_defaults(func=_pretrain)
 
     p = sub.add_parser("eval", help="exact-match accuracy of a checkpoint, plain or symmetrized")
@@ -91,6 +96,10 @@ def register(commands: Any, bench: Any) -> None:
     ):
         p = sub.add_parser(name, help=helptext)
         add_config_args(p, "YAML config (see configs/language/gpt2_*.yaml)")
+        if name == "gpt2-generate":
+            p.add_argument(
+                "--overwrite", action="store_true", help="replace an existing generations.jsonl under `out`"
+            )
         p.set_defaults(func=_gpt2_generate if name == "gpt2-generate" else _gpt2_fairness)
 
     p = bench.add_parser(
@@ -177,7 +186,9 @@ def _pretrain(args: argparse.Namespace, console: Any) -> int:
     cfg = load_config(PretrainConfig, args.config, args.overrides)
     torch.set_num_threads(1)
     with progress_bar(console, f"pretraining {cfg.model.cell} on {cfg.data.split}") as progress:
-        run_dir, metrics = pretrain(cfg, args.out, tensorboard=not args.no_tensorboard, progress=progress)
+        run_dir, metrics = pretrain(
+            cfg, args.out, tensorboard=not args.no_tensorboard, progress=progress, overwrite=args.overwrite
+        )
     console.print(
         f"{cfg.model.cell} on {metrics['split']}: test exact match {100 * metrics['test_exact_match']:.2f}% "
         f"(train subset {100 * metrics['train_exact_match_subset']:.2f}%) in {metrics['seconds']} s -> {run_dir}"
@@ -186,9 +197,14 @@ def _pretrain(args: argparse.Namespace, console: Any) -> int:
 
 
 def _eval(args: argparse.Namespace, console: Any) -> int:
+    from equirl.errors import ConfigError
     from equirl.language.train import evaluate_checkpoint
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods:
+        raise ConfigError(
+            f"--methods {args.methods!r} names no method: give a comma list of {', '.join(SCAN_EVAL_METHODS)}"
+        )
     what = "finetuning and evaluating" if args.finetune_epochs else "evaluating"
     with progress_bar(console, f"{what} {args.checkpoint}") as progress:
         rows = evaluate_checkpoint(
@@ -209,22 +225,40 @@ def _eval(args: argparse.Namespace, console: Any) -> int:
     return 0
 
 
-def _gpt2_run(args: argparse.Namespace) -> Any:
+def _gpt2_config(args: argparse.Namespace) -> Any:
     from equirl.config import load_config
     from equirl.language.gpt2_config import Gpt2RunConfig
+
+    return load_config(Gpt2RunConfig, args.config, args.overrides)
+
+
+def _gpt2_setup(cfg: Any) -> Any:
     from equirl.language.gpt2_run import setup_gpt2
 
-    return setup_gpt2(load_config(Gpt2RunConfig, args.config, args.overrides))
+    return setup_gpt2(cfg)
+
+
+def _gpt2_run(args: argparse.Namespace) -> Any:
+    return _gpt2_setup(_gpt2_config(args))
 
 
 def _gpt2_generate(args: argparse.Namespace, console: Any) -> int:
     import json
+    from pathlib import Path
 
+    from equirl.errors import ConfigError
     from equirl.language.gpt2_run import generate_continuations
-    from equirl.utils.io import atomic_write_text
+    from equirl.utils.io import atomic_write_text, check_output_path, printable
 
-    run = _gpt2_run(args)
-    cfg = run.cfg
+    cfg = _gpt2_config(args)
+    if cfg.out:  # before loading any model: nothing saved is replaced unless asked
+        target = Path(cfg.out) / "generations.jsonl"
+        check_output_path(target, "out", kind="file")
+        if target.exists() and not args.overwrite:
+            raise ConfigError(
+                f"{printable(target)} already exists: set out to a new folder, or pass --overwrite to replace it"
+            )
+    run = _gpt2_setup(cfg)
     with progress_bar(console, f"generating ({cfg.method})") as progress:
         rows = generate_continuations(run, progress)
     for r in rows[:10]:

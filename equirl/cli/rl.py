@@ -19,6 +19,7 @@ from equirl.cli.args import (
     positive_float,
     positive_int,
 )
+from equirl.cli.core import register_runs
 from equirl.errors import ConfigError
 from equirl.registry import AUTO, canonical_method, method_names
 from equirl.utils.io import printable, read_json
@@ -115,10 +116,7 @@ def register(commands: Any, bench: Any) -> None:
             )
         p.set_defaults(func=_pretrain if name == "pretrain" else _train)
 
-    p = commands.add_parser("runs", help="list run directories: status, steps, best and last return")
-    p.add_argument("dir", nargs="?", default="runs", help="folder of run directories (default runs/)")
-    p.add_argument("--json", action="store_true", help="print the run.json of each run as a JSON list")
-    p.set_defaults(func=_runs)
+    register_runs(commands)
 
     p = commands.add_parser("eval", help="evaluate an agent zero-shot under several symmetrization methods")
     p.add_argument(
@@ -176,7 +174,7 @@ def register(commands: Any, bench: Any) -> None:
     p.add_argument(
         "--sweep",
         default="cartpole-4x10",
-        help="sweep-walltime: the sweep run on Ray (--jobs workers, at least 2) and serially",
+        help="sweep-walltime: the sweep run on Ray (--jobs workers) and serially",
     )
     p.add_argument(
         "--sweep-timesteps", type=positive_int, default=None, help="sweep-walltime: per-trial budget override"
@@ -370,38 +368,6 @@ def _train(args: argparse.Namespace, console: Any) -> int:
         if choice_file.is_file():
             console.print(printable(read_json(choice_file, "auto choice").get("reason")), soft_wrap=True)
         _report(res, console)
-    return 0
-
-
-def _runs(args: argparse.Namespace, console: Any) -> int:
-    from pathlib import Path
-
-    from equirl.rl.lifecycle import list_runs
-
-    runs = list_runs(args.dir)  # a missing folder holds no runs
-    if args.json:
-        console.print_json(json.dumps(runs))
-        return 0
-    from equirl.cli.output import make_table
-
-    def ret(e: Any) -> str:
-        return f"{e['mean_return']:.1f} @ {e['timestep']}" if isinstance(e, dict) else "-"
-
-    rows = [
-        (
-            Path(r["run_dir"]).name,
-            r["status"],
-            f"{r.get('steps_done', 0)}/{r.get('total_timesteps', '?')}",
-            ret(r.get("best")),
-            ret(r.get("final") or r.get("last_eval")),
-        )
-        for r in runs
-    ]
-    cols = ("run", "status", "steps", "best return @ step", "last return @ step")
-    console.print(make_table(f"runs in {args.dir}", cols, rows))
-    stale = [r for r in runs if r["status"] in ("stale", "interrupted", "failed")]
-    if stale:
-        console.print(f"resume one with: {stale[-1].get('resume_command')}", soft_wrap=True, highlight=False)
     return 0
 
 

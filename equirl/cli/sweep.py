@@ -14,7 +14,9 @@ EPILOG = """\
 a sweep file names a base config, a grid (env x method x seed x any dotted config key), a budget and an
 evaluation schedule: see configs/sweeps/smoke.yaml and docs/rl.md ("Sweeps"). Every trial is an ordinary
 run directory in --out; `equirl sweep` again into the same --out skips finished trials and resumes the
-interrupted ones. `equirl sweep report DIR` (also run at the end of every sweep) writes DIR/report/.
+interrupted ones; a trial whose settings changed (budget, hyperparameters...) runs anew beside its old
+run directory, which is kept and left out of the report (sweep.json keeps the earlier settings under
+`history`). `equirl sweep report DIR` (also run at the end of every sweep) writes DIR/report/.
 
 local (default): a Ray instance on this machine, one trial per CPU:
   equirl sweep configs/sweeps/smoke.yaml --out runs/smoke --cpus 4
@@ -47,7 +49,10 @@ def register(commands: Any, bench: Any) -> None:
         help="CPUs of the local Ray instance = trials at once (default: all cores)",
     )
     p.add_argument(
-        "--address", default=None, help="a running Ray cluster (`auto`; default $RAY_ADDRESS, else local)"
+        "--address",
+        default=None,
+        help="a running Ray cluster, HOST:PORT or `auto` (default $RAY_ADDRESS, else a new local Ray);"
+        " one that does not answer within 20 s is an error",
     )
     p.add_argument(
         "--executor",
@@ -66,7 +71,10 @@ def register(commands: Any, bench: Any) -> None:
 
 
 def _print_report(root: str, args: argparse.Namespace, console: Any) -> None:
+    from rich.markup import escape
+
     from equirl.rl.sweep_report import sweep_report
+    from equirl.utils.io import printable
 
     rep = sweep_report(root, baseline=args.baseline, reps=args.reps, plots=not args.no_plots)
     if args.json:
@@ -74,9 +82,26 @@ def _print_report(root: str, args: argparse.Namespace, console: Any) -> None:
         return
     for t in rep.tables():
         console.print(t)
+    left_out = [p for p in rep.problems if p["status"] in ("outdated", "not in the sweep")]
     for p in rep.problems:
-        console.print(f"[yellow]not finished[/]: {p['run_dir']} ({p['status']}) {p['error']}", markup=True)
-    console.print(f"report written to {Path(root) / 'report'}")
+        if p in left_out:
+            continue
+        what = "unreadable" if p["status"] == "unreadable" else "not finished"
+        console.print(
+            f"[yellow]{what}[/]: {escape(printable(p['run_dir']))} ({escape(printable(p['status']))}) "
+            f"{escape(printable(p['error'], 400))}",
+            markup=True,
+            highlight=False,
+            soft_wrap=True,
+        )
+    if left_out:
+        console.print(
+            f"{len(left_out)} run directories left out: run with other settings than the sweep's current "
+            f"ones, or of no trial of it (listed in {escape(str(Path(root) / 'report' / 'problems.csv'))})",
+            highlight=False,
+            soft_wrap=True,
+        )
+    console.print(f"report written to {escape(str(Path(root) / 'report'))}", highlight=False)
 
 
 def _sweep(args: argparse.Namespace, console: Any) -> int:
@@ -87,7 +112,10 @@ def _sweep(args: argparse.Namespace, console: Any) -> int:
         return 0
     if args.dir:
         raise ConfigError(f"unexpected argument {args.dir!r} (the sweep folder is --out)")
+    from rich.markup import escape
+
     from equirl.rl.sweep import load_sweep, run_sweep
+    from equirl.utils.io import printable
 
     spec = load_sweep(args.sweep)
     out = args.out or f"runs/sweep-{Path(args.sweep).stem}"
@@ -96,16 +124,32 @@ def _sweep(args: argparse.Namespace, console: Any) -> int:
         from equirl.cli.output import make_table
 
         rows = [
-            [o.name, o.action, o.status, "" if o.final_mean is None else f"{o.final_mean:.1f}", o.error or ""]
+            [
+                o.name,
+                o.action,
+                o.status,
+                "" if o.final_mean is None else f"{o.final_mean:.1f}",
+                escape(printable(o.error or "", 400)),
+            ]
             for o in res.outcomes
         ]
         console.print(
             make_table(
-                f"sweep {args.sweep} -> {res.out}", ["trial", "action", "status", "final", "error"], rows
+                f"sweep {escape(str(args.sweep))} -> {escape(str(res.out))}",
+                ["trial", "action", "status", "final", "error"],
+                rows,
             )
         )
         counts = ", ".join(f"{res.count(a)} {a}" for a in ("ran", "resumed", "skipped", "failed"))
         console.print(f"{len(res.outcomes)} trials ({counts}) in {res.seconds:.1f} s ({res.executor})")
+        if res.changed:
+            console.print(
+                f"{len(res.changed)} trials had run before with other settings (e.g. {res.changed[0]}): "
+                "they ran anew, into new run directories; the old ones are kept, out of the report "
+                "(sweep.json keeps the earlier settings under `history`)",
+                highlight=False,
+                soft_wrap=True,
+            )
     if not args.no_report and any(o.status == "finished" for o in res.outcomes):
         _print_report(str(res.out), args, console)
     return 1 if res.count("failed") else 0

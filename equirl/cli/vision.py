@@ -34,10 +34,16 @@ def register(commands: Any, bench: Any) -> None:
 
     pre = sub.add_parser("pretrain", help="train the small upright-only CNN (the offline 'pretrained CNN')")
     add_config_args(pre, "YAML config (see configs/vision/pretrain_digits.yaml)")
+    pre.add_argument("--overwrite", action="store_true", help="replace an existing `out` checkpoint")
     pre.set_defaults(func=_pretrain)
 
     ft = sub.add_parser("finetune", help="symmetrize a pretrained CNN and finetune its backbone and/or λ")
     add_config_args(ft, "YAML config (see configs/vision/finetune_lambda.yaml)")
+    ft.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing `out` checkpoint (even the input `checkpoint`)",
+    )
     ft.set_defaults(func=_finetune)
 
     ev = sub.add_parser("eval", help="accuracy per transformation and on a randomly transformed test set")
@@ -125,7 +131,7 @@ def _pretrain(args: argparse.Namespace, console: Any) -> int:
     cfg = load_config(PretrainConfig, args.config, args.overrides)
     _threads(cfg.threads)
     with progress_bar(console, "pretraining the CNN") as progress:
-        _, m = pretrain(cfg, progress=progress)
+        _, m = pretrain(cfg, progress=progress, overwrite=args.overwrite)
     console.print(
         f"pretrained in {m['seconds']:.1f}s ({m['steps']} steps on {m['n_train']} images) -> {m['path']}"
     )
@@ -140,7 +146,7 @@ def _finetune(args: argparse.Namespace, console: Any) -> int:
     cfg = load_config(FinetuneConfig, args.config, args.overrides)
     _threads(cfg.threads)
     with progress_bar(console, f"finetuning {cfg.method}") as progress:
-        _, m = finetune(cfg, progress=progress)
+        _, m = finetune(cfg, progress=progress, overwrite=args.overwrite)
     if cfg.method == AUTO:
         console.print(m["auto_reason"], soft_wrap=True, highlight=False)
         saved = (

@@ -48,6 +48,13 @@ class Gpt2RunConfig:
             raise FieldError("method", self.method, f"must be one of {', '.join(GPT2_METHODS)}")
         if self.variant.replace("-", "").lower() not in ("equigpt2", "requigpt2"):
             raise FieldError("variant", self.variant, "must be EquiGPT2 or R-EquiGPT2")
+        for i, prompt in enumerate(self.prompts):
+            if not isinstance(prompt, str) or not prompt.strip():
+                raise FieldError(
+                    f"prompts[{i}]",
+                    prompt,
+                    "must be non-empty text (the model continues it; give a few words)",
+                )
         check_range("max_new_tokens", self.max_new_tokens, ge=1, le=100_000)
         check_range("samples_per_prompt", self.samples_per_prompt, ge=1, le=100_000)
         check_range("top_k", self.top_k, ge=0)

@@ -62,6 +62,17 @@ class FairnessReport:
     scores: dict[str, float] | None
 
 
+def _encode(tok: Any, prompt: str) -> list[int]:
+    """``tok.encode(prompt)``, refused in one line when it gives no tokens (nothing to continue)."""
+    ids = list(tok.encode(prompt))
+    if not ids:
+        from equirl.errors import ConfigError
+        from equirl.utils.io import printable
+
+        raise ConfigError(f"prompt {printable(repr(prompt), 80)} has no tokens: give a few words to continue")
+    return ids
+
+
 def default_prompts() -> list[str]:
     """The 60 packaged fairness prompts (``prompts.tsv``)."""
     from equirl.language.gpt2 import _data
@@ -127,7 +138,7 @@ def generate_continuations(run: Gpt2Run, progress: ProgressFn | None = None) -> 
     prompts = run_prompts(cfg)
     out: list[dict[str, str]] = []
     for i, prompt in enumerate(prompts):
-        ids = torch.tensor([tok.encode(prompt)] * cfg.samples_per_prompt)
+        ids = torch.tensor([_encode(tok, prompt)] * cfg.samples_per_prompt)
         kw2: dict[str, Any] = {
             "do_sample": cfg.do_sample,
             "top_k": cfg.top_k,
@@ -171,7 +182,7 @@ def fairness_report(
 
     eq = EquiGPT2(model, sym, EQUITUNE).eval()
     for i, prompt in enumerate(prompts):
-        ids = torch.tensor([tok.encode(prompt)])
+        ids = torch.tensor([_encode(tok, prompt)])
         cont = torch.randint(0, len(tok), (1, 8), generator=gen)
         for name, lm in ((BASE, plain_lm), (EQUITUNE, eq)):
             m = swap_consistency(lm, sym, ids, cont)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import pickle
 import time
 from collections.abc import Sequence
@@ -22,7 +23,7 @@ from equirl.language.scan import ScanExample, canonical_split, scan_examples
 from equirl.language.seq2seq import CELLS, PAD, Seq2Seq, batch_examples, greedy_decode, scan_vocabs
 from equirl.registry import BASE, EQUIZERO, canonical_method, get_method, method_names
 from equirl.train_loop import fit
-from equirl.utils.io import atomic_write, json_dumps
+from equirl.utils.io import atomic_write, json_dumps, printable
 from equirl.utils.progress import ProgressFn, subtask
 
 log = logging.getLogger(__name__)
@@ -34,10 +35,12 @@ __all__ = [
     "PretrainConfig",
     "TrainConfig",
     "build_model",
+    "check_model_memory",
     "evaluate",
     "evaluate_checkpoint",
     "finetune",
     "load_checkpoint",
+    "model_param_count",
     "pretrain",
     "save_checkpoint",
     "train_model",
@@ -108,7 +111,36 @@ class PretrainConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
+def model_param_count(cfg: ModelConfig) -> int:
+    """The number of parameters :func:`build_model` would allocate for ``cfg``, computed without building it:
+    two embeddings, the encoder and decoder cells (gates x hidden x (embedding + hidden) plus two biases)
+    and the output layer."""
+    sv, tv = scan_vocabs()
+    e, h = cfg.embedding, cfg.hidden
+    gates = {"rnn": 1, "gru": 3, "lstm": 4}.get(cfg.cell, 4)
+    cell = gates * h * (e + h) + 2 * gates * h
+    out = (2 * h if cfg.attention else h) * len(tv) + len(tv)
+    return (len(sv) + len(tv)) * e + 2 * cell + out
+
+
+def check_model_memory(cfg: ModelConfig, where: str = "config", error: type[Exception] = ConfigError) -> int:
+    """Refuse (one line naming ``where``) a model whose float32 weights alone exceed this machine's RAM,
+    before anything is allocated; returns the bytes its weights take."""
+    from equirl.utils.io import total_ram_bytes
+
+    need = 4 * model_param_count(cfg)
+    ram = total_ram_bytes()
+    if ram is not None and need > ram:
+        raise error(
+            f"{where}: model.embedding={cfg.embedding}, model.hidden={cfg.hidden} ({cfg.cell}) would need "
+            f"{need / 1e9:.1f} GB for its weights but this machine has {ram / 1e9:.1f} GB of RAM; refused"
+        )
+    return need
+
+
 def build_model(cfg: ModelConfig) -> Seq2Seq:
+    """The seq2seq model of ``cfg`` (refused in one line when its weights would not fit in RAM)."""
+    check_model_memory(cfg)
     sv, tv = scan_vocabs()
     return Seq2Seq(cfg.cell, len(sv), len(tv), cfg.embedding, cfg.hidden, cfg.attention, cfg.dropout)
 
@@ -189,6 +221,27 @@ def save_checkpoint(path: str | Path, model: Seq2Seq, cfg: PretrainConfig, metri
     return atomic_write(path, lambda p: torch.save(blob, p))
 
 
+def _not_a_checkpoint(path: Path) -> str | None:
+    """Why ``path`` cannot be a torch checkpoint, judged from its first bytes (``None``: it may be one).
+
+    torch writes a zip archive (``PK``), older versions a pickle (``0x80``); anything else -- a text file,
+    an empty file -- would otherwise reach the unpickler and be reported as "pickled Python objects"."""
+    with open(path, "rb") as fh:
+        head = fh.read(4096)
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        return None
+    if not head:
+        return f"corrupt checkpoint {path}: the file is empty (not a torch checkpoint)"
+    try:
+        head.decode("utf-8")
+        text = b"\x00" not in head
+    except UnicodeDecodeError:
+        text = False
+    if text:
+        return f"{path} is a text file, not a torch checkpoint (not a zip archive; the wrong file?)"
+    return f"corrupt checkpoint {path}: not a torch checkpoint (neither a zip archive nor a pickle)"
+
+
 def load_checkpoint(path: str | Path) -> tuple[Seq2Seq, PretrainConfig]:
     """Load a checkpoint written by :func:`pretrain` (one-line :class:`CheckpointError` otherwise)."""
     from equirl.config import from_dict
@@ -199,8 +252,15 @@ def load_checkpoint(path: str | Path) -> tuple[Seq2Seq, PretrainConfig]:
     if not p.is_file():
         raise CheckpointError(f"checkpoint not found: {p}")
     try:  # weights only: a pickled Python object in the file is refused, never run
+        why = _not_a_checkpoint(p)
+        if why is not None:
+            raise CheckpointError(why)
         blob = torch.load(p, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+    except CheckpointError:
+        raise
+    except pickle.UnpicklingError as exc:
+        if "weights only" not in str(exc).lower() and "weights_only" not in str(exc):
+            raise checkpoint_load_error(p, exc) from None  # a corrupt pickle, not a refused one
         raise CheckpointError(
             f"{p} holds pickled Python objects, not only tensors; not loaded (weights only)"
         ) from None
@@ -208,7 +268,13 @@ def load_checkpoint(path: str | Path) -> tuple[Seq2Seq, PretrainConfig]:
         raise checkpoint_load_error(p, exc) from None
     if not isinstance(blob, dict) or blob.get("format") != "equirl.language.seq2seq/1":
         raise CheckpointError(f"{p} is not an equirl SCAN seq2seq checkpoint")
-    cfg = from_dict(PretrainConfig, blob["config"])
+    if not isinstance(blob.get("config"), dict) or not isinstance(blob.get("state_dict"), dict):
+        raise CheckpointError(f"{p} is not an equirl SCAN seq2seq checkpoint (no config or no weights)")
+    try:
+        cfg = from_dict(PretrainConfig, blob["config"])
+    except ConfigError as exc:
+        raise CheckpointError(f"checkpoint {p} has an invalid config: {exc}") from None
+    check_model_memory(cfg.model, f"checkpoint {p}", CheckpointError)  # before allocating anything
     model = build_model(cfg.model)
     try:
         model.load_state_dict(blob["state_dict"])
@@ -293,16 +359,57 @@ def finetune(
     return eq.eval()
 
 
+#: what a run folder of :func:`pretrain` holds: ``--overwrite`` replaces only such a folder (or an empty one)
+_RUN_FILES = ("model.pt", "config.yaml", "metrics.json", "tb")
+
+
+def _check_run_out(out_dir: Path, overwrite: bool) -> None:
+    """Before any work: an existing ``--out`` folder is refused unless ``overwrite``, and even then only a
+    previous run folder (or an empty one) is replaced -- never a folder of other files."""
+    if not out_dir.exists():
+        return
+    shown = printable(out_dir)
+    if not overwrite:
+        raise ConfigError(
+            f"--out {shown} already exists: choose a new folder, or pass --overwrite to replace that run"
+        )
+    others = sorted(p.name for p in out_dir.iterdir() if p.name not in _RUN_FILES)
+    if others:
+        raise ConfigError(
+            f"--out {shown} is not a language run folder (it holds {printable(', '.join(others[:5]), 120)}): "
+            "--overwrite replaces only a previous run's folder; choose a new folder"
+        )
+
+
+def _replace_dir(new: Path, final: Path) -> None:
+    """Move the finished run folder ``new`` onto ``final`` (an older run), then delete the older run."""
+    import shutil
+
+    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    os.replace(final, old)
+    try:
+        os.replace(new, final)
+    except OSError:
+        os.replace(old, final)  # put the previous run back
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def pretrain(
     cfg: PretrainConfig,
     out_dir: str | Path | None = None,
     tensorboard: bool = True,
     progress: ProgressFn | None = None,
+    overwrite: bool = False,
 ) -> tuple[Path, dict[str, Any]]:
     """Train a seq2seq model on ``cfg.data.split``'s train part; writes ``model.pt``, ``config.yaml``,
     ``metrics.json`` and TensorBoard curves into a fresh run folder. Returns ``(run_dir, metrics)``.
 
+    :param out_dir: the run folder (default: a fresh one under ``cfg.out``); an existing one is refused
+        before any work unless ``overwrite``.
     :param progress: called as ``progress(done, total)`` in examples: training, then the evaluations.
+    :param overwrite: replace an existing ``out_dir`` that holds a previous run (only once the new run is
+        complete).
     """
 
     import yaml
@@ -311,6 +418,9 @@ def pretrain(
     from equirl.utils.runs import run_name, unique_run_dir
 
     check_output_path(out_dir if out_dir is not None else cfg.out, "out")  # before any work
+    if out_dir is not None:
+        _check_run_out(Path(out_dir), overwrite)
+    check_model_memory(cfg.model)
     torch.manual_seed(cfg.train.seed)
     train = scan_examples(cfg.data.split, "train", cfg.data.root)
     test = scan_examples(cfg.data.split, "test", cfg.data.root)
@@ -332,7 +442,8 @@ def pretrain(
     n_train = cfg.train.epochs * len(train)
     total = n_train + len(sub) + len(test)
     t0 = time.time()
-    with atomic_dir(final) as tmp:
+    build = final.with_name(f".{final.name}.new-{os.getpid()}") if final.exists() else final
+    with atomic_dir(build) as tmp:
         writer = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -367,6 +478,8 @@ def pretrain(
         save_checkpoint(tmp / "model.pt", model, cfg, metrics)
         (tmp / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         (tmp / "metrics.json").write_text(json_dumps(metrics, indent=1))
+    if build != final:
+        _replace_dir(build, final)
     return final, metrics
 
 
@@ -411,6 +524,8 @@ def evaluate_checkpoint(
     from equirl.language.equiscan import split_symmetry
 
     methods = [canonical_method(m) for m in methods]
+    if not methods:
+        raise ConfigError(f"no method to evaluate: give one or more of {', '.join(EVAL_METHODS)}")
     bad = [m for m in methods if m not in EVAL_METHODS]
     if bad:
         raise ConfigError(f"unknown method {bad[0]!r}: use {', '.join(EVAL_METHODS)}")

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from equirl.errors import EquirlError
+from equirl.errors import EquirlError, SymmetryError
 from equirl.rl.envs import action_meanings, make_env
 from equirl.rl.spec import EXACT_ATOL, EnvSymmetry, load_spec
 
@@ -135,12 +135,11 @@ def check_symmetry(
         the env only approximately symmetric).
     :param warmup: up to this many random steps before each sampled state (diverse states).
     :param progress: called as ``progress(states done, steps)`` after each sampled state.
+    :raises EquirlError: one line when the spec is invalid or its env cannot be made here (unknown to
+        gymnasium, a missing optional dependency, an id that would import a module).
     """
     sym: EnvSymmetry = load_spec(spec)
-    try:
-        env = make_env(sym.env_id)
-    except EquirlError as exc:
-        return SymmetryReport(sym.env_id, None, False, False, 0, message=str(exc))
+    env = make_env(sym.env_id)  # an env that cannot be made here is an error (exit 2), not a report
     try:
         sym.check_fits(env.observation_space, env.action_space, action_meanings(env))
         method = _check_method(sym)
@@ -182,6 +181,8 @@ def _check_exact(
     term_bad = 0
     n = 0
     env.reset(seed=seed)
+    if sym.verify == "state":
+        _check_state_attribute(sym, base)
     for i in range(steps):
         obs, _ = env.reset(seed=int(seed * 100003 + i))
         for _ in range(int(rng.integers(0, warmup + 1))):
@@ -219,6 +220,33 @@ def _check_exact(
     return SymmetryReport(
         sym.env_id, max_err, ok, True, n, obs_err, rew_err, term_bad, msg, approximate=approximate
     )
+
+
+def _check_state_attribute(sym: EnvSymmetry, base: Any) -> None:
+    """One line when ``verify.attribute`` is not a numeric state vector of ``env.unwrapped`` of the size the
+    spec's state generators act on (a misspelt attribute would otherwise end in a traceback)."""
+    name = sym.state_attribute
+    where = f"symmetry spec {sym.env_id} ({sym.source or 'given'})"
+    if not hasattr(base, name):
+        public = sorted(
+            k
+            for k, v in getattr(base, "__dict__", {}).items()
+            if not k.startswith("_") and isinstance(v, (np.ndarray, list, tuple))
+        )
+        hint = f" (its array attributes: {', '.join(public)})" if public else ""
+        raise SymmetryError(f"{where}: verify.attribute {name!r} is not an attribute of {sym.env_id}{hint}")
+    try:
+        value = np.asarray(getattr(base, name), dtype=np.float64)
+    except (TypeError, ValueError):
+        raise SymmetryError(
+            f"{where}: verify.attribute {name!r} of {sym.env_id} is not a numeric state vector"
+        ) from None
+    n = len(sym.state_generators[0][0]) if sym.state_generators else 0
+    if value.ndim != 1 or value.shape[0] != n:
+        raise SymmetryError(
+            f"{where}: verify.attribute {name!r} of {sym.env_id} has shape {tuple(value.shape)} but "
+            f"verify.generators act on {n} values"
+        )
 
 
 def _get_state(sym: EnvSymmetry, base: Any, obs: Any) -> Any:

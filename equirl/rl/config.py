@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from equirl.config import FieldError, check_range, from_dict, load_config
+from equirl.config import FieldError, Range, from_dict, load_config
 from equirl.errors import ConfigError
 from equirl.registry import BASE, EQUIZERO, canonical_method, validate_method_kwargs
 from equirl.utils.io import total_ram_bytes
@@ -37,36 +38,37 @@ MAX_BATCH_SIZE = 1_000_000
 MAX_BUFFER_SIZE = 1_000_000_000
 MAX_LAYER = 1_000_000
 
+#: the bounds most fields share, declared once
+PositiveFloat = Annotated[float, Range(gt=0)]
+NonNegativeFloat = Annotated[float, Range(ge=0)]
+Fraction = Annotated[float, Range(ge=0, le=1)]
+PositiveInt = Annotated[int, Range(ge=1)]
+Count = Annotated[int, Range(ge=0)]
+NetArch = list[Annotated[int, Range(ge=1, le=MAX_LAYER)]]
+
 
 @dataclass
 class HyperParams:
     """SB3 DQN / QR-DQN hyperparameters (RL-zoo names)."""
 
-    learning_rate: float = 1e-4
-    buffer_size: int = 50_000
-    learning_starts: int = 1000
-    batch_size: int = 64
-    gamma: float = 0.99
-    train_freq: int = 4
+    learning_rate: PositiveFloat = 1e-4
+    buffer_size: Annotated[int, Range(ge=1, le=MAX_BUFFER_SIZE)] = 50_000
+    learning_starts: Count = 1000
+    batch_size: Annotated[int, Range(ge=1, le=MAX_BATCH_SIZE)] = 64
+    gamma: Fraction = 0.99
+    train_freq: PositiveInt = 4
+    #: SB3: -1 = as many gradient steps as env steps in the rollout (checked in ``__post_init__``)
     gradient_steps: int = 1
-    target_update_interval: int = 1000
-    exploration_fraction: float = 0.1
-    exploration_initial_eps: float = 1.0
-    exploration_final_eps: float = 0.05
-    max_grad_norm: float = 10.0
-    net_arch: list[int] = field(default_factory=lambda: [64, 64])
-    n_quantiles: int = 50
+    target_update_interval: PositiveInt = 1000
+    exploration_fraction: Fraction = 0.1
+    exploration_initial_eps: Fraction = 1.0
+    exploration_final_eps: Fraction = 0.05
+    max_grad_norm: PositiveFloat = 10.0
+    net_arch: NetArch = field(default_factory=lambda: [64, 64])
+    n_quantiles: PositiveInt = 50
 
     def __post_init__(self) -> None:
         _check_replay(self)
-        check_range("gamma", self.gamma, ge=0, le=1)
-        for key in ("target_update_interval", "n_quantiles"):
-            check_range(key, getattr(self, key), ge=1)
-        for key in ("exploration_fraction", "exploration_initial_eps", "exploration_final_eps"):
-            check_range(key, getattr(self, key), ge=0, le=1)
-        check_range("max_grad_norm", self.max_grad_norm, gt=0)
-        if not self.net_arch:
-            raise FieldError("net_arch", self.net_arch, "needs at least one layer size")
         _check_net_arch(self.net_arch)
 
     def sb3_kwargs(self) -> dict[str, Any]:
@@ -75,21 +77,14 @@ class HyperParams:
 
 
 def _check_replay(hp: Any) -> None:
-    """Check the fields every off-policy (replay-buffer) schema has.
+    """The rules across fields every off-policy (replay-buffer) schema has (each field's own bounds are
+    declared in its annotation).
 
     :param hp: a :class:`HyperParams` or an off-policy actor-critic schema.
     """
-    check_range("learning_rate", hp.learning_rate, gt=0)
-    check_range("buffer_size", hp.buffer_size, ge=1, le=MAX_BUFFER_SIZE)
-    check_range("learning_starts", hp.learning_starts, ge=0)
-    check_range("batch_size", hp.batch_size, ge=1, le=MAX_BATCH_SIZE)
     if hp.batch_size > hp.buffer_size:
         raise FieldError("batch_size", hp.batch_size, f"must be <= buffer_size ({hp.buffer_size})")
-    check_range("train_freq", hp.train_freq, ge=1)
-    # SB3: -1 = as many gradient steps as env steps in the rollout
-    if hp.gradient_steps != -1 and (
-        isinstance(hp.gradient_steps, bool) or not isinstance(hp.gradient_steps, int) or hp.gradient_steps < 1
-    ):
+    if hp.gradient_steps != -1 and hp.gradient_steps < 1:
         raise FieldError(
             "gradient_steps", hp.gradient_steps, "must be an integer >= 1, or -1 (one per env step)"
         )
@@ -98,8 +93,6 @@ def _check_replay(hp: Any) -> None:
 def _check_net_arch(net_arch: list[int]) -> None:
     if not net_arch:
         raise FieldError("net_arch", net_arch, "needs at least one layer size")
-    for i, width in enumerate(net_arch):
-        check_range(f"net_arch[{i}]", width, ge=1, le=MAX_LAYER)
     check_net_memory(net_arch)
 
 
@@ -115,7 +108,7 @@ def check_net_memory(net_arch: list[int], key: str = "net_arch") -> int:
     :returns: the bytes the hidden layers' weights would take in training.
     :raises FieldError: naming the bytes needed and the machine's RAM.
     """
-    params = sum(a * b + b for a, b in zip(net_arch, net_arch[1:]))
+    params = sum(a * b + b for a, b in itertools.pairwise(net_arch))
     need = params * 4 * _WEIGHT_COPIES
     ram = total_ram_bytes()
     if ram is not None and need > ram // 2:
@@ -149,11 +142,11 @@ _SDE_KEYS = ("use_sde", "sde_sample_freq", "use_sde_at_warmup")
 
 
 def _check_sde(hp: Any) -> None:
-    """gSDE (``use_sde``, Raffin et al. 2021) and its noise-resampling period (-1: once per rollout)."""
+    """gSDE (``use_sde``, Raffin et al. 2021) and its noise-resampling period (-1: once per rollout):
+    checked when a schema is built directly, not from a config (where the annotations do it)."""
     for key in ("use_sde", "use_sde_at_warmup"):
         if not isinstance(getattr(hp, key, False), bool):
             raise FieldError(key, getattr(hp, key), "must be true or false")
-    check_range("sde_sample_freq", hp.sde_sample_freq, ge=-1)
 
 
 def _sde_kwargs(hp: Any, kw: dict[str, Any]) -> dict[str, Any]:
@@ -167,32 +160,22 @@ class _OnPolicyHyperParams:
     (continuous actions only; the equivariant policies symmetrize its variance, see
     :mod:`equirl.rl.ac_policies`), its noise resampled every ``sde_sample_freq`` steps (-1: per rollout)."""
 
-    learning_rate: float = 3e-4
-    lr_schedule: str = "constant"
-    n_envs: int = 1
-    n_steps: int = 2048
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
-    ent_coef: float = 0.0
-    vf_coef: float = 0.5
-    max_grad_norm: float = 0.5
+    learning_rate: PositiveFloat = 3e-4
+    lr_schedule: Literal["constant", "linear"] = "constant"
+    n_envs: Annotated[int, Range(ge=1, le=1024)] = 1
+    n_steps: Annotated[int, Range(ge=1, le=MAX_BUFFER_SIZE)] = 2048
+    gamma: Fraction = 0.99
+    gae_lambda: Fraction = 0.95
+    ent_coef: NonNegativeFloat = 0.0
+    vf_coef: NonNegativeFloat = 0.5
+    max_grad_norm: PositiveFloat = 0.5
     normalize_advantage: bool = True
     use_sde: bool = False
-    sde_sample_freq: int = -1
-    net_arch: list[int] = field(default_factory=lambda: [64, 64])
+    sde_sample_freq: Annotated[int, Range(ge=-1)] = -1
+    net_arch: NetArch = field(default_factory=lambda: [64, 64])
 
     def __post_init__(self) -> None:
         _check_sde(self)
-        check_range("learning_rate", self.learning_rate, gt=0)
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise FieldError("lr_schedule", self.lr_schedule, f"must be one of {', '.join(LR_SCHEDULES)}")
-        check_range("n_envs", self.n_envs, ge=1, le=1024)
-        check_range("n_steps", self.n_steps, ge=1, le=MAX_BUFFER_SIZE)
-        check_range("gamma", self.gamma, ge=0, le=1)
-        check_range("gae_lambda", self.gae_lambda, ge=0, le=1)
-        check_range("ent_coef", self.ent_coef, ge=0)
-        check_range("vf_coef", self.vf_coef, ge=0)
-        check_range("max_grad_norm", self.max_grad_norm, gt=0)
         _check_net_arch(self.net_arch)
 
     def sb3_kwargs(self) -> dict[str, Any]:
@@ -206,27 +189,24 @@ class _OnPolicyHyperParams:
 class PPOHyperParams(_OnPolicyHyperParams):
     """SB3 PPO hyperparameters (RL-zoo names; ``lr_schedule: linear`` is the zoo's ``lin_``)."""
 
-    batch_size: int = 64
-    n_epochs: int = 10
-    clip_range: float = 0.2
+    batch_size: Annotated[int, Range(ge=2, le=MAX_BATCH_SIZE)] = 64
+    n_epochs: Annotated[int, Range(ge=1, le=10_000)] = 10
+    clip_range: Annotated[float, Range(gt=0, le=10)] = 0.2
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_range("batch_size", self.batch_size, ge=2, le=MAX_BATCH_SIZE)
         rollout = self.n_steps * self.n_envs
         if self.batch_size > rollout:
             raise FieldError("batch_size", self.batch_size, f"must be <= n_steps * n_envs ({rollout})")
-        check_range("n_epochs", self.n_epochs, ge=1, le=10_000)
-        check_range("clip_range", self.clip_range, gt=0, le=10)
 
 
 @dataclass
 class A2CHyperParams(_OnPolicyHyperParams):
     """SB3 A2C hyperparameters (RL-zoo names; SB3's defaults: 5 steps, RMSprop, no GAE)."""
 
-    learning_rate: float = 7e-4
-    n_steps: int = 5
-    gae_lambda: float = 1.0
+    learning_rate: PositiveFloat = 7e-4
+    n_steps: Annotated[int, Range(ge=1, le=MAX_BUFFER_SIZE)] = 5
+    gae_lambda: Fraction = 1.0
     normalize_advantage: bool = False
     use_rms_prop: bool = True
 
@@ -235,20 +215,18 @@ class A2CHyperParams(_OnPolicyHyperParams):
 class _OffPolicyACHyperParams:
     """What SAC and TD3 share (RL-zoo names)."""
 
-    learning_rate: float = 3e-4
-    buffer_size: int = 1_000_000
-    learning_starts: int = 100
-    batch_size: int = 256
-    tau: float = 0.005
-    gamma: float = 0.99
-    train_freq: int = 1
+    learning_rate: PositiveFloat = 3e-4
+    buffer_size: Annotated[int, Range(ge=1, le=MAX_BUFFER_SIZE)] = 1_000_000
+    learning_starts: Count = 100
+    batch_size: Annotated[int, Range(ge=1, le=MAX_BATCH_SIZE)] = 256
+    tau: Annotated[float, Range(gt=0, le=1)] = 0.005
+    gamma: Fraction = 0.99
+    train_freq: PositiveInt = 1
     gradient_steps: int = 1
-    net_arch: list[int] = field(default_factory=lambda: [256, 256])
+    net_arch: NetArch = field(default_factory=lambda: [256, 256])
 
     def __post_init__(self) -> None:
         _check_replay(self)
-        check_range("tau", self.tau, gt=0, le=1)
-        check_range("gamma", self.gamma, ge=0, le=1)
         _check_net_arch(self.net_arch)
 
     def sb3_kwargs(self) -> dict[str, Any]:
@@ -263,9 +241,9 @@ class SACHyperParams(_OffPolicyACHyperParams):
     exploration as in SB3 (the equivariant actor symmetrizes its variance: :mod:`equirl.rl.ac_policies`)."""
 
     ent_coef: float | str = "auto"
-    target_update_interval: int = 1
+    target_update_interval: PositiveInt = 1
     use_sde: bool = False
-    sde_sample_freq: int = -1
+    sde_sample_freq: Annotated[int, Range(ge=-1)] = -1
     use_sde_at_warmup: bool = False
 
     def __post_init__(self) -> None:
@@ -277,9 +255,8 @@ class SACHyperParams(_OffPolicyACHyperParams):
             ok = ent == "auto" or (start is not None and _positive(start))
             if not ok:
                 raise FieldError("ent_coef", ent, "must be a number > 0, 'auto' or 'auto_<initial value>'")
-        else:
-            check_range("ent_coef", ent, gt=0)
-        check_range("target_update_interval", self.target_update_interval, ge=1)
+        elif not ent > 0:
+            raise FieldError("ent_coef", ent, "must be a number > 0, 'auto' or 'auto_<initial value>'")
 
     def sb3_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of SB3's SAC (gSDE's only when ``use_sde`` is on)."""
@@ -299,18 +276,11 @@ class TD3HyperParams(_OffPolicyACHyperParams):
     """SB3 TD3 hyperparameters (RL-zoo names). ``action_noise_std``: the std of the Gaussian exploration
     noise in units of the action range's half-width (0: none; the zoo's ``NormalActionNoise``)."""
 
-    learning_rate: float = 1e-3
-    policy_delay: int = 2
-    target_policy_noise: float = 0.2
-    target_noise_clip: float = 0.5
-    action_noise_std: float = 0.1
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_range("policy_delay", self.policy_delay, ge=1)
-        check_range("target_policy_noise", self.target_policy_noise, ge=0)
-        check_range("target_noise_clip", self.target_noise_clip, ge=0)
-        check_range("action_noise_std", self.action_noise_std, ge=0)
+    learning_rate: PositiveFloat = 1e-3
+    policy_delay: PositiveInt = 2
+    target_policy_noise: NonNegativeFloat = 0.2
+    target_noise_clip: NonNegativeFloat = 0.5
+    action_noise_std: NonNegativeFloat = 0.1
 
     def sb3_kwargs(self) -> dict[str, Any]:
         """As for SAC, without ``action_noise_std`` (made into an action noise by ``build_model``)."""
@@ -336,9 +306,9 @@ ON_POLICY_ALGOS = ("ppo", "a2c")
 class EvalConfig:
     """Periodic evaluation during training (logged as ``equi/eval_return/{method}``)."""
 
-    freq: int = 5000
-    episodes: int = 5
-    final_episodes: int = 10
+    freq: Count = 5000  # 0: no periodic evaluation
+    episodes: PositiveInt = 5
+    final_episodes: PositiveInt = 10
     #: early stopping: end training at the first periodic evaluation whose mean return is >= this
     #: (``None``, the default: always train the whole budget; never set it in a comparison of methods
     #: unless every arm has it)
@@ -348,24 +318,16 @@ class EvalConfig:
     at_start: bool = False
 
     def __post_init__(self) -> None:
-        check_range("freq", self.freq, ge=0)  # 0: no periodic evaluation
-        check_range("episodes", self.episodes, ge=1)
-        check_range("final_episodes", self.final_episodes, ge=1)
-        if self.stop_at is not None:
-            check_range("stop_at", self.stop_at)
-            if self.freq == 0:
-                raise FieldError("stop_at", self.stop_at, "needs periodic evaluations (eval.freq > 0)")
+        if self.stop_at is not None and self.freq == 0:
+            raise FieldError("stop_at", self.stop_at, "needs periodic evaluations (eval.freq > 0)")
 
 
 @dataclass
 class LogConfig:
     """TensorBoard logging of the ``equi/`` namespace."""
 
-    equi_freq: int = 1000
+    equi_freq: Count = 1000
     tensorboard: bool = True
-
-    def __post_init__(self) -> None:
-        check_range("equi_freq", self.equi_freq, ge=0)
 
 
 @dataclass
@@ -381,12 +343,8 @@ class CheckpointConfig:
         slow and fill the disk); a resume without the buffer refills it from scratch.
     """
 
-    freq: int | None = None
+    freq: Count | None = None
     replay_buffer: bool | None = None
-
-    def __post_init__(self) -> None:
-        if self.freq is not None and self.freq < 0:
-            raise ValueError("checkpoint.freq must be >= 0 (0: no periodic checkpoints)")
 
     def every(self, timesteps: int) -> int:
         """The checkpoint period in env steps for a run of ``timesteps`` (0: none)."""
@@ -405,15 +363,12 @@ class ScorerConfig:
     :param target: ``identity`` (the prior of Mondal et al.) or ``equizero`` (distil equizero's pick).
     """
 
-    steps: int = 0
-    observations: int = 2000
+    steps: Count = 0
+    observations: PositiveInt = 2000
     target: str = EQUIZERO
-    lr: float = 1e-2
+    lr: PositiveFloat = 1e-2
 
     def __post_init__(self) -> None:
-        check_range("steps", self.steps, ge=0)
-        check_range("observations", self.observations, ge=1)
-        check_range("lr", self.lr, gt=0)
         if self.target not in SCORER_TARGETS:
             raise FieldError("target", self.target, f"must be one of {', '.join(SCORER_TARGETS)}")
 
@@ -444,14 +399,14 @@ class RLConfig:
 
     env: str
     algo: Literal["dqn", "qrdqn", "ppo", "a2c", "sac", "td3"] = "dqn"
-    seed: int = 0
-    timesteps: int = 50_000
+    seed: Count = 0
+    timesteps: Annotated[int, Range(ge=1, le=MAX_TIMESTEPS)] = 50_000
     method: str = BASE
     method_kwargs: dict[str, Any] = field(default_factory=dict)
     symmetry: str | None = None
     init_from: str | None = None
     freeze_backbone: bool | None = None
-    partial_fraction: float = 0.0
+    partial_fraction: Annotated[float, Range(ge=0, lt=1)] = 0.0
     out: str = "runs"
     #: a mapping in the YAML, made into the algorithm's schema (see :data:`ALGO_HYPERPARAMS`)
     hyperparams: Any = None
@@ -461,9 +416,6 @@ class RLConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
     def __post_init__(self) -> None:
-        check_range("seed", self.seed, ge=0)
-        check_range("timesteps", self.timesteps, ge=1, le=MAX_TIMESTEPS)
-        check_range("partial_fraction", self.partial_fraction, ge=0, lt=1)
         self.method = canonical_method(self.method)
         self.method_kwargs = validate_method_kwargs(self.method, self.method_kwargs, adapter="rl")
         self.hyperparams = _algo_hyperparams(self.algo, self.hyperparams)

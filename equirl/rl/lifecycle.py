@@ -20,7 +20,6 @@ whole.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -124,10 +123,10 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
     p = Path(run_dir) / RUN_JSON
     if not p.is_file():
         raise CheckpointError(f"{run_dir} is not a run directory (no {RUN_JSON})")
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"corrupt {p}: {exc}") from None
+    try:  # size-, depth- and UTF-8-checked, one line
+        data = read_json(p, "run record")
+    except ConfigError as exc:
+        raise CheckpointError(str(exc)) from None
     if not isinstance(data, dict):
         raise CheckpointError(f"corrupt {p}: not a mapping")
     return data
@@ -149,25 +148,50 @@ def pid_alive(pid: int | None, host: str | None = None) -> bool:
 
 
 def effective_status(info: dict[str, Any]) -> str:
-    """``info["status"]``, or ``stale`` for a ``running`` run whose process is gone."""
-    status = str(info.get("status", "unknown"))
-    if status == "running" and not pid_alive(info.get("pid"), info.get("host")):
-        return "stale"
+    """``info["status"]``, or ``stale`` for a ``running`` run whose process is gone (or whose ``pid`` is
+    not a process id: it cannot be checked); ``unknown`` for a status that is not text."""
+    status = info.get("status", "unknown")
+    if not isinstance(status, str):
+        return "unknown"
+    if status == "running":
+        pid, host = info.get("pid"), info.get("host")
+        if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid < 2**31:
+            return "stale"
+        if not pid_alive(pid, host if isinstance(host, str) else None):
+            return "stale"
     return status
 
 
 def list_runs(root: str | Path) -> list[dict[str, Any]]:
     """The runs under ``root`` (folders holding a ``run.json``), oldest first, with ``status`` made
-    effective (``stale``) and ``run_dir`` set."""
+    effective (``stale``), ``run_dir`` set, every field checked (a bad value is ``None`` and named in
+    ``invalid``: :func:`equirl.utils.runs.clean_run_info`) and ``resume_command`` made from the folder's
+    path, never taken from the file. A ``run.json`` that cannot be read is listed too, with status
+    ``unreadable`` and the reason in ``error``.
+
+    :raises ConfigError: ``root`` does not exist or is not a folder.
+    """
+    from equirl.utils.runs import clean_run_info, resume_command
+
     root = Path(root)
+    if not root.exists():
+        raise ConfigError(f"folder {root} does not exist (no runs there)")
+    if not root.is_dir():
+        raise ConfigError(f"{root} is a file, not a folder of run directories")
     out = []
-    for d in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+    for d in sorted(p for p in root.iterdir() if p.is_dir()):
+        if not (d / RUN_JSON).exists():
+            continue
         try:
-            info = read_run(d)
-        except CheckpointError:
+            info, bad = clean_run_info(read_run(d))
+        except CheckpointError as exc:
+            out.append({"run_dir": str(d), "status": "unreadable", "error": str(exc)})
             continue
         info["run_dir"] = str(d)
         info["status"] = effective_status(info)
+        info["resume_command"] = resume_command(d, info.get("command"))
+        if bad:
+            info["invalid"] = bad
         out.append(info)
     out.sort(key=lambda i: str(i.get("started_at") or ""))
     return out
@@ -391,7 +415,7 @@ def load_checkpoint(run_dir: str | Path, trust: bool = False) -> Checkpoint | No
     if data is None:
         return None
     files = data["files"]
-    digests = data.get("digests") if isinstance(data.get("digests"), dict) else {}
+    digests: dict[str, Any] = data["digests"] if isinstance(data.get("digests"), dict) else {}
     try:
         step = int(data["step"])
     except (KeyError, TypeError, ValueError):
@@ -416,5 +440,5 @@ def load_checkpoint(run_dir: str | Path, trust: bool = False) -> Checkpoint | No
         extra = trusted_loads(extra_blob)  # signed by this user's equirl (or trusted by the user)
         if not isinstance(extra, dict):
             raise CheckpointError(f"corrupt {d / str(files['extra'])}: not a checkpoint's extra state")
-    state = data.get("state") if isinstance(data.get("state"), dict) else {}
+    state: dict[str, Any] = data["state"] if isinstance(data.get("state"), dict) else {}
     return Checkpoint(step, d / files["model"], model, buf, extra, dict(state))

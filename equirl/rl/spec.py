@@ -43,6 +43,7 @@ from typing import Any
 from equirl.assets import asset_path
 from equirl.errors import ConfigError, EquirlError, GroupError, SymmetryError
 from equirl.groups import Group, get_group
+from equirl.utils.io import printable
 
 __all__ = [
     "SPEC_DIR",
@@ -399,7 +400,7 @@ def parse_spec(data: Mapping[str, Any], source: str = "<dict>") -> EnvSymmetry:
         raise _fail(source, "must be a mapping")
     unknown = set(data) - _TOP_KEYS
     if unknown:
-        raise _fail(source, f"unknown keys {sorted(unknown)} (allowed: {sorted(_TOP_KEYS)})")
+        raise _fail(source, f"unknown keys {sorted(map(str, unknown))} (allowed: {sorted(_TOP_KEYS)})")
     for key in ("env", "group", "observation", "actions"):
         if key not in data:
             raise _fail(source, f"missing key {key!r}")
@@ -415,7 +416,11 @@ def parse_spec(data: Mapping[str, Any], source: str = "<dict>") -> EnvSymmetry:
     if not isinstance(obs, Mapping) or obs.get("type") not in _OBS_TYPES:
         raise _fail(where, f"observation.type must be one of {list(_OBS_TYPES)}")
     if set(obs) - {"type", "generators", "layout"}:
-        raise _fail(where, f"unknown observation keys {sorted(set(obs) - {'type', 'generators', 'layout'})}")
+        raise _fail(
+            where,
+            f"unknown observation keys {sorted(map(str, set(obs) - {'type', 'generators', 'layout'}))} "
+            "(allowed: generators, layout, type)",
+        )
     layout = str(obs.get("layout", "CHW")).upper()
     if layout not in ("CHW", "HWC"):
         raise _fail(where, f"observation.layout must be CHW or HWC, got {layout!r}")
@@ -508,8 +513,18 @@ def _finish_spec(
     if not isinstance(verify, Mapping) or verify.get("method", "none") not in _VERIFY:
         raise _fail(where, f"verify.method must be one of {list(_VERIFY)}")
     if set(verify) - _VERIFY_KEYS:
-        raise _fail(where, f"unknown verify keys {sorted(set(verify) - _VERIFY_KEYS)}")
+        raise _fail(
+            where,
+            f"unknown verify keys {sorted(map(str, set(verify) - _VERIFY_KEYS))} "
+            f"(allowed: {', '.join(sorted(_VERIFY_KEYS))})",
+        )
     vmethod = str(verify.get("method", "none"))
+    attribute = verify.get("attribute", "state")
+    if not isinstance(attribute, str) or not attribute.isidentifier() or attribute.startswith("_"):
+        raise _fail(
+            where,
+            f"verify.attribute must name a public attribute of env.unwrapped (such as state), got {attribute!r}",
+        )
     atol = verify.get("atol", EXACT_ATOL)
     if isinstance(atol, bool) or not isinstance(atol, (int, float)) or not 0 < atol < float("inf"):
         raise _fail(where, f"verify.atol must be a positive number, got {atol!r}")
@@ -534,7 +549,7 @@ def _finish_spec(
         layout=layout,
         action_names=names if any(names) else (),
         verify=vmethod,
-        state_attribute=str(verify.get("attribute", "state")),
+        state_attribute=attribute,
         state_generators=state_gens,
         description=str(data.get("description", "")),
         source=source,
@@ -554,8 +569,26 @@ def _finish_spec(
     return sym
 
 
+#: the environment variable listing extra spec folders (``os.pathsep``-separated), searched first
+ENVS_PATH_VAR = "EQUIRL_ENVS_PATH"
+
+
 def _search_dirs() -> list[Path]:
-    dirs = [Path(p) for p in os.environ.get("EQUIRL_ENVS_PATH", "").split(os.pathsep) if p]
+    """``$EQUIRL_ENVS_PATH``'s folders, then the shipped specs; one line when an entry is not a folder
+    (a file, or missing: its specs would otherwise be silently skipped)."""
+    dirs = [Path(p) for p in os.environ.get(ENVS_PATH_VAR, "").split(os.pathsep) if p.strip()]
+    for d in dirs:
+        shown = printable(d, 200)
+        if d.is_dir():
+            continue
+        if d.exists():
+            raise ConfigError(
+                f"{ENVS_PATH_VAR} entry {shown} is a file, not a folder: list folders of spec YAML files "
+                f"(separated by {os.pathsep!r})"
+            )
+        raise ConfigError(
+            f"{ENVS_PATH_VAR} entry {shown} not found: it must be an existing folder of spec YAML files"
+        )
     return [*dirs, SPEC_DIR]
 
 

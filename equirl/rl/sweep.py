@@ -27,10 +27,24 @@ entries of one env); the grid is crossed with every entry::
 Every grid point is a *trial*: an ordinary run (:func:`equirl.rl.train.run_training`) into the sweep's
 output folder, in the usual run-directory layout, named ``{env}__{exp}__{seed}__{time}`` where ``exp`` is
 the method plus the other grid values (``equitune+hyperparams.learning_rate-0.001``). ``{env}__{exp}__{seed}``
-is the trial's stable name: a sweep run again into the same folder finds each trial's directory, skips
-the finished ones and resumes the interrupted / stale / failed ones with
-:func:`equirl.rl.train.resume_training`. A trial that fails is recorded (``sweep.json``, the summary),
+is the trial's stable name. A sweep expands to at most :data:`MAX_TRIALS` trials (counted before anything
+is expanded).
+
+Each trial also has a *fingerprint*: the SHA-256 of the canonical JSON of its resolved run config (every
+key but ``out``). A run directory's fingerprint is the one its sweep recorded in it
+(``sweep_trial.json``), else the one of its ``config.yaml``. A sweep run again into the same folder
+finds, per trial, the newest run directory of that name *with the trial's fingerprint*: it skips it when
+finished and resumes it (:func:`equirl.rl.train.resume_training`) when interrupted / stale / failed. A
+trial whose settings changed (another budget, hyperparameter, base config...) matches no directory: it
+runs anew, into a new run directory beside the old ones, which are never touched, resumed or reported
+(:func:`equirl.rl.sweep_report.sweep_report` aggregates only the run directories whose fingerprint is a
+trial's of the current ``sweep.json``). A trial that fails is recorded (``sweep.json``, the summary),
 never fatal to the sweep.
+
+``sweep.json`` keeps the history: it holds the current sweep (its settings, its fingerprint, its trials
+with theirs, the last session's outcomes) and, under ``history``, every earlier sweep run into the folder
+with other settings (appended, oldest first, with the time it was replaced). A ``sweep.json`` that cannot be
+read is never overwritten: the sweep refuses, with one line.
 
 Executors: ``ray`` (Ray Tune; one CPU per trial, torch at one thread inside each trial; local by default,
 a running cluster with ``address="auto"`` or ``$RAY_ADDRESS``) or ``serial`` (the trials one after another
@@ -40,8 +54,10 @@ in this process: tests, and the baseline of the wall-time comparison).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
+import math
 import os
 import re
 import time
@@ -52,25 +68,33 @@ from typing import Any
 
 import yaml
 
-from equirl.config import load_yaml
-from equirl.errors import ConfigError, EquirlError
+from equirl.config import load_yaml, parse_yaml, to_dict
+from equirl.errors import CheckpointError, ConfigError, EquirlError
 from equirl.registry import BASE, canonical_method
 from equirl.rl.config import RLConfig, load_rl_config
 from equirl.rl.lifecycle import effective_status, read_run
-from equirl.utils.io import write_json
+from equirl.utils.io import check_output_path, printable, read_json, write_json
 
 __all__ = [
+    "MAX_TRIALS",
     "SweepBase",
     "SweepResult",
     "SweepSpec",
     "Trial",
     "TrialOutcome",
+    "check_ray_address",
+    "check_scores",
     "expand_trials",
     "find_trial_dir",
     "load_sweep",
+    "read_manifest",
+    "run_fingerprint",
     "run_sweep",
     "run_trial",
     "sweep_bases",
+    "sweep_fingerprint",
+    "trial_dirs",
+    "trial_fingerprint",
 ]
 
 log = logging.getLogger(__name__)
@@ -78,6 +102,14 @@ log = logging.getLogger(__name__)
 #: grid keys with a meaning of their own (every other key is a dotted config key)
 _AXES = ("env", "method", "seed")
 _EXECUTORS = ("ray", "serial")
+#: the most trials a sweep may expand to (checked arithmetically, before anything is expanded)
+MAX_TRIALS = 10_000
+#: the most values (list items and mapping entries, aliases counted each time) a sweep file may hold
+_MAX_NODES = 100_000
+#: seconds to wait for a Ray cluster (``--address``) to answer
+RAY_CONNECT_TIMEOUT = 20.0
+#: written into every run directory a sweep trial ran in: the trial's name and fingerprint
+TRIAL_FILE = "sweep_trial.json"
 
 
 def _slug(s: str) -> str:
@@ -127,12 +159,27 @@ class SweepSpec:
     source: str | None = None
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def _values(key: str, raw: Any) -> list[Any]:
+    key = printable(key, 100)  # for messages: the key comes from the file
     if isinstance(raw, Mapping) and set(raw) == {"range"}:
         r = raw["range"]
-        if not (isinstance(r, list) and 1 <= len(r) <= 3 and all(isinstance(v, int) for v in r)):
+        if not (isinstance(r, list) and 1 <= len(r) <= 3 and all(_is_int(v) for v in r)):
             raise ConfigError(
                 f"grid.{key}: range must be [stop], [start, stop] or [start, stop, step] integers"
+            )
+        if len(r) == 3 and r[2] == 0:
+            raise ConfigError(f"grid.{key}: the step of range {r} must not be 0")
+        try:  # a range's length is arithmetic: nothing is expanded before the count is checked
+            n = len(range(*r))
+        except OverflowError:
+            n = MAX_TRIALS + 1
+        if n > MAX_TRIALS:
+            raise ConfigError(
+                f"grid.{key}: range {r} gives {n:,} values; a sweep has at most {MAX_TRIALS:,} trials"
             )
         vals: list[Any] = list(range(*r))
     elif isinstance(raw, list):
@@ -146,40 +193,114 @@ def _values(key: str, raw: Any) -> list[Any]:
     return vals
 
 
+def _count_values(data: Any, limit: int) -> int:
+    """How many values (list items, mapping keys and values) ``data`` holds, each shared reference (a
+    YAML alias) counted every time it is used; stops at ``limit + 1`` (no recursion)."""
+    n, stack = 0, [data]
+    while stack and n <= limit:
+        node = stack.pop()
+        n += 1
+        if isinstance(node, Mapping):
+            stack.extend(node.values())
+            n += len(node)
+        elif isinstance(node, (list, tuple)):
+            stack.extend(node)
+    return n
+
+
+def check_scores(scores: Any, where: str) -> dict[str, dict[str, float]]:
+    """A sweep's ``scores``: per env ``{min, max, threshold}`` finite numbers with ``min < max``
+    (one-line :class:`~equirl.errors.ConfigError` naming ``where`` and the env otherwise)."""
+    if scores is None:
+        return {}
+    if not isinstance(scores, Mapping):
+        raise ConfigError(f"{where}: `scores` must map env ids to {{min, max, threshold}}")
+    out: dict[str, dict[str, float]] = {}
+    for env, score in scores.items():
+        at = f"{where}: scores.{env}"
+        if not isinstance(score, Mapping) or set(score) != {"min", "max", "threshold"}:
+            raise ConfigError(
+                f"{at} must be a mapping {{min, max, threshold}} (numbers), not {score!r}"[:300]
+            )
+        vals = {}
+        for k in ("min", "max", "threshold"):
+            v = score[k]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ConfigError(f"{at}.{k} must be a finite number, not {v!r}"[:300])
+            vals[k] = float(v)
+        if not vals["min"] < vals["max"]:
+            raise ConfigError(f"{at}: min ({vals['min']:g}) must be less than max ({vals['max']:g})")
+        out[str(env)] = vals
+    return out
+
+
 def load_sweep(path: str | Path) -> SweepSpec:
     """Read a sweep file, a path or a shipped sweep's name (``smoke``: ``configs/sweeps/smoke.yaml``);
-    one-line :class:`~equirl.errors.ConfigError` on any problem."""
+    one-line :class:`~equirl.errors.ConfigError` on any problem: unknown keys, bad values, ``scores``
+    with ``min >= max``, a ``baseline`` that is none of the sweep's methods, more than
+    :data:`MAX_TRIALS` trials (counted before anything is expanded). The file is read by
+    :func:`equirl.config.load_yaml` only (strict YAML: size, depth and alias limits)."""
     from equirl.assets import find_config
 
     path = find_config(path, section="sweeps")
-    data = load_yaml(path)
+    try:
+        data = load_yaml(path)
+    except RecursionError:  # a parser without a depth limit
+        raise ConfigError(f"sweep file {path} is nested too deeply: refused") from None
+    if _count_values(data, _MAX_NODES) > _MAX_NODES:
+        raise ConfigError(
+            f"sweep file {path} holds more than {_MAX_NODES:,} values (YAML aliases expanded): refused"
+        )
     known = {"config", "grid", "timesteps", "eval", "set", "baseline", "scores"}
-    extra = sorted(set(data) - known)
+    extra = sorted(set(data) - known, key=str)
     if extra:
         raise ConfigError(
-            f"{path}: unknown sweep keys {', '.join(extra)} (known: {', '.join(sorted(known))})"
+            f"{path}: unknown sweep keys {', '.join(printable(k, 100) for k in extra)} "
+            f"(known: {', '.join(sorted(known))})"
         )
     bases = _bases(path, data.get("config"))
     grid_raw = data.get("grid") or {}
     if not isinstance(grid_raw, Mapping):
         raise ConfigError(f"{path}: `grid` must map keys to lists of values")
     grid = {str(k): _values(str(k), v) for k, v in grid_raw.items()}
+    _check_count(bases, grid, f"{path}: ")  # before anything else is resolved
     if "method" in grid:
         grid["method"] = [canonical_method(str(m)) for m in grid["method"]]
     timesteps = _timesteps(path, "timesteps", data.get("timesteps"))
     for k in ("eval", "set", "scores"):
         if not isinstance(data.get(k) or {}, Mapping):
             raise ConfigError(f"{path}: `{k}` must be a mapping")
-    return SweepSpec(
+    spec = SweepSpec(
         config=bases,
         grid=grid,
         timesteps=timesteps,
         eval=dict(data.get("eval") or {}),
         set=dict(data.get("set") or {}),
         baseline=canonical_method(str(data.get("baseline", BASE))),
-        scores={str(k): dict(v) for k, v in (data.get("scores") or {}).items()},
+        scores=check_scores(data.get("scores"), str(path)),
         source=str(path),
     )
+    if "baseline" in data:
+        methods = _methods(spec)
+        if spec.baseline not in methods:
+            raise ConfigError(
+                f"{path}: baseline {spec.baseline} is not a method of the sweep, so nothing would be "
+                f"compared with it (the sweep's methods: {', '.join(methods)})"
+            )
+    return spec
+
+
+def _methods(spec: SweepSpec) -> list[str]:
+    """The methods of a sweep's trials: the grid's ``method`` values, else those of its base configs."""
+    if "method" in spec.grid:
+        return [str(m) for m in spec.grid["method"]]
+    methods = []
+    for b in sweep_bases(spec):
+        fixed = [f"{k}={json.dumps(v)}" for k, v in b.set.items()]
+        m = load_rl_config(_resolve_base(b.config, spec.source), fixed).method
+        if m not in methods:
+            methods.append(m)
+    return methods
 
 
 def _timesteps(path: Path | str, key: str, value: Any) -> int | None:
@@ -203,10 +324,11 @@ def _bases(path: Path | str, raw: Any) -> str | list[SweepBase]:
         where = f"{path}: config[{i}]"
         if not isinstance(entry, Mapping) or not isinstance(entry.get("config"), str):
             raise ConfigError(f"{where} must be a config name / path or a mapping with a `config` key")
-        extra = sorted(set(entry) - {"config", "timesteps", "eval", "set", "label"})
+        extra = sorted(set(entry) - {"config", "timesteps", "eval", "set", "label"}, key=str)
         if extra:
             raise ConfigError(
-                f"{where}: unknown keys {', '.join(extra)} (known: config, eval, label, set, timesteps)"
+                f"{where}: unknown keys {', '.join(printable(k, 100) for k in extra)} "
+                "(known: config, eval, label, set, timesteps)"
             )
         if entry.get("label") is not None and not (isinstance(entry["label"], str) and entry["label"]):
             raise ConfigError(f"{where}.label must be a non-empty string")
@@ -249,6 +371,7 @@ class Trial:
     :param variant: the grid values other than env / method / seed (``""``: none).
     :param point: the grid point (key -> value).
     :param cfg: the resolved run config.
+    :param fingerprint: :func:`trial_fingerprint` of ``cfg`` (set by :func:`expand_trials`).
     """
 
     name: str
@@ -259,6 +382,45 @@ class Trial:
     variant: str
     point: dict[str, Any]
     cfg: RLConfig
+    fingerprint: str = ""
+
+
+def _fingerprint(data: Any) -> str:
+    """SHA-256 of the canonical JSON of a run config as plain data (every key but ``out``)."""
+    if isinstance(data, Mapping):
+        data = {k: v for k, v in data.items() if k != "out"}
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def trial_fingerprint(cfg: RLConfig) -> str:
+    """The fingerprint of a resolved run config: SHA-256 of its canonical JSON without ``out`` (read
+    back through YAML, as a run directory's ``config.yaml`` is, so both give the same digest)."""
+    return _fingerprint(parse_yaml(yaml.safe_dump(to_dict(cfg), sort_keys=False), "run config"))
+
+
+def run_fingerprint(run_dir: str | Path) -> str | None:
+    """The fingerprint of a run directory: the one a sweep recorded in it (:data:`TRIAL_FILE`), else
+    that of its ``config.yaml``; ``None`` when neither can be read."""
+    d = Path(run_dir)
+    if (d / TRIAL_FILE).is_file():
+        try:
+            fp = read_json(d / TRIAL_FILE, "sweep trial record").get("fingerprint")
+        except (ConfigError, AttributeError):
+            fp = None
+        if isinstance(fp, str) and re.fullmatch(r"[0-9a-f]{64}", fp):
+            return fp
+    try:
+        return _fingerprint(load_yaml(d / "config.yaml"))
+    except (ConfigError, RecursionError):
+        return None
+
+
+def _check_count(config: str | list[SweepBase], grid: Mapping[str, list[Any]], where: str = "") -> None:
+    """Refuse a sweep of more than :data:`MAX_TRIALS` trials (the count is a product: nothing expanded)."""
+    total = (1 if isinstance(config, str) else len(config)) * math.prod(len(v) for v in grid.values())
+    if total > MAX_TRIALS:
+        raise ConfigError(f"{where}the grid gives {total:,} trials; a sweep has at most {MAX_TRIALS:,}")
 
 
 def _label(key: str, value: Any) -> str:
@@ -284,9 +446,11 @@ def _absolute(path: str | None) -> str | None:
 
 
 def expand_trials(spec: SweepSpec, out: str | Path) -> list[Trial]:
-    """Every grid point as a :class:`Trial` with its validated config (``out``: the sweep folder)."""
+    """Every grid point as a :class:`Trial` with its validated config and fingerprint (``out``: the
+    sweep folder); at most :data:`MAX_TRIALS`, counted before anything is expanded."""
     import itertools
 
+    _check_count(spec.config, spec.grid)
     keys = list(spec.grid)
     trials: list[Trial] = []
     for b, combo in itertools.product(sweep_bases(spec), itertools.product(*(spec.grid[k] for k in keys))):
@@ -303,7 +467,9 @@ def expand_trials(spec: SweepSpec, out: str | Path) -> list[Trial]:
         variant = "+".join(labels + [_label(k, point[k]) for k in sorted(point) if k not in _AXES])
         exp = _slug(cfg.method + (f"+{variant}" if variant else ""))
         name = f"{_slug(cfg.env)}__{exp}__{cfg.seed}"
-        trials.append(Trial(name, cfg.env, cfg.method, cfg.seed, exp, variant, point, cfg))
+        trials.append(
+            Trial(name, cfg.env, cfg.method, cfg.seed, exp, variant, point, cfg, trial_fingerprint(cfg))
+        )
     names = [t.name for t in trials]
     if len(set(names)) != len(names):
         raise ConfigError(
@@ -312,13 +478,42 @@ def expand_trials(spec: SweepSpec, out: str | Path) -> list[Trial]:
     return trials
 
 
-def find_trial_dir(out: str | Path, name: str) -> Path | None:
-    """The newest run directory of trial ``name`` in ``out`` (``{name}__{time}[-k]``), if any."""
+def trial_dirs(out: str | Path, name: str) -> list[Path]:
+    """The run directories of trial ``name`` in ``out`` (``{name}__{time}[-k]`` holding a ``run.json``),
+    oldest first (by ``run.json``'s modification time)."""
     pat = re.compile(re.escape(name) + r"__\d+(-\d+)?$")
     root = Path(out)
     cands = [d for d in root.iterdir() if d.is_dir() and pat.match(d.name)] if root.is_dir() else []
-    cands = [d for d in cands if (d / "run.json").is_file()]
-    return max(cands, key=lambda d: (d / "run.json").stat().st_mtime) if cands else None
+    cands = [d for d in cands if (d / "run.json").is_file() and not d.is_symlink()]
+    return sorted(cands, key=lambda d: ((d / "run.json").stat().st_mtime, d.name))
+
+
+def find_trial_dir(out: str | Path, name: str, fingerprint: str | None = None) -> Path | None:
+    """The newest run directory of trial ``name`` in ``out`` (``{name}__{time}[-k]``), if any; with a
+    ``fingerprint``, the newest whose :func:`run_fingerprint` is that one (a directory of the same name
+    run with other settings is not this trial's)."""
+    cands = trial_dirs(out, name)
+    if fingerprint is not None:
+        cands = [d for d in cands if run_fingerprint(d) == fingerprint]
+    return cands[-1] if cands else None
+
+
+def _status(d: Path) -> str:
+    """The effective status of run directory ``d`` (``unreadable``: its ``run.json`` is corrupt)."""
+    try:
+        return effective_status(read_run(d))
+    except (CheckpointError, ConfigError):
+        return "unreadable"
+
+
+def _record_trial(d: Path, trial: Trial) -> None:
+    """Write :data:`TRIAL_FILE` into the trial's run directory (once; a failure is only logged)."""
+    if not trial.fingerprint or (d / TRIAL_FILE).exists():
+        return
+    try:
+        write_json(d / TRIAL_FILE, {"trial": trial.name, "fingerprint": trial.fingerprint})
+    except OSError as exc:
+        log.warning("could not write %s: %s", d / TRIAL_FILE, exc)
 
 
 @dataclass
@@ -342,34 +537,40 @@ class TrialOutcome:
 def run_trial(trial: Trial, out: str | Path, callbacks: list[Any] | None = None) -> TrialOutcome:
     """Run, resume or skip one trial (never raises for a failed run: the outcome says ``failed``).
 
+    The trial's run directory is the newest of its name *and fingerprint*
+    (:func:`find_trial_dir`): a directory of the same name with other settings is left alone and the
+    trial runs anew, into a new directory.
+
     :param callbacks: extra SB3 callbacks.
     """
     from equirl.rl.train import resume_training, run_training
 
     t0 = time.perf_counter()
-    d = find_trial_dir(out, trial.name)
+    fp = trial.fingerprint or None
+    d = find_trial_dir(out, trial.name, fp)
     action = "ran"
     try:
         if d is not None:
-            status = effective_status(read_run(d))
+            status = _status(d)
             if status == "finished":
                 return TrialOutcome(trial.name, "skipped", status, str(d))
             action = "resumed"
             res = resume_training(d, callbacks=callbacks)
         else:
             res = run_training(trial.cfg, exp_name=trial.exp, callbacks=callbacks)
+            _record_trial(Path(res.run_dir), trial)
         return TrialOutcome(
             trial.name, action, "finished", str(res.run_dir), res.final_mean, time.perf_counter() - t0
         )
     except Exception as exc:  # recorded, not fatal to the sweep (Ctrl-C / RunInterrupted still stop it)
-        d = find_trial_dir(out, trial.name)
-        status = effective_status(read_run(d)) if d is not None else "failed"
+        d = find_trial_dir(out, trial.name, fp)
+        status = _status(d) if d is not None else "failed"
         msg = " ".join(str(exc).split())[:300] or type(exc).__name__
         log.warning("trial %s failed: %s", trial.name, msg)
         return TrialOutcome(
             trial.name,
             "failed",
-            status if status != "running" else "failed",
+            status if status not in ("running", "finished") else "failed",
             None if d is None else str(d),
             seconds=time.perf_counter() - t0,
             error=f"{type(exc).__name__}: {msg}",
@@ -401,23 +602,94 @@ def _ray_trial(config: dict[str, Any], trials: list[Trial], out: str) -> None:
 
 @dataclass
 class SweepResult:
-    """A sweep session: the outcome of every trial, in grid order, and its wall time."""
+    """A sweep session: the outcome of every trial, in grid order, and its wall time.
+
+    :param changed: the trials whose earlier run directories were run with other settings (they ran
+        anew, beside those directories, which were left alone).
+    """
 
     out: Path
     outcomes: list[TrialOutcome]
     seconds: float
     executor: str
+    changed: list[str] = field(default_factory=list)
 
     def count(self, action: str) -> int:
         """How many trials had ``action`` (``skipped``, ``ran``, ``resumed``, ``failed``)."""
         return sum(o.action == action for o in self.outcomes)
 
 
+def _first_line(exc: BaseException) -> str:
+    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(exc)).strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return printable(lines[0] if lines else type(exc).__name__, 200)
+
+
+def _cluster_endpoint(address: str) -> tuple[str, int] | None:
+    """``(host, port)`` of a Ray cluster address (``auto``: the running cluster Ray's own files name;
+    ``ray://host:port``: the Ray client server); ``None`` when it cannot be worked out here (Ray then
+    says what is wrong).
+
+    :raises EquirlError: ``auto`` and no cluster is running.
+    """
+    import ray._private.services as services
+    from ray._common.network_utils import parse_address
+
+    addr = address.removeprefix("ray://")
+    if address == "auto":
+        try:
+            addr = services.canonicalize_bootstrap_address_or_die("auto")
+        except (ConnectionError, ValueError) as exc:
+            raise EquirlError(
+                f"--address auto: no running Ray cluster found ({_first_line(exc)}); start one with "
+                "`ray start --head`, or give HOST:PORT"
+            ) from None
+    parsed = parse_address(addr)
+    if parsed is None or not parsed[1].isdigit():
+        return None
+    return parsed[0], int(parsed[1])
+
+
+def check_ray_address(address: str, timeout: float = RAY_CONNECT_TIMEOUT) -> None:
+    """Check, before Ray tries (Ray retries a cluster it cannot reach for ever), that the cluster at
+    ``address`` accepts a connection within ``timeout`` seconds; one-line :class:`EquirlError` naming
+    the address otherwise."""
+    import socket
+
+    try:
+        endpoint = _cluster_endpoint(address)
+    except (ImportError, AttributeError):  # another Ray version: ray.init's own error (caught) then
+        return
+    if endpoint is None:
+        return
+    host, port = endpoint
+    where = address if address == f"{host}:{port}" else f"{address} ({host}:{port})"
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except TimeoutError:
+        raise EquirlError(
+            f"cannot reach the Ray cluster at {where}: no answer within {timeout:g} s "
+            "(is `ray start --head` running there, and the port open?)"
+        ) from None
+    except OSError as exc:
+        reason = (exc.strerror or str(exc) or type(exc).__name__).lower()
+        raise EquirlError(
+            f"cannot reach the Ray cluster at {where}: {reason} (is `ray start --head` running there?)"
+        ) from None
+
+
 def _ray_init(cpus: int | None, address: str | None) -> bool:
-    """Connect to ``address`` (a cluster) or start a local Ray with ``cpus`` CPUs (default: all cores),
-    unless Ray is up already; trial processes keep their working directory.
+    """Connect to ``address`` (a cluster, checked first by :func:`check_ray_address`) or start a local
+    Ray with ``cpus`` CPUs (default: all cores), unless Ray is up already; trial processes keep their
+    working directory.
+
+    A local sweep always starts its own Ray (``address="local"``): never a cluster that ``ray start``
+    left named in Ray's temporary folder (``/tmp/ray/ray_current_cluster``), dead or alive.
 
     :returns: whether Ray was started here (the caller shuts it down then).
+    :raises EquirlError: Ray is not installed, the cluster cannot be reached or refuses the driver, or
+        the local Ray does not start (one line).
     """
     try:
         import ray
@@ -427,14 +699,24 @@ def _ray_init(cpus: int | None, address: str | None) -> bool:
         return False
     runtime_env = {"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}}
     if address:
-        ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
+        check_ray_address(address)
+        try:
+            ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
+        except Exception as exc:  # Ray's errors are tracebacks of several lines
+            raise EquirlError(f"cannot connect to the Ray cluster at {address}: {_first_line(exc)}") from None
     else:
-        ray.init(
-            num_cpus=cpus or os.cpu_count() or 1,
-            include_dashboard=False,
-            runtime_env=runtime_env,
-            log_to_driver=False,
-        )
+        try:
+            ray.init(
+                address="local",
+                num_cpus=cpus or os.cpu_count() or 1,
+                include_dashboard=False,
+                runtime_env=runtime_env,
+                log_to_driver=False,
+            )
+        except Exception as exc:
+            raise EquirlError(
+                f"cannot start a local Ray (or use --executor serial): {_first_line(exc)}"
+            ) from None
     return True
 
 
@@ -507,6 +789,47 @@ def _run_tune(trials: list[Trial], out: Path, cpus: int | None, address: str | N
             ray.shutdown()
 
 
+def sweep_fingerprint(spec: SweepSpec, trials: list[Trial]) -> str:
+    """The fingerprint of a sweep: SHA-256 of its settings (without the file's path) and of its trials'
+    names and fingerprints (a base config edited in place changes it too)."""
+    settings = {k: v for k, v in asdict(spec).items() if k != "source"}
+    return _fingerprint({"sweep": settings, "trials": [[t.name, t.fingerprint] for t in trials]})
+
+
+def _manifest_entry(t: Trial) -> dict[str, Any]:
+    return {
+        "name": t.name,
+        "env": t.env,
+        "method": t.method,
+        "seed": t.seed,
+        "exp": t.exp,
+        "variant": t.variant,
+        "point": t.point,
+        "timesteps": t.cfg.timesteps,
+        "fingerprint": t.fingerprint,
+    }
+
+
+def read_manifest(out: str | Path) -> dict[str, Any] | None:
+    """``out/sweep.json`` (``None`` when there is none); one-line :class:`ConfigError` when it cannot be
+    read or is not a sweep manifest (it is never overwritten then)."""
+    p = Path(out) / "sweep.json"
+    if not p.exists():
+        return None
+    data = read_json(p, "sweep manifest")
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("sweep", {}), dict)
+        or not isinstance(data.get("trials", []), list)
+        or not all(isinstance(t, dict) and isinstance(t.get("name"), str) for t in data.get("trials", []))
+        or not isinstance(data.get("history", []), list)
+    ):
+        raise ConfigError(
+            f"{p} is not a sweep manifest equirl wrote (move it away to start a new sweep there)"
+        )
+    return data
+
+
 def run_sweep(
     spec: SweepSpec,
     out: str | Path,
@@ -516,42 +839,63 @@ def run_sweep(
     on_trial: Callable[[TrialOutcome], None] | None = None,
 ) -> SweepResult:
     """Run every trial of ``spec`` into ``out`` (resumable: see the module docstring) and write
-    ``out/sweep.json`` (the sweep, its trials and this session's outcomes).
+    ``out/sweep.json`` (the sweep, its fingerprint, its trials with theirs, this session's outcomes, and
+    under ``history`` every earlier sweep of other settings run into ``out``).
+
+    A trial skips or resumes only a run directory of its own fingerprint; one whose settings changed
+    runs anew, into a new directory (the old ones are kept and left out of the report).
 
     :param executor: ``ray`` or ``serial``.
     :param cpus: CPUs of the local Ray instance (default: all cores); one trial per CPU.
-    :param address: a running Ray cluster (``auto``; default ``$RAY_ADDRESS``, else a local instance).
+    :param address: a running Ray cluster (``auto``; default ``$RAY_ADDRESS``, else a local instance);
+        checked before anything is written (:func:`check_ray_address`).
     :param on_trial: called with each outcome (serial executor only: Ray reports at the end).
+    :raises ConfigError: a bad sweep, ``out`` not a writable folder, an unreadable ``sweep.json``.
+    :raises EquirlError: the Ray cluster cannot be reached.
     """
     if executor not in _EXECUTORS:
         raise ConfigError(f"executor must be one of {', '.join(_EXECUTORS)}, not {executor!r}")
-    out = Path(out).resolve()
+    out = check_output_path(Path(out).resolve(), "sweep folder --out")
     trials = expand_trials(spec, out)  # validation errors before anything runs
+    old = read_manifest(out)  # an unreadable one: refused before anything is written
+    done: dict[str, TrialOutcome] = {}
+    changed: list[str] = []
+    for t in trials:  # finished trials are skipped here, without starting anything
+        d = find_trial_dir(out, t.name, t.fingerprint)
+        if d is not None and _status(d) == "finished":
+            done[t.name] = TrialOutcome(t.name, "skipped", "finished", str(d))
+        elif d is None and trial_dirs(out, t.name):
+            changed.append(t.name)
+    todo = [t for t in trials if t.name not in done]
+    ray_address = address or os.environ.get("RAY_ADDRESS") or None
+    if executor == "ray" and todo and ray_address:
+        with _driver_env(ray_address):  # Ray reads RAY_AUTH_MODE when first imported
+            check_ray_address(ray_address)  # before anything is written
     out.mkdir(parents=True, exist_ok=True)
-    manifest = {
-        "sweep": asdict(spec),
-        "trials": [
+    fingerprint = sweep_fingerprint(spec, trials)
+    history = list((old or {}).get("history") or [])
+    if old is not None and old.get("fingerprint") != fingerprint:
+        history.append(
             {
-                "name": t.name,
-                "env": t.env,
-                "method": t.method,
-                "seed": t.seed,
-                "exp": t.exp,
-                "variant": t.variant,
-                "point": t.point,
-                "timesteps": t.cfg.timesteps,
+                **{k: old[k] for k in ("sweep", "fingerprint", "trials", "last_session") if k in old},
+                "replaced_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }
-            for t in trials
-        ],
+        )
+    if changed:
+        log.warning(
+            "%d trials of %s were run before with other settings: they run anew (the old run directories "
+            "are kept, and left out of the report)",
+            len(changed),
+            out,
+        )
+    manifest: dict[str, Any] = {
+        "sweep": asdict(spec),
+        "fingerprint": fingerprint,
+        "trials": [_manifest_entry(t) for t in trials],
+        "history": history,
     }
     write_json(out / "sweep.json", manifest)
     t0 = time.perf_counter()
-    done: dict[str, TrialOutcome] = {}
-    for t in trials:  # finished trials are skipped here, without starting anything
-        d = find_trial_dir(out, t.name)
-        if d is not None and effective_status(read_run(d)) == "finished":
-            done[t.name] = TrialOutcome(t.name, "skipped", "finished", str(d))
-    todo = [t for t in trials if t.name not in done]
     log.info("sweep %s: %d trials, %d finished already", out, len(trials), len(done))
     if not todo:
         outcomes = [done[t.name] for t in trials]
@@ -564,17 +908,18 @@ def run_sweep(
                 if on_trial is not None:
                     on_trial(o)
     else:
-        ran = _run_ray(todo, out, cpus, address or os.environ.get("RAY_ADDRESS") or None)
+        ran = _run_ray(todo, out, cpus, ray_address)
         by_name = {**done, **{o.name: o for o in ran}}
         outcomes = [by_name[t.name] for t in trials]
     seconds = time.perf_counter() - t0
     manifest["last_session"] = {
         "executor": executor,
         "seconds": seconds,
+        "changed": changed,
         "outcomes": [vars(o) for o in outcomes],
     }
     write_json(out / "sweep.json", manifest)
-    return SweepResult(out, outcomes, seconds, executor)
+    return SweepResult(out, outcomes, seconds, executor, changed)
 
 
 def dump_spec(spec: SweepSpec) -> str:

@@ -45,9 +45,9 @@ from typing import Any
 import numpy as np
 
 from equirl.bench.report import BenchTable, Column, save_plot, write_csv
-from equirl.errors import EquirlError
+from equirl.errors import ConfigError, EquirlError
 from equirl.rl.lifecycle import list_runs
-from equirl.utils.io import atomic_write_text
+from equirl.utils.io import atomic_write_text, read_json
 from equirl.utils.stats import (
     Interval,
     iqm,
@@ -97,49 +97,108 @@ class RunData:
         return (self.env, self.method, self.variant)
 
 
-def _trial_index(root: Path) -> dict[str, dict[str, Any]]:
-    p = root / "sweep.json"
-    if not p.is_file():
-        return {}
-    data = json.loads(p.read_text(encoding="utf-8"))
-    return {t["name"]: t for t in data.get("trials", [])}
+def _manifest(root: Path) -> dict[str, Any]:
+    """``root/sweep.json`` (``{}`` when there is none; one-line :class:`ConfigError` when unreadable)."""
+    from equirl.rl.sweep import read_manifest
+
+    return read_manifest(root) or {}
 
 
 def _sweep_scores(root: Path) -> dict[str, dict[str, float]]:
-    p = root / "sweep.json"
-    if not p.is_file():
-        return {}
-    return dict(json.loads(p.read_text(encoding="utf-8")).get("sweep", {}).get("scores") or {})
+    from equirl.rl.sweep import check_scores
+
+    sweep = _manifest(root).get("sweep") or {}
+    return check_scores(sweep.get("scores"), str(root / "sweep.json"))
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and bool(np.isfinite(v))
+
+
+def _read_evaluations(d: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The evaluation timesteps and mean returns of run directory ``d`` (one-line :class:`ConfigError`
+    naming ``evaluations.json`` when it is missing, truncated or malformed)."""
+    p = d / "evaluations.json"
+    ev = read_json(p, "evaluations")
+    evals = ev.get("evaluations") if isinstance(ev, dict) else None
+    if not isinstance(evals, list):
+        raise ConfigError(f"evaluations {p} has no list of evaluations")
+    for i, e in enumerate(evals):
+        if not (isinstance(e, dict) and _finite(e.get("timestep")) and _finite(e.get("mean_return"))):
+            raise ConfigError(f"evaluations {p}: entry {i} lacks a finite timestep and mean_return")
+    steps = np.asarray([e["timestep"] for e in evals], dtype=np.float64)
+    return steps, np.asarray([e["mean_return"] for e in evals], dtype=np.float64)
 
 
 def load_sweep_runs(root: str | Path) -> tuple[list[RunData], list[dict[str, Any]]]:
-    """The finished runs of a sweep folder and the others (``run.json`` entries: failed, stale...).
+    """The finished runs of a sweep folder and the others (``run.json`` entries: failed, stale,
+    ``unreadable`` (a corrupt ``run.json`` or ``evaluations.json``: ``error`` says which), ``outdated``).
 
-    Runs are grouped by the trial names of ``sweep.json`` when present (their ``variant``), else by
-    env and method.
+    With a ``sweep.json`` whose trials have fingerprints (:mod:`equirl.rl.sweep`), a run counts only
+    when it is its trial's run directory of the current settings (the newest of the trial's name and
+    fingerprint): a run of the same trial with other settings is ``outdated``, a run of no trial of the
+    sweep ``not in the sweep``; both are left out of the report. Runs are grouped by the trial names of
+    ``sweep.json`` when present (their ``variant``), else by env and method.
+
+    :raises ConfigError: ``root`` does not exist or is not a folder; ``sweep.json`` is unreadable.
     """
+    from equirl.rl.sweep import find_trial_dir
+
     root = Path(root)
-    index = _trial_index(root)
+    if not root.exists():
+        raise ConfigError(f"sweep folder {root} does not exist")
+    if not root.is_dir():
+        raise ConfigError(f"{root} is a file, not a sweep folder (give the --out folder of `equirl sweep`)")
+    index = {t["name"]: t for t in _manifest(root).get("trials", [])}
+    fingerprinted = bool(index) and all(isinstance(t.get("fingerprint"), str) for t in index.values())
+    current: dict[str, dict[str, Any]] = {}  # run directory name -> its trial
+    if fingerprinted:
+        for name, t in index.items():
+            d = find_trial_dir(root, name, t["fingerprint"])
+            if d is not None:
+                current[d.name] = t
     runs, other = [], []
     for info in list_runs(root):
         d = Path(info["run_dir"])
+        named = next((t for n, t in index.items() if d.name.startswith(n + "__")), None)
+        if fingerprinted:
+            trial = current.get(d.name)
+            if trial is None:
+                why = (
+                    ("outdated", "run with other settings than the sweep's current ones")
+                    if named is not None
+                    else ("not in the sweep", "no trial of sweep.json")
+                )
+                other.append({**info, "status": why[0], "error": why[1]})
+                continue
+        else:
+            trial = named
         if info["status"] != "finished":
             other.append(info)
             continue
-        ev = json.loads((d / "evaluations.json").read_text(encoding="utf-8"))
-        evals = ev.get("evaluations") or []
-        if not evals:
+        if (
+            not isinstance(info.get("env"), str)
+            or not isinstance(info.get("method"), str)
+            or info.get("seed") is None
+        ):
+            other.append(
+                {**info, "status": "unreadable", "error": f"{d / 'run.json'} lacks env, method or seed"}
+            )
+            continue
+        try:
+            steps, rets = _read_evaluations(d)
+        except ConfigError as exc:
+            other.append({**info, "status": "unreadable", "error": str(exc)})
+            continue
+        if not steps.size:
             other.append({**info, "status": "no evaluations"})
             continue
-        trial = next((t for n, t in index.items() if d.name.startswith(n + "__")), None)
-        steps = np.asarray([e["timestep"] for e in evals], dtype=np.float64)
-        rets = np.asarray([e["mean_return"] for e in evals], dtype=np.float64)
         best = (info.get("best") or {}).get("mean_return")
         runs.append(
             RunData(
                 env=str(info["env"]),
                 method=str(info["method"]),
-                variant=str(trial["variant"]) if trial else "",
+                variant=str(trial.get("variant") or "") if trial else "",
                 seed=int(info["seed"]),
                 budget=int(info.get("total_timesteps") or steps[-1]),
                 steps=steps,
@@ -150,6 +209,13 @@ def load_sweep_runs(root: str | Path) -> tuple[list[RunData], list[dict[str, Any
             )
         )
     return runs, other
+
+
+def _counts(other: list[dict[str, Any]]) -> dict[str, int]:
+    counts: dict[str, int] = defaultdict(int)
+    for o in other:
+        counts[str(o.get("status"))] += 1
+    return dict(counts)
 
 
 def _normalise(x: np.ndarray | float, score: dict[str, float]) -> Any:
@@ -275,19 +341,23 @@ def sweep_report(
     :param reps: bootstrap replicates.
     :param plots: also draw the PNG plots.
     :param hparams: also write TensorBoard's HParams view (``report/hparams/``; needs ``tensorboard``).
+    :raises ConfigError: ``root`` does not exist or is a file; ``sweep.json`` or ``scores`` are malformed.
     :raises EquirlError: no finished run in ``root``.
     """
     from equirl.registry import BASE
+    from equirl.rl.sweep import check_scores
 
     root = Path(root)
     runs, other = load_sweep_runs(root)
     if not runs:
-        raise EquirlError(f"{root}: no finished run to report on ({len(other)} unfinished)")
+        kinds = ", ".join(f"{n} {k}" for k, n in sorted(_counts(other).items()))
+        bad = next((o for o in other if o["status"] == "unreadable"), None)
+        why = f"; {bad['error']}" if bad is not None else ""
+        raise EquirlError(f"{root}: no finished run to report on ({kinds or 'no run directories'}){why}")
     if baseline is None:
-        p = root / "sweep.json"
-        sweep = json.loads(p.read_text(encoding="utf-8")).get("sweep", {}) if p.is_file() else {}
-        baseline = str(sweep.get("baseline") or BASE)
-    table = {**DEFAULT_SCORES, **_sweep_scores(root), **(scores or {})}
+        sweep = _manifest(root).get("sweep") or {}
+        baseline = str(sweep.get("baseline") or BASE) if isinstance(sweep, dict) else BASE
+    table = {**DEFAULT_SCORES, **_sweep_scores(root), **check_scores(scores, "scores")}
     by_group: dict[tuple[str, str, str], list[RunData]] = defaultdict(list)
     for r in sorted(runs, key=lambda r: (r.env, r.method, r.variant, r.seed)):
         by_group[r.group].append(r)
@@ -481,7 +551,7 @@ def _flat(prefix: str, value: Any, into: dict[str, Any]) -> None:
 def _hparams(folder: Path, runs: list[RunData], run_rows: list[dict[str, Any]]) -> list[Path]:
     """One TensorBoard HParams entry per run (its resolved config; final / best return and AUC as
     metrics) in ``folder/{run}``: ``tensorboard --logdir SWEEP`` shows them beside the runs' curves."""
-    import yaml
+    from equirl.config import load_yaml
 
     try:
         from torch.utils.tensorboard import SummaryWriter
@@ -496,7 +566,10 @@ def _hparams(folder: Path, runs: list[RunData], run_rows: list[dict[str, Any]]) 
         cfg_path = Path(r.run_dir) / "config.yaml"
         hp: dict[str, Any] = {}
         if cfg_path.is_file():
-            _flat("", yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}, hp)
+            try:
+                _flat("", load_yaml(cfg_path), hp)
+            except (ConfigError, RecursionError) as exc:  # the run's settings are left out, not the run
+                log.warning("HParams of %s without its config: %s", r.run_dir, exc)
         hp.pop("out", None)
         hp.update(env=r.env, method=r.method, variant=r.variant, seed=r.seed)
         metrics = {"hparam/final_return": r.final}

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from equirl.errors import EquirlError
+from equirl.utils.io import printable
 
 __all__ = ["ImageDataset", "load_digits", "load_image_folder", "split_dataset"]
 
@@ -67,6 +68,8 @@ def split_dataset(data: ImageDataset, n_test: int, seed: int = 0) -> tuple[Image
 def load_image_folder(root: str | Path, size: int | None = None, mode: str = "RGB") -> ImageDataset:
     """Load ``root/<class>/<image>`` (one sub-folder per class, sorted names) with PIL.
 
+    A class sub-folder without images is refused (one line naming it), not made a class of no images.
+
     :param root: the folder.
     :param size: resize every image to ``size x size`` (required when the images differ in size).
     :param mode: PIL mode, ``"RGB"`` (3 channels) or ``"L"`` (1 channel).
@@ -84,7 +87,12 @@ def load_image_folder(root: str | Path, size: int | None = None, mode: str = "RG
     arrays: list[np.ndarray] = []
     labels: list[int] = []
     for ci, c in enumerate(classes):
-        files = sorted(f for f in (root / c).iterdir() if f.suffix.lower() in _IMAGE_SUFFIXES)
+        files = sorted(f for f in (root / c).iterdir() if f.suffix.lower() in _IMAGE_SUFFIXES and f.is_file())
+        if not files:  # an empty folder would be a class no image belongs to
+            raise EquirlError(
+                f"class folder {printable(root / c)} has no images ({', '.join(sorted(_IMAGE_SUFFIXES))}): "
+                "add images or remove the folder"
+            )
         for f in files:
             try:
                 with Image.open(f) as raw:

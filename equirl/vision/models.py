@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from equirl.errors import CheckpointError, checkpoint_load_error
 from equirl.utils.io import atomic_write_bytes
 
-__all__ = ["SmallCNN", "load_cnn", "save_cnn"]
+__all__ = ["SmallCNN", "check_cnn_memory", "cnn_param_count", "load_cnn", "save_cnn"]
 
 _FORMAT = "equirl.vision.SmallCNN/1"
 
@@ -90,8 +90,72 @@ def save_cnn(model: SmallCNN, path: str | Path, meta: dict[str, Any] | None = No
     return atomic_write_bytes(path, buf.getvalue())
 
 
+def cnn_param_count(
+    in_channels: int = 1, num_classes: int = 10, image_size: int = 16, width: int = 16, hidden: int = 64
+) -> int:
+    """The number of parameters of ``SmallCNN(in_channels, num_classes, image_size, width, hidden)``,
+    computed without building it (a checkpoint or config declaring a huge size is refused up front)."""
+    conv = in_channels * width * 9 + width + width * 2 * width * 9 + 2 * width
+    fc = 2 * width * (image_size // 4) ** 2 * hidden + hidden
+    return conv + fc + hidden * num_classes + num_classes
+
+
+def check_cnn_memory(hparams: dict[str, int], where: str, error: type[Exception] = CheckpointError) -> int:
+    """Refuse (one line naming ``where``) a CNN whose float32 weights alone exceed this machine's RAM,
+    before any memory is allocated; returns the bytes its weights take."""
+    from equirl.utils.io import total_ram_bytes
+
+    need = 4 * cnn_param_count(**hparams)
+    ram = total_ram_bytes()
+    if ram is not None and need > ram:
+        sizes = ", ".join(f"{k}={v}" for k, v in hparams.items())
+        raise error(
+            f"{where}: a CNN with {sizes} would need {need / 1e9:.1f} GB for its weights but this machine "
+            f"has {ram / 1e9:.1f} GB of RAM; refused"
+        )
+    return need
+
+
+def _hparams(raw: Any, path: Path) -> dict[str, int]:
+    """The checkpoint's hyper-parameters, checked to be positive integers of :class:`SmallCNN`."""
+    names = ("in_channels", "num_classes", "image_size", "width", "hidden")
+    if not isinstance(raw, dict) or set(raw) - set(names):
+        extra = sorted(map(str, set(raw) - set(names))) if isinstance(raw, dict) else type(raw).__name__
+        raise CheckpointError(f"checkpoint {path} does not fit SmallCNN: unexpected hparams {extra}")
+    for k, v in raw.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise CheckpointError(f"checkpoint {path} declares hparams {k}={v!r}: not a positive integer")
+    return dict(raw)
+
+
+def _not_a_checkpoint(path: Path) -> str | None:
+    """Why ``path`` cannot be a torch checkpoint, judged from its first bytes (``None``: it may be one).
+
+    torch writes a zip archive (``PK``), older versions a pickle (``0x80``); anything else -- a text file,
+    an empty file -- would otherwise reach the unpickler and be reported as "pickled Python objects"."""
+    with open(path, "rb") as fh:
+        head = fh.read(4096)
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        return None
+    if not head:
+        return f"corrupt checkpoint {path}: the file is empty (not a torch checkpoint)"
+    try:
+        head.decode("utf-8")
+        text = b"\x00" not in head
+    except UnicodeDecodeError:
+        text = False
+    if text:
+        return f"{path} is a text file, not a torch checkpoint (not a zip archive; the wrong file?)"
+    return f"corrupt checkpoint {path}: not a torch checkpoint (neither a zip archive nor a pickle)"
+
+
 def load_cnn(path: str | Path) -> tuple[SmallCNN, dict[str, Any]]:
-    """Load a checkpoint written by :func:`save_cnn`; returns ``(model in eval mode, meta)``."""
+    """Load a checkpoint written by :func:`save_cnn`; returns ``(model in eval mode, meta)``.
+
+    :raises CheckpointError: one line: missing, not a torch checkpoint (a text file...), a pickled
+        Python object (weights only), not a vision CNN checkpoint, weights too large for this machine's RAM,
+        or weights that do not fit.
+    """
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(f"checkpoint {path} is a directory, not a file")
@@ -100,8 +164,15 @@ def load_cnn(path: str | Path) -> tuple[SmallCNN, dict[str, Any]]:
             f"checkpoint not found: {path} (create one with `equirl vision pretrain CONFIG`)"
         )
     try:  # weights only: a pickled Python object in the file is refused, never run
+        why = _not_a_checkpoint(path)
+        if why is not None:
+            raise CheckpointError(why)
         blob = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+    except CheckpointError:
+        raise
+    except pickle.UnpicklingError as exc:
+        if "weights only" not in str(exc).lower() and "weights_only" not in str(exc):
+            raise checkpoint_load_error(path, exc) from None  # a corrupt pickle, not a refused one
         raise CheckpointError(
             f"{path} holds pickled Python objects, not only tensors; not loaded (weights only)"
         ) from None
@@ -109,8 +180,10 @@ def load_cnn(path: str | Path) -> tuple[SmallCNN, dict[str, Any]]:
         raise checkpoint_load_error(path, exc) from None
     if not isinstance(blob, dict) or blob.get("format") != _FORMAT:
         raise CheckpointError(f"{path} is not an equirl vision CNN checkpoint")
+    hparams = _hparams(blob.get("hparams"), path)
+    check_cnn_memory(hparams, f"checkpoint {path}")
     try:
-        model = SmallCNN(**blob["hparams"])
+        model = SmallCNN(**hparams)
         model.load_state_dict(blob["state_dict"])
     except (KeyError, TypeError, RuntimeError) as exc:
         raise CheckpointError(

@@ -5,7 +5,9 @@ Configs are strict YAML (:mod:`equirl.config`): unknown keys and wrong types are
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +23,7 @@ from equirl.errors import CheckpointError, ConfigError, EquirlError
 from equirl.registry import AUTO, BASE, LAMBDA, canonical_method, get_method, method_names
 from equirl.symmetrizers import Canonicalize, EquiZero, LambdaEquiTune, Symmetrizer, get_proxy
 from equirl.train_loop import fit
-from equirl.utils.io import check_output_path
+from equirl.utils.io import check_output_path, printable
 from equirl.utils.progress import ProgressFn, subtask
 from equirl.vision.classifier import (
     evaluate_transforms,
@@ -32,7 +34,7 @@ from equirl.vision.classifier import (
 )
 from equirl.vision.data import ImageDataset, load_digits, load_image_folder, split_dataset
 from equirl.vision.groups import vision_action
-from equirl.vision.models import SmallCNN, load_cnn, save_cnn
+from equirl.vision.models import SmallCNN, check_cnn_memory, load_cnn, save_cnn
 from equirl.vision.select import DEFAULT_CLASSIFIER_CANDIDATES, ClassifierChoice, select_classifier_method
 
 __all__ = [
@@ -43,6 +45,7 @@ __all__ = [
     "auto_choice_path",
     "build_classifier",
     "check_fits",
+    "check_new_output",
     "evaluate_checkpoint",
     "finetune",
     "load_data",
@@ -219,19 +222,66 @@ def load_data(cfg: DataConfig) -> tuple[ImageDataset, ImageDataset]:
     else:
         assert cfg.root is not None
         data = load_image_folder(cfg.root, size=cfg.size, mode=cfg.mode)
+    if len(data.classes) < 2:
+        raise ConfigError(
+            f"data.root {printable(cfg.root)} has {len(data.classes)} class folder "
+            f"({_names(data.classes)}): a classifier needs at least 2 classes (one sub-folder per class)"
+        )
     if cfg.n_test >= len(data):
         raise ConfigError(f"data.n_test={cfg.n_test} leaves no training images ({len(data)} images in all)")
     return split_dataset(data, cfg.n_test, cfg.split_seed)
 
 
-def check_fits(net: SmallCNN, data: ImageDataset, where: str = "data") -> None:
-    """One-line error when the images do not fit the CNN (size or channels)."""
+def _names(classes: list[str], limit: int = 6) -> str:
+    shown = ", ".join(printable(c, 40) for c in classes[:limit])
+    return shown + (", ..." if len(classes) > limit else "")
+
+
+def check_fits(
+    net: SmallCNN, data: ImageDataset, where: str = "data", classes: list[str] | None = None
+) -> None:
+    """One-line error when the images do not fit the CNN (size or channels) or the data's classes are
+    not as many as the CNN's outputs (a 10-class CNN scored on 3 classes would print 0 %).
+
+    :param classes: the checkpoint's class names when it saved them (for the message).
+    """
     c, size = net.hparams["in_channels"], net.hparams["image_size"]
     if tuple(data.images.shape[1:]) != (c, size, size):
         raise ConfigError(
             f"{where}: images are {tuple(data.images.shape[1:])} but the CNN expects "
             f"({c}, {size}, {size}); set data.size: {size} (and the mode) to match the checkpoint"
         )
+    k = net.hparams["num_classes"]
+    if len(data.classes) != k:
+        saved = f" ({_names([str(c) for c in classes])})" if isinstance(classes, list) and classes else ""
+        raise ConfigError(
+            f"{where}: {len(data.classes)} classes ({_names(data.classes)}) but the checkpoint's CNN "
+            f"has {k}{saved}: use data with the checkpoint's classes"
+        )
+
+
+def check_new_output(
+    out: str | Path, overwrite: bool = False, inputs: tuple[str | Path, ...] = (), what: str = "out"
+) -> Path:
+    """Before any work: ``out`` can be written (:func:`~equirl.utils.io.check_output_path`) and does not
+    exist yet unless ``overwrite`` -- nothing saved is replaced unless asked for.
+
+    :param inputs: input files that ``out`` must not silently replace (the checkpoint being finetuned).
+    :raises ConfigError: one line naming ``out`` and ``--overwrite``.
+    """
+    p = check_output_path(out, what, kind="file")
+    if overwrite or not p.exists():
+        return p
+    for src in inputs:
+        with contextlib.suppress(OSError):
+            if os.path.samefile(p, src):
+                raise ConfigError(
+                    f"{what} {printable(p)} is the input checkpoint: it would be overwritten; set {what} to a "
+                    "new file, or pass --overwrite to replace it"
+                )
+    raise ConfigError(
+        f"{what} {printable(p)} already exists: set {what} to a new file, or pass --overwrite to replace it"
+    )
 
 
 def _steps(train: TrainConfig, n: int) -> int:
@@ -239,7 +289,7 @@ def _steps(train: TrainConfig, n: int) -> int:
 
 
 def pretrain(
-    cfg: PretrainConfig, save: bool = True, progress: ProgressFn | None = None
+    cfg: PretrainConfig, save: bool = True, progress: ProgressFn | None = None, overwrite: bool = False
 ) -> tuple[SmallCNN, dict[str, Any]]:
     """Train the small CNN on upright images only; returns ``(model, metrics)`` and saves ``cfg.out``.
 
@@ -247,9 +297,13 @@ def pretrain(
     torch's global state alone.
 
     :param progress: called as ``progress(done, total)``: the training steps, then the evaluation.
+    :param overwrite: replace an existing ``cfg.out`` (else refused before any work).
     """
     if save:
-        check_output_path(cfg.out, "out", kind="file")  # before any work
+        check_new_output(cfg.out, overwrite)  # before any work
+    size = {"image_size": cfg.data.size, "width": cfg.model.width, "hidden": cfg.model.hidden}
+    channels = 3 if cfg.data.source == "folder" and cfg.data.mode == "RGB" else 1
+    check_cnn_memory({"in_channels": channels, **size}, "model", ConfigError)  # before loading any data
     train_set, test_set = load_data(cfg.data)
     torch.manual_seed(cfg.train.seed)
     c = train_set.images.shape[1]
@@ -351,6 +405,7 @@ def finetune(
     save: bool = True,
     net: SmallCNN | None = None,
     progress: ProgressFn | None = None,
+    overwrite: bool = False,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Finetune a pretrained CNN's backbone and/or λ under ``cfg.method``; returns ``(classifier, metrics)``.
 
@@ -360,13 +415,24 @@ def finetune(
         ``train_backbone`` is on).
     :param progress: called as ``progress(done, total)``: evaluation before, training steps, evaluation
         after.
+    :param overwrite: replace an existing ``cfg.out`` -- even the input checkpoint (else refused before any
+        work).
     """
     if save and cfg.out:
-        check_output_path(cfg.out, "out", kind="file")  # before any work
+        check_new_output(cfg.out, overwrite, inputs=(cfg.checkpoint,) if net is None else ())
+        if cfg.method == AUTO:  # the choice and its evidence are written beside out
+            json_path = auto_choice_path(cfg.out)
+            for side in (json_path, json_path.with_suffix(".md")):
+                if side.exists() and not overwrite:
+                    raise ConfigError(
+                        f"{printable(side)} (method auto's choice, written beside out) already exists: set "
+                        "out to a new file, or pass --overwrite to replace it"
+                    )
+    meta: dict[str, Any] = {}
     if net is None:
-        net, _ = load_cnn(cfg.checkpoint)
+        net, meta = load_cnn(cfg.checkpoint)
     train_set, test_set = load_data(cfg.data)
-    check_fits(net, test_set)
+    check_fits(net, test_set, classes=meta.get("classes"))
     sub = train_set.subset(torch.arange(min(cfg.n_train, len(train_set))))
     torch.manual_seed(cfg.train.seed)
     if cfg.method == AUTO:
@@ -428,7 +494,9 @@ def finetune(
     metrics.update({f"before_{k}": v for k, v in before.items()})
     metrics.update({f"after_{k}": v for k, v in after.items()})
     if save and cfg.out:
-        _save_finetuned(net, model, cfg.method, cfg.group, cfg.proxy, cfg.prior_weight, metrics, cfg.out)
+        _save_finetuned(
+            net, model, cfg.method, cfg.group, cfg.proxy, cfg.prior_weight, metrics, cfg.out, test_set.classes
+        )
         metrics["path"] = str(cfg.out)
     return model, metrics
 
@@ -442,9 +510,11 @@ def _save_finetuned(
     prior_weight: float,
     metrics: dict[str, Any],
     out: str,
+    classes: list[str] | None = None,
 ) -> None:
     """Save the CNN with what :func:`load_finetuned` needs to rebuild ``model`` (λ / scorer weights)."""
     meta: dict[str, Any] = {
+        "classes": list(classes or []),
         "method": method,
         "group": group,
         "proxy": proxy,
@@ -509,7 +579,9 @@ def _finetune_auto(
     if save and cfg.out:
         proxy = getattr(getattr(model, "proxy", None), "__name__", cfg.proxy)
         prior = float(getattr(model, "prior_weight", cfg.prior_weight))
-        _save_finetuned(net, model, choice.method, cfg.group, proxy, prior, metrics, cfg.out)
+        _save_finetuned(
+            net, model, choice.method, cfg.group, proxy, prior, metrics, cfg.out, test_set.classes
+        )
         metrics["path"] = str(cfg.out)
         json_path, md_path = choice.save(auto_choice_path(cfg.out))
         metrics["auto_choice_json"], metrics["auto_choice_md"] = str(json_path), str(md_path)
@@ -585,7 +657,7 @@ def evaluate_checkpoint(
         given = group or str(meta.get("group", "rot90"))
         name = _GROUP_ALIASES.get(given, given)
         train, test = load_data(data or DataConfig())
-        check_fits(cnn, test)
+        check_fits(cnn, test, classes=meta.get("classes"))
         sub = train.subset(torch.arange(min(n_train, len(train))))
         choice = select_classifier_method(cnn, name, sub.images, sub.labels, seed=seed)
         if on_choice is not None:
