@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated
 
-from equirl.config import FieldError, check_range
+from equirl.config import FieldError, Range
 from equirl.registry import EQUITUNE, canonical_method, method_names
 
 __all__ = ["GPT2_METHODS", "Gpt2RunConfig"]
@@ -33,12 +34,12 @@ class Gpt2RunConfig:
     proxy: str = "entropy"
     attributes: list[str] = field(default_factory=lambda: ["gender", "color", "sexuality"])
     prompts: list[str] = field(default_factory=list)
-    max_new_tokens: int = 15
+    max_new_tokens: Annotated[int, Range(ge=1, le=100_000)] = 15
     do_sample: bool = True
-    top_k: int = 40
-    temperature: float = 1.0
-    seed: int = 0
-    samples_per_prompt: int = 1
+    top_k: Annotated[int, Range(ge=0)] = 40
+    temperature: Annotated[float, Range(gt=0)] = 1.0
+    seed: Annotated[int, Range(ge=0)] = 0
+    samples_per_prompt: Annotated[int, Range(ge=1, le=100_000)] = 1
     scorer: str = "lexicon"
     out: str | None = None
 
@@ -55,8 +56,3 @@ class Gpt2RunConfig:
                     prompt,
                     "must be non-empty text (the model continues it; give a few words)",
                 )
-        check_range("max_new_tokens", self.max_new_tokens, ge=1, le=100_000)
-        check_range("samples_per_prompt", self.samples_per_prompt, ge=1, le=100_000)
-        check_range("top_k", self.top_k, ge=0)
-        check_range("temperature", self.temperature, gt=0)
-        check_range("seed", self.seed, ge=0)

@@ -11,12 +11,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from torch import Tensor, nn
 
-from equirl.config import check_range, to_dict
+from equirl.config import Range, to_dict
 from equirl.errors import CheckpointError, ConfigError, checkpoint_load_error
 from equirl.language.equiscan import SymmetrizedSeq2Seq, exact_match, scan_symmetry
 from equirl.language.scan import ScanExample, canonical_split, scan_examples
@@ -55,11 +55,10 @@ class DataConfig:
 
     split: str = "add_jump"
     root: str | None = None
-    limit: int = 0
+    limit: Annotated[int, Range(ge=0)] = 0
 
     def __post_init__(self) -> None:
         canonical_split(self.split)
-        check_range("limit", self.limit, ge=0)
 
 
 @dataclass
@@ -67,37 +66,25 @@ class ModelConfig:
     """:param cell: ``rnn``, ``gru`` or ``lstm``."""
 
     cell: str = "lstm"
-    embedding: int = 32
-    hidden: int = 64
+    embedding: Annotated[int, Range(ge=1, le=1_000_000)] = 32
+    hidden: Annotated[int, Range(ge=1, le=1_000_000)] = 64
     attention: bool = True
-    dropout: float = 0.1
+    dropout: Annotated[float, Range(ge=0, lt=1)] = 0.1
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
             raise ValueError(f"model.cell must be one of {sorted(CELLS)}, got {self.cell!r}")
-        check_range("embedding", self.embedding, ge=1, le=1_000_000)
-        check_range("hidden", self.hidden, ge=1, le=1_000_000)
-        check_range("dropout", self.dropout, ge=0, lt=1)
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 8
-    batch_size: int = 64
-    lr: float = 2e-3
-    grad_clip: float = 5.0
-    seed: int = 0
-    max_len: int = 60
-    eval_examples: int = 1000
-
-    def __post_init__(self) -> None:
-        check_range("epochs", self.epochs, ge=0, le=1_000_000)
-        check_range("batch_size", self.batch_size, ge=1, le=1_000_000)
-        check_range("lr", self.lr, gt=0)
-        check_range("grad_clip", self.grad_clip, gt=0)
-        check_range("seed", self.seed, ge=0)
-        check_range("max_len", self.max_len, ge=2)
-        check_range("eval_examples", self.eval_examples, ge=1)
+    epochs: Annotated[int, Range(ge=0, le=1_000_000)] = 8
+    batch_size: Annotated[int, Range(ge=1, le=1_000_000)] = 64
+    lr: Annotated[float, Range(gt=0)] = 2e-3
+    grad_clip: Annotated[float, Range(gt=0)] = 5.0
+    seed: Annotated[int, Range(ge=0)] = 0
+    max_len: Annotated[int, Range(ge=2)] = 60
+    eval_examples: Annotated[int, Range(ge=1)] = 1000
 
 
 @dataclass

@@ -12,13 +12,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from equirl.config import FieldError, check_range
+from equirl.config import FieldError, Range
 from equirl.errors import CheckpointError, ConfigError, EquirlError
 from equirl.registry import AUTO, BASE, LAMBDA, canonical_method, get_method, method_names
 from equirl.symmetrizers import Canonicalize, EquiZero, LambdaEquiTune, Symmetrizer, get_proxy
@@ -75,48 +75,34 @@ class DataConfig:
     root: str | None = None
     size: int = 16
     mode: Literal["L", "RGB"] = "L"
-    n_test: int = 500
-    split_seed: int = 0
+    n_test: Annotated[int, Range(ge=1)] = 500
+    split_seed: Annotated[int, Range(ge=0)] = 0
 
     def __post_init__(self) -> None:
         if self.source == "folder" and not self.root:
             raise ValueError("data.root is required when data.source is 'folder'")
         if self.size < 8 or self.size % 4 or self.size > 4096:
             raise FieldError("size", self.size, "must be a multiple of 4 in [8, 4096]")
-        check_range("n_test", self.n_test, ge=1)
-        check_range("split_seed", self.split_seed, ge=0)
 
 
 @dataclass
 class TrainConfig:
     """Optimisation settings."""
 
-    epochs: int = 12
-    steps: int = 0
-    batch_size: int = 64
-    lr: float = 3e-3
-    weight_decay: float = 0.0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        check_range("epochs", self.epochs, ge=0, le=1_000_000)
-        check_range("steps", self.steps, ge=0, le=1_000_000_000)
-        check_range("batch_size", self.batch_size, ge=1, le=1_000_000)
-        check_range("lr", self.lr, gt=0)
-        check_range("weight_decay", self.weight_decay, ge=0)
-        check_range("seed", self.seed, ge=0)
+    epochs: Annotated[int, Range(ge=0, le=1_000_000)] = 12
+    steps: Annotated[int, Range(ge=0, le=1_000_000_000)] = 0
+    batch_size: Annotated[int, Range(ge=1, le=1_000_000)] = 64
+    lr: Annotated[float, Range(gt=0)] = 3e-3
+    weight_decay: Annotated[float, Range(ge=0)] = 0.0
+    seed: Annotated[int, Range(ge=0)] = 0
 
 
 @dataclass
 class ModelConfig:
     """The small CNN's size."""
 
-    width: int = 16
-    hidden: int = 64
-
-    def __post_init__(self) -> None:
-        check_range("width", self.width, ge=1, le=100_000)
-        check_range("hidden", self.hidden, ge=1, le=1_000_000)
+    width: Annotated[int, Range(ge=1, le=100_000)] = 16
+    hidden: Annotated[int, Range(ge=1, le=1_000_000)] = 64
 
 
 @dataclass
@@ -127,10 +113,7 @@ class PretrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     out: str = "runs/vision/cnn_digits.pt"
-    threads: int = 1
-
-    def __post_init__(self) -> None:
-        check_range("threads", self.threads, ge=1, le=4096)
+    threads: Annotated[int, Range(ge=1, le=4096)] = 1
 
 
 @dataclass
@@ -166,16 +149,16 @@ class FinetuneConfig:
     proxy: Literal["entropy", "max_prob"] = "entropy"
     train_backbone: bool = False
     train_lambda: bool = True
-    prior_weight: float = 1.0
-    task_weight: float = 0.0
-    n_train: int = 1000
+    prior_weight: Annotated[float, Range(ge=0)] = 1.0
+    task_weight: Annotated[float, Range(ge=0)] = 0.0
+    n_train: Annotated[int, Range(ge=1)] = 1000
     augment: bool = True
-    val_fraction: float = 0.0
-    patience: int | None = None
-    lambda_reg: float = 0.0
+    val_fraction: Annotated[float, Range(ge=0, lt=1)] = 0.0
+    patience: Annotated[int, Range(ge=1)] | None = None
+    lambda_reg: Annotated[float, Range(ge=0)] = 0.0
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=0, steps=300, lr=3e-3))
     out: str | None = "runs/vision/finetuned.pt"
-    threads: int = 1
+    threads: Annotated[int, Range(ge=1, le=4096)] = 1
 
     def __post_init__(self) -> None:
         vision_action(self.group)  # validates the name (GroupError is a ConfigError-like one-liner)
@@ -192,15 +175,6 @@ class FinetuneConfig:
                 bad or self.candidates,
                 f"must be a non-empty list of {', '.join(VISION_METHODS)}",
             )
-        check_range("n_train", self.n_train, ge=1)
-        check_range("prior_weight", self.prior_weight, ge=0)
-        check_range("task_weight", self.task_weight, ge=0)
-        check_range("lambda_reg", self.lambda_reg, ge=0)
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-        if self.patience is not None:
-            check_range("patience", self.patience, ge=1)
-        check_range("threads", self.threads, ge=1, le=4096)
         if self.method == AUTO:
             if self.train_backbone:
                 raise ValueError(
