@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from equirl.utils.io import atomic_write, json_dumps
+from equirl.utils.io import atomic_write, atomic_write_text, json_dumps
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -225,14 +226,12 @@ def write_csv(
     def cell(v: Any) -> Any:
         return format(v, float_format) if float_format and isinstance(v, float) else v
 
-    def write(p: Path) -> None:
-        with p.open("w", newline="", encoding="utf-8") as fh:
-            w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
-            w.writeheader()
-            for r in rows:
-                w.writerow({k: cell(v) for k, v in r.items()})
-
-    return atomic_write(path, write)
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: cell(v) for k, v in r.items()})
+    return atomic_write_text(path, buf.getvalue())
 
 
 def json_rows(rows: Sequence[Row], columns: Sequence[str] | None = None) -> str:

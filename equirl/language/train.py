@@ -6,7 +6,6 @@ import dataclasses
 import logging
 import math
 import os
-import pickle
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,13 +16,21 @@ import torch
 from torch import Tensor, nn
 
 from equirl.config import Range, to_dict
-from equirl.errors import CheckpointError, ConfigError, checkpoint_load_error
+from equirl.errors import CheckpointError, ConfigError
 from equirl.language.equiscan import SymmetrizedSeq2Seq, exact_match, scan_symmetry
 from equirl.language.scan import ScanExample, canonical_split, scan_examples
 from equirl.language.seq2seq import CELLS, PAD, Seq2Seq, batch_examples, greedy_decode, scan_vocabs
 from equirl.registry import BASE, EQUIZERO, canonical_method, get_method, method_names
 from equirl.train_loop import fit
-from equirl.utils.io import atomic_write, json_dumps, printable
+from equirl.utils.io import (
+    atomic_write_bytes,
+    atomic_write_text,
+    json_dumps,
+    printable,
+    replace_dir,
+    torch_load_weights,
+    torch_save_bytes,
+)
 from equirl.utils.progress import ProgressFn, subtask
 
 log = logging.getLogger(__name__)
@@ -205,28 +212,7 @@ def save_checkpoint(path: str | Path, model: Seq2Seq, cfg: PretrainConfig, metri
         "state_dict": model.state_dict(),
         "metrics": metrics,
     }
-    return atomic_write(path, lambda p: torch.save(blob, p))
-
-
-def _not_a_checkpoint(path: Path) -> str | None:
-    """Why ``path`` cannot be a torch checkpoint, judged from its first bytes (``None``: it may be one).
-
-    torch writes a zip archive (``PK``), older versions a pickle (``0x80``); anything else -- a text file,
-    an empty file -- would otherwise reach the unpickler and be reported as "pickled Python objects"."""
-    with open(path, "rb") as fh:
-        head = fh.read(4096)
-    if head[:2] == b"PK" or head[:1] == b"\x80":
-        return None
-    if not head:
-        return f"corrupt checkpoint {path}: the file is empty (not a torch checkpoint)"
-    try:
-        head.decode("utf-8")
-        text = b"\x00" not in head
-    except UnicodeDecodeError:
-        text = False
-    if text:
-        return f"{path} is a text file, not a torch checkpoint (not a zip archive; the wrong file?)"
-    return f"corrupt checkpoint {path}: not a torch checkpoint (neither a zip archive nor a pickle)"
+    return atomic_write_bytes(path, torch_save_bytes(blob))
 
 
 def load_checkpoint(path: str | Path) -> tuple[Seq2Seq, PretrainConfig]:
@@ -238,21 +224,7 @@ def load_checkpoint(path: str | Path) -> tuple[Seq2Seq, PretrainConfig]:
         p = p / "model.pt"
     if not p.is_file():
         raise CheckpointError(f"checkpoint not found: {p}")
-    try:  # weights only: a pickled Python object in the file is refused, never run
-        why = _not_a_checkpoint(p)
-        if why is not None:
-            raise CheckpointError(why)
-        blob = torch.load(p, map_location="cpu", weights_only=True)
-    except CheckpointError:
-        raise
-    except pickle.UnpicklingError as exc:
-        if "weights only" not in str(exc).lower() and "weights_only" not in str(exc):
-            raise checkpoint_load_error(p, exc) from None  # a corrupt pickle, not a refused one
-        raise CheckpointError(
-            f"{p} holds pickled Python objects, not only tensors; not loaded (weights only)"
-        ) from None
-    except Exception as exc:  # torch raises many types for corrupt files
-        raise checkpoint_load_error(p, exc) from None
+    blob = torch_load_weights(p)  # weights only: a pickled Python object is refused, never run
     if not isinstance(blob, dict) or blob.get("format") != "equirl.language.seq2seq/1":
         raise CheckpointError(f"{p} is not an equirl SCAN seq2seq checkpoint")
     if not isinstance(blob.get("config"), dict) or not isinstance(blob.get("state_dict"), dict):
@@ -368,20 +340,6 @@ def _check_run_out(out_dir: Path, overwrite: bool) -> None:
         )
 
 
-def _replace_dir(new: Path, final: Path) -> None:
-    """Move the finished run folder ``new`` onto ``final`` (an older run), then delete the older run."""
-    import shutil
-
-    old = final.with_name(f".{final.name}.old-{os.getpid()}")
-    os.replace(final, old)
-    try:
-        os.replace(new, final)
-    except OSError:
-        os.replace(old, final)  # put the previous run back
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def pretrain(
     cfg: PretrainConfig,
     out_dir: str | Path | None = None,
@@ -463,10 +421,10 @@ def pretrain(
             writer.add_scalar("eval/test_exact_match", metrics["test_exact_match"], cfg.train.epochs)
             writer.close()
         save_checkpoint(tmp / "model.pt", model, cfg, metrics)
-        (tmp / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        (tmp / "metrics.json").write_text(json_dumps(metrics, indent=1))
+        atomic_write_text(tmp / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        atomic_write_text(tmp / "metrics.json", json_dumps(metrics, indent=1))
     if build != final:
-        _replace_dir(build, final)
+        replace_dir(build, final)
     return final, metrics
 
 

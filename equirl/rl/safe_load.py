@@ -288,7 +288,7 @@ def check_tensor_files(zpath: str | Path) -> None:
             except CheckpointError as exc:
                 why = (
                     "holds pickled Python objects, not only tensors"
-                    if "not a weights-only file" in str(exc)
+                    if "pickled Python objects" in str(exc)
                     else f"cannot be read as weights ({exc})"
                 )
                 raise CheckpointError(

@@ -47,7 +47,7 @@ import numpy as np
 from equirl.bench.report import BenchTable, Column, save_plot, write_csv
 from equirl.errors import ConfigError, EquirlError
 from equirl.rl.lifecycle import list_runs
-from equirl.utils.io import atomic_write_text, read_json
+from equirl.utils.io import atomic_write_text, read_json, remove_file
 from equirl.utils.stats import (
     Interval,
     iqm,
@@ -530,7 +530,7 @@ def sweep_report(
     if problems:
         rep.files.append(write_csv(out / "problems.csv", problems) or out)
     else:  # an earlier report's list would be stale
-        (out / "problems.csv").unlink(missing_ok=True)
+        remove_file(out / "problems.csv")
     if plots:
         rep.files += _plots(out, by_group, table, agg_rows, reps)
     if hparams:

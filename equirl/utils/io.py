@@ -246,6 +246,20 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     return atomic_write(path, lambda p: p.write_bytes(data))
 
 
+def replace_dir(new: str | Path, final: str | Path) -> None:
+    """Move the finished folder ``new`` onto ``final`` (an older one the user asked to replace), then
+    delete the older one; if the move fails, the older folder is put back."""
+    new, final = Path(new), Path(final)
+    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    os.replace(final, old)
+    try:
+        os.replace(new, final)
+    except OSError:
+        os.replace(old, final)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Build a directory under a temporary name and rename it to ``path`` only on success.
@@ -677,40 +691,71 @@ def find_global(module: str, name: str) -> Any:
 MAX_WEIGHTS_BYTES = 4 * 2**30
 
 
-def torch_load_weights(src: str | Path | bytes, what: str = "checkpoint") -> Any:
-    """``torch.load(..., weights_only=True)`` of a file or bytes from an untrusted source, after
-    bounding its pickle's structure (:func:`check_pickle_structure`) and its members' declared sizes;
-    errors are one-line :class:`~equirl.errors.CheckpointError` s (see
-    :func:`~equirl.errors.checkpoint_load_error`)."""
+def _not_a_checkpoint(head: bytes, label: str) -> str | None:
+    """Why bytes starting with ``head`` cannot be a torch checkpoint (``None``: they may be one). torch
+    writes a zip archive (``PK``), older versions a pickle (``0x80``); anything else -- a text file, an
+    empty file -- would otherwise reach the unpickler and be reported as "pickled Python objects"."""
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        return None
+    if not head:
+        return f"corrupt checkpoint {label}: the file is empty (not a torch checkpoint)"
+    if _looks_like_text(head):
+        return f"{label} is a text file, not a torch checkpoint (not a zip archive; the wrong file?)"
+    return f"corrupt checkpoint {label}: not a torch checkpoint (neither a zip archive nor a pickle)"
+
+
+def torch_load_weights(src: str | Path | bytes, what: str | None = None) -> Any:
+    """``torch.load(..., weights_only=True)`` of a file (or bytes) from an untrusted source -- the one
+    place equirl reads torch files. Before torch sees it: its size against RAM, its first bytes (a text
+    or empty file is named as such), its zip members' declared sizes (zip bombs) and its pickle's
+    structure (:func:`check_pickle_structure`). Every failure is one :class:`~equirl.errors.CheckpointError`
+    line naming ``what`` (default: the path): a pickled Python object is refused, never run.
+    """
     import io as _io
+    import pickle
     import zipfile
 
     import torch
 
     from equirl.errors import CheckpointError, checkpoint_load_error
 
-    try:
-        blob = src if isinstance(src, bytes) else Path(src).read_bytes()
-    except OSError as exc:
-        raise checkpoint_load_error(src, exc) from None
-    if zipfile.is_zipfile(_io.BytesIO(blob)):
+    label = what or str(src)
+    if isinstance(src, bytes):
+        blob = src
+    else:
+        p = Path(src)
+        try:
+            size = p.stat().st_size
+            ram = total_ram_bytes()
+            if size > MAX_WEIGHTS_BYTES or (ram is not None and size > ram // 2):
+                raise CheckpointError(f"checkpoint {label} is {size / 2**30:.1f} GiB: too large to load here")
+            blob = p.read_bytes()
+        except OSError as exc:
+            raise checkpoint_load_error(label, exc) from None
+    why = _not_a_checkpoint(blob[:4096], label)
+    if why is not None:
+        raise CheckpointError(why)
+    if blob[:2] == b"PK":
         try:
             with zipfile.ZipFile(_io.BytesIO(blob)) as z:
-                check_zip_members(z, what)
+                check_zip_members(z, f"checkpoint {label}")
                 for info in z.infolist():
                     if info.filename.endswith("data.pkl"):
                         check_pickle_structure(z.read(info), persistent=True)
         except RefusedGlobal as exc:
-            raise CheckpointError(f"{what} is refused: it holds {exc}") from None
-        except zipfile.BadZipFile as exc:
-            raise checkpoint_load_error(src if not isinstance(src, bytes) else what, exc) from None
-    elif blob[:1] != b"\x80":  # neither torch's zip format nor a legacy pickle
-        kind = "a text file" if _looks_like_text(blob) else "not a torch checkpoint"
-        raise CheckpointError(f"{what} is {kind}, not a torch checkpoint (truncated or the wrong file?)")
+            raise CheckpointError(f"checkpoint {label} is refused: it holds {exc}") from None
+        except (zipfile.BadZipFile, EOFError, ValueError) as exc:
+            raise checkpoint_load_error(label, exc) from None
     try:
         return torch.load(_io.BytesIO(blob), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise checkpoint_load_error(src if not isinstance(src, bytes) else what, exc) from None
+    except pickle.UnpicklingError as exc:
+        if "weights only" not in str(exc).lower() and "weights_only" not in str(exc):
+            raise checkpoint_load_error(label, exc) from None  # a corrupt pickle, not a refused one
+        raise CheckpointError(
+            f"{label} holds pickled Python objects, not only tensors; not loaded (weights only)"
+        ) from None
+    except Exception as exc:  # torch raises many types for corrupt files
+        raise checkpoint_load_error(label, exc) from None
 
 
 def _looks_like_text(blob: bytes) -> bool:

@@ -6,16 +6,13 @@ The network exposes ``features(x)`` (the backbone) and ``head`` (a linear classi
 
 from __future__ import annotations
 
-import io
-import pickle
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
-from equirl.errors import CheckpointError, checkpoint_load_error
-from equirl.utils.io import atomic_write_bytes
+from equirl.errors import CheckpointError
+from equirl.utils.io import atomic_write_bytes, torch_load_weights, torch_save_bytes
 
 __all__ = ["SmallCNN", "check_cnn_memory", "cnn_param_count", "load_cnn", "save_cnn"]
 
@@ -77,17 +74,13 @@ class SmallCNN(nn.Module):
 
 def save_cnn(model: SmallCNN, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
     """Save ``model`` (hyper-parameters + weights + ``meta``) atomically to ``path``."""
-    buf = io.BytesIO()
-    torch.save(
-        {
-            "format": _FORMAT,
-            "hparams": model.hparams,
-            "state_dict": model.state_dict(),
-            "meta": dict(meta or {}),
-        },
-        buf,
-    )
-    return atomic_write_bytes(path, buf.getvalue())
+    blob = {
+        "format": _FORMAT,
+        "hparams": model.hparams,
+        "state_dict": model.state_dict(),
+        "meta": dict(meta or {}),
+    }
+    return atomic_write_bytes(path, torch_save_bytes(blob))
 
 
 def cnn_param_count(
@@ -128,27 +121,6 @@ def _hparams(raw: Any, path: Path) -> dict[str, int]:
     return dict(raw)
 
 
-def _not_a_checkpoint(path: Path) -> str | None:
-    """Why ``path`` cannot be a torch checkpoint, judged from its first bytes (``None``: it may be one).
-
-    torch writes a zip archive (``PK``), older versions a pickle (``0x80``); anything else -- a text file,
-    an empty file -- would otherwise reach the unpickler and be reported as "pickled Python objects"."""
-    with open(path, "rb") as fh:
-        head = fh.read(4096)
-    if head[:2] == b"PK" or head[:1] == b"\x80":
-        return None
-    if not head:
-        return f"corrupt checkpoint {path}: the file is empty (not a torch checkpoint)"
-    try:
-        head.decode("utf-8")
-        text = b"\x00" not in head
-    except UnicodeDecodeError:
-        text = False
-    if text:
-        return f"{path} is a text file, not a torch checkpoint (not a zip archive; the wrong file?)"
-    return f"corrupt checkpoint {path}: not a torch checkpoint (neither a zip archive nor a pickle)"
-
-
 def load_cnn(path: str | Path) -> tuple[SmallCNN, dict[str, Any]]:
     """Load a checkpoint written by :func:`save_cnn`; returns ``(model in eval mode, meta)``.
 
@@ -163,21 +135,7 @@ def load_cnn(path: str | Path) -> tuple[SmallCNN, dict[str, Any]]:
         raise CheckpointError(
             f"checkpoint not found: {path} (create one with `equirl vision pretrain CONFIG`)"
         )
-    try:  # weights only: a pickled Python object in the file is refused, never run
-        why = _not_a_checkpoint(path)
-        if why is not None:
-            raise CheckpointError(why)
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except CheckpointError:
-        raise
-    except pickle.UnpicklingError as exc:
-        if "weights only" not in str(exc).lower() and "weights_only" not in str(exc):
-            raise checkpoint_load_error(path, exc) from None  # a corrupt pickle, not a refused one
-        raise CheckpointError(
-            f"{path} holds pickled Python objects, not only tensors; not loaded (weights only)"
-        ) from None
-    except Exception as exc:
-        raise checkpoint_load_error(path, exc) from None
+    blob = torch_load_weights(path)  # weights only: a pickled Python object is refused, never run
     if not isinstance(blob, dict) or blob.get("format") != _FORMAT:
         raise CheckpointError(f"{path} is not an equirl vision CNN checkpoint")
     hparams = _hparams(blob.get("hparams"), path)
