@@ -469,6 +469,8 @@ def _range_of(tp: Any, loc: tuple[Any, ...]) -> tuple[Range, Any] | None:
     """The :class:`Range` (and the numeric type it bounds) that applies at ``loc`` inside a field of
     type ``tp`` (``net_arch[1]``: the list's item type)."""
     for part in (*loc, None):
+        if get_origin(tp) in (Union, types.UnionType):  # ``X | None``: the bound is on X
+            tp = next((a for a in get_args(tp) if a is not type(None)), tp)
         if get_origin(tp) is typing.Annotated:
             base, *meta = get_args(tp)
             rng = next((m for m in meta if isinstance(m, Range)), None)
@@ -586,7 +588,10 @@ def from_dict(cls: type[C], data: Mapping[str, Any], where: str = "") -> C:
         if n not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
     ]
     if missing:
-        raise ConfigError(f"missing required key{'s' if len(missing) > 1 else ''}: {', '.join(missing)}")
+        prefix = f"{where}." if where else ""
+        raise ConfigError(
+            f"missing required key{'s' if len(missing) > 1 else ''}: {', '.join(prefix + m for m in missing)}"
+        )
     try:
         obj = cls(**kwargs)
     except FieldError as exc:

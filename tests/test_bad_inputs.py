@@ -456,14 +456,13 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     QRDQN("MlpPolicy", "CartPole-v1", buffer_size=10, policy_kwargs={"net_arch": [8], "n_quantiles": 5}).save(
         tmp / "qrdqn.zip"
     )
-    from equirl.language.train import PretrainConfig, build_model, save_checkpoint
+    from equirl.language.train import ModelConfig, PretrainConfig, build_model, save_checkpoint
     from equirl.vision.models import SmallCNN, save_cnn
 
     save_cnn(SmallCNN(in_channels=1, image_size=16, width=2, hidden=4), tmp / "vision_cnn.pt")
     blob = (tmp / "vision_cnn.pt").read_bytes()
     (tmp / "trunc.pt").write_bytes(blob[: len(blob) // 2])
-    lcfg = PretrainConfig()
-    lcfg.model.hidden = lcfg.model.embedding = 4
+    lcfg = PretrainConfig(model=ModelConfig(hidden=4, embedding=4))
     save_checkpoint(tmp / "lang.pt", build_model(lcfg.model), lcfg, {})
     return {
         "tmp": str(tmp),

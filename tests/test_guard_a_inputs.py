@@ -231,10 +231,9 @@ def test_guard_a_gpt2_empty_prompt(prompts: str, capsys: pytest.CaptureFixture[s
 
 def _lang_blob(path: Path, hidden: int, embedding: int = 32) -> Path:
     from equirl.config import to_dict
-    from equirl.language.train import PretrainConfig
+    from equirl.language.train import ModelConfig, PretrainConfig
 
-    cfg = PretrainConfig()
-    cfg.model.hidden, cfg.model.embedding = hidden, embedding
+    cfg = PretrainConfig(model=ModelConfig(hidden=hidden, embedding=embedding))
     blob = {"format": "equirl.language.seq2seq/1", "config": to_dict(cfg), "state_dict": {}, "metrics": {}}
     torch.save(blob, path)
     return path
@@ -327,7 +326,7 @@ def test_guard_a_spec_misspelt_verify_attribute(tmp_path: Path, capsys: pytest.C
     assert "verify.attribute 'stat'" in line and "state" in line
     spec.write_text(CARTPOLE_SPEC.replace("  attribute: state", "  atribute: state"))
     line = one_line_error(["check-symmetry", str(spec), "--steps", "2"], capsys)
-    assert "atribute" in line and "allowed: atol, attribute, generators, method, reason" in line
+    assert "atribute" in line and "allowed in verify: atol, attribute, generators, method, reason" in line
     spec.write_text(CARTPOLE_SPEC.replace("  attribute: state", "  attribute: __class__"))
     line = one_line_error(["check-symmetry", str(spec), "--steps", "2"], capsys)
     assert "verify.attribute" in line

@@ -355,7 +355,7 @@ def _train(args: argparse.Namespace, console: Any) -> int:
     else:
         cfg = _load_cfg(args)
         if args.init_from:
-            cfg.init_from = args.init_from
+            cfg = dataclasses.replace(cfg, init_from=args.init_from)
         if args.method == AUTO and cfg.method != AUTO:  # the config's options belong to its own method
             cfg = dataclasses.replace(cfg, method=AUTO, method_kwargs={})
         elif args.method:  # re-validates method_kwargs against the new method

@@ -14,7 +14,7 @@ __all__ = ["GPT2_METHODS", "Gpt2RunConfig"]
 GPT2_METHODS = method_names(learned_scorer=False)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Gpt2RunConfig:
     """:param model: a hub name (``gpt2``), a local folder, or ``tiny`` (random weights, offline).
     :param tokenizer: ``default`` (real GPT-2 tokenizer from shared data, else a small local BPE), a folder
@@ -44,7 +44,7 @@ class Gpt2RunConfig:
     out: str | None = None
 
     def __post_init__(self) -> None:
-        self.method = canonical_method(self.method)
+        object.__setattr__(self, "method", canonical_method(self.method))
         if self.method not in GPT2_METHODS:
             raise FieldError("method", self.method, f"must be one of {', '.join(GPT2_METHODS)}")
         if self.variant.replace("-", "").lower() not in ("equigpt2", "requigpt2"):

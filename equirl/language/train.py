@@ -54,7 +54,7 @@ __all__ = [
 ]
 
 
-@dataclass
+@dataclass(frozen=True)
 class DataConfig:
     """:param split: SCAN split (``simple``, ``add_jump``, ``around_right``, ``length``...).
     :param root: folder of official SCAN files; ``null`` generates them from the grammar.
@@ -68,7 +68,7 @@ class DataConfig:
         canonical_split(self.split)
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelConfig:
     """:param cell: ``rnn``, ``gru`` or ``lstm``."""
 
@@ -83,7 +83,7 @@ class ModelConfig:
             raise ValueError(f"model.cell must be one of {sorted(CELLS)}, got {self.cell!r}")
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     epochs: Annotated[int, Range(ge=0, le=1_000_000)] = 8
     batch_size: Annotated[int, Range(ge=1, le=1_000_000)] = 64
@@ -94,7 +94,7 @@ class TrainConfig:
     eval_examples: Annotated[int, Range(ge=1)] = 1000
 
 
-@dataclass
+@dataclass(frozen=True)
 class PretrainConfig:
     """The schema of ``configs/language/*.yaml`` (``equirl language pretrain CONFIG``)."""
 

@@ -47,7 +47,7 @@ Count = Annotated[int, Range(ge=0)]
 NetArch = list[Annotated[int, Range(ge=1, le=MAX_LAYER)]]
 
 
-@dataclass
+@dataclass(frozen=True)
 class HyperParams:
     """SB3 DQN / QR-DQN hyperparameters (RL-zoo names)."""
 
@@ -154,7 +154,7 @@ def _sde_kwargs(hp: Any, kw: dict[str, Any]) -> dict[str, Any]:
     return kw if hp.use_sde else {k: v for k, v in kw.items() if k not in _SDE_KEYS}
 
 
-@dataclass
+@dataclass(frozen=True)
 class _OnPolicyHyperParams:
     """What PPO and A2C share (RL-zoo names). ``use_sde``: generalized state-dependent exploration
     (continuous actions only; the equivariant policies symmetrize its variance, see
@@ -185,7 +185,7 @@ class _OnPolicyHyperParams:
         return _sde_kwargs(self, kw)
 
 
-@dataclass
+@dataclass(frozen=True)
 class PPOHyperParams(_OnPolicyHyperParams):
     """SB3 PPO hyperparameters (RL-zoo names; ``lr_schedule: linear`` is the zoo's ``lin_``)."""
 
@@ -200,7 +200,7 @@ class PPOHyperParams(_OnPolicyHyperParams):
             raise FieldError("batch_size", self.batch_size, f"must be <= n_steps * n_envs ({rollout})")
 
 
-@dataclass
+@dataclass(frozen=True)
 class A2CHyperParams(_OnPolicyHyperParams):
     """SB3 A2C hyperparameters (RL-zoo names; SB3's defaults: 5 steps, RMSprop, no GAE)."""
 
@@ -211,7 +211,7 @@ class A2CHyperParams(_OnPolicyHyperParams):
     use_rms_prop: bool = True
 
 
-@dataclass
+@dataclass(frozen=True)
 class _OffPolicyACHyperParams:
     """What SAC and TD3 share (RL-zoo names)."""
 
@@ -234,7 +234,7 @@ class _OffPolicyACHyperParams:
         return _kwargs(self, drop=("net_arch",))
 
 
-@dataclass
+@dataclass(frozen=True)
 class SACHyperParams(_OffPolicyACHyperParams):
     """SB3 SAC hyperparameters (RL-zoo names). ``ent_coef``: a number, ``auto`` (learned) or
     ``auto_0.1`` (learned from 0.1). ``use_sde`` / ``sde_sample_freq`` / ``use_sde_at_warmup``: gSDE
@@ -271,7 +271,7 @@ def _positive(text: str) -> bool:
     return math.isfinite(v) and v > 0
 
 
-@dataclass
+@dataclass(frozen=True)
 class TD3HyperParams(_OffPolicyACHyperParams):
     """SB3 TD3 hyperparameters (RL-zoo names). ``action_noise_std``: the std of the Gaussian exploration
     noise in units of the action range's half-width (0: none; the zoo's ``NormalActionNoise``)."""
@@ -302,7 +302,7 @@ TRAIN_ALGOS = tuple(ALGO_HYPERPARAMS)
 ON_POLICY_ALGOS = ("ppo", "a2c")
 
 
-@dataclass
+@dataclass(frozen=True)
 class EvalConfig:
     """Periodic evaluation during training (logged as ``equi/eval_return/{method}``)."""
 
@@ -322,7 +322,7 @@ class EvalConfig:
             raise FieldError("stop_at", self.stop_at, "needs periodic evaluations (eval.freq > 0)")
 
 
-@dataclass
+@dataclass(frozen=True)
 class LogConfig:
     """TensorBoard logging of the ``equi/`` namespace."""
 
@@ -330,7 +330,7 @@ class LogConfig:
     tensorboard: bool = True
 
 
-@dataclass
+@dataclass(frozen=True)
 class CheckpointConfig:
     """Periodic checkpoints in ``{run}/checkpoint/`` (what ``--resume`` continues from).
 
@@ -355,7 +355,7 @@ class CheckpointConfig:
 SCORER_TARGETS = ("identity", EQUIZERO)
 
 
-@dataclass
+@dataclass(frozen=True)
 class ScorerConfig:
     """The scorer phase of ``canonicalize`` / ``multigroup`` runs (:func:`equirl.rl.canonical.fit_scorer`),
     before training: ``steps`` Adam steps on ``observations`` rollout observations of the start agent.
@@ -373,7 +373,7 @@ class ScorerConfig:
             raise FieldError("target", self.target, f"must be one of {', '.join(SCORER_TARGETS)}")
 
 
-@dataclass
+@dataclass(frozen=True)
 class RLConfig:
     """One training run.
 
@@ -416,9 +416,11 @@ class RLConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
     def __post_init__(self) -> None:
-        self.method = canonical_method(self.method)
-        self.method_kwargs = validate_method_kwargs(self.method, self.method_kwargs, adapter="rl")
-        self.hyperparams = _algo_hyperparams(self.algo, self.hyperparams)
+        object.__setattr__(self, "method", canonical_method(self.method))
+        object.__setattr__(
+            self, "method_kwargs", validate_method_kwargs(self.method, self.method_kwargs, adapter="rl")
+        )
+        object.__setattr__(self, "hyperparams", _algo_hyperparams(self.algo, self.hyperparams))
 
 
 def _algo_hyperparams(algo: str, hp: Any) -> Any:

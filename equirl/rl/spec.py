@@ -38,9 +38,10 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, TypeVar
 
 from equirl.assets import asset_path
+from equirl.config import FieldError, Range, from_dict
 from equirl.errors import ConfigError, EquirlError, GroupError, SymmetryError
 from equirl.groups import Group, get_group
 from equirl.utils.io import printable
@@ -48,6 +49,7 @@ from equirl.utils.io import printable
 __all__ = [
     "SPEC_DIR",
     "EnvSymmetry",
+    "SpecFile",
     "find_spec_file",
     "list_specs",
     "load_spec",
@@ -58,33 +60,20 @@ __all__ = [
 #: the shipped specs: the top-level ``envs/`` folder (inside the wheel as ``equirl/assets/envs``)
 SPEC_DIR = asset_path("envs")
 
-_TOP_KEYS = {"env", "group", "description", "observation", "actions", "verify", "notes"}
-_OBS_TYPES = ("signed_permutation", "image")
-_VERIFY = ("state", "obs", "mujoco", "none")
-_VERIFY_KEYS = {"method", "attribute", "generators", "atol", "reason"}
 #: the tolerance of an exact symmetry check (float32 rounding of set states)
 EXACT_ATOL = 1e-5
+#: how observations are acted on: signed permutations of a feature vector, or image turns / mirrors
+ObsType = Literal["signed_permutation", "image"]
 #: discrete actions are permuted, continuous (``Box``) action vectors get a signed permutation
-_ACTION_TYPES = ("permutation", "signed_permutation")
+ActionType = Literal["permutation", "signed_permutation"]
+#: how ``check-symmetry`` can set the env's state (see :attr:`EnvSymmetry.verify`)
+VerifyMethod = Literal["state", "obs", "mujoco", "none"]
+
+_T = TypeVar("_T")
 
 
 def _fail(where: str, msg: str) -> SymmetryError:
     return SymmetryError(f"symmetry spec {where}: {msg}")
-
-
-def _int_list(value: Any, where: str, what: str) -> tuple[int, ...]:
-    if not isinstance(value, (list, tuple)) or not all(
-        isinstance(v, int) and not isinstance(v, bool) for v in value
-    ):
-        raise _fail(where, f"{what} must be a list of integers, got {value!r}")
-    return tuple(int(v) for v in value)
-
-
-def _check_bijection(p: Sequence[int], n: int, where: str, what: str) -> None:
-    if len(p) != n:
-        raise _fail(where, f"{what} has {len(p)} entries but the space has {n}")
-    if sorted(p) != list(range(n)):
-        raise _fail(where, f"{what} {list(p)} is not a bijection of 0..{n - 1}")
 
 
 @dataclass(frozen=True)
@@ -332,231 +321,356 @@ class EnvSymmetry:
                 )
 
 
-def _parse_signed(gen: Any, where: str, what: str) -> tuple[tuple[int, ...], tuple[float, ...]]:
-    if not isinstance(gen, Mapping) or set(gen) - {"src", "signs"} or "src" not in gen:
-        raise _fail(
-            where, f"each {what} generator must be a mapping with 'src' and optional 'signs', got {gen!r}"
-        )
-    src = _int_list(gen["src"], where, f"{what} src")
-    _check_bijection(src, len(src), where, f"{what} src")
-    signs_raw = gen.get("signs", [1] * len(src))
-    if (
-        not isinstance(signs_raw, list)
-        or len(signs_raw) != len(src)
-        or any(s not in (1, -1) or isinstance(s, bool) for s in signs_raw)
-    ):
-        raise _fail(where, f"{what} signs must be {len(src)} values of +1/-1, got {signs_raw!r}")
-    return src, tuple(float(s) for s in signs_raw)
+# -- the spec file's schema -------------------------------------------------------------------------
+# Types, bounds and choices are declared in the annotations and checked by equirl.config.from_dict (one
+# line per error, naming the dotted key); each class's __post_init__ adds the rules within one mapping
+# (bijections, signs, one kind of generator), and parse_spec the rules across the file (one generator
+# per group generator, sizes, swaps and action names, the homomorphism check).
 
 
-def _parse_image(gen: Any, where: str) -> tuple[int, bool]:
-    if not isinstance(gen, Mapping) or len(gen) != 1 or next(iter(gen)) not in ("rotate", "mirror"):
-        raise _fail(
-            where, f"an image generator is {{rotate: k}} or {{mirror: left-right|top-bottom}}, got {gen!r}"
-        )
-    if "rotate" in gen:
-        k = gen["rotate"]
-        if not isinstance(k, int) or isinstance(k, bool):
-            raise _fail(where, f"rotate takes a number of quarter turns, got {k!r}")
-        return (k % 4, False)
-    axis = str(gen["mirror"]).lower().replace("_", "-")
-    if axis == "left-right":
-        return (0, True)
-    if axis == "top-bottom":
-        return (2, True)
-    raise _fail(where, f"mirror axis must be left-right or top-bottom, got {gen['mirror']!r}")
+def _bijection(p: Sequence[int]) -> str | None:
+    """Why ``p`` is not a permutation of ``0..len(p)-1`` (``None``: it is one)."""
+    if not p:
+        return "must list at least one index"
+    if sorted(p) != list(range(len(p))):
+        return f"is not a bijection of 0..{len(p) - 1}: must list each index once"
+    return None
+
+
+@dataclass
+class SignedPermGen:
+    """A signed permutation ``{src, signs}``: ``(g·x)[i] = signs[i] * x[src[i]]`` (``signs`` all +1
+    when left out); of observation features, continuous actions or the env's state."""
+
+    src: list[int]
+    signs: list[int] | None = None
+
+    def __post_init__(self) -> None:
+        why = _bijection(self.src)
+        if why is not None:
+            raise FieldError("src", self.src, why)
+        if self.signs is not None and (
+            len(self.signs) != len(self.src) or any(s not in (1, -1) for s in self.signs)
+        ):
+            raise FieldError("signs", self.signs, f"must be {len(self.src)} values, each +1 or -1")
+
+    def parsed(self) -> tuple[tuple[int, ...], tuple[float, ...]]:
+        signs = self.signs if self.signs is not None else [1] * len(self.src)
+        return tuple(self.src), tuple(float(s) for s in signs)
+
+
+#: the image mirrors as ``(k, mirror)`` image transforms (see :class:`~equirl.actions.ImageTransform`)
+_MIRRORS = {"left-right": (0, True), "top-bottom": (2, True)}
+
+
+def _axis(mirror: str) -> str:
+    return mirror.lower().replace("_", "-")
+
+
+@dataclass
+class ImageGen:
+    """An image generator: ``{rotate: k}`` (``k`` quarter turns) or ``{mirror: left-right|top-bottom}``."""
+
+    rotate: int | None = None
+    mirror: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.rotate is None and self.mirror is None:
+            raise FieldError(
+                "rotate",
+                None,
+                "must be given (a number of quarter turns), or else mirror: left-right|top-bottom",
+            )
+        if self.rotate is not None and self.mirror is not None:
+            raise FieldError(
+                "mirror", self.mirror, "must not be given with rotate: one transform per generator"
+            )
+        if self.mirror is not None and _axis(self.mirror) not in _MIRRORS:
+            raise FieldError("mirror", self.mirror, "must be left-right or top-bottom")
+
+    def parsed(self) -> tuple[int, bool]:
+        if self.mirror is not None:
+            return _MIRRORS[_axis(self.mirror)]
+        assert self.rotate is not None
+        return (self.rotate % 4, False)
+
+
+_ACTION_GEN_KINDS = ("perm", "swap", "swap_names")
+
+
+@dataclass
+class ActionGen:
+    """A discrete-action generator, one of ``{perm: [...]}`` (action ``i`` goes to ``perm[i]``),
+    ``{swap: [[a, b], ...]}`` (needs ``actions.n``) or ``{swap_names: [[A, B], ...]}`` (needs
+    ``actions.meanings``)."""
+
+    perm: list[int] | None = None
+    swap: list[tuple[int, int]] | None = None
+    swap_names: list[tuple[str, str]] | None = None
+
+    def __post_init__(self) -> None:
+        given = [k for k in _ACTION_GEN_KINDS if getattr(self, k) is not None]
+        if len(given) != 1:
+            key = given[1] if given else "perm"
+            raise FieldError(
+                key,
+                getattr(self, key),
+                "an action generator is exactly one of {perm: [...]}, {swap: [[a, b], ...]}, "
+                "{swap_names: [[A, B], ...]}",
+            )
+        if self.perm is not None and (why := _bijection(self.perm)) is not None:
+            raise FieldError("perm", self.perm, why)
+
+
+@dataclass
+class ObservationSection:
+    """``observation``: the group's action on observations. ``generators``: one entry per group
+    generator (:class:`SignedPermGen` or :class:`ImageGen`, checked in :func:`parse_spec`), or
+    ``default`` (image observations: the group's default image action); ``layout``: the raw image
+    layout."""
+
+    type: ObsType
+    generators: list[Any] | str = "default"
+    layout: str = "CHW"
+
+    def __post_init__(self) -> None:
+        layout = self.layout.upper()
+        if layout not in ("CHW", "HWC"):
+            raise FieldError("layout", self.layout, "must be CHW or HWC (the raw image layout)")
+        self.layout = layout
+        if isinstance(self.generators, str) and not (self.generators == "default" and self.type == "image"):
+            raise FieldError(
+                "generators",
+                self.generators,
+                "must be a list of generators (or default, for image observations)",
+            )
+
+
+@dataclass
+class ActionsSection:
+    """``actions``: the group's action on actions. Discrete actions (``type: permutation``): one
+    :class:`ActionGen` per group generator, with the number of actions ``n`` and / or their names
+    ``meanings``; continuous ones (``type: signed_permutation``): one :class:`SignedPermGen` each."""
+
+    generators: list[Any]
+    type: ActionType = "permutation"
+    n: Annotated[int, Range(ge=1)] | None = None
+    meanings: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.type == "signed_permutation":
+            for key in ("n", "meanings"):
+                if getattr(self, key) is not None:
+                    raise FieldError(
+                        key, getattr(self, key), "applies to discrete (permutation) actions only"
+                    )
+        if self.meanings is not None and not self.meanings:
+            raise FieldError("meanings", self.meanings, "must list the env's action names, in order")
+
+
+@dataclass
+class VerifySection:
+    """``verify``: how ``check-symmetry`` checks the spec against the env (see :class:`EnvSymmetry`).
+    ``generators``: per group generator a :class:`SignedPermGen` of the state (``state`` / ``mujoco``);
+    ``atol`` above :data:`EXACT_ATOL` needs a ``reason``."""
+
+    method: VerifyMethod = "none"
+    attribute: str = "state"
+    generators: list[Any] | None = None
+    atol: Annotated[float, Range(gt=0)] = EXACT_ATOL
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.attribute.isidentifier() or self.attribute.startswith("_"):
+            raise FieldError(
+                "attribute", self.attribute, "must name a public attribute of env.unwrapped (such as state)"
+            )
+        self.reason = self.reason.strip()
+        if self.atol > EXACT_ATOL and not self.reason:
+            raise FieldError(
+                "atol",
+                self.atol,
+                "above 1e-5 declares the env only approximately symmetric: give verify.reason",
+            )
+        if self.method in ("state", "mujoco") and self.generators is None:
+            raise FieldError(
+                "generators", None, f"must give the signed permutation(s) of the state (method {self.method})"
+            )
+
+
+@dataclass
+class SpecFile:
+    """A symmetry spec as written (YAML / a mapping); :func:`parse_spec` makes it an :class:`EnvSymmetry`.
+    ``notes``: free text, not read."""
+
+    env: str
+    group: str
+    observation: ObservationSection
+    actions: ActionsSection
+    description: str = ""
+    verify: VerifySection = field(default_factory=VerifySection)
+    notes: Any = None
+
+    def __post_init__(self) -> None:
+        if not self.env.strip():
+            raise FieldError("env", self.env, "must be a gymnasium env id")
+
+
+def _schema(cls: type[_T], data: Any, key: str, where: str) -> _T:
+    """``from_dict(cls, data, key)`` with its error as one :class:`SymmetryError` line (``symmetry spec
+    <where>: <key>...``); a missing key is named with its entry."""
+    try:
+        return from_dict(cls, data, key)
+    except FieldError as exc:
+        raise _fail(where, printable(exc, 1000)) from None
+    except ConfigError as exc:
+        msg = str(exc)
+        if key and msg.startswith("missing required key") and f"{key}." not in msg:
+            msg = f"{key}: {msg}"
+        raise _fail(where, printable(msg, 1000)) from None
+
+
+def _parse_signed(gen: Any, where: str, key: str) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    return _schema(SignedPermGen, gen, key, where).parsed()
+
+
+def _parse_image(gen: Any, where: str, key: str) -> tuple[int, bool]:
+    return _schema(ImageGen, gen, key, where).parsed()
 
 
 def _parse_action_gen(
-    gen: Any, where: str, n: int | None
-) -> tuple[tuple[int, ...] | None, tuple[tuple[str, str], ...]]:
-    if not isinstance(gen, Mapping) or len(gen) != 1 or next(iter(gen)) not in ("perm", "swap", "swap_names"):
-        raise _fail(
-            where,
-            f"an action generator is {{perm: [...]}}, {{swap: [[a, b], ...]}} or {{swap_names: ...}}, got {gen!r}",
-        )
-    key, val = next(iter(gen.items()))
-    if key == "perm":
-        p = _int_list(val, where, "action perm")
-        _check_bijection(p, len(p), where, "action perm")
-        return p, ()
-    if not isinstance(val, list) or not all(isinstance(pr, list) and len(pr) == 2 for pr in val):
-        raise _fail(where, f"{key} must be a list of pairs, got {val!r}")
-    if key == "swap_names":
-        return None, tuple((str(a), str(b)) for a, b in val)
-    if n is None:
-        raise _fail(where, "actions.n is required with swap")
+    gen: ActionGen, where: str, key: str, n: int | None, meanings: list[str] | None
+) -> tuple[tuple[int, ...], tuple[tuple[str, str], ...]]:
+    """The permutation of one discrete-action generator (and the swapped names, for ``swap_names``)."""
     from equirl.actions import swap_permutation
 
+    if gen.perm is not None:
+        return tuple(gen.perm), ()
     try:
-        return swap_permutation(n, [(int(a), int(b)) for a, b in val]), ()
-    except (GroupError, ValueError, TypeError) as exc:
-        raise _fail(where, str(exc)) from None
-
-
-def parse_spec(data: Mapping[str, Any], source: str = "<dict>") -> EnvSymmetry:
-    """Validate a spec mapping and build an :class:`EnvSymmetry` (one-line :class:`SymmetryError` on error)."""
-    if not isinstance(data, Mapping):
-        raise _fail(source, "must be a mapping")
-    unknown = set(data) - _TOP_KEYS
-    if unknown:
-        raise _fail(source, f"unknown keys {sorted(map(str, unknown))} (allowed: {sorted(_TOP_KEYS)})")
-    for key in ("env", "group", "observation", "actions"):
-        if key not in data:
-            raise _fail(source, f"missing key {key!r}")
-    env_id = str(data["env"])
-    where = f"{env_id} ({source})"
-    try:
-        group = get_group(str(data["group"]))
+        if gen.swap is not None:
+            if n is None:
+                raise _fail(where, f"{key}.swap needs actions.n (the number of actions)")
+            return swap_permutation(n, gen.swap), ()
+        assert gen.swap_names is not None
+        pairs = tuple((a, b) for a, b in gen.swap_names)
+        if meanings is None:
+            raise _fail(where, f"{key}.swap_names needs actions.meanings (the env's action names in order)")
+        for name in (x for pair in pairs for x in pair):
+            if name not in meanings:
+                raise _fail(where, f"{key}.swap_names: action {name!r} is not one of {meanings}")
+        index = [(meanings.index(a), meanings.index(b)) for a, b in pairs]
+        return swap_permutation(len(meanings), index), pairs
     except GroupError as exc:
-        raise _fail(where, str(exc)) from None
-    n_gen = len(group.generator_indices)
+        raise _fail(where, f"{key}: {exc}") from None
 
-    obs = data["observation"]
-    if not isinstance(obs, Mapping) or obs.get("type") not in _OBS_TYPES:
-        raise _fail(where, f"observation.type must be one of {list(_OBS_TYPES)}")
-    if set(obs) - {"type", "generators", "layout"}:
-        raise _fail(
-            where,
-            f"unknown observation keys {sorted(map(str, set(obs) - {'type', 'generators', 'layout'}))} "
-            "(allowed: generators, layout, type)",
-        )
-    layout = str(obs.get("layout", "CHW")).upper()
-    if layout not in ("CHW", "HWC"):
-        raise _fail(where, f"observation.layout must be CHW or HWC, got {layout!r}")
-    gens = obs.get("generators", "default")
-    obs_gens: tuple[Any, ...] | None
-    if obs["type"] == "image" and gens == "default":
-        obs_gens = None
-    else:
-        if not isinstance(gens, list) or len(gens) != n_gen:
-            raise _fail(
-                where, f"{group.name} has {n_gen} generator(s): give {n_gen} observation generator(s)"
-            )
-        if obs["type"] == "signed_permutation":
-            obs_gens = tuple(_parse_signed(gn, where, "observation") for gn in gens)
-            if len({len(s) for s, _ in obs_gens}) != 1:
-                raise _fail(where, "observation generators act on different numbers of features")
-        else:
-            obs_gens = tuple(_parse_image(gn, where) for gn in gens)
 
-    acts = data["actions"]
-    if not isinstance(acts, Mapping) or acts.get("type", "permutation") not in _ACTION_TYPES:
-        raise _fail(where, f"actions.type must be one of {list(_ACTION_TYPES)}")
-    if acts.get("type") == "signed_permutation":
-        if "generators" not in acts or set(acts) - {"type", "generators"}:
-            raise _fail(where, "signed_permutation actions must be a mapping with 'type' and 'generators'")
-        cgens = acts["generators"]
-        if not isinstance(cgens, list) or len(cgens) != n_gen:
-            raise _fail(where, f"{group.name} has {n_gen} generator(s): give {n_gen} action generator(s)")
-        act_gens = tuple(_parse_signed(gn, where, "action") for gn in cgens)
-        if len({len(s) for s, _ in act_gens}) != 1:
-            raise _fail(where, "action generators act on different numbers of action dimensions")
-        return _finish_spec(data, source, where, group, n_gen, obs, obs_gens, layout, (), (), act_gens)
-    if "generators" not in acts or set(acts) - {"type", "n", "generators", "meanings"}:
-        raise _fail(where, "actions must be a mapping with 'generators' (and optional 'n', 'meanings')")
-    n = acts.get("n")
-    meanings = acts.get("meanings")
-    if meanings is not None:
-        if not isinstance(meanings, list):
-            raise _fail(where, "actions.meanings must be a list of action names")
-        meanings = [str(m) for m in meanings]
-        n = n if n is not None else len(meanings)
-    if n is not None and (not isinstance(n, int) or n < 1):
-        raise _fail(where, f"actions.n must be a positive integer, got {n!r}")
-    agens = acts["generators"]
-    if not isinstance(agens, list) or len(agens) != n_gen:
-        raise _fail(where, f"{group.name} has {n_gen} generator(s): give {n_gen} action generator(s)")
+def _generators(gens: list[Any] | str, group: Group, n_gen: int, where: str, what: str) -> list[Any]:
+    """``gens``, one per generator of ``group`` (one line otherwise)."""
+    if not isinstance(gens, list) or len(gens) != n_gen:
+        raise _fail(where, f"{group.name} has {n_gen} generator(s): give {n_gen} {what} generator(s)")
+    return gens
+
+
+def _obs_generators(obs: ObservationSection, group: Group, n_gen: int, where: str) -> tuple[Any, ...] | None:
+    if obs.type == "image" and obs.generators == "default":
+        return None
+    gens = enumerate(_generators(obs.generators, group, n_gen, where, "observation"))
+    if obs.type == "image":
+        return tuple(_parse_image(g, where, f"observation.generators[{i}]") for i, g in gens)
+    signed = tuple(_parse_signed(g, where, f"observation.generators[{i}]") for i, g in gens)
+    if len({len(s) for s, _ in signed}) != 1:
+        raise _fail(where, "observation generators act on different numbers of features")
+    return signed
+
+
+def _discrete_actions(
+    acts: ActionsSection, group: Group, n_gen: int, where: str
+) -> tuple[tuple[tuple[int, ...], ...], tuple[tuple[tuple[str, str], ...], ...]]:
+    """Per generator, the permutation of the discrete actions and the swapped names (or none)."""
+    meanings = acts.meanings
+    n = acts.n if acts.n is not None else (len(meanings) if meanings is not None else None)
     perms: list[tuple[int, ...]] = []
     names: list[tuple[tuple[str, str], ...]] = []
-    for gn in agens:
-        p, nm = _parse_action_gen(gn, where, n)
-        if p is None:
-            if meanings is None:
-                raise _fail(where, "swap_names needs actions.meanings (the env's action names in order)")
-            from equirl.actions import swap_permutation
-
-            for a, b in nm:
-                for name in (a, b):
-                    if name not in meanings:
-                        raise _fail(where, f"action {name!r} is not one of {meanings}")
-            try:
-                p = swap_permutation(len(meanings), [(meanings.index(a), meanings.index(b)) for a, b in nm])
-            except GroupError as exc:
-                raise _fail(where, str(exc)) from None
+    for i, raw in enumerate(_generators(acts.generators, group, n_gen, where, "action")):
+        key = f"actions.generators[{i}]"
+        p, nm = _parse_action_gen(_schema(ActionGen, raw, key, where), where, key, n, meanings)
         if n is not None and len(p) != n:
-            raise _fail(where, f"action permutation {list(p)} has {len(p)} entries but actions.n is {n}")
+            raise _fail(
+                where, f"{key}: action permutation {list(p)} has {len(p)} entries but actions.n is {n}"
+            )
         perms.append(p)
         names.append(nm)
     if len({len(p) for p in perms}) != 1:
         raise _fail(where, "action generators permute different numbers of actions")
-    return _finish_spec(
-        data, source, where, group, n_gen, obs, obs_gens, layout, tuple(perms), tuple(names), ()
-    )
+    return tuple(perms), tuple(names)
+
+
+def parse_spec(data: Mapping[str, Any], source: str = "<dict>") -> EnvSymmetry:
+    """Validate a spec mapping through the :class:`SpecFile` schema and the rules across it, and build
+    an :class:`EnvSymmetry` (one-line :class:`SymmetryError` ``symmetry spec <env> (<source>): ...``
+    naming the dotted key on error)."""
+    if not isinstance(data, Mapping):
+        raise _fail(source, "must be a mapping")
+    env = data.get("env")
+    where = f"{printable(env, 200)} ({source})" if isinstance(env, str) and env.strip() else source
+    spec = _schema(SpecFile, data, "", where)
+    try:
+        group = get_group(spec.group)
+    except GroupError as exc:
+        raise _fail(where, str(exc)) from None
+    n_gen = len(group.generator_indices)
+    obs_gens = _obs_generators(spec.observation, group, n_gen, where)
+    acts = spec.actions
+    perms: tuple[tuple[int, ...], ...] = ()
+    names: tuple[tuple[tuple[str, str], ...], ...] = ()
+    act_gens: tuple[tuple[tuple[int, ...], tuple[float, ...]], ...] = ()
+    if acts.type == "signed_permutation":
+        gens = enumerate(_generators(acts.generators, group, n_gen, where, "action"))
+        act_gens = tuple(_parse_signed(g, where, f"actions.generators[{i}]") for i, g in gens)
+        if len({len(s) for s, _ in act_gens}) != 1:
+            raise _fail(where, "action generators act on different numbers of action dimensions")
+    else:
+        perms, names = _discrete_actions(acts, group, n_gen, where)
+    return _finish_spec(spec, source, where, n_gen, obs_gens, perms, names, act_gens)
 
 
 def _finish_spec(
-    data: Mapping[str, Any],
+    spec: SpecFile,
     source: str,
     where: str,
-    group: Group,
     n_gen: int,
-    obs: Mapping[str, Any],
     obs_gens: tuple[Any, ...] | None,
-    layout: str,
     perms: tuple[tuple[int, ...], ...],
     names: tuple[tuple[tuple[str, str], ...], ...],
     act_gens: tuple[tuple[tuple[int, ...], tuple[float, ...]], ...],
 ) -> EnvSymmetry:
-    """The verify section, then the :class:`EnvSymmetry` (checked to define group actions)."""
-    verify = data.get("verify", {"method": "none"})
-    if not isinstance(verify, Mapping) or verify.get("method", "none") not in _VERIFY:
-        raise _fail(where, f"verify.method must be one of {list(_VERIFY)}")
-    if set(verify) - _VERIFY_KEYS:
-        raise _fail(
-            where,
-            f"unknown verify keys {sorted(map(str, set(verify) - _VERIFY_KEYS))} "
-            f"(allowed: {', '.join(sorted(_VERIFY_KEYS))})",
-        )
-    vmethod = str(verify.get("method", "none"))
-    attribute = verify.get("attribute", "state")
-    if not isinstance(attribute, str) or not attribute.isidentifier() or attribute.startswith("_"):
-        raise _fail(
-            where,
-            f"verify.attribute must name a public attribute of env.unwrapped (such as state), got {attribute!r}",
-        )
-    atol = verify.get("atol", EXACT_ATOL)
-    if isinstance(atol, bool) or not isinstance(atol, (int, float)) or not 0 < atol < float("inf"):
-        raise _fail(where, f"verify.atol must be a positive number, got {atol!r}")
-    reason = str(verify.get("reason", "")).strip()
-    if atol > EXACT_ATOL and not reason:
-        raise _fail(
-            where, "verify.atol above 1e-5 declares the env only approximately symmetric: give verify.reason"
-        )
+    """The verify section's state generators, then the :class:`EnvSymmetry` (checked to define group
+    actions)."""
+    verify = spec.verify
     state_gens: tuple[tuple[tuple[int, ...], tuple[float, ...]], ...] = ()
-    if vmethod in ("state", "mujoco"):
-        vg = verify.get("generators")
-        if not isinstance(vg, list) or len(vg) != n_gen:
+    if verify.method in ("state", "mujoco"):
+        vg = verify.generators or []
+        if len(vg) != n_gen:
             raise _fail(where, f"verify.generators must give {n_gen} signed permutation(s) of the state")
-        state_gens = tuple(_parse_signed(gn, where, "state") for gn in vg)
+        state_gens = tuple(_parse_signed(g, where, f"verify.generators[{i}]") for i, g in enumerate(vg))
 
     sym = EnvSymmetry(
-        env_id=str(data["env"]),
-        group_name=str(data["group"]),
-        obs_type=str(obs["type"]),
+        env_id=spec.env,
+        group_name=spec.group,
+        obs_type=spec.observation.type,
         obs_generators=obs_gens,
         action_perms=perms,
-        layout=layout,
+        layout=spec.observation.layout,
         action_names=names if any(names) else (),
-        verify=vmethod,
-        state_attribute=attribute,
+        verify=verify.method,
+        state_attribute=verify.attribute,
         state_generators=state_gens,
-        description=str(data.get("description", "")),
+        description=spec.description,
         source=source,
         action_type="signed_permutation" if act_gens else "permutation",
         action_generators=act_gens,
-        verify_atol=float(atol),
-        verify_reason=reason,
+        verify_atol=float(verify.atol),
+        verify_reason=verify.reason,
     )
     # the generator images must define actions of the group (homomorphism check, exact)
     try:

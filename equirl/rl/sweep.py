@@ -64,20 +64,23 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
 import yaml
 
-from equirl.config import load_yaml, parse_yaml, to_dict
+from equirl.config import FieldError, Range, from_dict, load_yaml, parse_yaml, to_dict
 from equirl.errors import CheckpointError, ConfigError, EquirlError
 from equirl.registry import BASE, canonical_method
-from equirl.rl.config import RLConfig, load_rl_config
+from equirl.rl.config import MAX_TIMESTEPS, RLConfig, load_rl_config
 from equirl.rl.lifecycle import effective_status, read_run
 from equirl.utils.io import check_output_path, printable, read_json, write_json
 
 __all__ = [
     "MAX_TRIALS",
+    "Score",
     "SweepBase",
+    "SweepBaseEntry",
+    "SweepFile",
     "SweepResult",
     "SweepSpec",
     "Trial",
@@ -110,6 +113,8 @@ _MAX_NODES = 100_000
 RAY_CONNECT_TIMEOUT = 20.0
 #: written into every run directory a sweep trial ran in: the trial's name and fingerprint
 TRIAL_FILE = "sweep_trial.json"
+
+_S = TypeVar("_S")
 
 
 def _slug(s: str) -> str:
@@ -157,6 +162,99 @@ class SweepSpec:
     baseline: str = BASE
     scores: dict[str, dict[str, float]] = field(default_factory=dict)
     source: str | None = None
+
+
+# -- the sweep file's schema ------------------------------------------------------------------------
+# Types and bounds are declared in the annotations and checked by equirl.config.from_dict (one line per
+# error, naming the dotted key); what no type can say (grid values and ranges, the trial cap, method
+# names, min < max) is checked in __post_init__, and what needs the base configs in load_sweep.
+
+#: a trial budget: a positive number of env steps (at most the run config's own limit)
+Timesteps = Annotated[int, Range(ge=1, le=MAX_TIMESTEPS)]
+
+
+@dataclass
+class Score:
+    """An env's score range and success threshold for the report (``scores.<env>`` of a sweep file):
+    finite numbers with ``min < max``."""
+
+    min: float
+    max: float
+    threshold: float
+
+    def __post_init__(self) -> None:
+        if not self.min < self.max:
+            raise FieldError("min", self.min, f"must be less than max ({self.max:g})")
+
+
+@dataclass
+class SweepBaseEntry:
+    """One mapping entry of a sweep file's ``config`` list (see :class:`SweepBase`); ``None`` for
+    ``eval`` / ``set`` is read as empty."""
+
+    config: str
+    timesteps: Timesteps | None = None
+    eval: dict[str, Any] | None = None
+    set: dict[str, Any] | None = None
+    label: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.config.strip():
+            raise FieldError("config", self.config, "must name a run config (a shipped name or a path)")
+        if self.label is not None and not self.label:
+            raise FieldError("label", self.label, "must be a non-empty string (or left out)")
+
+    def base(self) -> SweepBase:
+        return SweepBase(self.config, self.timesteps, dict(self.eval or {}), dict(self.set or {}), self.label)
+
+
+@dataclass
+class SweepFile:
+    """A sweep file as written (see the module docstring). ``__post_init__`` resolves it: ``config``
+    becomes the name or a list of :class:`SweepBase`, ``grid`` key -> list of values (ranges expanded,
+    after their length and the grid's trial count are checked arithmetically against
+    :data:`MAX_TRIALS`), method names canonical, ``scores`` env -> ``{min, max, threshold}`` floats.
+    ``None`` for ``grid`` / ``eval`` / ``set`` / ``scores`` is read as empty."""
+
+    config: str | list[Any]
+    grid: dict[str, Any] | None = None
+    timesteps: Timesteps | None = None
+    eval: dict[str, Any] | None = None
+    set: dict[str, Any] | None = None
+    baseline: str = BASE
+    scores: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        self.config = _bases(self.config)
+        grid = {str(k): _values(str(k), v) for k, v in (self.grid or {}).items()}
+        _check_count(self.config, grid)  # before anything else is resolved
+        if "method" in grid:
+            grid["method"] = [_method("grid.method", m) for m in grid["method"]]
+        self.grid = grid
+        self.baseline = _method("baseline", self.baseline)
+        self.scores = _scores(self.scores)
+
+
+def _entry(cls: type[_S], data: Any, where: str) -> _S:
+    """``from_dict(cls, data, where)`` for one entry of a list or mapping; a missing key is named with
+    the entry (``config[0]: missing required key: config``)."""
+    try:
+        return from_dict(cls, data, where)
+    except FieldError:
+        raise
+    except ConfigError as exc:
+        msg = str(exc)
+        if msg.startswith("missing required key") and f"{where}." not in msg:
+            raise ConfigError(f"{where}: {msg}") from None
+        raise
+
+
+def _method(key: str, name: Any) -> str:
+    """A method name (or alias) made canonical; one line naming ``key`` otherwise."""
+    try:
+        return canonical_method(str(name))
+    except ConfigError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
 
 
 def _is_int(v: Any) -> bool:
@@ -208,38 +306,34 @@ def _count_values(data: Any, limit: int) -> int:
     return n
 
 
-def check_scores(scores: Any, where: str) -> dict[str, dict[str, float]]:
-    """A sweep's ``scores``: per env ``{min, max, threshold}`` finite numbers with ``min < max``
-    (one-line :class:`~equirl.errors.ConfigError` naming ``where`` and the env otherwise)."""
+def _scores(scores: Any) -> dict[str, dict[str, float]]:
+    """``scores`` of a sweep: env -> :class:`Score` (as plain floats); ``None`` is empty."""
     if scores is None:
         return {}
     if not isinstance(scores, Mapping):
-        raise ConfigError(f"{where}: `scores` must map env ids to {{min, max, threshold}}")
-    out: dict[str, dict[str, float]] = {}
-    for env, score in scores.items():
-        at = f"{where}: scores.{env}"
-        if not isinstance(score, Mapping) or set(score) != {"min", "max", "threshold"}:
-            raise ConfigError(
-                f"{at} must be a mapping {{min, max, threshold}} (numbers), not {score!r}"[:300]
-            )
-        vals = {}
-        for k in ("min", "max", "threshold"):
-            v = score[k]
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ConfigError(f"{at}.{k} must be a finite number, not {v!r}"[:300])
-            vals[k] = float(v)
-        if not vals["min"] < vals["max"]:
-            raise ConfigError(f"{at}: min ({vals['min']:g}) must be less than max ({vals['max']:g})")
-        out[str(env)] = vals
-    return out
+        raise ConfigError(
+            f"scores: expected a mapping of env ids to {{min, max, threshold}}, got {printable(repr(scores), 100)}"
+        )
+    return {str(env): asdict(_entry(Score, s, f"scores.{printable(env, 100)}")) for env, s in scores.items()}
+
+
+def check_scores(scores: Any, where: str) -> dict[str, dict[str, float]]:
+    """A sweep's ``scores`` (of a sweep file, its ``sweep.json`` or the report's options): per env a
+    :class:`Score` (finite ``min``, ``max``, ``threshold`` with ``min < max``), as plain floats; one-line
+    :class:`~equirl.errors.ConfigError` naming ``where`` and the dotted key otherwise."""
+    try:
+        return _scores(scores)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {printable(exc, 1000)}") from None
 
 
 def load_sweep(path: str | Path) -> SweepSpec:
-    """Read a sweep file, a path or a shipped sweep's name (``smoke``: ``configs/sweeps/smoke.yaml``);
-    one-line :class:`~equirl.errors.ConfigError` on any problem: unknown keys, bad values, ``scores``
-    with ``min >= max``, a ``baseline`` that is none of the sweep's methods, more than
-    :data:`MAX_TRIALS` trials (counted before anything is expanded). The file is read by
-    :func:`equirl.config.load_yaml` only (strict YAML: size, depth and alias limits)."""
+    """Read a sweep file, a path or a shipped sweep's name (``smoke``: ``configs/sweeps/smoke.yaml``),
+    through the :class:`SweepFile` schema; one-line :class:`~equirl.errors.ConfigError` naming the file
+    and the dotted key on any problem: unknown keys, wrong types, values out of range, ``scores`` with
+    ``min >= max``, a ``baseline`` that is none of the sweep's methods, more than :data:`MAX_TRIALS`
+    trials (counted before anything is expanded). The file is read by :func:`equirl.config.load_yaml`
+    only (strict YAML: size, depth and alias limits)."""
     from equirl.assets import find_config
 
     path = find_config(path, section="sweeps")
@@ -251,33 +345,18 @@ def load_sweep(path: str | Path) -> SweepSpec:
         raise ConfigError(
             f"sweep file {path} holds more than {_MAX_NODES:,} values (YAML aliases expanded): refused"
         )
-    known = {"config", "grid", "timesteps", "eval", "set", "baseline", "scores"}
-    extra = sorted(set(data) - known, key=str)
-    if extra:
-        raise ConfigError(
-            f"{path}: unknown sweep keys {', '.join(printable(k, 100) for k in extra)} "
-            f"(known: {', '.join(sorted(known))})"
-        )
-    bases = _bases(path, data.get("config"))
-    grid_raw = data.get("grid") or {}
-    if not isinstance(grid_raw, Mapping):
-        raise ConfigError(f"{path}: `grid` must map keys to lists of values")
-    grid = {str(k): _values(str(k), v) for k, v in grid_raw.items()}
-    _check_count(bases, grid, f"{path}: ")  # before anything else is resolved
-    if "method" in grid:
-        grid["method"] = [canonical_method(str(m)) for m in grid["method"]]
-    timesteps = _timesteps(path, "timesteps", data.get("timesteps"))
-    for k in ("eval", "set", "scores"):
-        if not isinstance(data.get(k) or {}, Mapping):
-            raise ConfigError(f"{path}: `{k}` must be a mapping")
+    try:
+        sweep = from_dict(SweepFile, data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {printable(exc, 1000)}") from None
     spec = SweepSpec(
-        config=bases,
-        grid=grid,
-        timesteps=timesteps,
-        eval=dict(data.get("eval") or {}),
-        set=dict(data.get("set") or {}),
-        baseline=canonical_method(str(data.get("baseline", BASE))),
-        scores=check_scores(data.get("scores"), str(path)),
+        config=sweep.config,
+        grid=sweep.grid or {},
+        timesteps=sweep.timesteps,
+        eval=dict(sweep.eval or {}),
+        set=dict(sweep.set or {}),
+        baseline=sweep.baseline,
+        scores=sweep.scores or {},
         source=str(path),
     )
     if "baseline" in data:
@@ -303,47 +382,26 @@ def _methods(spec: SweepSpec) -> list[str]:
     return methods
 
 
-def _timesteps(path: Path | str, key: str, value: Any) -> int | None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise ConfigError(f"{path}: {key} must be a positive integer, not {value!r}")
-    return value
-
-
-def _bases(path: Path | str, raw: Any) -> str | list[SweepBase]:
-    """``config`` of a sweep file: one name / path, or a list of entries (see the module docstring)."""
-    need = f"{path}: `config` (a run config's shipped name or path, or a list of them) is required"
+def _bases(raw: str | list[Any]) -> str | list[SweepBase]:
+    """``config`` of a sweep file: one name / path, or a list of entries, each a name / path or a
+    :class:`SweepBaseEntry` mapping (see the module docstring)."""
     if isinstance(raw, str):
+        if not raw.strip():
+            raise FieldError("config", raw, "must name a run config (a shipped name or a path)")
         return raw
-    if not isinstance(raw, list) or not raw:
-        raise ConfigError(need)
+    if not raw:
+        raise FieldError("config", raw, "must list at least one base config (a shipped name or a path)")
     bases = []
     for i, entry in enumerate(raw):
         if isinstance(entry, str):
-            bases.append(SweepBase(entry))
-            continue
-        where = f"{path}: config[{i}]"
-        if not isinstance(entry, Mapping) or not isinstance(entry.get("config"), str):
-            raise ConfigError(f"{where} must be a config name / path or a mapping with a `config` key")
-        extra = sorted(set(entry) - {"config", "timesteps", "eval", "set", "label"}, key=str)
-        if extra:
+            bases.append(_entry(SweepBaseEntry, {"config": entry}, f"config[{i}]").base())
+        elif isinstance(entry, Mapping):
+            bases.append(_entry(SweepBaseEntry, entry, f"config[{i}]").base())
+        else:
             raise ConfigError(
-                f"{where}: unknown keys {', '.join(printable(k, 100) for k in extra)} "
-                "(known: config, eval, label, set, timesteps)"
+                f"config[{i}]: expected a run config's name / path or a mapping with a config key, "
+                f"got {printable(repr(entry), 100)}"
             )
-        if entry.get("label") is not None and not (isinstance(entry["label"], str) and entry["label"]):
-            raise ConfigError(f"{where}.label must be a non-empty string")
-        for k in ("eval", "set"):
-            if not isinstance(entry.get(k) or {}, Mapping):
-                raise ConfigError(f"{where}.{k} must be a mapping")
-        bases.append(
-            SweepBase(
-                entry["config"],
-                _timesteps(where, "timesteps", entry.get("timesteps")),
-                dict(entry.get("eval") or {}),
-                dict(entry.get("set") or {}),
-                entry.get("label"),
-            )
-        )
     return bases
 
 

@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 VISION_METHODS = method_names(product_group=False)
 
 
-@dataclass
+@dataclass(frozen=True)
 class DataConfig:
     """Where the images come from.
 
@@ -85,7 +85,7 @@ class DataConfig:
             raise FieldError("size", self.size, "must be a multiple of 4 in [8, 4096]")
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     """Optimisation settings."""
 
@@ -97,7 +97,7 @@ class TrainConfig:
     seed: Annotated[int, Range(ge=0)] = 0
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelConfig:
     """The small CNN's size."""
 
@@ -105,7 +105,7 @@ class ModelConfig:
     hidden: Annotated[int, Range(ge=1, le=1_000_000)] = 64
 
 
-@dataclass
+@dataclass(frozen=True)
 class PretrainConfig:
     """``equirl vision pretrain``: an upright-only CNN (the "pretrained model")."""
 
@@ -116,7 +116,7 @@ class PretrainConfig:
     threads: Annotated[int, Range(ge=1, le=4096)] = 1
 
 
-@dataclass
+@dataclass(frozen=True)
 class FinetuneConfig:
     """``equirl vision finetune``: symmetrize a pretrained CNN and finetune backbone and/or λ.
 
@@ -162,12 +162,12 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:
         vision_action(self.group)  # validates the name (GroupError is a ConfigError-like one-liner)
-        self.method = canonical_method(self.method)  # "plain" -> "base"
+        object.__setattr__(self, "method", canonical_method(self.method))  # "plain" -> "base"
         if self.method not in (*VISION_METHODS, AUTO):
             raise ValueError(
                 f"method must be one of {', '.join((*VISION_METHODS, AUTO))}, got {self.method!r}"
             )
-        self.candidates = [canonical_method(str(c)) for c in self.candidates]
+        object.__setattr__(self, "candidates", [canonical_method(str(c)) for c in self.candidates])
         bad = [c for c in self.candidates if c not in VISION_METHODS]
         if bad or not self.candidates:
             raise FieldError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from pathlib import Path
 from typing import Any
@@ -43,9 +44,9 @@ def interrupt_and_resume(cfg: Any, tmp_path: Path, stop_at: int, match: str) -> 
     :param match: what the :class:`RunInterrupted` message must match.
     :returns: the uninterrupted run's result, the resumed run's result and the resumed run's folder.
     """
-    cfg.out = str(tmp_path / "a")
+    cfg = dataclasses.replace(cfg, out=str(tmp_path / "a"))
     full = run_training(cfg)
-    cfg.out = str(tmp_path / "b")
+    cfg = dataclasses.replace(cfg, out=str(tmp_path / "b"))
     stop = threading.Event()
     with pytest.raises(RunInterrupted, match=match):
         run_training(cfg, callbacks=[StopAt(stop_at, stop)], stop=stop)

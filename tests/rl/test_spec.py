@@ -95,11 +95,11 @@ def test_mapping_and_yaml_path(tmp_path: Path) -> None:
         ),
         ({"group": "D4"}, "2 generator"),
         ({"group": "Q8"}, "unknown group"),
-        ({"extra": 1}, "unknown keys"),
+        ({"extra": 1}, "unknown key extra"),
         ({"observation": {"type": "fourier"}}, "observation.type"),
         ({"verify": {"method": "none", "atol": 0.01}}, "give verify.reason"),
-        ({"verify": {"method": "none", "atol": -1}}, "verify.atol must be a positive number"),
-        ({"verify": {"method": "none", "atol": "loose", "reason": "x"}}, "verify.atol must be"),
+        ({"verify": {"method": "none", "atol": -1}}, r"verify\.atol = -1\.0: must be > 0"),
+        ({"verify": {"method": "none", "atol": "loose", "reason": "x"}}, "verify.atol: expected a number"),
     ],
 )
 def test_bad_specs_are_one_line_errors(patch: dict, message: str) -> None:

@@ -58,16 +58,19 @@ def test_grid_expands_to_stable_trial_names(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("patch", "message"),
     [
-        ({"grdi": {}}, "unknown sweep keys grdi"),
-        ({"config": None}, "`config`"),
+        ({"grdi": {}}, "unknown key grdi"),
+        ({"config": None}, "config: expected a string or a list, got None"),
         ({"grid": {"seed": []}}, "grid.seed: no values"),
         ({"grid": {"seed": {"range": ["a"]}}}, "range must be"),
         ({"grid": {"method": ["nope"]}}, "nope"),
         ({"timesteps": -1}, "timesteps"),
-        ({"config": []}, "`config`"),
-        ({"config": [{"timesteps": 5}]}, r"config\[0\] must be"),
-        ({"config": [{"config": "CartPole-v1", "budget": 5}]}, "unknown keys budget"),
-        ({"config": [{"config": "CartPole-v1", "timesteps": 0}]}, "timesteps must be a positive"),
+        ({"config": []}, r"config = \[\]: must list at least one base config"),
+        ({"config": [{"timesteps": 5}]}, r"missing required key: config\[0\]\.config"),
+        ({"config": [{"config": "CartPole-v1", "budget": 5}]}, r"unknown key config\[0\]\.budget"),
+        (
+            {"config": [{"config": "CartPole-v1", "timesteps": 0}]},
+            r"config\[0\]\.timesteps = 0: must lie in \[1, 1000000000\]",
+        ),
         ({"config": ["CartPole-v1", "CartPole-v1"]}, "same trial name"),
     ],
 )
@@ -112,7 +115,7 @@ def test_labels_tell_two_entries_of_one_env_apart(tmp_path: Path) -> None:
     assert len({t.name for t in trials}) == len(trials) == 2 * 2 * 2
     assert {t.variant for t in trials} == {"full", "partial"}
     assert trials[0].name == "CartPole-v1__base+full__0" and trials[0].cfg.hyperparams.learning_rate == 1e-3
-    with pytest.raises(ConfigError, match="label must be"):
+    with pytest.raises(ConfigError, match="label = '': must be a non-empty string"):
         load_sweep(_write(tmp_path, {**TINY, "config": [{"config": "CartPole-v1", "label": ""}]}))
 
 
