@@ -30,12 +30,13 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 
+from equirl.config import Range, from_dict
 from equirl.errors import CheckpointError, ConfigError
 from equirl.utils.io import (
     atomic_write_bytes,
@@ -397,6 +398,33 @@ def _read_state(d: Path, strict: bool = True) -> dict[str, Any] | None:
     return data
 
 
+@dataclass(frozen=True)
+class CheckpointFiles:
+    """``state.json``'s ``files``: the checkpoint's file names inside ``checkpoint/``."""
+
+    model: str
+    replay_buffer: str | None = None
+    extra: str | None = None
+
+
+@dataclass(frozen=True)
+class CheckpointState:
+    """The schema of ``checkpoint/state.json`` (validated by :func:`equirl.config.from_dict`).
+
+    :param step: env steps done.
+    :param files: the files of this checkpoint.
+    :param digests: each file's signature, by ``files`` key (:func:`~equirl.utils.io.file_digest`).
+    :param state: the callbacks' state (evaluation history, best...).
+    :param written_at: when it was written.
+    """
+
+    step: Annotated[int, Range(ge=0)]
+    files: CheckpointFiles
+    digests: dict[str, str] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)
+    written_at: str | None = None
+
+
 def load_checkpoint(run_dir: str | Path, trust: bool = False) -> Checkpoint | None:
     """The last checkpoint of a run directory (``None`` when it has none).
 
@@ -414,21 +442,19 @@ def load_checkpoint(run_dir: str | Path, trust: bool = False) -> Checkpoint | No
     data = _read_state(d)
     if data is None:
         return None
-    files = data["files"]
-    digests: dict[str, Any] = data["digests"] if isinstance(data.get("digests"), dict) else {}
     try:
-        step = int(data["step"])
-    except (KeyError, TypeError, ValueError):
-        raise CheckpointError(f"corrupt {d / 'state.json'}: no step count") from None
-    if not isinstance(files.get("model"), str):
-        raise CheckpointError(f"corrupt {d / 'state.json'}: it names no model file")
+        st = from_dict(CheckpointState, data, "state.json")
+    except ConfigError as exc:
+        raise CheckpointError(
+            f"corrupt {d / 'state.json'}: {exc}; not resumed (nothing was changed)"
+        ) from None
+    files = {"model": st.files.model, "replay_buffer": st.files.replay_buffer, "extra": st.files.extra}
+    step, digests = st.step, st.digests
 
     def signed(key: str) -> bytes | None:
-        name = files.get(key)
+        name = files[key]
         if not name:
             return None
-        if not isinstance(name, str):
-            raise CheckpointError(f"corrupt {d / 'state.json'}: files.{key} is not a file name")
         return read_signed(contained(d, name, "checkpoint state"), digests.get(key), trust)
 
     model = signed("model")
@@ -440,5 +466,4 @@ def load_checkpoint(run_dir: str | Path, trust: bool = False) -> Checkpoint | No
         extra = trusted_loads(extra_blob)  # signed by this user's equirl (or trusted by the user)
         if not isinstance(extra, dict):
             raise CheckpointError(f"corrupt {d / str(files['extra'])}: not a checkpoint's extra state")
-    state: dict[str, Any] = data["state"] if isinstance(data.get("state"), dict) else {}
-    return Checkpoint(step, d / files["model"], model, buf, extra, dict(state))
+    return Checkpoint(step, d / st.files.model, model, buf, extra, dict(st.state))
