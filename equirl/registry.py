@@ -482,9 +482,11 @@ _PSEUDO_SPECS = (
             MethodOption(
                 "candidates",
                 tuple,
-                ("base", "equitune", "equizero", "equizero:proxy=max_value"),
-                "the methods tried, as 'method' or 'method:key=value,...' (RL: equizero's proxies too)",
+                None,
+                "the methods tried, as 'method' or 'method:key=value,...' (null: the defaults for the "
+                "agent's algorithm and action space, equirl.rl.select.DEFAULT_CANDIDATES)",
                 item_type=str,
+                nullable=True,
             ),
             MethodOption("episodes", int, 5, "validation episodes per seed", minimum=1),
             MethodOption("seeds", int, 3, "validation seeds (disjoint from the evaluation seeds)", minimum=1),

@@ -227,7 +227,7 @@ ROWS: list[tuple[str, list[str], str]] = [
     ("eval-trunc-zip", ["eval", "--agent", "{trunc_zip}", "--env", "CartPole-v1"], r"corrupt.*trunc\.zip"),
     (
         "eval-qrdqn-as-dqn",
-        ["eval", "--agent", "{qrdqn_zip}", "--env", "CartPole-v1", "--method", "base"],
+        ["eval", "--agent", "{qrdqn_zip}", "--env", "CartPole-v1", "--algo", "dqn", "--method", "base"],
         r"QR-DQN.*--algo qrdqn",
     ),
     (

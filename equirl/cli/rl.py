@@ -126,8 +126,17 @@ def register(commands: Any, bench: Any) -> None:
         "--final", action="store_true", help="in a run directory, the final model.zip, not best_model.zip"
     )
     p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
-    p.add_argument("--env", required=True, help="env id")
-    p.add_argument("--algo", default="dqn", choices=EVAL_ALGOS, help="the agent's algorithm")
+    p.add_argument(
+        "--env",
+        default=None,
+        help="env id (default: the one an RL-zoo folder names, run as its current version)",
+    )
+    p.add_argument(
+        "--algo",
+        default=None,
+        choices=EVAL_ALGOS,
+        help="the agent's algorithm (default: read from its zip's policy class)",
+    )
     p.add_argument(
         "--method",
         nargs="+",
@@ -371,13 +380,36 @@ def _train(args: argparse.Namespace, console: Any) -> int:
     return 0
 
 
+def _eval_env(args: argparse.Namespace) -> str:
+    """``--env``, or the env the agent's files name (an RL-zoo folder's ``args.yml`` / subfolder / folder
+    name, a run's ``config.yaml``), as its current id (one warning naming both ids when they differ)."""
+    from equirl.rl.envs import resolve_env_id
+    from equirl.rl.zoo import agent_env_id
+
+    if args.env is not None:
+        return resolve_env_id(args.env)
+    trained = agent_env_id(args.agent)
+    if trained is None:
+        raise ConfigError(
+            f"{printable(args.agent, 200)} does not name its env: pass --env (e.g. --env CartPole-v1)"
+        )
+    return resolve_env_id(trained, trained_on=trained)
+
+
 def _eval(args: argparse.Namespace, console: Any) -> int:
     from equirl.rl.evaluation import evaluate_methods
 
+    args.env = _eval_env(args)
     methods = list(ALL_METHODS) if "all" in args.method else [canonical_method(m) for m in args.method]
     from equirl.cli.output import make_table, progress_bar
 
     which = "final" if args.final else "best"
+    from equirl.rl.spec import load_spec
+    from equirl.rl.zipinfo import read_algo
+
+    load_spec(args.env)  # an env without a symmetry spec is named before the agent is read
+    # --algo, else the algorithm the zip was saved with; a contradiction is one line naming the option
+    args.algo = read_algo(args.agent, args.algo, args.env, which)
     choice = None
     if AUTO in methods:
         from equirl.rl.select import select_method

@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 from typing import Any
 
 from equirl.errors import ConfigError, EquirlError, SymmetryError
 from equirl.utils.io import printable
 
-__all__ = ["ALLOW_IMPORT_VAR", "action_meanings", "check_env_id", "is_atari", "make_env", "make_vec_env"]
+__all__ = [
+    "ALLOW_IMPORT_VAR",
+    "LEGACY_ENV_IDS",
+    "action_meanings",
+    "check_env_id",
+    "current_env_id",
+    "is_atari",
+    "make_env",
+    "make_vec_env",
+    "resolve_env_id",
+]
+
+log = logging.getLogger(__name__)
 
 #: set to ``1`` to let an env id ``"module:EnvName"`` import ``module`` (gymnasium's plugin syntax); off by
 #: default, since a config or a spec naming such an id would otherwise run that module's code
@@ -48,6 +61,85 @@ def check_env_id(env_id: Any) -> str:
     return env_id
 
 
+#: MuJoCo envs whose ``-v5`` is gymnasium 1.x's current version (``-v2`` / ``-v3`` need the retired
+#: ``mujoco-py``; ``-v4`` still runs, but equirl's specs are written for ``-v5``)
+_MUJOCO_V5 = (
+    "Ant",
+    "HalfCheetah",
+    "Hopper",
+    "Humanoid",
+    "HumanoidStandup",
+    "InvertedDoublePendulum",
+    "InvertedPendulum",
+    "Pusher",
+    "Reacher",
+    "Swimmer",
+    "Walker2d",
+)
+
+#: The one table of env ids agents were trained on (RL-zoo agents: gym / gymnasium 0.x) that gymnasium 1.x
+#: no longer makes, or that equirl runs on a newer version of: ``{old id: current id}``. The observation
+#: and action spaces are the same unless noted by a shape check when the agent loads (e.g. ``Ant-v3``'s
+#: contact forces, ``Humanoid-v3``'s 376 features: a one-line error then). Ids gymnasium 1.x still makes
+#: as they were (``BipedalWalker-v3``, ``CartPole-v1``, ``Acrobot-v1``, ``*NoFrameskip-v4``) are not listed.
+LEGACY_ENV_IDS: dict[str, str] = {
+    "LunarLander-v2": "LunarLander-v3",
+    "LunarLanderContinuous-v2": "LunarLanderContinuous-v3",
+    "BipedalWalker-v2": "BipedalWalker-v3",
+    "BipedalWalkerHardcore-v2": "BipedalWalkerHardcore-v3",
+    "CarRacing-v0": "CarRacing-v3",
+    "CarRacing-v1": "CarRacing-v3",
+    "CarRacing-v2": "CarRacing-v3",
+    "Pendulum-v0": "Pendulum-v1",
+    "CliffWalking-v0": "CliffWalking-v1",
+    "Taxi-v3": "Taxi-v4",
+    **{f"{name}-v{v}": f"{name}-v5" for name in _MUJOCO_V5 for v in (2, 3, 4)},
+}
+
+#: ``(old, current)`` pairs already warned about (one warning per pair and process)
+_WARNED: set[tuple[str, str]] = set()
+
+
+def current_env_id(env_id: str) -> str:
+    """The id ``env_id`` runs as: its entry in :data:`LEGACY_ENV_IDS`, else itself (no warning).
+
+    Example::
+
+        >>> current_env_id("LunarLander-v2"), current_env_id("Swimmer-v3"), current_env_id("CartPole-v1")
+        ('LunarLander-v3', 'Swimmer-v5', 'CartPole-v1')
+    """
+    return LEGACY_ENV_IDS.get(env_id, env_id)
+
+
+def resolve_env_id(env_id: str, trained_on: str | None = None) -> str:
+    """:func:`current_env_id` of ``env_id``, with one ``logging`` warning per process naming both ids when
+    the agent runs on another id than the one it was trained on.
+
+    :param env_id: the id asked for (possibly an old one).
+    :param trained_on: the id the agent was trained on (an RL-zoo folder's), when known: asking for
+        ``Walker2d-v5`` for an agent of ``Walker2d-v3`` warns too.
+    """
+    new = current_env_id(check_env_id(env_id))
+    old = env_id if env_id != new else None
+    if trained_on and trained_on != new and current_env_id(trained_on) == new:
+        old = trained_on
+    if old is not None and (old, new) not in _WARNED:
+        _WARNED.add((old, new))
+        log.warning(
+            "agent trained on %s: running it on %s, the env's current version in gymnasium %s",
+            printable(old, 80),
+            printable(new, 80),
+            _gym_version(),
+        )
+    return new
+
+
+def _gym_version() -> str:
+    import gymnasium
+
+    return str(gymnasium.__version__)
+
+
 def is_atari(env_id: str) -> bool:
     return env_id.startswith("ALE/") or env_id.endswith("NoFrameskip-v4")
 
@@ -83,6 +175,14 @@ def make_env(env_id: str, seed: int | None = None, **kwargs: Any) -> Any:
         raise SymmetryError(f"cannot make env {env_id!r}: {str(exc).splitlines()[0]}") from None
     except ImportError as exc:  # missing optional dependency (box2d, mujoco...)
         raise EquirlError(f"cannot run {env_id}: {exc}") from None
+    except TypeError as exc:  # an option the env's constructor does not take (an RL-zoo env_kwargs)
+        if not kwargs:
+            raise
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        names = ", ".join(sorted(kwargs))
+        raise ConfigError(
+            f"cannot make env {env_id!r} with the options {names}: {printable(first, 160)}"
+        ) from None
     if seed is not None:
         env.reset(seed=seed)
         env.action_space.seed(seed)

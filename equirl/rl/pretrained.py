@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +20,10 @@ import numpy as np
 
 from equirl.errors import CheckpointError, EquirlError, SymmetryError
 from equirl.registry import EQUITUNE, canonical_method, get_method, method_names, validate_method_kwargs
-from equirl.rl.envs import make_vec_env
+from equirl.rl.envs import current_env_id, make_vec_env, resolve_env_id
 from equirl.rl.spec import load_spec
 from equirl.rl.zipinfo import check_agent_zip
+from equirl.rl.zoo import env_of, read_zoo_folder, remember_env, resolve_agent_path, zoo_env
 
 __all__ = ["ALGOS", "evaluate", "find_agent_zip", "find_vecnormalize", "load_plain", "load_pretrained"]
 
@@ -86,10 +87,11 @@ def find_agent_zip(path: str | Path, env_id: str | None = None, which: str = "be
     """The model zip at ``path``: a zip file, an equirl run directory or an RL-zoo folder.
 
     In a folder, ``which="best"`` takes ``best_model.zip`` (the best periodic evaluation) when there is
-    one, else the final model; ``which="final"`` the final model: ``{env}.zip`` (RL-zoo layout) or
-    ``model.zip`` (equirl run directory). A relative ``agents/...`` path that does not exist here names a
-    shipped agent (the shipped configs say ``init_from: agents/dqn/CartPole-v1/CartPole-v1_partial.zip``),
-    so it works from any folder.
+    one, else the final model; ``which="final"`` the final model: ``{env}.zip`` (RL-zoo layout, named
+    after the env the agent was *trained* on, found whatever ``env_id`` is: ``Swimmer-v3.zip`` for
+    ``Swimmer-v5``) or ``model.zip`` (equirl run directory). A relative ``agents/...`` path that does not
+    exist here names a shipped agent (the shipped configs say
+    ``init_from: agents/dqn/CartPole-v1/CartPole-v1_partial.zip``), so it works from any folder.
 
     :param path: zip file or folder.
     :param env_id: the env (RL-zoo folders name the zip after it).
@@ -97,12 +99,7 @@ def find_agent_zip(path: str | Path, env_id: str | None = None, which: str = "be
     """
     if which not in WHICH:
         raise EquirlError(f"which must be one of {list(WHICH)}, got {which!r}")
-    p = Path(path)
-    if not p.exists() and not p.is_absolute() and p.parts[:1] == ("agents",):
-        from equirl.assets import asset_path
-
-        shipped = asset_path("agents").joinpath(*p.parts[1:])
-        p = shipped if shipped.exists() else p
+    p = resolve_agent_path(path)
     if p.is_file():
         return p
     if p.is_dir():
@@ -113,6 +110,9 @@ def find_agent_zip(path: str | Path, env_id: str | None = None, which: str = "be
         for name in [*names, "model.zip"]:
             if (p / name).is_file():
                 return p / name
+        final = read_zoo_folder(p, env_id).final_zip  # the zoo's {trained env}.zip
+        if final is not None:
+            return final
         zips = [z for z in sorted(p.glob("*.zip")) if z.name != "best_model.zip" or which == "best"]
         if len(zips) == 1:
             return zips[0]
@@ -184,7 +184,7 @@ def load_pretrained(
     path: str | Path,
     env: Any,
     method: str = EQUITUNE,
-    algo: str = "dqn",
+    algo: str | None = None,
     symmetry: Any = None,
     method_kwargs: dict[str, Any] | None = None,
     freeze_backbone: bool | None = None,
@@ -206,13 +206,22 @@ def load_pretrained(
     for the symmetrizing methods, so that *normalise → policy* is equivariant. :func:`evaluate` applies
     the model's normalisation to its evaluation env.
 
+    An RL-zoo folder runs as its authors ran it (:mod:`equirl.rl.zoo`): given an env id, the env is made
+    with the folder's ``env_kwargs`` and allowlisted ``env_wrapper`` (others need ``trust_checkpoint``),
+    then normalised, then frame-stacked, as rl_zoo3 does; the spec is extended to the time feature
+    (invariant) and the stacked frames (acted on one by one), and :func:`evaluate` makes the same env. An
+    agent trained on an older env id (``Swimmer-v3``) runs on the current one (``Swimmer-v5``, see
+    :data:`equirl.rl.envs.LEGACY_ENV_IDS`) with one warning; a folder whose ``config.yml`` says
+    ``normalize`` but holds no statistics is refused. A VecEnv passed as ``env`` is used as given (the
+    normalisation is added on top).
+
     :param path: the agent: a zip, an equirl run directory or an RL-zoo folder.
     :param env: env id or VecEnv.
     :param method: ``base``, ``equitune``, ``equizero``, ``lambda``, ``canonicalize`` or ``multigroup``
         (the last three add weights: a λ-net / scorer, fresh unless the agent was saved with that method;
         canonicalize / multigroup: DQN / QR-DQN only).
     :param algo: one of :data:`ALGOS` (``dqn``, ``qrdqn``, ``ppo``, ``a2c``, ``sac``, ``td3``, ``ddpg``,
-        ``tqc``).
+        ``tqc``; ``None``: the one the zip was saved with, :func:`equirl.rl.zipinfo.read_algo`).
     :param symmetry: spec (default: the env id's packaged spec).
     :param method_kwargs: symmetrizer options.
     :param freeze_backbone: train only the λ-net (default: ``True`` for λ, else ``False``).
@@ -225,44 +234,58 @@ def load_pretrained(
     """
     spec = get_method(method)  # one-line error listing the methods
     method = spec.name
-    _algo_cls(algo)  # one-line error for an unknown algo
+    if algo is not None:
+        _algo_cls(algo)  # one-line error for an unknown algo
     method_kwargs = validate_method_kwargs(method, method_kwargs, adapter="rl")
-    env_id = env if isinstance(env, str) else _env_id(env)
+    env_id = current_env_id(env) if isinstance(env, str) else _env_id(env)
     if symmetry is None and env_id is None:
         raise EquirlError("pass symmetry=...: the env has no id to look its symmetry spec up")
-    sym = load_spec(symmetry if symmetry is not None else str(env_id))  # unknown env: one-line error first
-    vec = make_vec_env(env, seed=seed or 0) if isinstance(env, str) else env
-    plain = load_plain(
-        path, vec, algo=algo, device=device, which=which, trust_checkpoint=trust_checkpoint, symmetry=sym
-    )
-    stats = find_vecnormalize(path, env_id, which=which)
+    base_sym = load_spec(symmetry if symmetry is not None else str(env_id))  # unknown env: one line first
+    folder = read_zoo_folder(path, env_id)
+    if isinstance(env, str):  # one warning when the agent was trained on an older id
+        env_id = resolve_env_id(env, trained_on=folder.trained_env_id)
+    # the env as the zoo run made it: env wrappers -> VecEnv -> normalisation -> frame stack
+    recipe = zoo_env(folder, str(env_id or base_sym.env_id), trust_checkpoint=trust_checkpoint)
+    norm_sym, sym = recipe.symmetries(base_sym)
+    stats = folder.statistics()  # refuses a normalised agent without its statistics
+    vec = recipe.make_base(seed=seed or 0) if isinstance(env, str) else env
     if stats is not None:
         from equirl.rl.normalize import load_vecnormalize
 
         vec = load_vecnormalize(
-            stats, vec, symmetry=sym if spec.symmetrizes else None, trust_checkpoint=trust_checkpoint
+            stats, vec, symmetry=norm_sym if spec.symmetrizes else None, trust_checkpoint=trust_checkpoint
         )
         log.info("normalising observations with %s%s", stats, " (symmetrized)" if spec.symmetrizes else "")
+    if isinstance(env, str):
+        vec = recipe.stack(vec)
+    if algo is None:  # the algorithm the zip was saved with
+        from equirl.rl.zipinfo import read_algo
+
+        algo = read_algo(path, None, env_id, which)
+    plain = load_plain(
+        path, vec, algo=algo, device=device, which=which, trust_checkpoint=trust_checkpoint, symmetry=sym
+    )
     req = _WrapRequest(
         plain, path, vec, sym, spec, algo, method_kwargs, freeze_backbone, device, seed, algo_kwargs
     )
-    return _wrap_q(req) if algo in Q_ALGOS else _wrap_actor_critic(req)
+    model = _wrap_q(req) if algo in Q_ALGOS else _wrap_actor_critic(req)
+    if isinstance(env, str):  # evaluate(model, env_id) makes the same env (a given VecEnv is the caller's)
+        remember_env(model, recipe)
+    return model
 
 
 def find_vecnormalize(path: str | Path, env_id: str | None, which: str = "best") -> Path | None:
-    """The ``vecnormalize.pkl`` that goes with an agent, if any: in an RL-zoo folder ``{env}/`` or the
-    folder itself, beside a zip (or in its ``{env}/`` subfolder).
+    """The ``vecnormalize.pkl`` an agent runs with, if any: in an RL-zoo folder the one in its ``{env}/``
+    subfolder (named after the env it was trained on, whatever ``env_id`` is), when its ``config.yml``
+    says ``normalize``; elsewhere one beside the zip (or in the folder).
 
     :param path: what :func:`find_agent_zip` takes.
-    :param env_id: the env (RL-zoo folders keep the statistics in ``{env}/``).
+    :param env_id: the env (chooses among several ``{env}/`` subfolders).
+    :param which: unused (the statistics are the run's, for either zip); kept for the callers.
+    :raises CheckpointError: the folder says ``normalize`` and holds no statistics (see
+        :meth:`equirl.rl.zoo.ZooFolder.statistics`).
     """
-    p = Path(path)
-    folder = p if p.is_dir() else find_agent_zip(p, env_id, which=which).parent
-    names = [env_id.replace("/", "_"), env_id.split("/")[-1]] if env_id else []
-    for cand in [*(folder / n / "vecnormalize.pkl" for n in names), folder / "vecnormalize.pkl"]:
-        if cand.is_file():
-            return cand
-    return None
+    return read_zoo_folder(path, env_id).statistics()
 
 
 @dataclass
@@ -480,12 +503,22 @@ def evaluate(
     """
     from stable_baselines3.common.evaluation import evaluate_policy
 
-    vec = make_vec_env(env, seed=seed) if isinstance(env, str) else env
     norm = model.get_vec_normalize_env() if hasattr(model, "get_vec_normalize_env") else None
-    if norm is not None and isinstance(env, str):  # the agent's observation normalisation, frozen
-        from equirl.rl.normalize import wrap_like
+    if isinstance(env, str):
+        # the env the agent was loaded with (an RL-zoo folder's wrappers, frame stack), else the bare env
+        recipe = env_of(model)
+        env_id = resolve_env_id(env, trained_on=None)
+        if recipe is not None:
+            recipe = replace(recipe, env_id=env_id)
+        vec = recipe.make_base(seed=seed) if recipe is not None else make_vec_env(env_id, seed=seed)
+        if norm is not None:  # the agent's observation normalisation, frozen
+            from equirl.rl.normalize import wrap_like
 
-        vec = wrap_like(norm, vec)
+            vec = wrap_like(norm, vec)
+        if recipe is not None:
+            vec = recipe.stack(vec)
+    else:
+        vec = env
     vec.seed(seed)
     done = [0]
 

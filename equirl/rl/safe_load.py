@@ -9,10 +9,17 @@ unpickles none of them:
 * entries equirl overrides anyway (the spaces come from the env, the schedules are constants, the
   ``_last_obs``-style rollout state is reset) are never read;
 * the rest (``policy_class``, ``policy_kwargs``, ``replay_buffer_class``, ``train_freq``...) are read by
-  :class:`RestrictedUnpickler`, which resolves only an allowlist of plain classes (SB3 / sb3-contrib /
-  equirl policies, buffers, schedules, feature extractors, torch activations and optimizers, numpy
-  arrays, :class:`~equirl.rl.spec.EnvSymmetry`) -- anything else (a function, ``open``, ``os.system``,
-  cloudpickle's code constructors) refuses the file with one line naming the entry and the trust option.
+  :func:`restricted_loads`, whose allowlist has three parts: numpy / collections data; *classes as
+  values* (SB3 / sb3-contrib / equirl policies, buffers, feature extractors, torch activations and
+  optimizers, SB3's ``RMSpropTFLike``), handed back as the classes themselves and never called,
+  instantiated or given attributes by the pickle; and *plain-data records* (SB3's schedules,
+  ``TrainFreq``, action noise, :class:`~equirl.rl.spec.EnvSymmetry`), built from their fields and
+  checked to hold plain data only. ``torch.device`` (the RL zoo's SAC ``policy_kwargs`` hold one) is
+  built from a device name and index only, and dropped from ``policy_kwargs`` as SB3 does. Anything else
+  (a function, ``open``, ``os.system``, ``functools.partial``, cloudpickle's code constructors such as
+  the zoo's ``linear_schedule`` closures outside the entries equirl replaces) refuses the file with one
+  line naming the entry and the trust option. A ``net_arch`` is checked to be one of SB3's forms (a list
+  of widths, ``dict(pi=..., vf=... / qf=...)``, SB3 1.x's ``[dict(...)]``) of widths that fit in RAM.
 
 The ``.pth`` files are read with ``torch.load(..., weights_only=True)`` first (recent SB3 -- 2.9 here --
 does the same itself); one that holds Python objects is refused. ``trust_checkpoint=True``
@@ -23,14 +30,18 @@ for files from a trusted source.
 from __future__ import annotations
 
 import base64
+import types
 import zipfile
-from collections import deque
+from collections import OrderedDict, deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from equirl.config import FieldError
 from equirl.errors import CheckpointError, ConfigError
 from equirl.utils.io import (
     RefusedGlobal,
+    RefusedStructure,
     check_zip_members,
     find_global,
     parse_json,
@@ -74,10 +85,16 @@ _DATA_GLOBALS = {
     ("numpy._core.multiarray", "scalar"),
     ("numpy.core.numeric", "_frombuffer"),
     ("numpy._core.numeric", "_frombuffer"),
+    # numpy scalar types, as a value (SB3's action noise keeps its dtype so)
+    ("numpy", "float16"),
+    ("numpy", "float32"),
+    ("numpy", "float64"),
 }
 
+#: classes an entry names as values (a policy, an activation, an optimizer, a feature extractor, a buffer
+#: class): the unpickler hands out a stand-in that refuses to be called or instantiated and to have
+#: attributes set on it, and the stand-in is replaced by the class itself in what it returns
 _CLASS_GLOBALS = {
-    "equirl.rl.spec": ("EnvSymmetry",),
     "stable_baselines3.common.buffers": (
         "ReplayBuffer",
         "DictReplayBuffer",
@@ -85,17 +102,52 @@ _CLASS_GLOBALS = {
         "DictRolloutBuffer",
     ),
     "equirl.rl.augment": ("AugmentedReplayBuffer", "AugmentedRolloutBuffer"),
-    "stable_baselines3.common.type_aliases": ("TrainFreq", "TrainFrequencyUnit"),
-    "stable_baselines3.common.utils": ("ConstantSchedule", "FloatSchedule", "LinearSchedule"),
     "stable_baselines3.common.torch_layers": ("FlattenExtractor", "NatureCNN", "CombinedExtractor"),
     "stable_baselines3.common.sb2_compat.rmsprop_tf_like": ("RMSpropTFLike",),
-    "torch.nn.modules.activation": ("ReLU", "Tanh", "ELU", "LeakyReLU", "GELU", "SiLU", "Sigmoid", "Mish"),
+    "torch.nn.modules.activation": (
+        "ReLU",
+        "ReLU6",
+        "Tanh",
+        "ELU",
+        "SELU",
+        "CELU",
+        "LeakyReLU",
+        "PReLU",
+        "GELU",
+        "SiLU",
+        "Mish",
+        "Sigmoid",
+        "LogSigmoid",
+        "Softplus",
+        "Softsign",
+        "Hardtanh",
+        "Hardswish",
+        "Hardsigmoid",
+        "Tanhshrink",
+    ),
     "torch.nn.modules.linear": ("Identity",),
     "torch.optim.adam": ("Adam",),
     "torch.optim.adamw": ("AdamW",),
     "torch.optim.rmsprop": ("RMSprop",),
     "torch.optim.sgd": ("SGD",),
 }
+
+#: plain-data classes an entry may hold instances of (SB3's schedules, train frequency and action noise,
+#: equirl's symmetry spec): built as records of the pickle's fields -- never by calling the class with
+#: the pickle's arguments -- checked to hold plain data only, then turned into instances
+_DATA_CLASSES = {
+    "equirl.rl.spec": ("EnvSymmetry",),
+    "stable_baselines3.common.utils": ("ConstantSchedule", "FloatSchedule", "LinearSchedule"),
+    "stable_baselines3.common.noise": ("NormalActionNoise", "OrnsteinUhlenbeckActionNoise"),
+    "stable_baselines3.common.type_aliases": ("TrainFreq", "TrainFrequencyUnit"),
+}
+
+#: ``torch.device``, as torch pickles it (``torch.device("cpu")`` / ``("cuda", 0)``): built by a checked
+#: function from a device name and an optional index only
+_DEVICE = ("torch", "device")
+
+#: how deep :func:`_finish` walks what the unpickler returns (plain ``policy_kwargs`` are a few levels)
+_MAX_DEPTH = 100
 
 
 def _policy_classes() -> dict[tuple[str, str], type]:
@@ -114,22 +166,209 @@ def _policy_classes() -> dict[tuple[str, str], type]:
     return {(c.__module__, c.__qualname__): c for c in classes}
 
 
-def _resolve(module: str, name: str) -> Any:
-    """The allowlist of SB3 zips' pickled entries: plain data classes and the algorithms' policies."""
-    if (module, name) in _DATA_GLOBALS or name in _CLASS_GLOBALS.get(module, ()):
-        return find_global(module, name)
-    policy = _policy_classes().get((module, name))
-    if policy is not None:
-        return policy
-    raise RefusedGlobal(f"{module}.{name}")
+class _StandIn(type):
+    """The metaclass of what the unpickler hands out for an allowlisted class.
+
+    A *reference* stand-in (``_record`` false) refuses a call (``REDUCE``), an instance (``NEWOBJ``) and
+    an attribute set on it (a ``BUILD`` on the class itself would monkeypatch it for the whole process);
+    :func:`_finish` replaces it by the class. A *record* stand-in builds a :class:`_Built` record of the
+    arguments and fields instead of an instance; :func:`_finish` checks and converts it."""
+
+    _real: type
+    _path: str
+    _record: bool
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        if not cls._record:
+            raise RefusedGlobal(f"a call of {cls._path}")
+        return _Built(cls, args, kwargs, called=True)
+
+    def __setattr__(cls, name: str, value: Any) -> None:
+        raise RefusedGlobal(f"an attribute set on {cls._path}")
+
+
+def _stand_in_new(cls: Any, *args: Any, **kwargs: Any) -> Any:
+    """``NEWOBJ``'s ``cls.__new__(cls, *args)`` on a stand-in."""
+    if not cls._record:
+        raise RefusedGlobal(f"an instance of {cls._path}")
+    return _Built(cls, args, kwargs, called=False)
+
+
+def _stand_in(real: type, path: str, record: bool) -> type:
+    return _StandIn(
+        real.__name__, (), {"_real": real, "_path": path, "_record": record, "__new__": _stand_in_new}
+    )
+
+
+class _Built:
+    """A record of a plain-data object the pickle builds: the stand-in it was built from, the arguments
+    (``called``: a call, else ``NEWOBJ``) and the fields a ``BUILD`` sets. Nothing runs."""
+
+    def __init__(self, cls: Any, args: tuple[Any, ...], kwargs: dict[str, Any], called: bool) -> None:
+        self.cls, self.args, self.kwargs, self.called = cls, args, kwargs, called
+        self.fields: dict[Any, Any] = {}
+        self.bad_state = False
+
+    def __setstate__(self, state: Any) -> None:
+        if (
+            isinstance(state, tuple)
+            and len(state) == 2
+            and all(isinstance(p, (dict, type(None))) for p in state)
+        ):
+            state = {**(state[0] or {}), **(state[1] or {})}  # (dict state, slots state)
+        if isinstance(state, dict):
+            self.fields.update(state)
+        else:
+            self.bad_state = True
+
+
+def _device_builder() -> Callable[..., Any]:
+    """``torch.device(name[, index])``, refusing any other argument (a fresh function per load)."""
+
+    def device(*args: Any) -> Any:
+        import torch
+
+        name, index = (*args, None)[:2] if 1 <= len(args) <= 2 else (None, None)
+        if not (
+            isinstance(name, str)
+            and len(name) <= 32
+            and (index is None or (type(index) is int and 0 <= index < 2**16))
+        ):
+            got = ", ".join(type(a).__name__ for a in args) or "nothing"
+            raise RefusedStructure(f"a pickle that builds torch.device from {got}, not a device name")
+        return torch.device(name) if index is None else torch.device(name, index)
+
+    return device
+
+
+def _fresh(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A per-load wrapper of a Python function the allowlist names (a ``BUILD`` on it then changes the
+    wrapper, never the library's function)."""
+
+    def call(*args: Any) -> Any:
+        return fn(*args)
+
+    return call
+
+
+def _data_global(module: str, name: str) -> Any:
+    obj = find_global(module, name)
+    return _fresh(obj) if isinstance(obj, types.FunctionType) else obj
+
+
+class _Resolver:
+    """The allowlist of SB3 zips' pickled entries, one per load: plain data (numpy, collections),
+    class references and plain-data records (through stand-ins), ``torch.device``."""
+
+    def __init__(self) -> None:
+        self.cache: dict[tuple[str, str], Any] = {}
+
+    def __call__(self, module: str, name: str) -> Any:
+        key = (module, name)
+        if key not in self.cache:
+            self.cache[key] = self._find(module, name)
+        return self.cache[key]
+
+    def _find(self, module: str, name: str) -> Any:
+        if (module, name) in _DATA_GLOBALS:
+            return _data_global(module, name)
+        if (module, name) == _DEVICE:
+            return _device_builder()
+        path = f"{module}.{name}"
+        if name in _CLASS_GLOBALS.get(module, ()):
+            return _stand_in(find_global(module, name), path, record=False)
+        if name in _DATA_CLASSES.get(module, ()):
+            return _stand_in(find_global(module, name), path, record=True)
+        policy = _policy_classes().get((module, name))
+        if policy is not None:
+            return _stand_in(policy, path, record=False)
+        raise RefusedGlobal(path)
+
+
+def _record_types() -> tuple[type, ...]:
+    return tuple(find_global(m, n) for m, names in _DATA_CLASSES.items() for n in names)
+
+
+def _is_plain(value: Any, records: tuple[type, ...], depth: int = 0) -> bool:
+    """Plain data: numbers, strings, numpy arrays and scalars, containers of them, converted records."""
+    import numpy as np
+
+    if depth > _MAX_DEPTH:
+        return False
+    if value is None or isinstance(value, (bool, int, float, complex, str, bytes, np.generic, records)):
+        return True
+    if isinstance(value, np.ndarray):
+        return value.dtype != object
+    if isinstance(value, type) and issubclass(value, np.generic):  # a dtype given as its scalar type
+        return value is not np.object_
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain(v, records, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_plain(v, records, depth + 1) for k, v in value.items())
+    return False
+
+
+def _make(built: _Built, records: tuple[type, ...], depth: int) -> Any:
+    """The object a :class:`_Built` record stands for, if it holds plain data as its class expects."""
+    from stable_baselines3.common.type_aliases import TrainFreq, TrainFrequencyUnit
+
+    real, path = built.cls._real, built.cls._path
+    args = tuple(_finish(a, records, depth + 1) for a in built.args)
+    fields = {k: _finish(v, records, depth + 1) for k, v in built.fields.items()}
+    if built.kwargs or built.bad_state:
+        raise RefusedStructure(f"a pickle that builds {path} from something other than plain fields")
+    if real is TrainFrequencyUnit:  # an enum: looked up by its value
+        if not (built.called and len(args) == 1 and isinstance(args[0], str) and not fields):
+            raise RefusedStructure(f"a pickle that builds {path} from something other than its name")
+        try:
+            return TrainFrequencyUnit(args[0])
+        except ValueError:
+            raise RefusedStructure(f"a pickle with an unknown {path} {printable(args[0], 20)}") from None
+    if real is TrainFreq:  # a named tuple (frequency, unit)
+        ok = len(args) == 2 and type(args[0]) is int and isinstance(args[1], TrainFrequencyUnit)
+        if not ok or fields:
+            raise RefusedStructure(f"a pickle that builds {path} from something other than (int, unit)")
+        return TrainFreq(*args)
+    if built.called or args:
+        raise RefusedGlobal(f"a call of {path}")
+    for key, value in fields.items():
+        if not (isinstance(key, str) and key.isidentifier() and not key.startswith("__")):
+            raise RefusedStructure(f"a pickle that sets the field {printable(key, 40)} of {path}")
+        if not _is_plain(value, records):
+            raise RefusedStructure(f"a pickle whose {path} holds a {type(value).__name__}, not plain data")
+    obj = object.__new__(real)
+    obj.__dict__.update(fields)
+    return obj
+
+
+def _finish(obj: Any, records: tuple[type, ...], depth: int = 0) -> Any:
+    """What the unpickler returned, with every stand-in replaced by its class and every record by the
+    object it stands for (checked)."""
+    if depth > _MAX_DEPTH:
+        raise RefusedStructure(f"a pickle nested deeper than {_MAX_DEPTH} levels")
+    if isinstance(obj, _StandIn):
+        return obj._real
+    if isinstance(obj, _Built):
+        return _make(obj, records, depth)
+    kind = type(obj)
+    if kind in (list, tuple, set, frozenset):
+        return kind(_finish(v, records, depth + 1) for v in obj)
+    if kind in (dict, OrderedDict):
+        return kind((_finish(k, records, depth + 1), _finish(v, records, depth + 1)) for k, v in obj.items())
+    if kind is deque:
+        return deque((_finish(v, records, depth + 1) for v in obj), maxlen=obj.maxlen)
+    return obj
 
 
 def restricted_loads(blob: bytes) -> Any:
-    """Unpickle ``blob`` through the file layer's restricted unpickler with this module's allowlist.
+    """Unpickle ``blob`` through the file layer's restricted unpickler with this module's allowlist:
+    class references come back as the classes (never called), plain-data records as checked instances,
+    ``torch.device`` only from a device name.
 
-    :raises RefusedGlobal: it references anything outside the allowlist (or breaks a size limit).
+    :raises RefusedGlobal: it references anything outside the allowlist, calls or instantiates a class,
+        or breaks a size limit.
     """
-    return _restricted_loads(blob, _resolve)
+    return _finish(_restricted_loads(blob, _Resolver()), _record_types())
 
 
 #: the largest ``data`` entry of an SB3 zip equirl parses
@@ -209,10 +448,50 @@ def _check_space(zpath: Any, key: str, entry: Any, space: Any) -> None:
             raise CheckpointError(f"{zpath} was saved for {saved_n} actions, the env has {int(space.n)}")
 
 
+def _layer_lists(arch: Any) -> list[Any]:
+    """The layer lists of a ``net_arch`` in SB3's forms: ``[64, 64]``, ``dict(pi=[..], vf=[..])`` /
+    ``dict(pi=[..], qf=[..])``, and SB3 1.x's ``[dict(pi=[..], vf=[..])]``.
+
+    :raises ValueError: why it is none of them.
+    """
+    if isinstance(arch, list) and len(arch) == 1 and isinstance(arch[0], dict):
+        arch = arch[0]  # SB3 1.x's form (SB3's load converts it the same way)
+    if isinstance(arch, dict):
+        if not arch or any(k not in ("pi", "vf", "qf") for k in arch):
+            raise ValueError("a dict net_arch has the keys pi, vf and / or qf")
+        return list(arch.values())
+    if isinstance(arch, list) and any(isinstance(a, dict) for a in arch):
+        raise ValueError(
+            "shared layers before a dict (SB3 1.x's [64, dict(pi=..., vf=...)]) are not built by SB3 2"
+        )
+    return [arch]
+
+
+def _check_net_arch(zpath: Any, arch: Any) -> None:
+    """A ``net_arch`` in one of SB3's forms, of positive integer widths that fit in RAM."""
+    from equirl.rl.config import check_net_memory
+
+    try:
+        layers = _layer_lists(arch)
+        for layer in layers:
+            ok = isinstance(layer, list) and all(type(w) is int and 0 < w < 2**31 for w in layer)
+            if not ok:
+                raise ValueError("each layer list holds positive integer widths")
+            check_net_memory([1, *layer, 1])
+    except (ValueError, ConfigError) as exc:
+        why = exc.detail if isinstance(exc, FieldError) else str(exc)
+        raise CheckpointError(
+            f"{zpath}: its policy_kwargs net_arch {printable(arch, 80)} is refused: {why}"
+        ) from None
+
+
 def _plain_policy_kwargs(zpath: Any, pk: Any, symmetry: Any) -> dict[str, Any]:
     if not isinstance(pk, dict):
         raise _refuse(zpath, "policy_kwargs", f"is a {type(pk).__name__}, not a mapping")
     pk = dict(pk)
+    pk.pop("device", None)  # a torch.device of the saving machine: SB3's load drops it too
+    if pk.get("net_arch") is not None:  # None: the policy's default
+        _check_net_arch(zpath, pk["net_arch"])
     from equirl.rl.spec import EnvSymmetry
 
     if symmetry is not None and "symmetry" in pk:
@@ -352,7 +631,7 @@ def _resolve_vecnormalize(module: str, name: str) -> Any:
     if module.startswith("numpy.random.") and name in _BIT_GENERATORS:  # a ctor's argument only
         return _Record
     if (module, name) in _DATA_GLOBALS:
-        return find_global(module, name)
+        return _data_global(module, name)
     raise RefusedGlobal(f"{module}.{name}")
 
 

@@ -1,10 +1,14 @@
 """What an SB3 agent zip says about itself, read without unpickling anything.
 
-:func:`inspect_agent_zip` opens the zip's ``data`` JSON and reads the algorithm (from the policy class
-entry: its module, annotations and the class path inside the pickled reference, read as bytes) and the
-observation shape. :func:`check_agent_zip` turns what it finds into one-line errors that name the real
-cause: a missing, unreadable or corrupt file, an agent of the other algorithm, observations of another
-size than the env's.
+:func:`inspect_agent_zip` opens the zip's ``data`` JSON and reads the algorithm, the observation shape and
+the kind of action space. The algorithm comes from the policy class entry (its ``__module__`` and the
+class path inside the pickled reference, read as opcodes, never run): a Q-policy is DQN or QR-DQN, SAC /
+TD3 / TQC policies are named by their class, and an ``ActorCriticPolicy`` is PPO when the data holds PPO's
+``clip_range`` / ``n_epochs``, else A2C (TD3 with ``policy_delay`` 1 and no target noise clip is DDPG).
+:func:`check_agent_zip` turns what it finds into one-line errors that name the real cause: a missing,
+unreadable or corrupt file, an agent of another algorithm, observations of another size than the env's;
+:func:`read_algo` is the algorithm to load an agent with (``--algo`` when given and consistent, else the
+zip's).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import base64
 import binascii
 import contextlib
 import math
+import pickletools
 import re
 import zipfile
 from dataclasses import dataclass
@@ -22,19 +27,68 @@ from typing import Any
 from equirl.errors import CheckpointError, ConfigError
 from equirl.utils.io import check_zip_members, parse_json, printable
 
-__all__ = ["AgentZipInfo", "check_agent_zip", "inspect_agent_zip"]
+__all__ = ["ALGO_NAMES", "AgentZipInfo", "check_agent_zip", "inspect_agent_zip", "read_algo"]
 
 #: the algorithm names as users pass them (``--algo``) and as errors show them
-ALGO_NAMES = {"dqn": "DQN", "qrdqn": "QR-DQN"}
+ALGO_NAMES = {
+    "dqn": "DQN",
+    "qrdqn": "QR-DQN",
+    "ppo": "PPO",
+    "a2c": "A2C",
+    "sac": "SAC",
+    "td3": "TD3",
+    "ddpg": "DDPG",
+    "tqc": "TQC",
+}
+#: algorithms that load each other's agents (DDPG is TD3 with one critic update per actor update)
+_SAME = {"td3": "ddpg", "ddpg": "td3"}
+#: an ``ActorCriticPolicy``: PPO or A2C, told apart by the data's keys
+_ON_POLICY = "on-policy"
+#: SB3's and sb3-contrib's policy modules -> algorithm
+_MODULE_ALGOS = {
+    "stable_baselines3.dqn.policies": "dqn",
+    "sb3_contrib.qrdqn.policies": "qrdqn",
+    "stable_baselines3.common.policies": _ON_POLICY,
+    "stable_baselines3.ppo.policies": _ON_POLICY,
+    "stable_baselines3.a2c.policies": _ON_POLICY,
+    "stable_baselines3.sac.policies": "sac",
+    "stable_baselines3.td3.policies": "td3",
+    "stable_baselines3.ddpg.policies": "td3",
+    "sb3_contrib.tqc.policies": "tqc",
+}
+#: equirl's policy classes (``equirl.rl.policies`` / ``equirl.rl.ac_policies``): a part of the class name
+#: -> algorithm, the first that matches
+_EQUIRL_NAMES = (
+    ("QRDQN", "qrdqn"),
+    ("DQN", "dqn"),
+    ("ActorCritic", _ON_POLICY),
+    ("SAC", "sac"),
+    ("TD3", "td3"),
+    ("TQC", "tqc"),
+)
+#: sb3-contrib algorithms equirl does not load, by policy module (TRPO's policy is SB3's own: by its keys)
+_OTHER_MODULES = {
+    "sb3_contrib.common.maskable.policies": "MaskablePPO",
+    "sb3_contrib.common.recurrent.policies": "RecurrentPPO",
+    "sb3_contrib.ars.policies": "ARS",
+    "sb3_contrib.crossq.policies": "CrossQ",
+}
 
 
 @dataclass(frozen=True)
 class AgentZipInfo:
-    """:param algo: ``dqn``, ``qrdqn`` or ``None`` when the zip does not say.
-    :param obs_shape: the observation shape it was trained on (``None`` when the zip does not say)."""
+    """:param algo: one of :data:`ALGO_NAMES` or ``None`` when the zip does not say.
+    :param obs_shape: the observation shape it was trained on (``None`` when the zip does not say).
+    :param policy: the policy class, ``module.Name`` (``None`` when the zip does not say).
+    :param continuous: whether its action space is a ``Box`` (``None`` when the zip does not say).
+    :param other: an algorithm equirl does not load (``MaskablePPO``, ``TRPO``...), when the zip names one.
+    """
 
     algo: str | None
     obs_shape: tuple[int, ...] | None
+    policy: str | None = None
+    continuous: bool | None = None
+    other: str | None = None
 
 
 def _open(path: Path) -> zipfile.ZipFile:
@@ -59,6 +113,58 @@ def _policy_text(entry: Any) -> str:
         with contextlib.suppress(binascii.Error, ValueError):
             parts.append(base64.b64decode(blob).decode("latin-1"))
     return " ".join(parts)
+
+
+def _class_path(entry: Any) -> tuple[str, str] | None:
+    """``(module, name)`` of the class a policy class entry pickles by reference (its opcodes read,
+    never run)."""
+    if not isinstance(entry, dict) or not isinstance(entry.get(":serialized:"), str):
+        return None
+    try:
+        blob = base64.b64decode(entry[":serialized:"][:65536])
+        strings: list[str] = []
+        for op, arg, _ in pickletools.genops(blob):
+            if op.name == "GLOBAL" and isinstance(arg, str):
+                module, _, name = arg.partition(" ")
+                return module, name
+            if op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                return strings[-2], strings[-1]
+            if isinstance(arg, str):
+                strings.append(arg)
+    except Exception:  # malformed: the algorithm is then unknown
+        return None
+    return None
+
+
+def _algo_of_class(module: str, name: str) -> str | None:
+    if module in _MODULE_ALGOS:
+        return _MODULE_ALGOS[module]
+    if module.startswith("equirl.rl."):
+        return next((algo for part, algo in _EQUIRL_NAMES if part in name), None)
+    return None
+
+
+def _refine(algo: str | None, data: dict[str, Any]) -> tuple[str | None, str | None]:
+    """PPO / A2C (and TRPO) from an ``ActorCriticPolicy``, DDPG from TD3's policy, by the data's keys;
+    returns ``(algo, other)``."""
+    if algo == _ON_POLICY:
+        if "clip_range" in data or "n_epochs" in data:
+            return "ppo", None
+        if "cg_max_steps" in data or "n_critic_updates" in data:
+            return None, "TRPO"
+        return "a2c", None
+    if algo == "td3" and data.get("policy_delay") == 1 and data.get("target_noise_clip") in (0, 0.0):
+        return "ddpg", None
+    return algo, None
+
+
+def _continuous(entry: Any) -> bool | None:
+    kind = str(entry.get(":type:", "")) if isinstance(entry, dict) else ""
+    if ".Box'" in kind:
+        return True
+    if "Discrete'" in kind or "MultiBinary'" in kind:
+        return False
+    return None
 
 
 def _algo(text: str) -> str | None:
@@ -110,7 +216,70 @@ def inspect_agent_zip(path: str | Path) -> AgentZipInfo:
             raise CheckpointError(f"corrupt checkpoint {p}: {first}") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"corrupt checkpoint {p}: its 'data' entry is not a JSON object")
-    return AgentZipInfo(_algo(_policy_text(data.get("policy_class"))), _shape(data.get("observation_space")))
+    entry = data.get("policy_class")
+    cls = _class_path(entry)
+    algo, other = _refine(_algo_of_class(*cls) if cls else None, data)
+    if cls and cls[0] in _OTHER_MODULES:
+        other = _OTHER_MODULES[cls[0]]
+    if algo is None and other is None:
+        algo = _algo(_policy_text(entry))  # older or hand-made zips: the DQN / QR-DQN names in its text
+    return AgentZipInfo(
+        algo,
+        _shape(data.get("observation_space")),
+        policy=printable(".".join(cls), 120) if cls else None,
+        continuous=_continuous(data.get("action_space")),
+        other=other,
+    )
+
+
+def _article(algo: str) -> str:
+    return "an" if ALGO_NAMES[algo].startswith("A") else "a"
+
+
+def _check_algo(path: Any, info: AgentZipInfo, algo: str) -> None:
+    """One line when the zip at ``path`` holds an agent of another algorithm than ``algo``."""
+    if info.other is not None:
+        raise CheckpointError(
+            f"{path} is an agent of {info.other}, which equirl does not load (it loads "
+            f"{', '.join(ALGO_NAMES)})"
+        )
+    if info.algo is None or algo not in ALGO_NAMES or info.algo in (algo, _SAME.get(algo)):
+        return
+    raise CheckpointError(
+        f"{path} is {_article(info.algo)} {ALGO_NAMES[info.algo]} agent, not {ALGO_NAMES[algo]}: "
+        f"pass --algo {info.algo} (or set algo: {info.algo} in the config)"
+    )
+
+
+def read_algo(
+    agent: str | Path, algo: str | None = None, env_id: str | None = None, which: str = "best"
+) -> str:
+    """The algorithm to load ``agent`` with: ``algo`` when given (and the zip does not contradict it),
+    else the one its zip was saved with.
+
+    :param agent: agent zip, equirl run directory or RL-zoo folder.
+    :param algo: the algorithm the user passed (``--algo``; ``None``: read it from the zip).
+    :param env_id: the env (RL-zoo folders name the zip after it).
+    :param which: in a folder, ``"best"`` or ``"final"``.
+    :raises CheckpointError: missing / corrupt zip, a contradiction, or a zip that does not say (one line
+        naming ``--algo``).
+    """
+    from equirl.rl.pretrained import find_agent_zip
+
+    if algo is not None and algo not in ALGO_NAMES:
+        raise ConfigError(f"unknown algo {algo!r}; choose one of {list(ALGO_NAMES)}")
+    zpath = find_agent_zip(agent, env_id, which=which)
+    info = inspect_agent_zip(zpath)
+    if algo is not None:
+        _check_algo(zpath, info, algo)
+        return algo
+    if info.algo is None:
+        _check_algo(zpath, info, "dqn")  # an algorithm equirl does not load: said as such
+        raise CheckpointError(
+            f"cannot tell which algorithm {zpath} was trained with (its policy class is "
+            f"{info.policy or 'not recorded'}): pass --algo ({', '.join(ALGO_NAMES)})"
+        )
+    return info.algo
 
 
 def check_agent_zip(
@@ -120,16 +289,12 @@ def check_agent_zip(
     with ``observation_space``: missing, unreadable, corrupt, the other algorithm, another observation size.
 
     :param path: the agent zip.
-    :param algo: ``dqn`` or ``qrdqn`` (what the caller is about to load it as).
+    :param algo: one of :data:`ALGO_NAMES` (what the caller is about to load it as).
     :param observation_space: the env's observation space (skipped when ``None``).
     :param env_id: the env's id, for the message.
     """
     info = inspect_agent_zip(path)
-    if info.algo is not None and info.algo != algo and algo in ALGO_NAMES:
-        raise CheckpointError(
-            f"{path} is a {ALGO_NAMES[info.algo]} agent, not {ALGO_NAMES[algo]}: "
-            f"pass --algo {info.algo} (or set algo: {info.algo} in the config)"
-        )
+    _check_algo(path, info, algo)
     shape = tuple(getattr(observation_space, "shape", None) or ())
     if info.obs_shape is not None and shape and math.prod(info.obs_shape) != math.prod(shape):
         raise CheckpointError(

@@ -63,14 +63,14 @@ def test_auto_tie_goes_to_the_cheaper_base() -> None:
 
 
 def test_auto_choice_saved_as_json_and_markdown(tmp_path: Path) -> None:
-    fake = _Fake({"base": 1.0, "equizero(proxy=action_gap)": 3.0}, noise=0.0)
+    fake = _Fake({"base": -100.0, "equizero(proxy=action_gap)": -80.0}, noise=0.0)
     choice = select_method("a", "Acrobot-v1", ["base", ("equizero", {"proxy": "action_gap"})], evaluator=fake)
     path = choice.save(tmp_path)
     data = json.loads(path.read_text())
     assert data["method"] == "equizero" and data["method_kwargs"] == {"proxy": "action_gap"}
     assert len(data["candidates"]) == 2 and data["reason"] == choice.reason
     md = (tmp_path / "auto_choice.md").read_text()
-    assert "| equizero(proxy=action_gap) | 3.00" in md and choice.reason in md
+    assert "| equizero(proxy=action_gap) | -80.00" in md and choice.reason in md
 
 
 def test_parse_candidate_and_errors() -> None:
