@@ -126,6 +126,8 @@ AC_METHODS = method_names(learned_scorer=False)
 
 #: the proxy equizero uses when none is given (the critic's value)
 _VALUE_PROXY = get_method(EQUIZERO).option("proxy").default_for("rl")  # type: ignore[union-attr]
+#: the names that select the critic's value (``max_value`` as documented, and the RL default)
+_VALUE_PROXIES = frozenset({_VALUE_PROXY, "max_value"})
 
 
 def concat_action(group: Group, blocks: Sequence[GroupAction[Any] | int]) -> SignedPermAction:
@@ -192,7 +194,7 @@ def _proxy_for(
 ) -> Any:
     if callable(proxy):
         return proxy
-    if proxy == _VALUE_PROXY:
+    if proxy in _VALUE_PROXIES:
         if value is None:
             raise SymmetryError(f"{where}: equizero's {proxy} proxy needs a value to score")
         return _SliceProxy(value, "value")
@@ -570,7 +572,7 @@ class _EquiActorMixin(_EquiPart):
         if self.has_log_std:
             blocks.append(sym.action_action(absolute=True))
         proxy = self.method_kwargs.get("proxy", _VALUE_PROXY)
-        self._with_score = self.method == EQUIZERO and proxy == _VALUE_PROXY
+        self._with_score = self.method == EQUIZERO and proxy in _VALUE_PROXIES
         if self._with_score:
             blocks.append(1)  # the critic's score of the element's action, an invariant coordinate
         out_act = concat_action(sym.group, blocks)
