@@ -60,9 +60,46 @@ def _first_line(exc: BaseException) -> str:
     return (unsupported or lines or [type(exc).__name__])[0][:300]
 
 
+#: import names whose distribution is named otherwise (the rest match after ``_`` -> ``-``)
+_IMPORT_TO_DIST = {
+    "cv2": "opencv-python-headless",
+    "PIL": "pillow",
+    "sklearn": "scikit-learn",
+    "Box2D": "box2d",
+}
+
+
+def missing_extra(module: str) -> str | None:
+    """The ``equirl[extra]`` that installs the (top-level) ``module``, read from equirl's own package
+    metadata (pyproject's optional dependencies): ``ray`` -> ``dist``."""
+    import importlib.metadata as md
+    import re as _re
+
+    top = module.split(".")[0]
+    want = _IMPORT_TO_DIST.get(top, top).lower().replace("_", "-")
+    try:
+        reqs = md.requires("equirl") or []
+    except md.PackageNotFoundError:
+        return None
+    for req in reqs:
+        name = _re.split(r"[\s\[<>=!;~]", req, maxsplit=1)[0].lower().replace("_", "-")
+        extra = _re.search(r"extra\s*==\s*['\"]([\w-]+)['\"]", req)
+        if name == want and extra:
+            return extra.group(1)
+    return None
+
+
 def last_resort_message(exc: BaseException) -> str | None:
     """One line for an error the library let escape, naming the path where known (``None``: a bug, let
     its traceback show)."""
+    if isinstance(exc, ModuleNotFoundError) and exc.name and not exc.name.startswith("equirl"):
+        extra = missing_extra(exc.name)
+        if extra is not None:
+            return (
+                f"this needs the optional package {exc.name.split('.')[0]!r}, which is not installed: "
+                f"pip install 'equirl[{extra}]'"
+            )
+        return f"a package equirl needs is not installed: {exc.name} ({_first_line(exc)})"
     if isinstance(exc, OSError):
         where = f": {exc.filename}" if exc.filename else ""
         if isinstance(exc, PermissionError):

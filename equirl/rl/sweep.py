@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import json
 import logging
 import math
@@ -913,6 +914,11 @@ def run_sweep(
     """
     if executor not in _EXECUTORS:
         raise ConfigError(f"executor must be one of {', '.join(_EXECUTORS)}, not {executor!r}")
+    if executor == "ray" and importlib.util.find_spec("ray") is None:
+        raise ConfigError(
+            "sweeps run on Ray, which is not installed: pip install 'equirl[dist]', "
+            "or pass --executor serial to run the trials one after another"
+        )
     out = check_output_path(Path(out).resolve(), "sweep folder --out")
     trials = expand_trials(spec, out)  # validation errors before anything runs
     old = read_manifest(out)  # an unreadable one: refused before anything is written
