@@ -74,6 +74,7 @@ from equirl.errors import CheckpointError, ConfigError, EquirlError
 from equirl.registry import BASE, canonical_method
 from equirl.rl.config import MAX_TIMESTEPS, RLConfig, load_rl_config
 from equirl.rl.lifecycle import effective_status, read_run
+from equirl.rl.spec import load_spec
 from equirl.utils.io import check_output_path, printable, read_json, write_json
 
 __all__ = [
@@ -529,6 +530,8 @@ def expand_trials(spec: SweepSpec, out: str | Path) -> list[Trial]:
         trials.append(
             Trial(name, cfg.env, cfg.method, cfg.seed, exp, variant, point, cfg, trial_fingerprint(cfg))
         )
+    for sym in dict.fromkeys(t.cfg.symmetry or t.env for t in trials):  # unknown envs: before anything runs
+        load_spec(sym)
     names = [t.name for t in trials]
     if len(set(names)) != len(names):
         raise ConfigError(
@@ -704,8 +707,11 @@ def _cluster_endpoint(address: str) -> tuple[str, int] | None:
                 "`ray start --head`, or give HOST:PORT"
             ) from None
     parsed = parse_address(addr)
-    if parsed is None or not parsed[1].isdigit():
-        return None
+    if parsed is None or not parsed[0] or not parsed[1].isdigit() or not 0 < int(parsed[1]) < 65536:
+        raise EquirlError(
+            f"--address {printable(address, 100)} is not a Ray cluster address: give HOST:PORT (the head's "
+            "GCS port, 6379 by default), ray://HOST:PORT or auto"
+        )
     return parsed[0], int(parsed[1])
 
 
@@ -724,8 +730,8 @@ def check_ray_address(address: str, timeout: float = RAY_CONNECT_TIMEOUT) -> Non
     host, port = endpoint
     where = address if address == f"{host}:{port}" else f"{address} ({host}:{port})"
     try:
-        with socket.create_connection((host, port), timeout=timeout):
-            pass
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            speaks_grpc = _speaks_http2(sock, min(timeout, 5.0))
     except TimeoutError:
         raise EquirlError(
             f"cannot reach the Ray cluster at {where}: no answer within {timeout:g} s "
@@ -736,6 +742,59 @@ def check_ray_address(address: str, timeout: float = RAY_CONNECT_TIMEOUT) -> Non
         raise EquirlError(
             f"cannot reach the Ray cluster at {where}: {reason} (is `ray start --head` running there?)"
         ) from None
+    if not speaks_grpc:
+        raise EquirlError(
+            f"{where} answers, but not as a Ray head (it does not speak gRPC): give the head's GCS port "
+            "(6379 by default; `ray status` on the head shows it)"
+        )
+
+
+def _speaks_http2(sock: Any, timeout: float) -> bool:
+    """Whether the server on ``sock`` answers HTTP/2's connection preface with a SETTINGS frame, as a
+    gRPC server (a Ray head's GCS) does; an HTTP/1 or other service does not (Ray would retry it for
+    ever)."""
+    sock.settimeout(timeout)
+    try:
+        sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        head = b""
+        while len(head) < 9:
+            chunk = sock.recv(9 - len(head))
+            if not chunk:
+                break
+            head += chunk
+    except OSError:
+        return False
+    return len(head) == 9 and head[3] == 0x04  # frame type 4: SETTINGS
+
+
+#: how long connecting the driver to a cluster that accepted the TCP connection may take
+RAY_INIT_TIMEOUT = 60.0
+
+
+def _init_within(init: Callable[[], Any], address: str, timeout: float | None = None) -> None:
+    """Run ``init`` (``ray.init`` to a cluster) in a thread, waiting at most ``timeout`` seconds: a
+    service that accepts connections but is not a Ray head makes Ray retry for ever."""
+    import threading
+
+    limit = RAY_INIT_TIMEOUT if timeout is None else timeout
+    box: dict[str, BaseException] = {}
+
+    def run() -> None:
+        try:
+            init()
+        except BaseException as exc:  # reported below, in the caller's thread
+            box["error"] = exc
+
+    th = threading.Thread(target=run, name="equirl-ray-init", daemon=True)
+    th.start()
+    th.join(limit)
+    if th.is_alive():
+        raise EquirlError(
+            f"no Ray cluster answered at {printable(address, 100)} within {limit:g} s: is that the head's GCS "
+            "port (6379 by default; `ray status` on the head shows it)?"
+        )
+    if "error" in box:  # Ray's errors are tracebacks of several lines
+        raise EquirlError(f"cannot connect to the Ray cluster at {address}: {_first_line(box['error'])}")
 
 
 def _ray_init(cpus: int | None, address: str | None) -> bool:
@@ -759,10 +818,12 @@ def _ray_init(cpus: int | None, address: str | None) -> bool:
     runtime_env = {"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}}
     if address:
         check_ray_address(address)
-        try:
-            ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
-        except Exception as exc:  # Ray's errors are tracebacks of several lines
-            raise EquirlError(f"cannot connect to the Ray cluster at {address}: {_first_line(exc)}") from None
+        _init_within(
+            lambda: ray.init(
+                address=address, runtime_env=runtime_env, log_to_driver=False, logging_level=logging.ERROR
+            ),
+            address,
+        )
     else:
         try:
             ray.init(
@@ -781,7 +842,7 @@ def _ray_init(cpus: int | None, address: str | None) -> bool:
 
 #: set in this process while a sweep runs on Ray (restored after): usage statistics would try the
 #: network. (Tune's result loggers stay on in the driver: its result grid reads their files.)
-_RAY_DRIVER_ENV = {"RAY_USAGE_STATS_ENABLED": "0"}
+_RAY_DRIVER_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_BACKEND_LOG_LEVEL": "fatal"}
 
 
 @contextlib.contextmanager
@@ -800,17 +861,22 @@ def _driver_env(address: str | None = None) -> Iterator[None]:
             os.environ.pop(k, None)
 
 
-def _run_ray(trials: list[Trial], out: Path, cpus: int | None, address: str | None) -> list[TrialOutcome]:
+def _run_ray(
+    trials: list[Trial], out: Path, cpus: int | None, address: str | None, ready: Callable[[], None]
+) -> list[TrialOutcome]:
     with _driver_env(address):
-        return _run_tune(trials, out, cpus, address)
+        return _run_tune(trials, out, cpus, address, ready)
 
 
-def _run_tune(trials: list[Trial], out: Path, cpus: int | None, address: str | None) -> list[TrialOutcome]:
+def _run_tune(
+    trials: list[Trial], out: Path, cpus: int | None, address: str | None, ready: Callable[[], None]
+) -> list[TrialOutcome]:
     import ray
     from ray import tune
 
     started = _ray_init(cpus, address)
     try:
+        ready()  # the sweep folder is written only once Ray is up
         tuner = tune.Tuner(
             tune.with_resources(tune.with_parameters(_ray_trial, trials=trials, out=str(out)), {"cpu": 1}),
             param_space={"i": tune.grid_search(list(range(len(trials))))},
@@ -935,7 +1001,6 @@ def run_sweep(
     if executor == "ray" and todo and ray_address:
         with _driver_env(ray_address):  # Ray reads RAY_AUTH_MODE when first imported
             check_ray_address(ray_address)  # before anything is written
-    out.mkdir(parents=True, exist_ok=True)
     fingerprint = sweep_fingerprint(spec, trials)
     history = list((old or {}).get("history") or [])
     if old is not None and old.get("fingerprint") != fingerprint:
@@ -958,12 +1023,18 @@ def run_sweep(
         "trials": [_manifest_entry(t) for t in trials],
         "history": history,
     }
-    write_json(out / "sweep.json", manifest)
+
+    def commit() -> None:  # nothing is written before every check (and Ray) has passed
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "sweep.json", manifest)
+
     t0 = time.perf_counter()
     log.info("sweep %s: %d trials, %d finished already", out, len(trials), len(done))
     if not todo:
+        commit()
         outcomes = [done[t.name] for t in trials]
     elif executor == "serial":
+        commit()
         outcomes = []
         with _one_thread():
             for t in trials:
@@ -972,7 +1043,7 @@ def run_sweep(
                 if on_trial is not None:
                     on_trial(o)
     else:
-        ran = _run_ray(todo, out, cpus, ray_address)
+        ran = _run_ray(todo, out, cpus, ray_address, commit)
         by_name = {**done, **{o.name: o for o in ran}}
         outcomes = [by_name[t.name] for t in trials]
     seconds = time.perf_counter() - t0
