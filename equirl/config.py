@@ -280,17 +280,23 @@ def load_yaml(path: str | Path, zoo: bool = False) -> dict[str, Any]:
 def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str] | None) -> dict[str, Any]:
     """Apply ``key.sub=value`` overrides (values parsed as YAML scalars/lists) to a nested mapping."""
     out: dict[str, Any] = _deepcopy(dict(data))
+    from equirl.utils.io import printable
+
     for item in overrides or ():
+        shown = repr(printable(item, 120))
         if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like key=value (e.g. train.steps=5000)")
+            raise ConfigError(f"override {shown} must look like key=value (e.g. train.steps=5000)")
         key, raw = item.split("=", 1)
         key = key.strip()
         if not key:
-            raise ConfigError(f"override {item!r} has an empty key")
+            raise ConfigError(f"override {shown} has an empty key")
         try:
-            value = parse_yaml(raw, f"override {item!r}") if raw.strip() else ""
-        except ConfigError:
-            raise ConfigError(f"override {item!r}: cannot parse the value {raw!r}") from None
+            value = parse_yaml(raw, f"override {shown}") if raw.strip() else ""
+        except ConfigError as exc:
+            why = str(exc).split(": ", 1)[-1] if "nested" in str(exc) or "alias" in str(exc) else ""
+            raise ConfigError(
+                f"override {shown}: cannot parse the value{': ' + why if why else ''}"
+            ) from None
         node = out
         parts = key.split(".")
         for p in parts[:-1]:
@@ -298,7 +304,7 @@ def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str] | None) ->
             if nxt is None:
                 nxt = node[p] = {}
             if not isinstance(nxt, dict):
-                raise ConfigError(f"override {item!r}: {p!r} is not a section")
+                raise ConfigError(f"override {shown}: {p!r} is not a section")
             node = nxt
         node[parts[-1]] = value
     return out

@@ -152,8 +152,8 @@ def _interrupt_on_sigterm(signum: int, frame: object) -> None:
 
 
 class _Warnings:
-    """Python warnings of one command (gymnasium's, SB3's...), each printed as one plain line
-    (``warning: ...``, ANSI codes stripped). They are held back for the command's first
+    """Python warnings (gymnasium's, SB3's...) and logged warnings of one command, each printed as one
+    plain line (``warning: ...``, ANSI codes stripped). They are held back for the command's first
     :data:`HOLD_S` seconds: a command refused in that time prints only its one error line, and a command
     that runs longer gets them then (or at its end).
 
@@ -174,7 +174,10 @@ class _Warnings:
     def show(
         self, message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None
     ) -> None:
-        text = f"{getattr(category, '__name__', 'Warning')}: {message}"
+        self.add(f"{getattr(category, '__name__', 'Warning')}: {message}")
+
+    def add(self, text: str) -> None:
+        """Print ``text`` as a warning line now, or hold it (see the class docstring)."""
         with self.lock:
             if self.released:
                 print_error(self.err, text, prefix="warning: ")
@@ -208,6 +211,25 @@ class _Warnings:
         warnings.showwarning = self.old
 
 
+class _LogLines(logging.Handler):
+    """Log records of a command as one plain line each: warnings and errors through :class:`_Warnings`
+    (``warning: message``), ``-v`` / ``-vv`` records as ``info: logger: message``."""
+
+    def __init__(self, held: _Warnings, err: Any, level: int) -> None:
+        super().__init__(level)
+        self.held, self.err = held, err
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+        except Exception:  # a malformed log call: its format string
+            text = str(record.msg)
+        if record.levelno >= logging.WARNING:
+            self.held.add(text)
+        else:
+            print_error(self.err, f"{record.name}: {text}", prefix=f"{record.levelname.lower()}: ")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # a terminated run unwinds like Ctrl-C, so atomic writers remove their partial files
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
@@ -217,35 +239,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    root = logging.getLogger()
+    old_level = root.level
     with _Warnings(err) as held:
+        handler = _LogLines(held, err, level)
+        root.addHandler(handler)
+        root.setLevel(min(level, old_level) if root.handlers[:-1] else level)
         try:
-            code = int(args.func(args, console) or 0)
-        except EquirlError as exc:
-            held.drop()
-            print_error(err, str(exc))
-            return 2
-        except FileNotFoundError as exc:
-            held.drop()
-            print_error(err, f"file not found: {exc.filename or exc}")
-            return 2
-        except Exception as exc:  # last resort: OS, zip, pickle, YAML, torch-load errors
-            message = last_resort_message(exc)
-            if message is None:
-                held.release()
-                raise
-            held.drop()
-            print_error(err, message)
-            return 2
-        except KeyboardInterrupt as exc:  # RunInterrupted carries the resume command
+            return _run(args, console, err, held)
+        finally:
+            root.removeHandler(handler)
+            root.setLevel(old_level)
+
+
+def _run(args: argparse.Namespace, console: Any, err: Any, held: _Warnings) -> int:
+    """Run the chosen subcommand: its exit code, errors as one line (see the module docstring)."""
+    try:
+        code = int(args.func(args, console) or 0)
+    except EquirlError as exc:
+        held.drop()
+        print_error(err, str(exc))
+        return 2
+    except FileNotFoundError as exc:
+        held.drop()
+        print_error(err, f"file not found: {exc.filename or exc}")
+        return 2
+    except Exception as exc:  # last resort: OS, zip, pickle, YAML, torch-load errors
+        message = last_resort_message(exc)
+        if message is None:
             held.release()
-            print_error(err, str(exc) or "interrupted", prefix="")
-            return 130
+            raise
+        held.drop()
+        print_error(err, message)
+        return 2
+    except KeyboardInterrupt as exc:  # RunInterrupted carries the resume command
         held.release()
-        return code
+        print_error(err, str(exc) or "interrupted", prefix="")
+        return 130
+    held.release()
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover
