@@ -249,6 +249,8 @@ def parse_yaml(text: str, what: str = "YAML", zoo: bool = False) -> Any:
         raise ConfigError(f"{what}: {exc}") from None
     except RecursionError:
         raise ConfigError(f"{what}: nested too deeply") from None
+    except (ValueError, OverflowError) as exc:  # a scalar YAML reads but Python refuses (a 5,000-digit int)
+        raise ConfigError(f"malformed YAML in {what}: {str(exc).splitlines()[0][:120]}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from equirl import __version__
+from equirl.cli.args import subcommand_required
 from equirl.cli.output import make_console, print_error
 from equirl.errors import EquirlError
 from equirl.utils.io import UNPICKLING_ERRORS
@@ -134,17 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     bench_parser = commands.add_parser("bench", help="benchmarks that print tables (and save CSV/plots)")
     bench = bench_parser.add_subparsers(dest="bench", metavar="BENCH")
-    bench_parser.set_defaults(func=lambda args, console: _missing_sub(bench_parser))
+    bench_parser.set_defaults(func=subcommand_required(bench_parser))
     for name in COMMAND_MODULES:
         if importlib.util.find_spec(name) is None:
             continue
         importlib.import_module(name).register(commands, bench)
     return parser
-
-
-def _missing_sub(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 2
 
 
 def _interrupt_on_sigterm(signum: int, frame: object) -> None:
@@ -241,6 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = logging.WARNING - 10 * min(args.verbose, 2)
     if not getattr(args, "func", None):
         parser.print_help()
+        print_error(err, "give a command (see above), e.g. `equirl demo`")
         return 2
     root = logging.getLogger()
     old_level = root.level

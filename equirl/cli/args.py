@@ -146,3 +146,16 @@ def add_config_args(parser: Any, config_help: str = "YAML config", required: boo
         metavar="KEY=VALUE",
         help="override a config value (repeatable), e.g. --set train.epochs=2",
     )
+
+
+def subcommand_required(parser: argparse.ArgumentParser) -> Callable[[Any, Any], int]:
+    """The handler of a command group called without its subcommand: its help on stdout, then one
+    ``error:`` line (exit 2) naming the subcommands."""
+
+    def handler(args: Any, console: Any) -> int:
+        parser.print_help()
+        actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        names = ", ".join(sorted(actions[0].choices)) if actions else ""
+        raise ConfigError(f"`{parser.prog}` needs a subcommand{': ' + names if names else ''}")
+
+    return handler

@@ -16,6 +16,7 @@ from equirl.cli.args import (
     out_dir,
     positive_float,
     positive_int,
+    subcommand_required,
 )
 from equirl.cli.output import make_table, progress_bar
 from equirl.registry import method_names
@@ -27,7 +28,7 @@ SCAN_EVAL_METHODS = method_names(learned_scorer=False)
 def register(commands: Any, bench: Any) -> None:
     lang = commands.add_parser("language", help="SCAN compositional generalization and GPT-2 fairness")
     sub = lang.add_subparsers(dest="language_command", metavar="SUBCOMMAND")
-    lang.set_defaults(func=lambda args, console: (lang.print_help(), 2)[1])
+    lang.set_defaults(func=subcommand_required(lang))
 
     p = sub.add_parser("scan-generate", help="write SCAN (tasks.txt and all splits) from its grammar")
     p.add_argument("--out", required=True, type=out_dir, help="destination folder (official layout)")

@@ -13,6 +13,7 @@ from equirl.cli.args import (
     nonneg_int,
     out_dir,
     positive_int,
+    subcommand_required,
 )
 from equirl.cli.output import make_table, progress_bar
 from equirl.registry import AUTO, canonical_method, get_method, method_names
@@ -30,7 +31,7 @@ def register(commands: Any, bench: Any) -> None:
         "vision", help="invariant image classifiers: pretrain, finetune, evaluate (CNN, CLIP)"
     )
     sub = p.add_subparsers(dest="vision_command", metavar="SUBCOMMAND")
-    p.set_defaults(func=lambda args, console: _help(p))
+    p.set_defaults(func=subcommand_required(p))
 
     pre = sub.add_parser("pretrain", help="train the small upright-only CNN (the offline 'pretrained CNN')")
     add_config_args(pre, "YAML config (see configs/vision/pretrain_digits.yaml)")
@@ -111,11 +112,6 @@ def register(commands: Any, bench: Any) -> None:
     )
     b.add_argument("--out", default=None, type=out_dir, help="save the tables as CSV in this folder")
     b.set_defaults(func=_bench)
-
-
-def _help(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 2
 
 
 def _threads(n: int) -> None:
