@@ -15,7 +15,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup demo test test-slow test-all lint type format bench docs wheel-check clean
+.PHONY: setup demo test test-slow test-all fuzz lint type format bench docs wheel-check clean
 
 setup: $(STAMP)
 
@@ -39,6 +39,12 @@ test-slow: setup
 
 test-all: setup
 	$(PY) -m pytest -q -m "slow or not slow" $(PYTEST_ARGS)
+
+# the CLI fuzzer's long profile ($(FUZZ_EXAMPLES) examples per strategy; `make test` runs its short CI profile).
+# FUZZ_COLLECT=violations.jsonl records every contract violation instead of stopping at the first
+FUZZ_EXAMPLES ?= 300
+fuzz: setup
+	HYPOTHESIS_PROFILE=fuzz FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q -p no:xdist tests/test_fuzz.py
 
 lint: setup
 	$(VENV)/bin/ruff check equirl tests equirl_gymnasium.py setup.py

@@ -94,7 +94,7 @@ def check_range(
     """
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise FieldError(key, value, "must be a number")
-    if not math.isfinite(value):
+    if isinstance(value, float) and not math.isfinite(value):
         raise FieldError(key, value, "must be a finite number")
     low = ge if ge is not None else gt
     high = le if le is not None else lt

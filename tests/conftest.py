@@ -31,3 +31,39 @@ def shared_data() -> Path:
     if d is None:
         pytest.skip("shared data folder not available ($EQUIRL_SHARED_DATA): real-world fixture")
     return d
+
+
+# --- hypothesis profiles of the CLI fuzzer (tests/test_fuzz.py picks one per test; none is loaded globally)
+from hypothesis import HealthCheck, Phase, settings  # noqa: E402
+
+#: no shrinking: one example takes ~1 s, shrinking a failure minutes; the failure message shows the input
+_FUZZ_PHASES = (Phase.explicit, Phase.reuse, Phase.generate, Phase.target)
+
+#: CI: few examples, reproducible (derandomized); the SIGALRM deadline of tests/fuzz_support.py, not
+#: hypothesis' own (flaky with imports and env construction)
+settings.register_profile(
+    "equirl-fuzz-ci",
+    max_examples=25,
+    derandomize=True,
+    phases=_FUZZ_PHASES,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    print_blob=True,
+)
+#: `make fuzz` (HYPOTHESIS_PROFILE=fuzz): many random examples ($FUZZ_EXAMPLES, default 300 per test)
+settings.register_profile(
+    "equirl-fuzz",
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "300")),
+    derandomize=False,
+    phases=_FUZZ_PHASES,
+    deadline=None,
+    database=None,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.data_too_large,
+        HealthCheck.filter_too_much,
+    ],
+    print_blob=True,
+)

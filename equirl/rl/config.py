@@ -399,7 +399,7 @@ class RLConfig:
 
     env: str
     algo: Literal["dqn", "qrdqn", "ppo", "a2c", "sac", "td3"] = "dqn"
-    seed: Count = 0
+    seed: Annotated[int, Range(ge=0, le=2**32 - 1)] = 0
     timesteps: Annotated[int, Range(ge=1, le=MAX_TIMESTEPS)] = 50_000
     method: str = BASE
     method_kwargs: dict[str, Any] = field(default_factory=dict)

@@ -75,7 +75,7 @@ from equirl.registry import BASE, canonical_method
 from equirl.rl.config import MAX_TIMESTEPS, RLConfig, load_rl_config
 from equirl.rl.lifecycle import effective_status, read_run
 from equirl.rl.spec import load_spec
-from equirl.utils.io import check_output_path, printable, read_json, write_json
+from equirl.utils.io import check_output_path, finite_or_none, printable, read_json, write_json
 
 __all__ = [
     "MAX_TRIALS",
@@ -449,7 +449,9 @@ def _fingerprint(data: Any) -> str:
     """SHA-256 of the canonical JSON of a run config as plain data (every key but ``out``)."""
     if isinstance(data, Mapping):
         data = {k: v for k, v in data.items() if k != "out"}
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
+    text = json.dumps(
+        finite_or_none(data), sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str
+    )  # keys as text: a crafted config.yaml with int and str keys cannot break the sort
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 

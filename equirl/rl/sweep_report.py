@@ -47,7 +47,7 @@ import numpy as np
 from equirl.bench.report import BenchTable, Column, save_plot, write_csv
 from equirl.errors import ConfigError, EquirlError
 from equirl.rl.lifecycle import list_runs
-from equirl.utils.io import atomic_write_text, read_json, remove_file
+from equirl.utils.io import atomic_write_text, check_no_symlinks, read_json, remove_file
 from equirl.utils.stats import (
     Interval,
     iqm,
@@ -510,6 +510,8 @@ def sweep_report(
     ]
     rep = SweepReport(group_rows, agg_rows, run_rows, problems)
     out = root / "report"
+    if out.exists() or out.is_symlink():  # a link would send the report's files anywhere
+        check_no_symlinks(out, "report folder")
     out.mkdir(parents=True, exist_ok=True)
     gcols = [
         "env", "method", "variant", "seeds", "iqm_final", "iqm_final_low", "iqm_final_high", "mean_final",

@@ -142,6 +142,24 @@ def _policy_alias(space: Any) -> str:
     return "EquiCnnPolicy" if min(h, w) >= 36 else "EquiMlpPolicy"
 
 
+#: the action spaces each algorithm takes (SB3's own check is an assert, a traceback for the user)
+_ALGO_ACTIONS = {"dqn": "Discrete", "qrdqn": "Discrete", "sac": "Box", "td3": "Box"}
+
+
+def _check_action_space(cfg: RLConfig, space: Any) -> None:
+    """One line when ``cfg.algo`` cannot act in ``space`` (DQN on continuous actions, SAC on discrete)."""
+    need = _ALGO_ACTIONS.get(cfg.algo)
+    kind = type(space).__name__
+    if need is not None and kind != need:
+        what = "discrete" if need == "Discrete" else "continuous (Box)"
+        raise FieldError(
+            "algo",
+            cfg.algo,
+            f"{cfg.algo.upper()} needs {what} actions but {cfg.env} has {kind} actions "
+            f"(use {'ppo, a2c, sac or td3' if need == 'Discrete' else 'ppo, a2c, dqn or qrdqn'})",
+        )
+
+
 def build_model(cfg: RLConfig, vec: Any | None = None, trust_checkpoint: bool = False) -> Any:
     """The SB3 model a config describes (fresh, or wrapped around ``init_from``).
 
@@ -157,6 +175,7 @@ def build_model(cfg: RLConfig, vec: Any | None = None, trust_checkpoint: bool = 
 
     sym = load_spec(cfg.symmetry or cfg.env)
     vec = vec if vec is not None else make_train_env(cfg)
+    _check_action_space(cfg, vec.action_space)
     sym.check_fits(*_raw_spaces(vec))
     if getattr(cfg.hyperparams, "use_sde", False) and not sym.continuous:
         raise FieldError(

@@ -55,6 +55,14 @@ def check_output_path(path: str | Path, what: str = "output folder", kind: str =
         equirl.errors.ConfigError: out .../a-file/runs: .../a-file is a file, not a folder
     """
     p = Path(path)
+    try:
+        return _check_output_path(p, what, kind)
+    except OSError as exc:  # a name too long for the file system, a loop of links...
+        shown = printable(str(p), 80)
+        raise ConfigError(f"{what} {shown}: {(exc.strerror or str(exc)).lower()}") from None
+
+
+def _check_output_path(p: Path, what: str, kind: str) -> Path:
     if p.exists():
         if kind == "dir" and not p.is_dir():
             raise ConfigError(f"{what} {p} is a file, not a folder")
