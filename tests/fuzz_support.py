@@ -16,8 +16,8 @@ Each example runs in a fresh folder ``ROOT`` (a :class:`tempfile.TemporaryDirect
 
     ROOT/MARKER                   what payloads create (must never exist)
     ROOT/outside/                 files outside the working folder (symlink targets)
-    ROOT/d1/d2/work/              the working folder (cwd): `../../etc` still lands inside ROOT
-    ROOT/d1/d2/work/files/        fixture files the generated inputs point at
+    ROOT/d1/d2/cwd/              the working folder (cwd): `../../etc` still lands inside ROOT
+    ROOT/d1/d2/cwd/files/        fixture files the generated inputs point at
 
 Set ``FUZZ_COLLECT=/path/file.jsonl`` to record every violation (one JSON object a line) instead of
 failing at the first one: how the long profile collects the full list for the maintainers.
@@ -180,11 +180,11 @@ class Workspace:
 
 @contextlib.contextmanager
 def workspace() -> Iterator[Workspace]:
-    """A fresh ROOT (see the module docstring), cwd = ROOT/d1/d2/work for the duration."""
+    """A fresh ROOT (see the module docstring), cwd = ROOT/d1/d2/cwd for the duration."""
     old = os.getcwd()
     with tempfile.TemporaryDirectory(prefix="equirl-fuzz-") as tmp:
         root = Path(tmp).resolve()
-        work = root / "d1" / "d2" / "work"
+        work = root / "d1" / "d2" / "cwd"
         files = work / "files"
         outside = root / "outside"
         files.mkdir(parents=True)

@@ -133,7 +133,7 @@ ROWS: list[tuple[str, list[str], str]] = [
         r"exploration_final_eps",
     ),
     ("quantiles-0", ["pretrain", RL, "--set", "hyperparams.n_quantiles=0"], r"hyperparams\.n_quantiles"),
-    ("seed-neg", ["pretrain", RL, "--set", "seed=-1"], r"seed.*-1.*>= 0"),
+    ("seed-neg", ["pretrain", RL, "--set", "seed=-1"], r"seed.*-1.*(>= 0|must lie in \[0, )"),
     ("timesteps-0", ["pretrain", RL, "--set", "timesteps=0"], r"timesteps = 0: must lie in \[1, "),
     (
         "timesteps-huge",

@@ -1513,14 +1513,14 @@ def bound_cost(argv: list[str], path: tuple[str, ...]) -> tuple[list[str], list[
     top = path[:1]
     if top in (("train",), ("pretrain",)):
         if "--resume" in argv:
-            mutable.append("d1/d2/work/files/runs")
+            mutable.append("d1/d2/cwd/files/runs")
         else:
             argv.append("--dry-run")
     elif top == ("eval",):
         argv = [*_drop_flag(argv, "--episodes"), "--episodes", "1"]
     elif top == ("sweep",):
         argv = [*_drop_flag(argv, "--out"), "--out", "files/guard", "--executor", "serial"]
-        mutable.append("d1/d2/work/files/sweep/report")  # `sweep report files/sweep` writes its report there
+        mutable.append("d1/d2/cwd/files/sweep/report")  # `sweep report files/sweep` writes its report there
     elif top == ("bench",) or path in COSTLY:
         if path == ("bench",) or "-h" in argv or "--help" in argv:
             pass
@@ -1655,6 +1655,6 @@ def test_fuzz_found_inputs(art: dict[str, Path], argv: list[str], setup: Any) ->
             setup(ws, art)
         before = fz.snapshot(ws.root)
         res = fz.run_cli(argv)
-        mutable = ["d1/d2/work/sweep/report"] if argv[:2] == ["sweep", "report"] else []
+        mutable = ["d1/d2/cwd/sweep/report"] if argv[:2] == ["sweep", "report"] else []
         expect = r"^ok: " if "--dry-run" in argv else None
         fz.check(ws, res, before, what="found", expect_ok=expect, mutable=mutable, outputs=argv)
