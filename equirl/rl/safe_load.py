@@ -150,6 +150,13 @@ _DEVICE = ("torch", "device")
 _MAX_DEPTH = 100
 
 
+def _merged_state(state: Any) -> Any:
+    """A pickle's ``BUILD`` state as one mapping: ``(dict state, slots state)`` pairs merged."""
+    if isinstance(state, tuple) and len(state) == 2 and all(isinstance(p, (dict, type(None))) for p in state):
+        return {**(state[0] or {}), **(state[1] or {})}
+    return state
+
+
 def _policy_classes() -> dict[tuple[str, str], type]:
     """The policy classes of the algorithms equirl loads (SB3's, sb3-contrib's and equirl's), by
     ``(module, name)``."""
@@ -210,12 +217,7 @@ class _Built:
         self.bad_state = False
 
     def __setstate__(self, state: Any) -> None:
-        if (
-            isinstance(state, tuple)
-            and len(state) == 2
-            and all(isinstance(p, (dict, type(None))) for p in state)
-        ):
-            state = {**(state[0] or {}), **(state[1] or {})}  # (dict state, slots state)
+        state = _merged_state(state)
         if isinstance(state, dict):
             self.fields.update(state)
         else:
@@ -606,12 +608,7 @@ class _Record:
         self.fields: dict[str, Any] = {}
 
     def __setstate__(self, state: Any) -> None:
-        if (
-            isinstance(state, tuple)
-            and len(state) == 2
-            and all(isinstance(p, (dict, type(None))) for p in state)
-        ):
-            state = {**(state[0] or {}), **(state[1] or {})}  # (dict state, slots state)
+        state = _merged_state(state)
         self.fields = dict(state) if isinstance(state, dict) else {"state": state}
 
     def __setitem__(self, key: Any, value: Any) -> None:  # pragma: no cover - dict-like pickles
