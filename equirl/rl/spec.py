@@ -337,7 +337,7 @@ def _bijection(p: Sequence[int]) -> str | None:
     return None
 
 
-@dataclass
+@dataclass(frozen=True)
 class SignedPermGen:
     """A signed permutation ``{src, signs}``: ``(g·x)[i] = signs[i] * x[src[i]]`` (``signs`` all +1
     when left out); of observation features, continuous actions or the env's state."""
@@ -367,7 +367,7 @@ def _axis(mirror: str) -> str:
     return mirror.lower().replace("_", "-")
 
 
-@dataclass
+@dataclass(frozen=True)
 class ImageGen:
     """An image generator: ``{rotate: k}`` (``k`` quarter turns) or ``{mirror: left-right|top-bottom}``."""
 
@@ -398,7 +398,7 @@ class ImageGen:
 _ACTION_GEN_KINDS = ("perm", "swap", "swap_names")
 
 
-@dataclass
+@dataclass(frozen=True)
 class ActionGen:
     """A discrete-action generator, one of ``{perm: [...]}`` (action ``i`` goes to ``perm[i]``),
     ``{swap: [[a, b], ...]}`` (needs ``actions.n``) or ``{swap_names: [[A, B], ...]}`` (needs
@@ -422,7 +422,7 @@ class ActionGen:
             raise FieldError("perm", self.perm, why)
 
 
-@dataclass
+@dataclass(frozen=True)
 class ObservationSection:
     """``observation``: the group's action on observations. ``generators``: one entry per group
     generator (:class:`SignedPermGen` or :class:`ImageGen`, checked in :func:`parse_spec`), or
@@ -437,7 +437,7 @@ class ObservationSection:
         layout = self.layout.upper()
         if layout not in ("CHW", "HWC"):
             raise FieldError("layout", self.layout, "must be CHW or HWC (the raw image layout)")
-        self.layout = layout
+        object.__setattr__(self, "layout", layout)
         if isinstance(self.generators, str) and not (self.generators == "default" and self.type == "image"):
             raise FieldError(
                 "generators",
@@ -446,7 +446,7 @@ class ObservationSection:
             )
 
 
-@dataclass
+@dataclass(frozen=True)
 class ActionsSection:
     """``actions``: the group's action on actions. Discrete actions (``type: permutation``): one
     :class:`ActionGen` per group generator, with the number of actions ``n`` and / or their names
@@ -468,7 +468,7 @@ class ActionsSection:
             raise FieldError("meanings", self.meanings, "must list the env's action names, in order")
 
 
-@dataclass
+@dataclass(frozen=True)
 class VerifySection:
     """``verify``: how ``check-symmetry`` checks the spec against the env (see :class:`EnvSymmetry`).
     ``generators``: per group generator a :class:`SignedPermGen` of the state (``state`` / ``mujoco``);
@@ -485,7 +485,7 @@ class VerifySection:
             raise FieldError(
                 "attribute", self.attribute, "must name a public attribute of env.unwrapped (such as state)"
             )
-        self.reason = self.reason.strip()
+        object.__setattr__(self, "reason", self.reason.strip())
         if self.atol > EXACT_ATOL and not self.reason:
             raise FieldError(
                 "atol",
@@ -498,7 +498,7 @@ class VerifySection:
             )
 
 
-@dataclass
+@dataclass(frozen=True)
 class SpecFile:
     """A symmetry spec as written (YAML / a mapping); :func:`parse_spec` makes it an :class:`EnvSymmetry`.
     ``notes``: free text, not read."""

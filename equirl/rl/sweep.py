@@ -123,7 +123,7 @@ def _slug(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]+", "-", s).strip("-") or "x"
 
 
-@dataclass
+@dataclass(frozen=True)
 class SweepBase:
     """One base config of a sweep, with its own overrides of the sweep-wide values.
 
@@ -142,7 +142,7 @@ class SweepBase:
     label: str | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class SweepSpec:
     """A parsed sweep file (see the module docstring).
 
@@ -175,7 +175,7 @@ class SweepSpec:
 Timesteps = Annotated[int, Range(ge=1, le=MAX_TIMESTEPS)]
 
 
-@dataclass
+@dataclass(frozen=True)
 class Score:
     """An env's score range and success threshold for the report (``scores.<env>`` of a sweep file):
     finite numbers with ``min < max``."""
@@ -189,7 +189,7 @@ class Score:
             raise FieldError("min", self.min, f"must be less than max ({self.max:g})")
 
 
-@dataclass
+@dataclass(frozen=True)
 class SweepBaseEntry:
     """One mapping entry of a sweep file's ``config`` list (see :class:`SweepBase`); ``None`` for
     ``eval`` / ``set`` is read as empty."""
@@ -210,7 +210,7 @@ class SweepBaseEntry:
         return SweepBase(self.config, self.timesteps, dict(self.eval or {}), dict(self.set or {}), self.label)
 
 
-@dataclass
+@dataclass(frozen=True)
 class SweepFile:
     """A sweep file as written (see the module docstring). ``__post_init__`` resolves it: ``config``
     becomes the name or a list of :class:`SweepBase`, ``grid`` key -> list of values (ranges expanded,
@@ -227,14 +227,14 @@ class SweepFile:
     scores: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
-        self.config = _bases(self.config)
+        object.__setattr__(self, "config", _bases(self.config))
         grid = {str(k): _values(str(k), v) for k, v in (self.grid or {}).items()}
         _check_count(self.config, grid)  # before anything else is resolved
         if "method" in grid:
             grid["method"] = [_method("grid.method", m) for m in grid["method"]]
-        self.grid = grid
-        self.baseline = _method("baseline", self.baseline)
-        self.scores = _scores(self.scores)
+        object.__setattr__(self, "grid", grid)
+        object.__setattr__(self, "baseline", _method("baseline", self.baseline))
+        object.__setattr__(self, "scores", _scores(self.scores))
 
 
 def _entry(cls: type[_S], data: Any, where: str) -> _S:
