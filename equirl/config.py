@@ -52,6 +52,18 @@ __all__ = [
 C = TypeVar("C")
 
 
+def _shown(value: Any) -> str:
+    """``repr(value)`` for a message, short: an integer too long to print (Python refuses ints of more
+    than 4,300 digits) by its size, anything else cut at 200 characters."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 256:
+        return f"<an integer of {value.bit_length()} bits>"
+    try:
+        text = repr(value)
+    except ValueError:
+        return f"<a {type(value).__name__}>"
+    return text if len(text) <= 200 else text[:199] + "…"
+
+
 class FieldError(ConfigError):
     """A config value out of its range: names the key (a dotted path once :func:`from_dict` has added
     the sections above it), the value and the valid range, on one line.
@@ -63,7 +75,7 @@ class FieldError(ConfigError):
 
     def __init__(self, key: str, value: Any, detail: str) -> None:
         self.key, self.value, self.detail = key, value, detail
-        super().__init__(f"{key} = {value!r}: {detail}")
+        super().__init__(f"{key} = {_shown(value)}: {detail}")
 
     def under(self, where: str) -> FieldError:
         """The same error with ``where.`` in front of the key."""
@@ -507,7 +519,7 @@ def _validation_error(exc: Any, where: str, tp: Any, value: Any) -> ConfigError:
     origin = get_origin(tp[0] if isinstance(tp, tuple) else tp)
     if origin in (Union, types.UnionType) and len(errors) > 1:
         names = [_type_name(a) for a in get_args(tp) if a is not type(None)]
-        return ConfigError(f"{where}: expected {' or '.join(names)}, got {value!r}")
+        return ConfigError(f"{where}: expected {' or '.join(names)}, got {_shown(value)}")
     e = errors[0]
     key = _loc(where, tuple(e["loc"]))
     kind, got = e["type"], e.get("input")
@@ -529,24 +541,24 @@ def _validation_error(exc: Any, where: str, tp: Any, value: Any) -> ConfigError:
         shown = ", ".join(map(str, choices)) if choices else str(e["ctx"].get("expected"))
         return FieldError(key, got, f"must be one of {shown}")
     if kind.startswith("bool"):
-        return ConfigError(f"{key}: expected true/false, got {got!r}")
+        return ConfigError(f"{key}: expected true/false, got {_shown(got)}")
     if kind.startswith("int") or (kind == "value_error" and "integer" in e["msg"]):
-        return ConfigError(f"{key}: expected an integer, got {got!r}")
+        return ConfigError(f"{key}: expected an integer, got {_shown(got)}")
     if kind.startswith("float") or (kind == "value_error" and "number" in e["msg"]):
-        return ConfigError(f"{key}: expected a number, got {got!r}")
+        return ConfigError(f"{key}: expected a number, got {_shown(got)}")
     if kind.startswith("string"):
-        return ConfigError(f"{key}: expected a string, got {got!r}")
+        return ConfigError(f"{key}: expected a string, got {_shown(got)}")
     if kind in ("list_type", "tuple_type"):
-        return ConfigError(f"{key}: expected a list, got {got!r}")
+        return ConfigError(f"{key}: expected a list, got {_shown(got)}")
     if kind in ("too_short", "too_long"):
         return ConfigError(
             f"{key}: expected {e['ctx'].get('max_length') or e['ctx'].get('min_length')} values"
         )
     if kind in ("dict_type", "mapping_type"):
-        return ConfigError(f"{key}: expected a mapping, got {got!r}")
+        return ConfigError(f"{key}: expected a mapping, got {_shown(got)}")
     if kind == "value_error":
-        return ConfigError(f"{key}: {e['msg'].removeprefix('Value error, ')}, got {got!r}")
-    return ConfigError(f"{key}: {e['msg']}, got {got!r}")
+        return ConfigError(f"{key}: {e['msg'].removeprefix('Value error, ')}, got {_shown(got)}")
+    return ConfigError(f"{key}: {e['msg']}, got {_shown(got)}")
 
 
 def validate_field(cls: type, name: str, value: Any, where: str = "") -> Any:
@@ -572,7 +584,7 @@ def from_dict(cls: type[C], data: Mapping[str, Any], where: str = "") -> C:
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"{cls} is not a dataclass")
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{where or 'config'}: expected a section (mapping), got {data!r}")
+        raise ConfigError(f"{where or 'config'}: expected a section (mapping), got {_shown(data)}")
     schemas = _field_schemas(cls)
     unknown = [k for k in data if k not in schemas]
     if unknown:

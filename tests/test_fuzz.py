@@ -1512,9 +1512,10 @@ def bound_cost(argv: list[str], path: tuple[str, ...]) -> tuple[list[str], list[
     mutable: list[str] = []
     top = path[:1]
     if top in (("train",), ("pretrain",)):
-        if "--resume" in argv:
+        resume = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--resume"]
+        if resume and resume[-1]:  # a resume (of the tiny fixture run: cheap), or refused
             mutable.append("d1/d2/cwd/files/runs")
-        else:
+        else:  # `--resume ''` resumes nothing: the config would train
             argv.append("--dry-run")
     elif top == ("eval",):
         argv = [*_drop_flag(argv, "--episodes"), "--episodes", "1"]
@@ -1606,6 +1607,18 @@ FOUND: list[tuple[str, list[str], Any, str | None]] = [
     (
         "batch-size-beyond-float",
         ["pretrain", _RL, "--set", f"hyperparams.batch_size={_BIG}", "--dry-run"],
+        None,
+        None,
+    ),
+    (
+        "int-beyond-str-digits-limit",
+        ["train", _RL, "--set", "seed=0x" + "f" * 5000, "--dry-run"],
+        None,
+        None,
+    ),
+    (
+        "ale-banner-on-stderr",
+        ["train", _RL, "--set", "env=ALE/Pong-v5", "--dry-run"],
         None,
         None,
     ),

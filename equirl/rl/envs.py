@@ -156,6 +156,8 @@ def _prepare(env_id: str) -> None:
         import gymnasium as gym
 
         gym.register_envs(ale_py)
+        # ALE's C++ core prints its banner on stderr with every first ROM load: warnings and errors only
+        ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Warning)
     if env_id.startswith("LunarLander") and importlib.util.find_spec("Box2D") is None:
         raise EquirlError(f"cannot run {env_id}: Box2D is not installed (pip install 'gymnasium[box2d]')")
 
