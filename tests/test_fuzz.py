@@ -690,7 +690,10 @@ def test_fuzz_sweep_files(art: dict[str, Path], base: str, ops: list[Any], raw: 
         before = fz.snapshot(ws.root)
         # no `sweep --dry-run` exists: the guard folder's unreadable sweep.json refuses every valid sweep
         # after full validation, before anything is written
-        res = fz.run_cli(["sweep", "sweep.yaml", "--executor", "serial", "--out", "files/guard"])
+        # validating a sweep loads every trial's config (~7 ms each): up to MAX_TRIALS (10,000) is ~70 s of
+        # legitimate work before the refusal, not a hang
+        argv = ["sweep", "sweep.yaml", "--executor", "serial", "--out", "files/guard"]
+        res = fz.run_cli(argv, deadline_s=max(fz.DEADLINE_S, 150))
         fz.check(ws, res, before, what="sweep-file", detail={"base": base, "ops": _detail(ops), "raw": raw})
 
 
@@ -1619,6 +1622,12 @@ FOUND: list[tuple[str, list[str], Any, str | None]] = [
     (
         "ale-banner-on-stderr",
         ["train", _RL, "--set", "env=ALE/Pong-v5", "--dry-run"],
+        None,
+        None,
+    ),
+    (
+        "ansi-in-unrecognized-arguments",
+        ["envs", "\x1b[31mred"],
         None,
         None,
     ),

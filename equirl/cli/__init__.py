@@ -27,7 +27,7 @@ from equirl import __version__
 from equirl.cli.args import subcommand_required
 from equirl.cli.output import make_console, print_error
 from equirl.errors import EquirlError
-from equirl.utils.io import UNPICKLING_ERRORS
+from equirl.utils.io import UNPICKLING_ERRORS, printable
 
 #: modules contributing subcommands (a missing optional module is skipped)
 COMMAND_MODULES = (
@@ -45,7 +45,7 @@ class Parser(argparse.ArgumentParser):
     Sub-parsers made with ``add_subparsers().add_parser`` are of this class too."""
 
     def error(self, message: str) -> NoReturn:
-        line = " ".join(message.split())
+        line = printable(" ".join(message.split()), 500)  # an argument echoed back is the user's text
         self.exit(2, f"error: {line} (see `{self.prog} --help`)\n")
 
 

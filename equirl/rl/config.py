@@ -306,9 +306,9 @@ ON_POLICY_ALGOS = ("ppo", "a2c")
 class EvalConfig:
     """Periodic evaluation during training (logged as ``equi/eval_return/{method}``)."""
 
-    freq: Count = 5000  # 0: no periodic evaluation
-    episodes: PositiveInt = 5
-    final_episodes: PositiveInt = 10
+    freq: Annotated[int, Range(ge=0, le=MAX_TIMESTEPS)] = 5000  # 0: no periodic evaluation
+    episodes: Annotated[int, Range(ge=1, le=100_000)] = 5
+    final_episodes: Annotated[int, Range(ge=1, le=100_000)] = 10
     #: early stopping: end training at the first periodic evaluation whose mean return is >= this
     #: (``None``, the default: always train the whole budget; never set it in a comparison of methods
     #: unless every arm has it)
