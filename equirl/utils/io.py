@@ -407,12 +407,14 @@ def signing_key() -> bytes:
     except FileNotFoundError:
         pass
     p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".signing.", dir=p.parent)  # mode 0600
     try:
-        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process made it first
-        return p.read_bytes()
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(secrets.token_bytes(32))
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(secrets.token_bytes(32))
+        with contextlib.suppress(FileExistsError):  # whole or not at all; the first process wins
+            os.link(tmp, p)
+    finally:
+        os.unlink(tmp)
     return p.read_bytes()
 
 
