@@ -109,8 +109,6 @@ _AXES = ("env", "method", "seed")
 _EXECUTORS = ("ray", "serial")
 #: the most trials a sweep may expand to (checked arithmetically, before anything is expanded)
 MAX_TRIALS = 10_000
-#: the most values (list items and mapping entries, aliases counted each time) a sweep file may hold
-_MAX_NODES = 100_000
 #: seconds to wait for a Ray cluster (``--address``) to answer
 RAY_CONNECT_TIMEOUT = 20.0
 #: written into every run directory a sweep trial ran in: the trial's name and fingerprint
@@ -293,21 +291,6 @@ def _values(key: str, raw: Any) -> list[Any]:
     return vals
 
 
-def _count_values(data: Any, limit: int) -> int:
-    """How many values (list items, mapping keys and values) ``data`` holds, each shared reference (a
-    YAML alias) counted every time it is used; stops at ``limit + 1`` (no recursion)."""
-    n, stack = 0, [data]
-    while stack and n <= limit:
-        node = stack.pop()
-        n += 1
-        if isinstance(node, Mapping):
-            stack.extend(node.values())
-            n += len(node)
-        elif isinstance(node, (list, tuple)):
-            stack.extend(node)
-    return n
-
-
 def _scores(scores: Any) -> dict[str, dict[str, float]]:
     """``scores`` of a sweep: env -> :class:`Score` (as plain floats); ``None`` is empty."""
     if scores is None:
@@ -339,14 +322,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
     from equirl.assets import find_config
 
     path = find_config(path, section="sweeps")
-    try:
-        data = load_yaml(path)
-    except RecursionError:  # a parser without a depth limit
-        raise ConfigError(f"sweep file {path} is nested too deeply: refused") from None
-    if _count_values(data, _MAX_NODES) > _MAX_NODES:
-        raise ConfigError(
-            f"sweep file {path} holds more than {_MAX_NODES:,} values (YAML aliases expanded): refused"
-        )
+    data = load_yaml(path)  # the strict loader bounds size, depth and alias expansion
     try:
         sweep = from_dict(SweepFile, data)
     except ConfigError as exc:
@@ -474,7 +450,7 @@ def run_fingerprint(run_dir: str | Path) -> str | None:
             return fp
     try:
         return _fingerprint(load_yaml(d / "config.yaml"))
-    except (ConfigError, RecursionError):
+    except ConfigError:
         return None
 
 

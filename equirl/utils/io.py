@@ -110,21 +110,6 @@ def read_text(path: str | Path, what: str = "file", limit: int = MAX_TEXT_BYTES)
         raise ConfigError(f"{what} {p} is not UTF-8 text (a binary file?)") from None
 
 
-def _depth(obj: Any, limit: int) -> int:
-    """The nesting depth of plain data (lists / dicts), stopping at ``limit + 1`` (no recursion)."""
-    deepest, stack = 0, [(obj, 1)]
-    while stack:
-        node, d = stack.pop()
-        deepest = max(deepest, d)
-        if d > limit:
-            return d
-        if isinstance(node, dict):
-            stack.extend((v, d + 1) for v in node.values())
-        elif isinstance(node, list):
-            stack.extend((v, d + 1) for v in node)
-    return deepest
-
-
 def parse_json(text: str, what: str = "JSON") -> Any:
     """Parse JSON text (no NaN / Infinity constants, nesting at most :data:`MAX_DEPTH`) with one-line
     :class:`ConfigError` messages."""
