@@ -3,7 +3,8 @@
 gymnasium 1.x no longer loads plugin entry points, so an installed equirl ships ``equirl-gymnasium.pth``
 (one ``import`` line, run by ``site`` at interpreter start) that calls :func:`install`: a meta-path hook
 that waits for ``gymnasium`` to be imported and then registers ``equirl/GridWorld-v0`` by its entry
-point string. Nothing of equirl (or torch) is imported until such an env is made, so
+point string (the table is :data:`equirl.gym_envs.ENVS`; only that small torch-free module is imported
+then). Nothing else of equirl (nor torch) is imported until such an env is made, so
 ``gymnasium.make("equirl/GridWorld-v0")`` works in a fresh interpreter with no ``import equirl``.
 """
 
@@ -17,19 +18,14 @@ import sys
 from types import ModuleType
 from typing import Any
 
-__all__ = ["ENVS", "install", "register_envs"]
-
-#: env id -> (entry point, keyword arguments of ``gymnasium.register``)
-ENVS: dict[str, tuple[str, dict[str, Any]]] = {
-    "equirl/GridWorld-v0": ("equirl.rl.gridworld:GridWorldEnv", {"max_episode_steps": None}),
-}
+__all__ = ["install", "register_envs"]
 
 
 def register_envs(gym: Any) -> None:
-    """Register :data:`ENVS` with the ``gymnasium`` module ``gym`` (idempotent)."""
-    for env_id, (entry_point, kwargs) in ENVS.items():
-        if env_id not in gym.registry:
-            gym.register(id=env_id, entry_point=entry_point, **kwargs)
+    """Register equirl's envs (:data:`equirl.gym_envs.ENVS`) with the ``gymnasium`` module ``gym``."""
+    from equirl.gym_envs import register_envs as register
+
+    register(gym)
 
 
 class _Loader(importlib.abc.Loader):

@@ -29,7 +29,6 @@ __all__ = [
     "direct_product",
     "flip",
     "permutation_group",
-    "select_method",
     "symmetrize",
 ]
 
@@ -39,7 +38,6 @@ _LAZY = {
     "EquiTune": "equirl.symmetrizers",
     "EquiZero": "equirl.symmetrizers",
     "LambdaEquiTune": "equirl.symmetrizers",
-    "select_method": "equirl.rl.select",
     "actions": "equirl.actions",
     "symmetrizers": "equirl.symmetrizers",
     "rl": "equirl.rl",
@@ -48,7 +46,6 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from equirl.rl.select import select_method
     from equirl.symmetrizers import EquiTune, EquiZero, LambdaEquiTune, check_equivariance, symmetrize
 
 

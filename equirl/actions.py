@@ -257,9 +257,14 @@ class GroupAction(Generic[T]):
         raise NotImplementedError
 
     # -- batched -------------------------------------------------------------------------------------
-    def orbit(self, x: Tensor) -> Tensor:
-        """``(|G|, *x.shape)`` with ``out[g] = g·x``."""
-        return torch.stack([self._apply_transform(x, t) for t in self.transforms])
+    def orbit(self, x: Tensor, out: Tensor | None = None) -> Tensor:
+        """``(|G|, *x.shape)`` with ``out[g] = g·x``.
+
+        :param out: a ``(|G|, *x.shape)`` tensor to write the orbit into (a buffer reused between
+            calls); implementations may return a new tensor instead, so use the return value.
+        """
+        ys = [self._apply_transform(x, t) for t in self.transforms]
+        return torch.stack(ys) if out is None or _records_grad(x) else torch.stack(ys, out=out)
 
     def inverse_stacked(self, y: Tensor) -> Tensor:
         """For ``y`` of shape ``(|G|, B, ...)``: ``out[g] = g⁻¹·y[g]``."""
@@ -305,14 +310,37 @@ class TrivialAction(GroupAction[Identity]):
     def _apply_transform(self, x: Tensor, t: Identity) -> Tensor:
         return x
 
-    def orbit(self, x: Tensor) -> Tensor:
-        return x.unsqueeze(0).expand(self.group.order, *x.shape)
+    def orbit(self, x: Tensor, out: Tensor | None = None) -> Tensor:
+        stacked = x.unsqueeze(0).expand(self.group.order, *x.shape)
+        return stacked if out is None else out.copy_(stacked)
 
     def inverse_stacked(self, y: Tensor) -> Tensor:
         return y
 
     def apply_each(self, x: Tensor, idx: Tensor, inverse: bool = False) -> Tensor:
         return x
+
+
+def _plain_tensors() -> torch.inference_mode:
+    """Tensors cached across calls are made outside inference mode: an inference tensor cannot be saved
+    for backward, so an index first built under ``torch.inference_mode`` would break later training."""
+    return torch.inference_mode(False)
+
+
+def _records_grad(x: Tensor) -> bool:
+    """Whether an op on ``x`` is recorded by autograd (then ``out=`` variants are not allowed)."""
+    return torch.is_grad_enabled() and x.requires_grad
+
+
+def _transform_image(x: Tensor, t: ImageTransform, h: int, w: int) -> Tensor:
+    """``t·x`` on the dims ``(h, w)``: the reference (a flip, then ``torch.rot90``)."""
+    if t.k % 2 == 1 and x.shape[h] != x.shape[w]:
+        raise GroupError(f"quarter turns need square images, got {x.shape[h]}x{x.shape[w]}")
+    if t.mirror:
+        x = x.flip(w)
+    if t.k:
+        x = torch.rot90(x, t.k, dims=(h, w))
+    return x
 
 
 class ImageAction(GroupAction[ImageTransform]):
@@ -330,20 +358,14 @@ class ImageAction(GroupAction[ImageTransform]):
         if not (dims[0] < 0 and dims[1] < 0 and dims[0] != dims[1]):
             raise GroupError(f"image dims must be two distinct negative dims, got {dims}")
         self.dims = dims
+        self._turns = any(self._as_view_ops(t)[0] for t in self.transforms)
 
     @classmethod
     def _identity_like(cls, images: Sequence[Any], **kwargs: Any) -> ImageTransform:
         return ImageTransform()
 
     def _apply_transform(self, x: Tensor, t: ImageTransform) -> Tensor:
-        h, w = self.dims
-        if t.k % 2 == 1 and x.shape[h] != x.shape[w]:
-            raise GroupError(f"quarter turns need square images, got {x.shape[h]}x{x.shape[w]}")
-        if t.mirror:
-            x = x.flip(w)
-        if t.k:
-            x = torch.rot90(x, t.k, dims=(h, w))
-        return x
+        return _transform_image(x, t, *self.dims)
 
     @staticmethod
     def _as_view_ops(t: ImageTransform) -> tuple[bool, bool, bool]:
@@ -356,8 +378,129 @@ class ImageAction(GroupAction[ImageTransform]):
             tr, fh, fw = not tr, not fw, fh
         return tr, fh, fw
 
+    # -- the orbit without stacking strided copies -------------------------------------------------------
+    # Every element is ``flips ∘ transpose^tr`` of the two image dims (:meth:`_as_view_ops`). A strided
+    # copy of a transposed view is the expensive step (several times a plain copy), so each orbit
+    # transposes once: the first element with a transpose is one gather over the flattened plane, with a
+    # precomputed index; the others with a transpose are flips of it. A flip of the outer image dim moves
+    # whole rows (an index_select of rows, about the cost of a copy); a flip of the inner dim is
+    # ``Tensor.flip``. The gather indices are built by applying the reference transform
+    # (:func:`_transform_image`) to ``arange(H·W)``, so they agree with it by construction.
+    def _plane(self, x: Tensor) -> tuple[int, int, int, int, int] | None:
+        """``(pre, A, B, post, a)`` with ``x`` viewed as ``(pre, A, B, post)``: ``A``/``B`` the outer and
+        inner image dims (``a`` the outer one, negative); ``None`` when the two dims are not adjacent or
+        nothing precedes them."""
+        h, w = self.dims
+        a, b = min(h, w), max(h, w)
+        if b != a + 1 or x.dim() + a < 1:
+            return None
+        shape = x.shape
+        pre = 1
+        for n in shape[: x.dim() + a]:
+            pre *= n
+        post = 1
+        for n in shape[x.dim() + b + 1 :]:
+            post *= n
+        return pre, shape[a], shape[b], post, a
+
+    def _ops(self, t: ImageTransform) -> tuple[bool, bool, bool]:
+        """``(transpose, flip the outer dim, flip the inner dim)`` of ``t`` (flips after the transpose)."""
+        tr, fh, fw = self._as_view_ops(t)
+        return (tr, fh, fw) if self.dims[0] < self.dims[1] else (tr, fw, fh)
+
+    def _plan(self, transforms: tuple[ImageTransform, ...]) -> tuple[tuple[int, str, int], ...]:
+        """Steps ``(target, kind, source)`` writing each ``transforms[target]·x`` from ``x``
+        (``source == -1``) or from an earlier target: kind ``same`` (a copy), ``outer`` (flip the outer
+        dim: an index_select of rows), ``inner`` (flip the inner dim, and the outer one if needed) or
+        ``gather`` (from ``x``, with the target's plane index). Each step takes the cheapest source
+        written so far (costs in copies of ``x``, measured on CPU)."""
+        key = ("plan", transforms)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit  # type: ignore[no-any-return]
+        ops = [self._ops(t) for t in transforms]
+        done: list[tuple[tuple[bool, bool, bool], int]] = [((False, False, False), -1)]
+        steps = []
+        # untransposed targets first, inner flips last: later targets find a source one cheap flip away
+        for i in sorted(range(len(ops)), key=lambda i: (ops[i][0], ops[i][2], ops[i][1])):
+            best: tuple[float, str, int] = (6.0, "gather", -1)
+            for o, j in done:
+                if o[0] != ops[i][0]:
+                    continue
+                d_outer, d_inner = o[1] != ops[i][1], o[2] != ops[i][2]
+                if d_inner:
+                    cand = (2.5, "inner", j)
+                elif d_outer:
+                    cand = (1.5, "outer", j)
+                else:
+                    cand = (1.0, "same", j)
+                best = min(best, cand, key=lambda c: c[0])
+            steps.append((i, best[1], best[2]))
+            done.append((ops[i], i))
+        plan = tuple(steps)
+        self._cache[key] = plan
+        return plan
+
+    def _plane_index(self, A: int, B: int, t: ImageTransform, device: torch.device) -> Tensor:
+        """The flat source index of ``t`` on an ``A×B`` plane (outer × inner), cached per device."""
+        key = ("plane", t, A, B, device)
+        idx = self._cache.get(key)
+        if idx is None:
+            with _plain_tensors():
+                grid = torch.arange(A * B, device=device).view(A, B)
+                dims = (-2, -1) if self.dims[0] < self.dims[1] else (-1, -2)
+                idx = _transform_image(grid, t, *dims).reshape(-1).contiguous()
+            self._trim_cache()
+            self._cache[key] = idx
+        return idx
+
+    def _reversed(self, n: int, device: torch.device) -> Tensor:
+        key = ("rev", n, device)
+        idx = self._cache.get(key)
+        if idx is None:
+            with _plain_tensors():
+                idx = self._cache[key] = torch.arange(n - 1, -1, -1, device=device)
+        return idx  # type: ignore[no-any-return]
+
+    def _trim_cache(self) -> None:
+        if len(self._cache) > 512:  # many image shapes: start over rather than grow without bound
+            self._cache.clear()
+
+    def _write_all(self, x: Tensor, transforms: tuple[ImageTransform, ...], out: Tensor) -> bool:
+        """``out[i] = transforms[i]·x`` by :meth:`_plan`; ``False``
+        where the plan does not apply (image dims not adjacent, ``x`` or ``out[i]`` not contiguous, no
+        elements), leaving ``out`` untouched."""
+        geo = self._plane(x)
+        if geo is None or x.numel() == 0 or not x.is_contiguous() or not out[0].is_contiguous():
+            return False
+        pre, A, B, post, a = geo
+        h, w = self.dims
+        if A != B and any(self._ops(t)[0] for t in transforms):
+            raise GroupError(f"quarter turns need square images, got {x.shape[h]}x{x.shape[w]}")
+        grad = _records_grad(x) or _records_grad(out)
+        flat = (pre, A * B) if post == 1 else (pre, A * B, post)
+        rows = (pre, A, B * post)
+        for i, kind, j in self._plan(transforms):
+            src = x if j < 0 else out[j]
+            target = out[i]  # a fresh view each time (autograd rebases views written in place)
+            if kind == "same":
+                target.copy_(src)
+            elif kind == "inner":
+                outer_src = j >= 0 and self._ops(transforms[j])[1]
+                target.copy_(src.flip([a + 1] if outer_src == self._ops(transforms[i])[1] else [a, a + 1]))
+            else:
+                if kind == "outer":
+                    view, idx = src.view(rows), self._reversed(A, x.device)
+                else:  # gather
+                    view, idx = x.view(flat), self._plane_index(A, B, transforms[i], x.device)
+                if grad:  # out= variants do not record autograd
+                    target.copy_(torch.index_select(view, 1, idx).view(target.shape))
+                else:
+                    torch.index_select(view, 1, idx, out=target.view(view.shape))
+        return True
+
     def _write(self, x: Tensor, t: ImageTransform, out: Tensor) -> None:
-        """``out.copy_(t·x)`` with at most one extra temporary (flip) and one copy."""
+        """``out.copy_(t·x)``: the general path (any dims and strides), one strided copy."""
         h, w = self.dims
         tr, fh, fw = self._as_view_ops(t)
         if tr and x.shape[h] != x.shape[w]:
@@ -366,18 +509,54 @@ class ImageAction(GroupAction[ImageTransform]):
         dims = [d for d, f in ((h, fh), (w, fw)) if f]
         out.copy_(src.flip(dims) if dims else src)
 
-    def orbit(self, x: Tensor) -> Tensor:
-        out = x.new_empty((self.group.order, *x.shape))
-        for g, t in enumerate(self.transforms):
-            self._write(x, t, out[g])
+    def orbit(self, x: Tensor, out: Tensor | None = None) -> Tensor:
+        if out is None:
+            out = x.new_empty((self.group.order, *x.shape))
+        if self._turns and not x.is_contiguous() and self._plane(x) is not None:
+            x = x.contiguous()  # one copy, then a single transpose for the whole orbit
+        if not self._write_all(x, self.transforms, out):
+            for g, t in enumerate(self.transforms):
+                self._write(x, t, out[g])
         return out
 
     def inverse_stacked(self, y: Tensor) -> Tensor:
         inv = self.group.inverse_indices
+        if y.shape[0] != len(inv):
+            raise GroupError(f"expected {len(inv)} stacked outputs on dim 0, got shape {tuple(y.shape)}")
         out = torch.empty_like(y)
-        for g in range(y.shape[0]):
-            self._write(y[g], self.transforms[inv[g]], out[g])
+        for g in range(len(inv)):
+            t = self.transforms[inv[g]]
+            if not self._write_all(y[g], (t,), out[g : g + 1]):
+                self._write(y[g], t, out[g])
         return out
+
+    def _each_table(self, A: int, B: int, device: torch.device, inverse: bool) -> Tensor:
+        """``(|G|, A·B)``: row ``g`` the flat source index of element ``g`` (or of its inverse)."""
+        key = ("each", A, B, device, inverse)
+        tab = self._cache.get(key)
+        if tab is None:
+            inv = self.group.inverse_indices
+            ts = [self.transforms[inv[g] if inverse else g] for g in range(self.group.order)]
+            with _plain_tensors():
+                tab = torch.stack([self._plane_index(A, B, t, device) for t in ts])
+            self._cache[key] = tab
+        return tab
+
+    def apply_each(self, x: Tensor, idx: Tensor, inverse: bool = False) -> Tensor:
+        """One gather for the whole batch (sample ``b`` by element ``idx[b]``) on square images; the
+        per-sample loop otherwise (where quarter turns raise)."""
+        h, w = self.dims
+        geo = self._plane(x)
+        n = x.shape[0] if x.dim() else 0
+        if geo is None or n == 0 or n != idx.numel() or (self._turns and x.shape[h] != x.shape[w]):
+            return super().apply_each(x, idx, inverse)
+        pre, A, B, post, _ = geo
+        mid = pre // n
+        rows = self._each_table(A, B, x.device, inverse)[
+            idx.reshape(-1).to(device=x.device, dtype=torch.long)
+        ]
+        index = rows.view(n, 1, A * B, 1).expand(n, mid, A * B, post)
+        return torch.gather(x.reshape(n, mid, A * B, post), 2, index).view(x.shape)
 
 
 class SignedPermAction(GroupAction[SignedPerm]):
@@ -412,12 +591,13 @@ class SignedPermAction(GroupAction[SignedPerm]):
                 if inverse
                 else list(self.transforms)
             )
-            src = torch.tensor([t.src for t in ts], dtype=torch.long, device=device)
-            signs = (
-                torch.tensor([t.signs or (1.0,) * self.size for t in ts], dtype=dtype, device=device)
-                if self.has_signs
-                else None
-            )
+            with _plain_tensors():
+                src = torch.tensor([t.src for t in ts], dtype=torch.long, device=device)
+                signs = (
+                    torch.tensor([t.signs or (1.0,) * self.size for t in ts], dtype=dtype, device=device)
+                    if self.has_signs
+                    else None
+                )
             hit = (src, signs)
             self._cache[key] = hit
         return hit
@@ -433,7 +613,7 @@ class SignedPermAction(GroupAction[SignedPerm]):
             out = out * torch.tensor(t.signs, dtype=x.dtype, device=x.device)
         return out
 
-    def _stacked(self, x: Tensor, inverse: bool, expand: bool) -> Tensor:
+    def _stacked(self, x: Tensor, inverse: bool, expand: bool, out: Tensor | None = None) -> Tensor:
         if x.shape[-1] != self.size:
             self._check(x)
         key = ("stk", x.device, x.dtype, inverse, expand, x.dim())
@@ -442,19 +622,52 @@ class SignedPermAction(GroupAction[SignedPerm]):
             G = self.group.order
             src, signs = self._tables(x.device, x.dtype, inverse)
             view = (G,) + (1,) * (x.dim() - (0 if expand else 1) - 1) + (self.size,)
-            hit = (src.view(view), None if signs is None else signs.view(view))
+            with _plain_tensors():
+                hit = (src.view(view), None if signs is None else signs.view(view))
             self._cache[key] = hit
         src_v, signs_v = hit
+        if out is not None and _records_grad(x):
+            out = None  # out= variants do not record autograd
         if self.is_pure_sign:
             assert signs_v is not None
-            return x * signs_v  # broadcasting adds the group axis
+            # broadcasting adds the group axis
+            return x * signs_v if out is None else torch.mul(x, signs_v, out=out)
         shape = (self.group.order, *x.shape) if expand else x.shape
+        if out is None and x.numel() <= self.take_max_numel:
+            # small (Q-values, CartPole states): one take with a cached flat index beats gather's
+            # expand + strided-index overhead
+            y = x.take(self._take_index(x.shape, src_v, inverse, expand))
+            return y * signs_v if signs_v is not None else y
         base = x.unsqueeze(0).expand(shape) if expand else x
-        out = torch.gather(base, -1, src_v.expand(shape))
-        return out * signs_v if signs_v is not None else out
+        if out is None:
+            y = torch.gather(base, -1, src_v.expand(shape))
+            return y * signs_v if signs_v is not None else y
+        torch.gather(base, -1, src_v.expand(shape), out=out)
+        return out.mul_(signs_v) if signs_v is not None else out
 
-    def orbit(self, x: Tensor) -> Tensor:
-        return self._stacked(x, inverse=False, expand=True)
+    #: inputs up to this many elements are permuted by :meth:`Tensor.take` (a cached index per shape)
+    take_max_numel = 1 << 12
+
+    def _take_index(self, shape: torch.Size, src_v: Tensor, inverse: bool, expand: bool) -> Tensor:
+        """Flat index into ``x`` (of ``shape``) giving ``out[g, ..., j] = x[..., src_g[j]]`` (``expand``)
+        or ``out[g, ..., j] = x[g, ..., src_g[j]]``; the last few shapes are kept."""
+        key = ("take", shape, src_v.device, inverse, expand)
+        idx = self._cache.get(key)
+        if idx is None:
+            n = 1
+            for d in shape:
+                n *= d
+            with _plain_tensors():
+                rows = torch.arange(0, n, self.size, device=src_v.device).view(*shape[:-1], 1)
+                idx = (rows + src_v).contiguous()  # broadcasting adds the group axis when expanding
+            takes = [k for k in self._cache if k[0] == "take"]
+            if len(takes) >= 8:
+                del self._cache[takes[0]]
+            self._cache[key] = idx
+        return idx  # type: ignore[no-any-return]
+
+    def orbit(self, x: Tensor, out: Tensor | None = None) -> Tensor:
+        return self._stacked(x, inverse=False, expand=True, out=out)
 
     def inverse_stacked(self, y: Tensor) -> Tensor:
         return self._stacked(y, inverse=True, expand=False)
@@ -490,14 +703,15 @@ class TokenAction(GroupAction[TokenMap]):
                 if inverse
                 else list(self.transforms)
             )
-            tab = torch.tensor([t.table for t in ts], dtype=torch.long, device=device)
+            with _plain_tensors():
+                tab = torch.tensor([t.table for t in ts], dtype=torch.long, device=device)
             self._cache[key] = tab
         return tab
 
     def _apply_transform(self, x: Tensor, t: TokenMap) -> Tensor:
         return torch.tensor(t.table, dtype=torch.long, device=x.device)[x]
 
-    def orbit(self, x: Tensor) -> Tensor:
+    def orbit(self, x: Tensor, out: Tensor | None = None) -> Tensor:
         tab = self._table(x.device, False)  # (G, V)
         G = tab.shape[0]
         offs = (torch.arange(G, device=x.device) * self.vocab_size).view((G,) + (1,) * x.dim())

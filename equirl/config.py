@@ -576,6 +576,18 @@ def validate_field(cls: type, name: str, value: Any, where: str = "") -> Any:
         raise exc.under(key) from None
 
 
+def _section_type(tp: Any) -> type | None:
+    """The schema dataclass of a nested section's field type (``X``, ``Annotated[X, ...]`` or an optional
+    ``X | None``), else ``None``: a section given as a mapping is built by :func:`from_dict`, so its
+    errors name its dotted keys."""
+    if get_origin(tp) is typing.Annotated:
+        tp = get_args(tp)[0]
+    if get_origin(tp) in (Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        tp = args[0] if len(args) == 1 else None
+    return tp if isinstance(tp, type) and dataclasses.is_dataclass(tp) else None
+
+
 def from_dict(cls: type[C], data: Mapping[str, Any], where: str = "") -> C:
     """Build schema ``cls`` (a dataclass whose fields declare their types and :class:`Range` markers) from
     ``data``: unknown keys, missing keys, wrong types and values out of range refused in one line (by
@@ -593,11 +605,10 @@ def from_dict(cls: type[C], data: Mapping[str, Any], where: str = "") -> C:
             f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(prefix + str(k) for k in unknown)}; "
             f"allowed{' in ' + where if where else ''}: {', '.join(sorted(schemas))}"
         )
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     for k, v in data.items():
-        tp = schemas[k][0]
-        base = get_args(tp)[0] if get_origin(tp) is typing.Annotated else tp
-        if dataclasses.is_dataclass(base) and isinstance(base, type) and isinstance(v, Mapping):
+        base = _section_type(schemas[k][0])
+        if base is not None and isinstance(v, Mapping):
             kwargs[k] = from_dict(base, v, f"{where}.{k}" if where else k)
         else:
             kwargs[k] = validate_field(cls, k, v, where)
@@ -634,15 +645,21 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
-def load_config(cls: type[C], path: str | Path | None = None, overrides: Sequence[str] | None = None) -> C:
+def load_config(
+    cls: type[C],
+    path: str | Path | None = None,
+    overrides: Sequence[str] | None = None,
+    section: str | None = None,
+) -> C:
     """Read YAML ``path`` (or start from the defaults), apply ``overrides`` and validate into ``cls``.
 
-    ``path`` may also name a shipped config (``CartPole-v1-finetune-equizero``, ``rl/CartPole-v1``):
-    see :func:`equirl.assets.find_config`.
+    ``path`` may also name a shipped config (``dqn-CartPole-v1-finetune-equizero``, ``rl/dqn-CartPole-v1``):
+    see :func:`equirl.assets.find_config`; ``section`` (``"rl"``, ``"vision"``...) is the family it is
+    looked up in first, and the only one an unknown name's error lists.
     """
     if path is not None:
         from equirl.assets import find_config
 
-        path = find_config(path)
+        path = find_config(path, section=section)
     data = load_yaml(path) if path is not None else {}
     return from_dict(cls, apply_overrides(data, overrides))

@@ -282,7 +282,7 @@ _CHUNK_OPTIONS = (
         nullable=True,
     ),
     MethodOption(
-        "max_call_bytes", int, 1 << 22, "the auto chunk's budget for one call's input, in bytes", minimum=1
+        "max_call_bytes", int, 1 << 23, "the auto chunk's budget for one call's input, in bytes", minimum=1
     ),
     MethodOption("max_call_rows", int, 512, "the auto chunk's cap on rows per call", minimum=1),
 )

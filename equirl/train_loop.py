@@ -1,4 +1,4 @@
-"""One Adam loop for the short fits of the adapters: a λ-net, a canonicalization scorer, a finetune.
+"""One Adam loop for the fits of the adapters and the benchmarks: a λ-net, a canonicalization scorer, a finetune.
 
 The caller supplies the loss of each step (drawing its own mini-batch, with its own generator), so the
 data pipeline stays where it is; :func:`fit` owns the optimizer, the optional gradient clipping and

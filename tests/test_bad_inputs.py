@@ -21,9 +21,9 @@ from equirl.assets import asset_path
 from equirl.cli import main
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-RL_CONFIG = CONFIGS / "rl" / "CartPole-v1.yaml"
+RL_CONFIG = CONFIGS / "rl" / "dqn-CartPole-v1.yaml"
 RL = str(RL_CONFIG)
-GRID = str(CONFIGS / "rl" / "GridWorld-v0.yaml")
+GRID = str(CONFIGS / "rl" / "dqn-GridWorld-v0.yaml")
 LANG = str(CONFIGS / "language" / "scan_lstm_add_jump.yaml")
 GPT2 = str(CONFIGS / "language" / "gpt2_tiny.yaml")
 VPRE = str(CONFIGS / "vision" / "pretrain_digits.yaml")
@@ -464,7 +464,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     QRDQN("MlpPolicy", "CartPole-v1", buffer_size=10, policy_kwargs={"net_arch": [8], "n_quantiles": 5}).save(
         tmp / "qrdqn.zip"
     )
-    from equirl.language.train import ModelConfig, PretrainConfig, build_model, save_checkpoint
+    from equirl.language.config import ModelConfig, PretrainConfig
+    from equirl.language.train import build_model, save_checkpoint
     from equirl.vision.models import SmallCNN, save_cnn
 
     save_cnn(SmallCNN(in_channels=1, image_size=16, width=2, hidden=4), tmp / "vision_cnn.pt")

@@ -251,7 +251,15 @@ def test_shell_block(
 
 def test_hub_blocks_are_marked_only_for_the_hub() -> None:
     """A ``needs: hub`` block really asks the hub for a model (not a way to hide a broken snippet)."""
-    hub_calls = ("load_gpt2(", "load_clip(", "from_pretrained(", "hf_text_scorer(", "gpt2-generate", "clip ")
+    hub_calls = (
+        "load_gpt2(",
+        "load_clip(",
+        "from_pretrained(",
+        "hf_text_scorer(",
+        "gpt2-generate",
+        "clip ",
+        "hf://",
+    )
     for b in ALL_BLOCKS:
         if b.mark == "needs":
             assert any(c in b.code for c in hub_calls), (
@@ -294,7 +302,7 @@ def test_zoo_config_asks_for_its_agent(
     from equirl.cli import main
 
     monkeypatch.chdir(_workdir(tmp_path))
-    rc = main(["train", "configs/rl/zoo-CartPole-v1-lambda.yaml", "--set", "out=runs"])
+    rc = main(["train", "configs/rl/dqn-CartPole-v1-zoo-lambda.yaml", "--set", "out=runs"])
     err = capsys.readouterr().err.strip()
     assert rc == 2
     assert len(err.splitlines()) == 1 and "PATH/TO/rl-zoo/dqn/CartPole-v1_1" in err

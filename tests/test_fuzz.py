@@ -51,7 +51,7 @@ _PROFILE = "equirl-fuzz" if os.environ.get("HYPOTHESIS_PROFILE") == "fuzz" else 
 #: the profile of this module's tests (applied per test, so other modules' settings are left alone)
 PROFILE = settings.get_profile(_PROFILE)
 
-RL_BASES = ["CartPole-v1", "ppo-CartPole-v1", "sac-Pendulum-v1"]
+RL_BASES = ["dqn-CartPole-v1", "ppo-CartPole-v1", "sac-Pendulum-v1"]
 SWEEP_FILES = sorted((fz.CONFIGS / "sweeps").glob("*.yaml"))
 ENVS = [
     "CartPole-v1",
@@ -309,7 +309,7 @@ def art(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         res = fz.run_cli(
             [
                 "train",
-                str(fz.CONFIGS / "rl" / "CartPole-v1.yaml"),
+                str(fz.CONFIGS / "rl" / "dqn-CartPole-v1.yaml"),
                 "--set",
                 "timesteps=300",
                 "--set",
@@ -370,7 +370,7 @@ def art(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         )
     manifest = {
         "sweep": {
-            "config": "CartPole-v1",
+            "config": "dqn-CartPole-v1",
             "grid": {"method": ["base", "equitune"]},
             "timesteps": 300,
             "eval": {},
@@ -387,7 +387,8 @@ def art(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     import torch
 
-    from equirl.language.train import ModelConfig, PretrainConfig, build_model, save_checkpoint
+    from equirl.language.config import ModelConfig, PretrainConfig
+    from equirl.language.train import build_model, save_checkpoint
     from equirl.vision.models import SmallCNN, save_cnn
 
     save_cnn(SmallCNN(in_channels=1, image_size=16, width=2, hidden=4), base / "vision.pt")
@@ -422,7 +423,7 @@ def populate(ws: fz.Workspace, art: dict[str, Path]) -> None:
     (f / "afile").write_text("a file, not a folder\n")
     (f / "dir").mkdir()
     (f / "payload.pkl").write_bytes(fz.payload_pickle(ws.marker))
-    shutil.copy(fz.CONFIGS / "rl" / "CartPole-v1.yaml", f / "cfg.yaml")
+    shutil.copy(fz.CONFIGS / "rl" / "dqn-CartPole-v1.yaml", f / "cfg.yaml")
     (f / "payload.yaml").write_text(fz.yaml_payloads(ws.marker)[1])
     shutil.copy(art["vecnorm"], f / "vecnormalize.pkl")
     (f / "link_out").symlink_to(ws.outside)
@@ -519,7 +520,7 @@ def test_fuzz_rl_config_mutations(
 
 def _raw_yaml(marker_index: int, kind: str, text: str, blob: bytes, n: int) -> tuple[str, Any]:
     """(kind, content): content is str (text), bytes, or None for a directory."""
-    base = (fz.CONFIGS / "rl" / "CartPole-v1.yaml").read_text()
+    base = (fz.CONFIGS / "rl" / "dqn-CartPole-v1.yaml").read_text()
     lines = [ln for ln in base.splitlines() if ln and not ln.startswith("#")]
     if kind == "text":
         return kind, text
@@ -631,11 +632,11 @@ def _sweep_paths() -> list[tuple[Any, ...]]:
 
 ranges = st.lists(st.one_of(ints, floats, strings), max_size=4).map(lambda r: {"range": r})
 config_entries = st.one_of(
-    st.sampled_from(["CartPole-v1", "Acrobot-v1", "ppo-CartPole-v1", "nope", "", *PATH_STRINGS]),
+    st.sampled_from(["dqn-CartPole-v1", "dqn-Acrobot-v1", "ppo-CartPole-v1", "nope", "", *PATH_STRINGS]),
     st.fixed_dictionaries(
         {
             "config": st.sampled_from(
-                ["CartPole-v1", "sac-Pendulum-v1", "files/cfg.yaml", "files/payload.yaml"]
+                ["dqn-CartPole-v1", "sac-Pendulum-v1", "files/cfg.yaml", "files/payload.yaml"]
             )
         },
         optional={
@@ -1178,7 +1179,7 @@ run_ops = ops_for(
     ],
     typed={
         **TYPED_RECORDS,
-        **{p: v for p, v in _leaf_values(BASES["CartPole-v1"]["full"]).items() if p in SAFE_CONFIG_PATHS},
+        **{p: v for p, v in _leaf_values(BASES["dqn-CartPole-v1"]["full"]).items() if p in SAFE_CONFIG_PATHS},
     },
 )
 BLOB_STYLES = ["truncate", "flip", "payload", "payload-open", "torch-payload", "garbage", "empty"]
@@ -1556,7 +1557,7 @@ def test_fuzz_cli_argv(art: dict[str, Path], gen: tuple[list[str], tuple[str, ..
 
 # --- 8. what the fuzzer found: minimal inputs, kept as regression cases ----------------------------------
 
-_RL = str(fz.CONFIGS / "rl" / "CartPole-v1.yaml")
+_RL = str(fz.CONFIGS / "rl" / "dqn-CartPole-v1.yaml")
 _LONG = "a" * 300  # longer than NAME_MAX (255): os.stat raises ENAMETOOLONG
 _BIG = "1" + "0" * 400  # an int beyond float range
 

@@ -231,7 +231,7 @@ def test_guard_a_gpt2_empty_prompt(prompts: str, capsys: pytest.CaptureFixture[s
 
 def _lang_blob(path: Path, hidden: int, embedding: int = 32) -> Path:
     from equirl.config import to_dict
-    from equirl.language.train import ModelConfig, PretrainConfig
+    from equirl.language.config import ModelConfig, PretrainConfig
 
     cfg = PretrainConfig(model=ModelConfig(hidden=hidden, embedding=embedding))
     blob = {"format": "equirl.language.seq2seq/1", "config": to_dict(cfg), "state_dict": {}, "metrics": {}}

@@ -39,7 +39,7 @@ def asset_path(kind: str) -> Path:
 
 
 def list_configs(section: str | None = None) -> list[str]:
-    """Names of the shipped configs (``rl/CartPole-v1``...), optionally those of one ``section``."""
+    """Names of the shipped configs (``rl/dqn-CartPole-v1``...), optionally those of one ``section``."""
     root = asset_path("configs")
     names = sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.y*ml"))
     return [n for n in names if section is None or n.startswith(f"{section}/")]
@@ -49,8 +49,8 @@ def find_config(name: str | Path, section: str | None = None) -> Path:
     """A config file from a path, or the name of a shipped one.
 
     ``name`` is tried as a path first; otherwise as a shipped config, with or without the ``configs/``
-    and section folders and the ``.yaml`` suffix: ``CartPole-v1-finetune-equizero``,
-    ``rl/CartPole-v1.yaml``, ``configs/rl/CartPole-v1.yaml`` (the README's paths, from any folder).
+    and section folders and the ``.yaml`` suffix: ``dqn-CartPole-v1-finetune-equizero``,
+    ``rl/dqn-CartPole-v1.yaml``, ``configs/rl/dqn-CartPole-v1.yaml`` (the README's paths, from any folder).
 
     :param name: a path or a shipped config's name.
     :param section: the config family to look in first (``"rl"``, ``"language"``, ``"vision"``).
@@ -72,4 +72,5 @@ def find_config(name: str | Path, section: str | None = None) -> Path:
     if path.exists():
         raise ConfigError(f"config {name} is not a file")
     shipped = [n.split("/", 1)[-1] for n in list_configs(section)] or list_configs()
-    raise ConfigError(f"config file not found: {name} (nor a shipped config; shipped: {', '.join(shipped)})")
+    kind = f"shipped {section} configs" if section and list_configs(section) else "shipped configs"
+    raise ConfigError(f"config file not found: {name} (nor one of the {kind}: {', '.join(shipped)})")

@@ -7,11 +7,11 @@
 * :mod:`equirl.bench.vision` -- invariant classifiers on the digits CNN (``equirl bench vision``);
 * :mod:`equirl.bench.language` -- SCAN exact match and EquiGPT2 throughput
   (``equirl bench language-scan`` / ``language-gpt2``);
-* :mod:`equirl.bench.report` -- tables, CSV, JSON, plots and progress bars for all of them;
+* :mod:`equirl.utils.report` -- tables, CSV, JSON, plots and progress bars for all of them;
 * :mod:`equirl.bench.threads` -- :func:`~equirl.bench.threads.torch_threads`, the thread count of a
   timed block, restored afterwards.
 
 Benchmark functions take plain parameters (no argparse namespaces), an optional ``console`` used only for
-a transient progress bar, and return rows or :class:`~equirl.bench.report.BenchTable` objects that the
+a transient progress bar, and return rows or :class:`~equirl.utils.report.BenchTable` objects that the
 CLI (``equirl/cli/``) prints. Importing this package imports nothing heavy.
 """

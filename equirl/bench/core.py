@@ -6,11 +6,20 @@ For each model, group and batch size it times, interleaved in rounds on one thre
 * ``loop``  -- the per-element reference (``|G|`` forwards of batch ``B`` plus transforms);
 * ``equirl`` -- :class:`~equirl.symmetrizers.EquiTune` (one batched call per chunk).
 
-and reports median times and their ratios to ``base``. The models: an MLP 4-256-256-2 (CartPole-sized
-Q-network) and a NatureCNN-sized network on 4×84×84 frames (Atari Q-network).
+and reports median times and the median over rounds of each round's ratio to ``base`` (a round times
+the three back to back, so a slow spell of a shared machine hits them alike). The models: an MLP
+4-256-256-2 (CartPole-sized Q-network) and a NatureCNN-sized network on 4×84×84 frames (Atari
+Q-network).
+
+On one torch thread the clock is the thread's CPU time (``clock="cpu"``): the work done, not the time
+another process held the core. Before timing, one large block is allocated and freed, which raises
+glibc's ``mmap`` threshold to what a long-running process reaches after its first big batch: otherwise
+the first cells fault in and zero fresh pages for every multi-megabyte temporary, of the plain model
+as much as of the symmetrizer, and the ratios would depend on the order of the cells.
 
 :func:`bench_rows` measures (on one torch thread by default, restored afterwards);
-:func:`symmetrizer_table` shows the rows; the CLI prints them, as a table or as JSON.
+:func:`symmetrizer_table` shows the rows, :func:`symmetrizer_plot` draws them; the CLI prints them, as
+a table or as JSON.
 """
 
 from __future__ import annotations
@@ -19,27 +28,31 @@ import functools
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from equirl.actions import GroupAction, image_action, permutation_action, signed_permutation_action
-from equirl.bench.report import BenchTable, Column, Step, progress
 from equirl.bench.threads import torch_threads
 from equirl.groups import cyclic, dihedral, flip
 from equirl.registry import BASE
 from equirl.symmetrizers import EquiTune
+from equirl.utils.report import BenchTable, Column, Step, progress
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
     from rich.console import Console
 
-__all__ = ["CSV_COLUMNS", "JSON_COLUMNS", "bench_rows", "symmetrizer_table"]
+__all__ = ["CSV_COLUMNS", "JSON_COLUMNS", "bench_rows", "symmetrizer_plot", "symmetrizer_table"]
 
-#: the keys of a row in ``--json`` output
-JSON_COLUMNS = ("model", "group", "batch", "base_ms", "loop_ms", "equirl_ms")
+#: the keys of a row in ``--json`` output (``*_x``: median over rounds of the ratio to ``base``)
+JSON_COLUMNS = ("model", "group", "batch", "base_ms", "loop_ms", "equirl_ms", "loop_x", "equirl_x")
 #: the columns of the CSV (``--csv``)
-CSV_COLUMNS = (*JSON_COLUMNS, "order")
+CSV_COLUMNS = (*JSON_COLUMNS, "order", "clock")
+#: the clocks :func:`bench_rows` takes
+CLOCKS = {"cpu": time.thread_time, "wall": time.perf_counter}
 
 
 def mlp() -> nn.Module:
@@ -74,11 +87,18 @@ def _image_actions(group: str) -> tuple[GroupAction[Any], GroupAction[Any] | Non
     return image_action(cyclic(4) if group == "C4" else dihedral(4)), None
 
 
-def _time(fn: Callable[[], Any], inner: int) -> float:
-    t0 = time.perf_counter()
+def _time(fn: Callable[[], Any], inner: int, clock: Callable[[], float] = time.perf_counter) -> float:
+    t0 = clock()
     for _ in range(inner):
         fn()
-    return (time.perf_counter() - t0) / inner
+    return (clock() - t0) / inner
+
+
+def _warm_allocator() -> None:
+    """Allocate and free one 24 MiB block: glibc then serves blocks up to that size from its heap
+    instead of fresh ``mmap`` pages (its threshold only rises, to at most 32 MiB)."""
+    block = torch.empty(6 << 20)
+    del block
 
 
 def bench_rows(
@@ -89,18 +109,27 @@ def bench_rows(
     min_time: float = 0.05,
     threads: int | None = 1,
     console: Console | None = None,
+    clock: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Measure and return rows ``{"model", "group", "batch", "base_ms", "loop_ms", "equirl_ms", "order"}``.
+    """Measure and return rows ``{"model", "group", "batch", "base_ms", "loop_ms", "equirl_ms",
+    "loop_x", "equirl_x", "order", "clock"}``.
 
-    :param rounds: interleaved rounds; the median per method is reported.
+    :param rounds: interleaved rounds; the median per method (and per ratio) is reported.
     :param min_time: seconds each timed block should last at least (sets the inner repeat count).
     :param threads: torch threads while timing (restored afterwards; ``None``: as they are).
     :param console: show a transient progress bar there (``None``: silent).
+    :param clock: ``"cpu"`` (this thread's CPU time: all of torch's work on one thread) or ``"wall"``;
+        default ``"cpu"`` on one thread, ``"wall"`` otherwise.
     """
+    if clock is None:
+        clock = "cpu" if threads == 1 else "wall"
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {sorted(CLOCKS)}, got {clock!r}")
     torch.manual_seed(0)
+    _warm_allocator()
     total = len(models) * len(groups) * len(batches)
     with torch_threads(threads), progress(console, "benchmarking", total) as step:
-        return _measure(models, groups, batches, rounds, min_time, step)
+        return _measure(models, groups, batches, rounds, min_time, step, clock)
 
 
 def _measure(
@@ -110,7 +139,9 @@ def _measure(
     rounds: int,
     min_time: float,
     step: Step,
+    clock: str = "wall",
 ) -> list[dict[str, Any]]:
+    now = CLOCKS[clock]
     rows: list[dict[str, Any]] = []
     for model_name in models:
         model = (mlp() if model_name == "mlp" else nature_cnn()).eval()
@@ -129,7 +160,7 @@ def _measure(
                 with torch.inference_mode():
                     for f in fns.values():  # warm up (allocator, caches)
                         f()
-                    once = _time(fns["loop"], 1)
+                    once = _time(fns["loop"], 1, now)
                     inner = {
                         k: max(1, int(min_time / max(once / (1 if k != BASE else in_act.group.order), 1e-6)))
                         for k in fns
@@ -137,10 +168,14 @@ def _measure(
                     samples: dict[str, list[float]] = {k: [] for k in fns}
                     for _ in range(rounds):
                         for k, f in fns.items():
-                            samples[k].append(_time(f, inner[k]))
+                            samples[k].append(_time(f, inner[k], now))
                 row: dict[str, Any] = {"model": model_name, "group": group, "batch": batch}
                 row.update({f"{k}_ms": 1e3 * statistics.median(v) for k, v in samples.items()})
+                for k in ("loop", "equirl"):  # paired: each round's ratio to its own base time
+                    pairs = zip(samples[k], samples[BASE])
+                    row[f"{k}_x"] = statistics.median(t / max(b, 1e-12) for t, b in pairs)
                 row["order"] = in_act.group.order
+                row["clock"] = clock
                 rows.append(row)
                 step()
     return rows
@@ -150,12 +185,12 @@ def symmetrizer_table(rows: Sequence[dict[str, Any]]) -> BenchTable:
     """The rows of :func:`bench_rows` as ratios to the base forward, with the cost goal per row."""
 
     def goal(r: Mapping[str, Any]) -> str:
-        G, ratio = r["order"], r["equirl_ms"] / r["base_ms"]
+        G, ratio = r["order"], _ratio(r, "equirl")
         ok = ratio <= 1.05 * G and (r["batch"] != 1 or ratio < 0.8 * G)
         return "[green]ok[/]" if ok else "[red]over[/]"
 
     def ratio(key: str, per_order: bool = False) -> Callable[[Any], str]:
-        return lambda r: f"{r[key] / r['base_ms'] / (r['order'] if per_order else 1):.2f}"
+        return lambda r: f"{_ratio(r, key) / (r['order'] if per_order else 1):.2f}"
 
     columns = [
         Column("model"),
@@ -163,15 +198,53 @@ def symmetrizer_table(rows: Sequence[dict[str, Any]]) -> BenchTable:
         Column("order", "|G|"),
         Column("batch"),
         Column("base_ms", "base ms", ".3f"),
-        Column("loop_x", "loop ×", ratio("loop_ms"), "right"),
-        Column("equirl_x", "equirl ×", ratio("equirl_ms"), "right"),
-        Column("per_order", "equirl / |G|", ratio("equirl_ms", per_order=True), "right"),
+        Column("loop_x", "loop ×", ratio("loop"), "right"),
+        Column("equirl_x", "equirl ×", ratio("equirl"), "right"),
+        Column("per_order", "equirl / |G|", ratio("equirl", per_order=True), "right"),
         Column("goal", "goal", goal, "right", markup=True),
     ]
+    clocks = sorted({str(r.get("clock", "wall")) for r in rows})
     return BenchTable(
         rows,
-        "equitune cost on one thread (median ms; ratios to the plain forward)",
+        f"equitune cost on one thread ({'/'.join(clocks) or 'wall'} clock; median ms; ratios to the plain "
+        "forward, median over rounds)",
         columns,
         keys=2,
         note="goal: equirl ≤ 1.05·|G| × plain at every batch, < 0.8·|G| × plain at batch 1",
     )
+
+
+def _ratio(r: Mapping[str, Any], key: str) -> float:
+    """``key``'s time over the plain forward's: the paired median (``{key}_x``) where the row has it,
+    else the ratio of the median times (rows from before the paired ratios)."""
+    paired = r.get(f"{key}_x")
+    return float(paired) if paired is not None else float(r[f"{key}_ms"]) / float(r["base_ms"])
+
+
+def symmetrizer_plot(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
+    """Bars of ``equirl / (|G| · plain)`` per model and group, one per batch size, with the 1.05 goal."""
+    from equirl.utils.report import save_plot
+
+    cells = list(dict.fromkeys((r["model"], r["group"]) for r in rows))
+    batches = sorted({int(r["batch"]) for r in rows})
+    by_key = {(r["model"], r["group"], int(r["batch"])): r for r in rows}
+
+    def draw(fig: Figure) -> None:
+        ax = fig.add_subplot(1, 1, 1)
+        width = 0.8 / max(1, len(batches))
+        for j, b in enumerate(batches):
+            xs, hs = [], []
+            for i, (m, g) in enumerate(cells):
+                r = by_key.get((m, g, b))
+                if r is not None:
+                    xs.append(i + (j - (len(batches) - 1) / 2) * width)
+                    hs.append(_ratio(r, "equirl") / r["order"])
+            ax.bar(xs, hs, width, label=f"batch {b}")
+        ax.axhline(1.05, color="k", linestyle="--", linewidth=1, label="goal 1.05")
+        ax.axhline(1.0, color="grey", linewidth=0.5)
+        ax.set_xticks(range(len(cells)), [f"{m} {g}" for m, g in cells])
+        ax.set_ylabel("equirl time / (|G| × plain time)")
+        ax.set_title("cost of equitune per group element (one thread)")
+        ax.legend(fontsize="small")
+
+    return save_plot(path, draw, (7, 3.6))

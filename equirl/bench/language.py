@@ -1,8 +1,8 @@
 """Language benchmarks: SCAN exact match by method, and EquiGPT2 generation throughput.
 
 :func:`bench_scan` and :func:`bench_gpt2` return rows; :func:`scan_table` / :func:`gpt2_table` show them
-(``equirl bench language-scan`` / ``language-gpt2`` print them and save CSV with
-:func:`equirl.bench.report.write_csv`). Timed work runs on one torch thread, restored afterwards.
+(``equirl bench language-scan`` / ``language-gpt2`` print them); :func:`save_scan_csvs` and
+``bench_gpt2(out=...)`` save them as CSV. Timed work runs on one torch thread, restored afterwards.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from equirl.bench.report import BenchTable, Step, progress
 from equirl.bench.threads import torch_threads
 from equirl.errors import ConfigError
 from equirl.language.scan import canonical_split, scan_examples
 from equirl.registry import BASE, EQUITUNE, EQUIZERO, LAMBDA, canonical_method
+from equirl.utils.report import BenchTable, Step, progress, write_csv
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -38,6 +38,7 @@ __all__ = [
     "bench_gpt2",
     "bench_scan",
     "gpt2_table",
+    "save_scan_csvs",
     "scan_table",
     "scan_unit",
 ]
@@ -132,13 +133,10 @@ def scan_unit(cell: str, split: str, seed: int, st: ScanBenchSettings) -> dict[s
 
 
 def _scan_unit(cell: str, split: str, seed: int, st: ScanBenchSettings) -> dict[str, tuple[float, float]]:
+    from equirl.language.config import DataConfig, ModelConfig, PretrainConfig, TrainConfig
     from equirl.language.equiscan import exact_match
     from equirl.language.seq2seq import greedy_decode, scan_vocabs
     from equirl.language.train import (
-        DataConfig,
-        ModelConfig,
-        PretrainConfig,
-        TrainConfig,
         evaluate,
         finetune,
         load_checkpoint,
@@ -350,6 +348,19 @@ def bench_scan(
     return rows
 
 
+def save_scan_csvs(
+    out: str | Path, rows: Sequence[dict[str, Any]], per_seed: Sequence[dict[str, Any]], finetuned: bool
+) -> tuple[Path, Path]:
+    """Save the rows of :func:`bench_scan` and its ``per_seed`` records as CSV in the folder ``out``:
+    ``scan_exact_match.csv`` (``scan_exact_match_finetuned.csv`` for a run with ``finetune_epochs``)
+    and the same name ending ``_per_seed.csv``; returns both paths."""
+    name = "scan_exact_match_finetuned" if finetuned else "scan_exact_match"
+    table, seeds = Path(out) / f"{name}.csv", Path(out) / f"{name}_per_seed.csv"
+    write_csv(table, rows)
+    write_csv(seeds, per_seed)
+    return table, seeds
+
+
 def bench_gpt2(
     n_layer: int = 6,
     n_embd: int = 256,
@@ -361,17 +372,22 @@ def bench_gpt2(
     variant: str = "R-EquiGPT2",
     threads: int | None = 1,
     console: Console | None = None,
+    out: str | Path | None = None,
 ) -> list[dict[str, Any]]:
     """Greedy generation tokens/s on one random GPT-2 (``n_layer`` x ``n_embd``): plain with KV cache,
     EquiGPT2 (ours: orbit batched, KV cache) and the re-encode-every-token loop of the released code.
 
     :param threads: torch threads while timing (restored afterwards; ``None``: as they are).
     :param console: show a transient progress bar there (``None``: silent).
+    :param out: if given, save the rows as ``gpt2_tokens_per_s.csv`` in this folder.
     """
     if n_embd % n_head:
         raise ConfigError(f"the width ({n_embd}) must be divisible by the number of heads ({n_head})")
     with torch_threads(threads), progress(console, "GPT-2 generation", 6) as step:
-        return _bench_gpt2(n_layer, n_embd, n_head, batch, prompt_len, new_tokens, repeats, variant, step)
+        rows = _bench_gpt2(n_layer, n_embd, n_head, batch, prompt_len, new_tokens, repeats, variant, step)
+    if out is not None:
+        write_csv(Path(out) / "gpt2_tokens_per_s.csv", rows)
+    return rows
 
 
 def _bench_gpt2(

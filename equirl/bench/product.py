@@ -17,7 +17,7 @@ MLP) is trained with the identity prior only, on a few hundred upright training 
 by the multi-group design; rows with an untrained scorer show what the prior buys.
 
 Call :func:`run_product_bench` (returns rows) and :func:`product_table` (a
-:class:`~equirl.bench.report.BenchTable`); ``equirl bench product`` prints them.
+:class:`~equirl.utils.report.BenchTable`); ``equirl bench product`` prints them.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,12 +33,13 @@ import torch
 from torch import Tensor, nn
 
 from equirl.actions import GroupAction, product_action, signed_permutation_action
-from equirl.bench.report import BenchTable, Column, Step, progress, write_csv
 from equirl.bench.threads import torch_threads
 from equirl.errors import EquirlError
 from equirl.groups import cyclic, dihedral, direct_product, permutation_group
 from equirl.registry import MULTIGROUP
 from equirl.symmetrizers import Canonicalize, EquiTune, EquiZero, MultiGroup, ScoreNet
+from equirl.train_loop import fit
+from equirl.utils.report import BenchTable, Column, Step, progress, write_csv
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -138,35 +139,47 @@ def _load_digits(seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
 
 
+def _epoch_batches(n: int, epochs: int, seed: int) -> tuple[int, Callable[[int], Tensor]]:
+    """``(steps, batch)``: ``epochs`` passes over ``n`` rows in mini-batches of 64 (the last one
+    smaller), reshuffled at each epoch by a generator seeded with ``seed``; ``batch(step)`` is the row
+    indices of step ``step`` (called in order, as :func:`~equirl.train_loop.fit` does)."""
+    g = torch.Generator().manual_seed(seed)
+    per_epoch = -(-n // 64)
+    order = torch.empty(0, dtype=torch.long)
+
+    def batch(step: int) -> Tensor:
+        nonlocal order
+        i = step % per_epoch
+        if i == 0:  # a new epoch: reshuffle
+            order = torch.randperm(n, generator=g)
+        return order[64 * i : 64 * (i + 1)]
+
+    return epochs * per_epoch, batch
+
+
 def _train_model(x: Tensor, y: Tensor, epochs: int, seed: int) -> nn.Module:
     torch.manual_seed(seed)
     model = DigitCNN()
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    g = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        order = torch.randperm(len(y), generator=g)
-        for i in range(0, len(y), 64):
-            idx = order[i : i + 64]
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
-            opt.step()
+    steps, batch = _epoch_batches(len(y), epochs, seed)
+
+    def loss_fn(step: int) -> Tensor:
+        idx = batch(step)
+        return nn.functional.cross_entropy(model(x[idx]), y[idx])
+
+    fit(model.parameters(), loss_fn, steps, 2e-3, what="training the digits CNN")
     return model.eval()
 
 
 def _train_scorer(can: Canonicalize, x: Tensor, steps: int, seed: int) -> list[float]:
-    """Fit the canonicalizer's scorer with the identity prior only (Mondal et al., 2023)."""
+    """Fit the canonicalizer's scorer with the identity prior only (Mondal et al., 2023); returns the
+    loss of about every fifth of the fit and of its last step."""
     torch.manual_seed(seed)
-    opt = torch.optim.Adam(can.scorer.parameters(), lr=3e-3)
-    losses = []
-    for step in range(steps):
-        idx = torch.randint(0, len(x), (64,))
-        opt.zero_grad()
-        loss = can.prior_loss(x[idx])
-        loss.backward()
-        opt.step()
-        if step % max(1, steps // 5) == 0 or step == steps - 1:
-            losses.append(float(loss.detach()))
-    return losses
+
+    def loss_fn(step: int) -> Tensor:
+        return can.prior_loss(x[torch.randint(0, len(x), (64,))])
+
+    losses = fit(can.scorer.parameters(), loss_fn, steps, 3e-3, what="fitting the canonicalizer prior")
+    return [v for step, v in enumerate(losses) if step % max(1, steps // 5) == 0 or step == steps - 1]
 
 
 def _evaluate(
@@ -324,20 +337,18 @@ def _finetune(sym: nn.Module, x: Tensor, y: Tensor, epochs: int, seed: int) -> f
     """Equi-tune: train the wrapped model (and a canonicalizer's scorer, with its prior) through
     the wrapper on upright data; returns the wall time in seconds."""
     torch.manual_seed(seed)
-    opt = torch.optim.Adam([p for p in sym.parameters() if p.requires_grad], lr=2e-3)
-    g = torch.Generator().manual_seed(seed)
+    steps, batch = _epoch_batches(len(y), epochs, seed)
+
+    def loss_fn(step: int) -> Tensor:
+        idx = batch(step)
+        loss = nn.functional.cross_entropy(sym(x[idx]), y[idx])
+        if isinstance(sym, Canonicalize):
+            loss = loss + sym.prior_loss(x[idx])
+        return loss
+
     sym.train()
     start = time.perf_counter()
-    for _ in range(epochs):
-        order = torch.randperm(len(y), generator=g)
-        for i in range(0, len(y), 64):
-            idx = order[i : i + 64]
-            opt.zero_grad()
-            loss = nn.functional.cross_entropy(sym(x[idx]), y[idx])
-            if isinstance(sym, Canonicalize):
-                loss = loss + sym.prior_loss(x[idx])
-            loss.backward()
-            opt.step()
+    fit([p for p in sym.parameters() if p.requires_grad], loss_fn, steps, 2e-3, what="equi-tuning")
     sym.eval()
     return time.perf_counter() - start
 

@@ -4,7 +4,7 @@
   the shared data folder, ``$EQUIRL_SHARED_DATA``, has them) and on the shipped full and partial agents,
   every algorithm (DQN, PPO, A2C, SAC, TQC...): the mean return with a 95 % bootstrap interval;
 * ``efficiency`` -- env steps for plain vs equivariant (default equitune) DQN to reach a threshold
-  (CartPole 475, Acrobot -80) when finetuning the same partial agent: per seed, early-stopped at the
+  (the env spec's: CartPole 475, Acrobot -100) when finetuning the same partial agent: per seed, early-stopped at the
   threshold, censored at the budget, with the medians (see :func:`efficiency`);
 * ``canonical`` -- learned canonicalization and multigroup vs equitune / equizero on the gridworld agents;
 * ``sweep-walltime`` -- a sweep (default ``configs/sweeps/cartpole-4x10.yaml``: 4 methods x 10 seeds on
@@ -14,7 +14,7 @@
   on CartPole, interleaved in one process.
 
 :func:`run_rl_bench` runs the chosen parts, saves each as CSV (plus matplotlib plots) under ``out`` and
-yields its :class:`~equirl.bench.report.BenchTable` as the part finishes; ``equirl bench rl`` prints them.
+yields its :class:`~equirl.utils.report.BenchTable` as the part finishes; ``equirl bench rl`` prints them.
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from equirl.bench.report import BenchTable, Step, progress, save_plot, write_csv
 from equirl.bench.threads import torch_threads
 from equirl.errors import ConfigError, EquirlError
 from equirl.registry import BASE, CANONICALIZE, EQUITUNE, EQUIZERO, MULTIGROUP, method_names
+from equirl.utils.report import BenchTable, Step, progress, save_plot, write_csv
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -56,7 +56,7 @@ def _agents(envs: Sequence[str] | None = None) -> list[Agent]:
     equirl can symmetrize, and every shipped agent (:func:`~equirl.rl.agents.shipped_agents`);
     ``envs``: only these."""
     from equirl.rl.agents import shipped_agents
-    from equirl.rl.pretrained import ALGOS
+    from equirl.rl.algos import ALGOS
     from equirl.rl.spec import find_spec_file
     from equirl.utils.shared import shared_data_dir
 
@@ -112,7 +112,15 @@ def _zero_shot(agents: list[Agent], seeds: int, episodes: int, step: Step) -> li
     return rows
 
 
-THRESHOLDS = {"CartPole-v1": 475.0, "Acrobot-v1": -80.0}
+def threshold(env: str) -> float:
+    """The success threshold of ``env`` (its spec's ``scores.threshold``; one line when it has none)."""
+    from equirl.rl.spec import env_scores
+
+    scores = env_scores(env)
+    if scores is None:
+        raise ConfigError(f"no success threshold for {env}: its symmetry spec gives no scores")
+    return float(scores["threshold"])
+
 
 #: finetuning overrides shared by both arms of the sample-efficiency benchmark
 EFFICIENCY_OVERRIDES: dict[str, Any] = {
@@ -135,7 +143,7 @@ def efficiency_sweep(
 ) -> SweepSpec:
     """The sample-efficiency protocol as a sweep (see :func:`efficiency`): per env the shipped config
     finetuning ``{env}_partial.zip`` with :data:`EFFICIENCY_OVERRIDES`, evaluated at step 0 and every
-    ``eval_freq`` env steps, stopped at the first evaluation reaching :data:`THRESHOLDS`.
+    ``eval_freq`` env steps, stopped at the first evaluation reaching :func:`threshold` (the env spec's).
 
     :param seeds: seeds per arm, ``first_seed .. first_seed + seeds - 1``.
     :param budget: env steps per run (censoring limit).
@@ -147,12 +155,11 @@ def efficiency_sweep(
 
     bases = []
     for env in envs:
-        if env not in THRESHOLDS:
-            raise ConfigError(f"no sample-efficiency threshold for {env}; choose from {sorted(THRESHOLDS)}")
+        stop_at = threshold(env)
         bases.append(
             SweepBase(
-                str(asset_path("configs") / "rl" / f"{env}.yaml"),
-                eval={"stop_at": THRESHOLDS[env]},
+                str(asset_path("configs") / "rl" / f"dqn-{env}.yaml"),
+                eval={"stop_at": stop_at},
                 set={**EFFICIENCY_OVERRIDES, "init_from": str(agent_path(env, partial=True))},
             )
         )
@@ -182,7 +189,7 @@ def efficiency(
     Protocol: both arms start from the shipped ``{env}_partial.zip`` with the env's pretraining
     hyperparameters (exploration restarted at ε = 0.1); at step 0 and every ``eval_freq`` env steps
     ``eval_episodes`` deterministic episodes are run; a run stops at the first evaluation whose mean
-    return reaches :data:`THRESHOLDS` (``eval.stop_at``) and records that step, or is censored at
+    return reaches :func:`threshold` (``eval.stop_at``) and records that step, or is censored at
     ``budget``.
 
     :param jobs: trials at once on a local Ray (each on one CPU and one torch thread; ``$RAY_ADDRESS``: a
@@ -221,8 +228,8 @@ def efficiency_row(trial: Trial, run_dir: Path) -> dict[str, Any]:
     if not isinstance(ev, list) or len(ev) < 2:
         raise ConfigError(f"evaluations {p} has no periodic evaluations")
     curve = [(int(e["timestep"]), float(e["mean_return"])) for e in ev[:-1]]  # the last: the final evaluation
-    threshold = THRESHOLDS[trial.env]
-    reached = next((t for t, r in curve if r >= threshold), None)
+    goal = threshold(trial.env)
+    reached = next((t for t, r in curve if r >= goal), None)
     return {
         "env": trial.env,
         "method": trial.method,
@@ -307,8 +314,9 @@ def _canonical(
 ) -> list[dict[str, Any]]:
     from equirl.assets import asset_path
     from equirl.rl.agents import agent_dir
+    from equirl.rl.build import load_pretrained
     from equirl.rl.canonical import collect_observations, fit_scorer
-    from equirl.rl.pretrained import evaluate, load_pretrained
+    from equirl.rl.evaluation import evaluate
     from equirl.rl.spec import load_spec
 
     env = "equirl/GridWorld-v0"
@@ -368,7 +376,7 @@ def walltime(
     methods: tuple[str, ...] = WALLTIME_METHODS,
     console: Console | None = None,
 ) -> list[dict[str, Any]]:
-    """Seconds of ``learn(steps)`` for DQN from scratch on CartPole (``configs/rl/CartPole-v1.yaml``), per
+    """Seconds of ``learn(steps)`` for DQN from scratch on CartPole (``configs/rl/dqn-CartPole-v1.yaml``), per
     method, in one process with the methods interleaved (``repeats`` rounds), so that load from other
     processes hits every method alike. Reports the median wall time and the median CPU time of this
     thread (less sensitive to a shared machine); ratios are against ``base``.
@@ -385,15 +393,15 @@ def walltime(
 
 def _walltime(steps: int, repeats: int, methods: tuple[str, ...], step: Step) -> list[dict[str, Any]]:
     from equirl.assets import asset_path
+    from equirl.rl.build import build_model
     from equirl.rl.config import load_rl_config
-    from equirl.rl.train import build_model
 
     wall: dict[str, list[float]] = {m: [] for m in methods}
     cpu: dict[str, list[float]] = {m: [] for m in methods}
     for _ in range(repeats):
         for method in methods:
             step(0, f"wall time: {method}")
-            cfg = load_rl_config(asset_path("configs") / "rl" / "CartPole-v1.yaml", [f"method={method}"])
+            cfg = load_rl_config(asset_path("configs") / "rl" / "dqn-CartPole-v1.yaml", [f"method={method}"])
             model = build_model(cfg)
             t0, c0 = time.perf_counter(), time.thread_time()
             model.learn(steps)
@@ -505,7 +513,7 @@ def _draw_eff(
                 label=None if r["method"] in labelled else r["method"],
             )
             labelled.add(r["method"])
-        ax.axhline(THRESHOLDS[env], ls="--", color="grey")
+        ax.axhline(threshold(env), ls="--", color="grey")
         ax.set_title(f"{env}: eval return while finetuning")
         ax.set_xlabel("env steps")
         ax.legend()
@@ -523,7 +531,7 @@ def _draw_eff(
         )
         ax2.set_xticks(range(len(methods)), methods)
         ax2.set_xlim(-0.5, len(methods) - 0.5)
-        ax2.set_ylabel(f"env steps to {THRESHOLDS[env]:g}")
+        ax2.set_ylabel(f"env steps to {threshold(env):g}")
         ax2.set_title(f"{env}: steps to threshold (bar = median)")
 
 

@@ -26,19 +26,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from equirl.bench.report import BenchTable, Column, Step, progress, write_csv
 from equirl.bench.threads import torch_threads
 from equirl.errors import EquirlError
 from equirl.registry import AUTO, BASE, CANONICALIZE, EQUITUNE, EQUIZERO, LAMBDA
 from equirl.symmetrizers import Canonicalize, LambdaEquiTune
+from equirl.train_loop import fit
 from equirl.utils.io import atomic_write_text
+from equirl.utils.report import BenchTable, Column, Step, progress, write_csv
 from equirl.vision.classifier import accuracy, fit_canonicalizer, fit_lambda, symmetrize_classifier
+from equirl.vision.config import DataConfig, PretrainConfig, TrainConfig
 from equirl.vision.data import ImageDataset
 from equirl.vision.groups import vision_action
 from equirl.vision.models import SmallCNN
 from equirl.vision.multi_image import JointClassifier, MultiImageIS, ProductEquiTune, apply_per_image
 from equirl.vision.select import select_classifier_method
-from equirl.vision.train import DataConfig, PretrainConfig, TrainConfig, load_data, pretrain, random_transform
+from equirl.vision.train import load_data, pretrain, random_transform
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -77,16 +79,17 @@ def _train(
     transform: Callable[[Tensor, torch.Generator], Tensor] | None = None,
     batch_size: int = 64,
 ) -> None:
-    opt = torch.optim.Adam(params, lr=lr)
+    """``steps`` Adam steps of cross-entropy on random mini-batches (drawn, and transformed, with a
+    generator seeded with ``seed``); only ``params`` are trained."""
     gen = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(steps):
+
+    def loss_fn(step: int) -> Tensor:
         idx = torch.randint(0, x.shape[0], (batch_size,), generator=gen)
         xb = x[idx] if transform is None else transform(x[idx], gen)
-        loss = F.cross_entropy(model(xb), y[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        return F.cross_entropy(model(xb), y[idx])
+
+    model.train()
+    fit(params, loss_fn, steps, lr, what="training")
     model.eval()
 
 
@@ -322,7 +325,7 @@ def never_hurt_bench(
     bad_lr: float = 0.3,
     console: Console | None = None,
 ) -> list[dict[str, Any]]:
-    """Issue 16 ("methods that never hurt") on the digits CNN under random quarter turns: rows
+    """Methods that never hurt (see docs/vision.md) on the digits CNN under random quarter turns: rows
     ``{seed, method, upright, random_rot90, ms_per_image, backbone_passes}``.
 
     λ with the raw image as input and the plain fit (all ``n_labels`` images, the last λ kept) against λ

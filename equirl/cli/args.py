@@ -134,9 +134,27 @@ def method_arg(name: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def add_config_args(parser: Any, config_help: str = "YAML config", required: bool = True) -> None:
+def algo_arg(name: str) -> str:
+    """argparse ``type=`` for an RL algorithm of :data:`equirl.rl.algos.ALGOS` (read when the option is
+    given: the table lives in the torch-importing RL package, building the parser imports nothing)."""
+    from equirl.errors import EquirlError
+    from equirl.rl.algos import get_algo
+
+    try:
+        return get_algo(name.strip().lower()).name
+    except EquirlError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_config_args(
+    parser: Any,
+    config_help: str = "YAML config",
+    required: bool = True,
+    example: str = "train.epochs=2",
+) -> None:
     """The ``CONFIG [--set KEY=VALUE ...]`` pair of every config-driven command (``args.config``,
-    ``args.overrides``); ``required=False`` makes ``CONFIG`` optional (``None`` when absent)."""
+    ``args.overrides``); ``required=False`` makes ``CONFIG`` optional (``None`` when absent); ``example``:
+    a ``--set`` of that command's configs, shown in its help."""
     parser.add_argument("config", help=config_help, **({} if required else {"nargs": "?", "default": None}))
     parser.add_argument(
         "--set",
@@ -144,7 +162,7 @@ def add_config_args(parser: Any, config_help: str = "YAML config", required: boo
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a config value (repeatable), e.g. --set train.epochs=2",
+        help=f"override a config value (repeatable), e.g. --set {example}",
     )
 
 

@@ -11,6 +11,19 @@ from typing import Any
 from equirl.cli.args import bounded_int, nonneg_int, out_dir, out_file
 
 
+def set_torch_threads(n: int) -> None:
+    """Run the rest of this command on ``n`` intra-op torch threads (at least one).
+
+    The CLI's one place for torch's thread count: a command that trains or evaluates calls it once,
+    before its work (``equirl demo``, ``language pretrain``: one thread; ``vision pretrain`` /
+    ``finetune``: the config's ``threads``). The library never changes it; the benchmarks scope
+    theirs with :func:`equirl.bench.threads.torch_threads`.
+    """
+    import torch
+
+    torch.set_num_threads(max(1, n))
+
+
 def register(commands: Any, bench: Any) -> None:
     d = commands.add_parser("demo", help="the main job on embedded defaults (no downloads)")
     d.add_argument("--core", action="store_true", help="only the core symmetrizer demonstration")
@@ -21,6 +34,7 @@ def register(commands: Any, bench: Any) -> None:
     p.add_argument("--json", action="store_true", help="print rows as JSON")
     p.add_argument("--repeats", type=bounded_int(0, 1000), default=0, help="interleaved timing rounds (0: 5)")
     p.add_argument("--csv", default=None, type=out_file, help="also save the table as CSV here")
+    p.add_argument("--plot", default=None, type=out_file, help="also draw the ratios as a PNG here")
     p.set_defaults(func=_bench_symmetrizers)
     q = bench.add_parser("product", help="product groups and canonicalization vs equitune/equizero (digits)")
     q.add_argument("--out", default=None, type=out_dir, help="folder for product_bench.csv")
@@ -64,13 +78,12 @@ def _core_demo(console: Any) -> int:
 def _rl_demo(console: Any) -> int:
     import time
 
-    import torch
     from rich.table import Table
 
     from equirl.rl.demo import DEMO_ENV, DEMO_METHODS, run_demo
     from equirl.utils.runs import tensorboard_command
 
-    torch.set_num_threads(1)
+    set_torch_threads(1)
     t0 = time.perf_counter()
     console.print(
         f"[bold]equirl RL demo[/]: the shipped DQN agent on {DEMO_ENV} (mirror symmetry s ↦ -s, actions 0 ↔ 1)"
@@ -103,12 +116,14 @@ def _rl_demo(console: Any) -> int:
 
 def _bench_symmetrizers(args: argparse.Namespace, console: Any) -> int:
     from equirl.bench import core
-    from equirl.bench.report import json_rows, write_csv
+    from equirl.utils.report import json_rows, write_csv
 
     # no progress bar under --json: stdout carries only the rows
     rows = core.bench_rows(rounds=args.repeats or 5, console=None if args.json else console)
     if args.csv:
         write_csv(args.csv, rows, core.CSV_COLUMNS)
+    if args.plot:
+        core.symmetrizer_plot(rows, args.plot)
     if args.json:
         console.print_json(json_rows(rows, core.JSON_COLUMNS))
     else:

@@ -18,11 +18,9 @@ from equirl.cli.args import (
     positive_int,
     subcommand_required,
 )
+from equirl.cli.core import set_torch_threads
 from equirl.cli.output import make_table, progress_bar
-from equirl.registry import method_names
-
-#: the methods ``language eval`` runs on SCAN (the scorer-driven ones have their own benchmark)
-SCAN_EVAL_METHODS = method_names(learned_scorer=False)
+from equirl.language.config import EVAL_METHODS
 
 
 def register(commands: Any, bench: Any) -> None:
@@ -61,8 +59,8 @@ def register(commands: Any, bench: Any) -> None:
     p.add_argument("--root", default=None, help="folder of official SCAN files (default: generated)")
     p.add_argument(
         "--methods",
-        default=",".join(SCAN_EVAL_METHODS),
-        help=f"comma list of {', '.join(SCAN_EVAL_METHODS)} (aliases such as plain or λ accepted)",
+        default=",".join(EVAL_METHODS),
+        help=f"comma list of {', '.join(EVAL_METHODS)} (aliases such as plain or λ accepted)",
     )
     p.add_argument(
         "--symmetry",
@@ -131,7 +129,7 @@ def register(commands: Any, bench: Any) -> None:
     p.add_argument(
         "--finetune-methods",
         default="",
-        help=f"comma list of finetuned methods to run ({','.join(SCAN_EVAL_METHODS)}; default: all)",
+        help=f"comma list of finetuned methods to run ({','.join(EVAL_METHODS)}; default: all)",
     )
     p.add_argument(
         "--jobs", type=bounded_int(1, 256), default=1, help="parallel processes over (cell, split, seed)"
@@ -179,13 +177,12 @@ def _scan_generate(args: argparse.Namespace, console: Any) -> int:
 
 
 def _pretrain(args: argparse.Namespace, console: Any) -> int:
-    import torch
-
     from equirl.config import load_config
-    from equirl.language.train import PretrainConfig, pretrain
+    from equirl.language.config import PretrainConfig
+    from equirl.language.train import pretrain
 
     cfg = load_config(PretrainConfig, args.config, args.overrides)
-    torch.set_num_threads(1)
+    set_torch_threads(1)
     with progress_bar(console, f"pretraining {cfg.model.cell} on {cfg.data.split}") as progress:
         run_dir, metrics = pretrain(
             cfg, args.out, tensorboard=not args.no_tensorboard, progress=progress, overwrite=args.overwrite
@@ -204,7 +201,7 @@ def _eval(args: argparse.Namespace, console: Any) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not methods:
         raise ConfigError(
-            f"--methods {args.methods!r} names no method: give a comma list of {', '.join(SCAN_EVAL_METHODS)}"
+            f"--methods {args.methods!r} names no method: give a comma list of {', '.join(EVAL_METHODS)}"
         )
     what = "finetuning and evaluating" if args.finetune_epochs else "evaluating"
     with progress_bar(console, f"{what} {args.checkpoint}") as progress:
@@ -228,52 +225,35 @@ def _eval(args: argparse.Namespace, console: Any) -> int:
 
 def _gpt2_config(args: argparse.Namespace) -> Any:
     from equirl.config import load_config
-    from equirl.language.gpt2_config import Gpt2RunConfig
+    from equirl.language.config import Gpt2RunConfig
 
     return load_config(Gpt2RunConfig, args.config, args.overrides)
 
 
-def _gpt2_setup(cfg: Any) -> Any:
-    from equirl.language.gpt2_run import setup_gpt2
-
-    return setup_gpt2(cfg)
-
-
-def _gpt2_run(args: argparse.Namespace) -> Any:
-    return _gpt2_setup(_gpt2_config(args))
-
-
 def _gpt2_generate(args: argparse.Namespace, console: Any) -> int:
-    import json
-    from pathlib import Path
-
-    from equirl.errors import ConfigError
-    from equirl.language.gpt2_run import generate_continuations
-    from equirl.utils.io import atomic_write_text, check_output_path, printable
+    from equirl.language.gpt2_run import (
+        generate_continuations,
+        generations_path,
+        save_generations,
+        setup_gpt2,
+    )
 
     cfg = _gpt2_config(args)
-    if cfg.out:  # before loading any model: nothing saved is replaced unless asked
-        target = Path(cfg.out) / "generations.jsonl"
-        check_output_path(target, "out", kind="file")
-        if target.exists() and not args.overwrite:
-            raise ConfigError(
-                f"{printable(target)} already exists: set out to a new folder, or pass --overwrite to replace it"
-            )
-    run = _gpt2_setup(cfg)
+    target = generations_path(cfg, args.overwrite)  # before loading any model
+    run = setup_gpt2(cfg)
     with progress_bar(console, f"generating ({cfg.method})") as progress:
         rows = generate_continuations(run, progress)
     for r in rows[:10]:
         console.print(f"[bold]{escape(r['prompt'])}[/]{escape(r['continuation'])}", highlight=False)
-    if cfg.out:
-        atomic_write_text(f"{cfg.out}/generations.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-        console.print(f"{len(rows)} generations -> {cfg.out}/generations.jsonl")
+    if target is not None:
+        console.print(f"{len(rows)} generations -> {save_generations(rows, target)}")
     return 0
 
 
 def _gpt2_fairness(args: argparse.Namespace, console: Any) -> int:
-    from equirl.language.gpt2_run import fairness_report
+    from equirl.language.gpt2_run import fairness_report, setup_gpt2
 
-    run = _gpt2_run(args)
+    run = setup_gpt2(_gpt2_config(args))
     with progress_bar(console, "swap-consistency and scores") as progress:
         rep = fairness_report(run, progress=progress)
     _table(console, "swap-consistency |log p(c|x) - log p(g.c|g.x)|", rep.swap_rows, names=2)
@@ -288,7 +268,6 @@ def _gpt2_fairness(args: argparse.Namespace, console: Any) -> int:
 
 def _bench_scan(args: argparse.Namespace, console: Any) -> int:
     from equirl.bench import language
-    from equirl.bench.report import write_csv
     from equirl.errors import ConfigError
 
     if args.no_zero_shot and not args.finetune_epochs and not args.lambda_examples:
@@ -321,16 +300,13 @@ def _bench_scan(args: argparse.Namespace, console: Any) -> int:
     )
     console.print(language.scan_table(rows))
     if args.out:
-        name = "scan_exact_match_finetuned.csv" if args.finetune_epochs else "scan_exact_match.csv"
-        write_csv(f"{args.out}/{name}", rows)
-        write_csv(f"{args.out}/{name[:-4]}_per_seed.csv", per_seed)
-        console.print(f"-> {args.out}/{name} (and per seed: {name[:-4]}_per_seed.csv)")
+        table, seeds = language.save_scan_csvs(args.out, rows, per_seed, finetuned=bool(args.finetune_epochs))
+        console.print(f"-> {table} (and per seed: {seeds.name})")
     return 0
 
 
 def _bench_gpt2(args: argparse.Namespace, console: Any) -> int:
     from equirl.bench.language import bench_gpt2, gpt2_table
-    from equirl.bench.report import write_csv
 
     rows = bench_gpt2(
         args.layers,
@@ -340,8 +316,7 @@ def _bench_gpt2(args: argparse.Namespace, console: Any) -> int:
         new_tokens=args.tokens,
         variant=args.variant,
         console=console,
+        out=args.out,
     )
     console.print(gpt2_table(rows, args.layers, args.width))
-    if args.out:
-        write_csv(f"{args.out}/gpt2_tokens_per_s.csv", rows)
     return 0

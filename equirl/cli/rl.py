@@ -12,6 +12,7 @@ from typing import Any
 
 from equirl.cli.args import (
     add_config_args,
+    algo_arg,
     bounded_int,
     method_arg,
     nonneg_int,
@@ -32,8 +33,8 @@ TRAIN_METHOD_CHOICES = method_names(augment=True, pseudo=True)
 RUN_METHOD_CHOICES = method_names(pseudo=True)
 #: what ``--method all`` evaluates (the scorer methods need a fitted scorer / a product group)
 ALL_METHODS = method_names(learned_scorer=False)
-#: the algorithms ``eval`` loads (equirl.rl.pretrained.ALGOS, spelled here so the CLI imports no torch)
-EVAL_ALGOS = ("dqn", "qrdqn", "ppo", "a2c", "sac", "td3", "ddpg", "tqc")
+#: what ``symmetrize`` writes (the methods that change the agent; no learned scorer to fit first)
+SYMMETRIZE_METHOD_CHOICES = method_names(base=False, learned_scorer=False)
 TRUST_HELP = (
     "let SB3 unpickle the agent zip's pickled entries, which can run code: only for files you trust"
     " (default: read as plain data, anything else refused)"
@@ -72,7 +73,12 @@ def register(commands: Any, bench: Any) -> None:
         ("train", "finetune an agent, or train from scratch, with a symmetrizer"),
     ):
         p = commands.add_parser(name, help=helptext)
-        add_config_args(p, "YAML run config (configs/rl/*.yaml); omit with --resume", required=False)
+        add_config_args(
+            p,
+            "YAML run config (a file, or a shipped one: `equirl train nosuch` lists them); omit with --resume",
+            required=False,
+            example="hyperparams.learning_rate=1e-4",
+        )
         p.add_argument(
             "--resume",
             default=None,
@@ -103,8 +109,8 @@ def register(commands: Any, bench: Any) -> None:
             p.add_argument(
                 "--init-from",
                 default=None,
-                help="agent to finetune: zip, run directory (its best_model.zip) or RL-zoo folder"
-                " (overrides init_from)",
+                help="agent to finetune: zip, run directory (its best_model.zip), RL-zoo folder or"
+                " hf://ORG/REPO (overrides init_from)",
             )
             p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
             p.add_argument(
@@ -120,7 +126,9 @@ def register(commands: Any, bench: Any) -> None:
 
     p = commands.add_parser("eval", help="evaluate an agent zero-shot under several symmetrization methods")
     p.add_argument(
-        "--agent", required=True, help="agent zip, equirl run directory (best_model.zip) or RL-zoo folder"
+        "--agent",
+        required=True,
+        help="agent zip, equirl run directory (best_model.zip), RL-zoo folder or hf://ORG/REPO",
     )
     p.add_argument(
         "--final", action="store_true", help="in a run directory, the final model.zip, not best_model.zip"
@@ -134,8 +142,9 @@ def register(commands: Any, bench: Any) -> None:
     p.add_argument(
         "--algo",
         default=None,
-        choices=EVAL_ALGOS,
-        help="the agent's algorithm (default: read from its zip's policy class)",
+        type=algo_arg,
+        metavar="ALGO",
+        help="the agent's algorithm: dqn, ppo, sac... (default: read from its zip's policy class)",
     )
     p.add_argument(
         "--method",
@@ -148,8 +157,8 @@ def register(commands: Any, bench: Any) -> None:
         nargs="+",
         default=None,
         metavar="CANDIDATE",
-        help="auto's candidates: 'method' or 'method:key=value,...' (default: base equitune equizero"
-        " equizero:proxy=max_value)",
+        help="auto's candidates: 'method' or 'method:key=value,...' (default: by the agent's kind, e.g."
+        " base equitune equizero equizero:proxy=max_value for DQN)",
     )
     p.add_argument(
         "--out", default=None, type=out_dir, help="folder for auto's choice (auto_choice.json / .md)"
@@ -160,6 +169,20 @@ def register(commands: Any, bench: Any) -> None:
         "--json", action="store_true", help='print {method: {"mean_return", "std_return", "episodes"}}'
     )
     p.set_defaults(func=_eval)
+
+    p = commands.add_parser(
+        "symmetrize",
+        help="write an agent symmetrized as an SB3 zip (PPO.load / DQN.load, rl_zoo3 -i) and its statistics",
+    )
+    p.add_argument("--agent", required=True, help="agent zip, run directory, RL-zoo folder or hf://ORG/REPO")
+    p.add_argument("--method", required=True, type=method_arg, choices=SYMMETRIZE_METHOD_CHOICES)
+    p.add_argument("--out", required=True, help="the zip to write (vecnormalize.pkl goes beside it)")
+    p.add_argument("--env", default=None, help="env id (default: the one the agent's files name)")
+    p.add_argument("--algo", default=None, type=algo_arg, metavar="ALGO", help="default: read from the zip")
+    p.add_argument("--final", action="store_true", help="in a run directory, model.zip, not best_model.zip")
+    p.add_argument("--overwrite", action="store_true", help="replace --out (and vecnormalize.pkl beside it)")
+    p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
+    p.set_defaults(func=_symmetrize)
 
     p = bench.add_parser("rl", help="zero-shot returns, sample efficiency and wall time of equivariant DQN")
     p.add_argument("--out", default="bench-rl", type=out_dir, help="folder for CSV tables and plots")
@@ -313,12 +336,27 @@ def _dry_run(cfg: Any, console: Any, trust_checkpoint: bool) -> int:
     return 0
 
 
-def _report(res: Any, console: Any) -> None:
-    best = (
-        f"  best return {res.best_mean:.1f} at step {res.best_step} (best_model.zip)"
-        if res.best_mean is not None
-        else ""
+def _best_text(res: Any) -> str:
+    """What the run says of ``best_model.zip``: its return over the fresh episodes that confirmed it (and
+    its figure during the run), else its periodic evaluation's."""
+    if res.best_mean is None:
+        return ""
+    if res.best_episodes is None:
+        return f"  best return {res.best_mean:.1f} at step {res.best_step} (best_model.zip)"
+    which = "best_model.zip = model.zip" if res.best_is_final else "best_model.zip"
+    during = ""
+    if res.best_eval_mean is not None:
+        kind = "final evaluation" if res.best_is_final else "evaluation"
+        n = f"{res.best_eval_episodes}-episode " if res.best_eval_episodes else ""
+        during = f"; {res.best_eval_mean:.1f} in its {n}{kind}"
+    return (
+        f"  best return {res.best_mean:.1f} ± {res.best_std:.1f} over {res.best_episodes} fresh episodes "
+        f"({which}, step {res.best_step}{during})"
     )
+
+
+def _report(res: Any, console: Any) -> None:
+    best = _best_text(res)
     console.print(
         f"run: {res.run_dir}  final return {res.final_mean:.1f} ± {res.final_std:.1f} (model.zip){best}"
         f"  ({res.seconds:.0f} s)",
@@ -357,6 +395,7 @@ def _pretrain(args: argparse.Namespace, console: Any) -> int:
 
 
 def _train(args: argparse.Namespace, console: Any) -> int:
+    _fetch_hub_agent(args.init_from)
     from equirl.rl.train import run_training
 
     if args.resume:
@@ -396,7 +435,43 @@ def _eval_env(args: argparse.Namespace) -> str:
     return resolve_env_id(trained, trained_on=trained)
 
 
+def _fetch_hub_agent(agent: str | None) -> None:
+    """A hub agent (``hf://ORG/REPO``) into the local hub cache before the heavy imports: offline and not
+    cached, one line at once."""
+    from equirl.utils.hub import hub_agent_folder, is_hub_ref
+
+    if agent and is_hub_ref(agent):
+        hub_agent_folder(agent)
+
+
+def _symmetrize(args: argparse.Namespace, console: Any) -> int:
+    _fetch_hub_agent(args.agent)
+    from equirl.rl.agents import save_symmetrized
+
+    env = _eval_env(args)
+    written = save_symmetrized(
+        args.agent,
+        args.out,
+        env,
+        args.method,
+        algo=args.algo,
+        which="final" if args.final else "best",
+        overwrite=args.overwrite,
+        trust_checkpoint=args.trust_checkpoint,
+    )
+    console.print(
+        f"wrote {', '.join(printable(p, 200) for p in written)} ({args.method} on {env})", soft_wrap=True
+    )
+    console.print(
+        "load it with SB3 after `import equirl.rl` (e.g. PPO.load), or finetune it with rl_zoo3: "
+        f"-i {printable(written[0], 200)} --gym-packages equirl.rl",
+        soft_wrap=True,
+    )
+    return 0
+
+
 def _eval(args: argparse.Namespace, console: Any) -> int:
+    _fetch_hub_agent(args.agent)
     from equirl.rl.evaluation import evaluate_methods
 
     args.env = _eval_env(args)

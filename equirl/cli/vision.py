@@ -15,15 +15,10 @@ from equirl.cli.args import (
     positive_int,
     subcommand_required,
 )
+from equirl.cli.core import set_torch_threads
 from equirl.cli.output import make_table, progress_bar
-from equirl.registry import AUTO, canonical_method, get_method, method_names
-
-#: the methods of ``vision eval`` (a single group: no multigroup)
-VISION_METHODS = method_names(product_group=False)
-#: ``vision eval --method`` also takes ``auto`` (pick by accuracy on randomly transformed held-out images)
-EVAL_METHODS = (*VISION_METHODS, AUTO)
-#: the training-free methods of ``vision clip`` (λ and the canonicalizer need labelled images)
-CLIP_METHODS = tuple(m for m in method_names(learned_scorer=False) if not get_method(m).learned_weights)
+from equirl.registry import AUTO, canonical_method, get_method
+from equirl.vision.config import CLIP_METHODS, EVAL_METHODS
 
 
 def register(commands: Any, bench: Any) -> None:
@@ -108,24 +103,20 @@ def register(commands: Any, bench: Any) -> None:
     b.add_argument(
         "--never-hurt",
         action="store_true",
-        help="instead: λ / canonicalization with validation keeping, features vs image, method auto (issue 16)",
+        help="instead: methods that never hurt (λ / canonicalization with validation keeping, features vs "
+        "image, method auto)",
     )
     b.add_argument("--out", default=None, type=out_dir, help="save the tables as CSV in this folder")
     b.set_defaults(func=_bench)
 
 
-def _threads(n: int) -> None:
-    import torch
-
-    torch.set_num_threads(max(1, n))
-
-
 def _pretrain(args: argparse.Namespace, console: Any) -> int:
     from equirl.config import load_config
-    from equirl.vision.train import PretrainConfig, pretrain
+    from equirl.vision.config import PretrainConfig
+    from equirl.vision.train import pretrain
 
     cfg = load_config(PretrainConfig, args.config, args.overrides)
-    _threads(cfg.threads)
+    set_torch_threads(cfg.threads)
     with progress_bar(console, "pretraining the CNN") as progress:
         _, m = pretrain(cfg, progress=progress, overwrite=args.overwrite)
     console.print(
@@ -137,10 +128,11 @@ def _pretrain(args: argparse.Namespace, console: Any) -> int:
 
 def _finetune(args: argparse.Namespace, console: Any) -> int:
     from equirl.config import load_config
-    from equirl.vision.train import FinetuneConfig, finetune
+    from equirl.vision.config import FinetuneConfig
+    from equirl.vision.train import finetune
 
     cfg = load_config(FinetuneConfig, args.config, args.overrides)
-    _threads(cfg.threads)
+    set_torch_threads(cfg.threads)
     with progress_bar(console, f"finetuning {cfg.method}") as progress:
         _, m = finetune(cfg, progress=progress, overwrite=args.overwrite)
     if cfg.method == AUTO:
@@ -166,23 +158,14 @@ def _finetune(args: argparse.Namespace, console: Any) -> int:
 
 
 def _eval(args: argparse.Namespace, console: Any) -> int:
-    from pathlib import Path
-
-    from equirl.config import from_dict, load_yaml
     from equirl.errors import ConfigError
+    from equirl.vision.config import load_data_config
     from equirl.vision.select import ClassifierChoice
-    from equirl.vision.train import DataConfig, evaluate_checkpoint
+    from equirl.vision.train import eval_choice_path, evaluate_checkpoint
 
-    data_cfg = DataConfig()
-    if args.config:
-        raw = load_yaml(args.config).get("data", {})
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{args.config}: `data` must be a section")
-        data_cfg = from_dict(DataConfig, raw, "data")
-    if args.method is not None and canonical_method(args.method) not in EVAL_METHODS:
-        raise ConfigError(f"--method must be one of {', '.join(EVAL_METHODS)}, got {args.method!r}")
-    if args.out and (args.method is None or canonical_method(args.method) != AUTO):
+    if args.out and args.method != AUTO:
         raise ConfigError("--out saves the choice of --method auto; add --method auto or drop --out")
+    data_cfg = load_data_config(args.config)
     choices: list[ClassifierChoice] = []
     with progress_bar(console, f"evaluating {args.checkpoint}") as progress:
         group, n, res = evaluate_checkpoint(
@@ -195,6 +178,7 @@ def _eval(args: argparse.Namespace, console: Any) -> int:
             progress,
             n_train=args.n_train,
             on_choice=choices.append,
+            choice_out=args.out,
         )
     title = f"{args.checkpoint} ({n} test images, group {group})"
     if choices:
@@ -202,8 +186,12 @@ def _eval(args: argparse.Namespace, console: Any) -> int:
         console.print(choice.reason, soft_wrap=True, highlight=False)
         title = f"{args.checkpoint}, auto → {choice.method} ({n} test images, group {group})"
         if args.out:
-            json_path, md_path = choice.save(Path(args.out) / "auto_choice.json")
-            console.print(f"choice saved to {json_path} and {md_path}", soft_wrap=True, highlight=False)
+            json_path = eval_choice_path(args.out)
+            console.print(
+                f"choice saved to {json_path} and {json_path.with_suffix('.md')}",
+                soft_wrap=True,
+                highlight=False,
+            )
     console.print(
         make_table(
             title, list(res), [[f"{100 * v:.1f}" for v in res.values()]], names=0, justify_values="right"

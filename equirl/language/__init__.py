@@ -5,7 +5,8 @@
 * :mod:`equirl.language.equiscan` -- symmetrized autoregressive decoding on SCAN (equitune, equizero,
   λ-equitune, products of word-swap groups), exactly equivariant over whole decoded sequences;
 * :mod:`equirl.language.gpt2` -- EquiGPT2 / R-EquiGPT2 / equizero generation with the KV cache;
-* :mod:`equirl.language.fairness` -- swap-consistency and classifier hooks.
+* :mod:`equirl.language.fairness` -- swap-consistency and classifier hooks;
+* :mod:`equirl.language.config` -- the commands' config schemas (torch-free).
 
 Heavy modules (torch, transformers) are imported lazily by their submodules.
 """

@@ -26,7 +26,6 @@ Example::
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Sequence
 
@@ -37,7 +36,6 @@ from equirl.errors import SymmetryError
 from equirl.language.equiscan import ScanSymmetry
 from equirl.language.scan import ScanExample
 from equirl.language.seq2seq import PAD, Seq2Seq, Vocab, encode_batch, greedy_decode
-from equirl.registry import BASE, CANONICALIZE
 from equirl.symmetrizers.canonicalize import Canonicalize
 from equirl.train_loop import KeepBest, fit
 
@@ -176,70 +174,3 @@ class CanonicalSeq2Seq(nn.Module):
         self.can.scorer.eval()
         log.info("canonicalizer prior: %.4f -> %.4f over %d steps", losses[0], losses[-1], len(losses))
         return losses
-
-
-#: (split, symmetries to canonicalize over) in the benchmark: the split's own swap, the verb cycle
-#: (every command then has a jump-free pose) and the verb × direction product group.
-BENCH_GROUPS: dict[str, tuple[str, ...]] = {
-    "add_jump": ("jump_run", "verbs", "jump_run+left_right"),
-    "around_right": ("left_right", "jump_run+left_right"),
-}
-
-
-def bench_canonical_scan(
-    splits: Sequence[str] = ("add_jump", "around_right"),
-    seeds: Sequence[int] = (0,),
-    cell: str = "lstm",
-    epochs: int = 4,
-    embedding: int = 64,
-    hidden: int = 128,
-    prior_steps: int = 400,
-    test_limit: int = 0,
-) -> list[dict[str, object]]:
-    """Exact match of the plain model and of learned canonicalization over each group in
-    :data:`BENCH_GROUPS`, with the model pretrained on the split's own train set (one decoder pass
-    per command for both). Rows: ``{split, seed, method, group, exact_match, passes, seconds}``.
-
-    :param test_limit: evaluate on the first ``test_limit`` test commands only (0: all).
-    """
-    import time
-
-    from equirl.language.equiscan import exact_match
-    from equirl.language.scan import scan_examples
-    from equirl.language.seq2seq import scan_vocabs
-    from equirl.language.train import train_model
-
-    sv, tv = scan_vocabs()
-    rows: list[dict[str, object]] = []
-    for split in splits:
-        train = scan_examples(split, "train")
-        test = scan_examples(split, "test")
-        if test_limit:
-            test = test[:test_limit]
-        for seed in seeds:
-            torch.manual_seed(seed)
-            model = Seq2Seq(cell, len(sv), len(tv), embedding=embedding, hidden=hidden, dropout=0.1)
-            t0 = time.perf_counter()
-            train_model(model, train, epochs, seed=seed)
-            model.eval()
-            t_pre = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            acc = exact_match(functools.partial(greedy_decode, model, max_len=60), test, sv, tv)
-            rows.append({"split": split, "seed": seed, "method": BASE, "group": "-", "exact_match": acc,
-                         "passes": 1, "seconds": round(time.perf_counter() - t0, 2),
-                         "pretrain_seconds": round(t_pre, 1)})  # fmt: skip
-            for spec in BENCH_GROUPS.get(split, ("jump_run",)):
-                torch.manual_seed(seed)
-                from equirl.language.equiscan import global_symmetry
-
-                can = CanonicalSeq2Seq(model, global_symmetry(spec, sv, tv))
-                t0 = time.perf_counter()
-                can.fit_prior(train, sv, tv, steps=prior_steps, seed=seed)
-                t_fit = time.perf_counter() - t0
-                t0 = time.perf_counter()
-                acc = exact_match(functools.partial(can.greedy, max_len=60), test, sv, tv)
-                rows.append({"split": split, "seed": seed, "method": CANONICALIZE, "group": spec,
-                             "exact_match": acc, "passes": 1, "seconds": round(time.perf_counter() - t0, 2),
-                             "prior_seconds": round(t_fit, 1)})  # fmt: skip
-                log.info("%s seed %d %s: %.4f", split, seed, spec, acc)
-    return rows

@@ -1,22 +1,26 @@
 """The GPT-2 fairness pipelines behind ``equirl language gpt2-generate / gpt2-fairness``.
 
-Both take a :class:`~equirl.language.gpt2_config.Gpt2RunConfig` and return plain results (rows and
+Both take a :class:`~equirl.language.config.Gpt2RunConfig` and return plain results (rows and
 scores) for the caller to print or save::
 
-    from equirl.language.gpt2_config import Gpt2RunConfig
+    from equirl.language.config import Gpt2RunConfig
     from equirl.language.gpt2_run import generate_continuations, setup_gpt2
 
     run = setup_gpt2(Gpt2RunConfig(model="tiny", prompts=["The man worked as"], max_new_tokens=4))
     rows = generate_continuations(run)          # [{"prompt": ..., "continuation": ...}, ...]
+
+With ``cfg.out``, :func:`generations_path` names (and checks, before any model loads) the file that
+:func:`save_generations` writes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from equirl.language.gpt2_config import Gpt2RunConfig
+from equirl.language.config import Gpt2RunConfig
 from equirl.registry import BASE, EQUITUNE, EQUIZERO
 from equirl.utils.progress import ProgressFn, subtask
 
@@ -35,7 +39,9 @@ __all__ = [
     "default_prompts",
     "fairness_report",
     "generate_continuations",
+    "generations_path",
     "run_prompts",
+    "save_generations",
     "setup_gpt2",
 ]
 
@@ -115,6 +121,36 @@ def setup_gpt2(cfg: Gpt2RunConfig) -> Gpt2Run:
     vocab = int(hf.config.vocab_size)
     sym = variant_symmetry(tok, cfg.variant, cfg.attributes, vocab_size=vocab)
     return Gpt2Run(cfg, tok, model, sym)
+
+
+def generations_path(cfg: Gpt2RunConfig, overwrite: bool = False) -> Path | None:
+    """Where :func:`save_generations` writes the continuations of ``cfg``: ``cfg.out/generations.jsonl``
+    (``None`` without ``cfg.out``), checked before any model loads: it must be writable and, unless
+    ``overwrite``, not exist yet.
+
+    :raises ConfigError: one line naming the file.
+    """
+    if not cfg.out:
+        return None
+    from equirl.errors import ConfigError
+    from equirl.utils.io import check_output_path, printable
+
+    target = Path(cfg.out) / "generations.jsonl"
+    check_output_path(target, "out", kind="file")
+    if target.exists() and not overwrite:
+        raise ConfigError(
+            f"{printable(target)} already exists: set out to a new folder, or pass --overwrite to replace it"
+        )
+    return target
+
+
+def save_generations(rows: Sequence[dict[str, str]], path: str | Path) -> Path:
+    """Write the rows of :func:`generate_continuations` to ``path`` as JSON lines, atomically."""
+    import json
+
+    from equirl.utils.io import atomic_write_text
+
+    return atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def generate_continuations(run: Gpt2Run, progress: ProgressFn | None = None) -> list[dict[str, str]]:

@@ -1,26 +1,28 @@
-"""Training, checkpoints and evaluation of SCAN seq2seq models (``equirl language pretrain / eval``)."""
+"""Training, checkpoints and evaluation of SCAN seq2seq models (``equirl language pretrain / eval``).
+
+The configs' schemas are in :mod:`equirl.language.config`.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from equirl.config import Range, to_dict
+from equirl.config import to_dict
 from equirl.errors import CheckpointError, ConfigError
+from equirl.language.config import EVAL_METHODS, ModelConfig, PretrainConfig
 from equirl.language.equiscan import SymmetrizedSeq2Seq, exact_match, scan_symmetry
 from equirl.language.scan import ScanExample, canonical_split, scan_examples
-from equirl.language.seq2seq import CELLS, PAD, Seq2Seq, batch_examples, greedy_decode, scan_vocabs
-from equirl.registry import BASE, EQUIZERO, canonical_method, get_method, method_names
+from equirl.language.seq2seq import PAD, Seq2Seq, batch_examples, greedy_decode, scan_vocabs
+from equirl.registry import BASE, EQUIZERO, canonical_method, get_method
 from equirl.train_loop import fit
 from equirl.utils.io import (
     atomic_write_bytes,
@@ -37,10 +39,6 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "EVAL_METHODS",
-    "DataConfig",
-    "ModelConfig",
-    "PretrainConfig",
-    "TrainConfig",
     "build_model",
     "check_model_memory",
     "evaluate",
@@ -52,57 +50,6 @@ __all__ = [
     "save_checkpoint",
     "train_model",
 ]
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """:param split: SCAN split (``simple``, ``add_jump``, ``around_right``, ``length``...).
-    :param root: folder of official SCAN files; ``null`` generates them from the grammar.
-    :param limit: use only the first ``limit`` train and test examples (0: all; for smoke runs)."""
-
-    split: str = "add_jump"
-    root: str | None = None
-    limit: Annotated[int, Range(ge=0)] = 0
-
-    def __post_init__(self) -> None:
-        canonical_split(self.split)
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """:param cell: ``rnn``, ``gru`` or ``lstm``."""
-
-    cell: str = "lstm"
-    embedding: Annotated[int, Range(ge=1, le=1_000_000)] = 32
-    hidden: Annotated[int, Range(ge=1, le=1_000_000)] = 64
-    attention: bool = True
-    dropout: Annotated[float, Range(ge=0, lt=1)] = 0.1
-
-    def __post_init__(self) -> None:
-        if self.cell not in CELLS:
-            raise ValueError(f"model.cell must be one of {sorted(CELLS)}, got {self.cell!r}")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: Annotated[int, Range(ge=0, le=1_000_000)] = 8
-    batch_size: Annotated[int, Range(ge=1, le=1_000_000)] = 64
-    lr: Annotated[float, Range(gt=0)] = 2e-3
-    grad_clip: Annotated[float, Range(gt=0)] = 5.0
-    seed: Annotated[int, Range(ge=0)] = 0
-    max_len: Annotated[int, Range(ge=2)] = 60
-    eval_examples: Annotated[int, Range(ge=1)] = 1000
-
-
-@dataclass(frozen=True)
-class PretrainConfig:
-    """The schema of ``configs/language/*.yaml`` (``equirl language pretrain CONFIG``)."""
-
-    name: str = "scan"
-    out: str = "runs/language"
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
 
 
 def model_param_count(cfg: ModelConfig) -> int:
@@ -428,10 +375,6 @@ def pretrain(
     return final, metrics
 
 
-#: the methods :func:`evaluate_checkpoint` takes (the scorer-driven ones have their own benchmark)
-EVAL_METHODS = method_names(learned_scorer=False)
-
-
 def evaluate_checkpoint(
     checkpoint: str | Path,
     methods: Sequence[str] = EVAL_METHODS,
@@ -516,12 +459,3 @@ def evaluate_checkpoint(
             }
         )
     return rows
-
-
-def check_finite(x: float, what: str) -> float:
-    if not math.isfinite(x):
-        raise ConfigError(f"{what} is not finite")
-    return x
-
-
-_ = dataclasses

@@ -2,10 +2,13 @@
 
 * :mod:`equirl.rl.spec` -- declarative env symmetry specs (``envs/*.yaml``);
 * :mod:`equirl.rl.check` -- does a spec commute with the dynamics (``equirl check-symmetry``);
-* :mod:`equirl.rl.policies` -- :class:`EquiDQNPolicy`, :class:`EquiQRDQNPolicy` (and Cnn variants);
-* :mod:`equirl.rl.ac_policies` -- :class:`EquiActorCriticPolicy` (PPO, A2C), :class:`EquiSACPolicy`,
-  :class:`EquiTD3Policy` (TD3, DDPG), ``EquiTQCPolicy`` (and Cnn variants);
-* :mod:`equirl.rl.pretrained` -- :func:`load_pretrained` wraps plain (incl. RL-zoo SB3 1.x) agents;
+* :mod:`equirl.rl.policies` -- the equivariant policies, one module a family: :class:`EquiDQNPolicy`,
+  :class:`EquiQRDQNPolicy` (``policies.q``), :class:`EquiActorCriticPolicy` (PPO, A2C;
+  ``policies.on_policy``), :class:`EquiSACPolicy`, :class:`EquiTD3Policy` (TD3, DDPG), ``EquiTQCPolicy``
+  (``policies.off_policy``), and Cnn variants; the head symmetrizer they share (``policies.heads``);
+* :mod:`equirl.rl.algos` -- the algorithm table (:data:`~equirl.rl.algos.ALGOS`);
+* :mod:`equirl.rl.build` -- :func:`load_pretrained` wraps plain agents (zips, RL-zoo folders, ``hf://``),
+  :func:`build_model` makes a run's model; :mod:`equirl.rl.evaluation` -- :func:`evaluate`;
 * :mod:`equirl.rl.train` -- config-driven runs; :mod:`equirl.rl.demo` (benchmarks: :mod:`equirl.bench.rl`).
 
 ``import equirl.rl`` registers the ``EquiMlpPolicy`` / ``EquiCnnPolicy`` aliases on SB3's ``DQN``, ``PPO``,
@@ -18,6 +21,7 @@ env with gymnasium, so RL-zoo needs one flag:
 from __future__ import annotations
 
 import importlib
+import sys as _sys
 from typing import Any
 
 __all__ = [
@@ -52,14 +56,14 @@ _WHERE = {
     "EquiCnnDQNPolicy": "equirl.rl.policies",
     "EquiQRDQNPolicy": "equirl.rl.policies",
     "EquiCnnQRDQNPolicy": "equirl.rl.policies",
-    "EquiActorCriticPolicy": "equirl.rl.ac_policies",
-    "EquiActorCriticCnnPolicy": "equirl.rl.ac_policies",
-    "EquiSACPolicy": "equirl.rl.ac_policies",
-    "EquiTD3Policy": "equirl.rl.ac_policies",
-    "EquiSACCnnPolicy": "equirl.rl.ac_policies",
-    "EquiTD3CnnPolicy": "equirl.rl.ac_policies",
-    "load_pretrained": "equirl.rl.pretrained",
-    "evaluate": "equirl.rl.pretrained",
+    "EquiActorCriticPolicy": "equirl.rl.policies",
+    "EquiActorCriticCnnPolicy": "equirl.rl.policies",
+    "EquiSACPolicy": "equirl.rl.policies",
+    "EquiTD3Policy": "equirl.rl.policies",
+    "EquiSACCnnPolicy": "equirl.rl.policies",
+    "EquiTD3CnnPolicy": "equirl.rl.policies",
+    "load_pretrained": "equirl.rl.build",
+    "evaluate": "equirl.rl.evaluation",
     "evaluate_methods": "equirl.rl.evaluation",
     "make_env": "equirl.rl.envs",
     "run_demo": "equirl.rl.demo",
@@ -67,12 +71,15 @@ _WHERE = {
 }
 
 
-from equirl.rl import ac_policies as _ac_policies  # noqa: E402  (registers the SB3 policy aliases)
-from equirl.rl import policies as _policies  # noqa: E402
+from equirl.rl.algos import register_policy_aliases as _register_policy_aliases  # noqa: E402
 from equirl.rl.gridworld import register as _register_envs  # noqa: E402
 
+_register_policy_aliases()
+# agent zips saved before the policies became a package name the classes by their old module paths:
+# ``equirl.rl.policies.<Class>`` still resolves (the package re-exports them), ``equirl.rl.ac_policies``
+# is this alias, so SB3's own loader (``PPO.load``) and resumed runs read those zips as before
+_sys.modules.setdefault("equirl.rl.ac_policies", importlib.import_module("equirl.rl.policies"))
 _register_envs()
-del _policies, _ac_policies
 
 
 def __getattr__(name: str) -> Any:

@@ -15,16 +15,27 @@ from equirl.config import load_yaml
 from equirl.errors import CheckpointError
 from equirl.utils.io import (
     atomic_copy,
+    atomic_write_bytes,
+    atomic_write_stream,
     atomic_write_text,
     check_output_path,
     json_dumps,
+    pickle_bytes,
     read_json,
     read_text,
     refuse_existing,
     remove_file,
 )
 
-__all__ = ["ShippedAgent", "agent_dir", "agent_path", "check_export", "export_agent", "shipped_agents"]
+__all__ = [
+    "ShippedAgent",
+    "agent_dir",
+    "agent_path",
+    "check_export",
+    "export_agent",
+    "save_symmetrized",
+    "shipped_agents",
+]
 
 
 def _slug(env_id: str) -> str:
@@ -125,3 +136,58 @@ def export_agent(run_dir: str | Path, root: str | Path, overwrite: bool = False)
         ),
     )
     return dest
+
+
+#: the statistics' file name beside a zip (rl_zoo3's ``-i agent.zip`` reads it from the zip's folder)
+STATS_NAME = "vecnormalize.pkl"
+
+
+def save_symmetrized(
+    agent: str | Path,
+    out: str | Path,
+    env_id: str,
+    method: str,
+    algo: str | None = None,
+    method_kwargs: dict[str, Any] | None = None,
+    which: str = "best",
+    overwrite: bool = False,
+    trust_checkpoint: bool = False,
+) -> list[Path]:
+    """Write ``agent`` symmetrized by ``method`` as an SB3 zip that SB3 loads by itself: ``PPO.load(out)``
+    (or ``DQN.load``...) once ``equirl.rl`` is imported, and rl_zoo3's ``-i out --gym-packages equirl.rl``
+    (rl_zoo3 keeps the policy a zip was saved with and drops the config's ``policy_kwargs``: a plain zip
+    given to ``-i`` trains a plain policy, whatever the config says). When the agent normalises its
+    observations, the statistics are written beside ``out`` as ``vecnormalize.pkl`` (where rl_zoo3 looks
+    for them), group-symmetrized for the symmetrizing methods.
+
+    :param agent: a zip, run folder, RL-zoo folder or ``hf://ORG/REPO``.
+    :param out: the zip to write (``.zip`` added when missing).
+    :param env_id: the env the agent runs on.
+    :param method: ``equitune``, ``equizero``, ``lambda``... (see :func:`~equirl.rl.build.load_pretrained`).
+    :param overwrite: replace ``out`` (and the statistics beside it) when they exist.
+    :returns: the files written.
+    :raises EquirlError: a file exists (without ``overwrite``), or the agent does not load (one line).
+    """
+    from equirl.rl.build import load_pretrained
+    from equirl.rl.zoo import find_vecnormalize
+
+    out = Path(out)
+    out = out if out.suffix == ".zip" else out.with_name(out.name + ".zip")
+    check_output_path(out, "--out", kind="file")
+    stats = out.parent / STATS_NAME
+    normalised = find_vecnormalize(agent, env_id, which=which) is not None
+    refuse_existing([out, stats] if normalised else [out], overwrite, "output")
+    model = load_pretrained(
+        agent,
+        env_id,
+        method=method,
+        algo=algo,
+        method_kwargs=method_kwargs,
+        which=which,
+        trust_checkpoint=trust_checkpoint,
+    )
+    written = [atomic_write_stream(out, model.save)]
+    norm = model.get_vec_normalize_env()
+    if norm is not None:
+        written.append(atomic_write_bytes(stats, pickle_bytes(norm)))
+    return written

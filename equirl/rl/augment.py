@@ -41,13 +41,12 @@ from gymnasium import spaces
 from stable_baselines3.common.buffers import ReplayBuffer, RolloutBuffer
 
 from equirl.errors import ConfigError, SymmetryError
+from equirl.rl.algos import ALGOS
 from equirl.rl.policies import policy_obs_action
 from equirl.rl.spec import EnvSymmetry, load_spec, resolve_symmetry
 
 __all__ = [
-    "AUGMENT_ALGOS",
     "AUGMENT_MODES",
-    "ON_POLICY_AUGMENT_ALGOS",
     "AugmentedReplayBuffer",
     "AugmentedRolloutBuffer",
     "augment_kwargs",
@@ -56,12 +55,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: the off-policy algorithms of the augmentation baseline (a replay buffer)
-OFF_POLICY_AUGMENT_ALGOS = ("dqn", "qrdqn", "sac", "td3", "ddpg", "tqc")
-#: the on-policy algorithms of the augmentation baseline (a rollout buffer)
-ON_POLICY_AUGMENT_ALGOS = ("ppo", "a2c")
-#: every algorithm the augmentation baseline supports
-AUGMENT_ALGOS = OFF_POLICY_AUGMENT_ALGOS + ON_POLICY_AUGMENT_ALGOS
 #: every non-identity element per transition, or one random one
 AUGMENT_MODES = ("all", "random")
 
@@ -232,19 +225,20 @@ def augment_kwargs(symmetry: Any, algo: str, mode: str = "all", seed: int | None
 
     :param symmetry: the env's spec (id, path, mapping or :class:`~equirl.rl.spec.EnvSymmetry`); stored
         as plain data so a saved model pickles nothing of it.
-    :param algo: one of :data:`AUGMENT_ALGOS`.
+    :param algo: an algorithm of :data:`equirl.rl.algos.ALGOS` (its buffer: ``rollout`` or ``replay``).
     :param mode: ``"all"`` or ``"random"`` (see :class:`AugmentedReplayBuffer`).
     :param seed: seed of the ``"random"`` mode.
     :raises ConfigError: an unknown algorithm (one line).
     """
-    if algo not in AUGMENT_ALGOS:
-        raise ConfigError(f"augment works with {', '.join(AUGMENT_ALGOS)}, not {algo!r}")
+    if algo not in ALGOS:
+        raise ConfigError(f"augment works with {', '.join(ALGOS)}, not {algo!r}")
+    spec = ALGOS[algo]
     if mode not in AUGMENT_MODES:
         raise ConfigError(f"augment mode must be one of {', '.join(AUGMENT_MODES)}, got {mode!r}")
     sym = symmetry if isinstance(symmetry, EnvSymmetry) else load_spec(symmetry)
     kw: dict[str, Any] = {"symmetry": sym.to_dict(), "mode": mode}
     if seed is not None:
         kw["seed"] = seed
-    if algo in ON_POLICY_AUGMENT_ALGOS:
+    if spec.augment_buffer == "rollout":
         return {"rollout_buffer_class": AugmentedRolloutBuffer, "rollout_buffer_kwargs": kw}
     return {"replay_buffer_class": AugmentedReplayBuffer, "replay_buffer_kwargs": kw}

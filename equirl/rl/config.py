@@ -12,11 +12,11 @@ from typing import Annotated, Any, Literal
 from equirl.config import FieldError, Range, from_dict, load_config
 from equirl.errors import ConfigError
 from equirl.registry import BASE, EQUIZERO, canonical_method, validate_method_kwargs
+from equirl.rl.algos import ALGOS
 from equirl.utils.io import total_ram_bytes
 
 __all__ = [
     "ALGO_HYPERPARAMS",
-    "TRAIN_ALGOS",
     "A2CHyperParams",
     "CheckpointConfig",
     "EvalConfig",
@@ -287,19 +287,15 @@ class TD3HyperParams(_OffPolicyACHyperParams):
         return _kwargs(self, drop=("net_arch", "action_noise_std"))
 
 
-#: the hyperparameter schema of each algorithm ``equirl pretrain`` / ``train`` runs
+#: the hyperparameter schema of each algorithm ``equirl pretrain`` / ``train`` runs (the algorithms of
+#: :data:`equirl.rl.algos.ALGOS` that name one)
 ALGO_HYPERPARAMS: dict[str, type[Any]] = {
-    "dqn": HyperParams,
-    "qrdqn": HyperParams,
-    "ppo": PPOHyperParams,
-    "a2c": A2CHyperParams,
-    "sac": SACHyperParams,
-    "td3": TD3HyperParams,
+    name: {
+        c.__name__: c for c in (HyperParams, PPOHyperParams, A2CHyperParams, SACHyperParams, TD3HyperParams)
+    }[spec.hyperparams]
+    for name, spec in ALGOS.items()
+    if spec.hyperparams is not None
 }
-#: the algorithms ``equirl pretrain`` / ``train`` run
-TRAIN_ALGOS = tuple(ALGO_HYPERPARAMS)
-#: the on-policy ones (no replay buffer)
-ON_POLICY_ALGOS = ("ppo", "a2c")
 
 
 @dataclass(frozen=True)
@@ -316,6 +312,11 @@ class EvalConfig:
     #: also evaluate the starting model at step 0 (the first point of the learning curve: a finetuned
     #: agent's zero-shot return); it is in the history, not a candidate for ``best_model.zip``
     at_start: bool = False
+    #: after training, the last new bests of the periodic evaluations (up to 3) and the final model are
+    #: evaluated again on this many fresh episodes (another seed); the one with the highest mean becomes
+    #: ``best_model.zip`` and that figure is the run's reported best (0: keep the best periodic
+    #: evaluation, whose few episodes flatter it)
+    confirm_episodes: Annotated[int, Range(ge=0, le=100_000)] = 20
 
     def __post_init__(self) -> None:
         if self.stop_at is not None and self.freq == 0:
@@ -378,7 +379,8 @@ class RLConfig:
     """One training run.
 
     :param env: gymnasium id with a symmetry spec (``equirl envs``).
-    :param algo: ``dqn``, ``qrdqn``, ``ppo``, ``a2c``, ``sac`` or ``td3``.
+    :param algo: an algorithm with a hyperparameter schema (:data:`ALGO_HYPERPARAMS`: ``dqn``, ``qrdqn``,
+        ``ppo``, ``a2c``, ``sac``, ``td3``).
     :param method: a method of :mod:`equirl.registry` (``base``, ``equitune``, ``equizero``, ``lambda``,
         ``canonicalize``, ``multigroup``) or an alias (``plain``, ``λ``...); stored as its canonical name.
     :param method_kwargs: symmetrizer options (``proxy``, ``lambda_hidden``, ``lambda_input``...), checked
@@ -398,7 +400,7 @@ class RLConfig:
     """
 
     env: str
-    algo: Literal["dqn", "qrdqn", "ppo", "a2c", "sac", "td3"] = "dqn"
+    algo: str = "dqn"
     seed: Annotated[int, Range(ge=0, le=2**32 - 1)] = 0
     timesteps: Annotated[int, Range(ge=1, le=MAX_TIMESTEPS)] = 50_000
     method: str = BASE
@@ -416,6 +418,8 @@ class RLConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
     def __post_init__(self) -> None:
+        if self.algo not in ALGO_HYPERPARAMS:
+            raise FieldError("algo", self.algo, f"must be one of {', '.join(ALGO_HYPERPARAMS)}")
         object.__setattr__(self, "method", canonical_method(self.method))
         object.__setattr__(
             self, "method_kwargs", validate_method_kwargs(self.method, self.method_kwargs, adapter="rl")
@@ -477,7 +481,7 @@ def check_buffer_memory(
 
 def load_rl_config(path: str | Path, overrides: list[str] | None = None) -> RLConfig:
     """Read and validate a run config (one-line :class:`ConfigError` on any problem)."""
-    cfg = load_config(RLConfig, path, overrides)
+    cfg = load_config(RLConfig, path, overrides, section="rl")
     if not isinstance(cfg, RLConfig):  # pragma: no cover
         raise ConfigError(f"{path}: not an RL config")
     return cfg

@@ -145,10 +145,7 @@ def is_atari(env_id: str) -> bool:
 
 
 def _prepare(env_id: str) -> None:
-    check_env_id(env_id)
-    from equirl.rl.gridworld import register
-
-    register()
+    check_env_id(env_id)  # equirl's own envs are registered when equirl.rl is imported
     if is_atari(env_id):
         if importlib.util.find_spec("ale_py") is None:
             raise EquirlError(f"cannot run {env_id}: ale-py is not installed (pip install ale-py)")

@@ -1,17 +1,23 @@
-"""Zero-shot evaluation of one agent under several symmetrization methods."""
+"""Evaluation: the returns of a model in a fresh env made as the model sees its env (:func:`evaluate`,
+:func:`make_eval_env`), and the zero-shot returns of one agent under several symmetrization methods
+(:func:`evaluate_methods`)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from equirl.rl.pretrained import evaluate, load_pretrained
+from equirl.rl.build import load_pretrained
+from equirl.rl.envs import make_vec_env, resolve_env_id
+from equirl.rl.zoo import env_of
 from equirl.utils.progress import ProgressFn, subtask
 from equirl.utils.stats import stratified_bootstrap_ci
 
-__all__ = ["evaluate_methods"]
+__all__ = ["evaluate", "evaluate_methods", "make_eval_env"]
 
 log = logging.getLogger(__name__)
 
@@ -68,3 +74,68 @@ def evaluate_methods(
         }
         log.info("%s %s: %.1f ± %.1f", env_id, m, out[m]["mean_return"], out[m]["std_return"])
     return out
+
+
+def make_eval_env(model: Any, env_id: str, seed: int = 0) -> Any:
+    """A fresh VecEnv of ``env_id`` as ``model`` sees its env: the env it was loaded with (an RL-zoo
+    folder's wrappers and frame stack, see :func:`~equirl.rl.build.load_pretrained`), else the bare env; with the model's
+    observation normalisation, frozen, when it has one.
+
+    :param model: an SB3 model.
+    :param env_id: the env id (an older id runs as its current version).
+    :param seed: the env's seed.
+    """
+    norm = model.get_vec_normalize_env() if hasattr(model, "get_vec_normalize_env") else None
+    recipe = env_of(model)
+    env_id = resolve_env_id(env_id, trained_on=None)
+    if recipe is not None:
+        recipe = replace(recipe, env_id=env_id)
+    vec = recipe.make_base(seed=seed) if recipe is not None else make_vec_env(env_id, seed=seed)
+    if norm is not None:  # the agent's observation normalisation, frozen
+        from equirl.rl.normalize import wrap_like
+
+        vec = wrap_like(norm, vec)
+    return recipe.stack(vec) if recipe is not None else vec
+
+
+def evaluate(
+    model: Any,
+    env: Any,
+    n_eval_episodes: int = 10,
+    deterministic: bool = True,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[float]:
+    """Undiscounted returns of ``n_eval_episodes`` episodes, seeded (SB3's ``evaluate_policy`` names, with
+    the per-episode returns as the result).
+
+    :param model: an SB3 model (equivariant or not).
+    :param env: env id or VecEnv (a fresh one is made from an id, seeded with ``seed``, and wrapped in
+        the model's ``VecNormalize`` statistics when it has some).
+    :param n_eval_episodes: number of episodes.
+    :param deterministic: greedy actions (``False``: the policy's exploration).
+    :param seed: seed of the evaluation env.
+    :param progress: called as ``progress(episodes done, n_eval_episodes)`` when an episode ends.
+    """
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    vec = make_eval_env(model, env, seed=seed) if isinstance(env, str) else env
+    vec.seed(seed)
+    done = [0]
+
+    def on_step(loc: dict[str, Any], glob: dict[str, Any]) -> None:
+        n = int(np.sum(loc.get("episode_counts", 0)))
+        if progress is not None and n != done[0]:
+            done[0] = n
+            progress(min(n, n_eval_episodes), n_eval_episodes)
+
+    rewards, _ = evaluate_policy(
+        model,
+        vec,
+        n_eval_episodes=n_eval_episodes,
+        deterministic=deterministic,
+        return_episode_rewards=True,
+        warn=False,
+        callback=on_step if progress is not None else None,
+    )
+    return [float(r) for r in np.asarray(rewards, dtype=np.float64)]

@@ -129,7 +129,7 @@ class GridWorldEnv(gym.Env[np.ndarray, int]):
 
 def register() -> None:
     """Register ``equirl/GridWorld-v0`` with gymnasium (idempotent; the env list is
-    ``equirl_gymnasium.ENVS``, which an installed equirl also registers when gymnasium is imported)."""
-    from equirl_gymnasium import register_envs
+    :data:`equirl.gym_envs.ENVS`, which an installed equirl also registers when gymnasium is imported)."""
+    from equirl.gym_envs import register_envs
 
     register_envs(gym)

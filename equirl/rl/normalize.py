@@ -29,7 +29,6 @@ Example::
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +37,10 @@ from stable_baselines3.common.running_mean_std import RunningMeanStd
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from equirl.errors import CheckpointError, SymmetryError
+from equirl.rl.safe_load import NormalizeStats, read_vecnormalize
 from equirl.rl.spec import EnvSymmetry, load_spec
 
 __all__ = [
-    "NormalizeStats",
     "SymmetricVecNormalize",
     "load_vecnormalize",
     "signed_perm_tables",
@@ -92,33 +91,6 @@ def symmetrize_mean_var(
             f"statistics of shape {m.shape} do not fit a spec acting on {src.shape[1]} features"
         )
     return (signs * m[src]).mean(axis=0), v[src].mean(axis=0)
-
-
-@dataclass
-class NormalizeStats:
-    """The plain statistics of a ``VecNormalize`` (what :func:`load_vecnormalize` reads).
-
-    :param mean: observation running mean; ``var``: its variance; ``count``: the sample count.
-    :param clip_obs: observations are clipped to ``±clip_obs`` after normalising.
-    :param epsilon: added to the variance.
-    :param norm_obs: whether observations are normalised at all.
-    :param norm_reward: whether rewards were normalised in training (never at evaluation).
-    :param gamma: the reward normaliser's discount; ``clip_reward`` its clip.
-    :param ret_mean: the return statistics (``ret_rms``), if any; ``ret_var``, ``ret_count`` likewise.
-    """
-
-    mean: np.ndarray
-    var: np.ndarray
-    count: float
-    clip_obs: float = 10.0
-    epsilon: float = 1e-8
-    norm_obs: bool = True
-    norm_reward: bool = False
-    gamma: float = 0.99
-    clip_reward: float = 10.0
-    ret_mean: float = 0.0
-    ret_var: float = 1.0
-    ret_count: float = 1e-4
 
 
 class SymmetricVecNormalize(VecNormalize):
@@ -205,8 +177,6 @@ def load_vecnormalize(
     :param trust_checkpoint: let :mod:`pickle` read the file unrestricted (runs any code it holds).
     :raises CheckpointError: one line, for a file that is missing, malformed or would need code to load.
     """
-    from equirl.rl.safe_load import read_vecnormalize
-
     stats = read_vecnormalize(path, trust_checkpoint=trust_checkpoint)
     kw: dict[str, Any] = {
         "training": training,

@@ -34,8 +34,11 @@ import types
 import zipfile
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from equirl.config import FieldError
 from equirl.errors import CheckpointError, ConfigError
@@ -54,6 +57,7 @@ from equirl.utils.io import restricted_loads as _restricted_loads
 
 __all__ = [
     "TRUST_HINT",
+    "NormalizeStats",
     "check_tensor_files",
     "pickled_entries",
     "read_vecnormalize",
@@ -61,6 +65,34 @@ __all__ = [
     "restricted_loads",
     "safe_custom_objects",
 ]
+
+
+@dataclass
+class NormalizeStats:
+    """The plain statistics of a ``VecNormalize`` (what :func:`load_vecnormalize` reads).
+
+    :param mean: observation running mean; ``var``: its variance; ``count``: the sample count.
+    :param clip_obs: observations are clipped to ``±clip_obs`` after normalising.
+    :param epsilon: added to the variance.
+    :param norm_obs: whether observations are normalised at all.
+    :param norm_reward: whether rewards were normalised in training (never at evaluation).
+    :param gamma: the reward normaliser's discount; ``clip_reward`` its clip.
+    :param ret_mean: the return statistics (``ret_rms``), if any; ``ret_var``, ``ret_count`` likewise.
+    """
+
+    mean: np.ndarray
+    var: np.ndarray
+    count: float
+    clip_obs: float = 10.0
+    epsilon: float = 1e-8
+    norm_obs: bool = True
+    norm_reward: bool = False
+    gamma: float = 0.99
+    clip_reward: float = 10.0
+    ret_mean: float = 0.0
+    ret_var: float = 1.0
+    ret_count: float = 1e-4
+
 
 #: the option that restores SB3's unrestricted unpickling
 TRUST_HINT = "pass --trust-checkpoint (trust_checkpoint=True) only if you trust its source"
@@ -136,7 +168,7 @@ _CLASS_GLOBALS = {
 #: equirl's symmetry spec): built as records of the pickle's fields -- never by calling the class with
 #: the pickle's arguments -- checked to hold plain data only, then turned into instances
 _DATA_CLASSES = {
-    "equirl.rl.spec": ("EnvSymmetry",),
+    "equirl.rl.spec": ("EnvSymmetry", "Score"),
     "stable_baselines3.common.utils": ("ConstantSchedule", "FloatSchedule", "LinearSchedule"),
     "stable_baselines3.common.noise": ("NormalActionNoise", "OrnsteinUhlenbeckActionNoise"),
     "stable_baselines3.common.type_aliases": ("TrainFreq", "TrainFrequencyUnit"),
@@ -157,20 +189,30 @@ def _merged_state(state: Any) -> Any:
     return state
 
 
+#: where equirl's policy classes were before :mod:`equirl.rl.policies` became a package: the module an
+#: agent zip saved then names its policy class by -> the modules its classes are in now
+_OLD_POLICY_MODULES: dict[str, tuple[str, ...]] = {
+    "equirl.rl.policies": ("equirl.rl.policies.q",),
+    "equirl.rl.ac_policies": ("equirl.rl.policies.on_policy", "equirl.rl.policies.off_policy"),
+}
+
+
 def _policy_classes() -> dict[tuple[str, str], type]:
     """The policy classes of the algorithms equirl loads (SB3's, sb3-contrib's and equirl's), by
-    ``(module, name)``."""
+    ``(module, name)``; equirl's also by the module they had before (:data:`_OLD_POLICY_MODULES`)."""
     from sb3_contrib import QRDQN, TQC
     from stable_baselines3 import A2C, DDPG, DQN, PPO, SAC, TD3
     from stable_baselines3.common.policies import ActorCriticPolicy
 
-    import equirl.rl.ac_policies
-    import equirl.rl.policies  # noqa: F401
+    import equirl.rl.policies  # noqa: F401  (equirl.rl registers the aliases read below)
 
     classes: set[type] = {ActorCriticPolicy}
     for algo in (DQN, QRDQN, PPO, A2C, SAC, TD3, DDPG, TQC):
         classes.update(algo.policy_aliases.values())
-    return {(c.__module__, c.__qualname__): c for c in classes}
+    found = {(c.__module__, c.__qualname__): c for c in classes}
+    for old, new in _OLD_POLICY_MODULES.items():
+        found.update({(old, n): c for (m, n), c in list(found.items()) if m in new})
+    return found
 
 
 class _StandIn(type):
@@ -293,7 +335,6 @@ def _record_types() -> tuple[type, ...]:
 
 def _is_plain(value: Any, records: tuple[type, ...], depth: int = 0) -> bool:
     """Plain data: numbers, strings, numpy arrays and scalars, containers of them, converted records."""
-    import numpy as np
 
     if depth > _MAX_DEPTH:
         return False
@@ -644,7 +685,6 @@ def _number(fields: dict[str, Any], key: str, default: float) -> float:
 
 
 def _rms(fields: dict[str, Any], key: str) -> tuple[Any, Any, float] | None:
-    import numpy as np
 
     rec = fields.get(key)
     if rec is None:
@@ -675,9 +715,6 @@ def read_vecnormalize(path: str | Path, trust_checkpoint: bool = False) -> Any:
     :param trust_checkpoint: unpickle it with :mod:`pickle` (runs any code it holds).
     :raises CheckpointError: missing, malformed, or a pickle that would run code.
     """
-    import numpy as np
-
-    from equirl.rl.normalize import NormalizeStats
 
     p = Path(path)
     if not p.is_file():

@@ -17,7 +17,7 @@ checked against the agent's algorithm and action space before any episode is run
 
 A candidate *collapses* the agent when its normalised validation score falls below half of base's and
 the gap exceeds both standard errors (:func:`collapses`; scores normalised by the env's range of
-:data:`equirl.rl.sweep_report.DEFAULT_SCORES`, raw returns when the env has none and base's is positive):
+the env spec's ``scores``, raw returns when the env has none and base's is positive):
 the reason and the report say so, e.g. ``equitune collapses this agent (return 197.0 vs base 3908.0)``.
 """
 
@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 Candidate = tuple[str, dict[str, Any]]
 
 #: equizero's RL default proxy: the Q-networks' ``action_gap``; for actor-critic agents the critic's value
-#: (:mod:`equirl.rl.ac_policies`)
+#: (:mod:`equirl.rl.policies.heads`)
 _DEFAULT_PROXY: str = get_method(EQUIZERO).option("proxy").default_for("rl")  # type: ignore[union-attr]
 
 #: the kinds of agent :func:`agent_kind` tells apart
@@ -150,9 +150,12 @@ def candidate_label(method: str, method_kwargs: dict[str, Any]) -> str:
 
 def agent_kind(algo: str, continuous: bool) -> str:
     """The row of :data:`AGENT_KINDS` for an agent of ``algo`` with continuous (``Box``) actions or not."""
-    if algo in ("dqn", "qrdqn"):
+    from equirl.rl.algos import get_algo
+
+    spec = get_algo(algo)
+    if spec.value_based:
         return Q
-    if algo in ("td3", "ddpg"):
+    if spec.deterministic_actor:
         return DETERMINISTIC
     return CONTINUOUS if continuous else DISCRETE_AC
 
@@ -191,9 +194,9 @@ def _check_candidate(text: Any, cand: Candidate, algo: str, kind: str, product_g
 
 
 def _normalised(env: str) -> Callable[[float], float] | None:
-    from equirl.rl.sweep_report import DEFAULT_SCORES
+    from equirl.rl.spec import env_scores
 
-    score = DEFAULT_SCORES.get(env)
+    score = env_scores(env)
     if score is None:
         return None
     lo, hi = score["min"], score["max"]
@@ -203,9 +206,9 @@ def _normalised(env: str) -> Callable[[float], float] | None:
 def _tie_margin(best: dict[str, Any], env: str) -> float:
     """How far below the best a candidate is still tied with it: the best's standard error, or
     :data:`TIE_FRACTION` of the env's score range (of the best's return), the larger."""
-    from equirl.rl.sweep_report import DEFAULT_SCORES
+    from equirl.rl.spec import env_scores
 
-    score = DEFAULT_SCORES.get(env)
+    score = env_scores(env)
     scale = score["max"] - score["min"] if score is not None else abs(best["mean_return"])
     return max(float(best["sem"]), TIE_FRACTION * scale)
 
@@ -213,7 +216,7 @@ def _tie_margin(best: dict[str, Any], env: str) -> float:
 def collapses(row: dict[str, Any], base: dict[str, Any], env: str) -> bool:
     """Whether a candidate's validation ``row`` collapses the agent: its score is under
     :data:`COLLAPSE_FRACTION` of base's -- normalised by the env's score range
-    (:data:`~equirl.rl.sweep_report.DEFAULT_SCORES`), else raw returns when base's is positive -- and
+    (the env spec's ``scores``), else raw returns when base's is positive -- and
     the gap exceeds both standard errors.
 
     :param row: a candidate's row of :attr:`MethodChoice.table` (``mean_return``, ``sem``).
@@ -329,7 +332,8 @@ class MethodChoice:
 
 
 def _default_evaluator(agent: Any, env_id: str, algo: str, which: str, trust_checkpoint: bool) -> Evaluator:
-    from equirl.rl.pretrained import evaluate, load_pretrained
+    from equirl.rl.build import load_pretrained
+    from equirl.rl.evaluation import evaluate
 
     cache: dict[str, Any] = {}
 
@@ -380,7 +384,7 @@ def select_method(
     :param algo: the agent's algorithm (``None``: read from its zip; with an ``evaluator``, which reads
         no zip, ``None`` checks the candidates as for DQN).
     :param which: in a run directory, ``best`` or ``final``.
-    :param trust_checkpoint: see :func:`~equirl.rl.pretrained.load_pretrained`.
+    :param trust_checkpoint: see :func:`~equirl.rl.build.load_pretrained`.
     :param evaluator: ``(method, method_kwargs, seed, episodes) -> returns``, replacing the real
         evaluation (tests, or another budget).
     :param first_seed: the first validation seed.

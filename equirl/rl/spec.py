@@ -49,7 +49,9 @@ from equirl.utils.io import printable
 __all__ = [
     "SPEC_DIR",
     "EnvSymmetry",
+    "Score",
     "SpecFile",
+    "env_scores",
     "find_spec_file",
     "list_specs",
     "load_spec",
@@ -100,6 +102,7 @@ class EnvSymmetry:
         exact, unless the spec declares the env only approximately symmetric).
     :param verify_reason: why the env is only approximately symmetric (``verify.reason``; required with a
         ``verify.atol`` above 1e-5).
+    :param scores: the env's score range and success threshold (:class:`Score`), if the spec gives them.
     """
 
     env_id: str
@@ -118,6 +121,7 @@ class EnvSymmetry:
     action_generators: tuple[tuple[tuple[int, ...], tuple[float, ...]], ...] = ()
     verify_atol: float = EXACT_ATOL
     verify_reason: str = ""
+    scores: Score | None = None
 
     # -- derived ---------------------------------------------------------------------------------
     @property
@@ -237,7 +241,7 @@ class EnvSymmetry:
             }
         else:
             actions = {"n": self.n_actions, "generators": [{"perm": list(p)} for p in self.action_perms]}
-        return {
+        out = {
             "env": self.env_id,
             "group": self.group_name,
             "description": self.description,
@@ -245,6 +249,13 @@ class EnvSymmetry:
             "actions": actions,
             "verify": verify,
         }
+        if self.scores is not None:
+            out["scores"] = {
+                "min": self.scores.min,
+                "max": self.scores.max,
+                "threshold": self.scores.threshold,
+            }
+        return out
 
     # -- validation against an env ----------------------------------------------------------------
     def check_fits(
@@ -499,6 +510,22 @@ class VerifySection:
 
 
 @dataclass(frozen=True)
+class Score:
+    """An env's score range and success threshold (``scores`` of a spec, or ``scores.<env>`` of a sweep
+    file overriding it): the range normalises returns (0 = ``min``, 1 = ``max``; sweep reports, ``auto``'s
+    ties and collapses), ``threshold`` is the "solved" return of steps-to-threshold (sweep reports, the
+    sample-efficiency benchmark). Finite numbers with ``min < max``."""
+
+    min: float
+    max: float
+    threshold: float
+
+    def __post_init__(self) -> None:
+        if not self.min < self.max:
+            raise FieldError("min", self.min, f"must be less than max ({self.max:g})")
+
+
+@dataclass(frozen=True)
 class SpecFile:
     """A symmetry spec as written (YAML / a mapping); :func:`parse_spec` makes it an :class:`EnvSymmetry`.
     ``notes``: free text, not read."""
@@ -509,6 +536,7 @@ class SpecFile:
     actions: ActionsSection
     description: str = ""
     verify: VerifySection = field(default_factory=VerifySection)
+    scores: Score | None = None
     notes: Any = None
 
     def __post_init__(self) -> None:
@@ -671,6 +699,7 @@ def _finish_spec(
         action_generators=act_gens,
         verify_atol=float(verify.atol),
         verify_reason=verify.reason,
+        scores=spec.scores,
     )
     # the generator images must define actions of the group (homomorphism check, exact)
     try:
@@ -772,3 +801,12 @@ def resolve_symmetry(symmetry: Any) -> EnvSymmetry:
         raise
     except Exception as exc:  # pragma: no cover - defensive
         raise SymmetryError(f"cannot read symmetry {symmetry!r}: {exc}") from None
+
+
+def env_scores(env_id: str) -> dict[str, float] | None:
+    """The ``scores`` of ``env_id``'s spec as ``{min, max, threshold}``, or ``None`` when the env has no
+    spec or its spec gives none (the one table of per-env score ranges and thresholds: the specs)."""
+    if find_spec_file(env_id) is None:
+        return None
+    score = load_spec(env_id).scores
+    return None if score is None else {"min": score.min, "max": score.max, "threshold": score.threshold}

@@ -2,7 +2,7 @@
 
 A sweep file (YAML)::
 
-    config: CartPole-v1        # the base run config: a shipped name or a path (relative: to the sweep file, else cwd)
+    config: dqn-CartPole-v1        # the base run config: a shipped name or a path (relative: to the sweep file, else cwd)
     timesteps: 20000           # the budget of every trial
     eval: {freq: 2000, episodes: 5, final_episodes: 10}   # the evaluation schedule
                                # (stop_at: R ends a trial at its first evaluation >= R; off by default)
@@ -13,7 +13,7 @@ A sweep file (YAML)::
       seed: {range: [0, 10]}   # 0..9 (like Python's range: [start, stop] or [start, stop, step])
       hyperparams.learning_rate: [1.0e-3, 2.3e-3]
     scores:                    # per-env score range and threshold for the report (defaults: see
-      CartPole-v1: {min: 0, max: 500, threshold: 475}   # equirl.rl.sweep_report.DEFAULT_SCORES)
+      CartPole-v1: {min: 0, max: 500, threshold: 475}   # the env spec's scores)
 
 ``config`` may also be a list: one base config per entry (typically one per env, each with its own
 hyperparameters), each entry a name / path or a mapping ``{config, timesteps, eval, set, label}`` whose
@@ -21,8 +21,8 @@ values override the sweep-wide ones for that entry (``label`` names the entry's 
 entries of one env); the grid is crossed with every entry::
 
     config:
-      - {config: CartPole-v1, timesteps: 30000}
-      - {config: Acrobot-v1, timesteps: 20000, set: {hyperparams.gradient_steps: 1}}
+      - {config: dqn-CartPole-v1, timesteps: 30000}
+      - {config: dqn-Acrobot-v1, timesteps: 20000, set: {hyperparams.gradient_steps: 1}}
 
 Every grid point is a *trial*: an ordinary run (:func:`equirl.rl.train.run_training`) into the sweep's
 output folder, in the usual run-directory layout, named ``{env}__{exp}__{seed}__{time}`` where ``exp`` is
@@ -74,7 +74,7 @@ from equirl.errors import CheckpointError, ConfigError, EquirlError
 from equirl.registry import BASE, canonical_method
 from equirl.rl.config import MAX_TIMESTEPS, RLConfig, load_rl_config
 from equirl.rl.lifecycle import effective_status, read_run
-from equirl.rl.spec import load_spec
+from equirl.rl.spec import Score, load_spec
 from equirl.utils.io import check_output_path, finite_or_none, printable, read_json, write_json
 
 __all__ = [
@@ -171,20 +171,6 @@ class SweepSpec:
 
 #: a trial budget: a positive number of env steps (at most the run config's own limit)
 Timesteps = Annotated[int, Range(ge=1, le=MAX_TIMESTEPS)]
-
-
-@dataclass(frozen=True)
-class Score:
-    """An env's score range and success threshold for the report (``scores.<env>`` of a sweep file):
-    finite numbers with ``min < max``."""
-
-    min: float
-    max: float
-    threshold: float
-
-    def __post_init__(self) -> None:
-        if not self.min < self.max:
-            raise FieldError("min", self.min, f"must be less than max ({self.max:g})")
 
 
 @dataclass(frozen=True)
@@ -1033,8 +1019,3 @@ def run_sweep(
     }
     write_json(out / "sweep.json", manifest)
     return SweepResult(out, outcomes, seconds, executor, changed)
-
-
-def dump_spec(spec: SweepSpec) -> str:
-    """The sweep as YAML (for logs)."""
-    return yaml.safe_dump({k: v for k, v in asdict(spec).items() if k != "source"}, sort_keys=False)

@@ -6,7 +6,7 @@ Per run (a finished run directory):
   ``evaluations.json``); **best** -- the best mean return of the periodic evaluations (``run.json``).
 * **AUC** -- the area under the evaluation curve, normalised per env: the trapezoid over the evaluation
   timesteps of ``(mean return - min) / (max - min)``, divided by the budget (``timesteps``), with the
-  env's score range ``[min, max]`` (:data:`DEFAULT_SCORES` or the sweep's ``scores``). 1 = the maximum
+  env's score range ``[min, max]`` (the env spec's ``scores``, or the sweep's). 1 = the maximum
   score from step 0, 0 = the minimum throughout.
   A run stopped early (``eval.stop_at``) keeps its last evaluation up to the budget.
 * **steps to threshold** -- the first evaluation timestep whose mean return reaches the env's
@@ -44,10 +44,11 @@ from typing import Any
 
 import numpy as np
 
-from equirl.bench.report import BenchTable, Column, save_plot, write_csv
 from equirl.errors import ConfigError, EquirlError
 from equirl.rl.lifecycle import list_runs
+from equirl.rl.spec import env_scores
 from equirl.utils.io import atomic_write_text, check_no_symlinks, read_json, remove_file
+from equirl.utils.report import BenchTable, Column, save_plot, write_csv
 from equirl.utils.stats import (
     Interval,
     iqm,
@@ -56,25 +57,9 @@ from equirl.utils.stats import (
     stratified_bootstrap_ci,
 )
 
-__all__ = ["DEFAULT_SCORES", "SweepReport", "load_sweep_runs", "sweep_report"]
+__all__ = ["SweepReport", "load_sweep_runs", "sweep_report"]
 
 log = logging.getLogger(__name__)
-
-#: per env: the score range for normalisation and the "solved" threshold of steps-to-threshold
-DEFAULT_SCORES: dict[str, dict[str, float]] = {
-    "CartPole-v1": {"min": 0.0, "max": 500.0, "threshold": 475.0},
-    "Acrobot-v1": {"min": -500.0, "max": 0.0, "threshold": -100.0},
-    "LunarLander-v3": {"min": -300.0, "max": 300.0, "threshold": 200.0},
-    "Pendulum-v1": {"min": -1500.0, "max": 0.0, "threshold": -200.0},
-    # returns lie in [-1, 1) (50 steps at -0.02 without reaching the goal ... 1 for the goal at once);
-    # a greedy shortest path on the 5x5 board scores about 0.85 on average
-    "equirl/GridWorld-v0": {"min": -1.0, "max": 1.0, "threshold": 0.7},
-    "LunarLanderContinuous-v3": {"min": -300.0, "max": 300.0, "threshold": 200.0},
-    # MuJoCo: 1000 steps; the thresholds are gymnasium's reward_threshold (the double pendulum earns at
-    # most about 9.36 a step: 10 alive bonus minus the tip-distance and velocity penalties)
-    "InvertedPendulum-v5": {"min": 0.0, "max": 1000.0, "threshold": 950.0},
-    "InvertedDoublePendulum-v5": {"min": 0.0, "max": 9360.0, "threshold": 9100.0},
-}
 
 
 @dataclass
@@ -337,7 +322,7 @@ def sweep_report(
 
     :param root: the sweep folder (``--out`` of ``equirl sweep``) or any folder of run directories.
     :param baseline: the reference method (default: the sweep's ``baseline``, else ``base``).
-    :param scores: per-env ``{min, max, threshold}`` overriding :data:`DEFAULT_SCORES` and the sweep's.
+    :param scores: per-env ``{min, max, threshold}`` overriding the env specs' ``scores`` and the sweep's.
     :param reps: bootstrap replicates.
     :param plots: also draw the PNG plots.
     :param hparams: also write TensorBoard's HParams view (``report/hparams/``; needs ``tensorboard``).
@@ -357,7 +342,11 @@ def sweep_report(
     if baseline is None:
         sweep = _manifest(root).get("sweep") or {}
         baseline = str(sweep.get("baseline") or BASE) if isinstance(sweep, dict) else BASE
-    table = {**DEFAULT_SCORES, **_sweep_scores(root), **check_scores(scores, "scores")}
+    table = {**_sweep_scores(root), **check_scores(scores, "scores")}
+    for env in sorted({r.env for r in runs} - set(table)):  # the env specs' scores
+        found = env_scores(env)
+        if found is not None:
+            table[env] = found
     by_group: dict[tuple[str, str, str], list[RunData]] = defaultdict(list)
     for r in sorted(runs, key=lambda r: (r.env, r.method, r.variant, r.seed)):
         by_group[r.group].append(r)

@@ -2,10 +2,10 @@
 
 Each run writes ``{out}/{env}__{method}__{seed}__{time}/``, visible from its first second, holding
 ``config.yaml`` (resolved), ``run.json`` (status, steps, best / last evaluation, the resume command: see
-:mod:`equirl.rl.lifecycle`), ``checkpoint/`` (periodic checkpoints), ``best_model.zip`` (best periodic
-evaluation), ``model.zip`` (final), optionally ``model_partial.zip``, ``evaluations.npz`` +
-``evaluations.json`` and ``tb/`` (TensorBoard + CSV). Every file is written atomically (temporary file in
-the same folder, then a rename), so a crash never leaves a half-written model; a failure never deletes a
+:mod:`equirl.rl.lifecycle`), ``checkpoint/`` (periodic checkpoints), ``best_model.zip`` (the best model,
+confirmed on fresh episodes at the end: see below), ``model.zip`` (final), optionally
+``model_partial.zip``, ``evaluations.npz`` + ``evaluations.json`` and ``tb/`` (TensorBoard + CSV). Every
+file is written atomically (temporary file in the same folder, then a rename), so a crash never leaves a half-written model; a failure never deletes a
 trained model (when the run directory is unwritable the final model goes to
 ``$TMPDIR/equirl-rescue-{run}-{pid}.zip`` and the error says so).
 
@@ -14,10 +14,22 @@ SIGINT / SIGTERM during training set a flag: the run checkpoints at the next rol
 best-effort checkpoint). :func:`resume_training` continues a run from its last checkpoint. A NaN / inf
 training loss, Q-value or parameter stops the run as ``failed`` (:class:`~equirl.errors.NonFiniteError`)
 before anything non-finite is saved.
+
+**The reported best is what ``best_model.zip`` scores.** A periodic evaluation plays ``eval.episodes``
+episodes (5 by default), and the maximum over many such evaluations is a lucky draw. So each new best of
+the periodic evaluations is also kept as a candidate, ``candidates/best_{step}.zip`` (the last
+:data:`N_CANDIDATES`: the best periodic evaluations; listed in the checkpoints, so a resumed run keeps
+them), and at the end the candidates and the final model are evaluated again on
+``eval.confirm_episodes`` fresh episodes (seed ``seed + 30_000``; the periodic evaluations use
+``seed + 10_000``, the final one ``seed + 20_000``). The highest mean wins (a tie keeps the best periodic
+evaluation); it becomes ``best_model.zip`` and its confirmed figure is the run's ``best`` (``run.json``,
+``evaluations.json``, what ``equirl train`` prints); ``candidates/`` is then removed. With
+``eval.confirm_episodes: 0`` ``best_model.zip`` is the best periodic evaluation, as reported.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import tempfile
@@ -32,7 +44,7 @@ import numpy as np
 import yaml
 from stable_baselines3.common.callbacks import BaseCallback
 
-from equirl.config import FieldError, to_dict
+from equirl.config import to_dict
 from equirl.errors import (
     CheckpointError,
     ConfigError,
@@ -42,8 +54,11 @@ from equirl.errors import (
     RunSaveError,
 )
 from equirl.registry import BASE, get_method
-from equirl.rl.config import ON_POLICY_ALGOS, RLConfig, TD3HyperParams, check_buffer_memory, load_rl_config
-from equirl.rl.envs import make_vec_env
+from equirl.rl.algos import get_algo
+from equirl.rl.build import _n_envs, build_model, make_train_env
+from equirl.rl.callbacks import EquiEvalCallback
+from equirl.rl.config import RLConfig, load_rl_config
+from equirl.rl.evaluation import make_eval_env
 from equirl.rl.lifecycle import (
     AUTO_BUFFER_BYTES,
     RunRecord,
@@ -56,8 +71,8 @@ from equirl.rl.lifecycle import (
     restore_rng,
     save_checkpoint,
 )
-from equirl.rl.spec import load_spec
 from equirl.utils.io import (
+    atomic_copy,
     atomic_write_stream,
     atomic_write_text,
     check_no_symlinks,
@@ -66,12 +81,14 @@ from equirl.utils.io import (
     config_fingerprint,
     printable,
     read_text,
+    remove_dir,
+    remove_file,
     trusted_loads,
     write_json,
 )
 from equirl.utils.runs import run_name, unique_run_dir
 
-__all__ = ["RunResult", "build_model", "check_run", "make_train_env", "resume_training", "run_training"]
+__all__ = ["RunResult", "check_run", "resume_training", "run_training"]
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +102,16 @@ class RunResult:
     :param final_std: its standard deviation.
     :param seconds: wall time of ``learn`` (all sessions of a resumed run).
     :param timesteps: evaluation steps; ``results``: returns per evaluation.
-    :param best_mean: the best mean return of the periodic evaluations (``best_model.zip``; ``None``:
-        no periodic evaluation).
-    :param best_step: the env step of that evaluation.
+    :param best_mean: the mean return of ``best_model.zip``: over ``best_episodes`` fresh episodes when it
+        was confirmed (``eval.confirm_episodes``), else its periodic evaluation's (``None``: no periodic
+        evaluation).
+    :param best_step: the env step of that model.
     :param steps: env steps done.
+    :param best_std: the standard deviation of the confirmed returns (``None``: not confirmed).
+    :param best_episodes: the fresh episodes of the confirmation (``None``: not confirmed).
+    :param best_eval_mean: the confirmed model's return in its evaluation during the run (periodic, or the
+        final one when the final model won), over ``best_eval_episodes`` episodes.
+    :param best_is_final: the final model won the confirmation (``best_model.zip`` is ``model.zip``).
     """
 
     run_dir: Path
@@ -100,126 +123,11 @@ class RunResult:
     best_mean: float | None = None
     best_step: int | None = None
     steps: int = 0
-
-
-def _algo_kwargs(cfg: RLConfig, vec: Any) -> dict[str, Any]:
-    """The SB3 algorithm's keyword arguments from ``cfg.hyperparams`` (TD3's exploration noise made here,
-    from the action space)."""
-    hp = cfg.hyperparams
-    kw: dict[str, Any] = hp.sb3_kwargs()
-    if isinstance(hp, TD3HyperParams) and hp.action_noise_std > 0:
-        from stable_baselines3.common.noise import NormalActionNoise
-
-        n = int(np.prod(vec.action_space.shape))
-        kw["action_noise"] = NormalActionNoise(np.zeros(n), hp.action_noise_std * np.ones(n))
-    return kw
-
-
-def _n_envs(cfg: RLConfig) -> int:
-    return int(getattr(cfg.hyperparams, "n_envs", 1))
-
-
-def make_train_env(cfg: RLConfig) -> Any:
-    """The training VecEnv of ``cfg`` (``hyperparams.n_envs`` copies for PPO / A2C)."""
-    return make_vec_env(cfg.env, n_envs=_n_envs(cfg), seed=cfg.seed)
-
-
-def _raw_spaces(vec: Any) -> tuple[Any, Any]:
-    """The observation and action spaces of the env under a VecEnv's wrappers (what a spec describes)."""
-    env = vec.unwrapped.envs[0].unwrapped
-    return env.observation_space, env.action_space
-
-
-def _policy_alias(space: Any) -> str:
-    """``EquiCnnPolicy`` for image observations (SB3's image spaces, channel-first or -last; NatureCNN needs
-    frames of at least 36x36), else ``EquiMlpPolicy``."""
-    from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
-
-    if not is_image_space(space, check_channels=False):
-        return "EquiMlpPolicy"
-    shape = tuple(space.shape)
-    h, w = shape[1:] if is_image_space_channels_first(space) else shape[:2]
-    return "EquiCnnPolicy" if min(h, w) >= 36 else "EquiMlpPolicy"
-
-
-#: the action spaces each algorithm takes (SB3's own check is an assert, a traceback for the user)
-_ALGO_ACTIONS = {"dqn": "Discrete", "qrdqn": "Discrete", "sac": "Box", "td3": "Box"}
-
-
-def _check_action_space(cfg: RLConfig, space: Any) -> None:
-    """One line when ``cfg.algo`` cannot act in ``space`` (DQN on continuous actions, SAC on discrete)."""
-    need = _ALGO_ACTIONS.get(cfg.algo)
-    kind = type(space).__name__
-    if need is not None and kind != need:
-        what = "discrete" if need == "Discrete" else "continuous (Box)"
-        raise FieldError(
-            "algo",
-            cfg.algo,
-            f"{cfg.algo.upper()} needs {what} actions but {cfg.env} has {kind} actions "
-            f"(use {'ppo, a2c, sac or td3' if need == 'Discrete' else 'ppo, a2c, dqn or qrdqn'})",
-        )
-
-
-def build_model(cfg: RLConfig, vec: Any | None = None, trust_checkpoint: bool = False) -> Any:
-    """The SB3 model a config describes (fresh, or wrapped around ``init_from``).
-
-    The symmetry spec is resolved once and the training env made once (``vec``, or one made here).
-    ``policy_kwargs`` are plain data (the spec as a mapping), so the saved zip pickles none of them.
-    Method ``augment`` trains a plain policy on mirrored transitions too (:mod:`equirl.rl.augment`).
-
-    :param trust_checkpoint: let SB3 unpickle ``init_from``'s pickled entries (see
-        :mod:`equirl.rl.safe_load`).
-    """
-    import equirl.rl.ac_policies  # noqa: F401  (registers EquiMlpPolicy on PPO / A2C / SAC / TD3)
-    from equirl.rl.pretrained import _algo_cls, load_pretrained
-
-    sym = load_spec(cfg.symmetry or cfg.env)
-    vec = vec if vec is not None else make_train_env(cfg)
-    _check_action_space(cfg, vec.action_space)
-    sym.check_fits(*_raw_spaces(vec))
-    if getattr(cfg.hyperparams, "use_sde", False) and not sym.continuous:
-        raise FieldError(
-            "hyperparams.use_sde", True, f"gSDE needs continuous actions; {cfg.env} has discrete ones"
-        )
-    if cfg.algo not in ON_POLICY_ALGOS:
-        check_buffer_memory(vec.observation_space, cfg.hyperparams.buffer_size)
-    kw = _algo_kwargs(cfg, vec)
-    method = cfg.method
-    if get_method(method).augments_data:  # a plain policy trained on mirrored transitions too
-        from equirl.rl.augment import augment_kwargs
-
-        kw.update(augment_kwargs(sym, cfg.algo, seed=cfg.seed))
-        method = BASE
-    if cfg.init_from:
-        return load_pretrained(
-            cfg.init_from,
-            vec,
-            method=method,
-            algo=cfg.algo,
-            symmetry=sym,
-            method_kwargs=cfg.method_kwargs,
-            freeze_backbone=cfg.freeze_backbone,
-            seed=cfg.seed,
-            trust_checkpoint=trust_checkpoint,
-            **kw,
-        )
-    pk: dict[str, Any] = {
-        "net_arch": list(cfg.hyperparams.net_arch),
-        "symmetry": sym.to_dict(),
-        "method": method,
-        "method_kwargs": dict(cfg.method_kwargs),
-        "freeze_backbone": bool(cfg.freeze_backbone),
-    }
-    if cfg.algo == "qrdqn":
-        pk["n_quantiles"] = cfg.hyperparams.n_quantiles
-    return _algo_cls(cfg.algo)(
-        _policy_alias(vec.observation_space),
-        vec,
-        policy_kwargs=pk,
-        seed=cfg.seed,
-        device="cpu",
-        **kw,
-    )
+    best_std: float | None = None
+    best_episodes: int | None = None
+    best_eval_mean: float | None = None
+    best_eval_episodes: int | None = None
+    best_is_final: bool = False
 
 
 def check_run(cfg: RLConfig, trust_checkpoint: bool = False) -> str:
@@ -288,6 +196,10 @@ def run_training(
     run_dir.mkdir(parents=True)
     cfg_text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
     atomic_write_text(run_dir / "config.yaml", cfg_text)
+    if cfg.init_from:  # the agent's env recipe and statistics, so the run's models load as they trained
+        from equirl.rl.zoo import save_agent_env
+
+        save_agent_env(cfg.init_from, cfg.env, run_dir)
     if auto_choice is not None:
         auto_choice.save(run_dir)
     record = RunRecord(
@@ -337,7 +249,7 @@ def resume_training(
     """
     import io as _io
 
-    from equirl.rl.pretrained import _algo_cls
+    from equirl.rl.algos import get_algo
 
     run_dir = Path(run_dir)
     check_no_symlinks(run_dir)
@@ -368,10 +280,11 @@ def resume_training(
         extra = ckpt.extra or {}
         vec = trusted_loads(extra["env"]) if extra.get("env") is not None else None
         exact = vec is not None
-        if vec is None:
-            vec = make_train_env(cfg)
+        if vec is None:  # a finetuned agent's env is the one it ran in (wrappers, statistics, frames)
+            vec = build_model(cfg, trust_checkpoint=trust_checkpoint).get_env() if cfg.init_from else None
+            vec = vec if vec is not None else make_train_env(cfg)
         try:
-            model = _algo_cls(cfg.algo).load(
+            model = get_algo(cfg.algo).cls.load(
                 _io.BytesIO(ckpt.model_bytes), env=vec, device="cpu", force_reset=not exact
             )
             if ckpt.replay_buffer is not None:
@@ -384,6 +297,11 @@ def resume_training(
         if extra.get("rng") is not None:
             restore_rng(model, extra["rng"])
         state = ckpt.state
+        if cfg.init_from:  # evaluations make the env the agent ran in (from the run's copy of its recipe)
+            from equirl.rl.zoo import read_zoo_folder, remember_env, zoo_env
+
+            recipe = zoo_env(read_zoo_folder(run_dir, cfg.env), cfg.env, trust_checkpoint=trust_checkpoint)
+            remember_env(model, recipe)
     fields = {k: v for k, v in info.items() if k not in ("pid", "host", "ended_at", "error", "status")}
     resumes = [*fields.pop("resumed_at", []), time.strftime("%Y-%m-%dT%H:%M:%S%z")]
     record = RunRecord(run_dir, {**fields, "resumed_at": resumes})
@@ -426,6 +344,87 @@ def _eval_summary(step: int | None, mean: float | None) -> dict[str, Any] | None
     if step is None or mean is None or not np.isfinite(mean):
         return None
     return {"timestep": int(step), "mean_return": float(mean)}
+
+
+#: how many candidates for ``best_model.zip`` a run keeps: the last new bests of its periodic evaluations
+N_CANDIDATES = 3
+#: the run directory's folder of candidates (``best_{step}.zip``), removed once the best is confirmed
+CANDIDATES_DIR = "candidates"
+#: the confirmation's evaluation seed is ``cfg.seed`` plus this (periodic: + 10_000, final: + 20_000)
+CONFIRM_SEED_OFFSET = 30_000
+
+
+def _candidate(entry: Any) -> dict[str, Any] | None:
+    """A candidate named in a checkpoint's state, when well formed (its step makes its file name, so a
+    crafted state file names no other file)."""
+    if not isinstance(entry, dict):
+        return None
+    step, mean, n = entry.get("timestep"), entry.get("mean_return"), entry.get("episodes")
+    if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step < 2**62:
+        return None
+    if isinstance(mean, bool) or not isinstance(mean, (int, float)) or not np.isfinite(mean):
+        return None
+    episodes = n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
+    return {"timestep": step, "mean_return": float(mean), "episodes": episodes}
+
+
+class _RunEvalCallback(EquiEvalCallback):
+    """The run's periodic evaluation: :class:`~equirl.rl.callbacks.EquiEvalCallback`, which writes
+    ``best_model.zip`` at each new best, plus a copy of it in ``candidates/best_{step}.zip``; the last
+    ``keep`` copies are kept (the ``keep`` best periodic evaluations) and listed in :meth:`state`, which
+    every checkpoint stores.
+
+    :param keep: candidates kept (0: none written).
+    """
+
+    def __init__(self, *args: Any, keep: int = 0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.keep = max(0, int(keep))
+        #: ``{timestep, mean_return, episodes}`` of each kept candidate, oldest (lowest score) first
+        self.candidates: list[dict[str, Any]] = []
+
+    def candidate_path(self, step: int) -> Path:
+        return Path(str(self.best_dir)) / CANDIDATES_DIR / f"best_{int(step)}.zip"
+
+    def state(self) -> dict[str, Any]:
+        return {**super().state(), "candidates": [dict(c) for c in self.candidates]}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        super().set_state(state)
+        raw = state.get("candidates")
+        found = [c for c in map(_candidate, raw if isinstance(raw, list) else []) if c is not None]
+        self.candidates = found[-self.keep :] if self.keep else []
+
+    def prune(self) -> None:
+        """Remove the candidate files :attr:`candidates` does not list: those a resumed run wrote after
+        the checkpoint it continues from (the run writes them again if it gets there again)."""
+        d = Path(str(self.best_dir)) / CANDIDATES_DIR
+        if self.best_dir is None or not d.is_dir() or d.is_symlink():
+            return
+        listed = {self.candidate_path(c["timestep"]).name for c in self.candidates}
+        for p in d.glob("best_*.zip"):
+            if p.name not in listed:
+                remove_file(p)
+
+    def _save_best(self) -> None:
+        super()._save_best()
+        if self.best_dir is None or self.keep == 0:
+            return
+        step = int(self.num_timesteps)
+        try:
+            atomic_copy(Path(str(self.best_dir)) / "best_model.zip", self.candidate_path(step))
+        except OSError as exc:
+            log.warning("candidate for best_model.zip at step %d not written: %s", step, exc)
+            return
+        entry = {
+            "timestep": step,
+            "mean_return": float(self.best_mean_reward),
+            "episodes": self.n_eval_episodes,
+        }
+        self.candidates = [*(c for c in self.candidates if c["timestep"] != step), entry]
+        for old in self.candidates[: -self.keep]:
+            remove_file(self.candidate_path(old["timestep"]))
+        self.candidates = self.candidates[-self.keep :]
 
 
 @dataclass
@@ -535,14 +534,14 @@ class _Run:
     def execute(self, progress_bar: bool, extra: list[Any]) -> RunResult:
         from stable_baselines3.common.callbacks import CallbackList, StopTrainingOnRewardThreshold
 
-        from equirl.rl.callbacks import EquiEvalCallback, EquiLoggingCallback
+        from equirl.rl.callbacks import EquiLoggingCallback
 
         cfg, model = self.cfg, self.model
         logger = _configure_logger(self.run_dir / "tb", cfg.log.tensorboard)
         model.set_logger(logger)
         n_envs = _n_envs(cfg)
-        self.eval_cb = EquiEvalCallback(
-            cfg.env,
+        self.eval_cb = _RunEvalCallback(
+            make_eval_env(model, cfg.env, seed=cfg.seed + 10_000),  # the env as the model sees it
             # callbacks are called once per step of all n_envs envs: the period in env steps stays eval.freq
             eval_freq=max(1, cfg.eval.freq // n_envs) if cfg.eval.freq else 0,
             n_eval_episodes=cfg.eval.episodes,
@@ -552,15 +551,17 @@ class _Run:
             callback_on_new_best=None
             if cfg.eval.stop_at is None
             else StopTrainingOnRewardThreshold(reward_threshold=float(cfg.eval.stop_at)),
+            keep=N_CANDIDATES if cfg.eval.confirm_episodes > 0 else 0,
         )
         if self.eval_state:
             self.eval_cb.set_state(self.eval_state)
         elif cfg.eval.at_start and cfg.eval.freq > 0 and int(model.num_timesteps) == 0:
-            from equirl.rl.pretrained import evaluate
+            from equirl.rl.evaluation import evaluate
 
             rets = evaluate(model, cfg.env, n_eval_episodes=cfg.eval.episodes, seed=cfg.seed + 10_000)
             self.eval_cb.evaluations_timesteps.append(0)
             self.eval_cb.evaluations_results.append([float(r) for r in rets])
+        self.eval_cb.prune()  # a resumed run: only the candidates its checkpoint lists
         t0 = time.perf_counter()
         cbs = [_RunCallback(self, t0), EquiLoggingCallback(cfg.log.equi_freq), self.eval_cb]
         if get_method(cfg.method).learned_weights and getattr(model.policy, "freeze_backbone", False):
@@ -622,7 +623,7 @@ class _Run:
         )
 
     def _finish(self, seconds: float, logger: Any) -> RunResult:
-        from equirl.rl.pretrained import evaluate
+        from equirl.rl.evaluation import evaluate
 
         cfg, model, cb = self.cfg, self.model, self.eval_cb
         self.check_finite()
@@ -631,11 +632,23 @@ class _Run:
         results = [*cb.results, rets]
         model.logger.record(f"equi/eval_return/{cfg.method}", float(np.mean(rets)))
         model.logger.dump(int(model.num_timesteps))
-        self.save_model("model.zip")
+        self.save_model("model.zip")  # written before the confirmation, which never changes it
         best = _eval_summary(cb.best_step, cb.best_mean_reward)
         final = _eval_summary(int(model.num_timesteps), float(np.mean(rets)))
+        confirmation = self._confirm(rets) if cfg.eval.confirm_episodes > 0 else None
+        if confirmation is not None:
+            best = confirmation["best"]
         try:
-            _save_evals(self.run_dir, timesteps, results, seconds, cfg, self.scorer_fit, best=best)
+            _save_evals(
+                self.run_dir,
+                timesteps,
+                results,
+                seconds,
+                cfg,
+                self.scorer_fit,
+                best=best,
+                confirmation=confirmation,
+            )
         except OSError as exc:
             raise self._rescue(exc) from None
         if int(model.num_timesteps) < cfg.timesteps:
@@ -648,7 +661,13 @@ class _Run:
             best=best,
             last_eval=final,
         )
+        if confirmation is not None or not cb.candidates:  # the winner is best_model.zip now
+            try:
+                remove_dir(self.run_dir / CANDIDATES_DIR)
+            except OSError as exc:
+                log.warning("%s not removed: %s", self.run_dir / CANDIDATES_DIR, exc)
         log.info("run written to %s", self.run_dir)
+        conf = best if best is not None and "episodes" in best else {}  # the confirmed figures
         return RunResult(
             self.run_dir,
             float(np.mean(rets)),
@@ -659,24 +678,108 @@ class _Run:
             best_mean=None if best is None else best["mean_return"],
             best_step=None if best is None else best["timestep"],
             steps=int(model.num_timesteps),
+            best_std=conf.get("std_return"),
+            best_episodes=conf.get("episodes"),
+            best_eval_mean=conf.get("eval_mean_return"),
+            best_eval_episodes=conf.get("eval_episodes"),
+            best_is_final=bool(conf.get("final", False)),
         )
 
+    def _confirm(self, final_rets: list[float]) -> dict[str, Any] | None:
+        """Evaluate the candidates for ``best_model.zip`` and the final model on
+        ``eval.confirm_episodes`` fresh episodes; the highest mean (a tie: the best periodic evaluation)
+        is copied onto ``best_model.zip``.
 
-#: the loss scalars each algorithm's ``train()`` records (what the non-finite guard reads)
-LOSS_KEYS: dict[str, tuple[str, ...]] = {
-    "dqn": ("train/loss",),
-    "qrdqn": ("train/loss",),
-    "ppo": ("train/loss", "train/value_loss", "train/policy_gradient_loss"),
-    "a2c": ("train/policy_loss", "train/value_loss", "train/entropy_loss"),
-    "sac": ("train/actor_loss", "train/critic_loss", "train/ent_coef_loss"),
-    "td3": ("train/actor_loss", "train/critic_loss"),
-}
+        The candidates are loaded into the live model (``set_parameters``: the run's own architecture)
+        and the final parameters put back afterwards; ``model.zip`` is already written.
+
+        :param final_rets: the final evaluation's returns (the final model's figure during the run).
+        :returns: ``{"best", "seed", "episodes", "candidates"}`` (``best``: the winner's entry), or
+            ``None`` when there is no candidate or ``best_model.zip`` could not be written (it then
+            stays the best periodic evaluation).
+        """
+        from equirl.rl.evaluation import evaluate
+
+        cfg, model, cb = self.cfg, self.model, self.eval_cb
+        n, seed = cfg.eval.confirm_episodes, cfg.seed + CONFIRM_SEED_OFFSET
+        cands = []
+        for c in reversed(cb.candidates):  # the best periodic evaluation first: it wins a tie
+            path = cb.candidate_path(c["timestep"])
+            if path.is_file():
+                cands.append((c, path))
+            else:
+                log.warning("candidate %s is missing: not confirmed", path)
+        if not cands:
+            return None
+        log.info(
+            "confirming the best model: %d candidates × %d fresh episodes (%s and the final model)",
+            len(cands) + 1,
+            n,
+            f"the {len(cands)} best periodic evaluations"
+            if len(cands) > 1
+            else "the best periodic evaluation",
+        )
+        step = int(model.num_timesteps)
+
+        def entry(
+            rets: list[float], timestep: int, final: bool, ev_mean: float, ev_n: int | None
+        ) -> dict[str, Any]:
+            return {
+                "timestep": int(timestep),
+                "final": final,
+                "mean_return": float(np.mean(rets)),
+                "std_return": float(np.std(rets)),
+                "episodes": n,
+                "eval_mean_return": float(ev_mean),
+                "eval_episodes": ev_n,
+                "returns": [float(r) for r in rets],
+            }
+
+        final_entry = entry(
+            evaluate(model, cfg.env, n_eval_episodes=n, seed=seed),
+            step,
+            True,
+            float(np.mean(final_rets)),
+            len(final_rets),
+        )
+        entries, files = [], []
+        params = copy.deepcopy(model.get_parameters())
+        try:
+            for c, path in cands:
+                try:
+                    model.set_parameters(str(path), exact_match=True, device=model.device)
+                except (ValueError, KeyError, RuntimeError, OSError, zipfile.BadZipFile) as exc:
+                    log.warning("candidate %s not confirmed: it does not load (%s)", path, exc)
+                    continue
+                rets = evaluate(model, cfg.env, n_eval_episodes=n, seed=seed)
+                entries.append(entry(rets, c["timestep"], False, c["mean_return"], c["episodes"]))
+                files.append(path)
+        finally:
+            model.set_parameters(params, exact_match=True, device=model.device)
+        entries.append(final_entry)
+        files.append(self.run_dir / "model.zip")
+        win = max(range(len(entries)), key=lambda i: entries[i]["mean_return"])  # the first of a tie
+        try:
+            atomic_copy(files[win], self.run_dir / "best_model.zip")
+        except OSError as exc:
+            log.warning("best_model.zip not replaced (%s): it stays the best periodic evaluation", exc)
+            return None
+        best = {k: v for k, v in entries[win].items() if k != "returns"}
+        log.info(
+            "best model: step %d%s, %.1f ± %.1f over %d fresh episodes",
+            best["timestep"],
+            " (the final model)" if best["final"] else "",
+            best["mean_return"],
+            best["std_return"],
+            n,
+        )
+        return {"best": best, "seed": seed, "episodes": n, "candidates": entries}
 
 
 class _RunCallback(BaseCallback):
     """Checkpoints, ``run.json`` ticks, graceful stops and the non-finite guard of one run.
 
-    The loss check reads the loss scalars SB3's ``train()`` already records (:data:`LOSS_KEYS`: ``train/loss``
+    The loss check reads the loss scalars SB3's ``train()`` already records (the algorithm's :attr:`~equirl.rl.algos.AlgoSpec.loss_keys`: ``train/loss``
     for DQN / QR-DQN / PPO, the actor / critic / entropy losses for A2C / SAC / TD3; the mean over that
     call's gradient steps, so one NaN / inf step shows) at the start of the next
     rollout and at the end of training: one float test per ``train()`` call, no extra forward pass
@@ -696,7 +799,7 @@ class _RunCallback(BaseCallback):
 
     def _check_loss(self) -> None:
         values = self.model.logger.name_to_value
-        for key in LOSS_KEYS.get(self.run.cfg.algo, ("train/loss",)):
+        for key in get_algo(self.run.cfg.algo).loss_keys:
             loss = values.get(key)
             if loss is not None and not np.isfinite(loss):
                 what = "training loss" if key == "train/loss" else f"training loss {key}"
@@ -746,6 +849,7 @@ def _save_evals(
     cfg: RLConfig,
     scorer_fit: dict[str, float] | None = None,
     best: dict[str, Any] | None = None,
+    confirmation: dict[str, Any] | None = None,
 ) -> None:
     if results and len({len(r) for r in results}) == 1:
         arr = np.asarray(results, dtype=np.float64)
@@ -775,4 +879,6 @@ def _save_evals(
             for t, r in zip(steps, results)
         ],
     }
+    if confirmation is not None:  # the candidates for best_model.zip on fresh episodes (best: the winner)
+        summary["confirmation"] = {k: v for k, v in confirmation.items() if k != "best"}
     write_json(d / "evaluations.json", summary)

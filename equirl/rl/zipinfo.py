@@ -25,47 +25,31 @@ from pathlib import Path
 from typing import Any
 
 from equirl.errors import CheckpointError, ConfigError
+from equirl.rl.algos import ALGOS, AlgoSpec
 from equirl.utils.io import check_zip_members, parse_json, printable
 
 __all__ = ["ALGO_NAMES", "AgentZipInfo", "check_agent_zip", "inspect_agent_zip", "read_algo"]
 
 #: the algorithm names as users pass them (``--algo``) and as errors show them
-ALGO_NAMES = {
-    "dqn": "DQN",
-    "qrdqn": "QR-DQN",
-    "ppo": "PPO",
-    "a2c": "A2C",
-    "sac": "SAC",
-    "td3": "TD3",
-    "ddpg": "DDPG",
-    "tqc": "TQC",
-}
-#: algorithms that load each other's agents (DDPG is TD3 with one critic update per actor update)
-_SAME = {"td3": "ddpg", "ddpg": "td3"}
+ALGO_NAMES = {name: spec.title for name, spec in ALGOS.items()}
 #: an ``ActorCriticPolicy``: PPO or A2C, told apart by the data's keys
 _ON_POLICY = "on-policy"
-#: SB3's and sb3-contrib's policy modules -> algorithm
-_MODULE_ALGOS = {
-    "stable_baselines3.dqn.policies": "dqn",
-    "sb3_contrib.qrdqn.policies": "qrdqn",
-    "stable_baselines3.common.policies": _ON_POLICY,
-    "stable_baselines3.ppo.policies": _ON_POLICY,
-    "stable_baselines3.a2c.policies": _ON_POLICY,
-    "stable_baselines3.sac.policies": "sac",
-    "stable_baselines3.td3.policies": "td3",
-    "stable_baselines3.ddpg.policies": "td3",
-    "sb3_contrib.tqc.policies": "tqc",
-}
-#: equirl's policy classes (``equirl.rl.policies`` / ``equirl.rl.ac_policies``): a part of the class name
-#: -> algorithm, the first that matches
-_EQUIRL_NAMES = (
-    ("QRDQN", "qrdqn"),
-    ("DQN", "dqn"),
-    ("ActorCritic", _ON_POLICY),
-    ("SAC", "sac"),
-    ("TD3", "td3"),
-    ("TQC", "tqc"),
-)
+
+
+def _by_policy(spec: AlgoSpec) -> str:
+    return _ON_POLICY if spec.on_policy else spec.name
+
+
+#: SB3's and sb3-contrib's policy modules -> algorithm (the first algorithm naming a module)
+_MODULE_ALGOS = {"stable_baselines3.common.policies": _ON_POLICY}
+for _spec in ALGOS.values():
+    for _module in _spec.policy_modules:
+        _MODULE_ALGOS.setdefault(_module, _by_policy(_spec))
+#: equirl's equivariant policy classes -> algorithm (the first algorithm naming a class)
+_EQUIRL_CLASSES: dict[str, str] = {}
+for _spec in ALGOS.values():
+    for _name in _spec.policies:
+        _EQUIRL_CLASSES.setdefault(_name, _by_policy(_spec))
 #: sb3-contrib algorithms equirl does not load, by policy module (TRPO's policy is SB3's own: by its keys)
 _OTHER_MODULES = {
     "sb3_contrib.common.maskable.policies": "MaskablePPO",
@@ -140,7 +124,7 @@ def _algo_of_class(module: str, name: str) -> str | None:
     if module in _MODULE_ALGOS:
         return _MODULE_ALGOS[module]
     if module.startswith("equirl.rl."):
-        return next((algo for part, algo in _EQUIRL_NAMES if part in name), None)
+        return _EQUIRL_CLASSES.get(name)
     return None
 
 
@@ -243,7 +227,7 @@ def _check_algo(path: Any, info: AgentZipInfo, algo: str) -> None:
             f"{path} is an agent of {info.other}, which equirl does not load (it loads "
             f"{', '.join(ALGO_NAMES)})"
         )
-    if info.algo is None or algo not in ALGO_NAMES or info.algo in (algo, _SAME.get(algo)):
+    if info.algo is None or algo not in ALGO_NAMES or info.algo in (algo, ALGOS[algo].loads_as):
         return
     raise CheckpointError(
         f"{path} is {_article(info.algo)} {ALGO_NAMES[info.algo]} agent, not {ALGO_NAMES[algo]}: "
@@ -264,7 +248,7 @@ def read_algo(
     :raises CheckpointError: missing / corrupt zip, a contradiction, or a zip that does not say (one line
         naming ``--algo``).
     """
-    from equirl.rl.pretrained import find_agent_zip
+    from equirl.rl.zoo import find_agent_zip
 
     if algo is not None and algo not in ALGO_NAMES:
         raise ConfigError(f"unknown algo {algo!r}; choose one of {list(ALGO_NAMES)}")

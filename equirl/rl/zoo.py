@@ -20,6 +20,12 @@ The wrappers change what the policy sees, so the symmetry applied to its observa
 is invariant, the group acts trivially on it; a frame stack of ``k`` observations is acted on frame by
 frame. The symmetrized policy stays exactly equivariant.
 
+The sb3 agents on the Hugging Face hub (``hf://sb3/dqn-LunarLander-v2``) are the same files with the
+``{env}/`` subfolder's files at the top of the repository (``vec_normalize.pkl`` for the statistics, the
+model as ``{algo}-{env}.zip``): :func:`resolve_agent_path` downloads such a repository once into the hub
+cache (:func:`equirl.utils.hub.hub_agent_folder`; offline, the cache or one line at once) and the folder
+reads as any other.
+
 Example::
 
     >>> from equirl.rl.spec import load_spec
@@ -32,6 +38,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import glob
 import importlib
 import logging
 import re
@@ -53,8 +60,10 @@ __all__ = [
     "ZooFolder",
     "agent_env_id",
     "extend_symmetry",
+    "find_agent_zip",
     "read_zoo_folder",
     "resolve_agent_path",
+    "save_agent_env",
     "zoo_env",
 ]
 
@@ -62,6 +71,8 @@ log = logging.getLogger(__name__)
 
 #: the files of a zoo folder's ``{env}/`` subfolder
 CONFIG, ARGS, ENV_KWARGS, STATS = "config.yml", "args.yml", "env_kwargs.yml", "vecnormalize.pkl"
+#: the statistics' name in a hub repository (rl_zoo3's ``push_to_hub``)
+HUB_STATS = "vec_normalize.pkl"
 #: the flag that lets a non-allowlisted wrapper be imported by its path
 TRUST_FLAG = "--trust-checkpoint"
 
@@ -221,7 +232,13 @@ class ZooFolder:
 
 
 def resolve_agent_path(path: str | Path) -> Path:
-    """``path``, or the shipped agent a relative ``agents/...`` path names when it does not exist here."""
+    """``path``; the local copy of a hub agent (``hf://ORG/REPO``, see
+    :func:`equirl.utils.hub.hub_agent_folder`); or the
+    shipped agent a relative ``agents/...`` path names when it does not exist here."""
+    from equirl.utils.hub import hub_agent_folder, is_hub_ref
+
+    if is_hub_ref(path):
+        return hub_agent_folder(str(path))
     p = Path(path)
     if not p.exists() and not p.is_absolute() and p.parts[:1] == ("agents",):
         from equirl.assets import asset_path
@@ -247,7 +264,7 @@ def _stats_dirs(folder: Path) -> list[Path]:
         subs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.is_symlink())
     except OSError as exc:
         raise CheckpointError(f"cannot read the folder {printable(folder, 200)}: {exc.strerror}") from None
-    return [d for d in subs if any((d / n).is_file() for n in (CONFIG, ARGS, STATS))]
+    return [d for d in subs if any((d / n).is_file() for n in (CONFIG, ARGS, STATS, HUB_STATS))]
 
 
 def _pick_stats_dir(folder: Path, env_id: str | None) -> Path | None:
@@ -256,6 +273,8 @@ def _pick_stats_dir(folder: Path, env_id: str | None) -> Path | None:
     from equirl.rl.envs import current_env_id
 
     dirs = _stats_dirs(folder)
+    if not dirs and any((folder / n).is_file() for n in (CONFIG, ARGS)):
+        return folder  # the hub's layout: the subfolder's files at the top
     if len(dirs) <= 1:
         return dirs[0] if dirs else None
     wanted: list[str] = []
@@ -386,6 +405,9 @@ def _find_zips(folder: Path, names: list[str]) -> tuple[Path | None, Path | None
         for variant in _id_variants(name):
             if (folder / f"{variant}.zip").is_file():
                 return folder / f"{variant}.zip", best if best.is_file() else None
+            hub = sorted(folder.glob(f"*-{glob.escape(variant)}.zip"))  # the hub's {algo}-{env}.zip
+            if len(hub) == 1 and hub[0].is_file():
+                return hub[0], best if best.is_file() else None
     return None, best if best.is_file() else None
 
 
@@ -433,7 +455,8 @@ def read_zoo_folder(path: str | Path, env_id: str | None = None) -> ZooFolder:
     if stats_dir is not None and (stats_dir / CONFIG).is_file():
         normalize, norm_kwargs = parse_normalize(cfg.get("normalize"), where)
     stats: Path | None = None
-    for cand in ([stats_dir / STATS] if stats_dir is not None else []) + [folder / STATS]:
+    dirs = ([stats_dir] if stats_dir is not None else []) + [folder]
+    for cand in [d / n for d in dirs for n in (STATS, HUB_STATS)]:
         if cand.is_file():
             stats = cand
             break
@@ -451,6 +474,47 @@ def read_zoo_folder(path: str | Path, env_id: str | None = None) -> ZooFolder:
         env_kwargs=env_kwargs,
         vecnormalize=stats,
     )
+
+
+#: which zip of a run directory :func:`find_agent_zip` takes
+WHICH = ("best", "final")
+
+
+def find_agent_zip(path: str | Path, env_id: str | None = None, which: str = "best") -> Path:
+    """The model zip at ``path``: a zip file, an equirl run directory or an RL-zoo folder.
+
+    In a folder, ``which="best"`` takes ``best_model.zip`` (the best periodic evaluation) when there is
+    one, else the final model; ``which="final"`` the final model: ``{env}.zip`` (RL-zoo layout, named
+    after the env the agent was *trained* on, found whatever ``env_id`` is: ``Swimmer-v3.zip`` for
+    ``Swimmer-v5``) or ``model.zip`` (equirl run directory). A relative ``agents/...`` path that does not
+    exist here names a shipped agent (the shipped configs say
+    ``init_from: agents/dqn/CartPole-v1/CartPole-v1_partial.zip``), so it works from any folder.
+
+    :param path: zip file or folder.
+    :param env_id: the env (RL-zoo folders name the zip after it).
+    :param which: ``"best"`` or ``"final"``.
+    """
+    if which not in WHICH:
+        raise EquirlError(f"which must be one of {list(WHICH)}, got {which!r}")
+    p = resolve_agent_path(path)
+    if p.is_file():
+        return p
+    if p.is_dir():
+        if which == "best" and (p / "best_model.zip").is_file():
+            log.info("%s: taking best_model.zip (which='final' for the final model)", p)
+            return p / "best_model.zip"
+        names = [f"{env_id.replace('/', '_')}.zip", f"{env_id.split('/')[-1]}.zip"] if env_id else []
+        for name in [*names, "model.zip"]:
+            if (p / name).is_file():
+                return p / name
+        final = read_zoo_folder(p, env_id).final_zip  # the zoo's {trained env}.zip
+        if final is not None:
+            return final
+        zips = [z for z in sorted(p.glob("*.zip")) if z.name != "best_model.zip" or which == "best"]
+        if len(zips) == 1:
+            return zips[0]
+        raise CheckpointError(f"no model zip in {p} (expected {env_id}.zip or model.zip)")
+    raise CheckpointError(f"checkpoint not found: {p}")
 
 
 def agent_env_id(path: str | Path) -> str | None:
@@ -481,6 +545,32 @@ def agent_env_id(path: str | Path) -> str | None:
         if env in gymnasium.envs.registry or env in LEGACY_ENV_IDS:
             return env
     return None
+
+
+def save_agent_env(path: str | Path, env_id: str | None, dest: str | Path) -> list[Path]:
+    """Copy what makes the env the agent ``path`` ran in into the run folder ``dest``, so that the run's
+    models load in that env too (``equirl eval RUN_DIR``): an RL-zoo folder's ``{env}/`` files
+    (``config.yml``, ``args.yml``, ``env_kwargs.yml`` and the statistics, as ``dest/{env}/``), or the
+    statistics lying beside a zip (as ``dest/vecnormalize.pkl``). Nothing for a bare agent.
+
+    :returns: the files written.
+    """
+    from equirl.utils.io import atomic_copy
+
+    folder = read_zoo_folder(path, env_id)
+    stats = folder.statistics()
+    out: list[Path] = []
+    if folder.stats_dir is not None:
+        name = folder.stats_dir.name if folder.stats_dir != folder.folder else None
+        sub = Path(dest) / (name or str(folder.trained_env_id or env_id or "env").replace("/", "-"))
+        for f in (CONFIG, ARGS, ENV_KWARGS):
+            if (folder.stats_dir / f).is_file():
+                out.append(atomic_copy(folder.stats_dir / f, sub / f))
+        if stats is not None:
+            out.append(atomic_copy(stats, sub / STATS))
+    elif stats is not None:
+        out.append(atomic_copy(stats, Path(dest) / STATS))
+    return out
 
 
 # -- the env the agent ran in ------------------------------------------------------------------------
@@ -700,16 +790,30 @@ def extend_symmetry(sym: Any, extra_features: int = 0, n_stack: int = 1) -> Any:
     return parse_spec(out.to_dict(), source=f"{sym.source or sym.env_id} + {', '.join(notes)}")
 
 
-#: for :mod:`equirl.rl.pretrained`: a model's :class:`ZooEnv`, by the model (see :func:`remember_env`)
+#: for :mod:`equirl.rl.build`: a model's :class:`ZooEnv`, by the model (see :func:`remember_env`)
 _ENVS: weakref.WeakKeyDictionary[Any, ZooEnv] = weakref.WeakKeyDictionary()
 
 
 def remember_env(model: Any, env: ZooEnv) -> None:
-    """Keep the env recipe ``model`` was loaded with (for :func:`equirl.rl.pretrained.evaluate`): not
+    """Keep the env recipe ``model`` was loaded with (for :func:`equirl.rl.evaluation.evaluate`): not
     saved with the model, gone with it."""
     _ENVS[model] = env
 
 
 def env_of(model: Any) -> ZooEnv | None:
-    """The :class:`ZooEnv` ``model`` was loaded with by :func:`~equirl.rl.pretrained.load_pretrained`."""
+    """The :class:`ZooEnv` ``model`` was loaded with by :func:`~equirl.rl.build.load_pretrained`."""
     return _ENVS.get(model)
+
+
+def find_vecnormalize(path: str | Path, env_id: str | None, which: str = "best") -> Path | None:
+    """The ``vecnormalize.pkl`` an agent runs with, if any: in an RL-zoo folder the one in its ``{env}/``
+    subfolder (named after the env it was trained on, whatever ``env_id`` is), when its ``config.yml``
+    says ``normalize``; elsewhere one beside the zip (or in the folder).
+
+    :param path: what :func:`equirl.rl.zoo.find_agent_zip` takes.
+    :param env_id: the env (chooses among several ``{env}/`` subfolders).
+    :param which: unused (the statistics are the run's, for either zip); kept for the callers.
+    :raises CheckpointError: the folder says ``normalize`` and holds no statistics (see
+        :meth:`equirl.rl.zoo.ZooFolder.statistics`).
+    """
+    return read_zoo_folder(path, env_id).statistics()

@@ -84,7 +84,7 @@ def symmetrize(
         raise EquirlError(f"unknown method {method!r}; choose one of {names}") from None
     if spec.pseudo:
         raise EquirlError(
-            f"method {spec.name!r} chooses a method by evaluation (equirl.select_method for RL agents); "
+            f"method {spec.name!r} chooses a method by evaluation (equirl.rl.select_method for RL agents); "
             f"symmetrize needs one of {', '.join(method_names(base=False))}"
         )
     if not spec.symmetrizes:

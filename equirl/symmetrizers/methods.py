@@ -104,21 +104,24 @@ class EquiTune(Symmetrizer):
         back = self.out_action.inverse_stacked(ys)
         if not back.is_floating_point():
             return back.float().mean(0)
+        if back.numel() <= 1 << 12:  # small (Q-values, logits of a few samples): one reduction
+            return back.mean(0)
         G = back.shape[0]
         key = (back.device, back.dtype, G)
         w = self._uniform.get(key)
         if w is None:
-            w = self._uniform[key] = torch.full((G,), 1.0 / G, dtype=back.dtype, device=back.device)
+            with torch.inference_mode(False):  # an inference tensor cannot be saved for backward later
+                w = self._uniform[key] = torch.full((G,), 1.0 / G, dtype=back.dtype, device=back.device)
         # one matrix-vector product instead of mean's sum + division
         return torch.mv(back.reshape(G, -1).t(), w).view(back.shape[1:])
 
     def forward(self, x: Tensor) -> Tensor:
-        # fast path: no weights to build
+        # fast path: no weights to build; a single sample is never chunked
         B = x.shape[0]
-        c = self.chunk_for(x)
+        c = self.chunk_for(x) if B > 1 else 1
         if c >= B:
-            return self.combine_output(*self.orbit_outputs(x))
-        return torch.cat([self.combine_output(*self.orbit_outputs(x[i : i + c])) for i in range(0, B, c)])
+            return self.combine_output(*self._orbit_outputs(x))
+        return torch.cat([self.combine_output(*self._orbit_outputs(x[i : i + c])) for i in range(0, B, c)])
 
 
 @register_symmetrizer(EQUIZERO)
@@ -176,7 +179,8 @@ class EquiZero(Symmetrizer):
         B = w.shape[1]
         if bool((w.amax(0) == 1).all()):  # no ties: map back only the chosen outputs
             pick = w.argmax(0)
-            chosen = ys[pick, torch.arange(B, device=ys.device)]
+            index = pick.view(1, B, *([1] * (ys.dim() - 2))).expand(1, *ys.shape[1:])
+            chosen = ys.gather(0, index)[0]  # ys[pick[b], b]
             zero = self.out_action.apply_each(chosen, pick, inverse=True)
         else:
             zero = self.weighted_average(ys, w)

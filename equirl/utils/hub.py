@@ -16,7 +16,9 @@ retries, and with network nothing changes.
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -26,12 +28,15 @@ from equirl.errors import EquirlError, OfflineError
 
 __all__ = [
     "PROBE_TIMEOUT",
+    "hub_agent_folder",
     "hub_endpoint",
     "hub_offline",
     "hub_reachable",
     "in_hub_cache",
+    "is_hub_ref",
     "load_from_hub",
     "require_hub_model",
+    "snapshot_folder",
 ]
 
 log = logging.getLogger(__name__)
@@ -40,6 +45,15 @@ T = TypeVar("T")
 
 #: seconds the connectivity probe may take (name resolution included)
 PROBE_TIMEOUT = 1.0
+
+#: an agent on the hub: ``hf://ORG/REPO``, optionally ``@REVISION`` (a branch, tag or commit)
+_HUB_REF = re.compile(
+    r"hf:/{1,2}([A-Za-z0-9][\w.-]{0,95})/([A-Za-z0-9][\w.-]{0,95})(?:@([\w.-][\w./-]{0,199}))?"
+)
+#: what of an agent's repository is read (its model zips, YAML files and statistics; not its video, nor
+#: its training metrics)
+AGENT_FILES = ["*.zip", "*.yml", "*.yaml", "*.pkl"]
+_AGENT_IGNORE = ["train_eval_metrics.zip", "*.mp4"]
 
 
 def hub_offline() -> bool:
@@ -172,3 +186,81 @@ def load_from_hub(
     if valid is not None and not valid(obj):
         raise EquirlError(f"cannot load {what} {name!r} from the hub: the download is incomplete")
     return obj
+
+
+def snapshot_folder(
+    repo_id: str,
+    what: str,
+    revision: str | None = None,
+    allow_patterns: list[str] | None = None,
+    ignore_patterns: list[str] | None = None,
+) -> Path:
+    """The local folder of a hub repository's files, by the rule above: the local hub cache first (no
+    network), else a one-line :class:`~equirl.errors.OfflineError` at once when the hub is offline or
+    unreachable, else one download through ``huggingface_hub`` into its cache (reused next time).
+
+    :param repo_id: ``ORG/REPO``.
+    :param what: how an error line names it (``"agent"``).
+    :param revision: a branch, tag or commit (default: the repository's default branch).
+    :param allow_patterns: only files matching these (e.g. ``["*.zip", "*.yml"]``).
+    :param ignore_patterns: leaving out files matching these.
+    :raises OfflineError: not cached, and the hub offline or unreachable (one line, fast).
+    :raises EquirlError: the hub answers but the repository or revision does not exist (one line).
+    """
+    from huggingface_hub import snapshot_download
+
+    name = repo_id if revision is None else f"{repo_id}@{revision}"
+
+    def download(local: bool) -> Path:
+        return Path(
+            snapshot_download(
+                repo_id,
+                revision=revision,
+                allow_patterns=allow_patterns,
+                ignore_patterns=ignore_patterns,
+                local_files_only=local,
+            )
+        )
+
+    try:
+        return download(True)
+    except Exception as exc:  # not cached (the client's errors differ between versions)
+        log.debug("%s %r is not in the local hub cache: %s", what, name, exc)
+    _require_hub(name, what)
+    try:
+        return download(False)
+    except Exception as exc:  # any client error: a missing repository, a revision, a lost connection
+        raise EquirlError(f"cannot download {what} {name!r} from the hub: {_first_line(exc)}") from None
+
+
+def is_hub_ref(path: str | Path) -> bool:
+    """Whether ``path`` names an agent on the Hugging Face hub (``hf://ORG/REPO[@REVISION]``; a
+    :class:`~pathlib.Path` made of one reads ``hf:/ORG/REPO``)."""
+    return str(path).startswith("hf:/")
+
+
+@functools.lru_cache(maxsize=32)
+def hub_agent_folder(ref: str) -> Path:
+    """The local folder of the hub agent ``ref`` (``hf://ORG/REPO[@REVISION]``): its :data:`AGENT_FILES`,
+    from the hub cache or downloaded once into it (:func:`snapshot_folder`: offline, the cache or one line
+    at once). Needs only ``huggingface_hub``, so a command can call it before its heavy imports.
+
+    :raises ConfigError: ``ref`` is not of that form.
+    :raises OfflineError: not cached and the hub offline or unreachable.
+    """
+    from equirl.errors import ConfigError
+    from equirl.utils.io import printable
+
+    m = _HUB_REF.fullmatch(str(ref))
+    if m is None:
+        raise ConfigError(
+            f"{printable(ref, 200)} is not a hub agent: expected hf://ORG/REPO or hf://ORG/REPO@REVISION "
+            "(e.g. hf://sb3/dqn-CartPole-v1)"
+        )
+    return snapshot_folder(
+        f"{m.group(1)}/{m.group(2)}",
+        "agent",
+        revision=m.group(3),
+        allow_patterns=AGENT_FILES,
+        ignore_patterns=_AGENT_IGNORE,
+    )

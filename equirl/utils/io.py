@@ -307,6 +307,19 @@ def remove_file(path: str | Path) -> None:
         p.unlink()
 
 
+def remove_dir(path: str | Path) -> None:
+    """Remove the folder ``path`` (one equirl made) and the files or links directly in it, if it is
+    there; a link is removed, never followed, and a folder that still holds a sub-folder is left."""
+    p = Path(path)
+    if p.is_symlink() or not p.is_dir():
+        remove_file(p)
+        return
+    for child in p.iterdir():
+        remove_file(child)
+    with contextlib.suppress(OSError):
+        p.rmdir()
+
+
 # --- paths named inside state files --------------------------------------------------------------------
 
 

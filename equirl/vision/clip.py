@@ -28,8 +28,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from equirl.errors import ConfigError, EquirlError
-from equirl.registry import BASE, canonical_method, get_method, method_names
+from equirl.registry import BASE, canonical_method
 from equirl.utils.progress import ProgressFn, subtask
+from equirl.vision.config import CLIP_METHODS
 
 __all__ = [
     "CLIP_MEAN",
@@ -44,9 +45,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: the training-free methods of :func:`clip_zero_shot` (λ and the canonicalizers need labelled images)
-CLIP_METHODS = tuple(m for m in method_names(learned_scorer=False) if not get_method(m).learned_weights)
 
 #: a small prompt ensemble (in the spirit of CLIP's ImageNet templates)
 DEFAULT_TEMPLATES: tuple[str, ...] = (

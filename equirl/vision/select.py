@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from equirl.actions import ImageAction
 from equirl.errors import EquirlError
-from equirl.registry import BASE, CANONICALIZE, EQUITUNE, EQUIZERO, LAMBDA, get_method
+from equirl.registry import BASE, get_method
 from equirl.symmetrizers import Canonicalize, LambdaEquiTune
 from equirl.utils.io import atomic_write_text
 from equirl.vision.classifier import (
@@ -35,14 +35,12 @@ from equirl.vision.classifier import (
     fit_lambda,
     symmetrize_classifier,
 )
+from equirl.vision.config import DEFAULT_CLASSIFIER_CANDIDATES
 from equirl.vision.groups import vision_action
 
 __all__ = ["DEFAULT_CLASSIFIER_CANDIDATES", "ClassifierChoice", "select_classifier_method"]
 
 log = logging.getLogger(__name__)
-
-#: candidates tried by default, cheapest first (the order breaks ties)
-DEFAULT_CLASSIFIER_CANDIDATES: tuple[str, ...] = (BASE, CANONICALIZE, EQUIZERO, EQUITUNE, LAMBDA)
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Pretraining the small CNN, finetuning backbone and/or λ, evaluation — the engine of ``equirl vision``.
 
-Configs are strict YAML (:mod:`equirl.config`): unknown keys and wrong types are one-line errors.
+The configs' schemas are in :mod:`equirl.vision.config`.
 """
 
 from __future__ import annotations
@@ -10,17 +10,15 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from equirl.config import FieldError, Range
 from equirl.errors import CheckpointError, ConfigError, EquirlError
-from equirl.registry import AUTO, BASE, LAMBDA, canonical_method, get_method, method_names
+from equirl.registry import AUTO, BASE, canonical_method, get_method
 from equirl.symmetrizers import Canonicalize, EquiZero, LambdaEquiTune, Symmetrizer, get_proxy
 from equirl.train_loop import fit
 from equirl.utils.io import check_output_path, printable
@@ -32,20 +30,18 @@ from equirl.vision.classifier import (
     init_lambda,
     symmetrize_classifier,
 )
+from equirl.vision.config import EVAL_METHODS, DataConfig, FinetuneConfig, PretrainConfig, TrainConfig
 from equirl.vision.data import ImageDataset, load_digits, load_image_folder, split_dataset
 from equirl.vision.groups import vision_action
 from equirl.vision.models import SmallCNN, check_cnn_memory, load_cnn, save_cnn
-from equirl.vision.select import DEFAULT_CLASSIFIER_CANDIDATES, ClassifierChoice, select_classifier_method
+from equirl.vision.select import ClassifierChoice, select_classifier_method
 
 __all__ = [
-    "DataConfig",
-    "FinetuneConfig",
-    "PretrainConfig",
-    "TrainConfig",
     "auto_choice_path",
     "build_classifier",
     "check_fits",
     "check_new_output",
+    "eval_choice_path",
     "evaluate_checkpoint",
     "finetune",
     "load_data",
@@ -54,139 +50,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: the methods of the vision commands (a single group: no multigroup)
-VISION_METHODS = method_names(product_group=False)
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """Where the images come from.
-
-    :param source: ``"digits"`` (scikit-learn's bundled digits) or ``"folder"`` (``root/<class>/<image>``).
-    :param root: the image folder (``source: folder``).
-    :param size: square image side after resizing.
-    :param mode: ``"L"`` (grey) or ``"RGB"`` for image folders.
-    :param n_test: held-out test images (seeded split).
-    :param split_seed: seed of the train/test split.
-    """
-
-    source: Literal["digits", "folder"] = "digits"
-    root: str | None = None
-    size: int = 16
-    mode: Literal["L", "RGB"] = "L"
-    n_test: Annotated[int, Range(ge=1)] = 500
-    split_seed: Annotated[int, Range(ge=0)] = 0
-
-    def __post_init__(self) -> None:
-        if self.source == "folder" and not self.root:
-            raise ValueError("data.root is required when data.source is 'folder'")
-        if self.size < 8 or self.size % 4 or self.size > 4096:
-            raise FieldError("size", self.size, "must be a multiple of 4 in [8, 4096]")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation settings."""
-
-    epochs: Annotated[int, Range(ge=0, le=1_000_000)] = 12
-    steps: Annotated[int, Range(ge=0, le=1_000_000_000)] = 0
-    batch_size: Annotated[int, Range(ge=1, le=1_000_000)] = 64
-    lr: Annotated[float, Range(gt=0)] = 3e-3
-    weight_decay: Annotated[float, Range(ge=0)] = 0.0
-    seed: Annotated[int, Range(ge=0)] = 0
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """The small CNN's size."""
-
-    width: Annotated[int, Range(ge=1, le=100_000)] = 16
-    hidden: Annotated[int, Range(ge=1, le=1_000_000)] = 64
-
-
-@dataclass(frozen=True)
-class PretrainConfig:
-    """``equirl vision pretrain``: an upright-only CNN (the "pretrained model")."""
-
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    out: str = "runs/vision/cnn_digits.pt"
-    threads: Annotated[int, Range(ge=1, le=4096)] = 1
-
-
-@dataclass(frozen=True)
-class FinetuneConfig:
-    """``equirl vision finetune``: symmetrize a pretrained CNN and finetune backbone and/or λ.
-
-    :param checkpoint: the pretrained CNN (from ``equirl vision pretrain``).
-    :param group: ``rot90``, ``rot180``, ``mirror`` or ``rot90+mirror``.
-    :param method: ``plain`` (no symmetrization), ``equitune``, ``equizero``, ``lambda``, ``canonicalize``
-        or ``auto`` (fit and score ``candidates`` on randomly transformed held-out images of the
-        ``n_train`` ones, keep the best; ties go to the cheapest; backbone frozen).
-    :param candidates: the methods ``auto`` tries, cheapest first (default: base, canonicalize,
-        equizero, equitune, lambda).
-    :param proxy: equizero's proxy (``entropy`` or ``max_prob``).
-    :param train_backbone: finetune the CNN's weights.
-    :param train_lambda: train λ (method ``lambda``) or the canonicalizer's scorer (method ``canonicalize``).
-    :param prior_weight: weight of the canonicalizer's prior towards the identity (method ``canonicalize``).
-    :param task_weight: weight of the task loss when training the canonicalizer (0: prior only).
-    :param n_train: labelled training images used (taken from the train split).
-    :param augment: transform each training image by a random group element (matters only for ``plain``).
-    :param val_fraction: when fitting λ or the scorer alone, hold out this fraction of the ``n_train``
-        images, keep the best λ / scorer on it and restore it (0: keep the last one).
-    :param patience: stop the λ / scorer fit after this many validation scores without improvement.
-    :param lambda_reg: weight of λ's pull toward uniform weights (``KL(uniform || λ)``).
-    :param out: where to save the finetuned model (atomically); ``null`` to skip.
-    """
-
-    checkpoint: str = "runs/vision/cnn_digits.pt"
-    data: DataConfig = field(default_factory=DataConfig)
-    group: str = "rot90"
-    method: str = LAMBDA
-    candidates: list[str] = field(default_factory=lambda: list(DEFAULT_CLASSIFIER_CANDIDATES))
-    proxy: Literal["entropy", "max_prob"] = "entropy"
-    train_backbone: bool = False
-    train_lambda: bool = True
-    prior_weight: Annotated[float, Range(ge=0)] = 1.0
-    task_weight: Annotated[float, Range(ge=0)] = 0.0
-    n_train: Annotated[int, Range(ge=1)] = 1000
-    augment: bool = True
-    val_fraction: Annotated[float, Range(ge=0, lt=1)] = 0.0
-    patience: Annotated[int, Range(ge=1)] | None = None
-    lambda_reg: Annotated[float, Range(ge=0)] = 0.0
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=0, steps=300, lr=3e-3))
-    out: str | None = "runs/vision/finetuned.pt"
-    threads: Annotated[int, Range(ge=1, le=4096)] = 1
-
-    def __post_init__(self) -> None:
-        vision_action(self.group)  # validates the name (GroupError is a ConfigError-like one-liner)
-        object.__setattr__(self, "method", canonical_method(self.method))  # "plain" -> "base"
-        if self.method not in (*VISION_METHODS, AUTO):
-            raise ValueError(
-                f"method must be one of {', '.join((*VISION_METHODS, AUTO))}, got {self.method!r}"
-            )
-        object.__setattr__(self, "candidates", [canonical_method(str(c)) for c in self.candidates])
-        bad = [c for c in self.candidates if c not in VISION_METHODS]
-        if bad or not self.candidates:
-            raise FieldError(
-                "candidates",
-                bad or self.candidates,
-                f"must be a non-empty list of {', '.join(VISION_METHODS)}",
-            )
-        if self.method == AUTO:
-            if self.train_backbone:
-                raise ValueError(
-                    "method auto fits λ / the scorer on the frozen CNN: set train_backbone: false"
-                )
-            return
-        if not get_method(self.method).own_weights and self.train_lambda and not self.train_backbone:
-            raise ValueError(
-                f"method {self.method!r} has no λ to train: set train_backbone: true or method: lambda"
-            )
-        if not (self.train_backbone or self.train_lambda):
-            raise ValueError("nothing to train: set train_backbone and/or train_lambda to true")
 
 
 def load_data(cfg: DataConfig) -> tuple[ImageDataset, ImageDataset]:
@@ -512,6 +375,12 @@ def auto_choice_path(out: str | Path) -> Path:
     return p.with_name(f"{p.stem}.auto_choice.json")
 
 
+def eval_choice_path(folder: str | Path) -> Path:
+    """Where :func:`evaluate_checkpoint` with ``method="auto"`` and ``choice_out=folder`` writes the
+    choice: ``folder/auto_choice.json`` (the Markdown evidence table is the same name with ``.md``)."""
+    return Path(folder) / "auto_choice.json"
+
+
 def _finetune_auto(
     cfg: FinetuneConfig,
     net: SmallCNN,
@@ -603,11 +472,12 @@ def evaluate_checkpoint(
     progress: ProgressFn | None = None,
     n_train: int = 1000,
     on_choice: Callable[[ClassifierChoice], None] | None = None,
+    choice_out: str | Path | None = None,
 ) -> tuple[str, int, dict[str, float]]:
     """Accuracy of a saved classifier per group element and on a randomly transformed test set.
 
     :param path: a checkpoint from :func:`pretrain` or :func:`finetune`.
-    :param method: one of :data:`VISION_METHODS` (``base``, ``equitune``, ``equizero``, ``lambda``,
+    :param method: one of :data:`~equirl.vision.config.VISION_METHODS` (``base``, ``equitune``, ``equizero``, ``lambda``,
         ``canonicalize``) or an alias such as ``plain`` (default: as saved), or ``auto``: the saved CNN's
         method is chosen by :func:`~equirl.vision.select.select_classifier_method` on the first
         ``n_train`` images of the *training* split (never the test images) and then evaluated.
@@ -618,12 +488,18 @@ def evaluate_checkpoint(
     :param progress: called as ``progress(done, |G| + 1)``.
     :param n_train: ``auto``: labelled training images for fitting and scoring the candidates.
     :param on_choice: ``auto``: called with the :class:`~equirl.vision.select.ClassifierChoice`.
+    :param choice_out: ``auto``: a folder to save the choice and its evidence in, once evaluated
+        (:func:`eval_choice_path`).
     :returns: ``(group, number of test images, {element: accuracy, ..., "random", "mean"})``.
     """
     if method is not None:
         method = canonical_method(method)
-        if method not in (*VISION_METHODS, AUTO):
-            raise ConfigError(f"method must be one of {', '.join((*VISION_METHODS, AUTO))}, got {method!r}")
+        if method not in EVAL_METHODS:
+            raise ConfigError(f"method must be one of {', '.join(EVAL_METHODS)}, got {method!r}")
+    if choice_out is not None:
+        if method != AUTO:
+            raise ConfigError("choice_out saves the choice of method auto: set method='auto' or drop it")
+        check_output_path(choice_out, "choice_out")  # before any work
     if method == AUTO:
         if n_train < 5:
             raise ConfigError(f"n_train must be >= 5 (images to fit and to validate on), got {n_train}")
@@ -637,6 +513,8 @@ def evaluate_checkpoint(
         if on_choice is not None:
             on_choice(choice)
         res = evaluate_transforms(choice.model, test.images, test.labels, name, seed=seed, progress=progress)
+        if choice_out is not None:
+            choice.save(eval_choice_path(choice_out))
         return name, len(test), res
     model = load_finetuned(path, method, group)
     name = group or getattr(getattr(model, "group", None), "name", None) or "rot90"

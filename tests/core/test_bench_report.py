@@ -15,9 +15,9 @@ from rich.console import Console
 
 from equirl.bench.core import bench_rows, symmetrizer_table
 from equirl.bench.product import product_table
-from equirl.bench.report import BenchTable, Column, json_rows, progress, save_plot, write_csv
 from equirl.bench.threads import torch_threads
 from equirl.errors import ConfigError
+from equirl.utils.report import BenchTable, Column, json_rows, progress, save_plot, write_csv
 
 
 def render(table: Any, width: int = 80) -> str:

@@ -33,8 +33,9 @@ def test_bench_rows_have_the_documented_keys() -> None:
     rows = bench_rows(models=("mlp",), groups=("Z2", "D4"), batches=(1, 3), rounds=1, min_time=0.0)
     assert len(rows) == 4
     for r in rows:
-        assert {"model", "group", "batch", "base_ms", "loop_ms", "equirl_ms"} <= set(r)
-        assert r["base_ms"] > 0 and r["equirl_ms"] > 0
+        assert {"model", "group", "batch", "base_ms", "loop_ms", "equirl_ms", "loop_x", "equirl_x"} <= set(r)
+        assert r["base_ms"] > 0 and r["equirl_ms"] > 0 and r["equirl_x"] > 0
+        assert r["clock"] == "cpu"  # one thread: the thread's CPU time
 
 
 def test_unknown_command_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -57,7 +58,10 @@ def test_bench_json_is_parseable(monkeypatch: pytest.MonkeyPatch, capsys: pytest
                 "base_ms": 1.0,
                 "loop_ms": 2.0,
                 "equirl_ms": 1.5,
+                "loop_x": 2.1,
+                "equirl_x": 1.4,
                 "order": 2,
+                "clock": "cpu",
             }
         ],
     )
@@ -70,6 +74,8 @@ def test_bench_json_is_parseable(monkeypatch: pytest.MonkeyPatch, capsys: pytest
         "base_ms",
         "loop_ms",
         "equirl_ms",
+        "loop_x",
+        "equirl_x",
     }
 
 

@@ -36,14 +36,8 @@ def test_subtask_maps_a_part_onto_the_whole() -> None:
 def test_scan_pretrain_and_checkpoint_eval_report_progress(tmp_path: object) -> None:
     from pathlib import Path
 
-    from equirl.language.train import (
-        DataConfig,
-        ModelConfig,
-        PretrainConfig,
-        TrainConfig,
-        evaluate_checkpoint,
-        pretrain,
-    )
+    from equirl.language.config import DataConfig, ModelConfig, PretrainConfig, TrainConfig
+    from equirl.language.train import evaluate_checkpoint, pretrain
 
     cfg = PretrainConfig(
         data=DataConfig(split="add_jump", limit=40),

@@ -323,9 +323,9 @@ def test_rl_policy_accepts_aliases_and_saved_agents_round_trip(tmp_path: Path, a
     """Agents saved with an alias in ``policy_kwargs`` (as older zips may be) still load."""
     from stable_baselines3 import DQN
 
+    from equirl.rl.build import load_pretrained
     from equirl.rl.envs import make_env
     from equirl.rl.policies import EquiDQNPolicy
-    from equirl.rl.pretrained import load_pretrained
 
     model = DQN(
         EquiDQNPolicy,

@@ -24,17 +24,16 @@ from stable_baselines3.td3.policies import Actor as TD3Actor
 
 import equirl.rl  # noqa: F401  (registers the aliases)
 from equirl.registry import BASE, EQUITUNE, EQUIZERO, LAMBDA
-from equirl.rl.ac_policies import (
+from equirl.rl.build import _policy_alias, load_plain, load_pretrained
+from equirl.rl.policies import (
     EquiActorCriticCnnPolicy,
     EquiSACCnnPolicy,
     EquiTD3CnnPolicy,
     EquiTQCCnnPolicy,
     flat_obs_action,
+    policy_obs_action,
 )
-from equirl.rl.policies import policy_obs_action
-from equirl.rl.pretrained import load_plain, load_pretrained
 from equirl.rl.spec import EnvSymmetry, parse_spec
-from equirl.rl.train import _policy_alias
 from equirl.symmetrizers import check_equivariance
 from tests.rl.helpers import perturb_lambda
 

@@ -16,12 +16,12 @@ from stable_baselines3 import A2C, PPO, SAC, TD3
 import equirl.rl  # noqa: F401  (registers the aliases)
 from equirl.errors import SymmetryError
 from equirl.registry import BASE, CANONICALIZE, EQUITUNE, EQUIZERO, LAMBDA
-from equirl.rl.ac_policies import (
+from equirl.rl.check import check_symmetry
+from equirl.rl.policies import (
     EquiActorCriticPolicy,
     EquiSACPolicy,
     concat_action,
 )
-from equirl.rl.check import check_symmetry
 from equirl.rl.spec import load_spec, parse_spec
 from equirl.symmetrizers import check_equivariance
 from tests.rl.helpers import perturb_lambda
@@ -420,7 +420,7 @@ def test_shipped_actor_critic_agents_are_equivariant(algo: str, env_id: str, pat
     """Each shipped agent is small and loads under equitune without running code from the zip: its action
     distribution follows the group, its values do not change (PPO: the state value; SAC: both critics under
     the joint action), for every group element."""
-    from equirl.rl.pretrained import load_pretrained
+    from equirl.rl.build import load_pretrained
 
     assert path.stat().st_size < 1_000_000
     if (why := _needs(env_id)) is not None:

@@ -15,9 +15,9 @@ import equirl.rl  # noqa: F401  (registers the aliases)
 from equirl.errors import ConfigError
 from equirl.registry import AUGMENT, canonical_method, get_method
 from equirl.rl.augment import AugmentedReplayBuffer, AugmentedRolloutBuffer, augment_kwargs
+from equirl.rl.build import build_model
 from equirl.rl.config import load_rl_config
 from equirl.rl.spec import load_spec
-from equirl.rl.train import build_model
 
 
 def test_augment_is_a_registered_training_baseline() -> None:
@@ -164,8 +164,8 @@ def test_augment_config_builds_a_plain_policy_with_the_buffer(tmp_path: Path) ->
     assert model.policy.q_net.equi is None  # the network stays plain
     model.learn(50)
     model.save(tmp_path / "m.zip")
+    from equirl.rl.build import load_plain
     from equirl.rl.envs import make_vec_env
-    from equirl.rl.pretrained import load_plain
 
     back = load_plain(tmp_path / "m.zip", make_vec_env("CartPole-v1"))  # safe load of the buffer class
     assert isinstance(back.replay_buffer, AugmentedReplayBuffer)
@@ -188,8 +188,8 @@ def test_augment_config_for_ppo_trains_saves_and_loads_safely(tmp_path: Path) ->
     assert isinstance(model.rollout_buffer, AugmentedRolloutBuffer)
     model.learn(64)
     model.save(tmp_path / "m.zip")
+    from equirl.rl.build import load_plain
     from equirl.rl.envs import make_vec_env
-    from equirl.rl.pretrained import load_plain
 
     back = load_plain(tmp_path / "m.zip", make_vec_env("CartPole-v1"), algo="ppo")
     assert isinstance(back.rollout_buffer, AugmentedRolloutBuffer)

@@ -20,7 +20,7 @@ def test_efficiency_is_a_sweep_pairing_arms_per_seed_from_first_seed(tmp_path: A
     )
     for t in trials:  # both arms: the same partial agent, early stopping at the threshold, step-0 evaluation
         assert t.cfg.init_from and t.cfg.init_from.endswith("CartPole-v1_partial.zip")
-        assert t.cfg.eval.stop_at == bench.THRESHOLDS["CartPole-v1"] and t.cfg.eval.at_start
+        assert t.cfg.eval.stop_at == bench.threshold("CartPole-v1") == 475.0 and t.cfg.eval.at_start
         assert t.cfg.timesteps == 5000 and t.cfg.hyperparams.exploration_initial_eps == 0.1
     rows = [
         {"env": "CartPole-v1", "method": m, "seed": s, "reached": True, "budget": 5000,

@@ -22,7 +22,7 @@ from equirl.rl.sweep_report import sweep_report
 ROOT = Path(__file__).resolve().parents[2]
 
 TINY: dict[str, Any] = {
-    "config": "CartPole-v1",
+    "config": "dqn-CartPole-v1",
     "timesteps": 200,
     "eval": {"freq": 100, "episodes": 1, "final_episodes": 1},
     "set": {
@@ -321,7 +321,9 @@ def test_bad_sweep_files_exit_2_with_one_line(
 def test_the_trial_cap_is_checked_before_expanding(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from equirl.rl.sweep import SweepSpec, expand_trials
 
-    spec = SweepSpec(config="CartPole-v1", grid={"seed": list(range(MAX_TRIALS)), "method": [BASE, EQUITUNE]})
+    spec = SweepSpec(
+        config="dqn-CartPole-v1", grid={"seed": list(range(MAX_TRIALS)), "method": [BASE, EQUITUNE]}
+    )
     with pytest.raises(ConfigError, match="20,000 trials"):
         expand_trials(spec, tmp_path)
 
@@ -331,11 +333,11 @@ def test_deep_or_aliased_sweep_files_are_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
 ) -> None:
     if kind == "deep":
-        text = "config: CartPole-v1\ngrid:\n  hyperparams.x: " + "[" * 5000 + "]" * 5000 + "\n"
+        text = "config: dqn-CartPole-v1\ngrid:\n  hyperparams.x: " + "[" * 5000 + "]" * 5000 + "\n"
     else:
         levels = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
         levels += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 8)]
-        text = "config: CartPole-v1\n" + "\n".join(levels) + "\ngrid:\n  hyperparams.x: [*a7]\n"
+        text = "config: dqn-CartPole-v1\n" + "\n".join(levels) + "\ngrid:\n  hyperparams.x: [*a7]\n"
     path = tmp_path / "sweep.yaml"
     path.write_text(text)
     assert main(["sweep", str(path), "--out", str(tmp_path / "out"), "--executor", "serial"]) == 2

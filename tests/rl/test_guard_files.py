@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from equirl.errors import CheckpointError
-from equirl.rl.pretrained import load_pretrained
+from equirl.rl.build import load_pretrained
 from equirl.rl.safe_load import read_vecnormalize
 from tests.core.test_file_layer import _hash_bomb
 

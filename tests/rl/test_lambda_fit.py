@@ -6,9 +6,9 @@ from __future__ import annotations
 import torch
 from stable_baselines3.common.callbacks import CallbackList
 
+from equirl.rl.build import load_pretrained
 from equirl.rl.callbacks import EquiEvalCallback
 from equirl.rl.lambda_fit import BestLambdaCallback, lambda_parameters
-from equirl.rl.pretrained import load_pretrained
 
 AGENT = "agents/dqn/CartPole-v1/CartPole-v1_partial.zip"
 

@@ -108,7 +108,8 @@ def _resume_and_check(tmp_path: Path, run: Path, capsys: pytest.CaptureFixture[s
     after = _csv_steps(run)
     assert after[: len(steps_before)] == steps_before and max(after) > max(steps_before)
     evals = json.loads((run / "evaluations.json").read_text())
-    assert evals["best"]["mean_return"] == max(e["mean_return"] for e in evals["evaluations"][:-1])
+    # best_model.zip: the best of the candidates and the final model on fresh episodes (test_confirm_best.py)
+    assert evals["best"]["mean_return"] == max(c["mean_return"] for c in evals["confirmation"]["candidates"])
     assert (run / "best_model.zip").is_file()
     _no_hidden(tmp_path)
     # resuming a finished run says so in one line

@@ -10,9 +10,10 @@ import torch
 from stable_baselines3 import DQN
 
 from equirl.errors import CheckpointError
+from equirl.rl.build import load_plain, load_pretrained
 from equirl.rl.envs import make_env
+from equirl.rl.evaluation import evaluate
 from equirl.rl.policies import EquiDQNPolicy
-from equirl.rl.pretrained import evaluate, load_plain, load_pretrained
 from equirl.rl.spec import load_spec
 from equirl.symmetrizers import check_equivariance
 

@@ -29,13 +29,15 @@ from stable_baselines3 import DQN
 
 from equirl.cli import main
 from equirl.errors import CheckpointError
+from equirl.rl.build import load_plain, load_pretrained
 from equirl.rl.envs import make_vec_env
-from equirl.rl.pretrained import find_agent_zip, load_plain, load_pretrained
 from equirl.rl.safe_load import RefusedGlobal, pickled_entries, read_zip_data, restricted_loads
 from equirl.rl.spec import list_specs, load_spec, parse_spec
+from equirl.rl.zoo import find_agent_zip
 from tests.helpers import Payload
 
 SHIPPED = sorted(Path(__file__).resolve().parents[2].glob("agents/dqn/*/*.zip"))
+SHIPPED_ALL = sorted(Path(__file__).resolve().parents[2].glob("agents/*/*/*.zip"))
 
 
 def _save_small(path: Path, seed: int = 0, **pk: Any) -> Path:
@@ -113,8 +115,8 @@ def test_load_pretrained_saves_plain_policy_kwargs(small_zip: Path, tmp_path: Pa
 
 
 def test_build_model_policy_kwargs_are_json(tmp_path: Path) -> None:
+    from equirl.rl.build import build_model
     from equirl.rl.config import load_rl_config
-    from equirl.rl.train import build_model
 
     p = tmp_path / "cfg.yaml"
     p.write_text(yaml.safe_dump({"env": "CartPole-v1", "method": "lambda", "hyperparams": {"net_arch": [8]}}))
@@ -302,6 +304,20 @@ def test_shipped_agents_load_safely_with_identical_weights(zpath: Path) -> None:
     trusted = load_plain(zpath, vec, trust_checkpoint=True)
     assert _same(safe.policy.state_dict(), trusted.policy.state_dict())
     assert safe.policy_kwargs["net_arch"] == trusted.policy_kwargs["net_arch"]
+
+
+@pytest.mark.parametrize("zpath", SHIPPED_ALL, ids=lambda p: f"{p.parent.parent.name}-{p.name}")
+def test_policy_classes_pickled_under_their_old_modules_resolve(zpath: Path) -> None:
+    """The shipped agents were saved when the policies were the modules ``equirl.rl.policies`` (DQN)
+    and ``equirl.rl.ac_policies`` (actor-critic): the safe loader maps those paths to the package's
+    classes."""
+    from equirl.rl.algos import get_algo
+
+    entry = read_zip_data(zpath)["policy_class"]
+    assert entry["__module__"] in ("equirl.rl.policies", "equirl.rl.ac_policies")
+    cls = restricted_loads(base64.b64decode(entry[":serialized:"]))
+    assert cls is get_algo(zpath.parent.parent.name).policy_classes()[0]
+    assert cls.__module__.startswith("equirl.rl.policies.")
 
 
 @pytest.mark.parametrize("env", ["CartPole-v1", "Acrobot-v1"])

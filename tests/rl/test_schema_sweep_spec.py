@@ -18,7 +18,11 @@ ROOT = Path(__file__).resolve().parents[2]
 SWEEPS = sorted((ROOT / "configs" / "sweeps").glob("*.yaml"))
 SPECS = sorted((ROOT / "envs").glob("*.yaml")) + sorted((ROOT / "envs" / "variants").glob("*.yaml"))
 
-SWEEP = {"config": "CartPole-v1", "timesteps": 400, "grid": {"method": ["base", "equitune"], "seed": [0, 1]}}
+SWEEP = {
+    "config": "dqn-CartPole-v1",
+    "timesteps": 400,
+    "grid": {"method": ["base", "equitune"], "seed": [0, 1]},
+}
 SPEC: dict[str, Any] = {
     "env": "CartPole-v1",
     "group": "flip",
@@ -85,8 +89,8 @@ def test_every_shipped_spec_passes_the_schema(path: Path) -> None:
         ("grid", [1, 2], r"grid: expected a mapping"),
         ("baseline", 3, r"baseline: expected a string, got 3"),
         ("eval", "often", r"eval: expected a mapping, got 'often'"),
-        ("config", [{"config": "CartPole-v1", "set": [1]}], r"config\[0\]\.set: expected a mapping"),
-        ("config", [{"config": "CartPole-v1", "label": 7}], r"config\[0\]\.label: expected a string"),
+        ("config", [{"config": "dqn-CartPole-v1", "set": [1]}], r"config\[0\]\.set: expected a mapping"),
+        ("config", [{"config": "dqn-CartPole-v1", "label": 7}], r"config\[0\]\.label: expected a string"),
         (
             "scores",
             {"CartPole-v1": {"min": 0, "max": 1, "threshold": True}},
@@ -95,14 +99,18 @@ def test_every_shipped_spec_passes_the_schema(path: Path) -> None:
         # out of range
         ("timesteps", 0, r"timesteps = 0: must lie in \[1, 1000000000\]"),
         ("timesteps", 10**12, r"timesteps = 1000000000000: must lie in \[1, 1000000000\]"),
-        ("config", [{"config": "CartPole-v1", "timesteps": -5}], r"config\[0\]\.timesteps = -5: must lie in"),
+        (
+            "config",
+            [{"config": "dqn-CartPole-v1", "timesteps": -5}],
+            r"config\[0\]\.timesteps = -5: must lie in",
+        ),
         ("scores", {"CartPole-v1": {"min": 1, "max": 1, "threshold": 1}}, r"scores\.CartPole-v1\.min = 1\.0"),
         ("grid", {"seed": {"range": [0, 10**6]}}, r"grid\.seed: range .* gives 1,000,000 values"),
         # unknown keys
         ("budget", 5, r"unknown key budget; allowed: baseline, config, eval, grid, scores, set, timesteps"),
         (
             "config",
-            [{"config": "CartPole-v1", "seeds": 3}],
+            [{"config": "dqn-CartPole-v1", "seeds": 3}],
             r"unknown key config\[0\]\.seeds; allowed in config\[0\]",
         ),
         (
@@ -126,7 +134,7 @@ def test_the_sweep_schema_refuses_with_one_line(tmp_path: Path, key: str, value:
 def test_the_sweep_schema_resolves_the_file() -> None:
     data = {
         **SWEEP,
-        "config": ["CartPole-v1", {"config": "Acrobot-v1", "timesteps": 300.0, "eval": None}],
+        "config": ["dqn-CartPole-v1", {"config": "dqn-Acrobot-v1", "timesteps": 300.0, "eval": None}],
         "grid": {"method": ["plain", "λ"], "seed": {"range": [3, 9, 2]}},
         "baseline": "none",
         "scores": {"CartPole-v1": {"min": 0, "max": 500, "threshold": "475"}},
@@ -134,8 +142,8 @@ def test_the_sweep_schema_resolves_the_file() -> None:
     }
     sweep = from_dict(SweepFile, data)
     assert [(b.config, b.timesteps, b.eval) for b in sweep.config] == [
-        ("CartPole-v1", None, {}),
-        ("Acrobot-v1", 300, {}),
+        ("dqn-CartPole-v1", None, {}),
+        ("dqn-Acrobot-v1", 300, {}),
     ]
     assert sweep.grid == {"method": ["base", "lambda"], "seed": [3, 5, 7]} and sweep.baseline == "base"
     assert sweep.scores == {"CartPole-v1": {"min": 0.0, "max": 500.0, "threshold": 475.0}}

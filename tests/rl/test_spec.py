@@ -146,3 +146,36 @@ def test_a_declared_tolerance_round_trips() -> None:
         load_spec("CartPole-v1").verify_atol == 1e-5
         and "atol" not in load_spec("CartPole-v1").to_dict()["verify"]
     )
+
+
+# --- scores: the one table of per-env score ranges and thresholds -------------------------------------
+
+
+def test_spec_scores_are_ranges_holding_their_threshold_and_round_trip() -> None:
+    from equirl.rl.spec import env_scores
+
+    with_scores = [s for s in list_specs() if s.scores is not None]
+    assert {s.env_id for s in with_scores} >= {"CartPole-v1", "Acrobot-v1", "LunarLander-v3", "Pendulum-v1"}
+    for sym in with_scores:
+        sc = sym.scores
+        assert sc is not None and sc.min < sc.max and sc.min <= sc.threshold <= sc.max, sym.env_id
+        assert parse_spec(sym.to_dict()) == sym
+        assert env_scores(sym.env_id) == {"min": sc.min, "max": sc.max, "threshold": sc.threshold}
+    assert env_scores("NoSuchEnv-v0") is None
+
+
+@pytest.mark.parametrize(
+    ("scores", "says"),
+    [
+        ({"min": 1, "max": 0, "threshold": 0.5}, "scores.min"),
+        ({"min": 0, "max": 1}, "scores"),
+        ({"min": 0, "max": 1, "threshold": ".nan"}, "scores.threshold"),
+        ({"min": 0, "max": 1, "threshold": 1, "x": 2}, "scores"),
+    ],
+)
+def test_bad_spec_scores_are_one_line(scores: dict[str, object], says: str) -> None:
+    data = load_spec("CartPole-v1").to_dict()
+    data["scores"] = scores
+    with pytest.raises(SymmetryError) as err:
+        parse_spec(data)
+    assert says in str(err.value) and "\n" not in str(err.value)

@@ -20,7 +20,7 @@ from equirl.rl.sweep_report import sweep_report
 ROOT = Path(__file__).resolve().parents[2]
 
 TINY = {
-    "config": "CartPole-v1",
+    "config": "dqn-CartPole-v1",
     "timesteps": 400,
     "eval": {"freq": 200, "episodes": 2, "final_episodes": 2},
     "set": {
@@ -66,12 +66,12 @@ def test_grid_expands_to_stable_trial_names(tmp_path: Path) -> None:
         ({"timesteps": -1}, "timesteps"),
         ({"config": []}, r"config = \[\]: must list at least one base config"),
         ({"config": [{"timesteps": 5}]}, r"missing required key: config\[0\]\.config"),
-        ({"config": [{"config": "CartPole-v1", "budget": 5}]}, r"unknown key config\[0\]\.budget"),
+        ({"config": [{"config": "dqn-CartPole-v1", "budget": 5}]}, r"unknown key config\[0\]\.budget"),
         (
-            {"config": [{"config": "CartPole-v1", "timesteps": 0}]},
+            {"config": [{"config": "dqn-CartPole-v1", "timesteps": 0}]},
             r"config\[0\]\.timesteps = 0: must lie in \[1, 1000000000\]",
         ),
-        ({"config": ["CartPole-v1", "CartPole-v1"]}, "same trial name"),
+        ({"config": ["dqn-CartPole-v1", "dqn-CartPole-v1"]}, "same trial name"),
     ],
 )
 def test_bad_sweep_files_are_one_line_errors(tmp_path: Path, patch: dict[str, Any], message: str) -> None:
@@ -84,8 +84,8 @@ def test_several_base_configs_cross_the_grid_with_their_own_overrides(tmp_path: 
     data = {
         **TINY,
         "config": [
-            {"config": "CartPole-v1", "timesteps": 600, "eval": {"freq": 300}},
-            {"config": "Acrobot-v1", "set": {"hyperparams.gradient_steps": 1}},
+            {"config": "dqn-CartPole-v1", "timesteps": 600, "eval": {"freq": 300}},
+            {"config": "dqn-Acrobot-v1", "set": {"hyperparams.gradient_steps": 1}},
         ],
     }
     trials = expand_trials(load_sweep(_write(tmp_path, data)), tmp_path / "out")
@@ -107,8 +107,8 @@ def test_labels_tell_two_entries_of_one_env_apart(tmp_path: Path) -> None:
     data = {
         **TINY,
         "config": [
-            {"config": "CartPole-v1", "label": "full", "set": {"hyperparams.learning_rate": 1e-3}},
-            {"config": "CartPole-v1", "label": "partial"},
+            {"config": "dqn-CartPole-v1", "label": "full", "set": {"hyperparams.learning_rate": 1e-3}},
+            {"config": "dqn-CartPole-v1", "label": "partial"},
         ],
     }
     trials = expand_trials(load_sweep(_write(tmp_path, data)), tmp_path / "out")
@@ -116,7 +116,7 @@ def test_labels_tell_two_entries_of_one_env_apart(tmp_path: Path) -> None:
     assert {t.variant for t in trials} == {"full", "partial"}
     assert trials[0].name == "CartPole-v1__base+full__0" and trials[0].cfg.hyperparams.learning_rate == 1e-3
     with pytest.raises(ConfigError, match="label = '': must be a non-empty string"):
-        load_sweep(_write(tmp_path, {**TINY, "config": [{"config": "CartPole-v1", "label": ""}]}))
+        load_sweep(_write(tmp_path, {**TINY, "config": [{"config": "dqn-CartPole-v1", "label": ""}]}))
 
 
 @pytest.mark.parametrize(
@@ -303,7 +303,7 @@ def test_early_stopping_and_the_step_zero_evaluation(tmp_path: Path) -> None:
 
     over = [f"{k}={json.dumps(v)}" for k, v in TINY["set"].items()]
     cfg = load_rl_config(
-        "CartPole-v1",
+        "dqn-CartPole-v1",
         [*over, "timesteps=1000", "eval.freq=200", "eval.episodes=1", "eval.final_episodes=1",
          "eval.stop_at=0", "eval.at_start=true", f"out={json.dumps(str(tmp_path))}"],
     )  # fmt: skip
@@ -313,7 +313,7 @@ def test_early_stopping_and_the_step_zero_evaluation(tmp_path: Path) -> None:
     assert res.timesteps[0] == 0 and res.timesteps[1] == 200  # step 0, then the first periodic one
     assert res.steps == 200 < cfg.timesteps
     with pytest.raises(ConfigError, match="stop_at"):
-        load_rl_config("CartPole-v1", ["eval.freq=0", "eval.stop_at=1"])
+        load_rl_config("dqn-CartPole-v1", ["eval.freq=0", "eval.stop_at=1"])
 
 
 def _kill_ray_node(head: Any, marker: str) -> None:

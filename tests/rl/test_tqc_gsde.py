@@ -15,8 +15,9 @@ from stable_baselines3 import PPO, SAC
 
 import equirl.rl  # noqa: F401  (registers the aliases)
 from equirl.registry import BASE, EQUITUNE, EQUIZERO, LAMBDA
-from equirl.rl.ac_policies import EquiTQCPolicy, concat_action
-from equirl.rl.pretrained import evaluate, load_plain, load_pretrained
+from equirl.rl.build import load_plain, load_pretrained
+from equirl.rl.evaluation import evaluate
+from equirl.rl.policies import EquiTQCPolicy, concat_action
 from equirl.rl.spec import load_spec
 from equirl.symmetrizers import check_equivariance
 from tests.rl.helpers import perturb_lambda

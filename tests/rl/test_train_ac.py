@@ -15,6 +15,8 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from equirl.errors import ConfigError, NonFiniteError
 from equirl.registry import BASE, EQUITUNE
+from equirl.rl.algos import get_algo
+from equirl.rl.build import build_model
 from equirl.rl.config import (
     ALGO_HYPERPARAMS,
     PPOHyperParams,
@@ -24,8 +26,7 @@ from equirl.rl.config import (
     load_rl_config,
 )
 from equirl.rl.lifecycle import load_checkpoint, read_run
-from equirl.rl.pretrained import _algo_cls
-from equirl.rl.train import LOSS_KEYS, build_model, run_training
+from equirl.rl.train import run_training
 from tests.rl.helpers import interrupt_and_resume
 
 #: tiny runs: a few hundred steps on [16]-unit networks
@@ -56,7 +57,7 @@ def _cfg(tmp_path: Path, algo: str, **patch: Any) -> RLConfig:
         "partial_fraction": 0.25,
         "out": str(tmp_path / "runs"),
         "hyperparams": {**base["hyperparams"], "net_arch": [16]},
-        "eval": {"freq": 128, "episodes": 1, "final_episodes": 1},
+        "eval": {"freq": 128, "episodes": 1, "final_episodes": 1, "confirm_episodes": 2},
         "log": {"equi_freq": 64, "tensorboard": False},
         "checkpoint": {"freq": 64},
     }
@@ -90,7 +91,7 @@ def test_tiny_pretrain_builds_an_equivariant_agent(tmp_path: Path, algo: str) ->
     assert {"model.zip", "model_partial.zip", "best_model.zip"} <= {p.name for p in run.iterdir()}
     ckpt = load_checkpoint(run)
     assert ckpt is not None and (ckpt.replay_buffer is None) == (algo in ("ppo", "a2c"))
-    model = _algo_cls(algo).load(run / "model.zip", device="cpu")
+    model = get_algo(algo).cls.load(run / "model.zip", device="cpu")
     assert type(model.policy).__name__.startswith("Equi")
     rng = np.random.default_rng(0)
     if cfg.env == "Pendulum-v1":
@@ -114,7 +115,7 @@ def test_gsde_trains_from_a_config_and_stays_equivariant(tmp_path: Path, algo: s
     cfg = _cfg(tmp_path, algo, **extra)
     res = run_training(cfg, command="pretrain")
     assert read_run(res.run_dir)["status"] == "finished"
-    model = _algo_cls(algo).load(res.run_dir / "model.zip", device="cpu")
+    model = get_algo(algo).cls.load(res.run_dir / "model.zip", device="cpu")
     assert model.use_sde and model.sde_sample_freq == 4
     obs, flip = _assert_pendulum_actions_mirror(model, np.random.default_rng(1))
     pol = model.policy
@@ -173,7 +174,7 @@ def test_sac_ent_coef_forms_and_td3_noise_reach_the_model(tmp_path: Path) -> Non
 
 
 def _params(algo: str, path: Path) -> dict[str, torch.Tensor]:
-    return dict(_algo_cls(algo).load(path, device="cpu").policy.state_dict())
+    return dict(get_algo(algo).cls.load(path, device="cpu").policy.state_dict())
 
 
 @pytest.mark.parametrize("algo", ["ppo", "sac"])
@@ -213,7 +214,7 @@ class _PoisonLoss(BaseCallback):
     ("algo", "key"), [("ppo", "train/loss"), ("a2c", "train/value_loss"), ("sac", "train/critic_loss")]
 )
 def test_nonfinite_guard_reads_each_algos_loss(tmp_path: Path, algo: str, key: str) -> None:
-    assert key in LOSS_KEYS[algo]
+    assert key in get_algo(algo).loss_keys
     cfg = _cfg(tmp_path, algo, partial_fraction=0.0, eval={"freq": 0}, checkpoint={"freq": 0})
     with pytest.raises(NonFiniteError, match=r"non-finite training loss.*\(nan\) at step \d+") as err:
         run_training(cfg, callbacks=[_PoisonLoss(key, 100)])

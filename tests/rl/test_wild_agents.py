@@ -22,7 +22,7 @@ from stable_baselines3.common.torch_layers import FlattenExtractor
 
 from equirl.cli import main
 from equirl.errors import CheckpointError, ConfigError
-from equirl.rl.pretrained import load_pretrained
+from equirl.rl.build import load_pretrained
 from equirl.rl.safe_load import RefusedGlobal, read_zip_data, restricted_loads
 from equirl.rl.select import AGENT_KINDS, CONTINUOUS, DISCRETE_AC, collapses, select_method
 from equirl.rl.zipinfo import inspect_agent_zip, read_algo

@@ -15,9 +15,11 @@ import torch
 
 import equirl.rl  # noqa: F401  (registers the aliases)
 from equirl.registry import BASE, EQUITUNE, EQUIZERO, LAMBDA
+from equirl.rl.build import load_pretrained
+from equirl.rl.evaluation import evaluate
 from equirl.rl.normalize import SymmetricVecNormalize
-from equirl.rl.pretrained import evaluate, find_vecnormalize, load_pretrained
 from equirl.rl.spec import load_spec
+from equirl.rl.zoo import find_vecnormalize
 from equirl.symmetrizers import check_equivariance
 from tests.rl.helpers import perturb_lambda
 
@@ -93,8 +95,8 @@ def test_zoo_base_keeps_the_saved_statistics_and_weights(shared_data: Path) -> N
     assert type(norm).__name__ == "VecNormalize" and not norm.training
     assert norm.obs_rms.count > 1e6 and abs(norm.obs_rms.mean[0] - 0.5386) < 1e-3  # the zoo run's
     # base is the plain network: the same head as the plain SB3 policy
+    from equirl.rl.build import load_plain
     from equirl.rl.envs import make_vec_env
-    from equirl.rl.pretrained import load_plain
 
     plain = load_plain(folder, make_vec_env("Acrobot-v1"), algo="ppo")
     x = torch.randn(8, 6)
@@ -108,9 +110,9 @@ def test_zoo_base_keeps_the_saved_statistics_and_weights(shared_data: Path) -> N
     ("algo", "env_id"), [("ppo", "Pendulum-v1"), ("sac", "Pendulum-v1"), ("td3", "Pendulum-v1")]
 )
 def test_own_actor_critic_agents_load_under_every_method(tmp_path: Path, algo: str, env_id: str) -> None:
-    from equirl.rl.pretrained import _algo_cls
+    from equirl.rl.algos import get_algo
 
-    plain = _algo_cls(algo)(
+    plain = get_algo(algo).cls(
         "MlpPolicy",
         env_id,
         policy_kwargs={"net_arch": [16]},
@@ -166,7 +168,13 @@ def test_cli_eval_takes_actor_critic_algos(tmp_path: Path, capsys: pytest.Captur
 
 
 def test_cli_algo_choices_match_the_loader() -> None:
-    from equirl.cli.rl import EVAL_ALGOS
-    from equirl.rl.pretrained import ALGOS
+    """``--algo`` takes exactly the algorithms of the one table (any case), and names them when refused."""
+    import argparse
 
-    assert EVAL_ALGOS == ALGOS
+    from equirl.cli.args import algo_arg
+    from equirl.rl.algos import ALGOS
+
+    assert [algo_arg(a.upper()) for a in ALGOS] == list(ALGOS)
+    with pytest.raises(argparse.ArgumentTypeError) as err:
+        algo_arg("her")
+    assert all(a in str(err.value) for a in ALGOS)

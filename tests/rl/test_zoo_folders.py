@@ -20,11 +20,20 @@ from equirl.cli import main
 from equirl.errors import CheckpointError, ConfigError, SymmetryError
 from equirl.registry import BASE, EQUITUNE, EQUIZERO
 from equirl.rl import envs as envs_mod
+from equirl.rl.build import load_pretrained
 from equirl.rl.envs import LEGACY_ENV_IDS, current_env_id, resolve_env_id
+from equirl.rl.evaluation import evaluate
 from equirl.rl.normalize import SymmetricVecNormalize
-from equirl.rl.pretrained import evaluate, find_agent_zip, find_vecnormalize, load_pretrained
 from equirl.rl.spec import load_spec
-from equirl.rl.zoo import agent_env_id, extend_symmetry, parse_normalize, read_zoo_folder, zoo_env
+from equirl.rl.zoo import (
+    agent_env_id,
+    extend_symmetry,
+    find_agent_zip,
+    find_vecnormalize,
+    parse_normalize,
+    read_zoo_folder,
+    zoo_env,
+)
 from equirl.symmetrizers import check_equivariance
 
 ATOL = 1e-5

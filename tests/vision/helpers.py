@@ -15,7 +15,8 @@ def pretrain_small_digits() -> tuple[SmallCNN, dict[str, Any], ImageDataset, Ima
 
     :returns: the network, its metrics, and the train and test splits.
     """
-    from equirl.vision.train import DataConfig, ModelConfig, PretrainConfig, TrainConfig, load_data, pretrain
+    from equirl.vision.config import DataConfig, ModelConfig, PretrainConfig, TrainConfig
+    from equirl.vision.train import load_data, pretrain
 
     torch.manual_seed(0)
     cfg = PretrainConfig(

@@ -1,4 +1,4 @@
-"""``method: auto`` for image classifiers (issue 16): the choice on a constructed case, the choice and
+"""``method: auto`` for image classifiers (pick the method by validation accuracy): the choice on a constructed case, the choice and
 evidence files of ``equirl vision finetune`` / ``eval``, and the one-line errors."""
 
 from __future__ import annotations

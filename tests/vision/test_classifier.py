@@ -120,7 +120,8 @@ def test_unknown_group_and_method() -> None:
 
 def test_fit_lambda_learns_upright_pose_and_keeps_backbone_frozen() -> None:
     """A CNN trained on upright digits only: λ learns to weight the upright pose from a few images."""
-    from equirl.vision.train import DataConfig, ModelConfig, PretrainConfig, TrainConfig, load_data, pretrain
+    from equirl.vision.config import DataConfig, ModelConfig, PretrainConfig, TrainConfig
+    from equirl.vision.train import load_data, pretrain
 
     cfg = PretrainConfig(
         data=DataConfig(size=8, n_test=300),

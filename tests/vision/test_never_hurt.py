@@ -1,4 +1,4 @@
-"""Issue 16 (vision): validation keeping of λ and of the canonicalizer, the penultimate-feature hook,
+"""Methods that never hurt (vision): validation keeping of λ and of the canonicalizer, the penultimate-feature hook,
 the feature scorer and ``method auto`` for classifiers."""
 
 from __future__ import annotations

@@ -16,7 +16,9 @@ import statistics
 import sys
 from pathlib import Path
 
-THRESHOLD = -200.0
+from equirl.rl.spec import env_scores
+
+THRESHOLD = env_scores("Pendulum-v1")["threshold"]  # the spec's: -200
 
 
 def main(root: Path, out: Path, name: str = "finetune_sac_pendulum") -> None:

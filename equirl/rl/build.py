@@ -1,10 +1,14 @@
-"""Wrapping plain pretrained SB3 agents into equivariant policies, and evaluating them.
+"""Building SB3 models: a fresh one from a run config (:func:`build_model`), or one wrapped around a
+pretrained agent (:func:`load_pretrained`).
 
-:func:`load_pretrained` reads a plain DQN / QR-DQN zip (ours, or an RL-zoo agent saved by SB3 1.x with
-old ``gym`` spaces), builds the same algorithm with :class:`~equirl.rl.policies.EquiDQNPolicy` (or the
-QR-DQN one) around the same network, and copies the weights: *strictly* for equitune / equizero /
-base (the parameter names are SB3's), and for λ-equitune allowing only the new λ-net parameters to be
-missing. The result is a regular SB3 model: ``predict``, ``learn`` (finetuning), ``save``.
+:func:`load_pretrained` reads a plain agent's zip (ours, an RL-zoo folder, a Hugging Face hub agent, SB3
+1.x zips with old ``gym`` spaces) without unpickling code, makes the env it ran in, builds the same
+algorithm (:data:`equirl.rl.algos.ALGOS`) with an equivariant policy (:mod:`equirl.rl.policies`) around
+the same networks, and copies the weights: *strictly* for equitune / equizero / base (the parameter
+names are SB3's), allowing only the new λ-net / scorer parameters to be missing for the methods that add
+them. The result is a regular SB3 model: ``predict``, ``learn`` (finetuning), ``save``.
+:func:`build_model` is what a run (:mod:`equirl.rl.train`) trains: a fresh model of the config's
+algorithm and method, or :func:`load_pretrained` of its ``init_from``.
 """
 
 from __future__ import annotations
@@ -12,64 +16,51 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from equirl.config import FieldError
 from equirl.errors import CheckpointError, EquirlError, SymmetryError
-from equirl.registry import EQUITUNE, canonical_method, get_method, method_names, validate_method_kwargs
+from equirl.registry import BASE, EQUITUNE, canonical_method, get_method, method_names, validate_method_kwargs
+from equirl.rl.algos import ALGOS, get_algo
+from equirl.rl.config import RLConfig, TD3HyperParams, check_buffer_memory
 from equirl.rl.envs import current_env_id, make_vec_env, resolve_env_id
 from equirl.rl.spec import load_spec
 from equirl.rl.zipinfo import check_agent_zip
-from equirl.rl.zoo import env_of, read_zoo_folder, remember_env, resolve_agent_path, zoo_env
+from equirl.rl.zoo import find_agent_zip, read_zoo_folder, remember_env, zoo_env
 
-__all__ = ["ALGOS", "evaluate", "find_agent_zip", "find_vecnormalize", "load_plain", "load_pretrained"]
+__all__ = ["build_model", "load_plain", "load_pretrained", "make_train_env"]
 
 log = logging.getLogger(__name__)
 
-#: the algorithms :func:`load_pretrained` reads (``qrdqn`` and ``tqc`` from sb3-contrib)
-ALGOS = ("dqn", "qrdqn", "ppo", "a2c", "sac", "td3", "ddpg", "tqc")
-#: value-based algorithms (the DQN-style policies of :mod:`equirl.rl.policies`)
-Q_ALGOS = ("dqn", "qrdqn")
-#: on-policy actor-critic algorithms
-ON_POLICY = ("ppo", "a2c")
 #: the methods actor-critic agents load with (the learned canonicalizers are DQN-only)
 AC_METHODS_LOADABLE = method_names(learned_scorer=False)
-#: algorithms with an equivariant policy (all of :data:`ALGOS`)
-EQUI_ALGOS = ("dqn", "qrdqn", "ppo", "a2c", "sac", "td3", "ddpg", "tqc")
 
 
-def _algo_cls(algo: str) -> Any:
-    import sb3_contrib
-    import stable_baselines3 as sb3
+def _model_observation_space(space: Any) -> Any:
+    """The observation space an SB3 model of an env with ``space`` has: channel-last images are seen
+    channel-first (SB3 wraps such envs in ``VecTransposeImage`` and saves the transposed space)."""
+    from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
+    from stable_baselines3.common.vec_env import VecTransposeImage
 
-    classes = {
-        "dqn": sb3.DQN,
-        "qrdqn": sb3_contrib.QRDQN,
-        "ppo": sb3.PPO,
-        "a2c": sb3.A2C,
-        "sac": sb3.SAC,
-        "td3": sb3.TD3,
-        "ddpg": sb3.DDPG,
-        "tqc": sb3_contrib.TQC,
-    }
-    if algo not in classes:
-        raise EquirlError(f"unknown algo {algo!r}; choose one of {list(ALGOS)}")
-    return classes[algo]
+    if is_image_space(space) and not is_image_space_channels_first(space):
+        return VecTransposeImage.transpose_space(space)
+    return space
 
 
 def _overrides(algo: str, env: Any) -> dict[str, Any]:
-    """``custom_objects`` every algorithm gets: the env's spaces, constant schedules (old zips pickle
-    schedules as functions), no replay buffer."""
+    """``custom_objects`` every algorithm gets: the env's spaces (as the model sees them), constant
+    schedules (old zips pickle schedules as functions), no replay buffer."""
     custom: dict[str, Any] = {
-        "observation_space": env.observation_space,
+        "observation_space": _model_observation_space(env.observation_space),
         "action_space": env.action_space,
         "lr_schedule": _constant(1e-4),
         "learning_rate": 1e-4,
     }
-    if algo in ON_POLICY:
+    if get_algo(algo).on_policy:
         custom["clip_range"] = _constant(0.2)
         custom["clip_range_vf"] = None
     else:
@@ -77,47 +68,6 @@ def _overrides(algo: str, env: Any) -> dict[str, Any]:
     if algo == "dqn" or algo == "qrdqn":
         custom["exploration_schedule"] = _constant(0.0)
     return custom
-
-
-#: which zip of a run directory :func:`find_agent_zip` takes
-WHICH = ("best", "final")
-
-
-def find_agent_zip(path: str | Path, env_id: str | None = None, which: str = "best") -> Path:
-    """The model zip at ``path``: a zip file, an equirl run directory or an RL-zoo folder.
-
-    In a folder, ``which="best"`` takes ``best_model.zip`` (the best periodic evaluation) when there is
-    one, else the final model; ``which="final"`` the final model: ``{env}.zip`` (RL-zoo layout, named
-    after the env the agent was *trained* on, found whatever ``env_id`` is: ``Swimmer-v3.zip`` for
-    ``Swimmer-v5``) or ``model.zip`` (equirl run directory). A relative ``agents/...`` path that does not
-    exist here names a shipped agent (the shipped configs say
-    ``init_from: agents/dqn/CartPole-v1/CartPole-v1_partial.zip``), so it works from any folder.
-
-    :param path: zip file or folder.
-    :param env_id: the env (RL-zoo folders name the zip after it).
-    :param which: ``"best"`` or ``"final"``.
-    """
-    if which not in WHICH:
-        raise EquirlError(f"which must be one of {list(WHICH)}, got {which!r}")
-    p = resolve_agent_path(path)
-    if p.is_file():
-        return p
-    if p.is_dir():
-        if which == "best" and (p / "best_model.zip").is_file():
-            log.info("%s: taking best_model.zip (which='final' for the final model)", p)
-            return p / "best_model.zip"
-        names = [f"{env_id.replace('/', '_')}.zip", f"{env_id.split('/')[-1]}.zip"] if env_id else []
-        for name in [*names, "model.zip"]:
-            if (p / name).is_file():
-                return p / name
-        final = read_zoo_folder(p, env_id).final_zip  # the zoo's {trained env}.zip
-        if final is not None:
-            return final
-        zips = [z for z in sorted(p.glob("*.zip")) if z.name != "best_model.zip" or which == "best"]
-        if len(zips) == 1:
-            return zips[0]
-        raise CheckpointError(f"no model zip in {p} (expected {env_id}.zip or model.zip)")
-    raise CheckpointError(f"checkpoint not found: {p}")
 
 
 def _constant(value: float) -> Any:
@@ -139,9 +89,9 @@ def load_plain(
 
     Nothing in the zip is unpickled unless ``trust_checkpoint``: see :mod:`equirl.rl.safe_load`.
 
-    :param path: zip, equirl run directory or RL-zoo folder (see :func:`find_agent_zip`).
+    :param path: zip, equirl run directory or RL-zoo folder (see :func:`equirl.rl.zoo.find_agent_zip`).
     :param env: a VecEnv (its spaces replace the saved ones, after a shape check).
-    :param algo: one of :data:`ALGOS`.
+    :param algo: an algorithm of :data:`equirl.rl.algos.ALGOS`.
     :param which: in a folder, ``"best"`` (``best_model.zip`` when present) or ``"final"``.
     :param trust_checkpoint: let SB3 unpickle the zip's ``data`` entries (runs any code they hold).
     :param symmetry: replaces a saved ``policy_kwargs["symmetry"]`` (an equivariant agent's).
@@ -149,7 +99,7 @@ def load_plain(
     """
     from equirl.rl.safe_load import check_tensor_files, safe_custom_objects
 
-    cls = _algo_cls(algo)
+    cls = get_algo(algo).cls
     env_id = _env_id(env)
     zpath = find_agent_zip(path, env_id, which=which)
     # unreadable / corrupt / the other algorithm / another observation size: one line naming the cause
@@ -192,6 +142,7 @@ def load_pretrained(
     seed: int | None = None,
     which: str = "best",
     trust_checkpoint: bool = False,
+    n_envs: int = 1,
     **algo_kwargs: Any,
 ) -> Any:
     """Wrap a plain pretrained agent into an equivariant one.
@@ -220,7 +171,7 @@ def load_pretrained(
     :param method: ``base``, ``equitune``, ``equizero``, ``lambda``, ``canonicalize`` or ``multigroup``
         (the last three add weights: a λ-net / scorer, fresh unless the agent was saved with that method;
         canonicalize / multigroup: DQN / QR-DQN only).
-    :param algo: one of :data:`ALGOS` (``dqn``, ``qrdqn``, ``ppo``, ``a2c``, ``sac``, ``td3``, ``ddpg``,
+    :param algo: an algorithm of :data:`equirl.rl.algos.ALGOS` (``dqn``, ``qrdqn``, ``ppo``, ``a2c``, ``sac``, ``td3``, ``ddpg``,
         ``tqc``; ``None``: the one the zip was saved with, :func:`equirl.rl.zipinfo.read_algo`).
     :param symmetry: spec (default: the env id's packaged spec).
     :param method_kwargs: symmetrizer options.
@@ -229,13 +180,14 @@ def load_pretrained(
     :param trust_checkpoint: let SB3 unpickle the zip's pickled ``data`` entries, which can run code
         (default: they are read as plain data only, see :mod:`equirl.rl.safe_load`); the same for the
         normalisation statistics.
+    :param n_envs: copies of the env made from an env id (finetuning PPO / A2C on several).
     :param algo_kwargs: hyperparameters of the new algorithm (for finetuning), e.g. ``learning_rate``.
     :returns: an SB3 model of ``algo`` with an equivariant policy and the pretrained weights.
     """
     spec = get_method(method)  # one-line error listing the methods
     method = spec.name
     if algo is not None:
-        _algo_cls(algo)  # one-line error for an unknown algo
+        get_algo(algo)  # one-line error for an unknown algo
     method_kwargs = validate_method_kwargs(method, method_kwargs, adapter="rl")
     env_id = current_env_id(env) if isinstance(env, str) else _env_id(env)
     if symmetry is None and env_id is None:
@@ -248,7 +200,7 @@ def load_pretrained(
     recipe = zoo_env(folder, str(env_id or base_sym.env_id), trust_checkpoint=trust_checkpoint)
     norm_sym, sym = recipe.symmetries(base_sym)
     stats = folder.statistics()  # refuses a normalised agent without its statistics
-    vec = recipe.make_base(seed=seed or 0) if isinstance(env, str) else env
+    vec = recipe.make_base(n_envs=n_envs, seed=seed or 0) if isinstance(env, str) else env
     if stats is not None:
         from equirl.rl.normalize import load_vecnormalize
 
@@ -268,24 +220,10 @@ def load_pretrained(
     req = _WrapRequest(
         plain, path, vec, sym, spec, algo, method_kwargs, freeze_backbone, device, seed, algo_kwargs
     )
-    model = _wrap_q(req) if algo in Q_ALGOS else _wrap_actor_critic(req)
+    model = _wrap_q(req) if get_algo(algo).value_based else _wrap_actor_critic(req)
     if isinstance(env, str):  # evaluate(model, env_id) makes the same env (a given VecEnv is the caller's)
         remember_env(model, recipe)
     return model
-
-
-def find_vecnormalize(path: str | Path, env_id: str | None, which: str = "best") -> Path | None:
-    """The ``vecnormalize.pkl`` an agent runs with, if any: in an RL-zoo folder the one in its ``{env}/``
-    subfolder (named after the env it was trained on, whatever ``env_id`` is), when its ``config.yml``
-    says ``normalize``; elsewhere one beside the zip (or in the folder).
-
-    :param path: what :func:`find_agent_zip` takes.
-    :param env_id: the env (chooses among several ``{env}/`` subfolders).
-    :param which: unused (the statistics are the run's, for either zip); kept for the callers.
-    :raises CheckpointError: the folder says ``normalize`` and holds no statistics (see
-        :meth:`equirl.rl.zoo.ZooFolder.statistics`).
-    """
-    return read_zoo_folder(path, env_id).statistics()
 
 
 @dataclass
@@ -335,7 +273,7 @@ def _construct(path: Any, sym: Any, make: Callable[[], Any]) -> Any:
 def _finetune_defaults(algo: str, algo_kwargs: dict[str, Any]) -> dict[str, Any]:
     """An off-policy agent loaded without these hyperparameters gets a modest replay buffer and no
     warm-up (SB3's defaults are a 1M buffer and random warm-up actions)."""
-    if algo in ON_POLICY:
+    if get_algo(algo).on_policy:
         return algo_kwargs
     return {"buffer_size": 50_000, "learning_starts": 0, **algo_kwargs}
 
@@ -360,7 +298,7 @@ def _wrap_q(req: _WrapRequest) -> Any:
         pk["features_extractor_class"] = extractor
     if algo == "qrdqn":
         pk.setdefault("n_quantiles", plain.policy.n_quantiles)
-    cls = _algo_cls(algo)
+    cls = get_algo(algo).cls
     model = _construct(
         path,
         sym,
@@ -433,7 +371,7 @@ def _wrap_actor_critic(req: _WrapRequest) -> Any:
     use_sde = bool(getattr(plain, "use_sde", False) or pk_saved.get("use_sde", False))
     if use_sde and not spec.symmetrizes:  # the plain agent, with its own gSDE exploration
         if algo_kwargs:  # training hyperparameters (augment's buffer among them): the same policy, rebuilt
-            cls = _algo_cls(algo)
+            cls = get_algo(algo).cls
             kw = _finetune_defaults(algo, {**algo_kwargs, "use_sde": True})
             model = _construct(
                 path,
@@ -469,7 +407,7 @@ def _wrap_actor_critic(req: _WrapRequest) -> Any:
     req.add_equi_options(pk)
     if use_sde:  # the algorithm passes it to the policy (the policy's gSDE parameters are the agent's)
         algo_kwargs.setdefault("use_sde", True)
-    cls = _algo_cls(algo)
+    cls = get_algo(algo).cls
     model = _construct(
         path,
         sym,
@@ -482,59 +420,134 @@ def _wrap_actor_critic(req: _WrapRequest) -> Any:
     return model
 
 
-def evaluate(
-    model: Any,
-    env: Any,
-    n_eval_episodes: int = 10,
-    deterministic: bool = True,
-    seed: int = 0,
-    progress: Callable[[int, int], None] | None = None,
-) -> list[float]:
-    """Undiscounted returns of ``n_eval_episodes`` episodes, seeded (SB3's ``evaluate_policy`` names, with
-    the per-episode returns as the result).
+def _algo_kwargs(cfg: RLConfig, action_space: Any) -> dict[str, Any]:
+    """The SB3 algorithm's keyword arguments from ``cfg.hyperparams`` (TD3's exploration noise made here,
+    from the action space)."""
+    hp = cfg.hyperparams
+    kw: dict[str, Any] = hp.sb3_kwargs()
+    if isinstance(hp, TD3HyperParams) and hp.action_noise_std > 0:
+        from stable_baselines3.common.noise import NormalActionNoise
 
-    :param model: an SB3 model (equivariant or not).
-    :param env: env id or VecEnv (a fresh one is made from an id, seeded with ``seed``, and wrapped in
-        the model's ``VecNormalize`` statistics when it has some).
-    :param n_eval_episodes: number of episodes.
-    :param deterministic: greedy actions (``False``: the policy's exploration).
-    :param seed: seed of the evaluation env.
-    :param progress: called as ``progress(episodes done, n_eval_episodes)`` when an episode ends.
+        n = int(np.prod(action_space.shape))
+        kw["action_noise"] = NormalActionNoise(np.zeros(n), hp.action_noise_std * np.ones(n))
+    return kw
+
+
+def _n_envs(cfg: RLConfig) -> int:
+    return int(getattr(cfg.hyperparams, "n_envs", 1))
+
+
+def make_train_env(cfg: RLConfig) -> Any:
+    """The training VecEnv of ``cfg`` (``hyperparams.n_envs`` copies for PPO / A2C)."""
+    return make_vec_env(cfg.env, n_envs=_n_envs(cfg), seed=cfg.seed)
+
+
+def _env_spaces(env_id: str) -> tuple[Any, Any]:
+    """The observation and action spaces of the bare env ``env_id`` (what a spec describes)."""
+    from equirl.rl.envs import make_env
+
+    env = make_env(env_id)
+    try:
+        return env.unwrapped.observation_space, env.unwrapped.action_space
+    finally:
+        env.close()
+
+
+def _raw_spaces(vec: Any) -> tuple[Any, Any]:
+    """The observation and action spaces of the env under a VecEnv's wrappers (what a spec describes)."""
+    env = vec.unwrapped.envs[0].unwrapped
+    return env.observation_space, env.action_space
+
+
+def _policy_alias(space: Any) -> str:
+    """``EquiCnnPolicy`` for image observations (SB3's image spaces, channel-first or -last; NatureCNN needs
+    frames of at least 36x36), else ``EquiMlpPolicy``."""
+    from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
+
+    if not is_image_space(space, check_channels=False):
+        return "EquiMlpPolicy"
+    shape = tuple(space.shape)
+    h, w = shape[1:] if is_image_space_channels_first(space) else shape[:2]
+    return "EquiCnnPolicy" if min(h, w) >= 36 else "EquiMlpPolicy"
+
+
+def _check_action_space(cfg: RLConfig, space: Any) -> None:
+    """One line when ``cfg.algo`` cannot act in ``space`` (DQN on continuous actions, SAC on discrete)."""
+    need = get_algo(cfg.algo).actions
+    kind = type(space).__name__
+    if need is not None and kind != need:
+        what = "discrete" if need == "Discrete" else "continuous (Box)"
+        fits = [a.name for a in ALGOS.values() if a.trainable and a.actions in (None, kind)]
+        raise FieldError(
+            "algo",
+            cfg.algo,
+            f"{cfg.algo.upper()} needs {what} actions but {cfg.env} has {kind} actions (use {', '.join(fits)})",
+        )
+
+
+def build_model(cfg: RLConfig, trust_checkpoint: bool = False) -> Any:
+    """The SB3 model a config describes (fresh, or wrapped around ``init_from``).
+
+    The symmetry spec is resolved once and the training env made once; an agent to finetune gets the env
+    it ran in (its RL-zoo folder's wrappers, statistics and frame stack: see
+    :func:`~equirl.rl.build.load_pretrained`).
+    ``policy_kwargs`` are plain data (the spec as a mapping), so the saved zip pickles none of them.
+    Method ``augment`` trains a plain policy on mirrored transitions too (:mod:`equirl.rl.augment`).
+
+    :param trust_checkpoint: let SB3 unpickle ``init_from``'s pickled entries (see
+        :mod:`equirl.rl.safe_load`).
     """
-    from stable_baselines3.common.evaluation import evaluate_policy
 
-    norm = model.get_vec_normalize_env() if hasattr(model, "get_vec_normalize_env") else None
-    if isinstance(env, str):
-        # the env the agent was loaded with (an RL-zoo folder's wrappers, frame stack), else the bare env
-        recipe = env_of(model)
-        env_id = resolve_env_id(env, trained_on=None)
-        if recipe is not None:
-            recipe = replace(recipe, env_id=env_id)
-        vec = recipe.make_base(seed=seed) if recipe is not None else make_vec_env(env_id, seed=seed)
-        if norm is not None:  # the agent's observation normalisation, frozen
-            from equirl.rl.normalize import wrap_like
+    algo, sym = get_algo(cfg.algo), load_spec(cfg.symmetry or cfg.env)
+    # a fresh model trains in the bare env; an agent to finetune in the env it ran in, which the loader
+    # makes (its wrappers, statistics, frame stack): here only the bare env's spaces are checked
+    vec = None if cfg.init_from else make_train_env(cfg)
+    obs_space, action_space = _raw_spaces(vec) if vec is not None else _env_spaces(cfg.env)
+    _check_action_space(cfg, action_space)
+    sym.check_fits(obs_space, action_space)
+    if getattr(cfg.hyperparams, "use_sde", False) and not sym.continuous:
+        raise FieldError(
+            "hyperparams.use_sde", True, f"gSDE needs continuous actions; {cfg.env} has discrete ones"
+        )
+    if not algo.on_policy:
+        check_buffer_memory(
+            vec.observation_space if vec is not None else obs_space, cfg.hyperparams.buffer_size
+        )
+    kw = _algo_kwargs(cfg, action_space)
+    method = cfg.method
+    if get_method(method).augments_data:  # a plain policy trained on mirrored transitions too
+        from equirl.rl.augment import augment_kwargs
 
-            vec = wrap_like(norm, vec)
-        if recipe is not None:
-            vec = recipe.stack(vec)
-    else:
-        vec = env
-    vec.seed(seed)
-    done = [0]
-
-    def on_step(loc: dict[str, Any], glob: dict[str, Any]) -> None:
-        n = int(np.sum(loc.get("episode_counts", 0)))
-        if progress is not None and n != done[0]:
-            done[0] = n
-            progress(min(n, n_eval_episodes), n_eval_episodes)
-
-    rewards, _ = evaluate_policy(
-        model,
+        kw.update(augment_kwargs(sym, cfg.algo, seed=cfg.seed))
+        method = BASE
+    if vec is None:
+        return load_pretrained(
+            str(cfg.init_from),
+            cfg.env,
+            n_envs=_n_envs(cfg),
+            method=method,
+            algo=cfg.algo,
+            symmetry=sym,
+            method_kwargs=cfg.method_kwargs,
+            freeze_backbone=cfg.freeze_backbone,
+            seed=cfg.seed,
+            trust_checkpoint=trust_checkpoint,
+            **kw,
+        )
+    pk: dict[str, Any] = {
+        "net_arch": list(cfg.hyperparams.net_arch),
+        "symmetry": sym.to_dict(),
+        "method": method,
+        "method_kwargs": dict(cfg.method_kwargs),
+        "freeze_backbone": bool(cfg.freeze_backbone),
+    }
+    if cfg.algo == "qrdqn":
+        pk["n_quantiles"] = cfg.hyperparams.n_quantiles
+    return algo.cls(
+        _policy_alias(vec.observation_space),
         vec,
-        n_eval_episodes=n_eval_episodes,
-        deterministic=deterministic,
-        return_episode_rewards=True,
-        warn=False,
-        callback=on_step if progress is not None else None,
+        policy_kwargs=pk,
+        seed=cfg.seed,
+        device="cpu",
+        **kw,
     )
-    return [float(r) for r in np.asarray(rewards, dtype=np.float64)]

@@ -1,0 +1,107 @@
+"""``equirl symmetrize`` writes an agent symmetrized as an SB3 zip that SB3 loads by itself (and rl_zoo3's
+``-i``, which keeps a zip's own policy), with its normalisation statistics beside it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import equirl.rl  # noqa: F401  (registers the aliases)
+from equirl.cli import main
+from equirl.registry import EQUITUNE
+from equirl.rl.build import load_pretrained
+from tests.rl.test_zoo_folders import NEW_ID, _build_folder
+
+
+@pytest.fixture(scope="module")
+def zoo_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _build_folder(tmp_path_factory.mktemp("zoo"), 0)
+
+
+def test_the_symmetrized_zip_loads_in_sb3_and_acts_as_equirl_s(
+    zoo_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import pickle
+
+    from stable_baselines3 import PPO
+
+    out = tmp_path / "eq" / "agent.zip"
+    assert main(["symmetrize", "--agent", str(zoo_folder), "--method", "equitune", "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "vecnormalize.pkl" in said and "--gym-packages equirl.rl" in said
+    plain_sb3 = PPO.load(out, device="cpu")  # SB3's own loader: the policy class and kwargs are in the zip
+    assert type(plain_sb3.policy).__name__ == "EquiActorCriticPolicy"
+    # our own file, written a moment ago: SB3's own pickle loader is the reference here
+    norm = pickle.loads((out.parent / "vecnormalize.pkl").read_bytes())
+    ours = load_pretrained(zoo_folder, NEW_ID, method=EQUITUNE)
+    obs = np.random.default_rng(0).normal(size=(32, 4)).astype(np.float32)
+    obs[:, 3] = np.abs(obs[:, 3])
+    ref_norm = ours.get_vec_normalize_env()
+    np.testing.assert_allclose(norm.obs_rms.mean, ref_norm.obs_rms.mean)
+    np.testing.assert_allclose(norm.obs_rms.var, ref_norm.obs_rms.var)
+    a, _ = plain_sb3.predict(norm.normalize_obs(obs), deterministic=True)
+    b, _ = ours.predict(ref_norm.normalize_obs(obs), deterministic=True)
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    # nothing is replaced without --overwrite: one line, exit 2, the files unchanged
+    before = out.read_bytes()
+    assert main(["symmetrize", "--agent", str(zoo_folder), "--method", "equizero", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--overwrite" in err[0] and out.read_bytes() == before
+    assert (
+        main(
+            [
+                "symmetrize",
+                "--agent",
+                str(zoo_folder),
+                "--method",
+                "equizero",
+                "--out",
+                str(out),
+                "--overwrite",
+            ]
+        )
+        == 0
+    )
+    assert out.read_bytes() != before
+
+
+def test_symmetrize_takes_only_methods_that_change_the_agent(zoo_folder: Path, tmp_path: Path) -> None:
+    for method in ("base", "auto", "augment"):
+        with pytest.raises(SystemExit) as exc:
+            main(
+                [
+                    "symmetrize",
+                    "--agent",
+                    str(zoo_folder),
+                    "--method",
+                    method,
+                    "--out",
+                    str(tmp_path / "a.zip"),
+                ]
+            )
+        assert exc.value.code == 2
+    assert not (tmp_path / "a.zip").exists()
+
+
+def test_zips_saved_before_the_policies_package_load_in_sb3() -> None:
+    """The shipped PPO / SAC agents were saved when the policies lived in ``equirl.rl.ac_policies``: SB3's
+    own loader still reads them (what ``PPO.load`` users and resumed runs do)."""
+    import base64
+    import json
+    import zipfile
+
+    from stable_baselines3 import PPO, SAC
+
+    from equirl.assets import asset_path
+
+    old = 0
+    for algo, cls in (("ppo", PPO), ("sac", SAC)):
+        for z in sorted(asset_path("agents").joinpath(algo).glob("*/*.zip")):
+            with zipfile.ZipFile(z) as f:
+                entry = json.loads(f.read("data"))["policy_class"][":serialized:"]
+            old += b"equirl.rl.ac_policies" in base64.b64decode(entry)
+            model = cls.load(z, device="cpu")
+            assert type(model.policy).__module__.startswith("equirl.rl.policies."), z
+    assert old > 0  # the shipped agents do name the old module
