@@ -20,10 +20,13 @@ export PYTHONDONTWRITEBYTECODE := 1
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
+	@echo "setting up $(VENV): the CPU build of torch, then equirl[$(EXTRAS)] (a few minutes the first time; once)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@rm -f $(VENV)/.equirl-setup-*
-	$(PIP) install -q --disable-pip-version-check "$(TORCH_SPEC)"
-	$(PIP) install -q --disable-pip-version-check -e ".[$(EXTRAS)]"
+	@echo "  1/2 $(TORCH_SPEC)"
+	$(PIP) install -q --disable-pip-version-check --progress-bar on "$(TORCH_SPEC)"
+	@echo "  2/2 equirl[$(EXTRAS)] and its dependencies"
+	$(PIP) install -q --disable-pip-version-check --progress-bar on -e ".[$(EXTRAS)]"
 	@if $(PIP) list 2>/dev/null | grep -i -E "nvidia|cuda"; then \
 		echo "error: a CUDA build crept into $(VENV) (see above); remove $(VENV) and set TORCH_SPEC to a CPU build"; exit 1; fi
 	@touch $@

@@ -19,7 +19,8 @@ Transforms are small hashable value objects that compose exactly:
 
 The batched entry points used by the symmetrizers lay the group axis first:
 
-* :meth:`GroupAction.orbit` maps ``x`` of shape ``(B, ...)`` to ``(|G|, B, ...)`` with ``out[g] = g·x``;
+* :meth:`GroupAction.orbit` maps ``x`` of shape ``(B, ...)`` to ``(|G|, B, ...)`` with ``out[g] = g·x``
+  (optionally written into a given buffer: the symmetrizers reuse one between calls);
 * :meth:`GroupAction.inverse_stacked` maps ``y`` of shape ``(|G|, B, ...)`` to ``out[g] = g⁻¹·y[g]``;
 * :meth:`GroupAction.apply_each` transforms sample ``b`` by its own element ``idx[b]``.
 
@@ -408,17 +409,18 @@ class ImageAction(GroupAction[ImageTransform]):
         tr, fh, fw = self._as_view_ops(t)
         return (tr, fh, fw) if self.dims[0] < self.dims[1] else (tr, fw, fh)
 
-    def _plan(self, transforms: tuple[ImageTransform, ...]) -> tuple[tuple[int, str, int], ...]:
-        """Steps ``(target, kind, source)`` writing each ``transforms[target]·x`` from ``x``
+    def _plan(self, transforms: tuple[ImageTransform, ...]) -> tuple[tuple[int, str, int, list[int]], ...]:
+        """Steps ``(target, kind, source, flip_dims)`` writing each ``transforms[target]·x`` from ``x``
         (``source == -1``) or from an earlier target: kind ``same`` (a copy), ``outer`` (flip the outer
-        dim: an index_select of rows), ``inner`` (flip the inner dim, and the outer one if needed) or
-        ``gather`` (from ``x``, with the target's plane index). Each step takes the cheapest source
-        written so far (costs in copies of ``x``, measured on CPU)."""
+        dim: an index_select of rows), ``inner`` (``Tensor.flip`` of ``flip_dims``: the inner dim, and
+        the outer one if needed) or ``gather`` (from ``x``, with the target's plane index). Each step
+        takes the cheapest source written so far (costs in copies of ``x``, measured on CPU)."""
         key = ("plan", transforms)
         hit = self._cache.get(key)
         if hit is not None:
             return hit  # type: ignore[no-any-return]
         ops = [self._ops(t) for t in transforms]
+        outer = min(self.dims)
         done: list[tuple[tuple[bool, bool, bool], int]] = [((False, False, False), -1)]
         steps = []
         # untransposed targets first, inner flips last: later targets find a source one cheap flip away
@@ -435,7 +437,9 @@ class ImageAction(GroupAction[ImageTransform]):
                 else:
                     cand = (1.0, "same", j)
                 best = min(best, cand, key=lambda c: c[0])
-            steps.append((i, best[1], best[2]))
+            src = ops[best[2]] if best[2] >= 0 else (False, False, False)
+            flip_dims = [outer + 1] if src[1] == ops[i][1] else [outer, outer + 1]
+            steps.append((i, best[1], best[2], flip_dims))
             done.append((ops[i], i))
         plan = tuple(steps)
         self._cache[key] = plan
@@ -467,27 +471,25 @@ class ImageAction(GroupAction[ImageTransform]):
             self._cache.clear()
 
     def _write_all(self, x: Tensor, transforms: tuple[ImageTransform, ...], out: Tensor) -> bool:
-        """``out[i] = transforms[i]·x`` by :meth:`_plan`; ``False``
-        where the plan does not apply (image dims not adjacent, ``x`` or ``out[i]`` not contiguous, no
-        elements), leaving ``out`` untouched."""
+        """``out[i] = transforms[i]·x`` by :meth:`_plan`; ``False`` where the plan does not apply (image
+        dims not adjacent, ``x`` or ``out[i]`` not contiguous, no elements), leaving ``out`` untouched."""
         geo = self._plane(x)
         if geo is None or x.numel() == 0 or not x.is_contiguous() or not out[0].is_contiguous():
             return False
-        pre, A, B, post, a = geo
+        pre, A, B, post, _ = geo
         h, w = self.dims
         if A != B and any(self._ops(t)[0] for t in transforms):
             raise GroupError(f"quarter turns need square images, got {x.shape[h]}x{x.shape[w]}")
         grad = _records_grad(x) or _records_grad(out)
         flat = (pre, A * B) if post == 1 else (pre, A * B, post)
         rows = (pre, A, B * post)
-        for i, kind, j in self._plan(transforms):
+        for i, kind, j, flip_dims in self._plan(transforms):
             src = x if j < 0 else out[j]
             target = out[i]  # a fresh view each time (autograd rebases views written in place)
             if kind == "same":
                 target.copy_(src)
             elif kind == "inner":
-                outer_src = j >= 0 and self._ops(transforms[j])[1]
-                target.copy_(src.flip([a + 1] if outer_src == self._ops(transforms[i])[1] else [a, a + 1]))
+                target.copy_(src.flip(flip_dims))
             else:
                 if kind == "outer":
                     view, idx = src.view(rows), self._reversed(A, x.device)

@@ -245,6 +245,6 @@ def symmetrizer_plot(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Pat
         ax.set_xticks(range(len(cells)), [f"{m} {g}" for m, g in cells])
         ax.set_ylabel("equirl time / (|G| × plain time)")
         ax.set_title("cost of equitune per group element (one thread)")
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="small", ncol=len(batches) + 1, loc="upper center", bbox_to_anchor=(0.5, -0.1))
 
-    return save_plot(path, draw, (7, 3.6))
+    return save_plot(path, draw, (7, 4.2))

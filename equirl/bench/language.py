@@ -421,7 +421,7 @@ def _bench_gpt2(
     ids[:, 1] = sym.pairs[next(iter(sym.pairs))][0][0]
     n = batch * new_tokens
     runs: dict[str, Callable[[], Tensor]] = {
-        "plain GPT-2 (KV cache)": lambda: generate_plain(model, ids, new_tokens),
+        "base GPT-2 (KV cache)": lambda: generate_plain(model, ids, new_tokens),
         f"{variant} equitune (ours, KV cache, |G|={sym.group.order})": lambda: eq.generate(ids, new_tokens),
         f"{variant} equitune, full head per copy": lambda: eq_full.generate(ids, new_tokens),
         f"{variant} re-encode loop (released code)": lambda: generate_reencode(model, sym, ids, new_tokens),
@@ -439,7 +439,7 @@ def _bench_gpt2(
         step()
     plain, loop = rows[0]["tokens_per_s"], rows[-1]["tokens_per_s"]
     for r in rows:
-        r["vs_plain"] = round(r["tokens_per_s"] / plain, 3)
+        r["vs_base"] = round(r["tokens_per_s"] / plain, 3)
         r["vs_loop"] = round(r["tokens_per_s"] / loop, 2)
     rows[1]["same_tokens_as_loop"] = same
     rows[2]["same_tokens_as_loop"] = same_full

@@ -266,18 +266,18 @@ def efficiency_summary(rows: list[dict[str, Any]], method: str) -> list[dict[str
                     "runs": len(runs),
                     "reached": sum(bool(r["reached"]) for r in runs),
                     "median_steps": med[m] if med[m] is not None else f"> {runs[0]['budget']}",
-                    "ratio_vs_plain": "",
+                    "ratio_vs_base": "",
                 }
             )
         b, e = med.get(BASE), med.get(method)
         if out and out[-1]["method"] == method:
             if e is not None and b is not None:
-                out[-1]["ratio_vs_plain"] = round(e / max(b, 1.0), 3)
+                out[-1]["ratio_vs_base"] = round(e / max(b, 1.0), 3)
             elif e is not None and b is None:
                 budget = next(r["budget"] for r in rows if r["env"] == env)
-                out[-1]["ratio_vs_plain"] = f"< {e / budget:.2f}"
+                out[-1]["ratio_vs_base"] = f"< {e / budget:.2f}"
             elif e is None and b is not None:
-                out[-1]["ratio_vs_plain"] = "not reached"
+                out[-1]["ratio_vs_base"] = "not reached"
     return out
 
 
@@ -420,8 +420,8 @@ def _walltime(steps: int, repeats: int, methods: tuple[str, ...], step: Step) ->
                 "repeats": repeats,
                 "wall_seconds": round(w, 2),
                 "cpu_seconds": round(c, 2),
-                "wall_ratio_vs_plain": round(w / b_wall, 3),
-                "cpu_ratio_vs_plain": round(c / b_cpu, 3),
+                "wall_ratio_vs_base": round(w / b_wall, 3),
+                "cpu_ratio_vs_base": round(c / b_cpu, 3),
             }
         )
     return rows

@@ -28,6 +28,7 @@ from equirl.cli.args import subcommand_required
 from equirl.cli.output import make_console, print_error
 from equirl.errors import EquirlError
 from equirl.utils.io import UNPICKLING_ERRORS, printable
+from equirl.utils.progress import STATUS
 
 #: modules contributing subcommands (a missing optional module is skipped)
 COMMAND_MODULES = (
@@ -212,14 +213,19 @@ class _LogLines(logging.Handler):
     (``warning: message``), ``-v`` / ``-vv`` records as ``info: logger: message``."""
 
     def __init__(self, held: _Warnings, err: Any, level: int) -> None:
-        super().__init__(level)
-        self.held, self.err = held, err
+        super().__init__(min(level, logging.INFO))
+        self.held, self.err, self.shown = held, err, level
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             text = record.getMessage()
         except Exception:  # a malformed log call: its format string
             text = str(record.msg)
+        if record.name == STATUS and record.levelno == logging.INFO:  # what is happening now: a plain line
+            print_error(self.err, text, prefix="")
+            return
+        if record.levelno < self.shown:
+            return
         if record.levelno >= logging.WARNING:
             self.held.add(text)
         else:
@@ -245,6 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler = _LogLines(held, err, level)
         root.addHandler(handler)
         root.setLevel(min(level, old_level) if root.handlers[:-1] else level)
+        logging.getLogger(STATUS).setLevel(logging.INFO)
         try:
             return _run(args, console, err, held)
         finally:

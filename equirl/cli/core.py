@@ -15,7 +15,8 @@ def set_torch_threads(n: int) -> None:
     """Run the rest of this command on ``n`` intra-op torch threads (at least one).
 
     The CLI's one place for torch's thread count: a command that trains or evaluates calls it once,
-    before its work (``equirl demo``, ``language pretrain``: one thread; ``vision pretrain`` /
+    before its work (``equirl demo``, ``pretrain``, ``train``, ``eval``, ``symmetrize``, ``language
+    pretrain``: one thread; ``vision pretrain`` /
     ``finetune``: the config's ``threads``). The library never changes it; the benchmarks scope
     theirs with :func:`equirl.bench.threads.torch_threads`.
     """

@@ -52,7 +52,7 @@ def register(commands: Any, bench: Any) -> None:
     )
     p.set_defaults(func=_pretrain)
 
-    p = sub.add_parser("eval", help="exact-match accuracy of a checkpoint, plain or symmetrized")
+    p = sub.add_parser("eval", help="exact-match accuracy of a checkpoint, base or symmetrized")
     p.add_argument("checkpoint", help="run folder or model.pt")
     p.add_argument("--split", default=None, help="SCAN split (default: the checkpoint's)")
     p.add_argument("--part", default="test", choices=["train", "test"])
@@ -60,7 +60,7 @@ def register(commands: Any, bench: Any) -> None:
     p.add_argument(
         "--methods",
         default=",".join(EVAL_METHODS),
-        help=f"comma list of {', '.join(EVAL_METHODS)} (aliases such as plain or λ accepted)",
+        help=f"comma list of {', '.join(EVAL_METHODS)} (aliases such as λ accepted)",
     )
     p.add_argument(
         "--symmetry",
@@ -91,7 +91,7 @@ def register(commands: Any, bench: Any) -> None:
 
     for name, helptext in (
         ("gpt2-generate", "generate continuations of fairness prompts (EquiGPT2...)"),
-        ("gpt2-fairness", "swap-consistency and classifier scores, plain vs symmetrized"),
+        ("gpt2-fairness", "swap-consistency and classifier scores, base vs symmetrized"),
     ):
         p = sub.add_parser(name, help=helptext)
         add_config_args(p, "YAML config (see configs/language/gpt2_*.yaml)")
@@ -101,9 +101,7 @@ def register(commands: Any, bench: Any) -> None:
             )
         p.set_defaults(func=_gpt2_generate if name == "gpt2-generate" else _gpt2_fairness)
 
-    p = bench.add_parser(
-        "language-scan", help="SCAN exact match: plain vs equitune vs equizero vs λ-equitune"
-    )
+    p = bench.add_parser("language-scan", help="SCAN exact match: base vs equitune vs equizero vs λ-equitune")
     p.add_argument("--cells", default="lstm")
     p.add_argument("--splits", default="add_jump,around_right")
     p.add_argument("--seeds", default="0,1,2", type=int_list(0))
@@ -117,7 +115,7 @@ def register(commands: Any, bench: Any) -> None:
         "--finetune-epochs",
         type=nonneg_int,
         default=0,
-        help="also finetune ALL weights through each symmetrizer (plain, equitune, equizero, λ) for N epochs",
+        help="also finetune ALL weights through each symmetrizer (base, equitune, equizero, λ) for N epochs",
     )
     p.add_argument("--finetune-lr", type=positive_float, default=1e-3, help="finetuning learning rate")
     p.add_argument(
@@ -149,7 +147,7 @@ def register(commands: Any, bench: Any) -> None:
     p.set_defaults(func=_bench_scan)
 
     p = bench.add_parser(
-        "language-gpt2", help="EquiGPT2 generation tokens/s vs plain GPT-2 and a re-encode loop"
+        "language-gpt2", help="EquiGPT2 generation tokens/s vs base GPT-2 and a re-encode loop"
     )
     p.add_argument("--layers", type=bounded_int(1, 1000), default=6)
     p.add_argument("--width", type=bounded_int(1, 100_000), default=256)

@@ -6,7 +6,6 @@ Heavy imports (torch, SB3) stay inside the handlers so ``equirl --help`` is fast
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from typing import Any
 
@@ -20,7 +19,7 @@ from equirl.cli.args import (
     positive_float,
     positive_int,
 )
-from equirl.cli.core import register_runs
+from equirl.cli.core import register_runs, set_torch_threads
 from equirl.errors import ConfigError
 from equirl.registry import AUTO, canonical_method, method_names
 from equirl.utils.io import printable, read_json
@@ -366,6 +365,7 @@ def _report(res: Any, console: Any) -> None:
 
 
 def _pretrain(args: argparse.Namespace, console: Any) -> int:
+    set_torch_threads(1)  # small RL networks: one thread each beats oversubscribed cores
     from equirl.rl.train import run_training
 
     if args.resume:
@@ -396,18 +396,15 @@ def _pretrain(args: argparse.Namespace, console: Any) -> int:
 
 def _train(args: argparse.Namespace, console: Any) -> int:
     _fetch_hub_agent(args.init_from)
+    set_torch_threads(1)  # small RL networks: one thread each beats oversubscribed cores
     from equirl.rl.train import run_training
 
     if args.resume:
         res = _resume(args, console)
     else:
-        cfg = _load_cfg(args)
-        if args.init_from:
-            cfg = dataclasses.replace(cfg, init_from=args.init_from)
-        if args.method == AUTO and cfg.method != AUTO:  # the config's options belong to its own method
-            cfg = dataclasses.replace(cfg, method=AUTO, method_kwargs={})
-        elif args.method:  # re-validates method_kwargs against the new method
-            cfg = dataclasses.replace(cfg, method=args.method)
+        from equirl.rl.config import with_run_options
+
+        cfg = with_run_options(_load_cfg(args), init_from=args.init_from, method=args.method)
         if args.dry_run:
             return _dry_run(cfg, console, args.trust_checkpoint)
         res = run_training(cfg, progress_bar=not args.no_progress, trust_checkpoint=args.trust_checkpoint)
@@ -446,6 +443,7 @@ def _fetch_hub_agent(agent: str | None) -> None:
 
 def _symmetrize(args: argparse.Namespace, console: Any) -> int:
     _fetch_hub_agent(args.agent)
+    set_torch_threads(1)  # small RL networks: one thread each beats oversubscribed cores
     from equirl.rl.agents import save_symmetrized
 
     env = _eval_env(args)
@@ -470,8 +468,30 @@ def _symmetrize(args: argparse.Namespace, console: Any) -> int:
     return 0
 
 
+def _eval_title(args: argparse.Namespace, which: str) -> str:
+    """The table's title: the env, the zip evaluated, and whether the agent was trained with a method
+    (an equirl run folder's config) or is evaluated zero-shot."""
+    from pathlib import Path
+
+    from equirl.config import load_yaml
+    from equirl.rl.zoo import find_agent_zip, resolve_agent_path
+
+    shown = printable(args.agent, 200)
+    try:
+        zpath = find_agent_zip(args.agent, args.env, which=which)
+        folder = resolve_agent_path(args.agent)
+        run_cfg = (folder if folder.is_dir() else folder.parent) / "config.yaml"
+        trained = load_yaml(run_cfg).get("method") if run_cfg.is_file() else None
+    except Exception:  # the title only; the evaluation itself has read the agent
+        return f"{args.env}: returns of {shown}"
+    notes = [zpath.name] if zpath != Path(str(args.agent)) else []
+    notes.append(f"trained with method {printable(trained, 40)}" if isinstance(trained, str) else "zero-shot")
+    return f"{args.env}: returns of {shown} ({'; '.join(notes)})"
+
+
 def _eval(args: argparse.Namespace, console: Any) -> int:
     _fetch_hub_agent(args.agent)
+    set_torch_threads(1)  # small RL networks: one thread each beats oversubscribed cores
     from equirl.rl.evaluation import evaluate_methods
 
     args.env = _eval_env(args)
@@ -536,7 +556,7 @@ def _eval(args: argparse.Namespace, console: Any) -> int:
         for m, r in res.items()
     ]
     cols = ("method", "mean return", "95% CI", "std", "episodes")
-    console.print(make_table(f"{args.env}: zero-shot returns of {args.agent}", cols, rows))
+    console.print(make_table(_eval_title(args, which), cols, rows))
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Equivariant Stable-Baselines3 agents (issue 4).
+"""Equivariant Stable-Baselines3 agents: the algorithm table, equivariant policies, building and loading
+models, runs, evaluation, sweeps.
 
 * :mod:`equirl.rl.spec` -- declarative env symmetry specs (``envs/*.yaml``);
 * :mod:`equirl.rl.check` -- does a spec commute with the dynamics (``equirl check-symmetry``);

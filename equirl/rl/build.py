@@ -278,10 +278,36 @@ def _finetune_defaults(algo: str, algo_kwargs: dict[str, Any]) -> dict[str, Any]
     return {"buffer_size": 50_000, "learning_starts": 0, **algo_kwargs}
 
 
+def _equivariant_model(req: _WrapRequest, alias: str, pk: dict[str, Any], algo_kwargs: dict[str, Any]) -> Any:
+    """A new model of the agent's algorithm with the equivariant policy ``alias`` (``policy_kwargs`` ``pk``),
+    the plain agent's weights copied in (see :func:`_copy_weights`)."""
+    cls = get_algo(req.algo).cls
+    model = _construct(
+        req.path,
+        req.sym,
+        lambda: cls(
+            alias,
+            req.vec,
+            policy_kwargs=pk,
+            device=req.device,
+            seed=req.seed,
+            **_finetune_defaults(req.algo, algo_kwargs),
+        ),
+    )
+    _copy_weights(req.plain, model, req.spec, req.path, req.algo)
+    return model
+
+
 def _wrap_q(req: _WrapRequest) -> Any:
     """DQN / QR-DQN: the same network under an equivariant Q-policy."""
-    plain, path, vec, sym, spec, algo = req.plain, req.path, req.vec, req.sym, req.spec, req.algo
-    device, seed, algo_kwargs = req.device, req.seed, req.algo_kwargs
+    plain, path, sym, spec, algo, algo_kwargs = (
+        req.plain,
+        req.path,
+        req.sym,
+        req.spec,
+        req.algo,
+        req.algo_kwargs,
+    )
     import torch
     from stable_baselines3.common.torch_layers import FlattenExtractor, NatureCNN
 
@@ -298,15 +324,7 @@ def _wrap_q(req: _WrapRequest) -> Any:
         pk["features_extractor_class"] = extractor
     if algo == "qrdqn":
         pk.setdefault("n_quantiles", plain.policy.n_quantiles)
-    cls = get_algo(algo).cls
-    model = _construct(
-        path,
-        sym,
-        lambda: cls(
-            alias, vec, policy_kwargs=pk, device=device, seed=seed, **_finetune_defaults(algo, algo_kwargs)
-        ),
-    )
-    _copy_weights(plain, model, spec, path, algo)
+    model = _equivariant_model(req, alias, pk, algo_kwargs)
     with torch.no_grad():
         if algo == "dqn":
             model.policy.q_net_target.load_state_dict(model.policy.q_net.state_dict())
@@ -407,15 +425,7 @@ def _wrap_actor_critic(req: _WrapRequest) -> Any:
     req.add_equi_options(pk)
     if use_sde:  # the algorithm passes it to the policy (the policy's gSDE parameters are the agent's)
         algo_kwargs.setdefault("use_sde", True)
-    cls = get_algo(algo).cls
-    model = _construct(
-        path,
-        sym,
-        lambda: cls(
-            alias, vec, policy_kwargs=pk, device=device, seed=seed, **_finetune_defaults(algo, algo_kwargs)
-        ),
-    )
-    _copy_weights(plain, model, spec, path, algo)
+    model = _equivariant_model(req, alias, pk, algo_kwargs)
     log.info("loaded %s into a %s %s policy (%s)", path, spec.name, algo, sym.env_id)
     return model
 

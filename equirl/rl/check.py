@@ -13,13 +13,20 @@ Envs whose state cannot be set but whose observation action is a signed permutat
 *statistical* check instead (:func:`_check_statistical`): the symmetry must hold in distribution under a
 uniformly random policy from the env's own (symmetric) reset distribution. Image envs (Atari) are
 reported as "cannot verify exactly" (their spec is still checked against the env's spaces).
+
+MinAtar games (``verify: {method: minatar}``) keep their whole state in plain attributes of the game
+object, so their check is exact too (:func:`_check_minatar`): the game's state is mirrored by its entry of
+:data:`MINATAR_MIRRORS` and both branches step under the same random draws (a spawn side drawn
+symmetrically is reflected: a measure-preserving coupling, so the check stays exact).
 """
 
 from __future__ import annotations
 
 import copy
+import linecache
 import logging
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -29,7 +36,14 @@ from equirl.errors import EquirlError, SymmetryError
 from equirl.rl.envs import action_meanings, make_env
 from equirl.rl.spec import EXACT_ATOL, EnvSymmetry, load_spec
 
-__all__ = ["SymmetryReport", "check_kind", "check_symmetry"]
+__all__ = [
+    "MINATAR_MIRRORS",
+    "MINATAR_NOT_MIRRORED",
+    "MinAtarMirror",
+    "SymmetryReport",
+    "check_kind",
+    "check_symmetry",
+]
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +105,7 @@ def _act_action(act: Any, table: list[list[int]] | None, a: Any, g: int) -> Any:
     return _apply_obs(act, np.asarray(a, dtype=np.float64), g).astype(np.asarray(a).dtype)
 
 
-_SETS = {"state": "sets state", "obs": "sets obs", "mujoco": "set_state"}
+_SETS = {"state": "sets state", "obs": "sets obs", "mujoco": "set_state", "minatar": "mirrors the game state"}
 
 
 def _check_method(sym: EnvSymmetry) -> str:
@@ -133,7 +147,8 @@ def check_symmetry(
     :param seed: RNG seed.
     :param atol: tolerance for ``verified`` (default: the spec's ``verify.atol``, 1e-5 unless it declares
         the env only approximately symmetric).
-    :param warmup: up to this many random steps before each sampled state (diverse states).
+    :param warmup: up to this many random steps before each sampled state (diverse states; MinAtar games:
+        between consecutive sampled states of one long game).
     :param progress: called as ``progress(states done, steps)`` after each sampled state.
     :raises EquirlError: one line when the spec is invalid or its env cannot be made here (unknown to
         gymnasium, a missing optional dependency, an id that would import a module).
@@ -145,6 +160,8 @@ def check_symmetry(
         method = _check_method(sym)
         if method == "statistical":
             return _check_statistical(sym, env, steps, seed, warmup, progress=progress)
+        if sym.verify == "minatar":
+            return _check_minatar(sym, env, steps, seed, warmup, progress)
         if method == "spaces":
             return SymmetryReport(
                 sym.env_id,
@@ -382,3 +399,274 @@ def _orthant_table(act: Any, k: int) -> list[list[int]]:
             row.append(_orthant(_apply_obs(act, rep, g)))
         table.append(row)
     return table
+
+
+# -- MinAtar: the game's own state, mirrored --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MinAtarMirror:
+    """How ``check-symmetry`` mirrors a MinAtar game's state left-right (an entry of
+    :data:`MINATAR_MIRRORS`).
+
+    :param mirror: mirrors the game object (``minatar.environments.<game>.Env``) in place: every column
+        ``x ↦ 9 - x``, every left / right direction swapped.
+    :param reflect: source lines of the game (stripped, matched as prefixes) whose ``random.rand()`` draws
+        the mirrored branch reflects, ``u ↦ 1 - 2^-53 - u``: a bijection of ``rand()``'s 2^53 equally
+        likely values, so the mirrored branch still draws from the game's own law (a measure-preserving
+        coupling). Only a draw whose rule is mirror-symmetric (a side chosen with probability 1/2) then
+        gives mirrored outcomes: an asymmetric rule (``rand() < 0.3``) is reported broken.
+    :param explore: a behaviour policy (the game object to an index of MinAtar's full action set
+        ``n l u r d f``) reaching deeper states than random play; followed 9 steps in 10 between sampled
+        states, never for the compared transitions (those take every action).
+    :param start: why the game's start state is not mirror-invariant (said in the report when it is not).
+    """
+
+    mirror: Callable[[Any], None]
+    reflect: tuple[str, ...] = ()
+    explore: Callable[[Any], int] | None = None
+    start: str = ""
+
+
+#: MinAtar's full action set ``n l u r d f`` (``Env.action_map``) under the left-right mirror: l <-> r
+_MINATAR_MIRROR_ACTION = (0, 3, 2, 1, 4, 5)
+#: ``random.rand()`` returns ``k / 2^53`` for ``k`` uniform in ``0 .. 2^53 - 1``
+_TWO53 = float(1 << 53)
+
+
+def _mirror_breakout(game: Any) -> None:
+    """Breakout: the ball, its trail and the paddle at column ``9 - x``; the ball's diagonal direction
+    (0 up-left, 1 up-right, 2 down-right, 3 down-left) mirrored; the brick map flipped."""
+    game.ball_x, game.last_x, game.pos = 9 - game.ball_x, 9 - game.last_x, 9 - game.pos
+    game.ball_dir = (1, 0, 3, 2)[game.ball_dir]
+    game.brick_map = game.brick_map[:, ::-1].copy()
+
+
+def _explore_breakout(game: Any) -> int:
+    """Move the paddle to where the ball next reaches row 8 going down (a copy of the game played with
+    NOOP, no paddle): long rallies, so walls get cleared and refilled."""
+    sim = copy.copy(game)  # Breakout draws no random numbers after its reset: the generator may be shared
+    sim.brick_map = game.brick_map.copy()
+    sim.pos = -9  # off the board: the copy's ball never bounces off it
+    for _ in range(64):
+        if sim.terminal or (sim.ball_y == 8 and sim.ball_dir in (2, 3)):
+            break
+        sim.act(0)
+    target = sim.ball_x
+    return 0 if target == game.pos else (1 if target < game.pos else 3)
+
+
+def _mirror_asterix(game: Any) -> None:
+    """Asterix: the player at column ``9 - x``; each enemy / treasure ``[x, row, moving_right, is_gold]``
+    at column ``9 - x``, moving the other way (its row is its slot: unchanged)."""
+    game.player_x = 9 - game.player_x
+    game.entities = [None if e is None else [9 - e[0], e[1], not e[2], e[3]] for e in game.entities]
+
+
+#: The one table of MinAtar games with an exact left-right mirror: the game's name (``Environment.env_name``)
+#: to its state mirror. The grid is 10 columns wide, so no start is centred: the mirrored start state is
+#: never a start state, which an MDP symmetry (transitions and rewards) does not need.
+MINATAR_MIRRORS: dict[str, MinAtarMirror] = {
+    "breakout": MinAtarMirror(
+        _mirror_breakout,
+        explore=_explore_breakout,
+        start="the paddle starts at column 4 of 0-9, the ball at column 0 or 9 with probability 1/2 each",
+    ),
+    "asterix": MinAtarMirror(
+        _mirror_asterix,
+        # the spawn side: column 0 moving right or column 9 moving left, each with probability 1/2
+        reflect=("lr = self.random.rand()",),
+        start="the player starts at column 5 of 0-9",
+    ),
+}
+
+#: MinAtar games without a left-right mirror of their frames, and why (read from the games' rules)
+MINATAR_NOT_MIRRORED: dict[str, str] = {
+    "seaquest": "the oxygen gauge is drawn from the left (row 9, columns 0..) and the diver gauge from the "
+    "right (columns ..8) of the bottom row: a mirrored frame is never a frame (the rest of the game, spawn "
+    "side included, is mirror-symmetric)",
+    "space_invaders": "the alien that shoots is the nearest to the cannon with ties broken towards the left "
+    "column (a stable sort by distance), and the aliens' direction is drawn in two channels (left, right) "
+    "that a frame mirror does not swap",
+    "freeway": "the chicken crosses at the fixed column 4 (x = 9 - x would move it to column 5); the road "
+    "wraps around, so its only mirror is x = 8 - x (mod 10), a reflection plus a shift that no frame mirror "
+    "is, and the three actions (NOOP, UP, DOWN) have no left or right",
+}
+
+
+class _ReflectedDraws:
+    """The mirrored branch's ``numpy.random.RandomState``: the same draws as the original branch, with the
+    ``rand()`` draws of the lines in ``lines`` reflected (``k ↦ 2^53 - 1 - k``, exact in floating point)."""
+
+    def __init__(self, rs: np.random.RandomState, lines: Sequence[str]) -> None:
+        self.rs = rs
+        self.lines = tuple(lines)
+        self.hits = 0
+
+    def rand(self, *size: int) -> Any:
+        u = self.rs.rand(*size)
+        if self.lines:
+            caller = sys._getframe(1)
+            line = linecache.getline(caller.f_code.co_filename, caller.f_lineno).strip()
+            if line.startswith(self.lines):
+                self.hits += 1
+                return (_TWO53 - 1.0 - u * _TWO53) / _TWO53
+        return u
+
+    def __getattr__(self, name: str) -> Any:  # randint, ...: the same draws
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.rs, name)
+
+
+def _minatar_entry(sym: EnvSymmetry, base: Any) -> tuple[str, MinAtarMirror]:
+    """The game's name and its mirror (one line when the env is not a MinAtar game or has no mirror)."""
+    where = f"symmetry spec {sym.env_id} ({sym.source or 'given'})"
+    name = getattr(getattr(base, "game", None), "env_name", None)
+    if not isinstance(name, str) or not hasattr(base.game, "env"):
+        raise SymmetryError(f"{where}: verify method minatar needs a MinAtar env (MinAtar/<Game>-v1)")
+    if sym.group.order != 2:
+        raise SymmetryError(
+            f"{where}: verify method minatar checks the left-right mirror: the group must have 2 elements "
+            f"(flip), {sym.group.name} has {sym.group.order}"
+        )
+    if name in MINATAR_NOT_MIRRORED:
+        raise SymmetryError(f"{where}: MinAtar {name} has no left-right mirror: {MINATAR_NOT_MIRRORED[name]}")
+    if name not in MINATAR_MIRRORS:
+        raise SymmetryError(
+            f"{where}: no state mirror for MinAtar {name} (known: {', '.join(sorted(MINATAR_MIRRORS))})"
+        )
+    return name, MINATAR_MIRRORS[name]
+
+
+def _mirrored_game(game: Any, entry: MinAtarMirror, couple: bool) -> Any:
+    """A mirrored deep copy of ``game`` (MinAtar's ``Environment``: the game, its sticky last action and
+    its random state), drawing through :class:`_ReflectedDraws` when ``couple``."""
+    out = copy.deepcopy(game)
+    entry.mirror(out.env)
+    out.last_action = _MINATAR_MIRROR_ACTION[out.last_action]
+    if couple:
+        proxy = _ReflectedDraws(out.random, entry.reflect)
+        if out.env.random is out.random:
+            out.env.random = proxy
+        else:  # an env reset without a seed keeps two generators
+            out.env.random = _ReflectedDraws(out.env.random, entry.reflect)
+        out.random = proxy
+    return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Exact equality of plain game state (numbers, arrays, lists, ``None``)."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return bool(np.array_equal(np.asarray(a), np.asarray(b)))
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return bool(a == b)
+
+
+def _rs_state(rs: Any) -> Any:
+    return (rs.rs if isinstance(rs, _ReflectedDraws) else rs).get_state()
+
+
+def _same_game(expected: Any, got: Any) -> bool:
+    """Whether two MinAtar ``Environment``s hold the same state: every attribute of the game but its random
+    generator, the sticky last action, and the generators' positions (both branches drew alike)."""
+    skip = {"random"}
+    ea = {k: v for k, v in vars(expected.env).items() if k not in skip}
+    ga = {k: v for k, v in vars(got.env).items() if k not in skip}
+    if ea.keys() != ga.keys() or expected.last_action != got.last_action:
+        return False
+    if not all(_same(ea[k], ga[k]) for k in ea):
+        return False
+    return _same(_rs_state(expected.random), _rs_state(got.random)) and _same(
+        _rs_state(expected.env.random), _rs_state(got.env.random)
+    )
+
+
+def _check_minatar(
+    sym: EnvSymmetry,
+    env: Any,
+    steps: int,
+    seed: int,
+    warmup: int,
+    progress: Callable[[int, int], None] | None = None,
+) -> SymmetryReport:
+    """The exact check of a MinAtar game (``verify: {method: minatar}``).
+
+    One long game (uniformly random actions, or the game's :attr:`MinAtarMirror.explore` policy 9 steps in
+    10; a new game after each end) is sampled every 1 to ``warmup + 1`` steps. At each sampled state ``s``
+    (the game object, its sticky last action and its random generator) every action ``a`` is compared:
+    ``s`` and its mirror ``m·s`` (:data:`MINATAR_MIRRORS`) are stepped with ``a`` and the spec's ``g·a``
+    under the same random draws (the entry's spawn-side draws reflected), and ``g·obs(s')`` must equal
+    ``obs(s'_m)`` exactly, as must the rewards, the terminations and the whole next state: ``m·s' == s'_m``
+    (hidden timers and directions included). ``g·obs(s) == obs(m·s)`` is checked too (the spec's frame
+    action against the state mirror).
+    """
+    base = env.unwrapped
+    game_name, entry = _minatar_entry(sym, base)
+    obs_act = sym.obs_action()
+    g_action = sym.action_table()[1]
+    n_act = int(env.action_space.n)
+    full = list(base.action_set)
+    rng = np.random.default_rng(seed)
+
+    def obs_diff(mirrored: np.ndarray, got: np.ndarray) -> float:
+        return float(np.abs(mirrored.astype(np.float64) - got.astype(np.float64)).max())
+
+    # is the start mirror-invariant? (each mirrored start's frame among the start frames)
+    starts, mirrored = set(), set()
+    for i in range(16):
+        base.reset(seed=int(seed * 100003 + i))
+        starts.add(np.asarray(base.game.state()).tobytes())
+        mirrored.add(np.asarray(_mirrored_game(base.game, entry, False).state()).tobytes())
+    start_invariant = mirrored <= starts
+
+    obs_err = rew_err = 0.0
+    term_bad = state_bad = reflected = n = 0
+    base.reset(seed=seed)
+    for i in range(steps):
+        game = base.game
+        obs_err = max(
+            obs_err,
+            obs_diff(_apply_obs(obs_act, game.state(), 1), _mirrored_game(game, entry, False).state()),
+        )
+        for a in range(n_act):
+            orig = copy.deepcopy(game)
+            mirr = _mirrored_game(game, entry, True)
+            base.game = orig
+            o1, r1, t1, _, _ = base.step(a)
+            base.game = mirr
+            o2, r2, t2, _, _ = base.step(g_action[a])
+            obs_err = max(obs_err, obs_diff(_apply_obs(obs_act, np.asarray(o1), 1), np.asarray(o2)))
+            rew_err = max(rew_err, abs(float(r1) - float(r2)))
+            term_bad += int(bool(t1) != bool(t2))
+            state_bad += int(not _same_game(_mirrored_game(orig, entry, False), mirr))
+            reflected += mirr.random.hits if isinstance(mirr.random, _ReflectedDraws) else 0
+            n += 1
+        base.game = game
+        for _ in range(1 + int(rng.integers(0, warmup + 1))):  # play on to the next sampled state
+            if entry.explore is not None and rng.random() < 0.9:
+                move = entry.explore(base.game.env)
+                a = full.index(move) if move in full else int(rng.integers(n_act))
+            else:
+                a = int(rng.integers(n_act))
+            _, _, term, trunc, _ = base.step(a)
+            if term or trunc:
+                base.reset(seed=int(rng.integers(1 << 30)))
+        if progress is not None:
+            progress(i + 1, steps)
+    max_err = max(obs_err, rew_err, float(term_bad), float(state_bad))
+    ok = max_err == 0.0
+    coupled = (
+        f"; {reflected} spawn-side draws reflected (a measure-preserving coupling)" if entry.reflect else ""
+    )
+    start = "" if start_invariant else f"; the start state is not mirror-invariant: {entry.start}"
+    msg = (
+        f"verified: max error 0 over {n} transitions (MinAtar {game_name}'s state mirrored exactly; every "
+        f"action at {steps} states){coupled}{start}"
+        if ok
+        else f"BROKEN: the spec does not commute with MinAtar {game_name}'s dynamics (obs error {obs_err:.3g}, "
+        f"reward error {rew_err:.3g}, {term_bad} termination and {state_bad} next-state mismatches over {n} "
+        "transitions)"
+    )
+    return SymmetryReport(sym.env_id, max_err, ok, True, n, obs_err, rew_err, term_bad, msg)

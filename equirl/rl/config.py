@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from equirl.config import FieldError, Range, from_dict, load_config
 from equirl.errors import ConfigError
-from equirl.registry import BASE, EQUIZERO, canonical_method, validate_method_kwargs
+from equirl.registry import AUTO, BASE, EQUIZERO, canonical_method, validate_method_kwargs
 from equirl.rl.algos import ALGOS
 from equirl.utils.io import total_ram_bytes
 
@@ -30,6 +30,7 @@ __all__ = [
     "check_buffer_memory",
     "load_rl_config",
     "total_ram_bytes",
+    "with_run_options",
 ]
 
 #: upper bounds of values that can only be a mistake (a typo'd exponent, a unit slip)
@@ -477,6 +478,25 @@ def check_buffer_memory(
             f"({itemsize} bytes each, obs and next_obs) but this machine has {_gb(ram)} of RAM",
         )
     return need
+
+
+def with_run_options(cfg: RLConfig, init_from: str | None = None, method: str | None = None) -> RLConfig:
+    """``cfg`` with the agent to finetune and / or the method replaced (``equirl train --init-from /
+    --method``). Switching to ``auto`` drops the config's ``method_kwargs`` (they belong to its own
+    method; ``auto`` takes its own options); another method re-validates them against the new one.
+
+    :param init_from: a zip, run folder, RL-zoo folder or ``hf://ORG/REPO`` (``None``: the config's).
+    :param method: a method name or alias (``None``: the config's).
+    """
+    from dataclasses import replace
+
+    if init_from:
+        cfg = replace(cfg, init_from=init_from)
+    if method is not None and canonical_method(method) == AUTO and cfg.method != AUTO:
+        return replace(cfg, method=AUTO, method_kwargs={})
+    if method:
+        return replace(cfg, method=method)
+    return cfg
 
 
 def load_rl_config(path: str | Path, overrides: list[str] | None = None) -> RLConfig:

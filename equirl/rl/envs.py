@@ -17,6 +17,7 @@ __all__ = [
     "check_env_id",
     "current_env_id",
     "is_atari",
+    "is_minatar",
     "make_env",
     "make_vec_env",
     "resolve_env_id",
@@ -144,6 +145,23 @@ def is_atari(env_id: str) -> bool:
     return env_id.startswith("ALE/") or env_id.endswith("NoFrameskip-v4")
 
 
+def is_minatar(env_id: str) -> bool:
+    """A MinAtar game (``MinAtar/Breakout-v1``: 10x10 boolean frames, channel-last; Young & Tian 2019)."""
+    return env_id.startswith("MinAtar/")
+
+
+def _register_minatar(env_id: str) -> None:
+    """Register MinAtar's gymnasium envs (once; ``minatar.gym.register_envs`` warns when re-registering)."""
+    if importlib.util.find_spec("minatar") is None:
+        raise EquirlError(f"cannot run {env_id}: minatar is not installed (pip install 'equirl[minatar]')")
+    import gymnasium as gym
+
+    if "MinAtar/Breakout-v1" not in gym.registry:
+        import minatar.gym
+
+        minatar.gym.register_envs()
+
+
 def _prepare(env_id: str) -> None:
     check_env_id(env_id)  # equirl's own envs are registered when equirl.rl is imported
     if is_atari(env_id):
@@ -155,12 +173,14 @@ def _prepare(env_id: str) -> None:
         gym.register_envs(ale_py)
         # ALE's C++ core prints its banner on stderr with every first ROM load: warnings and errors only
         ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Warning)
+    if is_minatar(env_id):
+        _register_minatar(env_id)
     if env_id.startswith("LunarLander") and importlib.util.find_spec("Box2D") is None:
         raise EquirlError(f"cannot run {env_id}: Box2D is not installed (pip install 'gymnasium[box2d]')")
 
 
 def make_env(env_id: str, seed: int | None = None, **kwargs: Any) -> Any:
-    """``gymnasium.make(env_id)`` after registering equirl's and ALE's envs.
+    """``gymnasium.make(env_id)`` after registering equirl's, ALE's and MinAtar's envs.
 
     :raises EquirlError: unknown env id, an id that would import a module (:func:`check_env_id`), or a
         missing optional dependency (one line).
@@ -201,7 +221,20 @@ def make_vec_env(env_id: str, n_envs: int = 1, seed: int = 0) -> Any:
     return sb3_make_vec_env(lambda: make_env(env_id), n_envs=n_envs, seed=seed)
 
 
+#: MinAtar's action letters (``Env.action_map``) as ALE's action names
+_MINATAR_ACTION_NAMES = {"n": "NOOP", "l": "LEFT", "u": "UP", "r": "RIGHT", "d": "DOWN", "f": "FIRE"}
+
+
 def action_meanings(env: Any) -> list[str] | None:
-    """``env.unwrapped.get_action_meanings()`` when the env has it (Atari), else ``None``."""
-    fn = getattr(env.unwrapped, "get_action_meanings", None)
-    return list(fn()) if callable(fn) else None
+    """``env.unwrapped.get_action_meanings()`` when the env has it (Atari); for a MinAtar game the names of
+    its action set (``minatar.gym.BaseEnv.action_set`` indexing the game's ``action_map``: ``MinAtar/
+    Breakout-v1`` has ``[NOOP, LEFT, RIGHT]``); else ``None``."""
+    base = env.unwrapped
+    fn = getattr(base, "get_action_meanings", None)
+    if callable(fn):
+        return list(fn())
+    letters = getattr(getattr(getattr(base, "game", None), "env", None), "action_map", None)
+    action_set = getattr(base, "action_set", None)
+    if isinstance(letters, list) and isinstance(action_set, list):
+        return [_MINATAR_ACTION_NAMES.get(letters[i], str(letters[i])) for i in action_set]
+    return None

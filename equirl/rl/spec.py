@@ -69,7 +69,7 @@ ObsType = Literal["signed_permutation", "image"]
 #: discrete actions are permuted, continuous (``Box``) action vectors get a signed permutation
 ActionType = Literal["permutation", "signed_permutation"]
 #: how ``check-symmetry`` can set the env's state (see :attr:`EnvSymmetry.verify`)
-VerifyMethod = Literal["state", "obs", "mujoco", "none"]
+VerifyMethod = Literal["state", "obs", "mujoco", "minatar", "none"]
 
 _T = TypeVar("_T")
 
@@ -92,7 +92,8 @@ class EnvSymmetry:
         continuous actions.
     :param action_names: per generator, swapped action meanings to check against the env (or empty).
     :param verify: how ``check-symmetry`` can set states: ``"state"``, ``"obs"``, ``"mujoco"`` (the
-        ``[qpos, qvel]`` vector of a MuJoCo env, set with ``env.unwrapped.set_state``) or ``"none"``.
+        ``[qpos, qvel]`` vector of a MuJoCo env, set with ``env.unwrapped.set_state``), ``"minatar"`` (a
+        MinAtar game's state mirrored by :data:`equirl.rl.check.MINATAR_MIRRORS`) or ``"none"``.
     :param state_attribute: the ``env.unwrapped`` attribute holding the state (``verify="state"``).
     :param state_generators: per generator, ``(src, signs)`` acting on that state vector.
     :param source: where the spec was read from.
@@ -786,7 +787,9 @@ def load_spec(spec: str | Path | Mapping[str, Any] | EnvSymmetry) -> EnvSymmetry
         for d in _search_dirs():
             if d.is_dir():
                 known += [
-                    p.stem.replace("_", "/", 1) if p.stem.startswith(("ALE_", "equirl_")) else p.stem
+                    p.stem.replace("_", "/", 1)
+                    if p.stem.startswith(("ALE_", "equirl_", "MinAtar_"))
+                    else p.stem
                     for p in d.glob("*.y*ml")
                 ]
         raise SymmetryError(f"unknown env {s!r}: no symmetry spec; known: {', '.join(sorted(set(known)))}")

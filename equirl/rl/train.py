@@ -86,6 +86,7 @@ from equirl.utils.io import (
     trusted_loads,
     write_json,
 )
+from equirl.utils.progress import status
 from equirl.utils.runs import run_name, unique_run_dir
 
 __all__ = ["RunResult", "check_run", "resume_training", "run_training"]
@@ -627,6 +628,7 @@ class _Run:
 
         cfg, model, cb = self.cfg, self.model, self.eval_cb
         self.check_finite()
+        status("final evaluation of model.zip: %d episodes", cfg.eval.final_episodes)
         rets = evaluate(model, cfg.env, n_eval_episodes=cfg.eval.final_episodes, seed=cfg.seed + 20_000)
         timesteps = [*cb.timesteps, int(model.num_timesteps)]
         results = [*cb.results, rets]
@@ -711,7 +713,7 @@ class _Run:
                 log.warning("candidate %s is missing: not confirmed", path)
         if not cands:
             return None
-        log.info(
+        status(
             "confirming the best model: %d candidates × %d fresh episodes (%s and the final model)",
             len(cands) + 1,
             n,

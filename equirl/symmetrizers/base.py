@@ -13,7 +13,6 @@ per-element reference the tests compare against.
 
 from __future__ import annotations
 
-import functools
 import inspect
 import threading
 from collections.abc import Callable
@@ -29,14 +28,15 @@ from equirl.registry import BASE
 __all__ = ["SYMMETRIZERS", "Symmetrizer", "SymmetrizerOutput", "register_symmetrizer"]
 
 
-@functools.cache
-def _orbit_takes_out(cls: type) -> bool:
-    return "out" in inspect.signature(cls.orbit).parameters
+_TAKES_OUT: dict[type, bool] = {}
 
 
 def _takes_out(action: GroupAction[Any]) -> bool:
     """Whether ``action.orbit`` accepts ``out=`` (the built-in actions do; a user subclass may not)."""
-    return _orbit_takes_out(type(action))
+    hit = _TAKES_OUT.get(type(action))
+    if hit is None:
+        hit = _TAKES_OUT[type(action)] = "out" in inspect.signature(action.orbit).parameters
+    return hit
 
 
 class SymmetrizerOutput(NamedTuple):
@@ -123,8 +123,8 @@ class Symmetrizer(nn.Module):
         return self.in_action.group
 
     def _run_model(self, x: Tensor) -> Tensor:
-        modules = self._modules  # not self.model: nn.Module.__getattr__ is slow on the hot path
-        return (modules["model"] if "model" in modules else self._model_fn)(x)  # type: ignore[operator]
+        model = self._modules.get("model")  # not self.model: nn.Module.__getattr__ is slow on the hot path
+        return (self._model_fn if model is None else model)(x)  # type: ignore[no-any-return]
 
     def chunk_for(self, x: Tensor) -> int:
         """How many samples of ``x`` go into one batched call."""
@@ -161,15 +161,18 @@ class Symmetrizer(nn.Module):
 
     #: orbits smaller than this are allocated per call (a fresh small tensor is cheaper than a lookup)
     workspace_min_bytes = 1 << 17
+    #: orbits larger than this are allocated per call too (a one-off huge batch is not kept alive)
+    workspace_max_bytes = 1 << 26
 
     def _workspace(self, x: Tensor, G: int) -> Tensor | None:
-        """A ``(|G|, *x.shape)`` buffer reused between calls, or ``None`` (small or non-CPU inputs).
+        """A ``(|G|, *x.shape)`` buffer reused between calls, or ``None`` (small, huge or non-CPU inputs).
 
         Fresh multi-megabyte tensors come from ``mmap`` on CPU: every call would fault in and zero its
         pages again, which costs more than writing the orbit itself. Buffers are per thread (two threads
         never share one) and per inference mode (an inference tensor cannot be written outside it); the
         last few shapes are kept."""
-        if x.numel() * x.element_size() * G < self.workspace_min_bytes:
+        nbytes = x.numel() * x.element_size() * G
+        if nbytes < self.workspace_min_bytes or nbytes > self.workspace_max_bytes:
             return None
         if x.device.type != "cpu" or not _takes_out(self.in_action):
             return None

@@ -227,6 +227,9 @@ def snapshot_folder(
     except Exception as exc:  # not cached (the client's errors differ between versions)
         log.debug("%s %r is not in the local hub cache: %s", what, name, exc)
     _require_hub(name, what)
+    from equirl.utils.progress import status
+
+    status("downloading %s %s from the Hugging Face hub (once: it is cached)", what, name)
     try:
         return download(False)
     except Exception as exc:  # any client error: a missing repository, a revision, a lost connection

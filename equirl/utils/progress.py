@@ -1,19 +1,31 @@
 """Progress reporting for long library calls: an optional ``progress(done, total)`` callback.
 
 Library functions take ``progress: ProgressFn | None = None`` and call it as work completes; they never
-print or touch a console (the CLI turns the callback into a progress bar).
+print or touch a console (the CLI turns the callback into a progress bar). A phase that takes a while
+without a bar (a final evaluation, a download) is announced on the :data:`STATUS` logger, which the CLI
+shows as a plain line by default (other ``INFO`` records only with ``-v``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["ProgressFn", "rich_bar", "subtask"]
+__all__ = ["STATUS", "ProgressFn", "rich_bar", "status", "subtask"]
+
+#: the logger of "what is happening now" lines (INFO), shown by the CLI without ``-v``
+STATUS = "equirl.status"
 
 #: ``progress(done, total)``: units of work done so far out of ``total``
 ProgressFn = Callable[[int, int], None]
+
+
+def status(message: str, *args: Any) -> None:
+    """Announce a phase of a long call (``status("final evaluation: %d episodes", 10)``): an INFO record of
+    the :data:`STATUS` logger (library code never prints)."""
+    logging.getLogger(STATUS).info(message, *args)
 
 
 def subtask(progress: ProgressFn | None, offset: int, total: int) -> ProgressFn | None:

@@ -134,6 +134,54 @@ def test_symmetrizer_table_markup_column_and_note() -> None:
     assert "12.50" in out  # equirl / |G| of D4 at batch 256
 
 
+def test_symmetrizer_table_prefers_the_paired_ratios() -> None:
+    """``equirl_x`` (the median of each round's ratio) is shown when present, not ``equirl_ms / base_ms``."""
+    row = {"model": "mlp", "group": "D4", "batch": 32, "base_ms": 1.0, "loop_ms": 9.0, "equirl_ms": 9.0}
+    row |= {"loop_x": 9.5, "equirl_x": 8.16, "order": 8, "clock": "cpu"}
+    out = render(symmetrizer_table([row]))
+    assert "1.02" in out and "8.16" in out and "cpu clock" in out
+    assert out.count("over") == 1  # "median over rounds" in the title; the goal column says ok
+
+
+def test_symmetrizer_plot_writes_a_png(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from equirl.bench.core import symmetrizer_plot
+
+    rows = [
+        {"model": m, "group": g, "batch": b, "base_ms": 1.0, "loop_ms": 3.0, "equirl_ms": 2.0, "order": 2}
+        for m in ("mlp", "cnn")
+        for g in ("Z2",)
+        for b in (1, 32)
+    ]
+    path = symmetrizer_plot(rows, tmp_path / "s.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_symmetrizer_benchmark_table_in_the_docs_matches_the_csv() -> None:
+    """The results page's before → after table of ``equirl / (|G| · base)`` is the committed CSV, rounded."""
+    import csv
+    import re
+
+    root = Path(__file__).resolve().parents[2]
+    with open(root / "docs/results/core/symmetrizers_before_after.csv", encoding="utf-8") as fh:
+        rows = {(r["model"], r["group"], int(r["batch"])): r for r in csv.DictReader(fh)}
+    text = (root / "docs/results/index.md").read_text(encoding="utf-8")
+    section = text[text.index("## The cost of symmetrizing") :]
+    section = section[: section.index("\n## ", 1)]
+    names = {"MLP 4-256-256-2": "mlp", "NatureCNN 4×84×84": "cnn"}
+    seen = 0
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 5 or cells[0] not in names:
+            continue
+        for batch, cell in zip((1, 32, 256), cells[2:]):
+            row = rows[(names[cells[0]], cells[1], batch)]
+            before, after = re.findall(r"[0-9]+\.[0-9]+", cell)
+            assert (before, after) == (f"{float(row['before_x']):.2f}", f"{float(row['after_x']):.2f}"), cell
+            seen += 1
+    assert seen == len(rows) == 18
+
+
 def test_empty_table_says_nothing_to_run() -> None:
     assert "zero-shot returns: nothing to run" in render(BenchTable([], "zero-shot returns"))
 

@@ -95,7 +95,9 @@ class _HWC(nn.Module):
 
 
 Z2_OBS = signed_permutation_action(flip(), [[0, 1, 2, 3]], signs=[[-1, -1, -1, -1]])
-CASES: list[tuple[str, Callable[[], nn.Module], GroupAction[Any], GroupAction[Any] | None, tuple[int, ...]]] = [
+CASES: list[
+    tuple[str, Callable[[], nn.Module], GroupAction[Any], GroupAction[Any] | None, tuple[int, ...]]
+] = [
     ("mlp-Z2", _mlp, Z2_OBS, permutation_action(flip(), [[1, 0]]), (4,)),
     ("mlp-C4", _mlp, signed_permutation_action(cyclic(4), [[3, 0, 1, 2]]), None, (4,)),
     ("mlp-D4", _mlp, signed_permutation_action(dihedral(4), [[3, 0, 1, 2], [3, 2, 1, 0]]), None, (4,)),
@@ -117,7 +119,9 @@ CASES: list[tuple[str, Callable[[], nn.Module], GroupAction[Any], GroupAction[An
 IDS = [c[0] for c in CASES]
 
 
-def _make(method: str, factory: Callable[[], nn.Module], act: GroupAction[Any], out: Any, **kw: Any) -> Symmetrizer:
+def _make(
+    method: str, factory: Callable[[], nn.Module], act: GroupAction[Any], out: Any, **kw: Any
+) -> Symmetrizer:
     model = factory().eval()
     if method == "equitune":
         return EquiTune(model, act, out, **kw).eval()
@@ -241,7 +245,7 @@ def test_threads_get_their_own_workspace() -> None:
             with torch.no_grad():
                 for _ in range(20):
                     torch.testing.assert_close(sym(xs[i]), refs[i], atol=TOL, rtol=TOL)
-        except BaseException as e:  # noqa: BLE001 - re-raised in the main thread
+        except BaseException as e:  # re-raised in the main thread
             errors.append(e)
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
@@ -326,7 +330,7 @@ def test_image_plan_transposes_once_per_orbit() -> None:
     """D4 and C4 need one gather (the transpose); every other element is a copy or a flip."""
     for group in (dihedral(4), cyclic(4)):
         act = image_action(group)
-        kinds = [kind for _, kind, _ in act._plan(act.transforms)]
+        kinds = [step[1] for step in act._plan(act.transforms)]
         assert kinds.count("gather") == 1 and kinds.count("same") == 1
 
 

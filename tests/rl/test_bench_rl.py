@@ -30,7 +30,7 @@ def test_efficiency_is_a_sweep_pairing_arms_per_seed_from_first_seed(tmp_path: A
     summary = {r["method"]: r for r in bench.efficiency_summary(rows, "lambda")}
     assert summary["base"]["median_steps"] == 2 * 7000
     assert summary["lambda"]["median_steps"] == 7000
-    assert summary["lambda"]["ratio_vs_plain"] == pytest.approx(0.5)
+    assert summary["lambda"]["ratio_vs_base"] == pytest.approx(0.5)
 
 
 def test_efficiency_runs_are_run_directories_and_rows(tmp_path: Any) -> None:

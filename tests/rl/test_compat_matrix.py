@@ -1,4 +1,4 @@
-"""The compatibility matrix of agents from the wild (issue 24, item 7; ``docs/compatibility.md``).
+"""The compatibility matrix of agents from the wild (``docs/compatibility.md``).
 
 Rows: the conventions SB3 agents come in (an RL-zoo folder with a time feature, ``VecNormalize`` and an old
 env id; a pickled ``torch.device`` in ``policy_kwargs``; a frame-stacked pixel agent in an RL-zoo folder;

@@ -192,7 +192,11 @@ def test_check_scores_is_the_score_schema() -> None:
         ("verify.atol", 0, r"verify\.atol = 0\.0: must be > 0"),
         ("verify.atol", float("inf"), r"verify\.atol = inf: must be a finite number"),
         ("actions.n", 0, r"actions\.n = 0: must be >= 1"),
-        ("verify.method", "exact", r"verify\.method = 'exact': must be one of state, obs, mujoco, none"),
+        (
+            "verify.method",
+            "exact",
+            r"verify\.method = 'exact': must be one of state, obs, mujoco, minatar, none",
+        ),
         (
             "observation.type",
             "fourier",

@@ -1,6 +1,6 @@
 """RL-zoo folders load as their authors ran them: env wrappers (allowlisted), VecNormalize statistics found
 in a subfolder named after the training env id, frame stacks, old env ids; the symmetrized policy stays
-exactly equivariant with the time feature and the stacked frames (issue 24)."""
+exactly equivariant with the time feature and the stacked frames."""
 
 from __future__ import annotations
 
