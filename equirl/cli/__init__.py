@@ -221,8 +221,11 @@ class _LogLines(logging.Handler):
             text = record.getMessage()
         except Exception:  # a malformed log call: its format string
             text = str(record.msg)
-        if record.name == STATUS and record.levelno == logging.INFO:  # what is happening now: a plain line
-            print_error(self.err, text, prefix="")
+        if record.name == STATUS and record.levelno == logging.INFO:
+            # what is happening now, for a person at a terminal (like a progress bar): a plain line; in a
+            # pipe or a log file only warnings and the one error line go to stderr
+            if self.err.is_terminal:
+                print_error(self.err, text, prefix="")
             return
         if record.levelno < self.shown:
             return

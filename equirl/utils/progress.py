@@ -3,7 +3,7 @@
 Library functions take ``progress: ProgressFn | None = None`` and call it as work completes; they never
 print or touch a console (the CLI turns the callback into a progress bar). A phase that takes a while
 without a bar (a final evaluation, a download) is announced on the :data:`STATUS` logger, which the CLI
-shows as a plain line by default (other ``INFO`` records only with ``-v``).
+shows as a plain line on a terminal, as it shows progress bars (other ``INFO`` records only with ``-v``).
 """
 
 from __future__ import annotations
