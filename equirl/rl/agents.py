@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 from equirl.assets import asset_path
 from equirl.config import load_yaml
-from equirl.errors import CheckpointError
+from equirl.errors import CheckpointError, ConfigError
 from equirl.utils.io import (
     atomic_copy,
     atomic_write_bytes,
@@ -21,6 +21,7 @@ from equirl.utils.io import (
     check_output_path,
     json_dumps,
     pickle_bytes,
+    printable,
     read_json,
     read_text,
     refuse_existing,
@@ -172,6 +173,10 @@ def save_symmetrized(
     from equirl.rl.zoo import find_vecnormalize
 
     out = Path(out)
+    if out.is_dir():
+        raise ConfigError(
+            f"--out {printable(out, 200)} is a folder: give the zip to write (e.g. {out}/agent.zip)"
+        )
     out = out if out.suffix == ".zip" else out.with_name(out.name + ".zip")
     check_output_path(out, "--out", kind="file")
     stats = out.parent / STATS_NAME

@@ -29,7 +29,7 @@ from equirl.rl.algos import ALGOS, get_algo
 from equirl.rl.config import RLConfig, TD3HyperParams, check_buffer_memory
 from equirl.rl.envs import current_env_id, make_vec_env, resolve_env_id
 from equirl.rl.spec import load_spec
-from equirl.rl.zipinfo import check_agent_zip
+from equirl.rl.zipinfo import check_agent_zip, inspect_agent_zip
 from equirl.rl.zoo import find_agent_zip, read_zoo_folder, remember_env, zoo_env
 
 __all__ = ["build_model", "load_plain", "load_pretrained", "make_train_env"]
@@ -199,6 +199,8 @@ def load_pretrained(
     # the env as the zoo run made it: env wrappers -> VecEnv -> normalisation -> frame stack
     recipe = zoo_env(folder, str(env_id or base_sym.env_id), trust_checkpoint=trust_checkpoint)
     norm_sym, sym = recipe.symmetries(base_sym)
+    # a missing or corrupt zip is the real cause of a failure: named before its statistics are read
+    inspect_agent_zip(find_agent_zip(path, env_id, which=which))
     stats = folder.statistics()  # refuses a normalised agent without its statistics
     vec = recipe.make_base(n_envs=n_envs, seed=seed or 0) if isinstance(env, str) else env
     if stats is not None:

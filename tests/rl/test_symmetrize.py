@@ -105,3 +105,38 @@ def test_zips_saved_before_the_policies_package_load_in_sb3() -> None:
             model = cls.load(z, device="cpu")
             assert type(model.policy).__module__.startswith("equirl.rl.policies."), z
     assert old > 0  # the shipped agents do name the old module
+
+
+def test_symmetrize_bad_inputs_are_one_line(
+    zoo_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A folder as ``--out``, and a truncated zip lying beside someone else's statistics: one line naming
+    the real cause, exit 2, nothing written."""
+    import shutil
+
+    (tmp_path / "out").mkdir()
+    assert (
+        main(
+            ["symmetrize", "--agent", str(zoo_folder), "--method", "equitune", "--out", str(tmp_path / "out")]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a folder" in err[0]
+    beside = tmp_path / "beside"
+    beside.mkdir()
+    shutil.copy(next(zoo_folder.glob("*/vecnormalize.pkl")), beside / "vecnormalize.pkl")
+    (beside / "agent.zip").write_bytes(b"PK\x03\x04 truncated")
+    argv = [
+        "symmetrize",
+        "--agent",
+        str(beside / "agent.zip"),
+        "--env",
+        "CartPole-v1",
+        "--method",
+        "equitune",
+    ]
+    assert main([*argv, "--out", str(tmp_path / "eq.zip")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "corrupt checkpoint" in err[0]
+    assert not (tmp_path / "eq.zip").exists() and not list((tmp_path / "out").iterdir())
