@@ -25,12 +25,13 @@ import numpy as np
 from equirl.config import FieldError
 from equirl.errors import CheckpointError, EquirlError, SymmetryError
 from equirl.registry import BASE, EQUITUNE, canonical_method, get_method, method_names, validate_method_kwargs
-from equirl.rl.algos import ALGOS, get_algo
+from equirl.rl.algos import ALGOS, AlgoSpec, get_algo
 from equirl.rl.config import RLConfig, TD3HyperParams, check_buffer_memory
-from equirl.rl.envs import current_env_id, make_vec_env, resolve_env_id
-from equirl.rl.spec import load_spec
+from equirl.rl.envs import current_env_id, make_env, make_vec_env
+from equirl.rl.safe_load import check_tensor_files, safe_custom_objects
+from equirl.rl.spec import EnvSymmetry, load_spec
 from equirl.rl.zipinfo import check_agent_zip, inspect_agent_zip
-from equirl.rl.zoo import find_agent_zip, read_zoo_folder, remember_env, zoo_env
+from equirl.rl.zoo import find_agent_zip, open_agent, remember_env
 
 __all__ = ["build_model", "load_plain", "load_pretrained", "make_train_env"]
 
@@ -51,16 +52,36 @@ def _model_observation_space(space: Any) -> Any:
     return space
 
 
-def _overrides(algo: str, env: Any) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Algo:
+    """What building a model reads of an algorithm (:data:`equirl.rl.algos.ALGOS`), read from the table in
+    one go (:func:`_algo`) and handed down."""
+
+    spec: AlgoSpec
+    name: str
+    cls: Any
+    on_policy: bool
+    value_based: bool
+
+
+def _algo(name: str) -> _Algo:
+    """The :class:`_Algo` of ``name``; one line listing the algorithms for an unknown one."""
+    spec = get_algo(name)
+    return _Algo(spec, spec.name, spec.cls, spec.on_policy, spec.value_based)
+
+
+def _overrides(algo: str | _Algo, env: Any) -> dict[str, Any]:
     """``custom_objects`` every algorithm gets: the env's spaces (as the model sees them), constant
     schedules (old zips pickle schedules as functions), no replay buffer."""
+    info = algo if isinstance(algo, _Algo) else _algo(algo)
+    algo = info.name
     custom: dict[str, Any] = {
         "observation_space": _model_observation_space(env.observation_space),
         "action_space": env.action_space,
         "lr_schedule": _constant(1e-4),
         "learning_rate": 1e-4,
     }
-    if get_algo(algo).on_policy:
+    if info.on_policy:
         custom["clip_range"] = _constant(0.2)
         custom["clip_range_vf"] = None
     else:
@@ -97,28 +118,34 @@ def load_plain(
     :param symmetry: replaces a saved ``policy_kwargs["symmetry"]`` (an equivariant agent's).
     :raises CheckpointError: missing / corrupt file, or an entry that would need unpickling (one line).
     """
-    from equirl.rl.safe_load import check_tensor_files, safe_custom_objects
-
-    cls = get_algo(algo).cls
+    info = _algo(algo)
     env_id = _env_id(env)
-    zpath = find_agent_zip(path, env_id, which=which)
+    return _load_plain(
+        find_agent_zip(path, env_id, which=which), env, info, env_id, device, trust_checkpoint, symmetry
+    )
+
+
+def _load_plain(
+    zpath: Path, env: Any, info: _Algo, env_id: str | None, device: str, trust_checkpoint: bool, symmetry: Any
+) -> Any:
+    """:func:`load_plain` of the zip ``zpath`` (found), as ``info``'s algorithm."""
+    custom = _overrides(info, env)
     # unreadable / corrupt / the other algorithm / another observation size: one line naming the cause
-    check_agent_zip(zpath, algo, env.observation_space, env_id)
-    custom = _overrides(algo, env)
+    check_agent_zip(zpath, info.name, env.observation_space, env_id)
     if trust_checkpoint:
         log.warning("loading %s with --trust-checkpoint: its pickled entries are unpickled", zpath)
     else:
         check_tensor_files(zpath)
-        custom = safe_custom_objects(zpath, cls, custom, symmetry=symmetry)
+        custom = safe_custom_objects(zpath, info.cls, custom, symmetry=symmetry)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # SB3 < 2.4 optimizer-state notice
-            model = cls.load(zpath, device=device, custom_objects=custom)
+            model = info.cls.load(zpath, device=device, custom_objects=custom)
     except EquirlError:
         raise
     except Exception as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"cannot load {algo} checkpoint {zpath}: {first}") from None
+        raise CheckpointError(f"cannot load {info.name} checkpoint {zpath}: {first}") from None
     return model
 
 
@@ -184,46 +211,104 @@ def load_pretrained(
     :param algo_kwargs: hyperparameters of the new algorithm (for finetuning), e.g. ``learning_rate``.
     :returns: an SB3 model of ``algo`` with an equivariant policy and the pretrained weights.
     """
-    spec = get_method(method)  # one-line error listing the methods
+    get_method(method)  # one-line error listing the methods
+    info = _algo(algo) if algo is not None else None  # one-line error for an unknown algo
+    return _load_pretrained(
+        path,
+        env,
+        method,
+        info,
+        symmetry,
+        method_kwargs,
+        freeze_backbone,
+        device,
+        seed,
+        which,
+        trust_checkpoint,
+        n_envs,
+        algo_kwargs,
+    )
+
+
+def _load_pretrained(
+    path: str | Path,
+    env: Any,
+    method: str,
+    info: _Algo | None,
+    symmetry: Any,
+    method_kwargs: dict[str, Any] | None,
+    freeze_backbone: bool | None,
+    device: str,
+    seed: int | None,
+    which: str,
+    trust_checkpoint: bool,
+    n_envs: int,
+    algo_kwargs: dict[str, Any],
+) -> Any:
+    """:func:`load_pretrained`, the algorithm read already (``None``: the one the zip was saved with).
+
+    The agent is read in one go (:func:`equirl.rl.zoo.open_agent`: its folder, the env it ran in, the
+    spec extended to its wrappers, its zip), then its zip is checked, then the env made, then the models
+    built: each module visited once where the order allows.
+    """
+    spec = get_method(method)
     method = spec.name
-    if algo is not None:
-        get_algo(algo)  # one-line error for an unknown algo
     method_kwargs = validate_method_kwargs(method, method_kwargs, adapter="rl")
-    env_id = current_env_id(env) if isinstance(env, str) else _env_id(env)
+    named = isinstance(env, str)
+    env_id = current_env_id(env) if named else _env_id(env)
     if symmetry is None and env_id is None:
         raise EquirlError("pass symmetry=...: the env has no id to look its symmetry spec up")
-    base_sym = load_spec(symmetry if symmetry is not None else str(env_id))  # unknown env: one line first
-    folder = read_zoo_folder(path, env_id)
-    if isinstance(env, str):  # one warning when the agent was trained on an older id
-        env_id = resolve_env_id(env, trained_on=folder.trained_env_id)
-    # the env as the zoo run made it: env wrappers -> VecEnv -> normalisation -> frame stack
-    recipe = zoo_env(folder, str(env_id or base_sym.env_id), trust_checkpoint=trust_checkpoint)
-    norm_sym, sym = recipe.symmetries(base_sym)
+    # unknown env: one line first (a spec read already is taken as it is)
+    base_sym = (
+        symmetry
+        if isinstance(symmetry, EnvSymmetry)
+        else load_spec(symmetry if symmetry is not None else str(env_id))
+    )
+    # the agent's folder, the (current) env id, the env as the zoo run made it (env wrappers -> VecEnv ->
+    # normalisation -> frame stack), the spec extended to it, the zip
+    agent = open_agent(
+        path, env if named else None, env_id, base_sym, which=which, trust_checkpoint=trust_checkpoint
+    )
+    env_id, recipe, sym = agent.env_id, agent.recipe, agent.sym
     # a missing or corrupt zip is the real cause of a failure: named before its statistics are read
-    inspect_agent_zip(find_agent_zip(path, env_id, which=which))
-    stats = folder.statistics()  # refuses a normalised agent without its statistics
-    vec = recipe.make_base(n_envs=n_envs, seed=seed or 0) if isinstance(env, str) else env
+    inspect_agent_zip(agent.zip)
+    stats = agent.folder.statistics()  # refuses a normalised agent without its statistics
+    vec = recipe.make_base(n_envs=n_envs, seed=seed or 0) if named else env
     if stats is not None:
         from equirl.rl.normalize import load_vecnormalize
 
         vec = load_vecnormalize(
-            stats, vec, symmetry=norm_sym if spec.symmetrizes else None, trust_checkpoint=trust_checkpoint
+            stats,
+            vec,
+            symmetry=agent.norm_sym if spec.symmetrizes else None,
+            trust_checkpoint=trust_checkpoint,
         )
         log.info("normalising observations with %s%s", stats, " (symmetrized)" if spec.symmetrizes else "")
-    if isinstance(env, str):
+    if named and recipe.frame_stack:
         vec = recipe.stack(vec)
-    if algo is None:  # the algorithm the zip was saved with
+    if info is None:  # the algorithm the zip was saved with
         from equirl.rl.zipinfo import read_algo
 
-        algo = read_algo(path, None, env_id, which)
-    plain = load_plain(
-        path, vec, algo=algo, device=device, which=which, trust_checkpoint=trust_checkpoint, symmetry=sym
-    )
+        info = _algo(read_algo(path, None, env_id, which))
+    vec_id = _env_id(vec)
+    zpath = agent.zip if vec_id == env_id else find_agent_zip(path, vec_id, which=which)
+    plain = _load_plain(zpath, vec, info, vec_id, device, trust_checkpoint, sym)
     req = _WrapRequest(
-        plain, path, vec, sym, spec, algo, method_kwargs, freeze_backbone, device, seed, algo_kwargs
+        plain,
+        path,
+        vec,
+        sym,
+        spec,
+        info.name,
+        method_kwargs,
+        freeze_backbone,
+        device,
+        seed,
+        algo_kwargs,
+        info,
     )
-    model = _wrap_q(req) if get_algo(algo).value_based else _wrap_actor_critic(req)
-    if isinstance(env, str):  # evaluate(model, env_id) makes the same env (a given VecEnv is the caller's)
+    model = _wrap_q(req) if info.value_based else _wrap_actor_critic(req)
+    if named:  # evaluate(model, env_id) makes the same env (a given VecEnv is the caller's)
         remember_env(model, recipe)
     return model
 
@@ -244,6 +329,12 @@ class _WrapRequest:
     device: str
     seed: int | None
     algo_kwargs: dict[str, Any]
+    info: _Algo | None = None
+
+    @property
+    def algo_info(self) -> _Algo:
+        """The algorithm's facts (read from the table unless :func:`load_pretrained` handed them down)."""
+        return self.info if self.info is not None else _algo(self.algo)
 
     def add_equi_options(self, pk: dict[str, Any]) -> None:
         """Put the equivariant policy's options in ``pk`` (plain data only, the spec as a mapping, so
@@ -272,10 +363,10 @@ def _construct(path: Any, sym: Any, make: Callable[[], Any]) -> Any:
         raise CheckpointError(f"checkpoint {path} does not fit {sym.env_id}: {first}") from None
 
 
-def _finetune_defaults(algo: str, algo_kwargs: dict[str, Any]) -> dict[str, Any]:
+def _finetune_defaults(algo: str | _Algo, algo_kwargs: dict[str, Any]) -> dict[str, Any]:
     """An off-policy agent loaded without these hyperparameters gets a modest replay buffer and no
     warm-up (SB3's defaults are a 1M buffer and random warm-up actions)."""
-    if get_algo(algo).on_policy:
+    if (algo if isinstance(algo, _Algo) else _algo(algo)).on_policy:
         return algo_kwargs
     return {"buffer_size": 50_000, "learning_starts": 0, **algo_kwargs}
 
@@ -283,7 +374,8 @@ def _finetune_defaults(algo: str, algo_kwargs: dict[str, Any]) -> dict[str, Any]
 def _equivariant_model(req: _WrapRequest, alias: str, pk: dict[str, Any], algo_kwargs: dict[str, Any]) -> Any:
     """A new model of the agent's algorithm with the equivariant policy ``alias`` (``policy_kwargs`` ``pk``),
     the plain agent's weights copied in (see :func:`_copy_weights`)."""
-    cls = get_algo(req.algo).cls
+    info = req.algo_info
+    cls = info.cls
     model = _construct(
         req.path,
         req.sym,
@@ -293,7 +385,7 @@ def _equivariant_model(req: _WrapRequest, alias: str, pk: dict[str, Any], algo_k
             policy_kwargs=pk,
             device=req.device,
             seed=req.seed,
-            **_finetune_defaults(req.algo, algo_kwargs),
+            **_finetune_defaults(info, algo_kwargs),
         ),
     )
     _copy_weights(req.plain, model, req.spec, req.path, req.algo)
@@ -391,8 +483,9 @@ def _wrap_actor_critic(req: _WrapRequest) -> Any:
     use_sde = bool(getattr(plain, "use_sde", False) or pk_saved.get("use_sde", False))
     if use_sde and not spec.symmetrizes:  # the plain agent, with its own gSDE exploration
         if algo_kwargs:  # training hyperparameters (augment's buffer among them): the same policy, rebuilt
-            cls = get_algo(algo).cls
-            kw = _finetune_defaults(algo, {**algo_kwargs, "use_sde": True})
+            info = req.algo_info
+            cls = info.cls
+            kw = _finetune_defaults(info, {**algo_kwargs, "use_sde": True})
             model = _construct(
                 path,
                 sym,
@@ -445,24 +538,9 @@ def _algo_kwargs(cfg: RLConfig, action_space: Any) -> dict[str, Any]:
     return kw
 
 
-def _n_envs(cfg: RLConfig) -> int:
-    return int(getattr(cfg.hyperparams, "n_envs", 1))
-
-
 def make_train_env(cfg: RLConfig) -> Any:
     """The training VecEnv of ``cfg`` (``hyperparams.n_envs`` copies for PPO / A2C)."""
-    return make_vec_env(cfg.env, n_envs=_n_envs(cfg), seed=cfg.seed)
-
-
-def _env_spaces(env_id: str) -> tuple[Any, Any]:
-    """The observation and action spaces of the bare env ``env_id`` (what a spec describes)."""
-    from equirl.rl.envs import make_env
-
-    env = make_env(env_id)
-    try:
-        return env.unwrapped.observation_space, env.unwrapped.action_space
-    finally:
-        env.close()
+    return make_vec_env(cfg.env, n_envs=cfg.n_envs, seed=cfg.seed)
 
 
 def _raw_spaces(vec: Any) -> tuple[Any, Any]:
@@ -483,9 +561,12 @@ def _policy_alias(space: Any) -> str:
     return "EquiCnnPolicy" if min(h, w) >= 36 else "EquiMlpPolicy"
 
 
-def _check_action_space(cfg: RLConfig, space: Any) -> None:
-    """One line when ``cfg.algo`` cannot act in ``space`` (DQN on continuous actions, SAC on discrete)."""
-    need = get_algo(cfg.algo).actions
+def _check_action_space(cfg: RLConfig, space: Any, algo: AlgoSpec | None = None) -> None:
+    """One line when ``cfg.algo`` cannot act in ``space`` (DQN on continuous actions, SAC on discrete).
+
+    :param algo: ``cfg.algo``'s entry, when the caller has it.
+    """
+    need = (algo if algo is not None else get_algo(cfg.algo)).actions
     kind = type(space).__name__
     if need is not None and kind != need:
         what = "discrete" if need == "Discrete" else "continuous (Box)"
@@ -510,22 +591,31 @@ def build_model(cfg: RLConfig, trust_checkpoint: bool = False) -> Any:
         :mod:`equirl.rl.safe_load`).
     """
 
-    algo, sym = get_algo(cfg.algo), load_spec(cfg.symmetry or cfg.env)
+    info = _algo(cfg.algo)  # the algorithm's facts, read once
+    algo, sym = info.spec, load_spec(cfg.symmetry or cfg.env)
     # a fresh model trains in the bare env; an agent to finetune in the env it ran in, which the loader
     # makes (its wrappers, statistics, frame stack): here only the bare env's spaces are checked
-    vec = None if cfg.init_from else make_train_env(cfg)
-    obs_space, action_space = _raw_spaces(vec) if vec is not None else _env_spaces(cfg.env)
-    _check_action_space(cfg, action_space)
+    if cfg.init_from:
+        vec = None
+        bare = make_env(cfg.env)
+        try:
+            obs_space, action_space = bare.unwrapped.observation_space, bare.unwrapped.action_space
+        finally:
+            bare.close()
+    else:
+        vec = make_train_env(cfg)
+        obs_space, action_space = _raw_spaces(vec)
+    _check_action_space(cfg, action_space, algo)
     sym.check_fits(obs_space, action_space)
     if getattr(cfg.hyperparams, "use_sde", False) and not sym.continuous:
         raise FieldError(
             "hyperparams.use_sde", True, f"gSDE needs continuous actions; {cfg.env} has discrete ones"
         )
-    if not algo.on_policy:
+    kw = _algo_kwargs(cfg, action_space)
+    if not info.on_policy:
         check_buffer_memory(
             vec.observation_space if vec is not None else obs_space, cfg.hyperparams.buffer_size
         )
-    kw = _algo_kwargs(cfg, action_space)
     method = cfg.method
     if get_method(method).augments_data:  # a plain policy trained on mirrored transitions too
         from equirl.rl.augment import augment_kwargs
@@ -533,18 +623,20 @@ def build_model(cfg: RLConfig, trust_checkpoint: bool = False) -> Any:
         kw.update(augment_kwargs(sym, cfg.algo, seed=cfg.seed))
         method = BASE
     if vec is None:
-        return load_pretrained(
+        return _load_pretrained(
             str(cfg.init_from),
             cfg.env,
-            n_envs=_n_envs(cfg),
-            method=method,
-            algo=cfg.algo,
-            symmetry=sym,
-            method_kwargs=cfg.method_kwargs,
-            freeze_backbone=cfg.freeze_backbone,
-            seed=cfg.seed,
-            trust_checkpoint=trust_checkpoint,
-            **kw,
+            method,
+            info,
+            sym,
+            cfg.method_kwargs,
+            cfg.freeze_backbone,
+            "cpu",
+            cfg.seed,
+            "best",
+            trust_checkpoint,
+            cfg.n_envs,
+            dict(kw),
         )
     pk: dict[str, Any] = {
         "net_arch": list(cfg.hyperparams.net_arch),
@@ -555,7 +647,7 @@ def build_model(cfg: RLConfig, trust_checkpoint: bool = False) -> Any:
     }
     if cfg.algo == "qrdqn":
         pk["n_quantiles"] = cfg.hyperparams.n_quantiles
-    return algo.cls(
+    return info.cls(
         _policy_alias(vec.observation_space),
         vec,
         policy_kwargs=pk,

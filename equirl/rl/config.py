@@ -427,6 +427,11 @@ class RLConfig:
         )
         object.__setattr__(self, "hyperparams", _algo_hyperparams(self.algo, self.hyperparams))
 
+    @property
+    def n_envs(self) -> int:
+        """Copies of the env trained on at once (``hyperparams.n_envs`` of PPO / A2C; 1 otherwise)."""
+        return int(getattr(self.hyperparams, "n_envs", 1))
+
 
 def _algo_hyperparams(algo: str, hp: Any) -> Any:
     """``hp`` (a mapping, ``None`` or a schema instance) as ``algo``'s hyperparameter schema."""

@@ -158,6 +158,39 @@ class EnvSymmetry:
         imgs = None if self.obs_generators is None else [ImageTransform(k, m) for k, m in self.obs_generators]
         return image_action(g, imgs, dims=dims)
 
+    def policy_obs_action(self, observation_space: Any) -> Any:
+        """The group action on the observation tensor *as a policy sees it* (after SB3's transposition of
+        channel-last images to channel-first), checked against ``observation_space``
+        (:func:`equirl.rl.policies.policy_obs_action`, here so that a policy reads everything it needs
+        from the spec in one go).
+
+        :raises SymmetryError: the space does not fit the spec (size, image shape, square frames).
+        """
+        shape = tuple(observation_space.shape or ())
+        if self.obs_type == "signed_permutation":
+            assert self.obs_generators is not None
+            n = len(self.obs_generators[0][0])
+            if shape != (n,):
+                raise SymmetryError(
+                    f"{self.env_id}: the spec acts on {n} features but the observation shape is {shape}"
+                )
+            return self.obs_action()
+        if len(shape) == 3:
+            from stable_baselines3.common.preprocessing import is_image_space_channels_first
+
+            dims = (-2, -1) if is_image_space_channels_first(observation_space) else (-3, -2)
+        elif len(shape) == 2:
+            dims = (-2, -1)
+        else:
+            raise SymmetryError(
+                f"{self.env_id}: an image symmetry needs image observations, got shape {shape}"
+            )
+        h, w = shape[dims[0]], shape[dims[1]]
+        quarter = self.obs_generators is None or any(k % 2 for k, _ in self.obs_generators)
+        if quarter and h != w:
+            raise SymmetryError(f"{self.env_id}: quarter turns need square frames, got {h}x{w}")
+        return self.obs_action(image_dims=dims)
+
     def action_action(self, absolute: bool = False) -> Any:
         """The group action on actions: for discrete actions the permutation of the action axis (the
         last axis of Q-values, quantiles or logits); for continuous ones the signed permutation of the

@@ -53,9 +53,9 @@ from equirl.errors import (
     RunInterrupted,
     RunSaveError,
 )
-from equirl.registry import BASE, get_method
+from equirl.registry import AUTO, BASE, get_method
 from equirl.rl.algos import get_algo
-from equirl.rl.build import _n_envs, build_model, make_train_env
+from equirl.rl.build import build_model, make_train_env
 from equirl.rl.callbacks import EquiEvalCallback
 from equirl.rl.config import RLConfig, load_rl_config
 from equirl.rl.evaluation import make_eval_env
@@ -142,8 +142,6 @@ def check_run(cfg: RLConfig, trust_checkpoint: bool = False) -> str:
     """
     import dataclasses
 
-    from equirl.registry import AUTO
-
     check_output_path(cfg.out, "out")
     probe = cfg
     if cfg.method == AUTO:
@@ -185,13 +183,15 @@ def run_training(
     :raises NonFiniteError: NaN / inf in the loss, Q-values or parameters (status ``failed``).
     :raises RunSaveError: the final model could not be written to the run directory.
     """
-    from equirl.rl.select import resolve_auto
-
     check_output_path(cfg.out, "out")
     # validation errors happen before any directory exists; method auto resolves first (zero-shot)
-    cfg, auto_choice = resolve_auto(cfg, trust_checkpoint=trust_checkpoint)
+    auto_choice = None
+    if cfg.method == AUTO:
+        from equirl.rl.select import resolve_auto
+
+        cfg, auto_choice = resolve_auto(cfg, trust_checkpoint=trust_checkpoint)
     model = build_model(cfg, trust_checkpoint=trust_checkpoint)
-    scorer_fit = _fit_scorer(cfg, model)
+    scorer_fit = _fit_scorer(cfg, model) if get_method(cfg.method).learned_scorer else {}
     root = Path(cfg.out)
     run_dir = unique_run_dir(root, run_name(cfg.env, exp_name or cfg.method, cfg.seed))
     run_dir.mkdir(parents=True)
@@ -540,7 +540,7 @@ class _Run:
         cfg, model = self.cfg, self.model
         logger = _configure_logger(self.run_dir / "tb", cfg.log.tensorboard)
         model.set_logger(logger)
-        n_envs = _n_envs(cfg)
+        n_envs = cfg.n_envs
         self.eval_cb = _RunEvalCallback(
             make_eval_env(model, cfg.env, seed=cfg.seed + 10_000),  # the env as the model sees it
             # callbacks are called once per step of all n_envs envs: the period in env steps stays eval.freq
@@ -554,6 +554,7 @@ class _Run:
             else StopTrainingOnRewardThreshold(reward_threshold=float(cfg.eval.stop_at)),
             keep=N_CANDIDATES if cfg.eval.confirm_episodes > 0 else 0,
         )
+        logging_cb = EquiLoggingCallback(cfg.log.equi_freq)
         if self.eval_state:
             self.eval_cb.set_state(self.eval_state)
         elif cfg.eval.at_start and cfg.eval.freq > 0 and int(model.num_timesteps) == 0:
@@ -564,7 +565,7 @@ class _Run:
             self.eval_cb.evaluations_results.append([float(r) for r in rets])
         self.eval_cb.prune()  # a resumed run: only the candidates its checkpoint lists
         t0 = time.perf_counter()
-        cbs = [_RunCallback(self, t0), EquiLoggingCallback(cfg.log.equi_freq), self.eval_cb]
+        cbs = [_RunCallback(self, t0), logging_cb, self.eval_cb]
         if get_method(cfg.method).learned_weights and getattr(model.policy, "freeze_backbone", False):
             from equirl.rl.lambda_fit import BestLambdaCallback  # keeps the best λ of the evaluations
 

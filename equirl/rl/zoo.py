@@ -56,11 +56,13 @@ from equirl.utils.io import printable
 __all__ = [
     "ALLOWED_WRAPPERS",
     "RepeatAction",
+    "ZooAgent",
     "ZooEnv",
     "ZooFolder",
     "agent_env_id",
     "extend_symmetry",
     "find_agent_zip",
+    "open_agent",
     "read_zoo_folder",
     "resolve_agent_path",
     "save_agent_env",
@@ -741,6 +743,60 @@ def zoo_env(folder: ZooFolder, env_id: str, trust_checkpoint: bool = False) -> Z
     if kwargs.pop("render_mode", None) is not None:
         log.info("%s: not rendering (render_mode dropped from env_kwargs)", where)
     return ZooEnv(env_id, wrappers, vec_wrappers, kwargs, folder.frame_stack)
+
+
+@dataclass(frozen=True)
+class ZooAgent:
+    """Everything about an agent to load, read in one go by :func:`open_agent` (and handed down, so that
+    the loader, :func:`equirl.rl.build.load_pretrained`, comes back to this module only to make the env).
+
+    :param folder: the agent's folder (:func:`read_zoo_folder`).
+    :param env_id: the (current) env id it runs on (``None``: a VecEnv without an id).
+    :param recipe: the env it ran in (:func:`zoo_env`).
+    :param norm_sym: the spec acting on what its normalisation sees; ``sym``: on what its policy sees
+        (:meth:`ZooEnv.symmetries`).
+    :param zip: its zip (:func:`find_agent_zip`; not read yet: see
+        :func:`equirl.rl.zipinfo.inspect_agent_zip`).
+    """
+
+    folder: ZooFolder
+    env_id: str | None
+    recipe: ZooEnv
+    norm_sym: Any
+    sym: Any
+    zip: Path
+
+
+def open_agent(
+    path: str | Path,
+    env: str | None,
+    env_id: str | None,
+    sym: Any,
+    which: str = "best",
+    trust_checkpoint: bool = False,
+) -> ZooAgent:
+    """The :class:`ZooAgent` of ``path``: its folder, the env id it runs on, the env it ran in, the spec
+    extended to that env's wrappers, its zip.
+
+    :param path: what :func:`find_agent_zip` takes.
+    :param env: the env id as asked for (an older id runs as its current version, with one warning when
+        the agent was trained on another: :func:`equirl.rl.envs.resolve_env_id`); ``None``: the caller
+        has its own VecEnv, of id ``env_id``.
+    :param env_id: the current env id (chooses among several ``{env}/`` subfolders).
+    :param sym: the env's :class:`~equirl.rl.spec.EnvSymmetry` (its ``env_id`` names the env when
+        ``env_id`` is ``None``).
+    :param which: ``"best"`` or ``"final"`` (see :func:`find_agent_zip`).
+    :param trust_checkpoint: see :func:`zoo_env`.
+    """
+    from equirl.rl.envs import resolve_env_id
+
+    folder = read_zoo_folder(path, env_id)
+    if env is not None:  # one warning when the agent was trained on an older id
+        env_id = resolve_env_id(env, trained_on=folder.trained_env_id)
+    # the env as the zoo run made it: env wrappers -> VecEnv -> normalisation -> frame stack
+    recipe = zoo_env(folder, str(env_id or sym.env_id), trust_checkpoint=trust_checkpoint)
+    norm_sym, policy_sym = recipe.symmetries(sym)
+    return ZooAgent(folder, env_id, recipe, norm_sym, policy_sym, find_agent_zip(path, env_id, which=which))
 
 
 # -- the symmetry of the wrapped observation -----------------------------------------------------------

@@ -26,7 +26,6 @@ import numpy as np
 import torch
 from gymnasium import spaces
 from stable_baselines3.common.distributions import StateDependentNoiseDistribution
-from stable_baselines3.common.preprocessing import is_image_space_channels_first
 from torch import Tensor, nn
 
 from equirl.actions import GroupAction, SignedPerm, SignedPermAction
@@ -97,27 +96,9 @@ HeadKind = Literal["q", "quantile", "actor_critic"]
 # ------------------------------------------------------------------------------------------------------
 def policy_obs_action(sym: EnvSymmetry, observation_space: spaces.Space) -> Any:
     """The group action on the observation tensor *as the policy sees it* (after SB3's transposition of
-    channel-last images to channel-first), checked against the space."""
-    shape = tuple(observation_space.shape or ())
-    if sym.obs_type == "signed_permutation":
-        assert sym.obs_generators is not None
-        n = len(sym.obs_generators[0][0])
-        if shape != (n,):
-            raise SymmetryError(
-                f"{sym.env_id}: the spec acts on {n} features but the observation shape is {shape}"
-            )
-        return sym.obs_action()
-    if len(shape) == 3:
-        dims = (-2, -1) if is_image_space_channels_first(observation_space) else (-3, -2)  # type: ignore[arg-type]
-    elif len(shape) == 2:
-        dims = (-2, -1)
-    else:
-        raise SymmetryError(f"{sym.env_id}: an image symmetry needs image observations, got shape {shape}")
-    h, w = shape[dims[0]], shape[dims[1]]
-    quarter = sym.obs_generators is None or any(k % 2 for k, _ in sym.obs_generators)
-    if quarter and h != w:
-        raise SymmetryError(f"{sym.env_id}: quarter turns need square frames, got {h}x{w}")
-    return sym.obs_action(image_dims=dims)
+    channel-last images to channel-first), checked against the space
+    (:meth:`~equirl.rl.spec.EnvSymmetry.policy_obs_action`)."""
+    return sym.policy_obs_action(observation_space)
 
 
 def concat_action(group: Group, blocks: Sequence[GroupAction[Any] | int]) -> SignedPermAction:
@@ -482,7 +463,23 @@ def make_head_symmetrizer(
 # ------------------------------------------------------------------------------------------------------
 # the policy options, the backbone freeze
 # ------------------------------------------------------------------------------------------------------
-class _EquiNetOptions:
+class _EquiNetParams:
+    """The constructor parameters ``symmetry`` / ``method`` / ``method_kwargs`` an equivariant SB3 network
+    keeps (see :class:`_EquiNetOptions`; the Q-networks of :mod:`equirl.rl.policies.q` take their options
+    themselves, so that a network is set up in one visit to its module)."""
+
+    equi: Symmetrizer | None
+    symmetry: EnvSymmetry
+    method: str
+    method_kwargs: dict[str, Any]
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data: dict[str, Any] = super()._get_constructor_parameters()  # type: ignore[misc]
+        data.update(symmetry=self.symmetry, method=self.method, method_kwargs=self.method_kwargs)
+        return data
+
+
+class _EquiNetOptions(_EquiNetParams):
     """The keyword options ``symmetry`` / ``method`` / ``method_kwargs`` of an equivariant SB3 network:
     taken off the constructor's arguments, kept in its constructor parameters; ``_setup_equi`` (each
     subclass) builds the symmetrizer once SB3's network exists.
@@ -491,11 +488,6 @@ class _EquiNetOptions:
     :param method: one of :data:`METHODS`.
     :param method_kwargs: symmetrizer options.
     """
-
-    equi: Symmetrizer | None
-    symmetry: EnvSymmetry
-    method: str
-    method_kwargs: dict[str, Any]
 
     def __init__(
         self,
@@ -506,7 +498,8 @@ class _EquiNetOptions:
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        self.symmetry = resolve_symmetry(symmetry)
+        # the policy hands its networks the spec it resolved (no second visit to the spec module)
+        self.symmetry = symmetry if isinstance(symmetry, EnvSymmetry) else resolve_symmetry(symmetry)
         self.method_kwargs = dict(method_kwargs or {})
         self._setup_equi(method)
 
@@ -516,11 +509,6 @@ class _EquiNetOptions:
         :param method: the method as given (maybe an alias).
         """
         raise NotImplementedError
-
-    def _get_constructor_parameters(self) -> dict[str, Any]:
-        data: dict[str, Any] = super()._get_constructor_parameters()  # type: ignore[misc]
-        data.update(symmetry=self.symmetry, method=self.method, method_kwargs=self.method_kwargs)
-        return data
 
 
 class _EquiPolicyMixin:
@@ -547,7 +535,7 @@ class _EquiPolicyMixin:
                 f"{type(self).__name__} needs policy_kwargs['symmetry'] (an env id or a spec)"
             )
         self._equi_kwargs = {
-            "symmetry": resolve_symmetry(symmetry),
+            "symmetry": symmetry if isinstance(symmetry, EnvSymmetry) else resolve_symmetry(symmetry),
             "method": method,
             "method_kwargs": dict(method_kwargs or {}),
         }

@@ -54,7 +54,6 @@ from equirl.rl.policies.heads import (
     _log_std_of,
     concat_action,
     make_head_symmetrizer,
-    policy_obs_action,
     sde_variance,
 )
 from equirl.rl.spec import EnvSymmetry
@@ -77,22 +76,22 @@ class EquiActorCriticPolicy(_EquiPolicyMixin, ActorCriticPolicy):
 
     def _build(self, lr_schedule: Any) -> None:
         sym: EnvSymmetry = self._equi_kwargs["symmetry"]
+        # what the spec gives, read in one go (then the heads module builds the symmetrizer)
         sym.check_action_space(self.action_space)
-        # gSDE: the head carries the per-state variance, the policy samples a diagonal Gaussian
-        self._sde = isinstance(self.action_dist, StateDependentNoiseDistribution)
-        squash = self._sde and getattr(self.action_dist, "bijector", None) is not None
-        self._gauss = (SquashedDiagGaussianDistribution if squash else DiagGaussianDistribution)(
-            sym.n_actions
-        )
-        in_act = policy_obs_action(sym, self.observation_space)
         d = sym.n_actions
-        self._n_act = d
+        in_act = sym.policy_obs_action(self.observation_space)
         self._continuous = sym.continuous
         blocks: list[GroupAction[Any] | int] = [sym.action_action()]
         if self._continuous:
             blocks.append(sym.action_action(absolute=True))
         blocks.append(1)
-        self.out_action = concat_action(sym.group, blocks)
+        group = sym.group
+        # gSDE: the head carries the per-state variance, the policy samples a diagonal Gaussian
+        self._sde = isinstance(self.action_dist, StateDependentNoiseDistribution)
+        squash = self._sde and getattr(self.action_dist, "bijector", None) is not None
+        self._gauss = (SquashedDiagGaussianDistribution if squash else DiagGaussianDistribution)(d)
+        self._n_act = d
+        self.out_action = concat_action(group, blocks)
         size = self.out_action.size
         self.method = canonical_method(self._equi_kwargs["method"])
         self.equi = None

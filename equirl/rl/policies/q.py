@@ -49,7 +49,6 @@ from equirl.rl.policies.heads import (
     _EquiPolicyMixin,
     _image_scale,
     make_head_symmetrizer,
-    policy_obs_action,
 )
 from equirl.symmetrizers import SymmetrizerOutput
 
@@ -78,18 +77,22 @@ class _EquiMixin(_EquiNetOptions):
         sym = self.symmetry
         observation_space: spaces.Space = self.observation_space  # type: ignore[attr-defined]
         action_space = self.action_space  # type: ignore[attr-defined]
-        if not isinstance(action_space, spaces.Discrete) or int(action_space.n) != sym.n_actions:
+        # what the spec gives, read in one go: the number of actions, the actions on inputs and outputs
+        n_actions = sym.n_actions
+        if not isinstance(action_space, spaces.Discrete) or int(action_space.n) != n_actions:
             raise SymmetryError(
-                f"{sym.env_id}: the spec permutes {sym.n_actions} actions but the action space is {action_space}"
+                f"{sym.env_id}: the spec permutes {n_actions} actions but the action space is {action_space}"
             )
+        in_action = sym.policy_obs_action(observation_space)
+        out_action = sym.action_action()
         self.equi = make_head_symmetrizer(
             self._plain_forward,
-            policy_obs_action(sym, observation_space),
-            sym.action_action(),
+            in_action,
+            out_action,
             method,
             self.method_kwargs,
             in_features=int(spaces.flatdim(observation_space)),
-            out_features=sym.n_actions,
+            out_features=n_actions,
             scale=_image_scale(observation_space),
             where=sym.env_id,
             head="quantile" if self.quantile else "q",
