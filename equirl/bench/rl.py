@@ -10,8 +10,10 @@
 * ``sweep-walltime`` -- a sweep (default ``configs/sweeps/cartpole-4x10.yaml``: 4 methods x 10 seeds on
   CartPole) run twice in one invocation, on a local Ray with ``jobs`` workers and one trial after another
   (``--executor serial``), into fresh folders: the wall seconds of each and their ratio;
-* ``walltime`` -- seconds (wall and CPU) of ``learn`` for plain / equitune / equizero / λ DQN from scratch
-  on CartPole, interleaved in one process.
+* ``walltime`` -- seconds (wall and CPU) and env steps per second of ``learn`` from scratch for stock SB3
+  and equirl's plain / equitune / equizero / λ policies, on CartPole by default or on any shipped RL configs
+  (``dqn-MinAtar-Breakout-v1``, ``dqn-ALE-Breakout-v5``...), interleaved in one process, with ratios
+  against stock SB3 and against equirl's plain policy.
 
 :func:`run_rl_bench` runs the chosen parts, saves each as CSV (plus matplotlib plots) under ``out`` and
 yields its :class:`~equirl.utils.report.BenchTable` as the part finishes; ``equirl bench rl`` prints them.
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from rich.console import Console
 
+    from equirl.rl.config import RLConfig
     from equirl.rl.sweep import SweepSpec, Trial
 
 __all__ = ["PARTS", "run_rl_bench"]
@@ -367,63 +370,202 @@ def _canonical(
     return rows
 
 
-WALLTIME_METHODS = method_names(learned_scorer=False)
+#: the stock-SB3 arm of the wall-time part: SB3's own ``MlpPolicy`` / ``CnnPolicy`` model on the same env,
+#: with the same hyperparameters, as the reference the equivariant methods are held to
+SB3 = "sb3"
+WALLTIME_METHODS = (SB3, *method_names(learned_scorer=False))
+#: the configs the wall-time part times by default (``walltime.csv``)
+WALLTIME_CONFIGS = ("dqn-CartPole-v1",)
+#: ``learning_starts`` of the timed runs (so that nearly every timed step comes with its gradient updates)
+WALLTIME_LEARNING_STARTS = 100
+
+
+def walltime_csv_name(configs: Sequence[str]) -> str:
+    """The CSV file of a wall-time run: ``walltime.csv`` for the default configs, else one named by them
+    (``walltime_dqn-MinAtar-Breakout-v1+dqn-ALE-Breakout-v5.csv``), so another set never overwrites it."""
+    stems = [Path(c).name.removesuffix(".yaml").removesuffix(".yml") for c in configs]
+    if tuple(stems) == WALLTIME_CONFIGS:
+        return "walltime.csv"
+    return "walltime_" + "+".join(stems) + ".csv"
+
+
+def load_walltime_configs(
+    configs: Sequence[str], learning_starts: int | None = WALLTIME_LEARNING_STARTS
+) -> list[tuple[str, RLConfig]]:
+    """Each of ``configs`` (a shipped RL config's name or a path) read and validated, as ``(name, config)``,
+    with ``hyperparams.learning_starts`` set to ``learning_starts`` where the algorithm has one (``None``:
+    the config's own); a bad name fails here, in one line, before anything is timed."""
+    from equirl.assets import find_config
+    from equirl.rl.config import load_rl_config
+
+    out: list[tuple[str, RLConfig]] = []
+    for name in configs:
+        path = find_config(name, section="rl")
+        cfg = load_rl_config(path)
+        if cfg.init_from:
+            raise ConfigError(
+                f"wall time: {name} finetunes {cfg.init_from}; time a config that trains from scratch"
+            )
+        if learning_starts is not None and hasattr(cfg.hyperparams, "learning_starts"):
+            cfg = load_rl_config(path, [f"hyperparams.learning_starts={learning_starts}"])
+        out.append((path.stem, cfg))
+    return out
+
+
+def walltime_runs(
+    configs: Sequence[str],
+    steps: int | Sequence[int],
+    learning_starts: int | None = WALLTIME_LEARNING_STARTS,
+) -> list[tuple[str, RLConfig, int]]:
+    """``(name, config, env steps)`` of each config to time (:func:`load_walltime_configs`,
+    :func:`walltime_budgets`); a config named twice is timed once (with its first budget)."""
+    budgets = walltime_budgets(steps, configs)
+    out: list[tuple[str, RLConfig, int]] = []
+    for (name, cfg), n in zip(load_walltime_configs(configs, learning_starts), budgets, strict=True):
+        if name not in {m for m, _, _ in out}:
+            out.append((name, cfg, n))
+    return out
 
 
 def walltime(
-    steps: int,
+    steps: int | Sequence[int],
     repeats: int = 1,
     methods: tuple[str, ...] = WALLTIME_METHODS,
     console: Console | None = None,
+    configs: Sequence[str] = WALLTIME_CONFIGS,
+    learning_starts: int | None = WALLTIME_LEARNING_STARTS,
 ) -> list[dict[str, Any]]:
-    """Seconds of ``learn(steps)`` for DQN from scratch on CartPole (``configs/rl/dqn-CartPole-v1.yaml``), per
-    method, in one process with the methods interleaved (``repeats`` rounds), so that load from other
-    processes hits every method alike. Reports the median wall time and the median CPU time of this
-    thread (less sensitive to a shared machine); ratios are against ``base``.
+    """Seconds of ``learn(steps)`` from scratch per (config, method), in one process with the runs
+    interleaved (``repeats`` rounds; in each, every config with every method), so that load from other
+    processes hits every arm alike. Reports the median wall time, the median CPU time of this thread (less
+    sensitive to a shared machine), env steps per wall second, and ratios against the stock-SB3 arm
+    (``sb3``) and equirl's un-symmetrized policy (``base``), where those arms are among ``methods``.
 
-    :param steps: env steps per run.
-    :param repeats: interleaved rounds (each method runs once per round, same seed).
+    The ``sb3`` arm is ``stable_baselines3.DQN("MlpPolicy" | "CnnPolicy", env, **hyperparams)`` (the
+    config's algorithm and ``net_arch``) on the env equirl trains in (:func:`~equirl.rl.build.make_train_env`:
+    Atari games with AtariWrapper and 4 stacked frames); the other arms are :func:`~equirl.rl.build.build_model`
+    with ``method`` set. Building the model (and its env) is not timed.
+
+    :param steps: env steps per run: one number for every config, or one per config.
+    :param repeats: interleaved rounds (each arm runs once per round, same seed).
+    :param configs: shipped RL config names (``dqn-MinAtar-Breakout-v1``) or paths; one row per config and
+        method. ``group_order`` is the env's symmetry group's order (what the equivariant methods pay for:
+        |G| transformed inputs per forward; ``sb3`` and ``base`` ignore it).
+    :param learning_starts: replaces the configs' ``hyperparams.learning_starts`` (``None``: keep theirs),
+        so the timed steps include the gradient updates; ``updates`` in the rows counts them per run.
     :param console: show a transient progress bar there (``None``: silent).
 
     Runs on 1 torch thread (restored afterwards).
     """
-    with torch_threads(1), progress(console, "wall time", repeats * len(methods)) as step:
-        return _walltime(steps, repeats, methods, step)
+    unknown = [m for m in methods if m != SB3 and m not in method_names(learned_scorer=False)]
+    if unknown:
+        choices = ", ".join(WALLTIME_METHODS)
+        raise ConfigError(f"wall time: unknown methods {', '.join(unknown)}; choose from {choices}")
+    runs = walltime_runs(configs, steps, learning_starts)
+    with torch_threads(1), progress(console, "wall time", repeats * len(runs) * len(methods)) as step:
+        return _walltime(runs, repeats, methods, step)
 
 
-def _walltime(steps: int, repeats: int, methods: tuple[str, ...], step: Step) -> list[dict[str, Any]]:
-    from equirl.assets import asset_path
-    from equirl.rl.build import build_model
-    from equirl.rl.config import load_rl_config
-
-    wall: dict[str, list[float]] = {m: [] for m in methods}
-    cpu: dict[str, list[float]] = {m: [] for m in methods}
-    for _ in range(repeats):
-        for method in methods:
-            step(0, f"wall time: {method}")
-            cfg = load_rl_config(asset_path("configs") / "rl" / "dqn-CartPole-v1.yaml", [f"method={method}"])
-            model = build_model(cfg)
-            t0, c0 = time.perf_counter(), time.thread_time()
-            model.learn(steps)
-            wall[method].append(time.perf_counter() - t0)
-            cpu[method].append(time.thread_time() - c0)
-            step()
-    rows: list[dict[str, Any]] = []
-    b_wall, b_cpu = float(np.median(wall[methods[0]])), float(np.median(cpu[methods[0]]))
-    for m in methods:
-        w, c = float(np.median(wall[m])), float(np.median(cpu[m]))
-        rows.append(
-            {
-                "env": "CartPole-v1",
-                "method": m,
-                "steps": steps,
-                "repeats": repeats,
-                "wall_seconds": round(w, 2),
-                "cpu_seconds": round(c, 2),
-                "wall_ratio_vs_base": round(w / b_wall, 3),
-                "cpu_ratio_vs_base": round(c / b_cpu, 3),
-            }
+def walltime_budgets(steps: int | Sequence[int], configs: Sequence[str]) -> list[int]:
+    """The env steps of each config's runs, in the order of ``configs``: ``steps`` (or its one value) for
+    all, or the i-th value for the i-th config."""
+    each = [int(steps)] if isinstance(steps, int) else [int(n) for n in steps]
+    if len(each) == 1:
+        each *= len(configs)
+    if len(each) != len(configs):
+        raise ConfigError(
+            f"wall time: {len(each)} step budgets for {len(configs)} configs (give one, or one per config)"
         )
+    if min(each, default=1) < 1:
+        raise ConfigError(f"wall time: step budgets must be >= 1, got {min(each)}")
+    return each
+
+
+def _sb3_model(cfg: RLConfig) -> Any:
+    """Stock SB3: the config's algorithm with SB3's own ``MlpPolicy`` / ``CnnPolicy`` (the policy equirl
+    would pick for the env) and the same hyperparameters and ``net_arch``, on the same training env."""
+    from equirl.rl.algos import get_algo
+    from equirl.rl.build import _algo_kwargs, _policy_alias, make_train_env
+
+    vec = make_train_env(cfg)
+    policy = "CnnPolicy" if _policy_alias(vec.observation_space) == "EquiCnnPolicy" else "MlpPolicy"
+    pk: dict[str, Any] = {"net_arch": list(cfg.hyperparams.net_arch)}
+    if cfg.algo == "qrdqn":
+        pk["n_quantiles"] = cfg.hyperparams.n_quantiles
+    return get_algo(cfg.algo).cls(
+        policy, vec, policy_kwargs=pk, seed=cfg.seed, device="cpu", **_algo_kwargs(cfg, vec.action_space)
+    )
+
+
+def _walltime_model(cfg: RLConfig, method: str) -> Any:
+    from dataclasses import replace
+
+    from equirl.rl.build import build_model
+
+    if method == SB3:
+        return _sb3_model(cfg)
+    # the config's symmetrizer options belong to its own method
+    return build_model(
+        replace(cfg, method=method, method_kwargs=cfg.method_kwargs if method == cfg.method else {})
+    )
+
+
+def _n_updates(model: Any) -> int:
+    return int(getattr(model, "_n_updates", 0))
+
+
+def _walltime(
+    runs: list[tuple[str, RLConfig, int]], repeats: int, methods: tuple[str, ...], step: Step
+) -> list[dict[str, Any]]:
+    import gc
+
+    from equirl.rl.spec import load_spec
+
+    arms = [(name, m) for name, _, _ in runs for m in methods]
+    wall: dict[tuple[str, str], list[float]] = {a: [] for a in arms}
+    cpu: dict[tuple[str, str], list[float]] = {a: [] for a in arms}
+    updates: dict[tuple[str, str], int] = {}
+    policy: dict[tuple[str, str], str] = {}
+    for _ in range(repeats):
+        for name, cfg, steps in runs:
+            for method in methods:
+                step(0, f"wall time: {name} {method}")
+                model = _walltime_model(cfg, method)
+                t0, c0 = time.perf_counter(), time.thread_time()
+                model.learn(steps)
+                wall[name, method].append(time.perf_counter() - t0)
+                cpu[name, method].append(time.thread_time() - c0)
+                updates[name, method] = _n_updates(model)
+                policy[name, method] = type(model.policy).__name__
+                model.get_env().close()
+                del model  # a pixel replay buffer is GBs (if touched): free it before the next arm
+                gc.collect()
+                step()
+    rows: list[dict[str, Any]] = []
+    for name, cfg, steps in runs:
+        w = {m: float(np.median(wall[name, m])) for m in methods}
+        c = {m: float(np.median(cpu[name, m])) for m in methods}
+        order = load_spec(cfg.symmetry or cfg.env).group.order
+        for m in methods:
+            row: dict[str, Any] = {
+                "config": name,
+                "env": cfg.env,
+                "method": m,
+                "policy": policy[name, m],
+                "group_order": order,
+                "steps": steps,
+                "learning_starts": getattr(cfg.hyperparams, "learning_starts", ""),
+                "updates": updates[name, m],
+                "repeats": repeats,
+                "wall_seconds": round(w[m], 2),
+                "cpu_seconds": round(c[m], 2),
+                "steps_per_second": round(steps / w[m], 1),
+            }
+            for ref in (SB3, BASE):
+                if ref in methods:
+                    row[f"wall_ratio_vs_{ref}"] = round(w[m] / w[ref], 3)
+                    row[f"cpu_ratio_vs_{ref}"] = round(c[m] / c[ref], 3)
+            rows.append(row)
     return rows
 
 
@@ -535,6 +677,10 @@ def _draw_eff(
         ax2.set_title(f"{env}: steps to threshold (bar = median)")
 
 
+#: the sample-efficiency part's envs when none are named
+EFFICIENCY_ENVS = ("CartPole-v1", "Acrobot-v1")
+
+
 def run_rl_bench(
     out: str | Path,
     parts: Sequence[str] = ("zero-shot",),
@@ -542,14 +688,17 @@ def run_rl_bench(
     seeds: int = 3,
     episodes: int = 10,
     budget: int = 30000,
-    envs: Sequence[str] = ("CartPole-v1", "Acrobot-v1"),
+    envs: Sequence[str] | None = None,
     method: str = EQUITUNE,
     eval_freq: int = 1000,
     eval_episodes: int = 10,
     jobs: int = 1,
     first_seed: int = 0,
-    walltime_steps: int = 50000,
+    walltime_steps: int | Sequence[int] = 50000,
     walltime_repeats: int = 1,
+    walltime_configs: Sequence[str] = WALLTIME_CONFIGS,
+    walltime_learning_starts: int | None = WALLTIME_LEARNING_STARTS,
+    walltime_csv: str | None = None,
     sweep: str = "cartpole-4x10",
     sweep_timesteps: int | None = None,
     threads: int | None = 1,
@@ -563,9 +712,16 @@ def run_rl_bench(
     :param seeds: evaluation seeds (zero-shot, canonical) or training seeds (efficiency).
     :param episodes: episodes per seed (zero-shot, canonical).
     :param budget: env steps per sample-efficiency run; see :func:`efficiency` for the other
-        sample-efficiency parameters (``envs``, ``method``, ``eval_freq``, ``eval_episodes``, ``jobs``,
+        sample-efficiency parameters (``method``, ``eval_freq``, ``eval_episodes``, ``jobs``,
         ``first_seed``).
-    :param walltime_steps: env steps per wall-time run; ``walltime_repeats``: interleaved rounds.
+    :param envs: the zero-shot part's agents are only these envs' (``None``: all); the sample-efficiency
+        part's envs (``None``: :data:`EFFICIENCY_ENVS`).
+    :param walltime_steps: env steps per wall-time run (one for all configs, or one per config);
+        ``walltime_repeats``: interleaved rounds;
+        ``walltime_configs``: the RL configs timed (see :func:`walltime`), each with its
+        ``learning_starts`` replaced by ``walltime_learning_starts`` (``None``: kept); ``walltime_csv``:
+        the table's file name under ``out`` (default :func:`walltime_csv_name`: ``walltime.csv`` for
+        CartPole alone, a name made of the configs otherwise).
     :param sweep: the sweep of ``sweep-walltime`` (run with ``jobs`` Ray workers and serially);
         ``sweep_timesteps`` overrides its per-trial budget.
     :param threads: torch threads of this process while it runs (restored afterwards; workers use 1).
@@ -583,17 +739,25 @@ def run_rl_bench(
         from equirl.rl.sweep import load_sweep
 
         load_sweep(sweep)  # an unknown sweep: one line before any other part runs
+    if "walltime" in parts:
+        walltime_runs(walltime_configs, walltime_steps, walltime_learning_starts)  # a bad config: ditto
+        if walltime_csv is not None and (
+            Path(walltime_csv).name != walltime_csv or walltime_csv in ("", ".", "..")
+        ):
+            raise ConfigError(
+                f"--walltime-csv {walltime_csv!r}: a file name in the output folder, not a path"
+            )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with torch_threads(threads):
         if "zero-shot" in parts:
-            rows = zero_shot(seeds, episodes, console=console)
+            rows = zero_shot(seeds, episodes, console=console, envs=envs)
             write_csv(out / "zero_shot.csv", rows)
             if rows:
                 _plot_zero(rows, out / "zero_shot.png")
             yield BenchTable(rows, "zero-shot returns (mean, 95 % bootstrap interval)", keys=4)
         if "efficiency" in parts:
-            spec = efficiency_sweep(seeds, budget, tuple(envs), method, eval_freq, eval_episodes, first_seed)
+            spec = efficiency_sweep(seeds, budget, tuple(envs or EFFICIENCY_ENVS), method, eval_freq, eval_episodes, first_seed)
             rows = efficiency(spec, jobs=jobs, runs_dir=out / "efficiency_runs", console=console)
             summary = efficiency_summary(rows, method)
             write_csv(out / "efficiency.csv", rows)
@@ -609,9 +773,28 @@ def run_rl_bench(
             title = "gridworld: learned canonicalization / multigroup vs equitune / equizero (zero-shot)"
             yield BenchTable(rows, title, keys=2)
         if "walltime" in parts:
-            rows = walltime(walltime_steps, walltime_repeats, console=console)
-            write_csv(out / "walltime.csv", rows)
-            yield BenchTable(rows, "training wall time, CartPole-v1", keys=2)
+            rows = walltime(
+                walltime_steps,
+                walltime_repeats,
+                console=console,
+                configs=walltime_configs,
+                learning_starts=walltime_learning_starts,
+            )
+            write_csv(out / (walltime_csv or walltime_csv_name(walltime_configs)), rows)
+            runs = ", ".join(dict.fromkeys(f"{r['env']} {r['steps']}" for r in rows))
+            starts = (
+                f"learning_starts={walltime_learning_starts}"
+                if walltime_learning_starts is not None
+                else "the configs' learning_starts"
+            )
+            title = f"training wall time (env steps from scratch: {runs}; {starts}; 1 torch thread)"
+            hidden = ("env", "group_order", "steps", "learning_starts", "repeats")
+            shown = [k for k in (rows[0] if rows else {}) if k not in hidden]
+            note = (
+                f"median of {walltime_repeats} interleaved round(s); updates = gradient steps per run; ratios"
+                " of wall and of this thread's CPU seconds vs stock SB3 (sb3) and equirl's plain policy (base)"
+            )
+            yield BenchTable(rows, title, shown, keys=2, note=note)
         if "sweep-walltime" in parts:
             rows = sweep_walltime(out, sweep, jobs, sweep_timesteps)
             write_csv(out / "sweep_walltime.csv", rows)

@@ -201,7 +201,14 @@ def register(commands: Any, bench: Any) -> None:
     )
     p.add_argument("--episodes", type=bounded_int(1, 100_000), default=10)
     p.add_argument("--budget", type=positive_int, default=30000, help="env steps per sample-efficiency run")
-    p.add_argument("--walltime-steps", type=positive_int, default=50000)
+    p.add_argument(
+        "--walltime-steps",
+        type=positive_int,
+        nargs="+",
+        default=[50000],
+        metavar="N",
+        help="walltime: env steps per run (one for all --walltime-configs, or one per config)",
+    )
     p.add_argument(
         "--sweep",
         default="cartpole-4x10",
@@ -214,13 +221,41 @@ def register(commands: Any, bench: Any) -> None:
         "--walltime-repeats", type=positive_int, default=1, help="interleaved rounds of the wall-time runs"
     )
     p.add_argument(
+        "--walltime-configs",
+        nargs="+",
+        default=["dqn-CartPole-v1"],
+        metavar="CONFIG",
+        help="walltime: shipped RL configs (dqn-MinAtar-Breakout-v1, dqn-ALE-Breakout-v5...) or paths, each"
+        " timed with stock SB3 and every method",
+    )
+    p.add_argument(
+        "--walltime-learning-starts",
+        type=nonneg_int,
+        default=100,
+        metavar="N",
+        help="walltime: replaces the configs' learning_starts, so the timed steps include gradient updates",
+    )
+    p.add_argument(
+        "--walltime-csv",
+        default=None,
+        metavar="FILE",
+        help="walltime: the table's file name in --out (default: walltime.csv for CartPole alone, else"
+        " walltime_<configs>.csv)",
+    )
+    p.add_argument(
         "--method",
         default=method_names(base=False)[0],
         type=method_arg,
         choices=method_names(base=False, learned_scorer=False),
         help="equivariant method of the sample-efficiency runs",
     )
-    p.add_argument("--envs", nargs="+", default=["CartPole-v1", "Acrobot-v1"], help="sample-efficiency envs")
+    p.add_argument(
+        "--envs",
+        nargs="+",
+        default=None,
+        help="zero-shot: only these envs' agents (default all); efficiency: these envs (default CartPole-v1"
+        " Acrobot-v1)",
+    )
     p.add_argument(
         "--eval-freq", type=positive_int, default=1000, help="env steps between sample-efficiency evaluations"
     )
@@ -577,6 +612,9 @@ def _bench(args: argparse.Namespace, console: Any) -> int:
         first_seed=args.first_seed,
         walltime_steps=args.walltime_steps,
         walltime_repeats=args.walltime_repeats,
+        walltime_configs=args.walltime_configs,
+        walltime_learning_starts=args.walltime_learning_starts,
+        walltime_csv=args.walltime_csv,
         sweep=args.sweep,
         sweep_timesteps=args.sweep_timesteps,
         console=console,

@@ -39,10 +39,17 @@ from equirl.rl.spec import EXACT_ATOL, EnvSymmetry, load_spec
 __all__ = [
     "MINATAR_MIRRORS",
     "MINATAR_NOT_MIRRORED",
+    "ConjugationResult",
+    "FrameCheckSettings",
     "MinAtarMirror",
     "SymmetryReport",
     "check_kind",
     "check_symmetry",
+    "compare_conjugate",
+    "conjugate_policy",
+    "conjugation_check",
+    "frame_statistics",
+    "transform_frames",
 ]
 
 log = logging.getLogger(__name__)
@@ -110,8 +117,11 @@ _SETS = {"state": "sets state", "obs": "sets obs", "mujoco": "set_state", "minat
 
 def _check_method(sym: EnvSymmetry) -> str:
     """``"exact"`` (the state can be set), ``"statistical"`` (a signed-permutation spec of an env whose
-    state cannot be set) or ``"spaces"`` (only the spaces can be checked): what :func:`check_symmetry`
+    state cannot be set), ``"frames"`` (conjugate policies on real frames: ``verify: {method:
+    statistical-frames}``) or ``"spaces"`` (only the spaces can be checked): what :func:`check_symmetry`
     runs and :func:`check_kind` describes."""
+    if sym.verify == "statistical-frames":
+        return "frames"
     if sym.verify != "none":
         return "exact"
     return "statistical" if sym.obs_type == "signed_permutation" else "spaces"
@@ -119,9 +129,13 @@ def _check_method(sym: EnvSymmetry) -> str:
 
 def check_kind(spec: Any) -> str:
     """How :func:`check_symmetry` checks ``spec``, in words (``equirl envs``): ``exact (...)``,
-    ``approximate (..., atol ...)`` for a spec declaring a tolerance, ``statistical`` or ``spaces only``."""
+    ``approximate (..., atol ...)`` for a spec declaring a tolerance, ``statistical``, ``statistical
+    (frames)`` (``statistical (frames, atol ...)`` with a tolerance) or ``spaces only``."""
     sym: EnvSymmetry = load_spec(spec)
     method = _check_method(sym)
+    if method == "frames":
+        tol = f", atol {sym.verify_atol:g}" if sym.verify_atol > EXACT_ATOL else ""
+        return f"statistical (frames{tol})"
     if method == "exact":
         how = _SETS[sym.verify]
         return (
@@ -160,6 +174,8 @@ def check_symmetry(
         method = _check_method(sym)
         if method == "statistical":
             return _check_statistical(sym, env, steps, seed, warmup, progress=progress)
+        if method == "frames":
+            return _check_frames(sym, env, steps, seed, sym.verify_atol if atol is None else atol, progress)
         if sym.verify == "minatar":
             return _check_minatar(sym, env, steps, seed, warmup, progress)
         if method == "spaces":
@@ -399,6 +415,379 @@ def _orthant_table(act: Any, k: int) -> list[list[int]]:
             row.append(_orthant(_apply_obs(act, rep, g)))
         table.append(row)
     return table
+
+
+# -- image envs whose state cannot be set (Atari): conjugate policies on real frames ----------------------
+
+#: ALE's direction words: the asymmetric policy favours the actions naming the first one found (action
+#: names scanned in order, each name for these words in this order)
+_DIRECTIONS = ("RIGHT", "LEFT", "UP", "DOWN")
+
+
+@dataclass(frozen=True)
+class FrameCheckSettings:
+    """How the ``statistical-frames`` check plays and compares (see :func:`conjugation_check`).
+
+    :param bias: the probability the asymmetric policy π puts on its favoured actions (the rest is spread
+        evenly over the other actions).
+    :param horizon: env steps per episode (an episode is cut there; most Atari games last longer).
+    :param burn_in: the first frames of each episode left out of the statistics (the reset, which need not
+        be mirror-invariant: Breakout's paddle starts right of centre).
+    :param bands: the compared region is cut into this many horizontal and this many vertical bands; each
+        gives a column (horizontal band) or row (vertical band) centroid.
+    :param z_bound: the largest ``|z|`` of a statistic that is not a detected asymmetry (LunarLander's
+        bound: about 1 false alarm in 10^4 checks of ~10 statistics).
+    :param resamples: bootstrap resamples of the relative discrepancy's interval.
+    :param level: the two-sided level of that interval.
+    """
+
+    bias: float = 0.6
+    horizon: int = 100
+    burn_in: int = 16
+    bands: int = 4
+    z_bound: float = 4.5
+    resamples: int = 400
+    level: float = 0.99
+
+
+@dataclass(frozen=True)
+class ConjugationResult:
+    """One group element's comparison of the conjugate policy's frames with the mirrored frames
+    (:func:`compare_conjugate`).
+
+    :param z: per statistic, the Welch z-score of ``mean(B) - mean(g·A)`` (``B``: the episodes of π^g,
+        ``g·A``: those of π, mirrored).
+    :param diff: per statistic, ``mean(B) - mean(g·A)`` (a fraction of the region's height or width).
+    :param discrepancy: ``|mean(B) - mean(g·A)| / |mean(g·A) - mean(A)|`` (Euclidean norms over the
+        statistics): 0 when acting with π^g gives what mirroring π's frames gives, about 1 when π^g's frames
+        look like π's unmirrored ones (a wrong action map) or unlike either (a wrong frame map).
+    :param interval: the bootstrap interval of ``discrepancy`` (episodes resampled within each policy).
+    :param mirror_effect: ``|mean(g·A) - mean(A)|``, how far the mirror moves π's statistics.
+    """
+
+    z: np.ndarray
+    diff: np.ndarray
+    discrepancy: float
+    interval: tuple[float, float]
+    mirror_effect: float
+
+    @property
+    def max_z(self) -> float:
+        return float(np.max(np.abs(self.z))) if self.z.size else 0.0
+
+
+def conjugate_policy(
+    n_actions: int, meanings: Sequence[str] | None, tables: Sequence[Sequence[int]], bias: float = 0.6
+) -> tuple[np.ndarray, list[int]]:
+    """The asymmetric, observation-independent policy π: probability ``bias`` spread over its favoured
+    actions, the rest spread evenly over the others.
+
+    The favoured actions do not depend on the spec's action map (a spec that forgets a swap would otherwise
+    get a policy its map leaves alone): they are the actions whose name contains the first direction word
+    (:data:`_DIRECTIONS`) found in the env's action names (ALE Breakout: ``RIGHT``; Pong: ``RIGHT`` and
+    ``RIGHTFIRE``). Without action names: the first action the spec moves, else the last action.
+
+    :param n_actions: the number of discrete actions.
+    :param meanings: the env's action names (ALE's ``get_action_meanings()``), or ``None``.
+    :param tables: ``tables[g][a]`` = the spec's ``g·a`` (its :meth:`~equirl.rl.spec.EnvSymmetry.action_table`).
+    :param bias: the favoured actions' total probability.
+    :returns: the probabilities and the favoured action indices.
+    """
+    favoured: list[int] = []
+    for name in meanings or ():
+        word = next((w for w in _DIRECTIONS if w in name.upper()), None)
+        if word is not None:
+            favoured = [i for i, m in enumerate(meanings or ()) if word in m.upper()]
+            break
+    if not favoured:
+        moved = [a for a in range(n_actions) if any(t[a] != a for t in tables)]
+        favoured = [moved[0] if moved else n_actions - 1]
+    if len(favoured) == n_actions:
+        favoured = favoured[:1]
+    probs = np.full(n_actions, (1.0 - bias) / max(n_actions - len(favoured), 1))
+    probs[favoured] = bias / len(favoured)
+    return probs / probs.sum(), favoured
+
+
+def _grey(obs: np.ndarray, layout: str) -> np.ndarray:
+    """The frame's intensity (channels summed, int16) as ``(H, W)``: HWC frames sum their last axis, CHW
+    frames their first; leading axes (stacked frames) are summed too."""
+    x = np.asarray(obs)
+    h_axis = x.ndim - 2 if layout == "CHW" else x.ndim - 3
+    other = tuple(i for i in range(x.ndim) if i not in (h_axis, h_axis + 1))
+    return x.astype(np.int16).sum(axis=other, dtype=np.int16) if other else x.astype(np.int16)
+
+
+def transform_frames(frames: np.ndarray, k: int, mirror: bool) -> np.ndarray:
+    """``r^k m^mirror`` on the last two axes (height, width) of ``frames``: a left-right mirror of the
+    width axis if ``mirror``, then ``k`` quarter turns (the convention of
+    :class:`equirl.actions.ImageTransform`, in numpy: a view, no copy)."""
+    if mirror:
+        frames = frames[..., ::-1]
+    return np.rot90(frames, k % 4, axes=(-2, -1)) if k % 4 else frames
+
+
+def frame_statistics(
+    frames: np.ndarray,
+    region: tuple[tuple[int, int] | None, tuple[int, int] | None] | None = None,
+    bands: int = 4,
+    burn_in: int = 0,
+) -> np.ndarray:
+    """Per-episode position statistics of a sequence of frames.
+
+    Within ``region`` of each frame (``(rows, cols)`` half-open pixel ranges; ``None``: all) the weight of a
+    pixel is its distance to the region's background intensity (the episode's most common value: black in
+    Breakout, Pong's brown), so what is drawn counts and the background does not. The statistics, each a
+    fraction of the region's width or height, averaged over the frames after ``burn_in`` (a frame without
+    weight where a statistic looks is skipped):
+
+    * the column and the row centroid of the region;
+    * the column centroid of each of ``bands`` horizontal bands (where the paddle of a game is, in its band);
+    * the row centroid of each of ``bands`` vertical bands.
+
+    :param frames: ``(T, H, W)`` intensities (one episode).
+    :param region: the compared pixels.
+    :param bands: bands per direction.
+    :param burn_in: frames left out at the start.
+    :returns: ``2 + 2 * bands`` values (``nan`` where a statistic never had weight).
+    """
+    x = np.asarray(frames)[burn_in:]
+    rows, cols = region if region is not None else (None, None)
+    if rows is not None:
+        x = x[:, rows[0] : rows[1]]
+    if cols is not None:
+        x = x[:, :, cols[0] : cols[1]]
+    n_stats = 2 + 2 * bands
+    if x.shape[0] == 0 or x.shape[1] < 2 or x.shape[2] < 2:
+        return np.full(n_stats, np.nan)
+    values = np.ascontiguousarray(x).astype(np.int32)
+    lo = int(values.min())
+    background = int(np.bincount((values - lo).ravel()).argmax()) + lo
+    weight = np.abs(values - background).astype(np.float64)  # (T, H, W)
+    _, h, w = weight.shape
+    xs, ys = np.arange(w) / (w - 1), np.arange(h) / (h - 1)
+
+    def centroid(mass: np.ndarray, coords: np.ndarray) -> float:
+        total = mass.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            per_frame = (mass @ coords) / total
+        per_frame = per_frame[total > 0]
+        return float(per_frame.mean()) if per_frame.size else float("nan")
+
+    out = [centroid(weight.sum(axis=1), xs), centroid(weight.sum(axis=2), ys)]
+    row_cuts = np.linspace(0, h, bands + 1).round().astype(int)
+    col_cuts = np.linspace(0, w, bands + 1).round().astype(int)
+    out += [centroid(weight[:, a:b].sum(axis=1), xs) for a, b in zip(row_cuts[:-1], row_cuts[1:])]
+    out += [centroid(weight[:, :, a:b].sum(axis=2), ys) for a, b in zip(col_cuts[:-1], col_cuts[1:])]
+    return np.asarray(out)
+
+
+def _welch_z(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per column, ``mean(x) - mean(y)`` and its Welch z-score (``inf`` for a difference without variance)."""
+    diff = x.mean(0) - y.mean(0)
+    se = np.sqrt(x.var(0, ddof=1) / len(x) + y.var(0, ddof=1) / len(y))
+    z = np.where(
+        se > 0, np.abs(diff) / np.maximum(se, 1e-300), np.where(np.abs(diff) > 1e-12, np.inf, 0.0)
+    )
+    return diff, np.sign(diff) * z
+
+
+def _discrepancy(a: np.ndarray, ga: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """``(|mean(b) - mean(ga)| / |mean(ga) - mean(a)|, |mean(ga) - mean(a)|)`` over the last axis (the
+    leading axes, if any, are bootstrap resamples: then arrays)."""
+    delta = np.linalg.norm(b.mean(-2) - ga.mean(-2), axis=-1)
+    effect = np.linalg.norm(ga.mean(-2) - a.mean(-2), axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where(effect > 1e-12, delta / np.maximum(effect, 1e-300), np.where(delta > 1e-12, np.inf, 0.0))
+    return ratio, effect  # type: ignore[return-value]
+
+
+def compare_conjugate(
+    a: np.ndarray,
+    ga: np.ndarray,
+    b: np.ndarray,
+    rng: np.random.Generator,
+    resamples: int = 400,
+    level: float = 0.99,
+) -> ConjugationResult:
+    """Compare the episodes ``b`` of π^g with the mirrored episodes ``ga`` of π (:class:`ConjugationResult`).
+
+    :param a: ``(n, k)`` statistics of π's episodes.
+    :param ga: ``(n, k)`` the same episodes' statistics after the spec's frame map ``g`` (paired with ``a``).
+    :param b: ``(m, k)`` statistics of π^g's episodes.
+    :param rng: the bootstrap's generator (seeded: the result is deterministic).
+    :param resamples: bootstrap resamples.
+    :param level: the interval's two-sided level.
+    """
+    a, ga, b = (np.asarray(v, dtype=np.float64) for v in (a, ga, b))
+    # a statistic that never had weight in some episode (an empty band) is left out
+    keep = np.isfinite(a).all(0) & np.isfinite(ga).all(0) & np.isfinite(b).all(0)
+    a, ga, b = a[:, keep], ga[:, keep], b[:, keep]
+    if a.shape[1] == 0 or len(a) < 2 or len(b) < 2:
+        raise EquirlError("statistical-frames: no statistic had weight in every episode (an empty region?)")
+    diff, z = _welch_z(b, ga)
+    ratio, effect = _discrepancy(a, ga, b)
+    ia = rng.integers(len(a), size=(resamples, len(a)))
+    ib = rng.integers(len(b), size=(resamples, len(b)))
+    boot, _ = _discrepancy(a[ia], ga[ia], b[ib])
+    tail = (1.0 - level) / 2 * 100
+    lo, hi = np.percentile(boot, [tail, 100 - tail])
+    return ConjugationResult(z, diff, float(ratio), (float(lo), float(hi)), float(effect))
+
+
+def _play_episode(
+    env: Any, probs: np.ndarray, horizon: int, rng: np.random.Generator, layout: str
+) -> np.ndarray:
+    """One episode of the observation-independent policy ``probs`` (cut after ``horizon`` steps): its
+    frames' intensities ``(T + 1, H, W)``, the reset frame first."""
+    obs, _ = env.reset(seed=int(rng.integers(1 << 31)))
+    actions = rng.choice(len(probs), size=horizon, p=probs)
+    frames = [_grey(obs, layout)]
+    for a in actions:
+        obs, _, term, trunc, _ = env.step(int(a))
+        frames.append(_grey(obs, layout))
+        if term or trunc:
+            break
+    return np.stack(frames)
+
+
+def conjugation_check(
+    sym: EnvSymmetry,
+    env: Any,
+    episodes: int,
+    seed: int,
+    settings: FrameCheckSettings = FrameCheckSettings(),
+    frame_map: Callable[[np.ndarray, int], np.ndarray] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[dict[int, ConjugationResult], int]:
+    """Play π and each conjugate π^g (:func:`conjugate_policy`) on the real env and compare, for every
+    non-identity element ``g``, π^g's frames with π's frames mirrored by ``g`` (:func:`compare_conjugate`).
+
+    If the spec is a symmetry of the game (frames, dynamics, start), the trajectories of π^g are
+    distributed as the ``g``-images of π's trajectories, so every statistic of
+    :func:`frame_statistics` has the same law under both.
+
+    :param sym: the spec (an image spec with discrete actions).
+    :param env: the env (``make_env(sym.env_id)``: the frames the spec acts on, the env's own frame skip
+        and sticky actions).
+    :param episodes: episodes per policy.
+    :param seed: the seed of every draw (resets, actions, bootstrap).
+    :param settings: :class:`FrameCheckSettings`.
+    :param frame_map: ``frame_map(frames, g)``: ``g`` acting on ``(T, H, W)`` intensities (default: the
+        spec's image transform of ``g``).
+    :param progress: called as ``progress(episodes played, episodes in all)``.
+    :returns: the result per element and the number of env steps played.
+    """
+    tables = sym.action_table()
+    order = sym.group.order
+    sym.check_region(env.observation_space.shape)
+    probs, _ = conjugate_policy(sym.n_actions, action_meanings(env), tables, settings.bias)
+    if frame_map is None:
+        transforms = [(t.k, t.mirror) for t in sym.obs_action().transforms]
+
+        def frame_map(frames: np.ndarray, g: int) -> np.ndarray:
+            return transform_frames(frames, *transforms[g])
+
+    def stats(frames: np.ndarray) -> np.ndarray:
+        return frame_statistics(frames, sym.verify_region, settings.bands, settings.burn_in)
+
+    total = episodes * order
+    done = steps = 0
+    rng = np.random.default_rng([seed, 0])
+    a_stats: dict[int, list[np.ndarray]] = {g: [] for g in range(order)}
+    for _ in range(episodes):  # π: its statistics under every element (0: unmirrored)
+        frames = _play_episode(env, probs, settings.horizon, rng, sym.layout)
+        steps += len(frames) - 1
+        for g in range(order):
+            a_stats[g].append(stats(frame_map(frames, g) if g else frames))
+        done += 1
+        if progress is not None:
+            progress(done, total)
+    results: dict[int, ConjugationResult] = {}
+    for g in range(1, order):
+        conj = np.empty_like(probs)
+        conj[np.asarray(tables[g])] = probs  # π^g(g·a) = π(a)
+        rng_g = np.random.default_rng([seed, g])
+        b_stats = []
+        for _ in range(episodes):
+            frames = _play_episode(env, conj, settings.horizon, rng_g, sym.layout)
+            steps += len(frames) - 1
+            b_stats.append(stats(frames))
+            done += 1
+            if progress is not None:
+                progress(done, total)
+        results[g] = compare_conjugate(
+            np.stack(a_stats[0]),
+            np.stack(a_stats[g]),
+            np.stack(b_stats),
+            np.random.default_rng([seed, order + g]),
+            settings.resamples,
+            settings.level,
+        )
+    return results, steps
+
+
+def _check_frames(
+    sym: EnvSymmetry,
+    env: Any,
+    steps: int,
+    seed: int,
+    atol: float,
+    progress: Callable[[int, int], None] | None = None,
+    settings: FrameCheckSettings = FrameCheckSettings(),
+) -> SymmetryReport:
+    """``verify: {method: statistical-frames}``: :func:`conjugation_check` with ``steps`` episodes in all
+    (split evenly over π and its conjugates, at least 8 each), then the verdict.
+
+    No statistic with ``|z| > z_bound``: statistically consistent. Otherwise, when the spec declares the env
+    only approximately symmetric (``verify.atol``, or ``atol`` given), it is verified as approximately
+    symmetric when every element's discrepancy interval lies within ``atol`` (its upper end); else BROKEN.
+    """
+    order = sym.group.order
+    episodes = max(8, steps // order)
+    results, played = conjugation_check(sym, env, episodes, seed, settings, progress=progress)
+    max_z = max(r.max_z for r in results.values())
+    worst = max(results.values(), key=lambda r: r.discrepancy)
+    max_diff = max(float(np.max(np.abs(r.diff))) for r in results.values())
+    tolerant = atol > EXACT_ATOL
+    consistent = max_z <= settings.z_bound
+    within = all(r.interval[1] <= atol for r in results.values())
+    ok = consistent or (tolerant and within)
+    approximate = ok and not consistent
+    lo, hi = worst.interval
+    what = (
+        f"{episodes} episodes of an asymmetric policy and {episodes * (order - 1)} of its conjugate(s), "
+        f"{played} frames"
+    )
+    rel = f"relative discrepancy {worst.discrepancy:.3f} [{lo:.3f}, {hi:.3f}]"
+    if consistent:
+        msg = (
+            f"statistically consistent (not exact: the state cannot be set): max |z| {max_z:.2f} <= "
+            f"{settings.z_bound} over {what} ({rel})"
+        )
+    elif approximate:
+        msg = (
+            f"approximately symmetric (statistical): {rel} <= {atol:g}, max |z| {max_z:.1f} over {what}; "
+            f"{sym.verify_reason or 'within the tolerance asked for'}"
+        )
+    else:
+        bound = f" (not within {atol:g})" if tolerant else ""
+        msg = (
+            f"BROKEN (statistical): the conjugate policy's frames are not the mirrored frames: {rel}{bound}, "
+            f"max |z| {max_z:.1f} > {settings.z_bound} over {what}"
+        )
+    log.debug("statistical-frames %s: %s", sym.env_id, {g: (r.discrepancy, r.max_z) for g, r in results.items()})
+    return SymmetryReport(
+        sym.env_id,
+        worst.discrepancy,
+        ok,
+        False,
+        played,
+        obs_error=max_diff,
+        message=msg,
+        statistical=True,
+        approximate=approximate,
+    )
 
 
 # -- MinAtar: the game's own state, mirrored --------------------------------------------------------------

@@ -14,6 +14,7 @@ __all__ = [
     "ALLOW_IMPORT_VAR",
     "LEGACY_ENV_IDS",
     "action_meanings",
+    "atari_env_kwargs",
     "check_env_id",
     "current_env_id",
     "is_atari",
@@ -208,14 +209,25 @@ def make_env(env_id: str, seed: int | None = None, **kwargs: Any) -> Any:
     return env
 
 
+def atari_env_kwargs(env_id: str) -> dict[str, Any]:
+    """What ``gymnasium.make`` gets for an Atari game under SB3's ``AtariWrapper``: the wrapper skips 4
+    frames itself (max-pooling the last two), so an ``ALE/*-v5`` game, which skips 4 of its own, is made
+    with ``frameskip=1`` (its sticky actions, 0.25, stay); ``*NoFrameskip-v4`` ids need nothing. Without
+    it every agent step would be 16 emulator frames, not the zoo's 4."""
+    return {"frameskip": 1} if env_id.startswith("ALE/") else {}
+
+
 def make_vec_env(env_id: str, n_envs: int = 1, seed: int = 0) -> Any:
-    """A SB3 vec env; Atari games get the usual wrappers (84x84 grey frames, 4 stacked)."""
+    """A SB3 vec env; Atari games get the usual wrappers (SB3's ``AtariWrapper``: no-op starts, 4 frames
+    skipped and max-pooled, 84x84 grey frames, episodic lives, clipped rewards; 4 stacked frames, as the
+    RL zoo runs them; see :func:`atari_env_kwargs`)."""
     _prepare(env_id)
     if is_atari(env_id):
         from stable_baselines3.common.env_util import make_atari_env
         from stable_baselines3.common.vec_env import VecFrameStack
 
-        return VecFrameStack(make_atari_env(env_id, n_envs=n_envs, seed=seed), n_stack=4)
+        vec = make_atari_env(env_id, n_envs=n_envs, seed=seed, env_kwargs=atari_env_kwargs(env_id))
+        return VecFrameStack(vec, n_stack=4)
     from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
 
     return sb3_make_vec_env(lambda: make_env(env_id), n_envs=n_envs, seed=seed)

@@ -68,8 +68,10 @@ EXACT_ATOL = 1e-5
 ObsType = Literal["signed_permutation", "image"]
 #: discrete actions are permuted, continuous (``Box``) action vectors get a signed permutation
 ActionType = Literal["permutation", "signed_permutation"]
-#: how ``check-symmetry`` can set the env's state (see :attr:`EnvSymmetry.verify`)
-VerifyMethod = Literal["state", "obs", "mujoco", "minatar", "none"]
+#: how ``check-symmetry`` checks the spec (see :attr:`EnvSymmetry.verify`): it sets the env's state
+#: (``state``, ``obs``, ``mujoco``, ``minatar``), plays conjugate policies on real frames
+#: (``statistical-frames``: Atari), or only checks the spaces (``none``)
+VerifyMethod = Literal["state", "obs", "mujoco", "minatar", "statistical-frames", "none"]
 
 _T = TypeVar("_T")
 
@@ -91,9 +93,11 @@ class EnvSymmetry:
     :param action_perms: per generator, where each discrete action goes (``perm[i]``); empty for
         continuous actions.
     :param action_names: per generator, swapped action meanings to check against the env (or empty).
-    :param verify: how ``check-symmetry`` can set states: ``"state"``, ``"obs"``, ``"mujoco"`` (the
-        ``[qpos, qvel]`` vector of a MuJoCo env, set with ``env.unwrapped.set_state``), ``"minatar"`` (a
-        MinAtar game's state mirrored by :data:`equirl.rl.check.MINATAR_MIRRORS`) or ``"none"``.
+    :param verify: how ``check-symmetry`` checks the spec: it sets states (``"state"``, ``"obs"``,
+        ``"mujoco"``: the ``[qpos, qvel]`` vector of a MuJoCo env, set with ``env.unwrapped.set_state``,
+        ``"minatar"``: a MinAtar game's state mirrored by :data:`equirl.rl.check.MINATAR_MIRRORS`), compares
+        the real frames of conjugate policies (``"statistical-frames"``: image envs whose state cannot be
+        set, Atari; see :func:`equirl.rl.check.check_symmetry`) or checks the spaces only (``"none"``).
     :param state_attribute: the ``env.unwrapped`` attribute holding the state (``verify="state"``).
     :param state_generators: per generator, ``(src, signs)`` acting on that state vector.
     :param source: where the spec was read from.
@@ -104,6 +108,8 @@ class EnvSymmetry:
     :param verify_reason: why the env is only approximately symmetric (``verify.reason``; required with a
         ``verify.atol`` above 1e-5).
     :param scores: the env's score range and success threshold (:class:`Score`), if the spec gives them.
+    :param verify_region: the part of the frame ``statistical-frames`` compares, ``((row start, row stop),
+        (col start, col stop))`` in pixels of the raw frame (``verify.region``; ``None``: the whole frame).
     """
 
     env_id: str
@@ -123,6 +129,7 @@ class EnvSymmetry:
     verify_atol: float = EXACT_ATOL
     verify_reason: str = ""
     scores: Score | None = None
+    verify_region: tuple[tuple[int, int] | None, tuple[int, int] | None] | None = None
 
     # -- derived ---------------------------------------------------------------------------------
     @property
@@ -260,6 +267,11 @@ class EnvSymmetry:
             verify["generators"] = [
                 {"src": list(src), "signs": [int(s) for s in signs]} for src, signs in self.state_generators
             ]
+        if self.verify_region is not None:
+            rows, cols = self.verify_region
+            verify["region"] = {
+                k: list(v) for k, v in (("rows", rows), ("cols", cols)) if v is not None
+            }
         if self.verify_atol != EXACT_ATOL:
             verify["atol"] = self.verify_atol
         if self.verify_reason:
@@ -292,10 +304,22 @@ class EnvSymmetry:
         return out
 
     # -- validation against an env ----------------------------------------------------------------
+    def check_region(self, frame_shape: Sequence[int]) -> None:
+        """Raise :class:`SymmetryError` unless ``verify.region`` fits the raw frames of shape
+        ``frame_shape`` (``self.layout``; leading axes allowed)."""
+        if self.verify_region is None:
+            return
+        shape = tuple(frame_shape)
+        h, w = (shape[-2], shape[-1]) if self.layout == "CHW" else (shape[-3], shape[-2])
+        for key, span, size in zip(("rows", "cols"), self.verify_region, (h, w)):
+            if span is not None and span[1] > size:
+                raise _fail(self.env_id, f"verify.region.{key} {list(span)} does not fit the {h}x{w} frames")
+
     def check_fits(
         self, observation_space: Any, action_space: Any, action_meanings: Sequence[str] | None = None
     ) -> None:
-        """Raise :class:`SymmetryError` unless the spec fits these (gymnasium) spaces."""
+        """Raise :class:`SymmetryError` unless the spec fits these (gymnasium) spaces (``verify.region``
+        is in pixels of the raw frame, not the policy's preprocessed one: :meth:`check_region` checks it)."""
 
         where = self.env_id
         self.check_action_space(action_space)
@@ -513,17 +537,45 @@ class ActionsSection:
             raise FieldError("meanings", self.meanings, "must list the env's action names, in order")
 
 
+def _pixel_range(key: str, value: list[int] | None) -> tuple[int, int] | None:
+    """``[start, stop]`` as a tuple (``None`` stays ``None``); one line unless ``0 <= start < stop``."""
+    if value is None:
+        return None
+    if len(value) != 2 or not 0 <= value[0] < value[1]:
+        raise FieldError(key, value, "must be [start, stop] pixels with 0 <= start < stop")
+    return (int(value[0]), int(value[1]))
+
+
+@dataclass(frozen=True)
+class RegionSection:
+    """``verify.region``: the rows ``[start, stop)`` and columns ``[start, stop)`` of the raw frame that
+    ``statistical-frames`` compares (each optional: all of them); e.g. the playfield, without a score
+    display that is not mirrored."""
+
+    rows: list[int] | None = None
+    cols: list[int] | None = None
+
+    def __post_init__(self) -> None:
+        _pixel_range("rows", self.rows)
+        _pixel_range("cols", self.cols)
+
+    def parsed(self) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
+        return _pixel_range("rows", self.rows), _pixel_range("cols", self.cols)
+
+
 @dataclass(frozen=True)
 class VerifySection:
     """``verify``: how ``check-symmetry`` checks the spec against the env (see :class:`EnvSymmetry`).
     ``generators``: per group generator a :class:`SignedPermGen` of the state (``state`` / ``mujoco``);
-    ``atol`` above :data:`EXACT_ATOL` needs a ``reason``."""
+    ``atol`` above :data:`EXACT_ATOL` needs a ``reason``; ``region`` (``statistical-frames`` only): the
+    part of the frame compared (:class:`RegionSection`)."""
 
     method: VerifyMethod = "none"
     attribute: str = "state"
     generators: list[Any] | None = None
     atol: Annotated[float, Range(gt=0)] = EXACT_ATOL
     reason: str = ""
+    region: RegionSection | None = None
 
     def __post_init__(self) -> None:
         if not self.attribute.isidentifier() or self.attribute.startswith("_"):
@@ -540,6 +592,10 @@ class VerifySection:
         if self.method in ("state", "mujoco") and self.generators is None:
             raise FieldError(
                 "generators", None, f"must give the signed permutation(s) of the state (method {self.method})"
+            )
+        if self.region is not None and self.method != "statistical-frames":
+            raise FieldError(
+                "region", "{...}", f"applies to method statistical-frames only, not {self.method}"
             )
 
 
@@ -715,6 +771,12 @@ def _finish_spec(
         if len(vg) != n_gen:
             raise _fail(where, f"verify.generators must give {n_gen} signed permutation(s) of the state")
         state_gens = tuple(_parse_signed(g, where, f"verify.generators[{i}]") for i, g in enumerate(vg))
+    if verify.method == "statistical-frames" and (spec.observation.type != "image" or act_gens):
+        raise _fail(
+            where,
+            "verify method statistical-frames compares image frames under discrete actions: it needs "
+            "observation.type image and permuted (discrete) actions",
+        )
 
     sym = EnvSymmetry(
         env_id=spec.env,
@@ -734,6 +796,7 @@ def _finish_spec(
         verify_atol=float(verify.atol),
         verify_reason=verify.reason,
         scores=spec.scores,
+        verify_region=None if verify.region is None else verify.region.parsed(),
     )
     # the generator images must define actions of the group (homomorphism check, exact)
     try:

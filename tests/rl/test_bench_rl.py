@@ -57,7 +57,10 @@ def test_zero_shot_covers_every_algorithm_with_intervals(tmp_path: Any) -> None:
     ours = [(algo, kind, env, path) for algo, kind, env, path in agents if kind != "zoo"]
     assert len(ours) == len(shipped_agents()) and {"dqn", "ppo", "sac"} <= {a[0] for a in ours}
     assert {a[1] for a in ours} == {"ours", "ours-partial"}
-    rows = bench.zero_shot(seeds=2, episodes=2, envs=["Pendulum-v1"])
+    # through the bench's entry point, as `equirl bench rl --parts zero-shot --envs Pendulum-v1` runs it
+    (table,) = bench.run_rl_bench(tmp_path, ["zero-shot"], seeds=2, episodes=2, envs=["Pendulum-v1"])
+    rows = table.rows
+    assert {r["env"] for r in rows} == {"Pendulum-v1"}
     assert {(r["algo"], r["agent"]) for r in rows if r["agent"] != "zoo"} == {
         ("sac", "ours"),
         ("sac", "ours-partial"),
@@ -65,8 +68,8 @@ def test_zero_shot_covers_every_algorithm_with_intervals(tmp_path: Any) -> None:
     for r in rows:
         assert r["episodes"] == 4 and r["ci95_low"] <= r["mean_return"] <= r["ci95_high"]
     assert any(r["ci95_high"] > r["ci95_low"] for r in rows)  # a real interval, not a point
-    bench._plot_zero(rows, tmp_path / "zero_shot.png")
     assert (tmp_path / "zero_shot.png").stat().st_size > 0
+    assert (tmp_path / "zero_shot.csv").read_text().count("Pendulum-v1") == len(rows)
 
 
 def test_shipped_agents_lists_every_zip_with_its_env(tmp_path: Any) -> None:

@@ -33,7 +33,7 @@ from equirl.rl.build import load_plain, load_pretrained
 from equirl.rl.envs import make_vec_env
 from equirl.rl.safe_load import RefusedGlobal, pickled_entries, read_zip_data, restricted_loads
 from equirl.rl.spec import list_specs, load_spec, parse_spec
-from equirl.rl.zoo import find_agent_zip
+from equirl.rl.zoo import agent_env_id, find_agent_zip
 from tests.helpers import Payload
 
 SHIPPED = sorted(Path(__file__).resolve().parents[2].glob("agents/dqn/*/*.zip"))
@@ -298,7 +298,8 @@ def test_cli_eval_run_directory_final(tmp_path: Path, capsys: pytest.CaptureFixt
 
 @pytest.mark.parametrize("zpath", SHIPPED, ids=lambda p: p.name)
 def test_shipped_agents_load_safely_with_identical_weights(zpath: Path) -> None:
-    env = zpath.parent.name.replace("equirl_", "equirl/")
+    env = agent_env_id(zpath)
+    assert env is not None
     vec = make_vec_env(env, seed=0)
     safe = load_plain(zpath, vec)
     trusted = load_plain(zpath, vec, trust_checkpoint=True)
@@ -306,15 +307,24 @@ def test_shipped_agents_load_safely_with_identical_weights(zpath: Path) -> None:
     assert safe.policy_kwargs["net_arch"] == trusted.policy_kwargs["net_arch"]
 
 
+OLD_POLICY_MODULES = ("equirl.rl.policies", "equirl.rl.ac_policies")
+
+
+def test_some_shipped_agents_use_the_old_module_paths() -> None:
+    """The remap of the old module paths stays exercised by real files."""
+    modules = {read_zip_data(z)["policy_class"]["__module__"] for z in SHIPPED_ALL}
+    assert modules & set(OLD_POLICY_MODULES)
+
+
 @pytest.mark.parametrize("zpath", SHIPPED_ALL, ids=lambda p: f"{p.parent.parent.name}-{p.name}")
-def test_policy_classes_pickled_under_their_old_modules_resolve(zpath: Path) -> None:
-    """The shipped agents were saved when the policies were the modules ``equirl.rl.policies`` (DQN)
-    and ``equirl.rl.ac_policies`` (actor-critic): the safe loader maps those paths to the package's
-    classes."""
+def test_policy_classes_pickled_under_old_or_new_modules_resolve(zpath: Path) -> None:
+    """Most shipped agents were saved when the policies were the modules ``equirl.rl.policies`` (DQN)
+    and ``equirl.rl.ac_policies`` (actor-critic), newer ones under ``equirl.rl.policies.<family>``:
+    the safe loader maps either path to the package's classes."""
     from equirl.rl.algos import get_algo
 
     entry = read_zip_data(zpath)["policy_class"]
-    assert entry["__module__"] in ("equirl.rl.policies", "equirl.rl.ac_policies")
+    assert entry["__module__"] in OLD_POLICY_MODULES or entry["__module__"].startswith("equirl.rl.policies.")
     cls = restricted_loads(base64.b64decode(entry[":serialized:"]))
     assert cls is get_algo(zpath.parent.parent.name).policy_classes()[0]
     assert cls.__module__.startswith("equirl.rl.policies.")

@@ -195,7 +195,7 @@ def test_check_scores_is_the_score_schema() -> None:
         (
             "verify.method",
             "exact",
-            r"verify\.method = 'exact': must be one of state, obs, mujoco, minatar, none",
+            r"verify\.method = 'exact': must be one of state, obs, mujoco, minatar, statistical-frames, none",
         ),
         (
             "observation.type",
