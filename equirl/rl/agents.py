@@ -33,6 +33,7 @@ __all__ = [
     "agent_dir",
     "agent_path",
     "check_export",
+    "compact_agent_zip",
     "export_agent",
     "save_symmetrized",
     "shipped_agents",
@@ -104,10 +105,54 @@ def check_export(cfg: Any, root: str | Path, overwrite: bool = False) -> Path:
     return dest
 
 
+#: an exported agent zip larger than this is compacted (:func:`compact_agent_zip`): the size a git
+#: repository carries comfortably per file
+SHIP_MAX_BYTES = 8 * 1024 * 1024
+
+
+def compact_agent_zip(src: str | Path, dst: str | Path) -> dict[str, Any]:
+    """Write ``src`` (an SB3 model zip) to ``dst`` with its weights in float16 and its optimizer's state
+    dropped (the moment estimates; the parameter groups, learning rate among them, are kept): what a
+    pixel agent needs to ship (NatureCNN DQN: 31 MB of weights and 31 MB of Adam moments in float32).
+    Loading casts the weights back to float32 (``load_state_dict``), so every loader takes the file as
+    it takes the original; a finetuning run starts Adam afresh, as it would from an RL-zoo agent.
+
+    :returns: ``{"weights": "float16", "optimizer_state": "dropped", "bytes": ...}`` for ``eval.json``.
+    """
+    import io
+    import zipfile
+
+    import torch
+
+    from equirl.utils.io import check_zip_members, torch_load_weights
+
+    def dump(obj: Any) -> bytes:
+        buf = io.BytesIO()
+        torch.save(obj, buf)
+        return buf.getvalue()
+
+    with zipfile.ZipFile(src) as zin:
+        check_zip_members(zin, f"agent {src}")
+        members = [(info, zin.read(info)) for info in zin.infolist()]
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as zout:
+        for info, data in members:
+            if info.filename == "policy.pth":
+                weights = torch_load_weights(data, f"{src}: policy.pth")
+                data = dump({k: v.half() if v.is_floating_point() else v for k, v in weights.items()})
+            elif info.filename == "policy.optimizer.pth":
+                state = torch_load_weights(data, f"{src}: policy.optimizer.pth")
+                data = dump({"state": {}, "param_groups": state["param_groups"]})
+            zout.writestr(info.filename, data)
+    atomic_write_bytes(dst, out.getvalue())
+    return {"weights": "float16", "optimizer_state": "dropped", "bytes": len(out.getvalue())}
+
+
 def export_agent(run_dir: str | Path, root: str | Path, overwrite: bool = False) -> Path:
     """Copy a pretraining run into ``{root}/{algo}/{env}/`` (each file written atomically); an agent
     already there is kept unless ``overwrite`` (the folder never mixes two agents: with ``overwrite``
-    every file is replaced or removed)."""
+    every file is replaced or removed). A zip above :data:`SHIP_MAX_BYTES` is compacted
+    (:func:`compact_agent_zip`; ``eval.json`` says so under ``compacted``)."""
     run = Path(run_dir)
     cfg = load_yaml(run / "config.yaml")
     env_id, algo = str(cfg["env"]), str(cfg.get("algo", "dqn"))
@@ -115,8 +160,11 @@ def export_agent(run_dir: str | Path, root: str | Path, overwrite: bool = False)
     targets = _export_files(dest, env_id)
     refuse_existing(targets, overwrite, "exported agent")
     dest.mkdir(parents=True, exist_ok=True)
+    compacted: dict[str, Any] = {}
     for src, dst in ((run / "model.zip", targets[0]), (run / "model_partial.zip", targets[1])):
-        if src.is_file():
+        if src.is_file() and src.stat().st_size > SHIP_MAX_BYTES:
+            compacted[dst.name] = compact_agent_zip(src, dst)
+        elif src.is_file():
             atomic_copy(src, dst)
         else:
             remove_file(dst)  # a stale partial of an earlier agent would mix two agents
@@ -132,6 +180,7 @@ def export_agent(run_dir: str | Path, root: str | Path, overwrite: bool = False)
                 "final": final,
                 "train_seconds": evals.get("train_seconds"),
                 "source_run": run.name,
+                **({"compacted": compacted} if compacted else {}),
             },
             indent=2,
         ),

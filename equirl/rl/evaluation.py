@@ -79,12 +79,15 @@ def evaluate_methods(
 def make_eval_env(model: Any, env_id: str, seed: int = 0) -> Any:
     """A fresh VecEnv of ``env_id`` as ``model`` sees its env: the env it was loaded with (an RL-zoo
     folder's wrappers and frame stack, see :func:`~equirl.rl.build.load_pretrained`), else the bare env; with the model's
-    observation normalisation, frozen, when it has one.
+    observation normalisation, frozen, when it has one; channel-last frames transposed when SB3 transposed
+    the model's training env (``VecTransposeImage``), so an ``EvalCallback`` sees the same env type.
 
     :param model: an SB3 model.
     :param env_id: the env id (an older id runs as its current version).
     :param seed: the env's seed.
     """
+    from stable_baselines3.common.vec_env import VecTransposeImage, is_vecenv_wrapped
+
     norm = model.get_vec_normalize_env() if hasattr(model, "get_vec_normalize_env") else None
     recipe = env_of(model)
     env_id = resolve_env_id(env_id, trained_on=None)
@@ -95,7 +98,11 @@ def make_eval_env(model: Any, env_id: str, seed: int = 0) -> Any:
         from equirl.rl.normalize import wrap_like
 
         vec = wrap_like(norm, vec)
-    return recipe.stack(vec) if recipe is not None else vec
+    vec = recipe.stack(vec) if recipe is not None else vec
+    trained = model.get_env() if hasattr(model, "get_env") else None
+    if isinstance(trained, VecTransposeImage) and not is_vecenv_wrapped(vec, VecTransposeImage):
+        vec = VecTransposeImage(vec)  # channel-last frames, as SB3 wrapped the training env
+    return vec
 
 
 def evaluate(

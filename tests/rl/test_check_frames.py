@@ -189,3 +189,29 @@ def test_training_env_skips_four_frames_as_the_zoo_does() -> None:
         assert vec.observation_space.shape == (84, 84, 4)
     finally:
         vec.close()
+
+
+@needs_ale
+def test_eval_env_of_a_pixel_model_is_wrapped_as_its_training_env() -> None:
+    """SB3 transposes channel-last frames for its CNN policy; the periodic evaluation's env gets the same
+    wrapper (else SB3's EvalCallback warns that the two envs differ), with the same observations."""
+    import warnings
+
+    from stable_baselines3 import DQN
+    from stable_baselines3.common.callbacks import EvalCallback
+    from stable_baselines3.common.vec_env import VecTransposeImage
+
+    from equirl.rl.envs import make_vec_env
+    from equirl.rl.evaluation import make_eval_env
+
+    model = DQN("CnnPolicy", make_vec_env("ALE/Breakout-v5", seed=0), buffer_size=10, learning_starts=5)
+    ev = make_eval_env(model, "ALE/Breakout-v5", seed=1)
+    try:
+        assert isinstance(model.get_env(), VecTransposeImage) and isinstance(ev, VecTransposeImage)
+        assert ev.observation_space == model.observation_space
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            model.learn(8, callback=EvalCallback(ev, eval_freq=4, n_eval_episodes=1))
+    finally:
+        ev.close()
+        model.get_env().close()

@@ -178,6 +178,36 @@ def test_pretrain_exports_zoo_layout(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert 30 <= partial.num_timesteps < 40  # 25 % of 120 steps, rounded up to a rollout of train_freq
 
 
+def test_a_large_agent_is_exported_compacted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above the shipping size the zip gets float16 weights and no optimizer moments: every loader still
+    takes it (float32 again, equal to the original up to float16 rounding), it finetunes, eval.json says
+    what was done."""
+    import torch
+
+    from equirl.rl import agents
+    from equirl.rl.build import load_plain
+    from equirl.rl.envs import make_vec_env
+
+    cfg = _cfg(tmp_path, method="base", partial_fraction=0.25)
+    assert main(["pretrain", str(cfg), "--no-progress", "--set", f"out={tmp_path / 'runs'}"]) == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    monkeypatch.setattr(agents, "SHIP_MAX_BYTES", 1)
+    d = agents.export_agent(run, tmp_path / "agents")
+    info = json.loads((d / "eval.json").read_text())["compacted"]
+    assert set(info) == {"CartPole-v1.zip", "CartPole-v1_partial.zip"}
+    assert info["CartPole-v1.zip"]["weights"] == "float16"
+    assert (d / "CartPole-v1.zip").stat().st_size == info["CartPole-v1.zip"]["bytes"]
+    assert (d / "CartPole-v1.zip").stat().st_size < (run / "model.zip").stat().st_size
+    vec = make_vec_env("CartPole-v1", seed=0)
+    full, small = load_plain(run / "model.zip", vec), load_plain(d / "CartPole-v1.zip", vec)
+    for (k, v), (k2, w) in zip(full.policy.state_dict().items(), small.policy.state_dict().items(), strict=True):
+        assert k == k2 and w.dtype == torch.float32
+        torch.testing.assert_close(w, v.half().float(), rtol=0, atol=0)
+    assert small.policy.optimizer.state_dict()["state"] == {}
+    assert small.policy.optimizer.param_groups[0]["lr"] == full.policy.optimizer.param_groups[0]["lr"]
+    DQN.load(d / "CartPole-v1.zip", env=vec).learn(20)  # SB3's own loader; Adam starts afresh
+
+
 @pytest.mark.parametrize(
     "path",
     sorted((Path(__file__).resolve().parents[2] / "configs" / "rl").glob("*.yaml")),
