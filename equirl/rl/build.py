@@ -33,7 +33,7 @@ from equirl.rl.spec import EnvSymmetry, load_spec
 from equirl.rl.zipinfo import check_agent_zip, inspect_agent_zip
 from equirl.rl.zoo import find_agent_zip, open_agent, remember_env
 
-__all__ = ["build_model", "load_plain", "load_pretrained", "make_train_env"]
+__all__ = ["attach_training_hooks", "build_model", "load_plain", "load_pretrained", "make_train_env"]
 
 log = logging.getLogger(__name__)
 
@@ -622,6 +622,30 @@ def build_model(cfg: RLConfig, trust_checkpoint: bool = False) -> Any:
 
         kw.update(augment_kwargs(sym, cfg.algo, seed=cfg.seed))
         method = BASE
+    model = _make_model(cfg, info, sym, vec, method, kw, trust_checkpoint)
+    attach_training_hooks(model, cfg, sym)
+    return model
+
+
+def attach_training_hooks(model: Any, cfg: RLConfig, sym: EnvSymmetry | None = None) -> None:
+    """What a model of ``cfg`` trains with beyond SB3's own step: the mirror-symmetry loss
+    (``hyperparams.mirror_loss``, :mod:`equirl.rl.mirror_loss`). Hooks are not saved with a model, so a
+    resumed run attaches them again.
+
+    :param sym: the env's spec (default: ``cfg``'s).
+    """
+    weight = float(getattr(cfg.hyperparams, "mirror_loss", 0.0))
+    if weight > 0:
+        from equirl.rl.mirror_loss import attach_mirror_loss
+
+        attach_mirror_loss(model, sym if sym is not None else load_spec(cfg.symmetry or cfg.env), weight)
+
+
+def _make_model(
+    cfg: RLConfig, info: _Algo, sym: EnvSymmetry, vec: Any, method: str, kw: dict[str, Any], trust_checkpoint: bool
+) -> Any:
+    """The model of :func:`build_model`: ``init_from`` loaded around ``method`` (``vec`` is ``None``), or a
+    fresh one in ``vec``."""
     if vec is None:
         return _load_pretrained(
             str(cfg.init_from),

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from equirl.config import FieldError, Range, from_dict, load_config
 from equirl.errors import ConfigError
-from equirl.registry import AUTO, BASE, EQUIZERO, canonical_method, validate_method_kwargs
+from equirl.registry import AUTO, BASE, EQUIZERO, canonical_method, get_method, validate_method_kwargs
 from equirl.rl.algos import ALGOS
 from equirl.utils.io import total_ram_bytes
 
@@ -214,7 +214,9 @@ class A2CHyperParams(_OnPolicyHyperParams):
 
 @dataclass(frozen=True)
 class _OffPolicyACHyperParams:
-    """What SAC and TD3 share (RL-zoo names)."""
+    """What SAC and TD3 share (RL-zoo names). ``mirror_loss``: the weight of the mirror-symmetry loss of
+    Yu et al. (2018) added to every actor update (:mod:`equirl.rl.mirror_loss`; 0: off), a baseline for a
+    plain actor (``method: base`` or ``augment``)."""
 
     learning_rate: PositiveFloat = 3e-4
     buffer_size: Annotated[int, Range(ge=1, le=MAX_BUFFER_SIZE)] = 1_000_000
@@ -225,14 +227,16 @@ class _OffPolicyACHyperParams:
     train_freq: PositiveInt = 1
     gradient_steps: int = 1
     net_arch: NetArch = field(default_factory=lambda: [256, 256])
+    mirror_loss: NonNegativeFloat = 0.0
 
     def __post_init__(self) -> None:
         _check_replay(self)
         _check_net_arch(self.net_arch)
 
     def sb3_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments of the SB3 algorithm (the network's size goes to the policy)."""
-        return _kwargs(self, drop=("net_arch",))
+        """The keyword arguments of the SB3 algorithm (the network's size goes to the policy, the mirror
+        loss is attached by ``build_model``)."""
+        return _kwargs(self, drop=("net_arch", "mirror_loss"))
 
 
 @dataclass(frozen=True)
@@ -285,7 +289,7 @@ class TD3HyperParams(_OffPolicyACHyperParams):
 
     def sb3_kwargs(self) -> dict[str, Any]:
         """As for SAC, without ``action_noise_std`` (made into an action noise by ``build_model``)."""
-        return _kwargs(self, drop=("net_arch", "action_noise_std"))
+        return _kwargs(self, drop=("net_arch", "mirror_loss", "action_noise_std"))
 
 
 #: the hyperparameter schema of each algorithm ``equirl pretrain`` / ``train`` runs (the algorithms of
@@ -426,6 +430,13 @@ class RLConfig:
             self, "method_kwargs", validate_method_kwargs(self.method, self.method_kwargs, adapter="rl")
         )
         object.__setattr__(self, "hyperparams", _algo_hyperparams(self.algo, self.hyperparams))
+        if getattr(self.hyperparams, "mirror_loss", 0.0) > 0 and get_method(self.method).symmetrizes:
+            raise FieldError(
+                "hyperparams.mirror_loss",
+                self.hyperparams.mirror_loss,
+                f"is a baseline for a plain actor (method base or augment); method {self.method}'s actor is "
+                "already equivariant",
+            )
 
     @property
     def n_envs(self) -> int:

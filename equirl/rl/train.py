@@ -55,7 +55,7 @@ from equirl.errors import (
 )
 from equirl.registry import AUTO, BASE, get_method
 from equirl.rl.algos import get_algo
-from equirl.rl.build import build_model, make_train_env
+from equirl.rl.build import attach_training_hooks, build_model, make_train_env
 from equirl.rl.callbacks import EquiEvalCallback
 from equirl.rl.config import RLConfig, load_rl_config
 from equirl.rl.evaluation import make_eval_env
@@ -295,6 +295,7 @@ def resume_training(
                 f"cannot restore checkpoint {ckpt.model} (corrupt, or it does not fit {cfg.env}): "
                 f"{printable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, 200)}"
             ) from None
+        attach_training_hooks(model, cfg)  # not saved with the model
         if extra.get("rng") is not None:
             restore_rng(model, extra["rng"])
         state = ckpt.state
