@@ -73,6 +73,8 @@ CANONICALIZE: Final = "canonicalize"
 MULTIGROUP: Final = "multigroup"
 #: the data-augmentation baseline: a plain network trained on every transition and its mirror images
 AUGMENT: Final = "augment"
+#: the mirror-symmetry-loss baseline: a plain actor penalised for its asymmetry (Yu et al., SIGGRAPH 2018)
+MIRROR_LOSS: Final = "mirror-loss"
 #: a pseudo-method: evaluate candidate methods on a validation budget and use the best
 #: (:func:`equirl.rl.select.select_method`); it resolves to a concrete method before any model is built
 AUTO: Final = "auto"
@@ -230,7 +232,10 @@ class MethodSpec:
     :param weights_tag: the tag (under ``equi/``) the RL callback logs the orbit weights with, if any.
     :param options: the keyword options (``method_kwargs``).
     :param augments_data: a training-time baseline that augments the data instead of the model (the
-        network stays plain; listed by :func:`method_names` only with ``augment=True``).
+        network stays plain).
+    :param training_baseline: a way to *train* a plain network towards symmetry (mirrored data, a
+        penalty) rather than a symmetrizer: at evaluation its agent is a plain one; listed by
+        :func:`method_names` only with ``augment=True``.
     :param pseudo: not a symmetrizer but a rule that resolves to one (``auto``); never in :data:`METHODS`.
     """
 
@@ -246,6 +251,7 @@ class MethodSpec:
     weights_tag: str | None = None
     options: tuple[MethodOption, ...] = ()
     augments_data: bool = False
+    training_baseline: bool = False
     pseudo: bool = False
 
     @property
@@ -467,6 +473,27 @@ _SPECS = (
         "data augmentation baseline, e.g. Laskin et al., Reinforcement Learning with Augmented Data, NeurIPS 2020",
         symmetrizes=False,
         augments_data=True,
+        training_baseline=True,
+    ),
+    MethodSpec(
+        MIRROR_LOSS,
+        "mirror loss",
+        ("mirror_loss", "mirror-symmetry-loss"),
+        "a plain actor trained with the penalty w·Σ_{g≠e} ‖π(g·s) − g·π(s)‖² (SAC, TD3, TQC)",
+        "Yu, Turk & Liu, Learning Symmetric and Low-Energy Locomotion, ACM TOG (SIGGRAPH) 2018",
+        symmetrizes=False,
+        training_baseline=True,
+        options=(
+            MethodOption(
+                "weight",
+                float,
+                1.0,
+                "the penalty's weight in every actor update",
+                minimum=0,
+                exclusive=True,
+                adapters=("rl",),
+            ),
+        ),
     ),
 )
 
@@ -540,15 +567,15 @@ def method_names(
     :param learned_scorer: include the methods driven by a learned scorer (canonicalize, multigroup).
     :param product_group: include the methods that need a direct-product group (multigroup).
     :param aliases: also list each kept method's aliases (after its name).
-    :param augment: include the data-augmentation baseline ``augment`` (a training method: at
-        evaluation its agent is a plain one).
+    :param augment: include the training baselines (``augment``, ``mirror-loss``: training methods; at
+        evaluation their agents are plain ones).
     :param pseudo: also list the pseudo-methods (``auto``), last.
     """
     out: list[str] = []
     for s in _SPECS:
-        if s.augments_data and not augment:
+        if s.training_baseline and not augment:
             continue
-        if (not base and not s.symmetrizes and not s.augments_data) or (
+        if (not base and not s.symmetrizes and not s.training_baseline) or (
             not learned_scorer and s.learned_scorer
         ):
             continue

@@ -757,7 +757,9 @@ def run_rl_bench(
                 _plot_zero(rows, out / "zero_shot.png")
             yield BenchTable(rows, "zero-shot returns (mean, 95 % bootstrap interval)", keys=4)
         if "efficiency" in parts:
-            spec = efficiency_sweep(seeds, budget, tuple(envs or EFFICIENCY_ENVS), method, eval_freq, eval_episodes, first_seed)
+            spec = efficiency_sweep(
+                seeds, budget, tuple(envs or EFFICIENCY_ENVS), method, eval_freq, eval_episodes, first_seed
+            )
             rows = efficiency(spec, jobs=jobs, runs_dir=out / "efficiency_runs", console=console)
             summary = efficiency_summary(rows, method)
             write_csv(out / "efficiency.csv", rows)

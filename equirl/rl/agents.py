@@ -122,14 +122,7 @@ def compact_agent_zip(src: str | Path, dst: str | Path) -> dict[str, Any]:
     import io
     import zipfile
 
-    import torch
-
-    from equirl.utils.io import check_zip_members, torch_load_weights
-
-    def dump(obj: Any) -> bytes:
-        buf = io.BytesIO()
-        torch.save(obj, buf)
-        return buf.getvalue()
+    from equirl.utils.io import check_zip_members, torch_load_weights, torch_save_bytes
 
     with zipfile.ZipFile(src) as zin:
         check_zip_members(zin, f"agent {src}")
@@ -139,10 +132,12 @@ def compact_agent_zip(src: str | Path, dst: str | Path) -> dict[str, Any]:
         for info, data in members:
             if info.filename == "policy.pth":
                 weights = torch_load_weights(data, f"{src}: policy.pth")
-                data = dump({k: v.half() if v.is_floating_point() else v for k, v in weights.items()})
+                data = torch_save_bytes(
+                    {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
+                )
             elif info.filename == "policy.optimizer.pth":
                 state = torch_load_weights(data, f"{src}: policy.optimizer.pth")
-                data = dump({"state": {}, "param_groups": state["param_groups"]})
+                data = torch_save_bytes({"state": {}, "param_groups": state["param_groups"]})
             zout.writestr(info.filename, data)
     atomic_write_bytes(dst, out.getvalue())
     return {"weights": "float16", "optimizer_state": "dropped", "bytes": len(out.getvalue())}

@@ -24,7 +24,15 @@ import numpy as np
 
 from equirl.config import FieldError
 from equirl.errors import CheckpointError, EquirlError, SymmetryError
-from equirl.registry import BASE, EQUITUNE, canonical_method, get_method, method_names, validate_method_kwargs
+from equirl.registry import (
+    BASE,
+    EQUITUNE,
+    MIRROR_LOSS,
+    canonical_method,
+    get_method,
+    method_names,
+    validate_method_kwargs,
+)
 from equirl.rl.algos import ALGOS, AlgoSpec, get_algo
 from equirl.rl.config import RLConfig, TD3HyperParams, check_buffer_memory
 from equirl.rl.envs import current_env_id, make_env, make_vec_env
@@ -616,33 +624,41 @@ def build_model(cfg: RLConfig, trust_checkpoint: bool = False) -> Any:
         check_buffer_memory(
             vec.observation_space if vec is not None else obs_space, cfg.hyperparams.buffer_size
         )
-    method = cfg.method
+    method, method_kwargs = cfg.method, dict(cfg.method_kwargs)
     if get_method(method).augments_data:  # a plain policy trained on mirrored transitions too
         from equirl.rl.augment import augment_kwargs
 
         kw.update(augment_kwargs(sym, cfg.algo, seed=cfg.seed))
-        method = BASE
-    model = _make_model(cfg, info, sym, vec, method, kw, trust_checkpoint)
+    if get_method(method).training_baseline:  # the network stays plain (a penalty: attach_training_hooks)
+        method, method_kwargs = BASE, {}
+    model = _make_model(cfg, info, sym, vec, method, method_kwargs, kw, trust_checkpoint)
     attach_training_hooks(model, cfg, sym)
     return model
 
 
 def attach_training_hooks(model: Any, cfg: RLConfig, sym: EnvSymmetry | None = None) -> None:
-    """What a model of ``cfg`` trains with beyond SB3's own step: the mirror-symmetry loss
-    (``hyperparams.mirror_loss``, :mod:`equirl.rl.mirror_loss`). Hooks are not saved with a model, so a
-    resumed run attaches them again.
+    """What a model of ``cfg`` trains with beyond SB3's own step: the mirror-symmetry loss of method
+    ``mirror-loss`` (:mod:`equirl.rl.mirror_loss`). Hooks are not saved with a model, so a resumed run
+    attaches them again.
 
     :param sym: the env's spec (default: ``cfg``'s).
     """
-    weight = float(getattr(cfg.hyperparams, "mirror_loss", 0.0))
-    if weight > 0:
+    if cfg.method == MIRROR_LOSS:
         from equirl.rl.mirror_loss import attach_mirror_loss
 
+        weight = float(cfg.method_kwargs.get("weight", get_method(MIRROR_LOSS).defaults("rl")["weight"]))
         attach_mirror_loss(model, sym if sym is not None else load_spec(cfg.symmetry or cfg.env), weight)
 
 
 def _make_model(
-    cfg: RLConfig, info: _Algo, sym: EnvSymmetry, vec: Any, method: str, kw: dict[str, Any], trust_checkpoint: bool
+    cfg: RLConfig,
+    info: _Algo,
+    sym: EnvSymmetry,
+    vec: Any,
+    method: str,
+    method_kwargs: dict[str, Any],
+    kw: dict[str, Any],
+    trust_checkpoint: bool,
 ) -> Any:
     """The model of :func:`build_model`: ``init_from`` loaded around ``method`` (``vec`` is ``None``), or a
     fresh one in ``vec``."""
@@ -653,7 +669,7 @@ def _make_model(
             method,
             info,
             sym,
-            cfg.method_kwargs,
+            method_kwargs,
             cfg.freeze_backbone,
             "cpu",
             cfg.seed,
@@ -666,7 +682,7 @@ def _make_model(
         "net_arch": list(cfg.hyperparams.net_arch),
         "symmetry": sym.to_dict(),
         "method": method,
-        "method_kwargs": dict(cfg.method_kwargs),
+        "method_kwargs": method_kwargs,
         "freeze_backbone": bool(cfg.freeze_backbone),
     }
     if cfg.algo == "qrdqn":

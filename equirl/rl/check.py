@@ -586,9 +586,7 @@ def _welch_z(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per column, ``mean(x) - mean(y)`` and its Welch z-score (``inf`` for a difference without variance)."""
     diff = x.mean(0) - y.mean(0)
     se = np.sqrt(x.var(0, ddof=1) / len(x) + y.var(0, ddof=1) / len(y))
-    z = np.where(
-        se > 0, np.abs(diff) / np.maximum(se, 1e-300), np.where(np.abs(diff) > 1e-12, np.inf, 0.0)
-    )
+    z = np.where(se > 0, np.abs(diff) / np.maximum(se, 1e-300), np.where(np.abs(diff) > 1e-12, np.inf, 0.0))
     return diff, np.sign(diff) * z
 
 
@@ -598,7 +596,9 @@ def _discrepancy(a: np.ndarray, ga: np.ndarray, b: np.ndarray) -> tuple[float, f
     delta = np.linalg.norm(b.mean(-2) - ga.mean(-2), axis=-1)
     effect = np.linalg.norm(ga.mean(-2) - a.mean(-2), axis=-1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = np.where(effect > 1e-12, delta / np.maximum(effect, 1e-300), np.where(delta > 1e-12, np.inf, 0.0))
+        ratio = np.where(
+            effect > 1e-12, delta / np.maximum(effect, 1e-300), np.where(delta > 1e-12, np.inf, 0.0)
+        )
     return ratio, effect  # type: ignore[return-value]
 
 
@@ -776,7 +776,9 @@ def _check_frames(
             f"BROKEN (statistical): the conjugate policy's frames are not the mirrored frames: {rel}{bound}, "
             f"max |z| {max_z:.1f} > {settings.z_bound} over {what}"
         )
-    log.debug("statistical-frames %s: %s", sym.env_id, {g: (r.discrepancy, r.max_z) for g, r in results.items()})
+    log.debug(
+        "statistical-frames %s: %s", sym.env_id, {g: (r.discrepancy, r.max_z) for g, r in results.items()}
+    )
     return SymmetryReport(
         sym.env_id,
         worst.discrepancy,

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from equirl.config import FieldError, Range, from_dict, load_config
 from equirl.errors import ConfigError
-from equirl.registry import AUTO, BASE, EQUIZERO, canonical_method, get_method, validate_method_kwargs
+from equirl.registry import AUTO, BASE, EQUIZERO, MIRROR_LOSS, canonical_method, validate_method_kwargs
 from equirl.rl.algos import ALGOS
 from equirl.utils.io import total_ram_bytes
 
@@ -214,9 +214,7 @@ class A2CHyperParams(_OnPolicyHyperParams):
 
 @dataclass(frozen=True)
 class _OffPolicyACHyperParams:
-    """What SAC and TD3 share (RL-zoo names). ``mirror_loss``: the weight of the mirror-symmetry loss of
-    Yu et al. (2018) added to every actor update (:mod:`equirl.rl.mirror_loss`; 0: off), a baseline for a
-    plain actor (``method: base`` or ``augment``)."""
+    """What SAC and TD3 share (RL-zoo names)."""
 
     learning_rate: PositiveFloat = 3e-4
     buffer_size: Annotated[int, Range(ge=1, le=MAX_BUFFER_SIZE)] = 1_000_000
@@ -227,16 +225,14 @@ class _OffPolicyACHyperParams:
     train_freq: PositiveInt = 1
     gradient_steps: int = 1
     net_arch: NetArch = field(default_factory=lambda: [256, 256])
-    mirror_loss: NonNegativeFloat = 0.0
 
     def __post_init__(self) -> None:
         _check_replay(self)
         _check_net_arch(self.net_arch)
 
     def sb3_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments of the SB3 algorithm (the network's size goes to the policy, the mirror
-        loss is attached by ``build_model``)."""
-        return _kwargs(self, drop=("net_arch", "mirror_loss"))
+        """The keyword arguments of the SB3 algorithm (the network's size goes to the policy)."""
+        return _kwargs(self, drop=("net_arch",))
 
 
 @dataclass(frozen=True)
@@ -289,7 +285,7 @@ class TD3HyperParams(_OffPolicyACHyperParams):
 
     def sb3_kwargs(self) -> dict[str, Any]:
         """As for SAC, without ``action_noise_std`` (made into an action noise by ``build_model``)."""
-        return _kwargs(self, drop=("net_arch", "mirror_loss", "action_noise_std"))
+        return _kwargs(self, drop=("net_arch", "action_noise_std"))
 
 
 #: the hyperparameter schema of each algorithm ``equirl pretrain`` / ``train`` runs (the algorithms of
@@ -430,12 +426,9 @@ class RLConfig:
             self, "method_kwargs", validate_method_kwargs(self.method, self.method_kwargs, adapter="rl")
         )
         object.__setattr__(self, "hyperparams", _algo_hyperparams(self.algo, self.hyperparams))
-        if getattr(self.hyperparams, "mirror_loss", 0.0) > 0 and get_method(self.method).symmetrizes:
+        if self.method == MIRROR_LOSS and ALGOS[self.algo].family != "off_policy":
             raise FieldError(
-                "hyperparams.mirror_loss",
-                self.hyperparams.mirror_loss,
-                f"is a baseline for a plain actor (method base or augment); method {self.method}'s actor is "
-                "already equivariant",
+                "method", self.method, f"penalises an actor: it needs SAC, TD3 or TQC, not {self.algo}"
             )
 
     @property

@@ -269,9 +269,7 @@ class EnvSymmetry:
             ]
         if self.verify_region is not None:
             rows, cols = self.verify_region
-            verify["region"] = {
-                k: list(v) for k, v in (("rows", rows), ("cols", cols)) if v is not None
-            }
+            verify["region"] = {k: list(v) for k, v in (("rows", rows), ("cols", cols)) if v is not None}
         if self.verify_atol != EXACT_ATOL:
             verify["atol"] = self.verify_atol
         if self.verify_reason:

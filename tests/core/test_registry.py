@@ -27,6 +27,7 @@ from equirl.registry import (
     EQUIZERO_PROXIES,
     LAMBDA,
     METHODS,
+    MIRROR_LOSS,
     MULTIGROUP,
     canonical_method,
     get_method,
@@ -41,7 +42,7 @@ ALL_NAMES = [(n, s.name) for s in METHODS.values() for n in s.names]
 
 def test_canonical_names_and_constants() -> None:
     assert method_names() == (BASE, EQUITUNE, EQUIZERO, LAMBDA, CANONICALIZE, MULTIGROUP)
-    assert tuple(METHODS) == (*method_names(), AUGMENT) == method_names(augment=True)
+    assert tuple(METHODS) == (*method_names(), AUGMENT, MIRROR_LOSS) == method_names(augment=True)
     assert all(spec.name == name for name, spec in METHODS.items())
 
 
@@ -78,7 +79,7 @@ def test_method_name_filters() -> None:
     assert method_names(base=False) == (EQUITUNE, EQUIZERO, LAMBDA, CANONICALIZE, MULTIGROUP)
     assert method_names(learned_scorer=False) == (BASE, EQUITUNE, EQUIZERO, LAMBDA)
     assert method_names(product_group=False) == (BASE, EQUITUNE, EQUIZERO, LAMBDA, CANONICALIZE)
-    assert method_names(base=False, augment=True)[-1] == AUGMENT
+    assert method_names(base=False, augment=True)[-2:] == (AUGMENT, MIRROR_LOSS)
     with_aliases = method_names(aliases=True, augment=True)
     assert set(with_aliases) == {n for s in METHODS.values() for n in s.names}
     assert with_aliases.index(BASE) < with_aliases.index("plain") < with_aliases.index(EQUITUNE)

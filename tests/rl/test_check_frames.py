@@ -167,7 +167,9 @@ def test_breakout_spec_is_approximately_symmetric_on_real_frames() -> None:
 
 
 @needs_ale
-@pytest.mark.parametrize("variant", ["no-swap", "wrong-axis", pytest.param("wrong-pair", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "variant", ["no-swap", "wrong-axis", pytest.param("wrong-pair", marks=pytest.mark.slow)]
+)
 def test_wrong_breakout_specs_are_broken_on_real_frames(variant: str) -> None:
     report = check_symmetry(parse_spec(_variant(variant)), steps=32, seed=0)
     assert not report.verified and report.statistical

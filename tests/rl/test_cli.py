@@ -200,7 +200,9 @@ def test_a_large_agent_is_exported_compacted(tmp_path: Path, monkeypatch: pytest
     assert (d / "CartPole-v1.zip").stat().st_size < (run / "model.zip").stat().st_size
     vec = make_vec_env("CartPole-v1", seed=0)
     full, small = load_plain(run / "model.zip", vec), load_plain(d / "CartPole-v1.zip", vec)
-    for (k, v), (k2, w) in zip(full.policy.state_dict().items(), small.policy.state_dict().items(), strict=True):
+    for (k, v), (k2, w) in zip(
+        full.policy.state_dict().items(), small.policy.state_dict().items(), strict=True
+    ):
         assert k == k2 and w.dtype == torch.float32
         torch.testing.assert_close(w, v.half().float(), rtol=0, atol=0)
     assert small.policy.optimizer.state_dict()["state"] == {}

@@ -1,4 +1,4 @@
-"""The mirror-symmetry loss baseline (Yu et al. 2018; ``hyperparams.mirror_loss``): the penalty is zero
+"""The mirror-symmetry loss baseline (Yu et al. 2018; ``method: mirror-loss``): the penalty is zero
 exactly for an equivariant actor, its gradient steps make a plain actor more symmetric, it is attached to
 every actor update (fresh, finetuned and resumed runs) and refused where it means nothing."""
 
@@ -25,7 +25,12 @@ SAC_PENDULUM = "sac-Pendulum-v1"
 def _cfg(*overrides: str) -> Any:
     from equirl.assets import find_config
 
-    base = ["timesteps=300", "hyperparams.learning_starts=50", "hyperparams.batch_size=32", "partial_fraction=0"]
+    base = [
+        "timesteps=300",
+        "hyperparams.learning_starts=50",
+        "hyperparams.batch_size=32",
+        "partial_fraction=0",
+    ]
     return load_rl_config(find_config(SAC_PENDULUM, section="rl"), [*base, *overrides])
 
 
@@ -59,7 +64,9 @@ def test_penalty_matches_its_definition() -> None:
     assert _asymmetry(model) >= 0
     sym = load_spec("Pendulum-v1")
     with torch.no_grad():
-        got = mirror_penalty(model.actor, obs, sym.policy_obs_action(model.actor.observation_space), sym.action_action())
+        got = mirror_penalty(
+            model.actor, obs, sym.policy_obs_action(model.actor.observation_space), sym.action_action()
+        )
     torch.testing.assert_close(got, expected)
 
 
@@ -68,7 +75,7 @@ def test_training_with_the_loss_makes_the_actor_more_symmetric_and_logs_it() -> 
     the run without, and reports the penalty as ``train/mirror_loss``."""
     plain = build_model(_cfg())
     plain.learn(300)
-    mirrored = build_model(_cfg("hyperparams.mirror_loss=10"))
+    mirrored = build_model(_cfg("method=mirror-loss", "method_kwargs.weight=10"))
     recorded: list[float] = []
 
     class Spy(BaseCallback):
@@ -93,8 +100,14 @@ def test_training_with_the_loss_makes_the_actor_more_symmetric_and_logs_it() -> 
 def test_td3_gets_it_on_its_delayed_actor_updates() -> None:
     from equirl.rl.config import RLConfig
 
-    hp = {"learning_starts": 20, "batch_size": 16, "buffer_size": 1000, "net_arch": [16, 16], "mirror_loss": 1.0}
-    model = build_model(RLConfig(env="Pendulum-v1", algo="td3", timesteps=100, hyperparams=hp))
+    hp = {
+        "learning_starts": 20,
+        "batch_size": 16,
+        "buffer_size": 1000,
+        "net_arch": [16, 16],
+    }
+    cfg = RLConfig(env="Pendulum-v1", algo="td3", timesteps=100, method="mirror-loss", hyperparams=hp)
+    model = build_model(cfg)
     calls: list[int] = []
     model.actor.optimizer.register_step_pre_hook(lambda *a: calls.append(1))
     before = _asymmetry(model)
@@ -123,7 +136,7 @@ def test_resumed_run_attaches_it_again(tmp_path: Path) -> None:
     from equirl.rl.train import resume_training, run_training
     from tests.rl.helpers import StopAt
 
-    cfg = _cfg("hyperparams.mirror_loss=1", "checkpoint.freq=100", "eval.final_episodes=1")
+    cfg = _cfg("method=mirror-loss", "checkpoint.freq=100", "eval.final_episodes=1")
     cfg = dataclasses.replace(cfg, out=str(tmp_path))
     stop = threading.Event()
     with pytest.raises(RunInterrupted):
@@ -135,16 +148,16 @@ def test_resumed_run_attaches_it_again(tmp_path: Path) -> None:
 
 
 def test_refused_where_it_means_nothing() -> None:
-    with pytest.raises(FieldError, match="already equivariant"):
-        _cfg("method=equitune", "hyperparams.mirror_loss=1")
-    with pytest.raises(FieldError, match="mirror_loss"):
-        _cfg("hyperparams.mirror_loss=-1")
-    dqn = build_model(load_rl_config(_dqn_config(), ["timesteps=100"]))
+    """Only an off-policy actor-critic has an actor to penalise; the weight is positive; the policy it
+    trains is a plain one (evaluated as ``base``)."""
+    from equirl.rl.config import RLConfig
+
+    with pytest.raises(FieldError, match="needs SAC, TD3 or TQC, not dqn"):
+        RLConfig(env="CartPole-v1", algo="dqn", timesteps=100, method="mirror-loss")
+    with pytest.raises(ConfigError, match="option weight: must be > 0"):
+        _cfg("method=mirror-loss", "method_kwargs.weight=0")
+    model = build_model(_cfg("method=mirror-loss"))
+    assert model.policy_kwargs["method"] == "base" and model.policy_kwargs["method_kwargs"] == {}
+    dqn = build_model(RLConfig(env="CartPole-v1", algo="dqn", timesteps=100))
     with pytest.raises(ConfigError, match="off-policy actor-critic"):
         attach_mirror_loss(dqn, load_spec("CartPole-v1"), 1.0)
-
-
-def _dqn_config() -> Path:
-    from equirl.assets import find_config
-
-    return find_config("dqn-CartPole-v1", section="rl")
