@@ -733,7 +733,7 @@ def run_rl_bench(
     if "efficiency" in parts:
         from equirl.rl.spec import load_spec
 
-        for env_id in envs:  # an unknown env: one line before any folder or run exists
+        for env_id in envs or EFFICIENCY_ENVS:  # an unknown env: one line before any folder or run exists
             load_spec(env_id)
     if "sweep-walltime" in parts:
         from equirl.rl.sweep import load_sweep

@@ -631,8 +631,37 @@ def build_model(cfg: RLConfig, trust_checkpoint: bool = False) -> Any:
         kw.update(augment_kwargs(sym, cfg.algo, seed=cfg.seed))
     if get_method(method).training_baseline:  # the network stays plain (a penalty: attach_training_hooks)
         method, method_kwargs = BASE, {}
-    model = _make_model(cfg, info, sym, vec, method, method_kwargs, kw, trust_checkpoint)
-    attach_training_hooks(model, cfg, sym)
+    if vec is None:
+        model = _load_pretrained(
+            str(cfg.init_from),
+            cfg.env,
+            method,
+            info,
+            sym,
+            method_kwargs,
+            cfg.freeze_backbone,
+            "cpu",
+            cfg.seed,
+            "best",
+            trust_checkpoint,
+            cfg.n_envs,
+            dict(kw),
+        )
+    else:
+        pk: dict[str, Any] = {
+            "net_arch": list(cfg.hyperparams.net_arch),
+            "symmetry": sym.to_dict(),
+            "method": method,
+            "method_kwargs": method_kwargs,
+            "freeze_backbone": bool(cfg.freeze_backbone),
+        }
+        if cfg.algo == "qrdqn":
+            pk["n_quantiles"] = cfg.hyperparams.n_quantiles
+        model = info.cls(
+            _policy_alias(vec.observation_space), vec, policy_kwargs=pk, seed=cfg.seed, device="cpu", **kw
+        )
+    if cfg.method == MIRROR_LOSS:  # not a call on every path: the walk from a config to SB3 stays short
+        attach_training_hooks(model, cfg, sym)
     return model
 
 
@@ -648,50 +677,3 @@ def attach_training_hooks(model: Any, cfg: RLConfig, sym: EnvSymmetry | None = N
 
         weight = float(cfg.method_kwargs.get("weight", get_method(MIRROR_LOSS).defaults("rl")["weight"]))
         attach_mirror_loss(model, sym if sym is not None else load_spec(cfg.symmetry or cfg.env), weight)
-
-
-def _make_model(
-    cfg: RLConfig,
-    info: _Algo,
-    sym: EnvSymmetry,
-    vec: Any,
-    method: str,
-    method_kwargs: dict[str, Any],
-    kw: dict[str, Any],
-    trust_checkpoint: bool,
-) -> Any:
-    """The model of :func:`build_model`: ``init_from`` loaded around ``method`` (``vec`` is ``None``), or a
-    fresh one in ``vec``."""
-    if vec is None:
-        return _load_pretrained(
-            str(cfg.init_from),
-            cfg.env,
-            method,
-            info,
-            sym,
-            method_kwargs,
-            cfg.freeze_backbone,
-            "cpu",
-            cfg.seed,
-            "best",
-            trust_checkpoint,
-            cfg.n_envs,
-            dict(kw),
-        )
-    pk: dict[str, Any] = {
-        "net_arch": list(cfg.hyperparams.net_arch),
-        "symmetry": sym.to_dict(),
-        "method": method,
-        "method_kwargs": method_kwargs,
-        "freeze_backbone": bool(cfg.freeze_backbone),
-    }
-    if cfg.algo == "qrdqn":
-        pk["n_quantiles"] = cfg.hyperparams.n_quantiles
-    return info.cls(
-        _policy_alias(vec.observation_space),
-        vec,
-        policy_kwargs=pk,
-        seed=cfg.seed,
-        device="cpu",
-        **kw,
-    )

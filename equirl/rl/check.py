@@ -23,6 +23,7 @@ symmetrically is reflected: a measure-preserving coupling, so the check stays ex
 from __future__ import annotations
 
 import copy
+import itertools
 import linecache
 import logging
 import sys
@@ -577,8 +578,8 @@ def frame_statistics(
     out = [centroid(weight.sum(axis=1), xs), centroid(weight.sum(axis=2), ys)]
     row_cuts = np.linspace(0, h, bands + 1).round().astype(int)
     col_cuts = np.linspace(0, w, bands + 1).round().astype(int)
-    out += [centroid(weight[:, a:b].sum(axis=1), xs) for a, b in zip(row_cuts[:-1], row_cuts[1:])]
-    out += [centroid(weight[:, :, a:b].sum(axis=2), ys) for a, b in zip(col_cuts[:-1], col_cuts[1:])]
+    out += [centroid(weight[:, a:b].sum(axis=1), xs) for a, b in itertools.pairwise(row_cuts)]
+    out += [centroid(weight[:, :, a:b].sum(axis=2), ys) for a, b in itertools.pairwise(col_cuts)]
     return np.asarray(out)
 
 

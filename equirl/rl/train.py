@@ -295,7 +295,8 @@ def resume_training(
                 f"cannot restore checkpoint {ckpt.model} (corrupt, or it does not fit {cfg.env}): "
                 f"{printable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, 200)}"
             ) from None
-        attach_training_hooks(model, cfg)  # not saved with the model
+        if get_method(cfg.method).training_baseline:  # its hooks are not saved with the model
+            attach_training_hooks(model, cfg)
         if extra.get("rng") is not None:
             restore_rng(model, extra["rng"])
         state = ckpt.state
