@@ -345,3 +345,10 @@ def test_space_mismatch_is_one_line(small_zip: Path) -> None:
     with pytest.raises(CheckpointError) as err:
         load_pretrained(small_zip, "Acrobot-v1", method="base")
     _one_line(str(err.value), "size 4", "size 6")
+
+
+def test_every_shipped_agent_fits_in_git() -> None:
+    """Pixel agents are compacted on export (float16, no optimizer moments): none is above 8 MB."""
+    from equirl.rl.agents import SHIP_MAX_BYTES
+
+    assert SHIPPED_ALL and all(z.stat().st_size <= SHIP_MAX_BYTES for z in SHIPPED_ALL)
