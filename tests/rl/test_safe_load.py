@@ -326,7 +326,7 @@ def test_policy_classes_pickled_under_old_or_new_modules_resolve(zpath: Path) ->
     entry = read_zip_data(zpath)["policy_class"]
     assert entry["__module__"] in OLD_POLICY_MODULES or entry["__module__"].startswith("equirl.rl.policies.")
     cls = restricted_loads(base64.b64decode(entry[":serialized:"]))
-    assert cls is get_algo(zpath.parent.parent.name).policy_classes()[0]
+    assert cls in get_algo(zpath.parent.parent.name).policy_classes()  # the MLP or the CNN policy
     assert cls.__module__.startswith("equirl.rl.policies.")
 
 
