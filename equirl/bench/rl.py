@@ -57,7 +57,8 @@ Agent = tuple[str, str, str, Path]
 def _agents(envs: Sequence[str] | None = None) -> list[Agent]:
     """Every RL-zoo agent of the shared data folder (``rl-zoo/{algo}/{env}_1``) whose algorithm and env
     equirl can symmetrize, and every shipped agent (:func:`~equirl.rl.agents.shipped_agents`);
-    ``envs``: only these."""
+    ``envs``: only these (otherwise the agents whose env needs a missing optional dependency are
+    skipped, with a warning)."""
     from equirl.rl.agents import shipped_agents
     from equirl.rl.algos import ALGOS
     from equirl.rl.spec import find_spec_file
@@ -75,7 +76,22 @@ def _agents(envs: Sequence[str] | None = None) -> list[Agent]:
                 "zero-shot: skipping %s (no symmetry spec for %s, or algorithm %s unknown)", run, env, algo
             )
     out += [(a.algo, "ours-partial" if a.partial else "ours", a.env, a.path) for a in shipped_agents()]
-    return [a for a in out if envs is None or a[2] in envs]
+    if envs is not None:  # asked for by name: a missing dependency is an error (one line) when it runs
+        return [a for a in out if a[2] in envs]
+    return [a for a in out if _can_run(a)]
+
+
+def _can_run(agent: Agent) -> bool:
+    """Whether the agent's env can be made here (an optional dependency such as minatar or ale-py may be
+    missing: the agent is skipped with a warning naming what to install)."""
+    from equirl.rl.envs import prepare_env
+
+    try:
+        prepare_env(agent[2])
+    except EquirlError as exc:
+        log.warning("zero-shot: skipping %s (%s)", agent[3], exc)
+        return False
+    return True
 
 
 def zero_shot(

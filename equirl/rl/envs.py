@@ -21,6 +21,7 @@ __all__ = [
     "is_minatar",
     "make_env",
     "make_vec_env",
+    "prepare_env",
     "resolve_env_id",
 ]
 
@@ -163,7 +164,12 @@ def _register_minatar(env_id: str) -> None:
         minatar.gym.register_envs()
 
 
-def _prepare(env_id: str) -> None:
+def prepare_env(env_id: str) -> None:
+    """Check ``env_id`` and register what it needs (ALE's and MinAtar's envs), before it is made.
+
+    :raises EquirlError: an id that would import a module, or a missing optional dependency (one line
+        naming what to install).
+    """
     check_env_id(env_id)  # equirl's own envs are registered when equirl.rl is imported
     if is_atari(env_id):
         if importlib.util.find_spec("ale_py") is None:
@@ -188,7 +194,7 @@ def make_env(env_id: str, seed: int | None = None, **kwargs: Any) -> Any:
     """
     import gymnasium as gym
 
-    _prepare(env_id)
+    prepare_env(env_id)
     try:
         env = gym.make(env_id, **kwargs)
     except gym.error.Error as exc:
@@ -221,7 +227,7 @@ def make_vec_env(env_id: str, n_envs: int = 1, seed: int = 0) -> Any:
     """A SB3 vec env; Atari games get the usual wrappers (SB3's ``AtariWrapper``: no-op starts, 4 frames
     skipped and max-pooled, 84x84 grey frames, episodic lives, clipped rewards; 4 stacked frames, as the
     RL zoo runs them; see :func:`atari_env_kwargs`)."""
-    _prepare(env_id)
+    prepare_env(env_id)
     if is_atari(env_id):
         from stable_baselines3.common.env_util import make_atari_env
         from stable_baselines3.common.vec_env import VecFrameStack

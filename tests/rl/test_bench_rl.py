@@ -90,3 +90,29 @@ def test_shipped_agents_lists_every_zip_with_its_env(tmp_path: Any) -> None:
         ("ppo", "equirl/GridWorld-v0", "equirl_GridWorld-v0.zip", False),
         ("ppo", "equirl/GridWorld-v0", "equirl_GridWorld-v0_partial.zip", True),
     ]
+
+
+def test_zero_shot_skips_agents_whose_env_cannot_run_here(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A wheel installed with [rl] only has no minatar / ale-py: the zero-shot part skips those agents with
+    a warning naming what to install, unless they were asked for by name."""
+    import equirl.rl.envs as envs_mod
+    from equirl.errors import EquirlError
+
+    real = envs_mod.prepare_env
+
+    def missing(env_id: str) -> None:
+        if env_id.startswith("MinAtar/"):
+            raise EquirlError(
+                f"cannot run {env_id}: minatar is not installed (pip install 'equirl[minatar]')"
+            )
+        real(env_id)
+
+    monkeypatch.setattr(envs_mod, "prepare_env", missing)
+    with caplog.at_level("WARNING", logger="equirl.bench.rl"):
+        agents = bench._agents()
+    assert agents and not any(a[2].startswith("MinAtar/") for a in agents)
+    assert "pip install 'equirl[minatar]'" in caplog.text
+    asked = bench._agents(["MinAtar/Breakout-v1"])
+    assert asked and {a[2] for a in asked} == {"MinAtar/Breakout-v1"}
