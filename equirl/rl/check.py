@@ -36,6 +36,7 @@ import numpy as np
 from equirl.errors import EquirlError, SymmetryError
 from equirl.rl.envs import action_meanings, make_env
 from equirl.rl.spec import EXACT_ATOL, EnvSymmetry, load_spec
+from equirl.utils.stats import welch_z
 
 __all__ = [
     "MINATAR_MIRRORS",
@@ -385,11 +386,9 @@ def _check_statistical(
             left, right = act_rows(g, X[act_arr == a]), X[act_arr == table[g][a]]
             if len(left) < 2 or len(right) < 2:
                 continue
-            diff = np.abs(left.mean(0) - right.mean(0))
-            se = np.sqrt(left.var(0, ddof=1) / len(left) + right.var(0, ddof=1) / len(right))
-            z = np.where(se > 0, diff / np.maximum(se, 1e-300), np.where(diff > 1e-9, np.inf, 0.0))
-            max_diff = max(max_diff, float(diff.max()))
-            max_z = max(max_z, float(z.max()))
+            diff, z = welch_z(left, right, zero_tol=1e-9)
+            max_diff = max(max_diff, float(np.abs(diff).max()))
+            max_z = max(max_z, float(np.abs(z).max()))
     ok = max_z <= z_bound
     msg = (
         f"statistically consistent (not exact: the state cannot be set): max |z| {max_z:.2f} <= {z_bound} "
@@ -583,14 +582,6 @@ def frame_statistics(
     return np.asarray(out)
 
 
-def _welch_z(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per column, ``mean(x) - mean(y)`` and its Welch z-score (``inf`` for a difference without variance)."""
-    diff = x.mean(0) - y.mean(0)
-    se = np.sqrt(x.var(0, ddof=1) / len(x) + y.var(0, ddof=1) / len(y))
-    z = np.where(se > 0, np.abs(diff) / np.maximum(se, 1e-300), np.where(np.abs(diff) > 1e-12, np.inf, 0.0))
-    return diff, np.sign(diff) * z
-
-
 def _discrepancy(a: np.ndarray, ga: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     """``(|mean(b) - mean(ga)| / |mean(ga) - mean(a)|, |mean(ga) - mean(a)|)`` over the last axis (the
     leading axes, if any, are bootstrap resamples: then arrays)."""
@@ -626,7 +617,7 @@ def compare_conjugate(
     a, ga, b = a[:, keep], ga[:, keep], b[:, keep]
     if a.shape[1] == 0 or len(a) < 2 or len(b) < 2:
         raise EquirlError("statistical-frames: no statistic had weight in every episode (an empty region?)")
-    diff, z = _welch_z(b, ga)
+    diff, z = welch_z(b, ga)
     ratio, effect = _discrepancy(a, ga, b)
     ia = rng.integers(len(a), size=(resamples, len(a)))
     ib = rng.integers(len(b), size=(resamples, len(b)))

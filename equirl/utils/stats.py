@@ -21,6 +21,7 @@ __all__ = [
     "kaplan_meier",
     "probability_of_improvement",
     "stratified_bootstrap_ci",
+    "welch_z",
 ]
 
 Strata = Sequence[Sequence[float]] | Sequence[np.ndarray]
@@ -163,3 +164,19 @@ def kaplan_meier(
     levels = np.concatenate([[1.0], surv])
     rmst = float(np.sum(levels * np.diff(edges)))
     return KaplanMeier(times, surv, median, rmst, int(e.sum()), int(t.size))
+
+
+def welch_z(x: np.ndarray, y: np.ndarray, zero_tol: float = 1e-12) -> tuple[np.ndarray, np.ndarray]:
+    """Per column of two samples (rows: observations), ``mean(x) - mean(y)`` and its Welch z-score
+    (signed; a difference above ``zero_tol`` without variance is ``inf``, none is 0).
+
+    :param x: ``(n, k)`` sample (``n >= 2``).
+    :param y: ``(m, k)`` sample (``m >= 2``).
+    :param zero_tol: the largest difference that counts as none when both columns are constant.
+    """
+    diff = x.mean(0) - y.mean(0)
+    se = np.sqrt(x.var(0, ddof=1) / len(x) + y.var(0, ddof=1) / len(y))
+    z = np.where(
+        se > 0, np.abs(diff) / np.maximum(se, 1e-300), np.where(np.abs(diff) > zero_tol, np.inf, 0.0)
+    )
+    return diff, np.sign(diff) * z
