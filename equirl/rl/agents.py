@@ -115,9 +115,13 @@ def compact_agent_zip(src: str | Path, dst: str | Path) -> dict[str, Any]:
     dropped (the moment estimates; the parameter groups, learning rate among them, are kept): what a
     pixel agent needs to ship (NatureCNN DQN: 31 MB of weights and 31 MB of Adam moments in float32).
     Loading casts the weights back to float32 (``load_state_dict``), so every loader takes the file as
-    it takes the original; a finetuning run starts Adam afresh, as it would from an RL-zoo agent.
+    it takes the original; a finetuning run starts Adam afresh, as it would from an RL-zoo agent. A
+    target network (``q_net_target``, ``critic_target``, ``actor_target``) is stored as its online network
+    (one copy in the file, as after a target update): acting never reads it, and a finetuning run starts
+    its target from the online weights.
 
-    :returns: ``{"weights": "float16", "optimizer_state": "dropped", "bytes": ...}`` for ``eval.json``.
+    :returns: ``{"weights": "float16", "optimizer_state": "dropped", "targets": "online", "bytes": ...}``
+        for ``eval.json``.
     """
     import io
     import zipfile
@@ -132,15 +136,29 @@ def compact_agent_zip(src: str | Path, dst: str | Path) -> dict[str, Any]:
         for info, data in members:
             if info.filename == "policy.pth":
                 weights = torch_load_weights(data, f"{src}: policy.pth")
-                data = torch_save_bytes(
-                    {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
-                )
+                half = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
+                data = torch_save_bytes({k: half[_online_key(k, half)] for k in half})
             elif info.filename == "policy.optimizer.pth":
                 state = torch_load_weights(data, f"{src}: policy.optimizer.pth")
                 data = torch_save_bytes({"state": {}, "param_groups": state["param_groups"]})
             zout.writestr(info.filename, data)
     atomic_write_bytes(dst, out.getvalue())
-    return {"weights": "float16", "optimizer_state": "dropped", "bytes": len(out.getvalue())}
+    return {
+        "weights": "float16",
+        "optimizer_state": "dropped",
+        "targets": "online",
+        "bytes": len(out.getvalue()),
+    }
+
+
+def _online_key(key: str, weights: dict[str, Any]) -> str:
+    """The online network's key for a target network's weight (``q_net_target.0.weight`` ->
+    ``q_net.0.weight``) when that weight exists with the same shape, else ``key``."""
+    head, _, rest = key.partition(".")
+    online = f"{head.removesuffix('_target')}.{rest}"
+    if head.endswith("_target") and online in weights and weights[online].shape == weights[key].shape:
+        return online
+    return key
 
 
 def export_agent(run_dir: str | Path, root: str | Path, overwrite: bool = False) -> Path:
