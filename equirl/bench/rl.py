@@ -746,7 +746,7 @@ def run_rl_bench(
     unknown = set(parts) - set(PARTS)
     if unknown:
         raise ConfigError(f"unknown bench rl parts {sorted(unknown)}; choose from {', '.join(PARTS)}")
-    if "efficiency" in parts:
+    if "efficiency" in parts or ("zero-shot" in parts and envs is not None):
         from equirl.rl.spec import load_spec
 
         for env_id in envs or EFFICIENCY_ENVS:  # an unknown env: one line before any folder or run exists

@@ -116,3 +116,12 @@ def test_zero_shot_skips_agents_whose_env_cannot_run_here(
     assert "pip install 'equirl[minatar]'" in caplog.text
     asked = bench._agents(["MinAtar/Breakout-v1"])
     assert asked and {a[2] for a in asked} == {"MinAtar/Breakout-v1"}
+
+
+def test_zero_shot_of_an_unknown_env_is_one_line(tmp_path: Any) -> None:
+    from equirl.errors import SymmetryError
+
+    with pytest.raises(SymmetryError) as err:
+        list(bench.run_rl_bench(tmp_path / "out", ["zero-shot"], envs=["Nope-v0"]))
+    assert "Nope-v0" in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "out").exists()
