@@ -397,7 +397,22 @@ def _equivariant_model(req: _WrapRequest, alias: str, pk: dict[str, Any], algo_k
         ),
     )
     _copy_weights(req.plain, model, req.spec, req.path, req.algo)
+    _carry_entropy_coef(req.plain, model, algo_kwargs)
     return model
+
+
+def _carry_entropy_coef(plain: Any, model: Any, algo_kwargs: dict[str, Any]) -> None:
+    """SAC / TQC: a model that learns its entropy coefficient from ``auto`` (no start value given) starts
+    from the one the agent had learned, as ``SAC.load`` would continue, rather than from SB3's 1.0, which
+    can wreck a trained gait in a few thousand steps. ``auto_<x>`` starts from x; a number fixes it."""
+    learned = getattr(plain, "log_ent_coef", None)
+    target = getattr(model, "log_ent_coef", None)
+    if learned is None or target is None or algo_kwargs.get("ent_coef", "auto") != "auto":
+        return
+    import torch
+
+    with torch.no_grad():  # in place: the coefficient's optimizer holds this tensor
+        target.copy_(learned.detach().to(target.device))
 
 
 def _wrap_q(req: _WrapRequest) -> Any:
@@ -500,6 +515,7 @@ def _wrap_actor_critic(req: _WrapRequest) -> Any:
                 lambda: cls(type(plain.policy), vec, policy_kwargs=pk_saved, device=device, seed=seed, **kw),
             )
             _construct(path, sym, lambda: model.policy.load_state_dict(plain.policy.state_dict()))
+            _carry_entropy_coef(plain, model, kw)
             log.info("loaded %s as it is (trained with gSDE), with the given hyperparameters", path)
             return model
         plain.n_envs = vec.num_envs
