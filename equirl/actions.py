@@ -14,6 +14,8 @@ Transforms are small hashable value objects that compose exactly:
 * :class:`SignedPerm` -- ``x ↦ s * x[..., src]``: signed permutations of features (CartPole's
   ``x ↦ -x``) and, with all signs ``+1``, index permutations of a categorical axis (Q-value columns,
   class or vocabulary logits). Inverses use ``argsort``, never dense matrices.
+* :class:`BandMirror` -- a mirror of one image axis inside a band (a game's playfield below its score
+  line), the rest left in place; given in pixels of a reference frame, so it acts on resized frames too.
 * :class:`TokenMap` -- ``t ↦ table[t]`` on integer token ids (``jump ↔ run``).
 * :class:`Identity` -- the trivial action (invariant outputs).
 
@@ -48,6 +50,8 @@ from equirl.errors import GroupError
 from equirl.groups import Group, GroupElement, flip
 
 __all__ = [
+    "BandMirror",
+    "BandMirrorAction",
     "GroupAction",
     "Identity",
     "ImageAction",
@@ -57,6 +61,8 @@ __all__ = [
     "TokenAction",
     "TokenMap",
     "TrivialAction",
+    "band_mirror_action",
+    "band_mirror_index",
     "image_action",
     "mirror_action",
     "permutation_action",
@@ -97,6 +103,58 @@ class ImageTransform:
 
     def inverse(self) -> ImageTransform:
         return ImageTransform(self.k if self.mirror else (-self.k) % 4, self.mirror)
+
+
+@dataclass(frozen=True)
+class BandMirror:
+    """Reverse one image axis inside the band ``[start, stop)`` of a ``size``-pixel reference axis (``on``),
+    or do nothing (``not on``). On an axis of another length ``n`` the band and its centre scale by
+    ``n / size`` (see :func:`band_mirror_index`), so one spec serves raw and resized frames.
+
+    :param axis: ``0``: the height axis (a top-bottom mirror of the band's rows), ``1``: the width axis.
+    """
+
+    axis: int
+    start: int
+    stop: int
+    size: int
+    on: bool = True
+
+    def __post_init__(self) -> None:
+        if self.axis not in (0, 1):
+            raise GroupError(f"a band mirror acts on axis 0 (height) or 1 (width), got {self.axis}")
+        if not 0 <= self.start < self.stop <= self.size:
+            raise GroupError(
+                f"a band needs 0 <= start < stop <= size, got [{self.start}, {self.stop}) of {self.size}"
+            )
+
+    def compose(self, other: BandMirror) -> BandMirror:
+        if (self.axis, self.start, self.stop, self.size) != (other.axis, other.start, other.stop, other.size):
+            raise GroupError("cannot compose band mirrors of different bands")
+        return BandMirror(self.axis, self.start, self.stop, self.size, self.on != other.on)
+
+    def inverse(self) -> BandMirror:
+        return self
+
+
+def band_mirror_index(n: int, start: int, stop: int, size: int) -> list[int]:
+    """Where each of ``n`` pixels of an axis reads from under the mirror of the band ``[start, stop)`` of a
+    ``size``-pixel reference axis: an involution of ``0..n-1``.
+
+    Pixel ``i`` (centre ``i + ½``) goes to ``s - i`` with ``s`` the nearest integer to ``(start + stop)·n /
+    size - 1`` (the band's centre, scaled, on pixel indices); it moves if both ``i`` and ``s - i`` have their
+    centres inside the scaled band, and stays otherwise. At ``n = size`` this is the exact mirror of the band
+    (``i ↦ start + stop - 1 - i``); on a resized axis it is the nearest pixel permutation (within half a
+    pixel of the band's true centre).
+    """
+    lo, hi = start * n / size, stop * n / size
+    s = int(((start + stop) * n / size - 1) + 0.5) if n else 0
+    out = list(range(n))
+    for i in range(n):
+        j = s - i
+        if 0 <= j < n and lo <= i + 0.5 < hi and lo <= j + 0.5 < hi:
+            out[i] = j
+    return out
 
 
 def _argsort(p: Sequence[int]) -> tuple[int, ...]:
@@ -159,7 +217,7 @@ class TokenMap:
         return TokenMap(_argsort(self.table))
 
 
-T = TypeVar("T", Identity, ImageTransform, SignedPerm, TokenMap)
+T = TypeVar("T", Identity, ImageTransform, BandMirror, SignedPerm, TokenMap)
 
 
 def _extend_homomorphism(group: Group, images: Sequence[T], identity: T) -> list[T]:
@@ -561,6 +619,47 @@ class ImageAction(GroupAction[ImageTransform]):
         return torch.gather(x.reshape(n, mid, A * B, post), 2, index).view(x.shape)
 
 
+class BandMirrorAction(GroupAction[BandMirror]):
+    """A two-element group mirroring one image axis inside a band (:class:`BandMirror`): Pong's playfield,
+    whose centre is not the frame's. One gather along the axis per call; the index of each axis length is
+    cached.
+
+    :param group: the acting group (order 2: :func:`~equirl.groups.flip`).
+    :param transforms: the identity's and the mirror's :class:`BandMirror`.
+    :param dims: the (height, width) dims, counted from the end.
+    """
+
+    def __init__(
+        self, group: Group, transforms: Sequence[BandMirror], dims: tuple[int, int] = (-2, -1)
+    ) -> None:
+        super().__init__(group, transforms)
+        if not (dims[0] < 0 and dims[1] < 0 and dims[0] != dims[1]):
+            raise GroupError(f"image dims must be two distinct negative dims, got {dims}")
+        self.dims = dims
+
+    @classmethod
+    def _identity_like(cls, images: Sequence[Any], **kwargs: Any) -> BandMirror:
+        b = images[0]
+        return BandMirror(b.axis, b.start, b.stop, b.size, on=False)
+
+    def _band_index(self, n: int, t: BandMirror, device: torch.device) -> Tensor:
+        key = ("band", n, t.start, t.stop, t.size, device)
+        idx = self._cache.get(key)
+        if idx is None:
+            with _plain_tensors():
+                idx = torch.tensor(
+                    band_mirror_index(n, t.start, t.stop, t.size), dtype=torch.long, device=device
+                )
+            self._cache[key] = idx
+        return idx  # type: ignore[no-any-return]
+
+    def _apply_transform(self, x: Tensor, t: BandMirror) -> Tensor:
+        if not t.on:
+            return x
+        dim = self.dims[t.axis]
+        return torch.index_select(x, dim, self._band_index(x.shape[dim], t, x.device))
+
+
 class SignedPermAction(GroupAction[SignedPerm]):
     """Signed permutations of the last axis: ``g·x = s_g * x[..., src_g]``.
 
@@ -792,6 +891,21 @@ def mirror_action(axis: str = "left-right", dims: tuple[int, int] = (-2, -1)) ->
     else:
         raise GroupError(f"unknown mirror axis {axis!r}: use 'left-right' or 'top-bottom'")
     return image_action(flip(), [img], dims=dims)
+
+
+def band_mirror_action(
+    start: int, stop: int, size: int, axis: str = "top-bottom", dims: tuple[int, int] = (-2, -1)
+) -> BandMirrorAction:
+    """:func:`~equirl.groups.flip` acting by the mirror of a band of one axis (:class:`BandMirror`):
+    ``"top-bottom"`` reverses the rows ``[start, stop)`` of a ``size``-row reference frame, ``"left-right"``
+    the columns."""
+    axis = axis.replace("_", "-").lower()
+    if axis not in ("top-bottom", "left-right"):
+        raise GroupError(f"unknown mirror axis {axis!r}: use 'left-right' or 'top-bottom'")
+    img = BandMirror(0 if axis == "top-bottom" else 1, start, stop, size)
+    act = BandMirrorAction.from_generators(flip(), [img], dims=dims)
+    assert isinstance(act, BandMirrorAction)
+    return act
 
 
 def swap_permutation(n: int, swaps: Sequence[tuple[int, int]] | Mapping[int, int]) -> tuple[int, ...]:

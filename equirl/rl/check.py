@@ -51,7 +51,7 @@ __all__ = [
     "conjugate_policy",
     "conjugation_check",
     "frame_statistics",
-    "transform_frames",
+    "spec_frame_map",
 ]
 
 log = logging.getLogger(__name__)
@@ -518,13 +518,17 @@ def _grey(obs: np.ndarray, layout: str) -> np.ndarray:
     return x.astype(np.int16).sum(axis=other, dtype=np.int16) if other else x.astype(np.int16)
 
 
-def transform_frames(frames: np.ndarray, k: int, mirror: bool) -> np.ndarray:
-    """``r^k m^mirror`` on the last two axes (height, width) of ``frames``: a left-right mirror of the
-    width axis if ``mirror``, then ``k`` quarter turns (the convention of
-    :class:`equirl.actions.ImageTransform`, in numpy: a view, no copy)."""
-    if mirror:
-        frames = frames[..., ::-1]
-    return np.rot90(frames, k % 4, axes=(-2, -1)) if k % 4 else frames
+def spec_frame_map(sym: EnvSymmetry) -> Callable[[np.ndarray, int], np.ndarray]:
+    """``frame_map(frames, g)``: the spec's own image action of ``g`` (the one the policy is symmetrized
+    with) on ``(T, H, W)`` intensities."""
+    import torch
+
+    act = sym.obs_action(image_dims=(-2, -1))
+
+    def frame_map(frames: np.ndarray, g: int) -> np.ndarray:
+        return act.apply(torch.from_numpy(np.ascontiguousarray(frames)), g).numpy()
+
+    return frame_map
 
 
 def frame_statistics(
@@ -675,10 +679,7 @@ def conjugation_check(
     sym.check_region(env.observation_space.shape)
     probs, _ = conjugate_policy(sym.n_actions, action_meanings(env), tables, settings.bias)
     if frame_map is None:
-        transforms = [(t.k, t.mirror) for t in sym.obs_action().transforms]
-
-        def frame_map(frames: np.ndarray, g: int) -> np.ndarray:
-            return transform_frames(frames, *transforms[g])
+        frame_map = spec_frame_map(sym)
 
     def stats(frames: np.ndarray) -> np.ndarray:
         return frame_statistics(frames, sym.verify_region, settings.bands, settings.burn_in)

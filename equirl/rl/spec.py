@@ -8,7 +8,10 @@ actions; the action of every other element follows by composition (checked to be
   LunarLander);
 * ``image`` -- quarter turns (``rotate: k``) and real mirrors (``mirror: left-right|top-bottom``) of
   the image's spatial dims, given for the *raw* observation layout (``HWC`` or ``CHW``); the policy
-  side automatically acts on SB3's channel-first tensor layout.
+  side automatically acts on SB3's channel-first tensor layout. A mirror of a band only
+  (``{mirror: top-bottom, band: [34, 194], size: 210}``: the rows 34-193 of a 210-row frame, Pong's
+  playfield, whose centre is not the frame's) is a group ``flip`` of its own, scaled to resized frames
+  (:class:`~equirl.actions.BandMirror`);
 
 Discrete actions are permuted by ``perm`` (action ``i`` goes to ``perm[i]``), ``swap`` (pairs of
 indices) or ``swap_names`` (pairs of action meanings, checked against
@@ -89,6 +92,8 @@ class EnvSymmetry:
     :param obs_type: ``"signed_permutation"`` or ``"image"``.
     :param obs_generators: per generator, ``(src, signs)`` for signed permutations or ``(k, mirror)``
         image transforms (``None``: the group's default image action).
+    :param obs_band: ``(start, stop, size)``: the one mirror generator acts on the band ``[start, stop)`` of
+        its axis, in pixels of a ``size``-pixel raw frame, only (``None``: on the whole frame).
     :param layout: the raw image layout (``"HWC"`` or ``"CHW"``) for image specs.
     :param action_perms: per generator, where each discrete action goes (``perm[i]``); empty for
         continuous actions.
@@ -130,6 +135,7 @@ class EnvSymmetry:
     verify_reason: str = ""
     scores: Score | None = None
     verify_region: tuple[tuple[int, int] | None, tuple[int, int] | None] | None = None
+    obs_band: tuple[int, int, int] | None = None
 
     # -- derived ---------------------------------------------------------------------------------
     @property
@@ -153,7 +159,7 @@ class EnvSymmetry:
 
         :param image_dims: (height, width) dims for image specs; default from :attr:`layout`.
         """
-        from equirl.actions import ImageTransform, image_action, signed_permutation_action
+        from equirl.actions import ImageTransform, band_mirror_action, image_action, signed_permutation_action
 
         g = self.group
         if self.obs_type == "signed_permutation":
@@ -162,6 +168,10 @@ class EnvSymmetry:
                 g, [src for src, _ in self.obs_generators], signs=[list(s) for _, s in self.obs_generators]
             )
         dims = image_dims or ((-2, -1) if self.layout == "CHW" else (-3, -2))
+        if self.obs_band is not None:
+            assert self.obs_generators is not None
+            axis = "left-right" if self.obs_generators[0][0] == 0 else "top-bottom"
+            return band_mirror_action(*self.obs_band, axis=axis, dims=dims)
         imgs = None if self.obs_generators is None else [ImageTransform(k, m) for k, m in self.obs_generators]
         return image_action(g, imgs, dims=dims)
 
@@ -260,6 +270,9 @@ class EnvSymmetry:
                     {"mirror": "left-right" if k == 0 else "top-bottom"} if m else {"rotate": int(k)}
                     for k, m in self.obs_generators
                 ]
+                if self.obs_band is not None:
+                    start, stop, size = self.obs_band
+                    obs["generators"][0].update(band=[start, stop], size=size)
         verify: dict[str, Any] = {"method": self.verify}
         if self.verify in ("state", "mujoco"):
             if self.verify == "state":
@@ -303,12 +316,20 @@ class EnvSymmetry:
 
     # -- validation against an env ----------------------------------------------------------------
     def check_region(self, frame_shape: Sequence[int]) -> None:
-        """Raise :class:`SymmetryError` unless ``verify.region`` fits the raw frames of shape
-        ``frame_shape`` (``self.layout``; leading axes allowed)."""
-        if self.verify_region is None:
-            return
+        """Raise :class:`SymmetryError` unless ``verify.region`` and a band mirror's reference size fit the
+        raw frames of shape ``frame_shape`` (``self.layout``; leading axes allowed)."""
         shape = tuple(frame_shape)
         h, w = (shape[-2], shape[-1]) if self.layout == "CHW" else (shape[-3], shape[-2])
+        if self.obs_band is not None and self.obs_generators is not None:
+            length = w if self.obs_generators[0][0] == 0 else h
+            if length != self.obs_band[2]:
+                raise _fail(
+                    self.env_id,
+                    f"the band mirror is given in pixels of {self.obs_band[2]}-pixel frames, but the raw "
+                    f"frames are {h}x{w}",
+                )
+        if self.verify_region is None:
+            return
         for key, span, size in zip(("rows", "cols"), self.verify_region, (h, w)):
             if span is not None and span[1] > size:
                 raise _fail(self.env_id, f"verify.region.{key} {list(span)} does not fit the {h}x{w} frames")
@@ -436,10 +457,14 @@ def _axis(mirror: str) -> str:
 
 @dataclass(frozen=True)
 class ImageGen:
-    """An image generator: ``{rotate: k}`` (``k`` quarter turns) or ``{mirror: left-right|top-bottom}``."""
+    """An image generator: ``{rotate: k}`` (``k`` quarter turns) or ``{mirror: left-right|top-bottom}``,
+    optionally of a band of the mirrored axis only (``band: [start, stop]`` in pixels of a ``size``-pixel
+    raw frame)."""
 
     rotate: int | None = None
     mirror: str | None = None
+    band: list[int] | None = None
+    size: Annotated[int, Range(ge=1)] | None = None
 
     def __post_init__(self) -> None:
         if self.rotate is None and self.mirror is None:
@@ -454,6 +479,24 @@ class ImageGen:
             )
         if self.mirror is not None and _axis(self.mirror) not in _MIRRORS:
             raise FieldError("mirror", self.mirror, "must be left-right or top-bottom")
+        if (self.band is None) != (self.size is None):
+            raise FieldError(
+                "band" if self.band is None else "size",
+                None,
+                "band [start, stop] and size (the raw frame's pixels along the mirrored axis) go together",
+            )
+        if self.band is not None and self.mirror is None:
+            raise FieldError("band", self.band, "is a band of a mirror: give mirror: left-right|top-bottom")
+        span = _pixel_range("band", self.band)
+        if span is not None and self.size is not None and span[1] > self.size:
+            raise FieldError("band", self.band, f"must end within the frame's size ({self.size} pixels)")
+
+    def band_spec(self) -> tuple[int, int, int] | None:
+        """``(start, stop, size)`` of a band mirror, or ``None``."""
+        span = _pixel_range("band", self.band)
+        if span is None or self.size is None:
+            return None
+        return (*span, int(self.size))
 
     def parsed(self) -> tuple[int, bool]:
         if self.mirror is not None:
@@ -650,8 +693,8 @@ def _parse_signed(gen: Any, where: str, key: str) -> tuple[tuple[int, ...], tupl
     return _schema(SignedPermGen, gen, key, where).parsed()
 
 
-def _parse_image(gen: Any, where: str, key: str) -> tuple[int, bool]:
-    return _schema(ImageGen, gen, key, where).parsed()
+def _parse_image(gen: Any, where: str, key: str) -> ImageGen:
+    return _schema(ImageGen, gen, key, where)
 
 
 def _parse_action_gen(
@@ -687,16 +730,27 @@ def _generators(gens: list[Any] | str, group: Group, n_gen: int, where: str, wha
     return gens
 
 
-def _obs_generators(obs: ObservationSection, group: Group, n_gen: int, where: str) -> tuple[Any, ...] | None:
+def _obs_generators(
+    obs: ObservationSection, group: Group, n_gen: int, where: str
+) -> tuple[tuple[Any, ...] | None, tuple[int, int, int] | None]:
+    """The observation generators and, for a band mirror, its ``(start, stop, size)``."""
     if obs.type == "image" and obs.generators == "default":
-        return None
+        return None, None
     gens = enumerate(_generators(obs.generators, group, n_gen, where, "observation"))
     if obs.type == "image":
-        return tuple(_parse_image(g, where, f"observation.generators[{i}]") for i, g in gens)
+        images = [_parse_image(g, where, f"observation.generators[{i}]") for i, g in gens]
+        band = images[0].band_spec() if len(images) == 1 else None
+        if band is None and any(im.band is not None for im in images):
+            raise _fail(
+                where, "a band mirror is the one generator of group flip (it does not compose with others)"
+            )
+        if band is not None and group.order != 2:
+            raise _fail(where, f"a band mirror generates group flip (order 2), not {group.name}")
+        return tuple(im.parsed() for im in images), band
     signed = tuple(_parse_signed(g, where, f"observation.generators[{i}]") for i, g in gens)
     if len({len(s) for s, _ in signed}) != 1:
         raise _fail(where, "observation generators act on different numbers of features")
-    return signed
+    return signed, None
 
 
 def _discrete_actions(
@@ -735,7 +789,7 @@ def parse_spec(data: Mapping[str, Any], source: str = "<dict>") -> EnvSymmetry:
     except GroupError as exc:
         raise _fail(where, str(exc)) from None
     n_gen = len(group.generator_indices)
-    obs_gens = _obs_generators(spec.observation, group, n_gen, where)
+    obs_gens, band = _obs_generators(spec.observation, group, n_gen, where)
     acts = spec.actions
     perms: tuple[tuple[int, ...], ...] = ()
     names: tuple[tuple[tuple[str, str], ...], ...] = ()
@@ -747,7 +801,7 @@ def parse_spec(data: Mapping[str, Any], source: str = "<dict>") -> EnvSymmetry:
             raise _fail(where, "action generators act on different numbers of action dimensions")
     else:
         perms, names = _discrete_actions(acts, group, n_gen, where)
-    return _finish_spec(spec, source, where, n_gen, obs_gens, perms, names, act_gens)
+    return _finish_spec(spec, source, where, n_gen, obs_gens, perms, names, act_gens, band)
 
 
 def _finish_spec(
@@ -759,6 +813,7 @@ def _finish_spec(
     perms: tuple[tuple[int, ...], ...],
     names: tuple[tuple[tuple[str, str], ...], ...],
     act_gens: tuple[tuple[tuple[int, ...], tuple[float, ...]], ...],
+    band: tuple[int, int, int] | None = None,
 ) -> EnvSymmetry:
     """The verify section's state generators, then the :class:`EnvSymmetry` (checked to define group
     actions)."""
@@ -795,6 +850,7 @@ def _finish_spec(
         verify_reason=verify.reason,
         scores=spec.scores,
         verify_region=None if verify.region is None else verify.region.parsed(),
+        obs_band=band,
     )
     # the generator images must define actions of the group (homomorphism check, exact)
     try:

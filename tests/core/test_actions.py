@@ -9,9 +9,12 @@ import pytest
 import torch
 
 from equirl.actions import (
+    BandMirror,
     GroupAction,
     ImageTransform,
     SignedPerm,
+    band_mirror_action,
+    band_mirror_index,
     image_action,
     mirror_action,
     permutation_action,
@@ -36,6 +39,8 @@ def _actions() -> list[tuple[str, GroupAction[Any], torch.Tensor]]:
         ("mirror-lr", mirror_action("left-right"), torch.randn(3, 1, 4, 6)),
         ("mirror-tb", mirror_action("top-bottom"), torch.randn(3, 1, 4, 6)),
         ("D4-HWC", image_action(dihedral(4), dims=(-3, -2)), torch.randn(2, 5, 5, 3)),
+        ("band-rows", band_mirror_action(34, 194, 210), torch.randn(3, 2, 84, 5)),
+        ("band-cols-HWC", band_mirror_action(2, 7, 10, "left-right", dims=(-3, -2)), torch.randn(2, 3, 9, 2)),
         (
             "Z2-signs",
             signed_permutation_action(z2, [[0, 1, 2, 3]], signs=[[-1, -1, -1, -1]]),
@@ -166,3 +171,39 @@ def test_bad_permutations_are_refused() -> None:
 def test_quarter_turns_need_square_images() -> None:
     with pytest.raises(GroupError, match="square"):
         rotation_action(4).orbit(torch.randn(1, 1, 3, 4))
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 84, 105, 210, 420])
+def test_band_mirror_index_is_an_involution_inside_the_scaled_band(n: int) -> None:
+    idx = band_mirror_index(n, 34, 194, 210)
+    assert sorted(idx) == list(range(n)) and all(idx[idx[i]] == i for i in range(n))
+    lo, hi = 34 * n / 210, 194 * n / 210
+    for i, j in enumerate(idx):
+        if j != i:  # what moves stays inside the band, mirrored about its centre to within half a pixel
+            assert lo <= i + 0.5 < hi and lo <= j + 0.5 < hi
+            assert abs((i + j + 1) / 2 - (lo + hi) / 2) <= 0.5
+
+
+def test_band_mirror_is_exact_at_the_reference_size_and_nearest_when_resized() -> None:
+    """Pong's playfield: rows 34-193 of 210 mirror as r -> 227 - r, rows outside stay; on the policy's 84
+    rows (scale 0.4) the band's centre 45.1 gives r -> 90 - r for rows 14-76 (row 45 on the axis)."""
+    raw = band_mirror_index(210, 34, 194, 210)
+    assert raw[:34] == list(range(34)) and raw[194:] == list(range(194, 210))
+    assert all(raw[r] == 227 - r for r in range(34, 194))
+    small = band_mirror_index(84, 34, 194, 210)
+    moved = [r for r in range(84) if small[r] != r]
+    assert moved == [r for r in range(14, 77) if r != 45] and all(small[r] == 90 - r for r in moved)
+    x = torch.arange(210.0).view(1, 210, 1).expand(2, 210, 3)
+    y = band_mirror_action(34, 194, 210, dims=(-2, -1)).apply(x, 1)
+    assert torch.equal(y[0, :, 0], torch.tensor(raw, dtype=torch.float32))
+
+
+def test_band_mirrors_are_refused_when_malformed() -> None:
+    with pytest.raises(GroupError, match="0 <= start < stop <= size"):
+        BandMirror(0, 50, 40, 210)
+    with pytest.raises(GroupError, match="axis 0"):
+        BandMirror(2, 0, 4, 10)
+    with pytest.raises(GroupError, match="different bands"):
+        BandMirror(0, 0, 4, 10).compose(BandMirror(0, 1, 4, 10))
+    with pytest.raises(GroupError, match="unknown mirror axis"):
+        band_mirror_action(0, 4, 10, "diagonal")

@@ -4,8 +4,9 @@ mirrored ones (:func:`equirl.rl.check.conjugation_check`).
 
 Three levels: the pieces on synthetic frames (statistics transform as the frames do, the comparison reads
 0 for a conjugate that behaves like the mirror and 1 for one that behaves like π), the spec schema
-(``verify.region``), and the real ALE Breakout, where the shipped spec passes and each wrong variant (no
-LEFT / RIGHT swap, the wrong mirror axis, a swap of the wrong pair) is reported BROKEN.
+(``verify.region``, band mirrors), and the real ALE Breakout and Pong, where the shipped specs pass and
+each wrong variant (no LEFT / RIGHT swap, the wrong mirror axis, a swap of the wrong pair; Pong: a mirror of
+the whole frame instead of its playfield, half the swap) is reported BROKEN.
 """
 
 from __future__ import annotations
@@ -25,28 +26,41 @@ from equirl.rl.check import (
     compare_conjugate,
     conjugate_policy,
     frame_statistics,
-    transform_frames,
+    spec_frame_map,
 )
 from equirl.rl.spec import find_spec_file, parse_spec
 
 needs_ale = pytest.mark.skipif(importlib.util.find_spec("ale_py") is None, reason="needs ale-py")
 
 
-def _breakout() -> dict[str, Any]:
-    path = find_spec_file("ALE/Breakout-v5")
+def _shipped(env_id: str) -> dict[str, Any]:
+    path = find_spec_file(env_id)
     assert path is not None
-    return yaml.safe_load(path.read_text())
+    return yaml.safe_load(path.read_text())  # type: ignore[no-any-return]
+
+
+def _breakout() -> dict[str, Any]:
+    return _shipped("ALE/Breakout-v5")
+
+
+def _pong() -> dict[str, Any]:
+    return _shipped("ALE/Pong-v5")
 
 
 # -- the pieces -------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("k", range(4))
-@pytest.mark.parametrize("mirror", [False, True])
-def test_transform_frames_matches_rot90_and_flip(k: int, mirror: bool) -> None:
-    x = np.random.default_rng(0).integers(0, 255, size=(3, 6, 6))
-    ref = np.stack([np.rot90(f[:, ::-1] if mirror else f, k) for f in x])
-    np.testing.assert_array_equal(transform_frames(x, k, mirror), ref)
+def test_the_frames_are_mirrored_by_the_specs_own_action() -> None:
+    """The check mirrors raw frames with the action the policy is symmetrized with: Breakout's whole
+    width, Pong's playfield rows 34-193 only (r -> 227 - r; the score line above stays)."""
+    x = np.random.default_rng(0).integers(0, 255, size=(3, 210, 160)).astype(np.int16)
+    breakout, pong = (spec_frame_map(parse_spec(d)) for d in (_breakout(), _pong()))
+    np.testing.assert_array_equal(breakout(x, 1), x[:, :, ::-1])
+    np.testing.assert_array_equal(breakout(x, 0), x)
+    y = pong(x, 1)
+    np.testing.assert_array_equal(y[:, :34], x[:, :34])
+    np.testing.assert_array_equal(y[:, 194:], x[:, 194:])
+    np.testing.assert_array_equal(y[:, 34:194], x[:, 34:194][:, ::-1])
 
 
 def test_statistics_of_a_mirrored_episode_are_mirrored() -> None:
@@ -58,7 +72,7 @@ def test_statistics_of_a_mirrored_episode_are_mirrored() -> None:
         r, c = rng.integers(0, 14, size=2)
         frames[t, r : r + 2, c : c + 2] = 100
     a = frame_statistics(frames, bands=4)
-    m = frame_statistics(transform_frames(frames, 0, True), bands=4)
+    m = frame_statistics(frames[..., ::-1], bands=4)
     assert a.shape == (2 + 2 * 4,)
     np.testing.assert_allclose(m[0], 1 - a[0], atol=1e-12)  # column centroid
     np.testing.assert_allclose(m[1], a[1], atol=1e-12)  # row centroid
@@ -111,12 +125,21 @@ def test_conjugate_policy_favours_a_direction_whatever_the_spec_swaps() -> None:
 # -- the spec schema --------------------------------------------------------------------------------------
 
 
-def test_shipped_breakout_spec_declares_the_frames_check_and_round_trips() -> None:
+def test_shipped_atari_specs_declare_the_frames_check_and_round_trip() -> None:
     sym = parse_spec(_breakout())
     assert sym.verify == "statistical-frames" and sym.verify_region == ((32, 194), (8, 152))
     assert sym.verify_atol == 0.5 and "paddle" in sym.verify_reason
     assert parse_spec(sym.to_dict()).to_dict() == sym.to_dict()
     assert check_kind(sym) == "statistical (frames, atol 0.5)"
+    pong = parse_spec(_pong())
+    assert pong.obs_band == (34, 194, 210) and pong.verify_region == ((34, 194), (0, 160))
+    again = parse_spec(pong.to_dict())
+    assert again.to_dict() == pong.to_dict() and again.obs_band == pong.obs_band
+    assert check_kind(pong) == "statistical (frames, atol 0.5)"
+
+
+def _band(**gen: Any) -> Any:
+    return lambda d: d["observation"].update(generators=[{"mirror": "top-bottom", **gen}])
 
 
 @pytest.mark.parametrize(
@@ -125,6 +148,23 @@ def test_shipped_breakout_spec_declares_the_frames_check_and_round_trips() -> No
         (lambda d: d["verify"].update(method="none"), "statistical-frames only"),
         (lambda d: d["verify"]["region"].update(rows=[10, 5]), "0 <= start < stop"),
         (lambda d: d["observation"].update(type="signed_permutation"), "observation"),
+        (_band(band=[34, 194]), "band [start, stop] and size"),
+        (_band(size=210), "band [start, stop] and size"),
+        (_band(band=[34, 250], size=210), "within the frame's size (210"),
+        (_band(band=[94, 34], size=210), "0 <= start < stop"),
+        (lambda d: d["observation"].update(generators=[{"rotate": 2, "band": [0, 4], "size": 8}]), "mirror"),
+        (
+            lambda d: (
+                d.update(group="D2")
+                or d["observation"].update(
+                    generators=[
+                        {"mirror": "top-bottom", "band": [34, 194], "size": 210},
+                        {"mirror": "left-right"},
+                    ]
+                )
+            ),
+            "band mirror",
+        ),
     ],
 )
 def test_bad_frames_specs_are_one_line(edit: Any, words: str) -> None:
@@ -140,6 +180,8 @@ def test_bad_frames_specs_are_one_line(edit: Any, words: str) -> None:
 
 
 def _variant(name: str) -> dict[str, Any]:
+    if name.startswith("pong-"):
+        return _pong_variant(name)
     data = copy.deepcopy(_breakout())
     if name == "no-swap":  # frames mirrored, LEFT / RIGHT left alone
         data["actions"]["generators"] = [{"perm": [0, 1, 2, 3]}]
@@ -148,6 +190,25 @@ def _variant(name: str) -> dict[str, Any]:
     elif name == "wrong-pair":  # FIRE <-> LEFT instead of RIGHT <-> LEFT
         data["actions"]["generators"] = [{"swap_names": [["FIRE", "LEFT"]]}]
     return data
+
+
+def _pong_variant(name: str) -> dict[str, Any]:
+    data = copy.deepcopy(_pong())
+    if name == "pong-whole-frame":  # the frame's centre, not the playfield's
+        data["observation"]["generators"] = [{"mirror": "top-bottom"}]
+    elif name == "pong-no-swap":
+        data["actions"]["generators"] = [{"perm": list(range(6))}]
+    elif name == "pong-half-swap":  # RIGHTFIRE / LEFTFIRE left alone
+        data["actions"]["generators"] = [{"swap_names": [["RIGHT", "LEFT"]]}]
+    return data
+
+
+@needs_ale
+def test_a_band_given_for_other_frames_is_one_line() -> None:
+    data = _pong()
+    data["observation"]["generators"][0]["size"] = 200
+    with pytest.raises(SymmetryError, match="band mirror is given in pixels of 200-pixel frames"):
+        check_symmetry(parse_spec(data), steps=16, seed=0)
 
 
 @needs_ale
@@ -159,8 +220,9 @@ def test_a_region_outside_the_raw_frame_is_one_line() -> None:
 
 
 @needs_ale
-def test_breakout_spec_is_approximately_symmetric_on_real_frames() -> None:
-    report = check_symmetry(parse_spec(_breakout()), steps=32, seed=0)
+@pytest.mark.parametrize("env_id", ["ALE/Breakout-v5", pytest.param("ALE/Pong-v5", marks=pytest.mark.slow)])
+def test_atari_specs_are_approximately_symmetric_on_real_frames(env_id: str) -> None:
+    report = check_symmetry(parse_spec(_shipped(env_id)), steps=32, seed=0)
     assert report.verified and report.statistical and report.approximate and not report.exact
     assert report.max_error is not None and report.max_error < 0.5
     assert "approximately symmetric" in report.message and "paddle" in report.message
@@ -168,9 +230,17 @@ def test_breakout_spec_is_approximately_symmetric_on_real_frames() -> None:
 
 @needs_ale
 @pytest.mark.parametrize(
-    "variant", ["no-swap", "wrong-axis", pytest.param("wrong-pair", marks=pytest.mark.slow)]
+    "variant",
+    [
+        "no-swap",
+        "wrong-axis",
+        pytest.param("wrong-pair", marks=pytest.mark.slow),
+        "pong-whole-frame",
+        pytest.param("pong-no-swap", marks=pytest.mark.slow),
+        pytest.param("pong-half-swap", marks=pytest.mark.slow),
+    ],
 )
-def test_wrong_breakout_specs_are_broken_on_real_frames(variant: str) -> None:
+def test_wrong_atari_specs_are_broken_on_real_frames(variant: str) -> None:
     report = check_symmetry(parse_spec(_variant(variant)), steps=32, seed=0)
     assert not report.verified and report.statistical
     assert report.message.startswith("BROKEN") and report.max_error is not None and report.max_error > 0.5

@@ -76,6 +76,24 @@ def test_cnn_policy_acts_on_channel_first_frames() -> None:
     assert torch.allclose(pol.q_net(x.flip(-1)), q[:, [0, 1, 3, 2]], atol=ATOL)
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_pong_policy_mirrors_the_playfield_only(method: str) -> None:
+    """Pong's spec mirrors the playfield band (rows 14-76 of the policy's 84: r -> 90 - r), not the whole
+    frame, and swaps UP / DOWN (ALE's RIGHT / LEFT and RIGHTFIRE / LEFTFIRE); exactly, for every method."""
+    space = spaces.Box(0, 255, (4, 84, 84), np.uint8)
+    pol = EquiCnnDQNPolicy(space, spaces.Discrete(6), lambda _: 1e-4, symmetry="ALE/Pong-v5", method=method)
+    with torch.no_grad():
+        for p in pol.q_net.parameters():  # λ / scorers start neutral: perturb so the test is not trivial
+            p.add_(0.01 * torch.randn_like(p))
+    x = torch.randint(0, 256, (3, 4, 84, 84), dtype=torch.uint8)
+    _check_all_elements(pol.q_net, "ALE/Pong-v5", space, x)
+    rows = list(range(84))
+    rows[14:77] = [90 - r for r in range(14, 77)]
+    q = pol.q_net(x)
+    assert torch.allclose(pol.q_net(x[:, :, rows]), q[:, [0, 1, 3, 2, 5, 4]], atol=ATOL)
+    assert not torch.allclose(pol.q_net(x.flip(-2)), q[:, [0, 1, 3, 2, 5, 4]], atol=ATOL)
+
+
 def test_save_load_roundtrip_without_custom_objects(tmp_path: Path) -> None:
     env = make_env("CartPole-v1")
     model = DQN(
