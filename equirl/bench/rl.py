@@ -13,7 +13,8 @@
 * ``walltime`` -- seconds (wall and CPU) and env steps per second of ``learn`` from scratch for stock SB3
   and equirl's plain / equitune / equizero / λ policies, on CartPole by default or on any shipped RL configs
   (``dqn-MinAtar-Breakout-v1``, ``dqn-ALE-Breakout-v5``...), interleaved in one process, with ratios
-  against stock SB3 and against equirl's plain policy.
+  against stock SB3 and against equirl's plain policy, and the floor no exact symmetrizer can beat (stock
+  SB3's share of time in its Q-networks' forward calls, :func:`forward_share`).
 
 :func:`run_rl_bench` runs the chosen parts, saves each as CSV (plus matplotlib plots) under ``out`` and
 yields its :class:`~equirl.utils.report.BenchTable` as the part finishes; ``equirl bench rl`` prints them.
@@ -530,6 +531,47 @@ def _n_updates(model: Any) -> int:
     return int(getattr(model, "_n_updates", 0))
 
 
+def forward_share(model: Any, steps: int) -> float | None:
+    """The share of ``model.learn(steps)``'s CPU time (this thread) spent in its Q-networks' forward calls
+    (``q_net`` / ``q_net_target`` / ``quantile_net``...: the value-based family), measured with module hooks
+    that are removed afterwards (``None`` for other algorithms).
+
+    An exact symmetrizer runs the network on all ``|G|`` transformed inputs, so with this share ``f`` no
+    such method can train faster than ``1 + (|G| - 1)·f`` times the plain model (a lower bound: the
+    backward pass, which the symmetrizer multiplies too, is not counted).
+    """
+    from torch import nn
+
+    nets = [
+        m
+        for name, m in model.policy.named_children()
+        if isinstance(m, nn.Module) and name.endswith(("_net", "_net_target"))
+    ]
+    if not nets:
+        return None
+    clock = time.thread_time
+    spent = [0.0]
+    started: list[float] = []
+
+    def before(_m: Any, _inp: Any) -> None:
+        started.append(clock())
+
+    def after(_m: Any, _inp: Any, _out: Any) -> None:
+        spent[0] += clock() - started.pop()
+
+    handles = [
+        h for net in nets for h in (net.register_forward_pre_hook(before), net.register_forward_hook(after))
+    ]
+    try:
+        c0 = clock()
+        model.learn(steps)
+        total = clock() - c0
+    finally:
+        for h in handles:
+            h.remove()
+    return spent[0] / total if total > 0 else None
+
+
 def _walltime(
     runs: list[tuple[str, RLConfig, int]], repeats: int, methods: tuple[str, ...], step: Step
 ) -> list[dict[str, Any]]:
@@ -542,6 +584,15 @@ def _walltime(
     cpu: dict[tuple[str, str], list[float]] = {a: [] for a in arms}
     updates: dict[tuple[str, str], int] = {}
     policy: dict[tuple[str, str], str] = {}
+    share: dict[str, float | None] = {}
+    if SB3 in methods:  # an extra, untimed run of stock SB3 per config (the hooks cost time themselves)
+        for name, cfg, steps in runs:
+            step(0, f"wall time: {name} sb3 (forward share)")
+            model = _walltime_model(cfg, SB3)
+            share[name] = forward_share(model, steps)
+            model.get_env().close()
+            del model
+            gc.collect()
     for _ in range(repeats):
         for name, cfg, steps in runs:
             for method in methods:
@@ -581,6 +632,11 @@ def _walltime(
                 if ref in methods:
                     row[f"wall_ratio_vs_{ref}"] = round(w[m] / w[ref], 3)
                     row[f"cpu_ratio_vs_{ref}"] = round(c[m] / c[ref], 3)
+            f = share.get(name)
+            if SB3 in methods:  # the lower bound of an exact symmetrizer's ratio vs sb3 (forward_share)
+                row["sb3_forward_share"] = "" if f is None else round(f, 3)
+                symmetrizes = m not in (SB3, BASE)
+                row["floor_vs_sb3"] = "" if f is None or not symmetrizes else round(1 + (order - 1) * f, 3)
             rows.append(row)
     return rows
 
@@ -810,7 +866,9 @@ def run_rl_bench(
             shown = [k for k in (rows[0] if rows else {}) if k not in hidden]
             note = (
                 f"median of {walltime_repeats} interleaved round(s); updates = gradient steps per run; ratios"
-                " of wall and of this thread's CPU seconds vs stock SB3 (sb3) and equirl's plain policy (base)"
+                " of wall and of this thread's CPU seconds vs stock SB3 (sb3) and equirl's plain policy (base);"
+                " sb3_forward_share f = stock SB3's CPU share in its Q-networks' forward calls (an untimed extra"
+                " run), floor_vs_sb3 = 1 + (|G| - 1) f, below which no exact symmetrizer can go"
             )
             yield BenchTable(rows, title, shown, keys=2, note=note)
         if "sweep-walltime" in parts:

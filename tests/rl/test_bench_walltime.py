@@ -33,6 +33,14 @@ def _check_rows(rows: list[dict[str, Any]], configs: list[str], methods: tuple[s
         assert r["policy"].startswith("Equi") == (r["method"] != bench.SB3), r
         if r["method"] == bench.SB3:
             assert r["wall_ratio_vs_sb3"] == r["cpu_ratio_vs_sb3"] == 1.0
+        # stock SB3's share in its Q-networks' forward calls, the same for every arm of a config, and the
+        # floor 1 + (|G| - 1) f of the arms that symmetrize
+        f = r["sb3_forward_share"]
+        assert 0 < f < 1 and f == next(x["sb3_forward_share"] for x in rows if x["config"] == r["config"])
+        if r["method"] in (bench.SB3, "base"):
+            assert r["floor_vs_sb3"] == ""
+        else:
+            assert r["floor_vs_sb3"] == pytest.approx(1 + (r["group_order"] - 1) * f, abs=2e-3)
         if r["method"] == "base":
             assert r["wall_ratio_vs_base"] == r["cpu_ratio_vs_base"] == 1.0
 
@@ -53,6 +61,18 @@ def test_walltime_on_atari_frames() -> None:
     rows = bench.walltime(40, methods=methods, configs=["dqn-ALE-Breakout-v5"], learning_starts=10)
     _check_rows(rows, ["dqn-ALE-Breakout-v5"], methods, 40)
     assert [r["policy"] for r in rows] == ["CnnPolicy", "EquiCnnDQNPolicy", "EquiCnnDQNPolicy"]
+
+
+def test_forward_share_counts_the_q_networks_forward_calls_only() -> None:
+    """The share of a run spent in the Q-networks' forward calls; the hooks are gone afterwards, and an
+    algorithm without Q-networks (SAC) has none."""
+    from stable_baselines3 import DQN, SAC
+
+    model = DQN("MlpPolicy", "CartPole-v1", learning_starts=10, seed=0, device="cpu")
+    f = bench.forward_share(model, 60)
+    assert f is not None and 0 < f < 1
+    assert not model.policy.q_net._forward_hooks and not model.policy.q_net._forward_pre_hooks
+    assert bench.forward_share(SAC("MlpPolicy", "Pendulum-v1", learning_starts=5, device="cpu"), 10) is None
 
 
 def test_walltime_csv_name_depends_on_the_configs() -> None:
