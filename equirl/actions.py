@@ -39,6 +39,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -148,7 +149,7 @@ def band_mirror_index(n: int, start: int, stop: int, size: int) -> list[int]:
     pixel of the band's true centre).
     """
     lo, hi = start * n / size, stop * n / size
-    s = int(((start + stop) * n / size - 1) + 0.5) if n else 0
+    s = math.floor((start + stop) * n / size - 1 + 0.5)
     out = list(range(n))
     for i in range(n):
         j = s - i
@@ -894,16 +895,21 @@ def mirror_action(axis: str = "left-right", dims: tuple[int, int] = (-2, -1)) ->
 
 
 def band_mirror_action(
-    start: int, stop: int, size: int, axis: str = "top-bottom", dims: tuple[int, int] = (-2, -1)
+    start: int,
+    stop: int,
+    size: int,
+    axis: str = "top-bottom",
+    dims: tuple[int, int] = (-2, -1),
+    group: Group | None = None,
 ) -> BandMirrorAction:
-    """:func:`~equirl.groups.flip` acting by the mirror of a band of one axis (:class:`BandMirror`):
-    ``"top-bottom"`` reverses the rows ``[start, stop)`` of a ``size``-row reference frame, ``"left-right"``
-    the columns."""
+    """``group`` (default :func:`~equirl.groups.flip`; any group of order 2 with one generator) acting by
+    the mirror of a band of one axis (:class:`BandMirror`): ``"top-bottom"`` reverses the rows ``[start,
+    stop)`` of a ``size``-row reference frame, ``"left-right"`` the columns."""
     axis = axis.replace("_", "-").lower()
     if axis not in ("top-bottom", "left-right"):
         raise GroupError(f"unknown mirror axis {axis!r}: use 'left-right' or 'top-bottom'")
     img = BandMirror(0 if axis == "top-bottom" else 1, start, stop, size)
-    act = BandMirrorAction.from_generators(flip(), [img], dims=dims)
+    act = BandMirrorAction.from_generators(flip() if group is None else group, [img], dims=dims)
     assert isinstance(act, BandMirrorAction)
     return act
 

@@ -404,15 +404,21 @@ def _equivariant_model(req: _WrapRequest, alias: str, pk: dict[str, Any], algo_k
 def _carry_entropy_coef(plain: Any, model: Any, algo_kwargs: dict[str, Any]) -> None:
     """SAC / TQC: a model that learns its entropy coefficient from ``auto`` (no start value given) starts
     from the one the agent had learned, as ``SAC.load`` would continue, rather than from SB3's 1.0, which
-    can wreck a trained gait in a few thousand steps. ``auto_<x>`` starts from x; a number fixes it."""
-    learned = getattr(plain, "log_ent_coef", None)
+    can wreck a trained gait in a few thousand steps (an agent trained with a fixed coefficient: from that
+    one). ``auto_<x>`` starts from x; a number fixes it."""
     target = getattr(model, "log_ent_coef", None)
-    if learned is None or target is None or algo_kwargs.get("ent_coef", "auto") != "auto":
+    if target is None or algo_kwargs.get("ent_coef", "auto") != "auto":
         return
     import torch
 
+    learned = getattr(plain, "log_ent_coef", None)
+    if learned is None:  # an agent trained with a fixed coefficient: learning starts from that value
+        fixed = getattr(plain, "ent_coef_tensor", None)
+        if fixed is None:
+            return
+        learned = torch.log(fixed.detach().float())
     with torch.no_grad():  # in place: the coefficient's optimizer holds this tensor
-        target.copy_(learned.detach().to(target.device))
+        target.copy_(learned.detach().reshape(target.shape).to(target.device))
 
 
 def _wrap_q(req: _WrapRequest) -> Any:

@@ -171,7 +171,7 @@ class EnvSymmetry:
         if self.obs_band is not None:
             assert self.obs_generators is not None
             axis = "left-right" if self.obs_generators[0][0] == 0 else "top-bottom"
-            return band_mirror_action(*self.obs_band, axis=axis, dims=dims)
+            return band_mirror_action(*self.obs_band, axis=axis, dims=dims, group=g)
         imgs = None if self.obs_generators is None else [ImageTransform(k, m) for k, m in self.obs_generators]
         return image_action(g, imgs, dims=dims)
 
@@ -320,19 +320,24 @@ class EnvSymmetry:
         raw frames of shape ``frame_shape`` (``self.layout``; leading axes allowed)."""
         shape = tuple(frame_shape)
         h, w = (shape[-2], shape[-1]) if self.layout == "CHW" else (shape[-3], shape[-2])
-        if self.obs_band is not None and self.obs_generators is not None:
-            length = w if self.obs_generators[0][0] == 0 else h
-            if length != self.obs_band[2]:
-                raise _fail(
-                    self.env_id,
-                    f"the band mirror is given in pixels of {self.obs_band[2]}-pixel frames, but the raw "
-                    f"frames are {h}x{w}",
-                )
+        self._check_band(h, w)
         if self.verify_region is None:
             return
         for key, span, size in zip(("rows", "cols"), self.verify_region, (h, w)):
             if span is not None and span[1] > size:
                 raise _fail(self.env_id, f"verify.region.{key} {list(span)} does not fit the {h}x{w} frames")
+
+    def _check_band(self, h: int, w: int) -> None:
+        """A band mirror's ``size`` must be the raw frames' length along its axis (the policy's frames are
+        then a resize of the whole raw frame, which the band scales with)."""
+        if self.obs_band is None or self.obs_generators is None:
+            return
+        length = w if self.obs_generators[0][0] == 0 else h
+        if length != self.obs_band[2]:
+            raise _fail(
+                self.env_id,
+                f"observation.generators[0].size is {self.obs_band[2]} pixels but the raw frames are {h}x{w}",
+            )
 
     def check_fits(
         self, observation_space: Any, action_space: Any, action_meanings: Sequence[str] | None = None
@@ -355,6 +360,7 @@ class EnvSymmetry:
             quarter = self.obs_generators is None or any(k % 2 for k, _ in self.obs_generators)
             if quarter and h != w:
                 raise _fail(where, f"quarter turns need square frames, got {h}x{w}")
+            self._check_band(h, w)
         if action_meanings is not None and self.action_names:
             for gi, pairs in enumerate(self.action_names):
                 for a, b in pairs:
@@ -464,7 +470,7 @@ class ImageGen:
     rotate: int | None = None
     mirror: str | None = None
     band: list[int] | None = None
-    size: Annotated[int, Range(ge=1)] | None = None
+    size: Annotated[int, Range(ge=1, le=1 << 20)] | None = None
 
     def __post_init__(self) -> None:
         if self.rotate is None and self.mirror is None:
@@ -741,11 +747,17 @@ def _obs_generators(
         images = [_parse_image(g, where, f"observation.generators[{i}]") for i, g in gens]
         band = images[0].band_spec() if len(images) == 1 else None
         if band is None and any(im.band is not None for im in images):
+            i = next(i for i, im in enumerate(images) if im.band is not None)
             raise _fail(
-                where, "a band mirror is the one generator of group flip (it does not compose with others)"
+                where,
+                f"observation.generators[{i}].band: a band mirror is the one generator of a group of order "
+                "2 (it does not compose with other generators)",
             )
         if band is not None and group.order != 2:
-            raise _fail(where, f"a band mirror generates group flip (order 2), not {group.name}")
+            raise _fail(
+                where,
+                f"observation.generators[0].band: a band mirror generates a group of order 2, not {group.name}",
+            )
         return tuple(im.parsed() for im in images), band
     signed = tuple(_parse_signed(g, where, f"observation.generators[{i}]") for i, g in gens)
     if len({len(s) for s, _ in signed}) != 1:

@@ -152,6 +152,10 @@ def _band(**gen: Any) -> Any:
         (_band(size=210), "band [start, stop] and size"),
         (_band(band=[34, 250], size=210), "within the frame's size (210"),
         (_band(band=[94, 34], size=210), "0 <= start < stop"),
+        (
+            lambda d: d.update(group="C4") or _band(band=[34, 194], size=210)(d),
+            "observation.generators[0].band: a band mirror generates a group of order 2",
+        ),
         (lambda d: d["observation"].update(generators=[{"rotate": 2, "band": [0, 4], "size": 8}]), "mirror"),
         (
             lambda d: (
@@ -207,8 +211,17 @@ def _pong_variant(name: str) -> dict[str, Any]:
 def test_a_band_given_for_other_frames_is_one_line() -> None:
     data = _pong()
     data["observation"]["generators"][0]["size"] = 200
-    with pytest.raises(SymmetryError, match="band mirror is given in pixels of 200-pixel frames"):
+    msg = r"observation.generators\[0\].size is 200 pixels but the raw frames are 210x160"
+    with pytest.raises(SymmetryError, match=msg):
         check_symmetry(parse_spec(data), steps=16, seed=0)
+    from equirl.rl.envs import make_env
+
+    env = make_env("ALE/Pong-v5")  # training checks the raw frames too (build_model's check_fits)
+    try:
+        with pytest.raises(SymmetryError, match=msg):
+            parse_spec(data).check_fits(env.observation_space, env.action_space)
+    finally:
+        env.close()
 
 
 @needs_ale

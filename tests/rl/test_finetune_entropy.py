@@ -1,5 +1,6 @@
 """A SAC / TQC agent loaded for finetuning keeps the entropy coefficient it had learned when the config says
-``auto`` (as ``SAC.load`` would continue), starts from x with ``auto_<x>``, and keeps a fixed one fixed."""
+``auto`` (as ``SAC.load`` would continue; an agent trained with a fixed coefficient starts from that one),
+starts from x with ``auto_<x>``, and keeps a fixed one fixed."""
 
 from __future__ import annotations
 
@@ -53,3 +54,23 @@ def test_entropy_coefficient_on_finetune(agent: Path, method: str, given: dict, 
         before = model.log_ent_coef.item()
         model.learn(64)
         assert model.log_ent_coef.item() != before
+
+
+def test_an_agent_with_a_fixed_coefficient_starts_auto_from_it(tmp_path: Path) -> None:
+    model = SAC("MlpPolicy", ENV, policy_kwargs={"net_arch": [8]}, ent_coef=0.02, seed=0, device="cpu")
+    model.save(tmp_path / "fixed.zip")
+    tuned = load_pretrained(tmp_path / "fixed.zip", ENV, method=EQUITUNE, learning_starts=0, ent_coef="auto")
+    assert _coef(tuned) == pytest.approx(0.02, rel=1e-6)
+
+
+def test_tqc_keeps_its_learned_coefficient(tmp_path: Path) -> None:
+    contrib = pytest.importorskip("sb3_contrib")
+    model = contrib.TQC(
+        "MlpPolicy", ENV, policy_kwargs={"net_arch": [8], "n_quantiles": 5}, seed=0, device="cpu"
+    )
+    with torch.no_grad():
+        model.log_ent_coef.fill_(math.log(LEARNED))
+    model.save(tmp_path / "tqc.zip")
+    for method in (BASE, EQUITUNE):
+        tuned = load_pretrained(tmp_path / "tqc.zip", ENV, method=method, algo="tqc", learning_starts=0)
+        assert type(tuned).__name__ == "TQC" and _coef(tuned) == pytest.approx(LEARNED, rel=1e-6)
