@@ -502,15 +502,15 @@ def _sb3_model(cfg: RLConfig) -> Any:
     """Stock SB3: the config's algorithm with SB3's own ``MlpPolicy`` / ``CnnPolicy`` (the policy equirl
     would pick for the env) and the same hyperparameters and ``net_arch``, on the same training env."""
     from equirl.rl.algos import get_algo
-    from equirl.rl.build import _algo_kwargs, _policy_alias, make_train_env
+    from equirl.rl.build import make_train_env, policy_alias, sb3_algo_kwargs
 
     vec = make_train_env(cfg)
-    policy = "CnnPolicy" if _policy_alias(vec.observation_space) == "EquiCnnPolicy" else "MlpPolicy"
+    policy = "CnnPolicy" if policy_alias(vec.observation_space) == "EquiCnnPolicy" else "MlpPolicy"
     pk: dict[str, Any] = {"net_arch": list(cfg.hyperparams.net_arch)}
     if cfg.algo == "qrdqn":
         pk["n_quantiles"] = cfg.hyperparams.n_quantiles
     return get_algo(cfg.algo).cls(
-        policy, vec, policy_kwargs=pk, seed=cfg.seed, device="cpu", **_algo_kwargs(cfg, vec.action_space)
+        policy, vec, policy_kwargs=pk, seed=cfg.seed, device="cpu", **sb3_algo_kwargs(cfg, vec.action_space)
     )
 
 

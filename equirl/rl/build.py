@@ -41,7 +41,15 @@ from equirl.rl.spec import EnvSymmetry, load_spec
 from equirl.rl.zipinfo import check_agent_zip, inspect_agent_zip
 from equirl.rl.zoo import find_agent_zip, open_agent, remember_env
 
-__all__ = ["attach_training_hooks", "build_model", "load_plain", "load_pretrained", "make_train_env"]
+__all__ = [
+    "attach_training_hooks",
+    "build_model",
+    "load_plain",
+    "load_pretrained",
+    "make_train_env",
+    "policy_alias",
+    "sb3_algo_kwargs",
+]
 
 log = logging.getLogger(__name__)
 
@@ -555,7 +563,7 @@ def _wrap_actor_critic(req: _WrapRequest) -> Any:
     return model
 
 
-def _algo_kwargs(cfg: RLConfig, action_space: Any) -> dict[str, Any]:
+def sb3_algo_kwargs(cfg: RLConfig, action_space: Any) -> dict[str, Any]:
     """The SB3 algorithm's keyword arguments from ``cfg.hyperparams`` (TD3's exploration noise made here,
     from the action space)."""
     hp = cfg.hyperparams
@@ -579,7 +587,7 @@ def _raw_spaces(vec: Any) -> tuple[Any, Any]:
     return env.observation_space, env.action_space
 
 
-def _policy_alias(space: Any) -> str:
+def policy_alias(space: Any) -> str:
     """``EquiCnnPolicy`` for image observations (SB3's image spaces, channel-first or -last; NatureCNN needs
     frames of at least 36x36), else ``EquiMlpPolicy``."""
     from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
@@ -641,7 +649,7 @@ def build_model(cfg: RLConfig, trust_checkpoint: bool = False) -> Any:
         raise FieldError(
             "hyperparams.use_sde", True, f"gSDE needs continuous actions; {cfg.env} has discrete ones"
         )
-    kw = _algo_kwargs(cfg, action_space)
+    kw = sb3_algo_kwargs(cfg, action_space)
     if not info.on_policy:
         check_buffer_memory(
             vec.observation_space if vec is not None else obs_space, cfg.hyperparams.buffer_size
@@ -680,7 +688,7 @@ def build_model(cfg: RLConfig, trust_checkpoint: bool = False) -> Any:
         if cfg.algo == "qrdqn":
             pk["n_quantiles"] = cfg.hyperparams.n_quantiles
         model = info.cls(
-            _policy_alias(vec.observation_space), vec, policy_kwargs=pk, seed=cfg.seed, device="cpu", **kw
+            policy_alias(vec.observation_space), vec, policy_kwargs=pk, seed=cfg.seed, device="cpu", **kw
         )
     if cfg.method == MIRROR_LOSS:  # not a call on every path: the walk from a config to SB3 stays short
         attach_training_hooks(model, cfg, sym)

@@ -24,7 +24,7 @@ from stable_baselines3.td3.policies import Actor as TD3Actor
 
 import equirl.rl  # noqa: F401  (registers the aliases)
 from equirl.registry import BASE, EQUITUNE, EQUIZERO, LAMBDA
-from equirl.rl.build import _policy_alias, load_plain, load_pretrained
+from equirl.rl.build import load_plain, load_pretrained, policy_alias
 from equirl.rl.policies import (
     EquiActorCriticCnnPolicy,
     EquiSACCnnPolicy,
@@ -365,5 +365,5 @@ def test_train_picks_the_cnn_alias_for_frames() -> None:
         ((3, 5, 5), "EquiMlpPolicy"),  # the gridworld board: too small for NatureCNN
         ((3,), "EquiMlpPolicy"),
     ):
-        assert _policy_alias(spaces.Box(0, 255, shape, np.uint8)) == alias, shape
-    assert _policy_alias(spaces.Box(-1.0, 1.0, (3, SIDE, SIDE), np.float32)) == "EquiMlpPolicy"
+        assert policy_alias(spaces.Box(0, 255, shape, np.uint8)) == alias, shape
+    assert policy_alias(spaces.Box(-1.0, 1.0, (3, SIDE, SIDE), np.float32)) == "EquiMlpPolicy"
