@@ -403,6 +403,13 @@ def _transform_image(x: Tensor, t: ImageTransform, h: int, w: int) -> Tensor:
     return x
 
 
+def _image_dims(dims: tuple[int, int]) -> tuple[int, int]:
+    """``dims`` checked to be two distinct negative (from-the-end) dims: (height, width)."""
+    if not (dims[0] < 0 and dims[1] < 0 and dims[0] != dims[1]):
+        raise GroupError(f"image dims must be two distinct negative dims, got {dims}")
+    return dims
+
+
 class ImageAction(GroupAction[ImageTransform]):
     """Quarter turns and real mirrors of two spatial dims (default ``(-2, -1)``: NCHW / HW).
 
@@ -415,9 +422,7 @@ class ImageAction(GroupAction[ImageTransform]):
         self, group: Group, transforms: Sequence[ImageTransform], dims: tuple[int, int] = (-2, -1)
     ) -> None:
         super().__init__(group, transforms)
-        if not (dims[0] < 0 and dims[1] < 0 and dims[0] != dims[1]):
-            raise GroupError(f"image dims must be two distinct negative dims, got {dims}")
-        self.dims = dims
+        self.dims = _image_dims(dims)
         self._turns = any(self._as_view_ops(t)[0] for t in self.transforms)
 
     @classmethod
@@ -634,9 +639,7 @@ class BandMirrorAction(GroupAction[BandMirror]):
         self, group: Group, transforms: Sequence[BandMirror], dims: tuple[int, int] = (-2, -1)
     ) -> None:
         super().__init__(group, transforms)
-        if not (dims[0] < 0 and dims[1] < 0 and dims[0] != dims[1]):
-            raise GroupError(f"image dims must be two distinct negative dims, got {dims}")
-        self.dims = dims
+        self.dims = _image_dims(dims)
 
     @classmethod
     def _identity_like(cls, images: Sequence[Any], **kwargs: Any) -> BandMirror:
