@@ -14,7 +14,8 @@
   and equirl's plain / equitune / equizero / λ policies, on CartPole by default or on any shipped RL configs
   (``dqn-MinAtar-Breakout-v1``, ``dqn-ALE-Breakout-v5``...), interleaved in one process, with ratios
   against stock SB3 and against equirl's plain policy, and what an exact symmetrizer costs at linear
-  forward cost (from stock SB3's share of time in its Q-networks' forward calls, :func:`forward_share`).
+  network cost (from stock SB3's share of time in its Q-networks' forward and backward passes,
+  :func:`network_share`).
 
 :func:`run_rl_bench` runs the chosen parts, saves each as CSV (plus matplotlib plots) under ``out`` and
 yields its :class:`~equirl.utils.report.BenchTable` as the part finishes; ``equirl bench rl`` prints them.
@@ -531,17 +532,17 @@ def _n_updates(model: Any) -> int:
     return int(getattr(model, "_n_updates", 0))
 
 
-def forward_share(model: Any, steps: int) -> float | None:
-    """The share of ``model.learn(steps)``'s CPU time (this thread) spent in its Q-networks' forward calls
-    (``q_net`` / ``q_net_target`` / ``quantile_net``...: the value-based family), measured with module hooks
-    that are removed afterwards (``None`` for other algorithms).
+def network_share(model: Any, steps: int) -> tuple[float, float] | None:
+    """The shares of ``model.learn(steps)``'s CPU time (this thread) spent in its Q-networks' forward calls
+    (``q_net`` / ``q_net_target`` / ``quantile_net``...: the value-based family) and in the backward pass of
+    its loss (from the end of the optimizer's ``zero_grad`` to its ``step``: the backward and SB3's gradient
+    clipping), measured with hooks that are removed afterwards (``None`` for other algorithms).
 
-    An exact symmetrizer runs the network on all ``|G|`` transformed inputs, so with this share ``f`` it
-    trains about ``1 + (|G| - 1)·f`` times as long as the plain model if a forward call on ``|G|`` times the
-    rows costs ``|G|`` times as much and nothing else changes: close to a floor for a CNN on frames (its
-    forwards scale about linearly), an estimate for a small MLP, whose batch-1 calls are mostly fixed
-    per-call cost (then it can go below), while the backward pass, which the symmetrizer multiplies too and
-    which is not counted, pushes the other way.
+    An exact symmetrizer runs the network on all ``|G|`` transformed inputs, forward and backward, so with
+    these shares ``f + b`` it trains about ``1 + (|G| - 1)·(f + b)`` times as long as the plain model if a
+    call on ``|G|`` times the rows costs ``|G|`` times as much: close to a floor for a CNN on frames (its
+    calls scale about linearly), an estimate for a small MLP, whose batch-1 calls are mostly fixed
+    per-call cost (then it can go below).
     """
     from torch import nn
 
@@ -550,21 +551,35 @@ def forward_share(model: Any, steps: int) -> float | None:
         for name, m in model.policy.named_children()
         if isinstance(m, nn.Module) and name.endswith(("_net", "_net_target"))
     ]
-    if not nets:
+    optimizer = getattr(model.policy, "optimizer", None)
+    if not nets or optimizer is None:
         return None
     clock = time.thread_time
-    spent = [0.0]
+    spent = {"forward": 0.0, "backward": 0.0}
     started: list[float] = []
+    cleared: list[float] = []
 
     def before(_m: Any, _inp: Any) -> None:
         started.append(clock())
 
     def after(_m: Any, _inp: Any, _out: Any) -> None:
-        spent[0] += clock() - started.pop()
+        spent["forward"] += clock() - started.pop()
+
+    zero_grad = optimizer.zero_grad
+
+    def zero_grad_timed(*args: Any, **kwargs: Any) -> None:
+        zero_grad(*args, **kwargs)
+        cleared[:] = [clock()]
+
+    def before_step(*_: Any) -> None:
+        if cleared:
+            spent["backward"] += clock() - cleared.pop()
 
     handles = [
         h for net in nets for h in (net.register_forward_pre_hook(before), net.register_forward_hook(after))
     ]
+    handles.append(optimizer.register_step_pre_hook(before_step))
+    optimizer.zero_grad = zero_grad_timed
     try:
         c0 = clock()
         model.learn(steps)
@@ -572,7 +587,10 @@ def forward_share(model: Any, steps: int) -> float | None:
     finally:
         for h in handles:
             h.remove()
-    return spent[0] / total if total > 0 else None
+        del optimizer.zero_grad  # the class's method again
+    if total <= 0:
+        return None
+    return spent["forward"] / total, spent["backward"] / total
 
 
 def _walltime(
@@ -587,12 +605,12 @@ def _walltime(
     cpu: dict[tuple[str, str], list[float]] = {a: [] for a in arms}
     updates: dict[tuple[str, str], int] = {}
     policy: dict[tuple[str, str], str] = {}
-    share: dict[str, float | None] = {}
+    share: dict[str, tuple[float, float] | None] = {}
     if SB3 in methods:  # an extra, untimed run of stock SB3 per config (the hooks cost time themselves)
         for name, cfg, steps in runs:
-            step(0, f"wall time: {name} sb3 (forward share)")
+            step(0, f"wall time: {name} sb3 (network share)")
             model = _walltime_model(cfg, SB3)
-            share[name] = forward_share(model, steps)
+            share[name] = network_share(model, steps)
             model.get_env().close()
             del model
             gc.collect()
@@ -635,11 +653,12 @@ def _walltime(
                 if ref in methods:
                     row[f"wall_ratio_vs_{ref}"] = round(w[m] / w[ref], 3)
                     row[f"cpu_ratio_vs_{ref}"] = round(c[m] / c[ref], 3)
-            f = share.get(name)
-            if SB3 in methods:  # an exact symmetrizer's ratio vs sb3 at linear forward cost (forward_share)
-                row["sb3_forward_share"] = "" if f is None else round(f, 3)
-                symmetrizes = m not in (SB3, BASE)
-                row["linear_vs_sb3"] = "" if f is None or not symmetrizes else round(1 + (order - 1) * f, 3)
+            fb = share.get(name)
+            if SB3 in methods:  # an exact symmetrizer's ratio vs sb3 at linear network cost (network_share)
+                row["sb3_forward_share"] = "" if fb is None else round(fb[0], 3)
+                row["sb3_backward_share"] = "" if fb is None else round(fb[1], 3)
+                symmetrizes = m not in (SB3, BASE) and fb is not None
+                row["linear_vs_sb3"] = round(1 + (order - 1) * sum(fb), 3) if symmetrizes and fb else ""
             rows.append(row)
     return rows
 
@@ -871,8 +890,8 @@ def run_rl_bench(
                 f"median of {walltime_repeats} interleaved round(s); updates = gradient steps per run; ratios"
                 " of wall and of this thread's CPU seconds vs stock SB3 (sb3) and equirl's plain policy (base);"
                 " sb3_forward_share f = stock SB3's CPU share in its Q-networks' forward calls (an untimed extra"
-                " run), linear_vs_sb3 = 1 + (|G| - 1) f, an exact symmetrizer's ratio if its forwards cost |G|"
-                " times the plain ones (about a floor for CNNs)"
+                " run), b its share in the loss's backward pass, linear_vs_sb3 = 1 + (|G| - 1)(f + b): an exact"
+                " symmetrizer's ratio if its network calls cost |G| times the plain ones (about a floor for CNNs)"
             )
             yield BenchTable(rows, title, shown, keys=2, note=note)
         if "sweep-walltime" in parts:

@@ -35,12 +35,13 @@ def _check_rows(rows: list[dict[str, Any]], configs: list[str], methods: tuple[s
             assert r["wall_ratio_vs_sb3"] == r["cpu_ratio_vs_sb3"] == 1.0
         # stock SB3's share in its Q-networks' forward calls, the same for every arm of a config, and the
         # ratio 1 + (|G| - 1) f of the arms that symmetrize, at linear forward cost
-        f = r["sb3_forward_share"]
-        assert 0 < f < 1 and f == next(x["sb3_forward_share"] for x in rows if x["config"] == r["config"])
+        f, b = r["sb3_forward_share"], r["sb3_backward_share"]
+        assert 0 < f < 1 and 0 < b < 1
+        assert f == next(x["sb3_forward_share"] for x in rows if x["config"] == r["config"])
         if r["method"] in (bench.SB3, "base"):
             assert r["linear_vs_sb3"] == ""
         else:
-            assert r["linear_vs_sb3"] == pytest.approx(1 + (r["group_order"] - 1) * f, abs=2e-3)
+            assert r["linear_vs_sb3"] == pytest.approx(1 + (r["group_order"] - 1) * (f + b), abs=2e-3)
         if r["method"] == "base":
             assert r["wall_ratio_vs_base"] == r["cpu_ratio_vs_base"] == 1.0
 
@@ -63,16 +64,22 @@ def test_walltime_on_atari_frames() -> None:
     assert [r["policy"] for r in rows] == ["CnnPolicy", "EquiCnnDQNPolicy", "EquiCnnDQNPolicy"]
 
 
-def test_forward_share_counts_the_q_networks_forward_calls_only() -> None:
-    """The share of a run spent in the Q-networks' forward calls; the hooks are gone afterwards, and an
-    algorithm without Q-networks (SAC) has none."""
+def test_network_share_counts_the_q_networks_forward_and_backward_passes() -> None:
+    """The shares of a run spent in the Q-networks' forward calls and in the loss's backward pass; the hooks
+    are gone afterwards, and an algorithm without Q-networks (SAC) has none."""
     from stable_baselines3 import DQN, SAC
 
     model = DQN("MlpPolicy", "CartPole-v1", learning_starts=10, seed=0, device="cpu")
-    f = bench.forward_share(model, 60)
-    assert f is not None and 0 < f < 1
+    shares = bench.network_share(model, 60)
+    assert shares is not None
+    f, b = shares
+    assert 0 < f < 1 and 0 < b < 1 and f + b < 1
     assert not model.policy.q_net._forward_hooks and not model.policy.q_net._forward_pre_hooks
-    assert bench.forward_share(SAC("MlpPolicy", "Pendulum-v1", learning_starts=5, device="cpu"), 10) is None
+    assert (
+        "zero_grad" not in vars(model.policy.optimizer)
+        and not model.policy.optimizer._optimizer_step_pre_hooks
+    )
+    assert bench.network_share(SAC("MlpPolicy", "Pendulum-v1", learning_starts=5, device="cpu"), 10) is None
 
 
 def test_walltime_csv_name_depends_on_the_configs() -> None:
