@@ -663,6 +663,18 @@ class BandMirrorAction(GroupAction[BandMirror]):
         dim = self.dims[t.axis]
         return torch.index_select(x, dim, self._band_index(x.shape[dim], t, x.device))
 
+    def orbit(self, x: Tensor, out: Tensor | None = None) -> Tensor:
+        """The two copies written straight into ``out`` (one copy, one gather; no stacking)."""
+        if out is None or _records_grad(x):
+            return super().orbit(x)
+        for g, t in enumerate(self.transforms):
+            if t.on:
+                dim = self.dims[t.axis]
+                torch.index_select(x, dim, self._band_index(x.shape[dim], t, x.device), out=out[g])
+            else:
+                out[g].copy_(x)
+        return out
+
 
 class SignedPermAction(GroupAction[SignedPerm]):
     """Signed permutations of the last axis: ``g·x = s_g * x[..., src_g]``.

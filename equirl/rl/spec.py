@@ -170,8 +170,7 @@ class EnvSymmetry:
         dims = image_dims or ((-2, -1) if self.layout == "CHW" else (-3, -2))
         if self.obs_band is not None:
             assert self.obs_generators is not None
-            axis = "left-right" if self.obs_generators[0][0] == 0 else "top-bottom"
-            return band_mirror_action(*self.obs_band, axis=axis, dims=dims, group=g)
+            return band_mirror_action(*self.obs_band, axis=self._band_axis, dims=dims, group=g)
         imgs = None if self.obs_generators is None else [ImageTransform(k, m) for k, m in self.obs_generators]
         return image_action(g, imgs, dims=dims)
 
@@ -327,12 +326,19 @@ class EnvSymmetry:
             if span is not None and span[1] > size:
                 raise _fail(self.env_id, f"verify.region.{key} {list(span)} does not fit the {h}x{w} frames")
 
+    @property
+    def _band_axis(self) -> str:
+        """The mirrored axis of a band mirror: its generator's ``(0, True)`` is left-right, ``(2, True)``
+        top-bottom."""
+        assert self.obs_generators is not None
+        return "left-right" if self.obs_generators[0][0] == 0 else "top-bottom"
+
     def _check_band(self, h: int, w: int) -> None:
         """A band mirror's ``size`` must be the raw frames' length along its axis (the policy's frames are
         then a resize of the whole raw frame, which the band scales with)."""
         if self.obs_band is None or self.obs_generators is None:
             return
-        length = w if self.obs_generators[0][0] == 0 else h
+        length = w if self._band_axis == "left-right" else h
         if length != self.obs_band[2]:
             raise _fail(
                 self.env_id,

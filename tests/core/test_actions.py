@@ -72,6 +72,8 @@ def test_batched_paths_match_apply(name: str, act: GroupAction[Any], x: torch.Te
     G = act.group.order
     orbit = act.orbit(x)
     assert orbit.shape == (G, *x.shape)
+    buffered = act.orbit(x, out=torch.empty_like(orbit))  # the symmetrizers' reused buffer
+    assert torch.equal(buffered, orbit)
     for g in act.group.elements:
         assert torch.equal(orbit[g.index], act.apply(x, g))
     stacked = torch.stack([x] * G) + torch.arange(G, dtype=x.dtype).view(G, *([1] * x.dim()))
