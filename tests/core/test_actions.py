@@ -89,6 +89,23 @@ def test_batched_paths_match_apply(name: str, act: GroupAction[Any], x: torch.Te
         assert torch.equal(each_inv[b], act.apply(x[b : b + 1], ~g)[0])
 
 
+IMAGE_ACTIONS = [a for a in ACTIONS if a[0].endswith(("images", "HWC", "nonsquare")) or a[0].startswith("mirror")]
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.bool, torch.float16, torch.float64, torch.int64])
+@pytest.mark.parametrize(("name", "act", "x"), IMAGE_ACTIONS, ids=[a[0] for a in IMAGE_ACTIONS])
+def test_image_orbits_are_exact_for_every_dtype(
+    name: str, act: GroupAction[Any], x: torch.Tensor, dtype: torch.dtype
+) -> None:
+    """Frames come as uint8 / bool (Atari, MinAtar) as well as float: the orbit moves them without a
+    float32 gather (slow there), and every element still equals the reference transform."""
+    xd = (x * 40).to(dtype) if dtype is not torch.bool else x > 0
+    orbit = act.orbit(xd, out=xd.new_empty((act.group.order, *xd.shape)))
+    assert orbit.dtype == dtype
+    for g in act.group.elements:
+        assert torch.equal(orbit[g.index], act.apply(xd, g)), g
+
+
 def test_mirror_is_a_real_mirror_not_a_half_turn() -> None:
     img = torch.arange(12.0).view(1, 3, 4)
     f = flip()[1]
