@@ -33,7 +33,12 @@ def register(commands: Any, bench: Any) -> None:
         "symmetrizers", help="cost of equirl's symmetrizers vs plain forward and a per-element loop"
     )
     p.add_argument("--json", action="store_true", help="print rows as JSON")
-    p.add_argument("--repeats", type=bounded_int(0, 1000), default=0, help="interleaved timing rounds (0: 5)")
+    p.add_argument(
+        "--repeats",
+        type=bounded_int(0, 1000),
+        default=0,
+        help="interleaved timing rounds (0: 9; a 95 %% interval needs at least 6)",
+    )
     p.add_argument("--csv", default=None, type=out_file, help="also save the table as CSV here")
     p.add_argument("--plot", default=None, type=out_file, help="also draw the ratios as a PNG here")
     p.set_defaults(func=_bench_symmetrizers)
@@ -120,7 +125,7 @@ def _bench_symmetrizers(args: argparse.Namespace, console: Any) -> int:
     from equirl.utils.report import json_rows, write_csv
 
     # no progress bar under --json: stdout carries only the rows
-    rows = core.bench_rows(rounds=args.repeats or 5, console=None if args.json else console)
+    rows = core.bench_rows(rounds=args.repeats or 9, console=None if args.json else console)
     if args.csv:
         write_csv(args.csv, rows, core.CSV_COLUMNS)
     if args.plot:

@@ -89,7 +89,9 @@ def test_batched_paths_match_apply(name: str, act: GroupAction[Any], x: torch.Te
         assert torch.equal(each_inv[b], act.apply(x[b : b + 1], ~g)[0])
 
 
-IMAGE_ACTIONS = [a for a in ACTIONS if a[0].endswith(("images", "HWC", "nonsquare")) or a[0].startswith("mirror")]
+IMAGE_ACTIONS = [
+    a for a in ACTIONS if a[0].endswith(("images", "HWC", "nonsquare")) or a[0].startswith("mirror")
+]
 
 
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.bool, torch.float16, torch.float64, torch.int64])

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import torch
 from rich.console import Console
+from rich.text import Text
 
 from equirl.bench.core import bench_rows, symmetrizer_table
 from equirl.bench.product import product_table
@@ -140,7 +141,32 @@ def test_symmetrizer_table_prefers_the_paired_ratios() -> None:
     row |= {"loop_x": 9.5, "equirl_x": 8.16, "order": 8, "clock": "cpu"}
     out = render(symmetrizer_table([row]))
     assert "1.02" in out and "8.16" in out and "cpu clock" in out
-    assert out.count("over") == 1  # "median over rounds" in the title; the goal column says ok
+    table = symmetrizer_table([row])
+    goal = table.cells()[0][[c.key for c in table.columns].index("goal")]
+    assert Text.from_markup(goal).plain == "ok"  # no interval in the row: the median decides
+
+
+def test_symmetrizer_goal_reads_the_interval_of_the_ratio() -> None:
+    """ok: the whole 95 % interval is within 1.05·|G|; over: all of it above; ≈: it holds the goal."""
+    base = {"model": "cnn", "group": "C4", "base_ms": 1.0, "loop_ms": 5.0, "equirl_ms": 4.0, "order": 4}
+    rows = [
+        base | {"batch": 32, "equirl_x": 4.0, "equirl_x_lo": 3.9, "equirl_x_hi": 4.1},  # ok
+        base | {"batch": 64, "equirl_x": 4.1, "equirl_x_lo": 4.0, "equirl_x_hi": 4.4},  # ≈ (4.2 inside)
+        base | {"batch": 256, "equirl_x": 4.6, "equirl_x_lo": 4.3, "equirl_x_hi": 4.8},  # over
+    ]
+    table = symmetrizer_table(rows)
+    names = [c.key for c in table.columns]
+    cells = [dict(zip(names, row)) for row in table.cells()]
+    assert [Text.from_markup(c["goal"]).plain for c in cells] == ["ok", "≈", "over"]
+    assert [c["per_order_ci"] for c in cells] == ["[0.97, 1.02]", "[1.00, 1.10]", "[1.07, 1.20]"]
+
+
+def test_bench_rows_give_an_interval_from_six_rounds() -> None:
+    rows = bench_rows(models=("mlp",), groups=("Z2",), batches=(2,), rounds=6, min_time=0.0)
+    r = rows[0]
+    assert r["equirl_x_lo"] <= r["equirl_x"] <= r["equirl_x_hi"]
+    few = bench_rows(models=("mlp",), groups=("Z2",), batches=(2,), rounds=5, min_time=0.0)
+    assert few[0]["equirl_x_lo"] is None and few[0]["equirl_x_hi"] is None
 
 
 def test_symmetrizer_plot_writes_a_png(tmp_path: Path) -> None:

@@ -60,6 +60,8 @@ def test_bench_json_is_parseable(monkeypatch: pytest.MonkeyPatch, capsys: pytest
                 "equirl_ms": 1.5,
                 "loop_x": 2.1,
                 "equirl_x": 1.4,
+                "equirl_x_lo": 1.3,
+                "equirl_x_hi": 1.5,
                 "order": 2,
                 "clock": "cpu",
             }
@@ -76,6 +78,8 @@ def test_bench_json_is_parseable(monkeypatch: pytest.MonkeyPatch, capsys: pytest
         "equirl_ms",
         "loop_x",
         "equirl_x",
+        "equirl_x_lo",
+        "equirl_x_hi",
     }
 
 
