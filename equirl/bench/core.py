@@ -245,7 +245,8 @@ def _ratio(r: Mapping[str, Any], key: str) -> float:
 
 
 def symmetrizer_plot(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
-    """Bars of ``equirl / (|G| · plain)`` per model and group, one per batch size, with the 1.05 goal."""
+    """Bars of ``equirl / (|G| · plain)`` per model and group, one per batch size (whiskers: the 95 %
+    interval where the rows have one), with the 1.05 goal."""
     from equirl.utils.report import save_plot
 
     cells = list(dict.fromkeys((r["model"], r["group"]) for r in rows))
@@ -256,13 +257,18 @@ def symmetrizer_plot(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Pat
         ax = fig.add_subplot(1, 1, 1)
         width = 0.8 / max(1, len(batches))
         for j, b in enumerate(batches):
-            xs, hs = [], []
+            xs, hs, below, above = [], [], [], []
             for i, (m, g) in enumerate(cells):
                 r = by_key.get((m, g, b))
                 if r is not None:
                     xs.append(i + (j - (len(batches) - 1) / 2) * width)
-                    hs.append(_ratio(r, "equirl") / r["order"])
-            ax.bar(xs, hs, width, label=f"batch {b}")
+                    h = _ratio(r, "equirl") / r["order"]
+                    hs.append(h)
+                    lo, hi = r.get("equirl_x_lo"), r.get("equirl_x_hi")
+                    has_ci = lo not in (None, "") and hi not in (None, "")
+                    below.append(h - float(lo) / r["order"] if has_ci else 0.0)
+                    above.append(float(hi) / r["order"] - h if has_ci else 0.0)
+            ax.bar(xs, hs, width, yerr=[below, above], capsize=2, label=f"batch {b}")
         ax.axhline(1.05, color="k", linestyle="--", linewidth=1, label="goal 1.05")
         ax.axhline(1.0, color="grey", linewidth=0.5)
         ax.set_xticks(range(len(cells)), [f"{m} {g}" for m, g in cells])
