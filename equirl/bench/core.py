@@ -265,9 +265,10 @@ def symmetrizer_plot(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Pat
                     h = _ratio(r, "equirl") / r["order"]
                     hs.append(h)
                     lo, hi = r.get("equirl_x_lo"), r.get("equirl_x_hi")
-                    has_ci = lo not in (None, "") and hi not in (None, "")
-                    below.append(h - float(lo) / r["order"] if has_ci else 0.0)
-                    above.append(float(hi) / r["order"] - h if has_ci else 0.0)
+                    if lo is None or hi is None or lo == "" or hi == "":  # no interval (few rounds)
+                        lo = hi = h * r["order"]
+                    below.append(h - float(lo) / r["order"])
+                    above.append(float(hi) / r["order"] - h)
             ax.bar(xs, hs, width, yerr=[below, above], capsize=2, label=f"batch {b}")
         ax.axhline(1.05, color="k", linestyle="--", linewidth=1, label="goal 1.05")
         ax.axhline(1.0, color="grey", linewidth=0.5)

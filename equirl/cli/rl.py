@@ -300,6 +300,12 @@ def _envs(args: argparse.Namespace, console: Any) -> int:
     rows = [(s.env_id, s.group.name, s.group.order, s.obs_type, s.n_actions, check_kind(s)) for s in specs]
     cols = ("env", "group", "|G|", "observation action", "actions", "check-symmetry")
     console.print(make_table("environments with a symmetry spec", cols, rows))
+    console.print(
+        "also: the RL zoo's Atari ids ({Game}NoFrameskip-v4) use ALE/{Game}-v5's spec; old ids "
+        "(LunarLander-v2, Walker2d-v3...) run as their current version",
+        soft_wrap=True,
+        markup=False,
+    )
     return 0
 
 

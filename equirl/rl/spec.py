@@ -38,8 +38,9 @@ Equivariant Transfer Learning from Pretrained Models* (the CartPole / Acrobot / 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -60,6 +61,7 @@ __all__ = [
     "load_spec",
     "parse_spec",
     "resolve_symmetry",
+    "spec_twin",
 ]
 
 #: the shipped specs: the top-level ``envs/`` folder (inside the wheel as ``equirl/assets/envs``)
@@ -908,14 +910,51 @@ def _file_key(env_id: str) -> str:
     return env_id.replace("/", "_")
 
 
-def find_spec_file(env_id: str) -> Path | None:
-    """The spec file for ``env_id`` (``ALE/Pong-v5`` is stored as ``ALE_Pong-v5.yaml``), or ``None``."""
+#: ALE's ids from before v5 that the RL zoo's Atari agents were trained on: ``{Game}NoFrameskip-v4`` (no
+#: ``-ram``: RAM observations are not frames)
+_ALE_V4 = re.compile(r"([A-Z][A-Za-z]*)NoFrameskip-v4")
+
+
+def spec_twin(env_id: str) -> str | None:
+    """The env whose spec serves ``env_id`` when ``env_id`` has no spec file of its own, else ``None``:
+
+    * an old id that equirl runs as its current version (:data:`equirl.rl.envs.LEGACY_ENV_IDS`:
+      ``LunarLander-v2``, ``Walker2d-v3``...): that version's spec, env and all;
+    * the RL zoo's Atari ids ``{Game}NoFrameskip-v4``: ``ALE/{Game}-v5``'s spec, for the v4 env itself
+      (:func:`load_spec` names it so). It is the same game with the same frames and minimal action set;
+      the two differ only in sticky actions and frame skip, which commute with any mirror of the screen.
+
+    Example::
+
+        >>> spec_twin("BreakoutNoFrameskip-v4"), spec_twin("Walker2d-v3"), spec_twin("Pong-ramNoFrameskip-v4")
+        ('ALE/Breakout-v5', 'Walker2d-v5', None)
+    """
+    from equirl.rl.envs import current_env_id
+
+    current = current_env_id(env_id)
+    if current != env_id:
+        return current
+    m = _ALE_V4.fullmatch(env_id)
+    return f"ALE/{m.group(1)}-v5" if m else None
+
+
+def _own_spec_file(env_id: str) -> Path | None:
     for d in _search_dirs():
         for ext in (".yaml", ".yml"):
             p = d / f"{_file_key(env_id)}{ext}"
             if p.is_file():
                 return p
     return None
+
+
+def find_spec_file(env_id: str) -> Path | None:
+    """The spec file for ``env_id`` (``ALE/Pong-v5`` is stored as ``ALE_Pong-v5.yaml``; an id without a
+    file of its own takes its :func:`spec_twin`'s), or ``None``."""
+    own = _own_spec_file(env_id)
+    if own is not None:
+        return own
+    twin = spec_twin(env_id)
+    return _own_spec_file(twin) if twin is not None else None
 
 
 def list_specs() -> list[EnvSymmetry]:
@@ -961,7 +1000,10 @@ def load_spec(spec: str | Path | Mapping[str, Any] | EnvSymmetry) -> EnvSymmetry
                     for p in d.glob("*.y*ml")
                 ]
         raise SymmetryError(f"unknown env {s!r}: no symmetry spec; known: {', '.join(sorted(set(known)))}")
-    return load_spec(found)
+    sym = load_spec(found)
+    if sym.env_id != s and _ALE_V4.fullmatch(s):  # the v5 game's spec, for the v4 env made as it is
+        return replace(sym, env_id=s, source=f"{sym.source or found} (as {s})")
+    return sym
 
 
 def resolve_symmetry(symmetry: Any) -> EnvSymmetry:

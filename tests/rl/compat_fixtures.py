@@ -20,6 +20,7 @@ plain agent as SB3 itself loads it, in the env rl_zoo3 makes for it (its wrapper
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import json
 import pickle
@@ -127,9 +128,10 @@ def build_device_kwargs(root: Path, algo: str) -> Agent:
 # -- 3. a frame-stacked pixel agent in an RL-zoo folder ----------------------------------------------------
 
 
-def _atari_env(seed: int) -> Any:
-    """What rl_zoo3 makes for the folder: ``make(ALE/Breakout-v5, frameskip=1)`` -> Monitor -> AtariWrapper
-    -> VecEnv -> VecFrameStack(4)."""
+def _atari_env(seed: int, env_id: str = ATARI_ID, env_kwargs: dict[str, Any] | None = None) -> Any:
+    """What rl_zoo3 makes for the folder: ``make(env_id, **env_kwargs)`` -> Monitor -> AtariWrapper ->
+    VecEnv -> VecFrameStack(4) (``ALE/Breakout-v5`` with ``frameskip=1``, or the zoo's own
+    ``BreakoutNoFrameskip-v4`` as it is)."""
     import ale_py
     import gymnasium as gym
     from stable_baselines3.common.atari_wrappers import AtariWrapper
@@ -137,20 +139,27 @@ def _atari_env(seed: int) -> Any:
     from stable_baselines3.common.vec_env import VecFrameStack
 
     gym.register_envs(ale_py)
-    vec = make_vec_env(ATARI_ID, n_envs=1, seed=seed, wrapper_class=AtariWrapper, env_kwargs=ATARI_ENV_KWARGS)
+    vec = make_vec_env(env_id, n_envs=1, seed=seed, wrapper_class=AtariWrapper, env_kwargs=env_kwargs)
     vec = VecFrameStack(vec, 4)
     vec.seed(seed)
     return vec
 
 
-def build_zoo_atari(root: Path) -> Agent:
-    """``dqn/ALE-Breakout-v5_1/``: a DQN ``CnnPolicy`` (NatureCNN with 16 features) trained for 300 steps
-    in the zoo's Atari setting, saved in the zoo's layout."""
+#: the RL zoo's own Atari ids (``{Game}NoFrameskip-v4``; its published Atari agents all use them)
+ATARI_V4_ID = "BreakoutNoFrameskip-v4"
+
+
+def build_zoo_atari(root: Path, env_id: str = ATARI_ID) -> Agent:
+    """``dqn/ALE-Breakout-v5_1/`` (or ``dqn/BreakoutNoFrameskip-v4_1/``): a DQN ``CnnPolicy`` (NatureCNN
+    with 16 features) trained for 300 steps in the zoo's Atari setting, saved in the zoo's layout."""
     from stable_baselines3 import DQN
 
+    env_kwargs = ATARI_ENV_KWARGS if env_id.startswith("ALE/") else None
+    name = env_id.replace("/", "-")  # rl_zoo3 writes "/" as "-" in paths
+    make = functools.partial(_atari_env, env_id=env_id, env_kwargs=env_kwargs)
     model = DQN(
         "CnnPolicy",
-        _atari_env(0),
+        make(0),
         buffer_size=500,
         learning_starts=100,
         train_freq=4,
@@ -159,10 +168,10 @@ def build_zoo_atari(root: Path) -> Agent:
         policy_kwargs={"features_extractor_kwargs": {"features_dim": 16}, "net_arch": []},
     )
     model.learn(300)
-    folder = root / "dqn" / f"{ATARI_NAME}_1"
-    sub = folder / ATARI_NAME
+    folder = root / "dqn" / f"{name}_1"
+    sub = folder / name
     sub.mkdir(parents=True)
-    model.save(folder / f"{ATARI_NAME}.zip")
+    model.save(folder / f"{name}.zip")
     config = {
         "batch_size": 16,
         "buffer_size": 500,
@@ -174,10 +183,10 @@ def build_zoo_atari(root: Path) -> Agent:
         "policy_kwargs": "dict(features_extractor_kwargs=dict(features_dim=16), net_arch=[])",
     }
     (sub / "config.yml").write_text(_zoo_yaml(config))
-    args = {"algo": "dqn", "env": ATARI_ID, "env_kwargs": ATARI_ENV_KWARGS, "seed": 0}
+    args = {"algo": "dqn", "env": env_id, "seed": 0} | ({"env_kwargs": env_kwargs} if env_kwargs else {})
     (sub / "args.yml").write_text(_zoo_yaml(args))
-    path = folder / f"{ATARI_NAME}.zip"
-    return Agent(folder, ATARI_ID, "dqn", lambda: DQN.load(path, device="cpu"), _atari_env)
+    path = folder / f"{name}.zip"
+    return Agent(folder, env_id, "dqn", lambda: DQN.load(path, device="cpu"), make)
 
 
 # -- 5. the Hugging Face hub cache ----------------------------------------------------------------------

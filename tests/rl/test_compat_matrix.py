@@ -56,6 +56,12 @@ ROWS: dict[str, tuple[str, tuple[str, ...], tuple[Any, ...]]] = {
         ("dqn",),
         (),
     ),
+    "zoo-atari-v4-noframeskip": (
+        "RL-zoo folder: BreakoutNoFrameskip-v4 (the zoo's own Atari id, ALE/Breakout-v5's spec), AtariWrapper, "
+        "frame_stack 4, CnnPolicy",
+        ("dqn",),
+        (),
+    ),
     "sb3-1x-zip": (
         "zip saved by SB3 1.x: gym spaces, closures as schedules, 1.x keys",
         ("dqn", "ppo", "a2c", "sac"),
@@ -102,6 +108,9 @@ class _Agents:
             elif row == "zoo-atari-framestack":
                 pytest.importorskip("ale_py")
                 agent = cf.build_zoo_atari(where)
+            elif row == "zoo-atari-v4-noframeskip":
+                pytest.importorskip("ale_py")
+                agent = cf.build_zoo_atari(where, cf.ATARI_V4_ID)
             elif row == "sb3-1x-zip":
                 agent = cf.build_sb3_1x(where, algo)
             elif row == "hub-cache":

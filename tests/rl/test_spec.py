@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from equirl.assets import asset_path
 from equirl.errors import SymmetryError
-from equirl.rl.spec import SPEC_DIR, list_specs, load_spec, parse_spec
+from equirl.rl.envs import LEGACY_ENV_IDS
+from equirl.rl.spec import SPEC_DIR, env_scores, find_spec_file, list_specs, load_spec, parse_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 REQUIRED = {
@@ -179,3 +181,32 @@ def test_bad_spec_scores_are_one_line(scores: dict[str, object], says: str) -> N
     with pytest.raises(SymmetryError) as err:
         parse_spec(data)
     assert says in str(err.value) and "\n" not in str(err.value)
+
+
+def _ale_specs() -> list[str]:
+    return [s.env_id for s in list_specs() if s.env_id.startswith("ALE/")]
+
+
+@pytest.mark.parametrize("env_id", _ale_specs())
+def test_the_zoo_atari_id_of_every_ale_spec_gets_that_spec(env_id: str) -> None:
+    """RL-zoo Atari agents are trained on ``{Game}NoFrameskip-v4``: the v5 spec serves that env as it is
+    (named by the v4 id, so checks and errors name the env the user runs); RAM ids have no frames."""
+    game = env_id.removeprefix("ALE/").removesuffix("-v5")
+    v5 = load_spec(env_id)
+    v4 = load_spec(f"{game}NoFrameskip-v4")
+    assert v4.env_id == f"{game}NoFrameskip-v4" and f"{game}NoFrameskip-v4" in v4.source
+    assert replace(v4, env_id=v5.env_id, source=v5.source) == v5  # the same spec otherwise
+    assert env_scores(f"{game}NoFrameskip-v4") == env_scores(env_id)
+    with pytest.raises(SymmetryError, match="unknown env"):
+        load_spec(f"{game}-ramNoFrameskip-v4")
+
+
+@pytest.mark.parametrize("old", sorted(LEGACY_ENV_IDS))
+def test_an_old_id_gets_its_current_versions_spec(old: str) -> None:
+    """Old ids run as their current version (``LEGACY_ENV_IDS``): the spec is that version's, env and all."""
+    new = LEGACY_ENV_IDS[old]
+    if find_spec_file(new) is None:
+        with pytest.raises(SymmetryError, match="unknown env"):
+            load_spec(old)
+        return
+    assert load_spec(old) == load_spec(new)
