@@ -149,44 +149,42 @@ def _atari_env(seed: int, env_id: str = ATARI_ID, env_kwargs: dict[str, Any] | N
 ATARI_V4_ID = "BreakoutNoFrameskip-v4"
 
 
-def build_zoo_atari(root: Path, env_id: str = ATARI_ID) -> Agent:
-    """``dqn/ALE-Breakout-v5_1/`` (or ``dqn/BreakoutNoFrameskip-v4_1/``): a DQN ``CnnPolicy`` (NatureCNN
-    with 16 features) trained for 300 steps in the zoo's Atari setting, saved in the zoo's layout."""
-    from stable_baselines3 import DQN
-
+def build_zoo_atari(root: Path, env_id: str = ATARI_ID, algo: str = "dqn") -> Agent:
+    """``{algo}/ALE-Breakout-v5_1/`` (or ``{algo}/BreakoutNoFrameskip-v4_1/``): a DQN (300 steps) or PPO
+    (128 steps on 2 envs) ``CnnPolicy`` (NatureCNN with 16 features) trained in the zoo's Atari setting,
+    saved in the zoo's layout."""
+    cls = get_algo(algo).cls
     env_kwargs = ATARI_ENV_KWARGS if env_id.startswith("ALE/") else None
     name = env_id.replace("/", "-")  # rl_zoo3 writes "/" as "-" in paths
     make = functools.partial(_atari_env, env_id=env_id, env_kwargs=env_kwargs)
-    model = DQN(
-        "CnnPolicy",
-        make(0),
-        buffer_size=500,
-        learning_starts=100,
-        train_freq=4,
-        batch_size=16,
-        seed=0,
-        policy_kwargs={"features_extractor_kwargs": {"features_dim": 16}, "net_arch": []},
-    )
-    model.learn(300)
-    folder = root / "dqn" / f"{name}_1"
+    features = {"features_extractor_kwargs": {"features_dim": 16}}
+    if algo == "dqn":
+        hyper: dict[str, Any] = {"buffer_size": 500, "learning_starts": 100, "train_freq": 4, "batch_size": 16}
+        model = cls("CnnPolicy", make(0), seed=0, policy_kwargs=features | {"net_arch": []}, **hyper)
+        model.learn(300)
+        kwargs_text = "dict(features_extractor_kwargs=dict(features_dim=16), net_arch=[])"
+    else:
+        hyper = {"n_steps": 64, "batch_size": 64, "n_epochs": 1}
+        model = cls("CnnPolicy", make(0), seed=0, policy_kwargs=features, **hyper)
+        model.learn(128)
+        kwargs_text = "dict(features_extractor_kwargs=dict(features_dim=16))"
+    folder = root / algo / f"{name}_1"
     sub = folder / name
     sub.mkdir(parents=True)
     model.save(folder / f"{name}.zip")
     config = {
-        "batch_size": 16,
-        "buffer_size": 500,
+        **hyper,
         "env_wrapper": [ATARI_WRAPPER],
         "frame_stack": 4,
-        "learning_starts": 100,
         "n_timesteps": 300,
         "policy": "CnnPolicy",
-        "policy_kwargs": "dict(features_extractor_kwargs=dict(features_dim=16), net_arch=[])",
+        "policy_kwargs": kwargs_text,
     }
     (sub / "config.yml").write_text(_zoo_yaml(config))
-    args = {"algo": "dqn", "env": env_id, "seed": 0} | ({"env_kwargs": env_kwargs} if env_kwargs else {})
+    args = {"algo": algo, "env": env_id, "seed": 0} | ({"env_kwargs": env_kwargs} if env_kwargs else {})
     (sub / "args.yml").write_text(_zoo_yaml(args))
     path = folder / f"{name}.zip"
-    return Agent(folder, env_id, "dqn", lambda: DQN.load(path, device="cpu"), make)
+    return Agent(folder, env_id, algo, lambda: cls.load(path, device="cpu"), make)
 
 
 # -- 5. the Hugging Face hub cache ----------------------------------------------------------------------

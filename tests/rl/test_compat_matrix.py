@@ -59,7 +59,7 @@ ROWS: dict[str, tuple[str, tuple[str, ...], tuple[Any, ...]]] = {
     "zoo-atari-v4-noframeskip": (
         "RL-zoo folder: BreakoutNoFrameskip-v4 (the zoo's own Atari id, ALE/Breakout-v5's spec), AtariWrapper, "
         "frame_stack 4, CnnPolicy",
-        ("dqn",),
+        ("dqn", "ppo"),
         (),
     ),
     "sb3-1x-zip": (
@@ -110,7 +110,7 @@ class _Agents:
                 agent = cf.build_zoo_atari(where)
             elif row == "zoo-atari-v4-noframeskip":
                 pytest.importorskip("ale_py")
-                agent = cf.build_zoo_atari(where, cf.ATARI_V4_ID)
+                agent = cf.build_zoo_atari(where, cf.ATARI_V4_ID, algo)
             elif row == "sb3-1x-zip":
                 agent = cf.build_sb3_1x(where, algo)
             elif row == "hub-cache":
