@@ -411,8 +411,9 @@ def _image_dims(dims: tuple[int, int]) -> tuple[int, int]:
 
 
 #: dtypes whose gather along a plane (``index_select``) is cheaper than a strided copy of a transposed
-#: view on CPU (about 5 vs 7 plain copies); for the others the gather runs element by element, 20-140
+#: view on CPU (about 5 vs 7 plain copies); for the others the CPU gather runs element by element, 20-140
 #: plain copies (uint8, bool, half precision, integers, float64), and the strided copy is used instead
+#: (other devices: always the gather, as measured nowhere else)
 _FAST_INDEX_DTYPES = frozenset({torch.float32})
 
 
@@ -564,7 +565,7 @@ class ImageAction(GroupAction[ImageTransform]):
             else:
                 if kind == "outer":
                     view, idx = src.view(rows), self._reversed(A, x.device)
-                elif x.dtype not in _FAST_INDEX_DTYPES:  # one strided copy beats a slow gather
+                elif x.device.type == "cpu" and x.dtype not in _FAST_INDEX_DTYPES:  # one strided copy
                     self._write(x, transforms[i], target)
                     continue
                 else:  # gather

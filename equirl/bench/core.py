@@ -1,18 +1,22 @@
 """``equirl bench symmetrizers``: the cost of symmetrizing, measured side by side.
 
-For each model, group and batch size it times, interleaved in rounds on one thread:
+For each model, group and batch size it times, in interleaved rounds on one thread:
 
 * ``base`` -- one forward of the model (the un-symmetrized baseline);
-* ``loop``  -- the per-element reference (``|G|`` forwards of batch ``B`` plus transforms);
-* ``equirl`` -- :class:`~equirl.symmetrizers.EquiTune` (one batched call per chunk).
+* ``equirl`` -- :class:`~equirl.symmetrizers.EquiTune` (one batched call per chunk), paired with ``base``
+  in each round, so that a slow spell of a shared machine hits both sides of a ratio alike;
+* ``loop``  -- the per-element reference (``|G|`` forwards of batch ``B`` plus transforms), in rounds of
+  its own after those, each paired with a ``base`` forward of its own (the loop's full-size calls, run
+  between a base forward and its symmetrized pair, made a batch-256 NatureCNN base forward fault its
+  pages in again and read 30 % slow);
+* with ``--breakdown``, as many rounds again that time the model's calls inside a symmetrized forward
+  (forward hooks), to split its cost into the calls and the rest (the orbit, the average, the chunk loop).
 
-and reports median times and the median over rounds of each round's ratio to ``base`` (a round times
-the three back to back, so a slow spell of a shared machine hits them alike), with a distribution-free
-95 % interval of that median (:func:`equirl.utils.stats.median_ci`, from 6 rounds on): the cost goal
-reads ``ok`` when the whole interval is within it, ``over`` when the whole interval is above, and
-``≈`` (within the noise) otherwise. The models: an MLP
-4-256-256-2 (CartPole-sized Q-network) and a NatureCNN-sized network on 4×84×84 frames (Atari
-Q-network).
+It reports median times and the median over rounds of each round's ratio to its ``base``, with a
+distribution-free 95 % interval of ``equirl``'s (:func:`equirl.utils.stats.median_ci`, from 6 rounds
+on): the cost goal reads ``ok`` when the whole interval is within it, ``over`` when all of it is above,
+and ``≈`` (within the noise) otherwise. The models: an MLP 4-256-256-2 (CartPole-sized Q-network) and a
+NatureCNN-sized network on 4×84×84 frames (Atari Q-network).
 
 On one torch thread the clock is the thread's CPU time (``clock="cpu"``): the work done, not the time
 another process held the core. Before timing, one large block is allocated and freed, which raises
@@ -52,10 +56,13 @@ if TYPE_CHECKING:
 __all__ = ["CSV_COLUMNS", "JSON_COLUMNS", "bench_rows", "symmetrizer_plot", "symmetrizer_table"]
 
 #: the keys of a row in ``--json`` output (``*_x``: median over rounds of the ratio to ``base``;
-#: ``equirl_x_lo`` / ``equirl_x_hi``: its 95 % interval, ``None`` with fewer than 6 rounds)
+#: ``equirl_x_lo`` / ``equirl_x_hi``: its 95 % interval, ``None`` with fewer than 6 rounds; ``calls_x`` /
+#: ``outside_x``: with ``breakdown``, the part of a symmetrized forward spent inside the model's calls and
+#: the rest -- the orbit, the average, the chunk loop -- over the base forward timed in those rounds,
+#: ``split_base_ms`` (that base forward's median), else ``None``)
 JSON_COLUMNS = (
     "model", "group", "batch", "base_ms", "loop_ms", "equirl_ms", "loop_x", "equirl_x",
-    "equirl_x_lo", "equirl_x_hi",
+    "equirl_x_lo", "equirl_x_hi", "calls_x", "outside_x", "split_base_ms",
 )  # fmt: skip
 #: the columns of the CSV (``--csv``)
 CSV_COLUMNS = (*JSON_COLUMNS, "order", "clock")
@@ -118,9 +125,10 @@ def bench_rows(
     threads: int | None = 1,
     console: Console | None = None,
     clock: str | None = None,
+    breakdown: bool = False,
 ) -> list[dict[str, Any]]:
     """Measure and return rows ``{"model", "group", "batch", "base_ms", "loop_ms", "equirl_ms",
-    "loop_x", "equirl_x", "equirl_x_lo", "equirl_x_hi", "order", "clock"}``.
+    "loop_x", "equirl_x", "equirl_x_lo", "equirl_x_hi", "calls_x", "outside_x", "order", "clock"}``.
 
     :param rounds: interleaved rounds; the median per method (and per ratio) is reported, with a 95 %
         interval of the ratio's median from 6 rounds on.
@@ -129,6 +137,9 @@ def bench_rows(
     :param console: show a transient progress bar there (``None``: silent).
     :param clock: ``"cpu"`` (this thread's CPU time: all of torch's work on one thread) or ``"wall"``;
         default ``"cpu"`` on one thread, ``"wall"`` otherwise.
+    :param breakdown: after the timed rounds, as many rounds again that split a symmetrized forward
+        into the time inside the model's calls (forward hooks on the model) and the rest (``calls_x``,
+        ``outside_x``, medians over rounds of each part over that round's base forward).
     """
     if clock is None:
         clock = "cpu" if threads == 1 else "wall"
@@ -138,7 +149,7 @@ def bench_rows(
     _warm_allocator()
     total = len(models) * len(groups) * len(batches)
     with torch_threads(threads), progress(console, "benchmarking", total) as step:
-        return _measure(models, groups, batches, rounds, min_time, step, clock)
+        return _measure(models, groups, batches, rounds, min_time, step, clock, breakdown)
 
 
 def _measure(
@@ -149,6 +160,7 @@ def _measure(
     min_time: float,
     step: Step,
     clock: str = "wall",
+    breakdown: bool = False,
 ) -> list[dict[str, Any]]:
     now = CLOCKS[clock]
     rows: list[dict[str, Any]] = []
@@ -174,18 +186,30 @@ def _measure(
                         k: max(1, int(min_time / max(once / (1 if k != BASE else in_act.group.order), 1e-6)))
                         for k in fns
                     }
+                    # base / equirl rounds first, then base / loop rounds: the loop's |G| full-size
+                    # calls must not run between a base forward and its paired symmetrized one (after
+                    # them, a batch-256 NatureCNN base forward faulted its pages in again, 30 % slower)
                     samples: dict[str, list[float]] = {k: [] for k in fns}
+                    loop_base: list[float] = []
                     for _ in range(rounds):
-                        for k, f in fns.items():
-                            samples[k].append(_time(f, inner[k], now))
+                        for k in (BASE, "equirl"):
+                            samples[k].append(_time(fns[k], inner[k], now))
+                    for _ in range(rounds):
+                        loop_base.append(_time(fns[BASE], inner[BASE], now))
+                        samples["loop"].append(_time(fns["loop"], inner["loop"], now))
                 row: dict[str, Any] = {"model": model_name, "group": group, "batch": batch}
                 row.update({f"{k}_ms": 1e3 * statistics.median(v) for k, v in samples.items()})
-                for k in ("loop", "equirl"):  # paired: each round's ratio to its own base time
-                    ratios = [t / max(b, 1e-12) for t, b in zip(samples[k], samples[BASE])]
+                for k, bases in (("loop", loop_base), ("equirl", samples[BASE])):  # paired ratios
+                    ratios = [t / max(b, 1e-12) for t, b in zip(samples[k], bases)]
                     row[f"{k}_x"] = statistics.median(ratios)
                     if k == "equirl":
                         ci = median_ci(ratios)
                         row["equirl_x_lo"], row["equirl_x_hi"] = ci if ci is not None else (None, None)
+                row["calls_x"] = row["outside_x"] = row["split_base_ms"] = None
+                if breakdown:
+                    with torch.inference_mode():
+                        split = _split(model, fns, inner[BASE], rounds, now)
+                    row["calls_x"], row["outside_x"], row["split_base_ms"] = split
                 row["order"] = in_act.group.order
                 row["clock"] = clock
                 rows.append(row)
@@ -193,36 +217,81 @@ def _measure(
     return rows
 
 
+def _split(
+    model: nn.Module, fns: Mapping[str, Callable[[], Any]], inner: int, rounds: int, now: Callable[[], float]
+) -> tuple[float, float, float]:
+    """``(calls, outside, base ms)``: medians over rounds of the time one symmetrized forward spends inside
+    the model's calls, and outside them, each over that round's base forward (timed without the hooks,
+    right before), and of that base forward."""
+    spent, start = [0.0], [0.0]
+
+    def pre(*_: Any) -> None:
+        start[0] = now()
+
+    def post(*_: Any) -> None:
+        spent[0] += now() - start[0]
+
+    calls, outside, bases = [], [], []
+    for _ in range(rounds):
+        base = max(_time(fns[BASE], inner, now), 1e-12)
+        bases.append(base)
+        hooks = [model.register_forward_pre_hook(pre), model.register_forward_hook(post)]
+        try:
+            spent[0] = 0.0
+            total = _time(fns["equirl"], 1, now)
+        finally:
+            for h in hooks:
+                h.remove()
+        calls.append(spent[0] / base)
+        outside.append((total - spent[0]) / base)
+    return statistics.median(calls), statistics.median(outside), 1e3 * statistics.median(bases)
+
+
 def symmetrizer_table(rows: Sequence[dict[str, Any]]) -> BenchTable:
     """The rows of :func:`bench_rows` as ratios to the base forward, with the cost goal per row."""
 
     def goal(r: Mapping[str, Any]) -> str:
-        G = r["order"]
-        limit = (0.8 if r["batch"] == 1 else 1.05) * G  # batch 1 also satisfies the 1.05 goal below 0.8
-        lo, hi = r.get("equirl_x_lo"), r.get("equirl_x_hi")
+        G, one = int(r["order"]), int(r["batch"]) == 1
+        limit = (0.8 if one else 1.05) * G  # batch 1: strictly below 0.8 (which also meets 1.05)
+        lo, hi = _num(r.get("equirl_x_lo")), _num(r.get("equirl_x_hi"))
         if lo is None or hi is None:  # no interval (few rounds, older rows): the median decides
             lo = hi = _ratio(r, "equirl")
-        if hi <= limit:
+        if hi < limit or (hi == limit and not one):
             return "[green]ok[/]"
-        return "[red]over[/]" if lo > limit else "[yellow]≈[/]"
+        return "[red]over[/]" if lo > limit or (lo == limit and one) else "[yellow]≈[/]"
 
     def interval(r: Mapping[str, Any]) -> str:
-        lo, hi = r.get("equirl_x_lo"), r.get("equirl_x_hi")
-        return "" if lo is None or hi is None else f"[{lo / r['order']:.2f}, {hi / r['order']:.2f}]"
+        lo, hi, G = _num(r.get("equirl_x_lo")), _num(r.get("equirl_x_hi")), int(r["order"])
+        return "" if lo is None or hi is None else f"[{lo / G:.2f}, {hi / G:.2f}]"
 
     def ratio(key: str, per_order: bool = False) -> Callable[[Any], str]:
-        return lambda r: f"{_ratio(r, key) / (r['order'] if per_order else 1):.2f}"
+        return lambda r: f"{_ratio(r, key) / (int(r['order']) if per_order else 1):.2f}"
+
+    def share(key: str) -> Callable[[Any], str]:
+        def cell(r: Mapping[str, Any]) -> str:
+            value = _num(r.get(key))
+            return "" if value is None else f"{value / int(r['order']):.2f}"
+
+        return cell
 
     columns = [
         Column("model"),
         Column("group"),
         Column("order", "|G|"),
         Column("batch"),
-        Column("base_ms", "base ms", ".3f"),
+        Column("base_ms", "base ms", lambda r: f"{float(r['base_ms']):.3f}"),
         Column("loop_x", "loop ×", ratio("loop"), "right"),
         Column("equirl_x", "equirl ×", ratio("equirl"), "right"),
         Column("per_order", "equirl / |G|", ratio("equirl", per_order=True), "right"),
         Column("per_order_ci", "95 % CI", interval, "right"),
+        *(
+            [
+                Column("calls_x", "in calls / |G|", share("calls_x"), "right"),
+                Column("outside_x", "outside / |G|", share("outside_x"), "right"),
+            ]
+            if any(_num(r.get("calls_x")) is not None for r in rows)
+            else []
+        ),
         Column("goal", "goal", goal, "right", markup=True),
     ]
     clocks = sorted({str(r.get("clock", "wall")) for r in rows})
@@ -237,11 +306,16 @@ def symmetrizer_table(rows: Sequence[dict[str, Any]]) -> BenchTable:
     )
 
 
+def _num(value: Any) -> float | None:
+    """A number of a row, as :func:`bench_rows` gives it or as read back from its CSV (``""``: none)."""
+    return None if value is None or value == "" else float(value)
+
+
 def _ratio(r: Mapping[str, Any], key: str) -> float:
     """``key``'s time over the plain forward's: the paired median (``{key}_x``) where the row has it,
     else the ratio of the median times (rows from before the paired ratios)."""
-    paired = r.get(f"{key}_x")
-    return float(paired) if paired is not None else float(r[f"{key}_ms"]) / float(r["base_ms"])
+    paired = _num(r.get(f"{key}_x"))
+    return paired if paired is not None else float(r[f"{key}_ms"]) / float(r["base_ms"])
 
 
 def symmetrizer_plot(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
@@ -262,13 +336,14 @@ def symmetrizer_plot(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Pat
                 r = by_key.get((m, g, b))
                 if r is not None:
                     xs.append(i + (j - (len(batches) - 1) / 2) * width)
-                    h = _ratio(r, "equirl") / r["order"]
+                    G = int(r["order"])
+                    h = _ratio(r, "equirl") / G
                     hs.append(h)
-                    lo, hi = r.get("equirl_x_lo"), r.get("equirl_x_hi")
-                    if lo is None or hi is None or lo == "" or hi == "":  # no interval (few rounds)
-                        lo = hi = h * r["order"]
-                    below.append(h - float(lo) / r["order"])
-                    above.append(float(hi) / r["order"] - h)
+                    lo, hi = _num(r.get("equirl_x_lo")), _num(r.get("equirl_x_hi"))
+                    if lo is None or hi is None:  # no interval (few rounds)
+                        lo = hi = h * G
+                    below.append(max(0.0, h - lo / G))
+                    above.append(max(0.0, hi / G - h))
             ax.bar(xs, hs, width, yerr=[below, above], capsize=2, label=f"batch {b}")
         ax.axhline(1.05, color="k", linestyle="--", linewidth=1, label="goal 1.05")
         ax.axhline(1.0, color="grey", linewidth=0.5)

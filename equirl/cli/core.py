@@ -39,6 +39,11 @@ def register(commands: Any, bench: Any) -> None:
         default=0,
         help="interleaved timing rounds (0: 9; a 95 %% interval needs at least 6)",
     )
+    p.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also split each symmetrized forward into the model's calls and the rest (orbit, average)",
+    )
     p.add_argument("--csv", default=None, type=out_file, help="also save the table as CSV here")
     p.add_argument("--plot", default=None, type=out_file, help="also draw the ratios as a PNG here")
     p.set_defaults(func=_bench_symmetrizers)
@@ -125,7 +130,9 @@ def _bench_symmetrizers(args: argparse.Namespace, console: Any) -> int:
     from equirl.utils.report import json_rows, write_csv
 
     # no progress bar under --json: stdout carries only the rows
-    rows = core.bench_rows(rounds=args.repeats or 9, console=None if args.json else console)
+    rows = core.bench_rows(
+        rounds=args.repeats or 9, console=None if args.json else console, breakdown=args.breakdown
+    )
     if args.csv:
         write_csv(args.csv, rows, core.CSV_COLUMNS)
     if args.plot:

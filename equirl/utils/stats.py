@@ -171,16 +171,19 @@ def kaplan_meier(
 def median_ci(values: Sequence[float] | np.ndarray, level: float = 0.95) -> tuple[float, float] | None:
     """A distribution-free interval for the median: the order statistics ``(x_(k), x_(n+1-k))`` with the
     largest ``k`` whose coverage ``1 - 2·P(Binomial(n, ½) < k)`` is at least ``level``; ``None`` when
-    even the sample's range falls short (fewer than 6 values at 95 %).
+    even the sample's range falls short (fewer than 6 values at 95 %). NaNs are dropped.
 
     It needs no resampling and holds for any continuous distribution of the values (timings, here).
     """
-    x = np.sort(np.asarray(values, dtype=np.float64).ravel())
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    x = np.asarray(values, dtype=np.float64).ravel()
+    x = np.sort(x[~np.isnan(x)])
     n = int(x.size)
-    tail, k, best = 0.0, 0, 0
+    tail, k, best = 0, 0, 0  # tail: 2^n · P(Binomial(n, 1/2) <= k), exact integers (no overflow)
     while k < n // 2:
-        tail += math.comb(n, k) / 2.0**n  # P(Binomial(n, 1/2) <= k)
-        if 1.0 - 2.0 * tail < level:
+        tail += math.comb(n, k)
+        if 1.0 - 2 * tail / (1 << n) < level:
             break
         k += 1
         best = k

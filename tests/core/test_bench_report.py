@@ -129,9 +129,11 @@ def test_symmetrizer_table_markup_column_and_note() -> None:
         for g, o in (("Z2", 2), ("D4", 8))
         for b, e in ((1, 1.5), (256, 100.0))
     ]
-    out = render(symmetrizer_table(rows))
-    assert "ok" in out and "over" in out and "[green]" not in out
-    assert "goal: equirl" in out
+    table = symmetrizer_table(rows)
+    goals = [Text.from_markup(row[-1]).plain for row in table.cells()]
+    assert goals == ["ok", "over", "ok", "over"]  # Z2: 0.75 at batch 1, 50 at 256; D4: 0.19, 12.5
+    out = render(table)
+    assert "[green]" not in out and "goal: equirl" in out
     assert "12.50" in out  # equirl / |G| of D4 at batch 256
 
 
@@ -159,6 +161,46 @@ def test_symmetrizer_goal_reads_the_interval_of_the_ratio() -> None:
     cells = [dict(zip(names, row)) for row in table.cells()]
     assert [Text.from_markup(c["goal"]).plain for c in cells] == ["ok", "≈", "over"]
     assert [c["per_order_ci"] for c in cells] == ["[0.97, 1.02]", "[1.00, 1.10]", "[1.07, 1.20]"]
+
+
+def test_symmetrizer_goal_at_batch_one_and_from_the_csv(tmp_path: Path) -> None:
+    """Batch 1 must be strictly below 0.8·|G| (an interval inside (0.8, 1.05]·|G| is over there); rows read
+    back from the benchmark's CSV (strings, "" for no interval) get the same verdicts and cells."""
+    from equirl.bench.core import CSV_COLUMNS
+
+    base = {"model": "mlp", "group": "Z2", "base_ms": 1.0, "loop_ms": 3.0, "equirl_ms": 2.0, "order": 2}
+    rows = [
+        base | {"batch": 1, "equirl_x": 1.8, "equirl_x_lo": 1.7, "equirl_x_hi": 1.9},  # over at batch 1
+        base | {"batch": 1, "equirl_x": 1.5, "equirl_x_lo": 1.4, "equirl_x_hi": 1.58},  # ok
+        base | {"batch": 1, "equirl_x": 1.6, "equirl_x_lo": 1.5, "equirl_x_hi": 1.7},  # ≈ (1.6 inside)
+        base | {"batch": 32, "equirl_x": 2.0, "equirl_x_lo": None, "equirl_x_hi": None},  # no interval: ok
+    ]
+    for r in rows:
+        r |= {"loop_x": 3.0, "calls_x": None, "outside_x": None, "split_base_ms": None, "clock": "cpu"}
+    path = write_csv(tmp_path / "s.csv", rows, CSV_COLUMNS)
+    with open(path, encoding="utf-8", newline="") as fh:
+        back = list(csv.DictReader(fh))
+
+    def verdicts(table: BenchTable) -> list[str]:
+        names = [c.key for c in table.columns]
+        return [Text.from_markup(dict(zip(names, row))["goal"]).plain for row in table.cells()]
+
+    assert verdicts(symmetrizer_table(rows)) == ["over", "ok", "≈", "ok"]
+    assert symmetrizer_table(back).cells() == symmetrizer_table(rows).cells()
+
+
+def test_breakdown_splits_a_forward_and_leaves_no_hook_behind(monkeypatch: pytest.MonkeyPatch) -> None:
+    import equirl.bench.core as core
+
+    models: list[torch.nn.Module] = []
+    real_mlp = core.mlp
+    monkeypatch.setattr(core, "mlp", lambda: models.append(real_mlp()) or models[-1])
+    rows = bench_rows(models=("mlp",), groups=("D4",), batches=(16,), rounds=3, min_time=0.0, breakdown=True)
+    r = rows[0]
+    assert r["calls_x"] > 0 and r["outside_x"] > -0.5 * r["calls_x"] and r["split_base_ms"] > 0
+    assert not models[0]._forward_hooks and not models[0]._forward_pre_hooks
+    plain = bench_rows(models=("mlp",), groups=("D4",), batches=(16,), rounds=1, min_time=0.0)
+    assert plain[0]["calls_x"] is None and plain[0]["outside_x"] is None and plain[0]["split_base_ms"] is None
 
 
 def test_bench_rows_give_an_interval_from_six_rounds() -> None:

@@ -62,6 +62,9 @@ def test_bench_json_is_parseable(monkeypatch: pytest.MonkeyPatch, capsys: pytest
                 "equirl_x": 1.4,
                 "equirl_x_lo": 1.3,
                 "equirl_x_hi": 1.5,
+                "calls_x": None,
+                "outside_x": None,
+                "split_base_ms": None,
                 "order": 2,
                 "clock": "cpu",
             }
@@ -80,6 +83,9 @@ def test_bench_json_is_parseable(monkeypatch: pytest.MonkeyPatch, capsys: pytest
         "equirl_x",
         "equirl_x_lo",
         "equirl_x_hi",
+        "calls_x",
+        "outside_x",
+        "split_base_ms",
     }
 
 

@@ -105,3 +105,11 @@ def test_median_interval_needs_six_values_at_95_percent() -> None:
     assert median_ci([1.0, 2.0, 3.0, 4.0, 5.0]) is None
     assert median_ci([3.0, 1.0, 2.0, 6.0, 5.0, 4.0]) == (1.0, 6.0)
     assert median_ci(range(1, 10)) == (2.0, 8.0)  # P(Bin(9, 1/2) <= 1) = 10/512: coverage 0.961
+
+
+def test_median_interval_drops_nans_and_takes_many_values() -> None:
+    assert median_ci([float("nan"), *range(1, 10)]) == (2.0, 8.0)  # the 9 numbers, not a shifted 10
+    lo, hi = median_ci(np.arange(2000.0))  # type: ignore[misc]  # 2**2000 overflows a float
+    assert lo < 999.5 < hi and hi - lo < 100
+    with pytest.raises(ValueError, match="level"):
+        median_ci([1.0] * 10, level=1.0)

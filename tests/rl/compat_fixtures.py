@@ -151,7 +151,7 @@ ATARI_V4_ID = "BreakoutNoFrameskip-v4"
 
 def build_zoo_atari(root: Path, env_id: str = ATARI_ID, algo: str = "dqn") -> Agent:
     """``{algo}/ALE-Breakout-v5_1/`` (or ``{algo}/BreakoutNoFrameskip-v4_1/``): a DQN (300 steps) or PPO
-    (128 steps on 2 envs) ``CnnPolicy`` (NatureCNN with 16 features) trained in the zoo's Atari setting,
+    (128 steps) ``CnnPolicy`` (NatureCNN with 16 features) trained in the zoo's Atari setting,
     saved in the zoo's layout."""
     cls = get_algo(algo).cls
     env_kwargs = ATARI_ENV_KWARGS if env_id.startswith("ALE/") else None
@@ -159,7 +159,12 @@ def build_zoo_atari(root: Path, env_id: str = ATARI_ID, algo: str = "dqn") -> Ag
     make = functools.partial(_atari_env, env_id=env_id, env_kwargs=env_kwargs)
     features = {"features_extractor_kwargs": {"features_dim": 16}}
     if algo == "dqn":
-        hyper: dict[str, Any] = {"buffer_size": 500, "learning_starts": 100, "train_freq": 4, "batch_size": 16}
+        hyper: dict[str, Any] = {
+            "buffer_size": 500,
+            "learning_starts": 100,
+            "train_freq": 4,
+            "batch_size": 16,
+        }
         model = cls("CnnPolicy", make(0), seed=0, policy_kwargs=features | {"net_arch": []}, **hyper)
         model.learn(300)
         kwargs_text = "dict(features_extractor_kwargs=dict(features_dim=16), net_arch=[])"
@@ -176,7 +181,7 @@ def build_zoo_atari(root: Path, env_id: str = ATARI_ID, algo: str = "dqn") -> Ag
         **hyper,
         "env_wrapper": [ATARI_WRAPPER],
         "frame_stack": 4,
-        "n_timesteps": 300,
+        "n_timesteps": 300 if algo == "dqn" else 128,
         "policy": "CnnPolicy",
         "policy_kwargs": kwargs_text,
     }
