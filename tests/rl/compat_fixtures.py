@@ -150,15 +150,15 @@ ATARI_V4_ID = "BreakoutNoFrameskip-v4"
 
 
 def build_zoo_atari(root: Path, env_id: str = ATARI_ID, algo: str = "dqn") -> Agent:
-    """``{algo}/ALE-Breakout-v5_1/`` (or ``{algo}/BreakoutNoFrameskip-v4_1/``): a DQN (300 steps) or PPO
-    (128 steps) ``CnnPolicy`` (NatureCNN with 16 features) trained in the zoo's Atari setting,
+    """``{algo}/ALE-Breakout-v5_1/`` (or ``{algo}/BreakoutNoFrameskip-v4_1/``): a DQN / QR-DQN (300 steps)
+    or PPO (128 steps) ``CnnPolicy`` (NatureCNN with 16 features) trained in the zoo's Atari setting,
     saved in the zoo's layout."""
     cls = get_algo(algo).cls
     env_kwargs = ATARI_ENV_KWARGS if env_id.startswith("ALE/") else None
     name = env_id.replace("/", "-")  # rl_zoo3 writes "/" as "-" in paths
     make = functools.partial(_atari_env, env_id=env_id, env_kwargs=env_kwargs)
     features = {"features_extractor_kwargs": {"features_dim": 16}}
-    if algo == "dqn":
+    if get_algo(algo).family == "q":
         hyper: dict[str, Any] = {
             "buffer_size": 500,
             "learning_starts": 100,
@@ -181,7 +181,7 @@ def build_zoo_atari(root: Path, env_id: str = ATARI_ID, algo: str = "dqn") -> Ag
         **hyper,
         "env_wrapper": [ATARI_WRAPPER],
         "frame_stack": 4,
-        "n_timesteps": 300 if algo == "dqn" else 128,
+        "n_timesteps": 300 if get_algo(algo).family == "q" else 128,
         "policy": "CnnPolicy",
         "policy_kwargs": kwargs_text,
     }

@@ -37,7 +37,7 @@ from tests.rl import compat_fixtures as cf
 ATOL = 1e-5
 METHODS = (BASE, EQUITUNE, EQUIZERO, LAMBDA)
 #: the methods each algorithm family loads with (λ too: every family has a λ-net)
-ALGO_METHODS = {algo: METHODS for algo in ("dqn", "ppo", "a2c", "sac", "td3")}
+ALGO_METHODS = {algo: METHODS for algo in ("dqn", "qrdqn", "ppo", "a2c", "sac", "td3")}
 
 #: row -> (what it is, the algorithms it is built for, marks)
 ROWS: dict[str, tuple[str, tuple[str, ...], tuple[Any, ...]]] = {
@@ -59,7 +59,7 @@ ROWS: dict[str, tuple[str, tuple[str, ...], tuple[Any, ...]]] = {
     "zoo-atari-v4-noframeskip": (
         "RL-zoo folder: BreakoutNoFrameskip-v4 (the zoo's own Atari id, ALE/Breakout-v5's spec), AtariWrapper, "
         "frame_stack 4, CnnPolicy",
-        ("dqn", "ppo"),
+        ("dqn", "qrdqn", "ppo"),
         (),
     ),
     "sb3-1x-zip": (
@@ -164,6 +164,8 @@ def _heads(model: Any, algo: str) -> tuple[Any, Any, Any]:
     in_action = policy_obs_action(sym, pol.observation_space)
     if algo == "dqn":
         return pol.q_net, in_action, sym.action_action()
+    if algo == "qrdqn":  # quantiles (B, n_quantiles, A): the actions permuted on the last axis
+        return pol.quantile_net, in_action, sym.action_action()
     if algo in ("ppo", "a2c"):
         return pol.symmetric_heads, in_action, pol.out_action
     aa = sym.action_action()
@@ -201,10 +203,11 @@ def _assert_acts_as_sb3(model: Any, agent: cf.Agent, raw: np.ndarray, fed: np.nd
     own = raw if norm is None else norm.normalize_obs(raw)
     a_ref, _ = plain.predict(fed, deterministic=True)
     a, _ = model.predict(own, deterministic=True)
-    if agent.algo == "dqn":  # the Q-values themselves, not only their argmax
+    if agent.algo in ("dqn", "qrdqn"):  # the Q-values (quantiles) themselves, not only their argmax
+        net = "q_net" if agent.algo == "dqn" else "quantile_net"
         with torch.no_grad():
-            q_ref = plain.policy.q_net(plain.policy.obs_to_tensor(fed)[0])
-            q = model.policy.q_net(model.policy.obs_to_tensor(own)[0])
+            q_ref = getattr(plain.policy, net)(plain.policy.obs_to_tensor(fed)[0])
+            q = getattr(model.policy, net)(model.policy.obs_to_tensor(own)[0])
         torch.testing.assert_close(q, q_ref, atol=1e-5, rtol=1e-5)
     np.testing.assert_allclose(a, a_ref, atol=1e-5)
     want, _ = evaluate_policy(
