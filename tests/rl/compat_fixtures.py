@@ -40,7 +40,7 @@ from tests.rl.test_wild_agents import _with_policy_kwargs
 from tests.rl.test_zoo_folders import NEW_ID, OLD_ID, _build_folder, _make_env, _zoo_yaml
 
 ATARI_WRAPPER = "stable_baselines3.common.atari_wrappers.AtariWrapper"
-ATARI_ID, ATARI_NAME = "ALE/Breakout-v5", "ALE-Breakout-v5"  # rl_zoo3 writes "/" as "-" in paths
+ATARI_ID = "ALE/Breakout-v5"
 #: rl_zoo3's ``--env-kwargs frameskip:1``: the ALE v5 env's own frame skip off, AtariWrapper's 4 instead
 ATARI_ENV_KWARGS = {"frameskip": 1}
 
@@ -201,12 +201,13 @@ HUB_ORG = "equirl-test"
 def build_hub(root: Path, algo: str, cache: Path) -> Agent:
     """An agent of the zoo rows pushed to the hub as rl_zoo3's ``push_to_hub`` lays it out (the model as
     ``{algo}-{env}.zip``, the ``{env}/`` files at the top, ``vec_normalize.pkl``), in the hub cache
-    ``cache``, named ``hf://equirl-test/{algo}-{env}``: DQN, the frame-stacked Atari folder; PPO, the time
-    feature + ``VecNormalize`` folder of an old env id."""
+    ``cache``, named ``hf://equirl-test/{algo}-{env}``: DQN, the frame-stacked Atari folder on the zoo's
+    own id (as the hub's ``sb3/dqn-BreakoutNoFrameskip-v4``); PPO, the time feature + ``VecNormalize``
+    folder of an old env id."""
     from tests.rl.hub_cache import hub_files_of_zoo_folder, seed_hub_cache
 
-    local = build_zoo_atari(root) if algo == "dqn" else build_zoo_time_feature(root)
-    name = ATARI_NAME if algo == "dqn" else OLD_ID
+    local = build_zoo_atari(root, ATARI_V4_ID) if algo == "dqn" else build_zoo_time_feature(root)
+    name = ATARI_V4_ID if algo == "dqn" else OLD_ID
     repo = f"{HUB_ORG}/{algo}-{name}"
     seed_hub_cache(cache, repo, hub_files_of_zoo_folder(Path(local.path), algo, name))
     return Agent(f"hf://{repo}", local.env_id, algo, local.reference, local.reference_env)
