@@ -28,6 +28,7 @@ import torch
 
 import equirl.rl  # noqa: F401  (registers the aliases)
 from equirl.registry import BASE, EQUITUNE, EQUIZERO, LAMBDA
+from equirl.rl.algos import get_algo
 from equirl.rl.build import load_pretrained
 from equirl.rl.evaluation import evaluate
 from equirl.rl.policies import concat_action, policy_obs_action
@@ -267,7 +268,7 @@ def test_the_rows_are_what_the_docs_say() -> None:
     for row, (_, algos, _) in ROWS.items():
         assert f"`{row}`" in text, row
         for algo in algos:
-            assert algo.upper() in text, algo
+            assert get_algo(algo).title in text, algo  # its display name: DQN, QR-DQN, PPO...
 
 
 # -- the 1.x rewrite reproduces what makes 1.x zips different ------------------------------------------------
