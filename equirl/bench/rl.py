@@ -501,15 +501,14 @@ def walltime_budgets(steps: int | Sequence[int], configs: Sequence[str]) -> list
 
 def _sb3_model(cfg: RLConfig) -> Any:
     """Stock SB3: the config's algorithm with SB3's own ``MlpPolicy`` / ``CnnPolicy`` (the policy equirl
-    would pick for the env) and the same hyperparameters and ``net_arch``, on the same training env."""
+    would pick for the env) and the same hyperparameters and network (``net_arch``, a named feature
+    extractor), on the same training env."""
     from equirl.rl.algos import get_algo
-    from equirl.rl.build import make_train_env, policy_alias, sb3_algo_kwargs
+    from equirl.rl.build import make_train_env, policy_alias, policy_net_kwargs, sb3_algo_kwargs
 
     vec = make_train_env(cfg)
     policy = "CnnPolicy" if policy_alias(vec.observation_space) == "EquiCnnPolicy" else "MlpPolicy"
-    pk: dict[str, Any] = {"net_arch": list(cfg.hyperparams.net_arch)}
-    if cfg.algo == "qrdqn":
-        pk["n_quantiles"] = cfg.hyperparams.n_quantiles
+    pk = policy_net_kwargs(cfg)
     return get_algo(cfg.algo).cls(
         policy, vec, policy_kwargs=pk, seed=cfg.seed, device="cpu", **sb3_algo_kwargs(cfg, vec.action_space)
     )

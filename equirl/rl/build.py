@@ -48,6 +48,7 @@ __all__ = [
     "load_pretrained",
     "make_train_env",
     "policy_alias",
+    "policy_net_kwargs",
     "sb3_algo_kwargs",
 ]
 
@@ -576,6 +577,21 @@ def sb3_algo_kwargs(cfg: RLConfig, action_space: Any) -> dict[str, Any]:
     return kw
 
 
+def policy_net_kwargs(cfg: RLConfig) -> dict[str, Any]:
+    """The network part of the policy's keyword arguments from ``cfg.hyperparams`` (``net_arch``; QR-DQN's
+    ``n_quantiles``; a named feature extractor), for equirl's policies and SB3's own alike."""
+    hp = cfg.hyperparams
+    pk: dict[str, Any] = {"net_arch": list(hp.net_arch)}
+    if cfg.algo == "qrdqn":
+        pk["n_quantiles"] = hp.n_quantiles
+    extractor = getattr(hp, "features_extractor", "auto")
+    if extractor != "auto":
+        from equirl.rl.extractors import extractor_class
+
+        pk["features_extractor_class"] = extractor_class(extractor)
+    return pk
+
+
 def make_train_env(cfg: RLConfig) -> Any:
     """The training VecEnv of ``cfg`` (``hyperparams.n_envs`` copies for PPO / A2C)."""
     return make_vec_env(cfg.env, n_envs=cfg.n_envs, seed=cfg.seed)
@@ -679,14 +695,12 @@ def build_model(cfg: RLConfig, trust_checkpoint: bool = False) -> Any:
         )
     else:
         pk: dict[str, Any] = {
-            "net_arch": list(cfg.hyperparams.net_arch),
+            **policy_net_kwargs(cfg),
             "symmetry": sym.to_dict(),
             "method": method,
             "method_kwargs": method_kwargs,
             "freeze_backbone": bool(cfg.freeze_backbone),
         }
-        if cfg.algo == "qrdqn":
-            pk["n_quantiles"] = cfg.hyperparams.n_quantiles
         model = info.cls(
             policy_alias(vec.observation_space), vec, policy_kwargs=pk, seed=cfg.seed, device="cpu", **kw
         )

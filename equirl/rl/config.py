@@ -67,14 +67,21 @@ class HyperParams:
     max_grad_norm: PositiveFloat = 10.0
     net_arch: NetArch = field(default_factory=lambda: [64, 64])
     n_quantiles: PositiveInt = 50
+    #: the feature extractor before the Q-network head (:data:`equirl.rl.extractors.FEATURE_EXTRACTORS`:
+    #: ``auto`` is SB3's, ``minatar-cnn`` the MinAtar paper's 16-filter convolution); ``net_arch`` is the
+    #: head after it
+    features_extractor: Literal["auto", "minatar-cnn"] = "auto"
 
     def __post_init__(self) -> None:
         _check_replay(self)
-        _check_net_arch(self.net_arch)
+        if self.features_extractor == "auto":  # an extractor's own layer may be the whole network
+            _check_net_arch(self.net_arch)
+        else:
+            check_net_memory(self.net_arch)
 
     def sb3_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments of SB3's ``DQN`` / ``QRDQN`` (the network's size goes to the policy)."""
-        return _kwargs(self, drop=("net_arch", "n_quantiles"))
+        """The keyword arguments of SB3's ``DQN`` / ``QRDQN`` (the network goes to the policy)."""
+        return _kwargs(self, drop=("net_arch", "n_quantiles", "features_extractor"))
 
 
 def _check_replay(hp: Any) -> None:

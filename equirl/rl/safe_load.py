@@ -215,6 +215,14 @@ def _policy_classes() -> dict[tuple[str, str], type]:
     return found
 
 
+def _extractor_classes() -> dict[tuple[str, str], type]:
+    """equirl's feature extractors a config can name (:data:`equirl.rl.extractors.FEATURE_EXTRACTORS`),
+    by ``(module, name)``: an agent trained with one names its class in ``policy_kwargs``."""
+    from equirl.rl.extractors import FEATURE_EXTRACTORS
+
+    return {(c.__module__, c.__qualname__): c for c in FEATURE_EXTRACTORS.values() if c is not None}
+
+
 class _StandIn(type):
     """The metaclass of what the unpickler hands out for an allowlisted class.
 
@@ -323,7 +331,7 @@ class _Resolver:
             return _stand_in(find_global(module, name), path, record=False)
         if name in _DATA_CLASSES.get(module, ()):
             return _stand_in(find_global(module, name), path, record=True)
-        policy = _policy_classes().get((module, name))
+        policy = _policy_classes().get((module, name)) or _extractor_classes().get((module, name))
         if policy is not None:
             return _stand_in(policy, path, record=False)
         raise RefusedGlobal(path)

@@ -174,19 +174,23 @@ def test_minatar_method_on_another_env_is_one_line() -> None:
 @needs_minatar
 @pytest.mark.parametrize("env_id", ENVS)
 @pytest.mark.parametrize("method", ["equitune", "equizero", "lambda"])
-def test_dqn_policy_is_exactly_equivariant(env_id: str, method: str) -> None:
+@pytest.mark.parametrize("extractor", ["auto", "minatar-cnn"])
+def test_dqn_policy_is_exactly_equivariant(env_id: str, method: str, extractor: str) -> None:
+    """With SB3's flatten and an MLP, and with the MinAtar paper's convolution (``minatar-cnn``)."""
     from stable_baselines3 import DQN
 
     from equirl.rl.envs import make_env
+    from equirl.rl.extractors import extractor_class
     from equirl.rl.policies import policy_obs_action
     from equirl.symmetrizers import equivariance_errors
 
     env = make_env(env_id)
-    model = DQN(
-        "EquiMlpPolicy",
-        env,
-        policy_kwargs={"symmetry": env_id, "method": method, "net_arch": [32, 32]},
-        buffer_size=100,
+    pk: dict[str, Any] = {"symmetry": env_id, "method": method, "net_arch": [32, 32]}
+    if extractor != "auto":
+        pk |= {"features_extractor_class": extractor_class(extractor), "net_arch": []}
+    model = DQN("EquiMlpPolicy", env, policy_kwargs=pk, buffer_size=100)
+    assert type(model.policy.q_net.features_extractor).__name__ == (
+        "MinAtarCNN" if extractor != "auto" else "FlattenExtractor"
     )
     frames = [env.reset(seed=i)[0] for i in range(4)]
     for _ in range(12):
@@ -208,3 +212,25 @@ def test_dqn_policy_is_exactly_equivariant(env_id: str, method: str) -> None:
     q = model.policy.q_net(x)
     assert torch.allclose(model.policy.q_net(x.flip(-2)), q[:, sym.action_table()[1]], atol=ATOL)
     env.close()
+
+
+def test_minatar_cnn_config_trains_saves_and_loads_without_trusting_the_zip(tmp_path: Any) -> None:
+    """``features_extractor: minatar-cnn`` reaches equirl's policy and stock SB3's alike, and a zip that
+    names the extractor class loads through the restricted loader (no ``trust_checkpoint``)."""
+    if not HAS_MINATAR:
+        pytest.skip("minatar not installed (pip install 'equirl[minatar]')")
+    from equirl.rl.build import build_model, load_pretrained, policy_net_kwargs
+    from equirl.rl.config import load_rl_config
+    from equirl.rl.extractors import MinAtarCNN
+
+    cfg = load_rl_config(
+        "dqn-MinAtar-Breakout-v1-cnn", overrides=["method=equitune", "hyperparams.learning_starts=10"]
+    )
+    assert policy_net_kwargs(cfg) == {"net_arch": [], "features_extractor_class": MinAtarCNN}
+    model = build_model(cfg)
+    model.learn(40)
+    model.save(tmp_path / "agent.zip")
+    loaded = load_pretrained(tmp_path / "agent.zip", "MinAtar/Breakout-v1", method="equizero")
+    assert isinstance(loaded.policy.q_net.features_extractor, MinAtarCNN)
+    for a, b in zip(model.policy.q_net.parameters(), loaded.policy.q_net.parameters(), strict=True):
+        assert torch.equal(a, b)

@@ -1,0 +1,47 @@
+"""Feature extractors a run config can name (``hyperparams.features_extractor``), beside SB3's own.
+
+:data:`FEATURE_EXTRACTORS` is the one table of them: a config names one by its key, and an agent's zip
+names the class, which :mod:`equirl.rl.safe_load` allows by that table. The symmetrizers act on the raw
+observation, before any extractor, so an extractor needs nothing to be made equivariant.
+"""
+
+from __future__ import annotations
+
+from gymnasium import spaces
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from torch import Tensor, nn
+
+__all__ = ["FEATURE_EXTRACTORS", "MinAtarCNN", "extractor_class"]
+
+
+class MinAtarCNN(BaseFeaturesExtractor):  # type: ignore[misc]
+    """The network of MinAtar's DQN (Young & Tian, 2019, "MinAtar: An Atari-Inspired Testbed for Thorough
+    and Reproducible Reinforcement Learning Experiments"): one 3x3 convolution with 16 filters (stride 1,
+    no padding) on the channel-last ``H x W x C`` frame, a ReLU, and a linear layer to ``features_dim``
+    units with a ReLU; SB3's Q-network head follows (``net_arch``).
+
+    :param observation_space: a ``Box`` of shape ``(H, W, C)`` (MinAtar's 10x10 frames, boolean or numeric).
+    :param features_dim: the units of the linear layer (128 in the paper).
+    """
+
+    def __init__(self, observation_space: spaces.Box, features_dim: int = 128) -> None:
+        super().__init__(observation_space, features_dim)
+        shape = tuple(observation_space.shape or ())
+        if len(shape) != 3 or min(shape[:2]) < 3:
+            raise ValueError(f"MinAtarCNN needs H x W x C frames of at least 3x3, got shape {shape}")
+        h, w, c = (int(n) for n in shape)
+        self.conv = nn.Sequential(nn.Conv2d(c, 16, 3, stride=1), nn.ReLU(), nn.Flatten())
+        self.linear = nn.Sequential(nn.Linear(16 * (h - 2) * (w - 2), features_dim), nn.ReLU())
+
+    def forward(self, observations: Tensor) -> Tensor:
+        x = observations.float().permute(0, 3, 1, 2)  # (B, H, W, C) -> (B, C, H, W)
+        return self.linear(self.conv(x))  # type: ignore[no-any-return]
+
+
+#: the extractors a config can name: ``auto`` is SB3's choice (a flatten for vectors, NatureCNN for frames)
+FEATURE_EXTRACTORS: dict[str, type[BaseFeaturesExtractor] | None] = {"auto": None, "minatar-cnn": MinAtarCNN}
+
+
+def extractor_class(name: str) -> type[BaseFeaturesExtractor] | None:
+    """The class of ``name`` in :data:`FEATURE_EXTRACTORS` (``None`` for ``auto``)."""
+    return FEATURE_EXTRACTORS[name]
