@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+import statistics
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -36,6 +37,7 @@ from equirl.bench.threads import torch_threads
 from equirl.errors import ConfigError, EquirlError
 from equirl.registry import BASE, CANONICALIZE, EQUITUNE, EQUIZERO, MULTIGROUP, method_names
 from equirl.utils.report import BenchTable, Step, progress, save_plot, write_csv
+from equirl.utils.stats import median_ci
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -648,10 +650,15 @@ def _walltime(
                 "cpu_seconds": round(c[m], 2),
                 "steps_per_second": round(steps / w[m], 1),
             }
-            for ref in (SB3, BASE):
+            for ref in (SB3, BASE):  # paired: each round's time over its own reference run's
                 if ref in methods:
-                    row[f"wall_ratio_vs_{ref}"] = round(w[m] / w[ref], 3)
-                    row[f"cpu_ratio_vs_{ref}"] = round(c[m] / c[ref], 3)
+                    ratios = [t / r for t, r in zip(wall[name, m], wall[name, ref], strict=True)]
+                    row[f"wall_ratio_vs_{ref}"] = round(statistics.median(ratios), 3)
+                    ci = median_ci(ratios)  # 95 %, from 6 rounds on
+                    row[f"wall_ratio_vs_{ref}_lo"] = "" if ci is None else round(ci[0], 3)
+                    row[f"wall_ratio_vs_{ref}_hi"] = "" if ci is None else round(ci[1], 3)
+                    cpu_ratios = [t / r for t, r in zip(cpu[name, m], cpu[name, ref], strict=True)]
+                    row[f"cpu_ratio_vs_{ref}"] = round(statistics.median(cpu_ratios), 3)
             fb = share.get(name)
             if SB3 in methods:  # an exact symmetrizer's ratio vs sb3 at linear network cost (network_share)
                 row["sb3_forward_share"] = "" if fb is None else round(fb[0], 3)
@@ -887,7 +894,8 @@ def run_rl_bench(
             shown = [k for k in (rows[0] if rows else {}) if k not in hidden]
             note = (
                 f"median of {walltime_repeats} interleaved round(s); updates = gradient steps per run; ratios"
-                " of wall and of this thread's CPU seconds vs stock SB3 (sb3) and equirl's plain policy (base);"
+                " of wall and of this thread's CPU seconds vs stock SB3 (sb3) and equirl's plain policy (base):"
+                " the median of each round's ratio, *_lo / *_hi its 95 % interval (from 6 rounds on);"
                 " sb3_forward_share f = stock SB3's CPU share in its Q-networks' forward calls (an untimed extra"
                 " run), b its share in the loss's backward pass, linear_vs_sb3 = 1 + (|G| - 1)(f + b): an exact"
                 " symmetrizer's ratio if its network calls cost |G| times the plain ones (about a floor for CNNs)"

@@ -54,6 +54,17 @@ def test_walltime_rows_per_config_and_method_with_stock_sb3(config: str) -> None
     assert bench.WALLTIME_METHODS[0] == bench.SB3 and "equitune" in bench.WALLTIME_METHODS
 
 
+def test_walltime_ratios_are_paired_with_an_interval_from_six_rounds() -> None:
+    """Each ratio is the median of the rounds' own ratios; with 6 rounds it has a 95 % interval around it."""
+    rows = bench.walltime(30, repeats=6, methods=(bench.SB3, "equitune"), configs=["dqn-CartPole-v1"])
+    eq = next(r for r in rows if r["method"] == "equitune")
+    assert eq["wall_ratio_vs_sb3_lo"] <= eq["wall_ratio_vs_sb3"] <= eq["wall_ratio_vs_sb3_hi"]
+    sb3 = next(r for r in rows if r["method"] == bench.SB3)
+    assert sb3["wall_ratio_vs_sb3_lo"] == sb3["wall_ratio_vs_sb3_hi"] == 1.0
+    one = bench.walltime(30, repeats=1, methods=(bench.SB3, "equitune"), configs=["dqn-CartPole-v1"])
+    assert all(r["wall_ratio_vs_sb3_lo"] == r["wall_ratio_vs_sb3_hi"] == "" for r in one)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not HAS_ALE, reason="ale-py not installed (pip install ale-py)")
 def test_walltime_on_atari_frames() -> None:
