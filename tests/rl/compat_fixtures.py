@@ -202,15 +202,32 @@ def build_hub(root: Path, algo: str, cache: Path) -> Agent:
     """An agent of the zoo rows pushed to the hub as rl_zoo3's ``push_to_hub`` lays it out (the model as
     ``{algo}-{env}.zip``, the ``{env}/`` files at the top, ``vec_normalize.pkl``), in the hub cache
     ``cache``, named ``hf://equirl-test/{algo}-{env}``: DQN, the frame-stacked Atari folder on the zoo's
-    own id (as the hub's ``sb3/dqn-BreakoutNoFrameskip-v4``); PPO, the time feature + ``VecNormalize``
-    folder of an old env id."""
+    own id with its zip in SB3 1.x's form (as the hub's ``sb3/dqn-BreakoutNoFrameskip-v4`` was saved);
+    PPO, the time feature + ``VecNormalize`` folder of an old env id."""
+    import warnings
+
     from tests.rl.hub_cache import hub_files_of_zoo_folder, seed_hub_cache
 
     local = build_zoo_atari(root, ATARI_V4_ID) if algo == "dqn" else build_zoo_time_feature(root)
     name = ATARI_V4_ID if algo == "dqn" else OLD_ID
+    reference = local.reference
+    if algo == "dqn":
+        zpath = Path(local.path) / f"{name}.zip"
+        new = zpath.rename(root / "saved-by-2x.zip")
+        to_sb3_1x(new, zpath, algo, SB3_1X_VERSIONS[algo])
+
+        def reference() -> Any:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # SB3 < 2.4's DQN optimizer state
+                from stable_baselines3.common.vec_env import VecTransposeImage
+
+                # the space SB3 saved: channel-first, as it wraps a channel-last env in VecTransposeImage
+                custom = sb3_1x_custom_objects(algo, VecTransposeImage(local.reference_env(0)))
+                return get_algo(algo).cls.load(zpath, device="cpu", custom_objects=custom)
+
     repo = f"{HUB_ORG}/{algo}-{name}"
     seed_hub_cache(cache, repo, hub_files_of_zoo_folder(Path(local.path), algo, name))
-    return Agent(f"hf://{repo}", local.env_id, algo, local.reference, local.reference_env)
+    return Agent(f"hf://{repo}", local.env_id, algo, reference, local.reference_env)
 
 
 # -- 4. SB3 1.x zips ------------------------------------------------------------------------------------

@@ -74,7 +74,8 @@ ROWS: dict[str, tuple[str, tuple[str, ...], tuple[Any, ...]]] = {
         (pytest.mark.shared,),
     ),
     "hub-cache": (
-        "hf://ORG/REPO from a seeded Hugging Face hub cache, offline: the BreakoutNoFrameskip-v4 folder (DQN) and the time "
+        "hf://ORG/REPO from a seeded Hugging Face hub cache, offline: the BreakoutNoFrameskip-v4 folder with an SB3 1.x "
+        "zip (DQN) and the time "
         "feature + VecNormalize folder (PPO) as rl_zoo3 pushes them",
         ("dqn", "ppo"),
         (),
