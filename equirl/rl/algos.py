@@ -21,7 +21,14 @@ from typing import Any, Literal
 
 from equirl.errors import EquirlError
 
-__all__ = ["ALGOS", "AlgoSpec", "get_algo", "register_policy_aliases"]
+__all__ = [
+    "ALGOS",
+    "FEATURE_EXTRACTORS",
+    "AlgoSpec",
+    "feature_extractor",
+    "get_algo",
+    "register_policy_aliases",
+]
 
 #: value-based (a Q-network), on-policy actor-critic (a rollout buffer), off-policy actor-critic
 Family = Literal["q", "on_policy", "off_policy"]
@@ -198,6 +205,21 @@ ALGOS: dict[str, AlgoSpec] = {
         ),
     )
 }
+
+
+#: the feature extractors a DQN / QR-DQN config can name (``hyperparams.features_extractor``), as class
+#: paths (``auto``: SB3's own choice, a flatten for vectors, NatureCNN for frames); the config schema, the
+#: model builder and the restricted zip loader (which allows exactly these classes) all read this table
+FEATURE_EXTRACTORS: dict[str, str | None] = {
+    "auto": None,
+    "minatar-cnn": "equirl.rl.extractors:MinAtarCNN",  # Young & Tian 2019's MinAtar network
+}
+
+
+def feature_extractor(name: str) -> Any:
+    """The class of extractor ``name`` of :data:`FEATURE_EXTRACTORS` (``None`` for ``auto``)."""
+    path = FEATURE_EXTRACTORS[name]
+    return None if path is None else _resolve(path)
 
 
 def get_algo(name: str) -> AlgoSpec:

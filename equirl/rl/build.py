@@ -33,7 +33,7 @@ from equirl.registry import (
     method_names,
     validate_method_kwargs,
 )
-from equirl.rl.algos import ALGOS, AlgoSpec, get_algo
+from equirl.rl.algos import ALGOS, AlgoSpec, feature_extractor, get_algo
 from equirl.rl.config import RLConfig, TD3HyperParams, check_buffer_memory
 from equirl.rl.envs import current_env_id, make_env, make_vec_env
 from equirl.rl.safe_load import check_tensor_files, safe_custom_objects
@@ -584,11 +584,9 @@ def policy_net_kwargs(cfg: RLConfig) -> dict[str, Any]:
     pk: dict[str, Any] = {"net_arch": list(hp.net_arch)}
     if cfg.algo == "qrdqn":
         pk["n_quantiles"] = hp.n_quantiles
-    extractor = getattr(hp, "features_extractor", "auto")
-    if extractor != "auto":
-        from equirl.rl.extractors import extractor_class
-
-        pk["features_extractor_class"] = extractor_class(extractor)
+    extractor = feature_extractor(getattr(hp, "features_extractor", "auto"))
+    if extractor is not None:
+        pk["features_extractor_class"] = extractor
     return pk
 
 

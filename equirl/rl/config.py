@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from equirl.config import FieldError, Range, from_dict, load_config
 from equirl.errors import ConfigError
 from equirl.registry import AUTO, BASE, EQUIZERO, MIRROR_LOSS, canonical_method, validate_method_kwargs
-from equirl.rl.algos import ALGOS
+from equirl.rl.algos import ALGOS, FEATURE_EXTRACTORS
 from equirl.utils.io import total_ram_bytes
 
 __all__ = [
@@ -67,13 +67,19 @@ class HyperParams:
     max_grad_norm: PositiveFloat = 10.0
     net_arch: NetArch = field(default_factory=lambda: [64, 64])
     n_quantiles: PositiveInt = 50
-    #: the feature extractor before the Q-network head (:data:`equirl.rl.extractors.FEATURE_EXTRACTORS`:
-    #: ``auto`` is SB3's, ``minatar-cnn`` the MinAtar paper's 16-filter convolution); ``net_arch`` is the
+    #: the feature extractor before the Q-network head, a key of :data:`equirl.rl.algos.FEATURE_EXTRACTORS`
+    #: (``auto`` is SB3's, ``minatar-cnn`` the MinAtar paper's 16-filter convolution); ``net_arch`` is the
     #: head after it
-    features_extractor: Literal["auto", "minatar-cnn"] = "auto"
+    features_extractor: str = "auto"
 
     def __post_init__(self) -> None:
         _check_replay(self)
+        if self.features_extractor not in FEATURE_EXTRACTORS:
+            raise FieldError(
+                "features_extractor",
+                self.features_extractor,
+                f"must be one of {', '.join(FEATURE_EXTRACTORS)}",
+            )
         if self.features_extractor == "auto":  # an extractor's own layer may be the whole network
             _check_net_arch(self.net_arch)
         else:

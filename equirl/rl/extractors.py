@@ -1,8 +1,9 @@
 """Feature extractors a run config can name (``hyperparams.features_extractor``), beside SB3's own.
 
-:data:`FEATURE_EXTRACTORS` is the one table of them: a config names one by its key, and an agent's zip
-names the class, which :mod:`equirl.rl.safe_load` allows by that table. The symmetrizers act on the raw
-observation, before any extractor, so an extractor needs nothing to be made equivariant.
+The names are in :data:`equirl.rl.algos.FEATURE_EXTRACTORS`, the one table of them: a config names an
+extractor by its key, and an agent's zip names the class, which :mod:`equirl.rl.safe_load` allows by that
+table. The symmetrizers act on the raw observation, before any extractor, so an extractor needs nothing
+to be made equivariant.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from gymnasium import spaces
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import Tensor, nn
 
-__all__ = ["FEATURE_EXTRACTORS", "MinAtarCNN", "extractor_class"]
+__all__ = ["MinAtarCNN"]
 
 
 class MinAtarCNN(BaseFeaturesExtractor):  # type: ignore[misc]
@@ -36,12 +37,3 @@ class MinAtarCNN(BaseFeaturesExtractor):  # type: ignore[misc]
     def forward(self, observations: Tensor) -> Tensor:
         x = observations.float().permute(0, 3, 1, 2)  # (B, H, W, C) -> (B, C, H, W)
         return self.linear(self.conv(x))  # type: ignore[no-any-return]
-
-
-#: the extractors a config can name: ``auto`` is SB3's choice (a flatten for vectors, NatureCNN for frames)
-FEATURE_EXTRACTORS: dict[str, type[BaseFeaturesExtractor] | None] = {"auto": None, "minatar-cnn": MinAtarCNN}
-
-
-def extractor_class(name: str) -> type[BaseFeaturesExtractor] | None:
-    """The class of ``name`` in :data:`FEATURE_EXTRACTORS` (``None`` for ``auto``)."""
-    return FEATURE_EXTRACTORS[name]

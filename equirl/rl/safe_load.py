@@ -216,11 +216,12 @@ def _policy_classes() -> dict[tuple[str, str], type]:
 
 
 def _extractor_classes() -> dict[tuple[str, str], type]:
-    """equirl's feature extractors a config can name (:data:`equirl.rl.extractors.FEATURE_EXTRACTORS`),
-    by ``(module, name)``: an agent trained with one names its class in ``policy_kwargs``."""
-    from equirl.rl.extractors import FEATURE_EXTRACTORS
+    """equirl's feature extractors a config can name (:data:`equirl.rl.algos.FEATURE_EXTRACTORS`), by
+    ``(module, name)``: an agent trained with one names its class in ``policy_kwargs``."""
+    from equirl.rl.algos import FEATURE_EXTRACTORS
 
-    return {(c.__module__, c.__qualname__): c for c in FEATURE_EXTRACTORS.values() if c is not None}
+    paths = (path.partition(":") for path in FEATURE_EXTRACTORS.values() if path is not None)
+    return {(module, name): find_global(module, name) for module, _, name in paths}
 
 
 class _StandIn(type):

@@ -179,15 +179,15 @@ def test_dqn_policy_is_exactly_equivariant(env_id: str, method: str, extractor: 
     """With SB3's flatten and an MLP, and with the MinAtar paper's convolution (``minatar-cnn``)."""
     from stable_baselines3 import DQN
 
+    from equirl.rl.algos import feature_extractor
     from equirl.rl.envs import make_env
-    from equirl.rl.extractors import extractor_class
     from equirl.rl.policies import policy_obs_action
     from equirl.symmetrizers import equivariance_errors
 
     env = make_env(env_id)
     pk: dict[str, Any] = {"symmetry": env_id, "method": method, "net_arch": [32, 32]}
     if extractor != "auto":
-        pk |= {"features_extractor_class": extractor_class(extractor), "net_arch": []}
+        pk |= {"features_extractor_class": feature_extractor(extractor), "net_arch": []}
     model = DQN("EquiMlpPolicy", env, policy_kwargs=pk, buffer_size=100)
     assert type(model.policy.q_net.features_extractor).__name__ == (
         "MinAtarCNN" if extractor != "auto" else "FlattenExtractor"
