@@ -25,7 +25,7 @@ Example::
     >>> validate_method_kwargs("equizero", {"proxi": "max_value"})
     Traceback (most recent call last):
     ...
-    equirl.errors.ConfigError: unknown option 'proxi' for method equizero; valid options: chunk_size, max_call_bytes, max_call_rows, proxy, straight_through, tie_atol, tie_break, tie_rtol
+    equirl.errors.ConfigError: unknown option 'proxi' for method equizero; valid options: chunk_size, fold, max_call_bytes, max_call_rows, proxy, straight_through, tie_atol, tie_break, tie_rtol
 """
 
 from __future__ import annotations
@@ -291,6 +291,14 @@ _CHUNK_OPTIONS = (
         "max_call_bytes", int, 1 << 23, "the auto chunk's budget for one call's input, in bytes", minimum=1
     ),
     MethodOption("max_call_rows", int, 512, "the auto chunk's cap on rows per call", minimum=1),
+    MethodOption(
+        "fold",
+        bool,
+        True,
+        "on batches of >= 16, carry the group through a CNN's leading convolutions by transforming its "
+        "kernels instead of its input images (the same outputs; not for methods that read the transformed "
+        "inputs: λ, the canonicalizers)",
+    ),
 )
 
 _TIE_BREAK = MethodOption(

@@ -3,13 +3,17 @@
 For each model, group and batch size it times, in interleaved rounds on one thread:
 
 * ``base`` -- one forward of the model (the un-symmetrized baseline);
-* ``equirl`` -- :class:`~equirl.symmetrizers.EquiTune` (one batched call per chunk), paired with ``base``
-  in each round, so that a slow spell of a shared machine hits both sides of a ratio alike;
+* ``equirl`` -- :class:`~equirl.symmetrizers.EquiTune` as it runs by default, paired with ``base`` in each
+  round, so that a slow spell of a shared machine hits both sides of a ratio alike: for the CNN on
+  batches of 8 and more the group is folded into the kernels (:mod:`equirl.symmetrizers.fold`), otherwise
+  the stacked orbit goes through the model in one batched call per chunk;
+* ``orbit`` -- where ``equirl`` folds, the same symmetrizer with ``fold=False`` (the stacked orbit), in the
+  same rounds with a ``base`` forward of its own: the fold's gain, side by side;
 * ``loop``  -- the per-element reference (``|G|`` forwards of batch ``B`` plus transforms), in rounds of
   its own after those, each paired with a ``base`` forward of its own (the loop's full-size calls, run
   between a base forward and its symmetrized pair, made a batch-256 NatureCNN base forward fault its
   pages in again and read 30 % slow);
-* with ``--breakdown``, as many rounds again that time the model's calls inside a symmetrized forward
+* with ``--breakdown``, as many rounds again that time the model's calls inside a stacked-orbit forward
   (forward hooks), to split its cost into the calls and the rest (the orbit, the average, the chunk loop).
 
 It reports median times and the median over rounds of each round's ratio to its ``base``, with a
@@ -59,10 +63,11 @@ __all__ = ["CSV_COLUMNS", "JSON_COLUMNS", "bench_rows", "symmetrizer_plot", "sym
 #: ``equirl_x_lo`` / ``equirl_x_hi``: its 95 % interval, ``None`` with fewer than 6 rounds; ``calls_x`` /
 #: ``outside_x``: with ``breakdown``, the part of a symmetrized forward spent inside the model's calls and
 #: the rest -- the orbit, the average, the chunk loop -- over the base forward timed in those rounds,
-#: ``split_base_ms`` (that base forward's median), else ``None``)
+#: ``split_base_ms`` (that base forward's median), else ``None``; ``orbit_ms`` / ``orbit_x``: where
+#: ``equirl`` folds the group into the kernels, the stacked-orbit path, else ``None``)
 JSON_COLUMNS = (
     "model", "group", "batch", "base_ms", "loop_ms", "equirl_ms", "loop_x", "equirl_x",
-    "equirl_x_lo", "equirl_x_hi", "calls_x", "outside_x", "split_base_ms",
+    "equirl_x_lo", "equirl_x_hi", "calls_x", "outside_x", "split_base_ms", "orbit_ms", "orbit_x",
 )  # fmt: skip
 #: the columns of the CSV (``--csv``)
 CSV_COLUMNS = (*JSON_COLUMNS, "order", "clock")
@@ -169,6 +174,9 @@ def _measure(
         for group in groups:
             in_act, out_act = _vector_actions(group) if model_name == "mlp" else _image_actions(group)
             sym = EquiTune(model, in_act, out_act).eval()
+            unfolded = (
+                EquiTune(model, in_act, out_act, fold=False).eval() if sym._folded is not None else None
+            )
             for batch in batches:
                 step(0, f"benchmarking {model_name} {group} batch {batch}")
                 shape = (batch, 4) if model_name == "mlp" else (batch, 4, 84, 84)
@@ -178,6 +186,8 @@ def _measure(
                     "loop": functools.partial(sym.forward_loop, x),
                     "equirl": functools.partial(sym, x),
                 }
+                if unfolded is not None and batch >= sym.fold_min_batch:
+                    fns["orbit"] = functools.partial(unfolded, x)
                 with torch.inference_mode():
                     for f in fns.values():  # warm up (allocator, caches)
                         f()
@@ -186,21 +196,27 @@ def _measure(
                         k: max(1, int(min_time / max(once / (1 if k != BASE else in_act.group.order), 1e-6)))
                         for k in fns
                     }
+                    paired: list[str] = [k for k in ("equirl", "orbit") if k in fns]
                     # base / equirl rounds first, then base / loop rounds: the loop's |G| full-size
                     # calls must not run between a base forward and its paired symmetrized one (after
                     # them, a batch-256 NatureCNN base forward faulted its pages in again, 30 % slower)
                     samples: dict[str, list[float]] = {k: [] for k in fns}
+                    bases: dict[str, list[float]] = {k: [] for k in paired}
                     loop_base: list[float] = []
                     for _ in range(rounds):
-                        for k in (BASE, "equirl"):
+                        for k in paired:
+                            bases[k].append(_time(fns[BASE], inner[BASE], now))
                             samples[k].append(_time(fns[k], inner[k], now))
                     for _ in range(rounds):
                         loop_base.append(_time(fns[BASE], inner[BASE], now))
                         samples["loop"].append(_time(fns["loop"], inner["loop"], now))
+                samples[BASE] = bases["equirl"]
                 row: dict[str, Any] = {"model": model_name, "group": group, "batch": batch}
+                row["orbit_ms"] = row["orbit_x"] = None
                 row.update({f"{k}_ms": 1e3 * statistics.median(v) for k, v in samples.items()})
-                for k, bases in (("loop", loop_base), ("equirl", samples[BASE])):  # paired ratios
-                    ratios = [t / max(b, 1e-12) for t, b in zip(samples[k], bases)]
+                pairs: list[tuple[str, list[float]]] = [("loop", loop_base), *bases.items()]
+                for k, base_times in pairs:  # paired ratios
+                    ratios = [t / max(b, 1e-12) for t, b in zip(samples[k], base_times)]
                     row[f"{k}_x"] = statistics.median(ratios)
                     if k == "equirl":
                         ci = median_ci(ratios)
@@ -208,7 +224,7 @@ def _measure(
                 row["calls_x"] = row["outside_x"] = row["split_base_ms"] = None
                 if breakdown:
                     with torch.inference_mode():
-                        split = _split(model, fns, inner[BASE], rounds, now)
+                        split = _split(model, fns, inner[BASE], rounds, now, paired[-1])
                     row["calls_x"], row["outside_x"], row["split_base_ms"] = split
                 row["order"] = in_act.group.order
                 row["clock"] = clock
@@ -218,11 +234,17 @@ def _measure(
 
 
 def _split(
-    model: nn.Module, fns: Mapping[str, Callable[[], Any]], inner: int, rounds: int, now: Callable[[], float]
+    model: nn.Module,
+    fns: Mapping[str, Callable[[], Any]],
+    inner: int,
+    rounds: int,
+    now: Callable[[], float],
+    key: str = "equirl",
 ) -> tuple[float, float, float]:
-    """``(calls, outside, base ms)``: medians over rounds of the time one symmetrized forward spends inside
-    the model's calls, and outside them, each over that round's base forward (timed without the hooks,
-    right before), and of that base forward."""
+    """``(calls, outside, base ms)``: medians over rounds of the time one symmetrized forward (``fns[key]``:
+    the stacked orbit's, which calls the model as a whole) spends inside the model's calls, and outside
+    them, each over that round's base forward (timed without the hooks, right before), and of that base
+    forward."""
     spent, start = [0.0], [0.0]
 
     def pre(*_: Any) -> None:
@@ -238,7 +260,7 @@ def _split(
         hooks = [model.register_forward_pre_hook(pre), model.register_forward_hook(post)]
         try:
             spent[0] = 0.0
-            total = _time(fns["equirl"], 1, now)
+            total = _time(fns[key], 1, now)
         finally:
             for h in hooks:
                 h.remove()
@@ -282,6 +304,11 @@ def symmetrizer_table(rows: Sequence[dict[str, Any]]) -> BenchTable:
         Column("base_ms", "base ms", lambda r: f"{float(r['base_ms']):.3f}"),
         Column("loop_x", "loop ×", ratio("loop"), "right"),
         Column("equirl_x", "equirl ×", ratio("equirl"), "right"),
+        *(
+            [Column("orbit_x", "orbit / |G|", share("orbit_x"), "right")]
+            if any(_num(r.get("orbit_x")) is not None for r in rows)
+            else []
+        ),
         Column("per_order", "equirl / |G|", ratio("equirl", per_order=True), "right"),
         Column("per_order_ci", "95 % CI", interval, "right"),
         *(

@@ -8,6 +8,8 @@ to be made equivariant.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from gymnasium import spaces
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import Tensor, nn
@@ -34,6 +36,15 @@ class MinAtarCNN(BaseFeaturesExtractor):  # type: ignore[misc]
         self.conv = nn.Sequential(nn.Conv2d(c, 16, 3, stride=1), nn.ReLU(), nn.Flatten())
         self.linear = nn.Sequential(nn.Linear(16 * (h - 2) * (w - 2), features_dim), nn.ReLU())
 
+    @staticmethod
+    def channels_first(observations: Tensor) -> Tensor:
+        """``(B, H, W, C)`` frames as float ``(B, C, H, W)`` maps."""
+        return observations.float().permute(0, 3, 1, 2)
+
+    def fold_parts(self) -> tuple[Callable[[Tensor], Tensor], nn.Sequential, nn.Module]:
+        """``(enter, convolutions, leave)`` with ``forward = leave ∘ convolutions ∘ enter`` (for folding a
+        symmetry group into the kernels, :class:`equirl.rl.policies.heads.FoldableNet`)."""
+        return self.channels_first, self.conv, self.linear
+
     def forward(self, observations: Tensor) -> Tensor:
-        x = observations.float().permute(0, 3, 1, 2)  # (B, H, W, C) -> (B, C, H, W)
-        return self.linear(self.conv(x))  # type: ignore[no-any-return]
+        return self.linear(self.conv(self.channels_first(observations)))  # type: ignore[no-any-return]

@@ -14,6 +14,7 @@ per-element reference the tests compare against.
 from __future__ import annotations
 
 import inspect
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -24,6 +25,9 @@ from torch import Tensor, nn
 from equirl.actions import GroupAction, TrivialAction
 from equirl.errors import GroupError
 from equirl.registry import BASE
+from equirl.symmetrizers.fold import FoldedOrbit, SpatialChain, chain_from_sequential
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["SYMMETRIZERS", "Symmetrizer", "SymmetrizerOutput", "register_symmetrizer"]
 
@@ -37,6 +41,11 @@ def _takes_out(action: GroupAction[Any]) -> bool:
     if hit is None:
         hit = _TAKES_OUT[type(action)] = "out" in inspect.signature(action.orbit).parameters
     return hit
+
+
+def _row_bytes(x: Tensor) -> int:
+    """Bytes of one sample of ``x`` (at least 1)."""
+    return max(1, (x.numel() // max(x.shape[0], 1)) * x.element_size())
 
 
 class SymmetrizerOutput(NamedTuple):
@@ -82,9 +91,22 @@ class Symmetrizer(nn.Module):
         stacks, rounded to 64 rows; a NatureCNN call of 48-96 rows is 5-15 % cheaper per row than one of
         32 on one CPU thread, and larger calls stop gaining once their activations leave the cache).
     :param max_call_rows: the auto chunk's cap on rows per call.
+    :param fold: where ``model`` is an ``nn.Sequential`` opening with convolutions and the input action
+        turns or mirrors images, compute ``M(g·x)`` on batches of at least :attr:`fold_min_batch` by
+        transforming the kernels instead of ``x`` (:mod:`equirl.symmetrizers.fold`; :meth:`fold_into`
+        gives the split of any other network). The outputs agree with the orbit path to float rounding
+        (checked once per input shape); ``False`` always transforms the input.
     """
 
     method_name = BASE
+    #: whether :meth:`combine` reads the transformed inputs ``x_rows`` (a λ-net does); methods that do
+    #: not get ``None`` there when the orbit is folded into the kernels
+    reads_orbit_inputs = True
+    #: the smallest batch computed by folding (below it one stacked call of ``|G|·B`` rows is cheaper
+    #: than ``|G|`` calls of ``B``)
+    fold_min_batch = 16
+    #: rows the folded path's shared layers see in one call at most (larger batches are chunked)
+    fold_max_rows = 4096
 
     def __init__(
         self,
@@ -94,6 +116,7 @@ class Symmetrizer(nn.Module):
         chunk_size: int | str | None = "auto",
         max_call_bytes: int = 1 << 23,
         max_call_rows: int = 512,
+        fold: bool = True,
     ) -> None:
         super().__init__()
         if out_action is None:
@@ -116,6 +139,74 @@ class Symmetrizer(nn.Module):
         self.chunk_size = chunk_size
         self.max_call_bytes = max_call_bytes
         self.max_call_rows = max_call_rows
+        self.fold = bool(fold)
+        self._folded: FoldedOrbit | None = None
+        self._fold_checked: dict[tuple[Any, ...], bool] = {}
+        if self.fold and isinstance(model, nn.Module):
+            chain = chain_from_sequential(model)
+            if chain is not None:
+                self.fold_into(chain)
+
+    def fold_into(self, chain: SpatialChain | None) -> None:
+        """Compute ``M(g·x)`` through ``chain``, the model split as ``rest ∘ layers ∘ pre``
+        (:class:`~equirl.symmetrizers.fold.SpatialChain`), where the input action allows it; ``None``
+        goes back to transforming the input. Ignored when :attr:`fold` is off, the method reads the
+        transformed inputs, or the input action is not an image action."""
+        self._fold_checked = {}
+        self._folded = None
+        if chain is None or not self.fold or self.reads_orbit_inputs:
+            return
+        try:
+            self._folded = FoldedOrbit(chain, self.in_action)
+        except TypeError:
+            self._folded = None
+
+    def _folds(self, x: Tensor) -> bool:
+        """Whether ``x`` takes the folded path: a batch of at least :attr:`fold_min_batch` of a shape the
+        chain's windows tile symmetrically and shrink (:meth:`FoldedOrbit.pays`), on which the folded and
+        the orbit path were found equal."""
+        folded = self._folded
+        if folded is None or x.dim() < 3 or x.shape[0] < self.fold_min_batch or not folded.usable():
+            return False
+        key = (tuple(x.shape[1:]), x.dtype, x.device)
+        ok = self._fold_checked.get(key)
+        if ok is None:
+            ok = self._fold_checked[key] = self._check_fold(x)
+        return ok
+
+    def _check_fold(self, x: Tensor) -> bool:
+        """Whether folding pays on ``x``'s shape and agrees with the orbit path on two of its samples (once
+        per input shape)."""
+        folded = self._folded
+        assert folded is not None
+        pre = folded.chain.pre
+        h = x[:2] if pre is None else pre(x[:2])
+        if h.dim() < 4 or not folded.pays((int(h.shape[-3]), int(h.shape[-2]), int(h.shape[-1]))):
+            return False
+        with torch.no_grad():
+            got = folded(x[:2])
+            want = self._orbit_outputs_unfolded(x[:2])[1]
+        if got.shape != want.shape or got.dtype != want.dtype:
+            ok = False
+        elif not got.is_floating_point():
+            ok = bool(torch.equal(got, want))
+        else:
+            scale = float(want.abs().max()) if want.numel() else 0.0
+            ok = bool(torch.allclose(got, want, rtol=1e-4, atol=1e-5 * (1.0 + scale)))
+        if not ok:
+            logger.warning(
+                "%s: the kernel-folded orbit differs from the transformed inputs' for inputs of shape %s; "
+                "using the transformed inputs",
+                type(self).__name__,
+                tuple(x.shape[1:]),
+            )
+        return ok
+
+    def __getstate__(self) -> dict[str, Any]:
+        state: dict[str, Any] = super().__getstate__()  # a copy of __dict__
+        state.pop("_workspaces", None)  # scratch memory, not part of the module
+        state["_fold_checked"] = {}
+        return state
 
     # -- helpers -------------------------------------------------------------------------------------
     @property
@@ -127,18 +218,30 @@ class Symmetrizer(nn.Module):
         return (self._model_fn if model is None else model)(x)  # type: ignore[no-any-return]
 
     def chunk_for(self, x: Tensor) -> int:
-        """How many samples of ``x`` go into one batched call."""
+        """How many samples of ``x`` are symmetrized together (their orbit written, averaged) in one go.
+
+        ``"auto"``: all of them when their whole orbit fits ``max_call_bytes`` (the model is then called
+        on :meth:`call_rows` rows at a time, :meth:`_orbit_outputs_unfolded`), else as many as one call
+        of :meth:`call_rows` rows holds."""
         B = x.shape[0]
         if self.chunk_size is None:
             return B
         if isinstance(self.chunk_size, int):
             return self.chunk_size
         G = self.group.order
-        per_sample = max(1, (x.numel() // max(B, 1)) * x.element_size())
-        rows = min(max(self.max_call_bytes // per_sample, G), self.max_call_rows)
+        if self._folds(x):  # no stacked input: chunk only what the shared layers see
+            return max(1, min(B, self.fold_max_rows // G))
+        if G * B * _row_bytes(x) <= self.max_call_bytes:
+            return B
+        return max(1, min(B, self.call_rows(x) // G))
+
+    def call_rows(self, x: Tensor) -> int:
+        """Rows of one model call under ``chunk_size="auto"``: inputs of at most ``max_call_bytes`` and at
+        most ``max_call_rows`` rows (at least ``|G|``), a multiple of 32 from 32 on."""
+        rows = min(max(self.max_call_bytes // _row_bytes(x), self.group.order), self.max_call_rows)
         if rows >= 32:  # CPU kernels (oneDNN) block the batch by 32: such calls are cheapest per row
             rows -= rows % 32
-        return max(1, min(B, rows // G))
+        return rows
 
     def orbit_outputs(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """One batched call: ``(x_rows, ys)`` with ``x_rows`` ``(|G|·B, ...)`` (element-major) and
@@ -148,15 +251,26 @@ class Symmetrizer(nn.Module):
         y = self._run_model(x_rows)
         return x_rows, y.view(G, B, *y.shape[1:])
 
-    def _orbit_outputs(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """:meth:`orbit_outputs` for :meth:`forward`: without autograd, the stacked orbit of a large
-        CPU batch is written into a buffer kept between calls (:meth:`_workspace`) -- ``x_rows`` is then
-        valid only until the next call, which is all ``combine`` needs."""
+    def _orbit_outputs(self, x: Tensor) -> tuple[Tensor | None, Tensor]:
+        """:meth:`orbit_outputs` for :meth:`forward`: folded into the kernels where :meth:`_folds` says so
+        (``x_rows`` is then ``None``); otherwise :meth:`_orbit_outputs_unfolded`."""
+        if self._folded is not None and self._folds(x):
+            return None, self._folded(x)
+        return self._orbit_outputs_unfolded(x)
+
+    def _orbit_outputs_unfolded(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Without autograd, the stacked orbit of a large CPU batch is written into a buffer kept between
+        calls (:meth:`_workspace`) -- ``x_rows`` is then valid only until the next call, which is all
+        ``combine`` needs."""
         act = self.in_action
         G, B = act.group.order, x.shape[0]
         buf = None if torch.is_grad_enabled() else self._workspace(x, G)
         x_rows = (act.orbit(x) if buf is None else act.orbit(x, out=buf)).flatten(0, 1)
-        y = self._run_model(x_rows)
+        rows = self.call_rows(x) if self.chunk_size == "auto" else G * B
+        if rows >= G * B:
+            y = self._run_model(x_rows)
+        else:  # a small orbit written whole: only the model's calls are split (one average, not several)
+            y = torch.cat([self._run_model(x_rows[i : i + rows]) for i in range(0, G * B, rows)])
         return x_rows, y.unflatten(0, (G, B))
 
     #: orbits smaller than this are allocated per call (a fresh small tensor is cheaper than a lookup)
@@ -186,11 +300,6 @@ class Symmetrizer(nn.Module):
         ws[key] = buf
         return buf  # type: ignore[no-any-return]
 
-    def __getstate__(self) -> dict[str, Any]:
-        state: dict[str, Any] = super().__getstate__()  # a copy of __dict__
-        state.pop("_workspaces", None)  # scratch memory, not part of the module
-        return state
-
     def orbit_outputs_loop(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """The per-element reference of :meth:`orbit_outputs` (``|G|`` separate calls)."""
         xs = [self.in_action.apply(x, g) for g in self.group.elements]
@@ -198,8 +307,9 @@ class Symmetrizer(nn.Module):
         return torch.cat(xs), torch.stack(ys)
 
     # -- the method ----------------------------------------------------------------------------------
-    def combine(self, x_rows: Tensor, ys: Tensor) -> SymmetrizerOutput:
-        """Turn the orbit outputs into the symmetrized output (implemented by each method)."""
+    def combine(self, x_rows: Tensor | None, ys: Tensor) -> SymmetrizerOutput:
+        """Turn the orbit outputs into the symmetrized output (implemented by each method); ``x_rows`` is
+        ``None`` on the folded path, which only methods with ``reads_orbit_inputs = False`` take."""
         raise NotImplementedError
 
     def weighted_average(self, ys: Tensor, weights: Tensor) -> Tensor:

@@ -92,15 +92,17 @@ class EquiTune(Symmetrizer):
         True
     """
 
+    reads_orbit_inputs = False
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._uniform: dict[Any, Tensor] = {}
 
-    def combine(self, x_rows: Tensor, ys: Tensor) -> SymmetrizerOutput:
+    def combine(self, x_rows: Tensor | None, ys: Tensor) -> SymmetrizerOutput:
         G, B = ys.shape[0], ys.shape[1]
         return SymmetrizerOutput(self.combine_output(x_rows, ys), ys.new_full((G, B), 1.0 / G))
 
-    def combine_output(self, x_rows: Tensor, ys: Tensor) -> Tensor:
+    def combine_output(self, x_rows: Tensor | None, ys: Tensor) -> Tensor:
         back = self.out_action.inverse_stacked(ys)
         if not back.is_floating_point():
             return back.float().mean(0)
@@ -138,6 +140,8 @@ class EquiZero(Symmetrizer):
         equitune (``tune + (zero - tune).detach()``), so the argmin can be finetuned through.
     """
 
+    reads_orbit_inputs = False
+
     def __init__(
         self,
         model: nn.Module | Callable[[Tensor], Tensor],
@@ -174,7 +178,7 @@ class EquiZero(Symmetrizer):
         """Whether this call takes the straight-through path (training, with gradients reaching ``ys``)."""
         return self.straight_through and self.training and torch.is_grad_enabled() and ys.requires_grad
 
-    def combine(self, x_rows: Tensor, ys: Tensor) -> SymmetrizerOutput:
+    def combine(self, x_rows: Tensor | None, ys: Tensor) -> SymmetrizerOutput:
         w = self.select(ys)
         B = w.shape[1]
         if bool((w.amax(0) == 1).all()):  # no ties: map back only the chosen outputs
@@ -243,6 +247,7 @@ class LambdaEquiTune(Symmetrizer):
         G, B = ys.shape[0], ys.shape[1]
         return torch.softmax(logits.reshape(G, B).float(), dim=0).to(ys.dtype)
 
-    def combine(self, x_rows: Tensor, ys: Tensor) -> SymmetrizerOutput:
+    def combine(self, x_rows: Tensor | None, ys: Tensor) -> SymmetrizerOutput:
+        assert x_rows is not None  # reads_orbit_inputs: never folded
         w = self.weights_from_logits(self.lambda_logits(x_rows), ys)
         return SymmetrizerOutput(self.weighted_average(ys, w), w)

@@ -36,6 +36,16 @@ def test_bench_rows_have_the_documented_keys() -> None:
         assert {"model", "group", "batch", "base_ms", "loop_ms", "equirl_ms", "loop_x", "equirl_x"} <= set(r)
         assert r["base_ms"] > 0 and r["equirl_ms"] > 0 and r["equirl_x"] > 0
         assert r["clock"] == "cpu"  # one thread: the thread's CPU time
+        assert r["orbit_x"] is None  # nothing to fold in an MLP
+
+
+def test_bench_times_the_folded_cnn_beside_its_stacked_orbit() -> None:
+    """Where the CNN's orbit is folded into its kernels (batch 16 and up), the stacked-orbit path is timed
+    beside it in the same rounds (``orbit_x``); below that batch there is no second path."""
+    rows = bench_rows(models=("cnn",), groups=("Z2",), batches=(1, 16), rounds=1, min_time=0.0)
+    by_batch = {r["batch"]: r for r in rows}
+    assert by_batch[1]["orbit_x"] is None and by_batch[1]["orbit_ms"] is None
+    assert by_batch[16]["orbit_x"] > 0 and by_batch[16]["orbit_ms"] > 0
 
 
 def test_unknown_command_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -65,6 +75,8 @@ def test_bench_json_is_parseable(monkeypatch: pytest.MonkeyPatch, capsys: pytest
                 "calls_x": None,
                 "outside_x": None,
                 "split_base_ms": None,
+                "orbit_ms": None,
+                "orbit_x": None,
                 "order": 2,
                 "clock": "cpu",
             }
@@ -86,6 +98,8 @@ def test_bench_json_is_parseable(monkeypatch: pytest.MonkeyPatch, capsys: pytest
         "calls_x",
         "outside_x",
         "split_base_ms",
+        "orbit_ms",
+        "orbit_x",
     }
 
 

@@ -201,3 +201,62 @@ def test_policy_errors_are_one_line() -> None:
             policy_kwargs={"symmetry": "CartPole-v1", "method": "magic"},
             buffer_size=10,
         )
+
+
+_FOLD_CASES = [  # (env id, observation space, extractor class or None for the policy's own, folds)
+    ("ALE/Breakout-v5", spaces.Box(0, 255, (4, 84, 84), np.uint8), None, True),
+    # MinAtar's CNN widens the 4x10x10 frame to 16x8x8 maps: the fold applies but does not pay
+    ("MinAtar/Breakout-v1", spaces.Box(0, 1, (10, 10, 4), bool), "minatar", False),
+]
+
+
+@pytest.mark.parametrize("algo", ["dqn", "qrdqn", "ppo"])
+@pytest.mark.parametrize("case", _FOLD_CASES, ids=[c[0] for c in _FOLD_CASES])
+@pytest.mark.parametrize("method", ["equitune", "equizero"])
+def test_cnn_policies_fold_the_mirror_into_their_kernels(
+    algo: str, case: tuple[Any, ...], method: str
+) -> None:
+    """On a training batch the CNN policies compute the mirrored frames' outputs by mirroring their
+    extractor's kernels (SB3's NatureCNN, MinAtar's CNN), equal to the stacked orbit of the frames and
+    exactly equivariant; a deep copy (a target network) folds through its own layers. Where the fold does
+    not pay (MinAtar), the split is still found and correct, and the stacked orbit is used."""
+    import copy
+
+    from equirl.rl.extractors import MinAtarCNN
+    from equirl.rl.policies import EquiActorCriticCnnPolicy, EquiActorCriticPolicy, EquiCnnQRDQNPolicy
+
+    env_id, space, extractor, pays = case
+    n_actions = 4 if env_id.startswith("ALE") else 3
+    kwargs: dict[str, Any] = {"symmetry": env_id, "method": method}
+    if extractor == "minatar":
+        kwargs["features_extractor_class"] = MinAtarCNN
+    cnn = extractor is None
+    cls = {
+        "dqn": EquiCnnDQNPolicy if cnn else EquiDQNPolicy,
+        "qrdqn": EquiCnnQRDQNPolicy if cnn else EquiQRDQNPolicy,
+        "ppo": EquiActorCriticCnnPolicy if cnn else EquiActorCriticPolicy,
+    }[algo]
+    pol = cls(space, spaces.Discrete(n_actions), lambda _: 1e-4, **kwargs)
+    net = {"dqn": lambda p: p.q_net, "qrdqn": lambda p: p.quantile_net, "ppo": lambda p: p}[algo](pol)
+    torch.manual_seed(0)
+    x = torch.as_tensor(np.stack([space.sample() for _ in range(net.equi.fold_min_batch)]))
+    with torch.no_grad():
+        assert net.equi._folds(x) is pays
+        sym = net.equi._folded
+        assert torch.allclose(sym(x), net.equi._orbit_outputs_unfolded(x)[1], atol=ATOL)  # the split is right
+        folded = net.equi(x)
+        assert torch.allclose(folded, net.equi.forward_loop(x), atol=ATOL)
+    fn = (lambda obs: net.equi(obs)) if algo == "ppo" else net
+    out = load_spec(env_id).action_action()
+    if algo == "ppo":
+        out = net.out_action
+    errs = equivariance_errors(fn, policy_obs_action(load_spec(env_id), space), out, x)
+    assert max(float(e) for e in errs.values()) <= ATOL, errs
+    twin = copy.deepcopy(net)
+    assert twin.equi._folded.chain.layers[0] is not net.equi._folded.chain.layers[0]
+    with torch.no_grad():
+        for p in twin.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        assert twin.equi._folds(x) is pays
+        assert torch.allclose(twin.equi(x), twin.equi.forward_loop(x), atol=ATOL)
+        assert not torch.allclose(twin.equi(x), folded, atol=ATOL)

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from gymnasium import spaces
 from stable_baselines3.common.distributions import StateDependentNoiseDistribution
+from stable_baselines3.common.preprocessing import preprocess_obs
+from stable_baselines3.common.torch_layers import NatureCNN
 from torch import Tensor, nn
 
 from equirl.actions import GroupAction, SignedPerm, SignedPermAction
@@ -41,6 +43,7 @@ from equirl.symmetrizers import (
     get_proxy,
     symmetrize,
 )
+from equirl.symmetrizers.fold import SpatialChain, carried_prefix
 from equirl.symmetrizers.methods import straight_through, tie_weights
 from equirl.symmetrizers.nets import ObsLambdaNet
 from equirl.symmetrizers.proxies import action_gap, min_spread, quantile_spread
@@ -50,6 +53,7 @@ __all__ = [
     "DEFAULT_LAMBDA_HIDDEN",
     "FAST_PROXIES",
     "METHODS",
+    "FoldableNet",
     "LambdaFeatures",
     "ObsLambdaNet",
     "QLambdaEquiTune",
@@ -277,7 +281,7 @@ class QValueEquiZero(EquiZero):
         if proxy == "quantile_spread" and not quantile:
             raise SymmetryError("the quantile_spread proxy needs a QR-DQN (quantile) network")
 
-    def combine(self, x_rows: Tensor, ys: Tensor) -> SymmetrizerOutput:
+    def combine(self, x_rows: Tensor | None, ys: Tensor) -> SymmetrizerOutput:
         back = self.out_action.inverse_stacked(ys)  # (|G|, B, ...): g^-1 . M(g . x)
         with torch.no_grad():
             # ties averaged by the core's rule (EquiZero.select with tie_break="average")
@@ -304,7 +308,8 @@ class QLambdaEquiTune(LambdaEquiTune):
         self.scale = scale
         self.quantile = quantile
 
-    def combine(self, x_rows: Tensor, ys: Tensor) -> SymmetrizerOutput:
+    def combine(self, x_rows: Tensor | None, ys: Tensor) -> SymmetrizerOutput:
+        assert x_rows is not None  # reads_orbit_inputs: never folded
         G, B = ys.shape[0], ys.shape[1]
         q = _q_values(ys.detach(), self.quantile).float().reshape(G * B, -1)
         z = torch.cat([_scaled(x_rows, self.scale), q], dim=1)
@@ -477,6 +482,70 @@ class _EquiNetParams:
         data: dict[str, Any] = super()._get_constructor_parameters()  # type: ignore[misc]
         data.update(symmetry=self.symmetry, method=self.method, method_kwargs=self.method_kwargs)
         return data
+
+
+class _FoldParts:
+    """How an SB3 network splits around its extractor's leading convolutions (:class:`FoldableNet`): the
+    extractor's own input step, the convolutions after the carried ones, the extractor's output layers
+    and the network's head on the features."""
+
+    def __init__(
+        self,
+        enter: Callable[[Tensor], Tensor] | None,
+        tail: nn.Module,
+        leave: nn.Module,
+        after: Callable[[Tensor], Tensor],
+    ) -> None:
+        self.enter, self.tail, self.leave, self.after = enter, tail, leave, after
+
+
+def extractor_fold_parts(
+    extractor: nn.Module,
+) -> tuple[Callable[[Tensor], Tensor] | None, nn.Sequential, nn.Module] | None:
+    """``(enter, convolutions, leave)`` of a features extractor whose forward is
+    ``leave(convolutions(enter(obs)))``, for the extractors whose forward is known: SB3's ``NatureCNN``
+    and extractors defining ``fold_parts()`` (:class:`~equirl.rl.extractors.MinAtarCNN`); ``None`` for
+    any other (a user's extractor keeps the stacked orbit)."""
+    if type(extractor) is NatureCNN:
+        return None, extractor.cnn, extractor.linear
+    parts = getattr(extractor, "fold_parts", None)
+    return parts() if callable(parts) else None  # type: ignore[no-any-return]
+
+
+class FoldableNet:
+    """An SB3 network (Q-network, actor-critic policy) whose head symmetrizer may fold the group into its
+    CNN extractor's kernels (:mod:`equirl.symmetrizers.fold`): :meth:`_fold_chain` splits it as SB3's
+    preprocessing and the extractor's input step, the extractor's leading convolutions, and the rest.
+    ``pre`` and ``rest`` are bound methods, so a deep copy of the network folds through its own layers."""
+
+    observation_space: spaces.Space
+    normalize_images: bool
+    _fold: _FoldParts | None = None
+
+    def _fold_chain(self, extractor: nn.Module, after: Callable[[Tensor], Tensor]) -> SpatialChain | None:
+        """The chain of ``after ∘ extractor ∘ preprocessing``, or ``None`` (no known CNN extractor)."""
+        parts = extractor_fold_parts(extractor)
+        if parts is None or not isinstance(self.observation_space, spaces.Box):
+            return None
+        enter, convs, leave = parts
+        layers = list(convs)
+        n = carried_prefix(layers)
+        if n == 0:
+            return None
+        self._fold = _FoldParts(enter, nn.Sequential(*layers[n:]), leave, after)
+        return SpatialChain(tuple(layers[:n]), self._fold_rest, self._fold_pre)
+
+    def _fold_pre(self, obs: Tensor) -> Tensor:
+        fold = self._fold
+        assert fold is not None
+        x = preprocess_obs(obs, self.observation_space, normalize_images=self.normalize_images)
+        assert isinstance(x, Tensor)  # a Box space
+        return x if fold.enter is None else fold.enter(x)
+
+    def _fold_rest(self, h: Tensor) -> Tensor:
+        fold = self._fold
+        assert fold is not None
+        return fold.after(fold.leave(fold.tail(h)))
 
 
 class _EquiNetOptions(_EquiNetParams):

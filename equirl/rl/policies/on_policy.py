@@ -49,6 +49,7 @@ from torch import Tensor
 from equirl.actions import GroupAction
 from equirl.registry import canonical_method
 from equirl.rl.policies.heads import (
+    FoldableNet,
     _EquiPolicyMixin,
     _image_scale,
     _log_std_of,
@@ -62,7 +63,7 @@ from equirl.symmetrizers import Symmetrizer
 __all__ = ["EquiActorCriticCnnPolicy", "EquiActorCriticPolicy"]
 
 
-class EquiActorCriticPolicy(_EquiPolicyMixin, ActorCriticPolicy):
+class EquiActorCriticPolicy(_EquiPolicyMixin, FoldableNet, ActorCriticPolicy):
     """SB3's ``ActorCriticPolicy`` (PPO, A2C) with equivariant action logits / Gaussian mean and
     ``log_std`` and an invariant value; see the module docstring.
 
@@ -110,6 +111,8 @@ class EquiActorCriticPolicy(_EquiPolicyMixin, ActorCriticPolicy):
             where=sym.env_id,
             variance=slice(d, 2 * d) if self._sde else None,
         )
+        if isinstance(self.equi, Symmetrizer) and self.share_features_extractor:  # a CNN: fold into kernels
+            self.equi.fold_into(self._fold_chain(self.features_extractor, self._heads_from_features))
         super()._build(lr_schedule)  # the optimizer sees the λ-net (self.equi is a submodule by now)
         if self.freeze_backbone:
             self._freeze_to_symmetrizers(lr_schedule(1), [(self, self)])
@@ -119,11 +122,18 @@ class EquiActorCriticPolicy(_EquiPolicyMixin, ActorCriticPolicy):
         ``[mean | variance | value]``, ``(B, D)``."""
         features = self.extract_features(obs)
         if self.share_features_extractor:
-            latent_pi, latent_vf = self.mlp_extractor(features)
-        else:
-            pi_features, vf_features = features
-            latent_pi = self.mlp_extractor.forward_actor(pi_features)
-            latent_vf = self.mlp_extractor.forward_critic(vf_features)
+            return self._heads_from_features(features)  # type: ignore[arg-type]
+        pi_features, vf_features = features
+        return self._heads_from_latent(
+            self.mlp_extractor.forward_actor(pi_features), self.mlp_extractor.forward_critic(vf_features)
+        )
+
+    def _heads_from_features(self, features: Tensor) -> Tensor:
+        """:meth:`_plain_heads` from the shared extractor's features."""
+        latent_pi, latent_vf = self.mlp_extractor(features)
+        return self._heads_from_latent(latent_pi, latent_vf)
+
+    def _heads_from_latent(self, latent_pi: Tensor, latent_vf: Tensor) -> Tensor:
         params = self.action_net(latent_pi)
         parts = [params]
         if self._sde:

@@ -39,18 +39,19 @@ from gymnasium import spaces
 from sb3_contrib.qrdqn.policies import QRDQNPolicy, QuantileNetwork
 from stable_baselines3.common.torch_layers import NatureCNN
 from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
-from torch import Tensor
+from torch import Tensor, nn
 
 from equirl.errors import SymmetryError
 from equirl.registry import canonical_method, get_method
 from equirl.rl.policies.heads import (
     METHODS,
+    FoldableNet,
     _EquiNetOptions,
     _EquiPolicyMixin,
     _image_scale,
     make_head_symmetrizer,
 )
-from equirl.symmetrizers import SymmetrizerOutput
+from equirl.symmetrizers import Symmetrizer, SymmetrizerOutput
 
 __all__ = [
     "SCORED_METHODS",
@@ -66,7 +67,7 @@ __all__ = [
 SCORED_METHODS = tuple(m for m in METHODS if get_method(m).learned_scorer)
 
 
-class _EquiMixin(_EquiNetOptions):
+class _EquiMixin(_EquiNetOptions, FoldableNet):
     """Construction and forward shared by the equivariant Q / quantile networks (options: see
     :class:`~equirl.rl.policies.heads._EquiNetOptions`)."""
 
@@ -98,9 +99,16 @@ class _EquiMixin(_EquiNetOptions):
             head="quantile" if self.quantile else "q",
         )
         self.method = canonical_method(method)  # an alias ("plain", "λ"...) as its canonical name
+        if isinstance(self.equi, Symmetrizer):  # a CNN extractor: the group may go into its kernels
+            extractor: nn.Module = self.features_extractor  # type: ignore[attr-defined]
+            self.equi.fold_into(self._fold_chain(extractor, self._head))
+
+    def _head(self, features: Tensor) -> Tensor:
+        """The network's output on the extractor's features."""
+        raise NotImplementedError
 
     def _plain_forward(self, obs: Tensor) -> Tensor:
-        raise NotImplementedError
+        return self._head(self.extract_features(obs, self.features_extractor))  # type: ignore[attr-defined]
 
     def _prepare(self, obs: Tensor) -> Tensor:
         # the scorer's straight-through term needs a floating input: uint8 frames become float (exact;
@@ -130,8 +138,8 @@ class EquiQNetwork(_EquiMixin, QNetwork):  # type: ignore[misc]
 
     quantile = False
 
-    def _plain_forward(self, obs: Tensor) -> Tensor:
-        return self.q_net(self.extract_features(obs, self.features_extractor))
+    def _head(self, features: Tensor) -> Tensor:
+        return self.q_net(features)  # type: ignore[no-any-return]
 
 
 class EquiQuantileNetwork(_EquiMixin, QuantileNetwork):  # type: ignore[misc]
@@ -140,9 +148,8 @@ class EquiQuantileNetwork(_EquiMixin, QuantileNetwork):  # type: ignore[misc]
 
     quantile = True
 
-    def _plain_forward(self, obs: Tensor) -> Tensor:
-        q = self.quantile_net(self.extract_features(obs, self.features_extractor))
-        return q.view(-1, self.n_quantiles, int(self.action_space.n))
+    def _head(self, features: Tensor) -> Tensor:
+        return self.quantile_net(features).view(-1, self.n_quantiles, int(self.action_space.n))
 
 
 class EquiDQNPolicy(_EquiPolicyMixin, DQNPolicy):
