@@ -309,6 +309,13 @@ class GroupAction(Generic[T]):
         return int(g)
 
     # -- per element ---------------------------------------------------------------------------------
+    def element_transforms(self, inverse: bool = False) -> list[T]:
+        """The transforms of the elements in index order, or of their inverses (``inverse=True``)."""
+        if not inverse:
+            return list(self.transforms)
+        inv = self.group.inverse_indices
+        return [self.transforms[inv[g]] for g in range(self.group.order)]
+
     def apply(self, x: Tensor, g: GroupElement | int) -> Tensor:
         """``g·x`` for one element (applied to the whole tensor)."""
         return self._apply_transform(x, self.transforms[self._index(g)])
@@ -612,8 +619,7 @@ class ImageAction(GroupAction[ImageTransform]):
         key = ("each", A, B, device, inverse)
         tab = self._cache.get(key)
         if tab is None:
-            inv = self.group.inverse_indices
-            ts = [self.transforms[inv[g] if inverse else g] for g in range(self.group.order)]
+            ts = self.element_transforms(inverse)
             with _plain_tensors():
                 tab = torch.stack([self._plane_index(A, B, t, device) for t in ts])
             self._cache[key] = tab
@@ -713,12 +719,7 @@ class SignedPermAction(GroupAction[SignedPerm]):
         key = ("tab", device, dtype, inverse)
         hit = self._cache.get(key)
         if hit is None:
-            inv = self.group.inverse_indices
-            ts = (
-                [self.transforms[inv[g]] for g in range(self.group.order)]
-                if inverse
-                else list(self.transforms)
-            )
+            ts = self.element_transforms(inverse)
             with _plain_tensors():
                 src = torch.tensor([t.src for t in ts], dtype=torch.long, device=device)
                 signs = (
@@ -825,12 +826,7 @@ class TokenAction(GroupAction[TokenMap]):
         key = ("tok", device, inverse)
         tab = self._cache.get(key)
         if tab is None:
-            inv = self.group.inverse_indices
-            ts = (
-                [self.transforms[inv[g]] for g in range(self.group.order)]
-                if inverse
-                else list(self.transforms)
-            )
+            ts = self.element_transforms(inverse)
             with _plain_tensors():
                 tab = torch.tensor([t.table for t in ts], dtype=torch.long, device=device)
             self._cache[key] = tab

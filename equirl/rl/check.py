@@ -99,6 +99,17 @@ def _apply_obs(act: Any, x: np.ndarray, g: int) -> np.ndarray:
     return act.apply(t, g).numpy()
 
 
+def _random_start(env: Any, rng: np.random.Generator, seed: int, warmup: int) -> Any:
+    """Reset ``env`` with ``seed`` and take 0..``warmup`` random actions (resetting at an episode's end):
+    a state of the kind a policy meets, not only an initial one. Returns its observation."""
+    obs, _ = env.reset(seed=seed)
+    for _ in range(int(rng.integers(0, warmup + 1))):
+        obs, _, term, trunc, _ = env.step(_sample_action(env, rng))
+        if term or trunc:
+            obs, _ = env.reset(seed=int(rng.integers(1 << 30)))
+    return obs
+
+
 def _sample_action(env: Any, rng: np.random.Generator) -> Any:
     """A uniformly random action: an index, or a point of the (bounded) action box."""
     space = env.action_space
@@ -219,11 +230,7 @@ def _check_exact(
     if sym.verify == "state":
         _check_state_attribute(sym, base)
     for i in range(steps):
-        obs, _ = env.reset(seed=int(seed * 100003 + i))
-        for _ in range(int(rng.integers(0, warmup + 1))):
-            obs, _, term, trunc, _ = env.step(_sample_action(env, rng))
-            if term or trunc:
-                obs, _ = env.reset(seed=int(rng.integers(1 << 30)))
+        obs = _random_start(env, rng, int(seed * 100003 + i), warmup)
         snapshot = _get_state(sym, base, obs)
         a = _sample_action(env, rng)
         _set_state(sym, base, snapshot)
@@ -355,11 +362,7 @@ def _check_statistical(
     feats: list[np.ndarray] = []
     acts: list[int] = []
     for i in range(steps):
-        obs, _ = env.reset(seed=int(seed * 100003 + i))
-        for _ in range(int(rng.integers(0, warmup + 1))):
-            obs, _, term, trunc, _ = env.step(_sample_action(env, rng))
-            if term or trunc:
-                obs, _ = env.reset(seed=int(rng.integers(1 << 30)))
+        obs = _random_start(env, rng, int(seed * 100003 + i), warmup)
         a = _sample_action(env, rng)
         nxt, r, _, _, _ = env.step(a)
         s0 = np.asarray(obs, dtype=np.float64)

@@ -229,16 +229,22 @@ class Symmetrizer(nn.Module):
         if isinstance(self.chunk_size, int):
             return self.chunk_size
         G = self.group.order
-        if self._folds(x):  # no stacked input: chunk only what the shared layers see
-            return max(1, min(B, self.fold_max_rows // G))
+        if self._folds(x):
+            # no stacked input, and each element's chain call sees the chunk's samples: as many as one
+            # call of float inputs holds (a 256-row Nature CNN call runs slower per row than 64-row ones,
+            # its activations out of the cache), and at most fold_max_rows over the group for the rest
+            float_row = (x.numel() // max(B, 1)) * max(4, x.element_size())
+            return max(1, min(B, self.call_rows(x, float_row), self.fold_max_rows // G))
         if G * B * _row_bytes(x) <= self.max_call_bytes:
             return B
         return max(1, min(B, self.call_rows(x) // G))
 
-    def call_rows(self, x: Tensor) -> int:
-        """Rows of one model call under ``chunk_size="auto"``: inputs of at most ``max_call_bytes`` and at
-        most ``max_call_rows`` rows (at least ``|G|``), a multiple of 32 from 32 on."""
-        rows = min(max(self.max_call_bytes // _row_bytes(x), self.group.order), self.max_call_rows)
+    def call_rows(self, x: Tensor, row_bytes: int | None = None) -> int:
+        """Rows of one model call under ``chunk_size="auto"``: inputs of at most ``max_call_bytes`` (rows of
+        ``row_bytes``, default ``x``'s) and at most ``max_call_rows`` rows (at least ``|G|``), a multiple
+        of 32 from 32 on."""
+        per_row = _row_bytes(x) if row_bytes is None else max(1, row_bytes)
+        rows = min(max(self.max_call_bytes // per_row, self.group.order), self.max_call_rows)
         if rows >= 32:  # CPU kernels (oneDNN) block the batch by 32: such calls are cheapest per row
             rows -= rows % 32
         return rows

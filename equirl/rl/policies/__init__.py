@@ -24,79 +24,11 @@ Agent zips saved before this package existed name their policy class by its old 
 
 from __future__ import annotations
 
-from equirl.rl.policies.heads import (
-    AC_METHODS,
-    DEFAULT_LAMBDA_HIDDEN,
-    FAST_PROXIES,
-    METHODS,
-    LambdaFeatures,
-    ObsLambdaNet,
-    QLambdaEquiTune,
-    QValueEquiZero,
-    concat_action,
-    flat_obs_action,
-    make_head_symmetrizer,
-    policy_obs_action,
-    quantile_max_value,
-    sde_variance,
-)
-from equirl.rl.policies.off_policy import (
-    EquiContinuousCritic,
-    EquiQuantileCritic,
-    EquiSACActor,
-    EquiSACCnnPolicy,
-    EquiSACPolicy,
-    EquiTD3Actor,
-    EquiTD3CnnPolicy,
-    EquiTD3Policy,
-    EquiTQCActor,
-    EquiTQCCnnPolicy,
-    EquiTQCPolicy,
-)
-from equirl.rl.policies.on_policy import EquiActorCriticCnnPolicy, EquiActorCriticPolicy
-from equirl.rl.policies.q import (
-    SCORED_METHODS,
-    EquiCnnDQNPolicy,
-    EquiCnnQRDQNPolicy,
-    EquiDQNPolicy,
-    EquiQNetwork,
-    EquiQRDQNPolicy,
-    EquiQuantileNetwork,
-)
+from equirl.rl.policies import heads, off_policy, on_policy, q
+from equirl.rl.policies.heads import *  # noqa: F403
+from equirl.rl.policies.off_policy import *  # noqa: F403
+from equirl.rl.policies.on_policy import *  # noqa: F403
+from equirl.rl.policies.q import *  # noqa: F403
 
-__all__ = [
-    "AC_METHODS",
-    "DEFAULT_LAMBDA_HIDDEN",
-    "FAST_PROXIES",
-    "METHODS",
-    "SCORED_METHODS",
-    "EquiActorCriticCnnPolicy",
-    "EquiActorCriticPolicy",
-    "EquiCnnDQNPolicy",
-    "EquiCnnQRDQNPolicy",
-    "EquiContinuousCritic",
-    "EquiDQNPolicy",
-    "EquiQNetwork",
-    "EquiQRDQNPolicy",
-    "EquiQuantileCritic",
-    "EquiQuantileNetwork",
-    "EquiSACActor",
-    "EquiSACCnnPolicy",
-    "EquiSACPolicy",
-    "EquiTD3Actor",
-    "EquiTD3CnnPolicy",
-    "EquiTD3Policy",
-    "EquiTQCActor",
-    "EquiTQCCnnPolicy",
-    "EquiTQCPolicy",
-    "LambdaFeatures",
-    "ObsLambdaNet",
-    "QLambdaEquiTune",
-    "QValueEquiZero",
-    "concat_action",
-    "flat_obs_action",
-    "make_head_symmetrizer",
-    "policy_obs_action",
-    "quantile_max_value",
-    "sde_variance",
-]
+#: every public name of the four modules (each module's ``__all__`` is the one list of its names)
+__all__ = sorted({*heads.__all__, *q.__all__, *on_policy.__all__, *off_policy.__all__})
