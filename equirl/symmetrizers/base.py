@@ -272,11 +272,14 @@ class Symmetrizer(nn.Module):
         G, B = act.group.order, x.shape[0]
         buf = None if torch.is_grad_enabled() else self._workspace(x, G)
         x_rows = (act.orbit(x) if buf is None else act.orbit(x, out=buf)).flatten(0, 1)
-        rows = self.call_rows(x) if self.chunk_size == "auto" else G * B
-        if rows >= G * B:
+        n = G * B
+        rows = n  # at most 32 rows (and max_call_rows from 32 on) are never split: no arithmetic per call
+        if n > 32 or n > self.max_call_rows:
+            rows = self.call_rows(x) if self.chunk_size == "auto" else n
+        if rows >= n:
             y = self._run_model(x_rows)
         else:  # a small orbit written whole: only the model's calls are split (one average, not several)
-            y = torch.cat([self._run_model(x_rows[i : i + rows]) for i in range(0, G * B, rows)])
+            y = torch.cat([self._run_model(x_rows[i : i + rows]) for i in range(0, n, rows)])
         return x_rows, y.unflatten(0, (G, B))
 
     #: orbits smaller than this are allocated per call (a fresh small tensor is cheaper than a lookup)
