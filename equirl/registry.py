@@ -295,9 +295,8 @@ _CHUNK_OPTIONS = (
         "fold",
         bool,
         True,
-        "on batches of >= 16, carry the group through a CNN's leading convolutions by transforming its "
-        "kernels instead of its input images (the same outputs; not for methods that read the transformed "
-        "inputs: λ, the canonicalizers)",
+        "equitune on batches of >= 16: carry the group through a CNN's leading convolutions by transforming "
+        "its kernels instead of its input images (the same outputs; the other methods ignore it)",
     ),
 )
 

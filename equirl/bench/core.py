@@ -5,7 +5,7 @@ For each model, group and batch size it times, in interleaved rounds on one thre
 * ``base`` -- one forward of the model (the un-symmetrized baseline);
 * ``equirl`` -- :class:`~equirl.symmetrizers.EquiTune` as it runs by default, paired with ``base`` in each
   round, so that a slow spell of a shared machine hits both sides of a ratio alike: for the CNN on
-  batches of 8 and more the group is folded into the kernels (:mod:`equirl.symmetrizers.fold`), otherwise
+  batches of 16 and more the group is folded into the kernels (:mod:`equirl.symmetrizers.fold`), otherwise
   the stacked orbit goes through the model in one batched call per chunk;
 * ``orbit`` -- where ``equirl`` folds, the same symmetrizer with ``fold=False`` (the stacked orbit), in the
   same rounds with a ``base`` forward of its own: the fold's gain, side by side;

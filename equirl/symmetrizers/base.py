@@ -95,18 +95,28 @@ class Symmetrizer(nn.Module):
         turns or mirrors images, compute ``M(g·x)`` on batches of at least :attr:`fold_min_batch` by
         transforming the kernels instead of ``x`` (:mod:`equirl.symmetrizers.fold`; :meth:`fold_into`
         gives the split of any other network). The outputs agree with the orbit path to float rounding
-        (checked once per input shape); ``False`` always transforms the input.
+        (checked once per input shape); ``False`` always transforms the input. Only methods whose
+        :attr:`fold_safe` is set fold.
     """
 
     method_name = BASE
-    #: whether :meth:`combine` reads the transformed inputs ``x_rows`` (a λ-net does); methods that do
-    #: not get ``None`` there when the orbit is folded into the kernels
-    reads_orbit_inputs = True
+    #: whether this method may take the folded path: :meth:`combine` ignores ``x_rows`` (it gets
+    #: ``None`` there) and its output is continuous in ``ys``, so float rounding stays float rounding.
+    #: Equitune's average is; equizero's argmin is not (a symmetric input's exact ties would be missed)
+    #: and a λ-net reads ``x_rows``. A subclass that overrides ``combine`` or ``combine_output``
+    #: without saying ``fold_safe`` itself is not fold-safe.
+    fold_safe = False
     #: the smallest batch computed by folding (below it one stacked call of ``|G|·B`` rows is cheaper
     #: than ``|G|`` calls of ``B``)
     fold_min_batch = 16
     #: rows the folded path's shared layers see in one call at most (larger batches are chunked)
     fold_max_rows = 4096
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = vars(cls)
+        if ("combine" in own or "combine_output" in own) and "fold_safe" not in own:
+            cls.fold_safe = False  # it may read x_rows, or pick by comparing outputs
 
     def __init__(
         self,
@@ -142,10 +152,25 @@ class Symmetrizer(nn.Module):
         self.fold = bool(fold)
         self._folded: FoldedOrbit | None = None
         self._fold_checked: dict[tuple[Any, ...], bool] = {}
+        self._fold_source: tuple[Any, ...] | None = None  # the nn.Sequential split automatically, as split
         if self.fold and isinstance(model, nn.Module):
-            chain = chain_from_sequential(model)
-            if chain is not None:
-                self.fold_into(chain)
+            self._split_sequential(model)
+
+    def _split_sequential(self, model: nn.Module) -> None:
+        chain = chain_from_sequential(model)
+        self.fold_into(chain)
+        self._fold_source = (model, *model.children()) if chain is not None and self._folded else None
+
+    def _source_changed(self) -> bool:
+        """Whether the automatically split ``nn.Sequential`` was replaced or had a layer swapped since."""
+        src = self._fold_source
+        if src is None:
+            return False
+        model = self._modules.get("model")
+        if model is not src[0]:
+            return True
+        layers = list(model.children())
+        return len(layers) != len(src) - 1 or any(a is not b for a, b in zip(layers, src[1:]))
 
     def fold_into(self, chain: SpatialChain | None) -> None:
         """Compute ``M(g·x)`` through ``chain``, the model split as ``rest ∘ layers ∘ pre``
@@ -154,7 +179,8 @@ class Symmetrizer(nn.Module):
         transformed inputs, or the input action is not an image action."""
         self._fold_checked = {}
         self._folded = None
-        if chain is None or not self.fold or self.reads_orbit_inputs:
+        self._fold_source = None
+        if chain is None or not self.fold or not self.fold_safe:
             return
         try:
             self._folded = FoldedOrbit(chain, self.in_action)
@@ -166,7 +192,16 @@ class Symmetrizer(nn.Module):
         chain's windows tile symmetrically and shrink (:meth:`FoldedOrbit.pays`), on which the folded and
         the orbit path were found equal."""
         folded = self._folded
-        if folded is None or x.dim() < 3 or x.shape[0] < self.fold_min_batch or not folded.usable():
+        if folded is None or x.dim() < 3 or x.shape[0] < self.fold_min_batch or not self.fold:
+            return False
+        if self._source_changed():
+            model = self._modules.get("model")
+            if model is None:
+                self.fold_into(None)
+            else:
+                self._split_sequential(model)
+            return self._folds(x)
+        if not folded.usable():
             return False
         key = (tuple(x.shape[1:]), x.dtype, x.device)
         ok = self._fold_checked.get(key)
@@ -183,9 +218,20 @@ class Symmetrizer(nn.Module):
         h = x[:2] if pre is None else pre(x[:2])
         if h.dim() < 4 or not folded.pays((int(h.shape[-3]), int(h.shape[-2]), int(h.shape[-1]))):
             return False
-        with torch.no_grad():
-            got = folded(x[:2])
-            want = self._orbit_outputs_unfolded(x[:2])[1]
+        # evaluating, on a forked random stream: the check leaves no trace (no batch-norm statistics
+        # updated, no dropout draws taken from the caller's stream) and compares the structure only
+        owners = [m for m in (self._modules.get("model"), getattr(self.__dict__.get("_model_fn"), "__self__", None))
+                  if isinstance(m, nn.Module)] + [m for m in folded.chain.layers if isinstance(m, nn.Module)]  # fmt: skip
+        modes = [(m, m.training) for owner in owners for m in owner.modules()]
+        try:
+            for m, _ in modes:
+                m.training = False
+            with torch.no_grad(), torch.random.fork_rng(devices=[]):
+                got = folded(x[:2])
+                want = self._orbit_outputs_unfolded(x[:2])[1]
+        finally:
+            for m, mode in modes:
+                m.training = mode
         if got.shape != want.shape or got.dtype != want.dtype:
             ok = False
         elif not got.is_floating_point():
@@ -218,11 +264,9 @@ class Symmetrizer(nn.Module):
         return (self._model_fn if model is None else model)(x)  # type: ignore[no-any-return]
 
     def chunk_for(self, x: Tensor) -> int:
-        """How many samples of ``x`` are symmetrized together (their orbit written, averaged) in one go.
-
-        ``"auto"``: all of them when their whole orbit fits ``max_call_bytes`` (the model is then called
-        on :meth:`call_rows` rows at a time, :meth:`_orbit_outputs_unfolded`), else as many as one call
-        of :meth:`call_rows` rows holds."""
+        """How many samples of ``x`` go into one batched call (with all their transformed copies: every
+        call holds whole orbits, so a batch-dependent layer such as a training batch norm sees statistics
+        the group leaves unchanged). ``"auto"``: as many as one call of :meth:`call_rows` rows holds."""
         B = x.shape[0]
         if self.chunk_size is None:
             return B
@@ -235,8 +279,6 @@ class Symmetrizer(nn.Module):
             # its activations out of the cache), and at most fold_max_rows over the group for the rest
             float_row = (x.numel() // max(B, 1)) * max(4, x.element_size())
             return max(1, min(B, self.call_rows(x, float_row), self.fold_max_rows // G))
-        if G * B * _row_bytes(x) <= self.max_call_bytes:
-            return B
         return max(1, min(B, self.call_rows(x) // G))
 
     def call_rows(self, x: Tensor, row_bytes: int | None = None) -> int:
@@ -272,14 +314,7 @@ class Symmetrizer(nn.Module):
         G, B = act.group.order, x.shape[0]
         buf = None if torch.is_grad_enabled() else self._workspace(x, G)
         x_rows = (act.orbit(x) if buf is None else act.orbit(x, out=buf)).flatten(0, 1)
-        n = G * B
-        rows = n  # at most 32 rows (and max_call_rows from 32 on) are never split: no arithmetic per call
-        if n > 32 or n > self.max_call_rows:
-            rows = self.call_rows(x) if self.chunk_size == "auto" else n
-        if rows >= n:
-            y = self._run_model(x_rows)
-        else:  # a small orbit written whole: only the model's calls are split (one average, not several)
-            y = torch.cat([self._run_model(x_rows[i : i + rows]) for i in range(0, n, rows)])
+        y = self._run_model(x_rows)
         return x_rows, y.unflatten(0, (G, B))
 
     #: orbits smaller than this are allocated per call (a fresh small tensor is cheaper than a lookup)
@@ -318,7 +353,7 @@ class Symmetrizer(nn.Module):
     # -- the method ----------------------------------------------------------------------------------
     def combine(self, x_rows: Tensor | None, ys: Tensor) -> SymmetrizerOutput:
         """Turn the orbit outputs into the symmetrized output (implemented by each method); ``x_rows`` is
-        ``None`` on the folded path, which only methods with ``reads_orbit_inputs = False`` take."""
+        ``None`` on the folded path, which only methods with ``fold_safe`` take."""
         raise NotImplementedError
 
     def weighted_average(self, ys: Tensor, weights: Tensor) -> Tensor:

@@ -21,7 +21,9 @@ symmetrized CNN cost more than ``|G|`` forward passes (the stacked frames and th
 do not fit in the cache together).
 
 The result equals the orbit path up to floating-point summation order (≈ 1e-7 relative); a symmetrizer
-checks it against the orbit path once per input shape and keeps the orbit path where they differ.
+checks it against the orbit path once per input shape and keeps the orbit path where they differ. Only
+methods whose output is continuous in the orbit outputs use it (equitune, ``Symmetrizer.fold_safe``):
+rounding of that size can hide the exact ties an argmin (equizero) needs on symmetric inputs.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -137,11 +138,10 @@ class FoldedOrbit:
         self._moves_h = self._turns or any(self.action._as_view_ops(t)[1] for t in self.action.transforms)
         self._moves_w = self._turns or any(self.action._as_view_ops(t)[2] for t in self.action.transforms)
         self._shapes: dict[tuple[int, int], tuple[int, int] | None] = {}
-        self._kernels: dict[tuple[int, int], tuple[int, int, Tensor]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_shapes"], state["_kernels"] = {}, {}  # caches, not part of the model
+        state["_shapes"] = {}  # a cache, not part of the model
         return state
 
     def applies(self, hw: tuple[int, int]) -> bool:
@@ -190,30 +190,23 @@ class FoldedOrbit:
         return out
 
     def usable(self) -> bool:
-        """Whether the chain's layers can be folded now (batch norms only while evaluating)."""
-        return not any(isinstance(m, nn.BatchNorm2d) and m.training for m in self.chain.layers)
+        """Whether the chain's layers can be folded now: a batch norm in the chain only while it evaluates
+        with running statistics (batch statistics would be of one element's maps, not of the orbit's)."""
+        return not any(
+            isinstance(m, nn.BatchNorm2d) and (m.training or not m.track_running_stats)
+            for m in self.chain.layers
+        )
 
-    def _kernel(self, i: int, conv: nn.Conv2d, g: int) -> Tensor:
-        """``g⁻¹·W`` of the chain's ``i``-th layer: cached between calls while the weight is unchanged and
-        no gradient is recorded, recomputed (and differentiable) otherwise."""
-        inv = self.group.inverse_indices[g]
-        weight = conv.weight
-        if torch.is_grad_enabled() and weight.requires_grad:
-            return self.action.apply(weight, inv)
-        key = (i, g)
-        stamp = (weight.data_ptr(), weight._version)
-        hit = self._kernels.get(key)
-        if hit is not None and hit[:2] == stamp and hit[2].device == weight.device:
-            return hit[2]
-        with torch.inference_mode(False), torch.no_grad():  # a plain tensor: usable in and out of both modes
-            kernel = self.action.apply(weight, inv).contiguous()
-        self._kernels[key] = (*stamp, kernel)
-        return kernel
+    def _kernel(self, conv: nn.Conv2d, g: int) -> Tensor:
+        """``g⁻¹·W`` of a convolution, made on every call: a cache keyed on the weight's version would go
+        stale under writes through ``.data`` (SB3's target-network update, fused optimizers), and turning
+        a few kernels costs little next to the convolutions (the Nature CNN's: 78k values)."""
+        return self.action.apply(conv.weight, self.group.inverse_indices[g])
 
     def _run_chain(self, h: Tensor, g: int) -> Tensor:
-        for i, layer in enumerate(self.chain.layers):
+        for layer in self.chain.layers:
             if isinstance(layer, nn.Conv2d) and g != 0:
-                h = F.conv2d(h, self._kernel(i, layer, g), layer.bias, layer.stride, layer.padding,
+                h = F.conv2d(h, self._kernel(layer, g), layer.bias, layer.stride, layer.padding,
                              layer.dilation, layer.groups)  # fmt: skip
             else:
                 h = layer(h)

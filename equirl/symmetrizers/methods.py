@@ -92,7 +92,7 @@ class EquiTune(Symmetrizer):
         True
     """
 
-    reads_orbit_inputs = False
+    fold_safe = True  # a uniform average: continuous in the outputs, and x_rows unread
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -139,8 +139,6 @@ class EquiZero(Symmetrizer):
     :param straight_through: in training mode with gradients on, forward = equizero and gradient =
         equitune (``tune + (zero - tune).detach()``), so the argmin can be finetuned through.
     """
-
-    reads_orbit_inputs = False
 
     def __init__(
         self,
@@ -248,6 +246,6 @@ class LambdaEquiTune(Symmetrizer):
         return torch.softmax(logits.reshape(G, B).float(), dim=0).to(ys.dtype)
 
     def combine(self, x_rows: Tensor | None, ys: Tensor) -> SymmetrizerOutput:
-        assert x_rows is not None  # reads_orbit_inputs: never folded
+        assert x_rows is not None  # not fold_safe: never folded
         w = self.weights_from_logits(self.lambda_logits(x_rows), ys)
         return SymmetrizerOutput(self.weighted_average(ys, w), w)

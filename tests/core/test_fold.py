@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from equirl.actions import image_action, permutation_action
+from equirl.actions import image_action, permutation_action, signed_permutation_action
 from equirl.groups import cyclic, dihedral, flip
 from equirl.symmetrizers import EquiTune, EquiZero, LambdaEquiTune
 from equirl.symmetrizers.fold import FoldedOrbit, SpatialChain, carried_prefix, chain_from_sequential
@@ -141,6 +141,8 @@ def test_a_misaligned_stride_is_refused() -> None:
 @pytest.mark.parametrize("method", [EquiTune, EquiZero])
 @pytest.mark.parametrize("group", sorted(GROUPS))
 def test_symmetrized_cnn_takes_the_fold_and_stays_exactly_equivariant(method: type, group: str) -> None:
+    """Equitune folds; equizero never does (its argmin must see a symmetric input's exact ties, which
+    float rounding of the folded path would break) and is checked the same way."""
     torch.manual_seed(1)
     G = GROUPS[group]()
     act = image_action(G)
@@ -149,7 +151,7 @@ def test_symmetrized_cnn_takes_the_fold_and_stays_exactly_equivariant(method: ty
     sym, plain = method(model, act, out).eval(), method(model, act, out, fold=False).eval()
     x = torch.randn(sym.fold_min_batch, 4, 84, 84)
     with torch.no_grad():
-        assert sym._folds(x) and not plain._folds(x)
+        assert sym._folds(x) is (method is EquiTune) and not plain._folds(x)
         y = sym(x)
         assert torch.allclose(y, plain(x), atol=ATOL)
         assert torch.allclose(y, sym.forward_loop(x), atol=ATOL)
@@ -176,9 +178,11 @@ def test_fold_gradients_equal_the_orbit_paths() -> None:
         assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
 
 
-def test_cached_kernels_follow_the_weights() -> None:
-    """Kernels cached without autograd (and made in inference mode) are recomputed after an optimizer step
-    and are usable where gradients are recorded."""
+def test_kernels_follow_the_weights() -> None:
+    """The transformed kernels follow every way weights change: an optimizer step, a write through
+    ``.data`` (SB3's target-network update, which leaves the weight's version as it was) and a layer
+    swapped in the ``nn.Sequential`` (the split is made again); kernels made in inference mode are usable
+    where gradients are recorded."""
     torch.manual_seed(3)
     act = image_action(cyclic(4))
     model = _nature()
@@ -187,10 +191,18 @@ def test_cached_kernels_follow_the_weights() -> None:
     with torch.inference_mode():
         sym(x)
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    sym(x).sum().backward()  # gradients through the cache's owner weights
+    sym(x).sum().backward()
     opt.step()
     with torch.no_grad():
         assert torch.allclose(sym(x), sym.forward_loop(x), atol=ATOL)
+        for p in model.parameters():
+            p.data.mul_(1.5)  # no version bump
+        assert torch.allclose(sym(x), sym.forward_loop(x), atol=ATOL)
+        model[2] = nn.Conv2d(8, 8, 4, stride=2)
+        model[-1] = nn.Linear(16, 4)
+        assert sym._folds(x) and torch.allclose(sym(x), sym.forward_loop(x), atol=ATOL)
+        sym.fold = False
+        assert not sym._folds(x)
     for p in model.parameters():
         p.requires_grad_(False)  # frozen weights with a grad-requiring input: the cached kernels are used
     xg = x.clone().requires_grad_(True)
@@ -209,6 +221,14 @@ def test_what_does_not_fold() -> None:
     x = torch.randn(16, 4, 9, 9)
     assert not sym._folds(x)  # a training batch norm inside the chain: statistics per element's batch
     assert sym.eval()._folds(x)
+    bn[1].track_running_stats = False  # evaluating on batch statistics all the same
+    assert not EquiTune(bn, act).eval()._folds(x)
+
+    class Reads(EquiTune):  # overrides how outputs combine, without saying it is fold-safe
+        def combine_output(self, x_rows: Any, ys: torch.Tensor) -> torch.Tensor:
+            return super().combine_output(x_rows, ys) + 0 * x_rows.float().mean()
+
+    assert not Reads.fold_safe and Reads(cnn, act)._folded is None
     same = nn.Sequential(nn.Conv2d(4, 4, 3, padding="same"), nn.Flatten())
     assert chain_from_sequential(same) is None  # string padding: not read
     wide = nn.Sequential(nn.Conv2d(4, 16, 3), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 8 * 8, 3))
@@ -241,3 +261,32 @@ def test_an_action_on_other_dims_does_not_fold() -> None:
     has no ``pre`` to bring the plane to (-2, -1), so nothing folds."""
     act = image_action(flip(), dims=(-3, -2))
     assert EquiTune(_nature(), act)._folded is None
+
+
+def test_the_one_time_check_leaves_no_trace() -> None:
+    """The check compares the paths with every layer evaluating, on a forked random stream: a training
+    batch norm's statistics and the caller's random stream are as they were, and dropout in the rest of
+    the network does not make it fail."""
+    torch.manual_seed(5)
+    model = nn.Sequential(
+        nn.Conv2d(4, 8, 8, stride=4), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 20 * 20, 8), nn.BatchNorm1d(8),
+        nn.Dropout(0.5), nn.Linear(8, 2),
+    ).train()  # fmt: skip
+    sym = EquiTune(model, image_action(flip()))
+    x = torch.randn(16, 4, 84, 84)
+    state = torch.get_rng_state()
+    assert sym._folds(x)
+    assert int(model[4].num_batches_tracked) == 0 and torch.equal(state, torch.get_rng_state())
+    assert model.training and model[4].training
+
+
+def test_training_batch_norm_sees_whole_orbits() -> None:
+    """Every model call holds whole orbits, so a training batch norm's statistics are group-invariant and
+    the symmetrized model stays exactly equivariant in training mode, however the batch is chunked."""
+    torch.manual_seed(6)
+    model = nn.Sequential(nn.Linear(4, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 2)).train()
+    obs = signed_permutation_action(flip(), [[0, 1, 2, 3]], signs=[[-1, -1, -1, -1]])
+    sym = EquiTune(model, obs, permutation_action(flip(), [[1, 0]]), max_call_rows=64)
+    x = torch.randn(300, 4)
+    with torch.no_grad():
+        assert torch.allclose(sym(-x), sym(x).flip(-1), atol=ATOL)

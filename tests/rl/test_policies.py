@@ -17,6 +17,7 @@ from equirl.rl.envs import make_env
 from equirl.rl.policies import EquiCnnDQNPolicy, EquiDQNPolicy, EquiQRDQNPolicy, policy_obs_action
 from equirl.rl.spec import load_spec
 from equirl.symmetrizers import equivariance_errors
+from equirl.symmetrizers.fold import FoldedOrbit
 
 ATOL = 1e-5
 METHODS = ["equitune", "equizero", "lambda"]
@@ -218,14 +219,19 @@ def test_cnn_policies_fold_the_mirror_into_their_kernels(
 ) -> None:
     """On a training batch the CNN policies compute the mirrored frames' outputs by mirroring their
     extractor's kernels (SB3's NatureCNN, MinAtar's CNN), equal to the stacked orbit of the frames and
-    exactly equivariant; a deep copy (a target network) folds through its own layers. Where the fold does
-    not pay (MinAtar), the split is still found and correct, and the stacked orbit is used."""
+    exactly equivariant; a deep copy (a target network) folds through its own layers, and SB3's target
+    update (a write through ``.data``) is followed. Where the fold does not pay (MinAtar), and for
+    equizero (whose argmin must see exact ties), the split is still found and correct, and the stacked
+    orbit is used."""
     import copy
+
+    from stable_baselines3.common.utils import polyak_update
 
     from equirl.rl.extractors import MinAtarCNN
     from equirl.rl.policies import EquiActorCriticCnnPolicy, EquiActorCriticPolicy, EquiCnnQRDQNPolicy
 
     env_id, space, extractor, pays = case
+    folds = pays and method == "equitune"
     n_actions = 4 if env_id.startswith("ALE") else 3
     kwargs: dict[str, Any] = {"symmetry": env_id, "method": method}
     if extractor == "minatar":
@@ -240,10 +246,14 @@ def test_cnn_policies_fold_the_mirror_into_their_kernels(
     net = {"dqn": lambda p: p.q_net, "qrdqn": lambda p: p.quantile_net, "ppo": lambda p: p}[algo](pol)
     torch.manual_seed(0)
     x = torch.as_tensor(np.stack([space.sample() for _ in range(net.equi.fold_min_batch)]))
+    chain = net._fold_chain(net.features_extractor, net._head if algo != "ppo" else net._heads_from_features)
+    assert chain is not None
     with torch.no_grad():
-        assert net.equi._folds(x) is pays
-        sym = net.equi._folded
-        assert torch.allclose(sym(x), net.equi._orbit_outputs_unfolded(x)[1], atol=ATOL)  # the split is right
+        assert net.equi._folds(x) is folds
+        split = FoldedOrbit(chain, policy_obs_action(load_spec(env_id), space))
+        assert torch.allclose(
+            split(x), net.equi._orbit_outputs_unfolded(x)[1], atol=ATOL
+        )  # the split is right
         folded = net.equi(x)
         assert torch.allclose(folded, net.equi.forward_loop(x), atol=ATOL)
     fn = (lambda obs: net.equi(obs)) if algo == "ppo" else net
@@ -253,10 +263,16 @@ def test_cnn_policies_fold_the_mirror_into_their_kernels(
     errs = equivariance_errors(fn, policy_obs_action(load_spec(env_id), space), out, x)
     assert max(float(e) for e in errs.values()) <= ATOL, errs
     twin = copy.deepcopy(net)
-    assert twin.equi._folded.chain.layers[0] is not net.equi._folded.chain.layers[0]
+    assert (twin.equi._folded is None) is (net.equi._folded is None) is (method != "equitune")
+    if twin.equi._folded is not None:
+        layer = twin.equi._folded.chain.layers[0]
+        assert layer is not net.equi._folded.chain.layers[0] and any(m is layer for m in twin.modules())
     with torch.no_grad():
         for p in twin.parameters():
             p.add_(0.05 * torch.randn_like(p))
-        assert twin.equi._folds(x) is pays
+        assert twin.equi._folds(x) is folds
         assert torch.allclose(twin.equi(x), twin.equi.forward_loop(x), atol=ATOL)
         assert not torch.allclose(twin.equi(x), folded, atol=ATOL)
+        polyak_update(twin.parameters(), net.parameters(), 1.0)  # SB3's target update: .data writes
+        assert torch.allclose(net.equi(x), net.equi.forward_loop(x), atol=ATOL)
+        assert torch.allclose(net.equi(x), twin.equi(x), atol=ATOL)

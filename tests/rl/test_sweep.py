@@ -234,12 +234,10 @@ def test_smoke_sweep_on_local_ray(tmp_path: Path, capsys: pytest.CaptureFixture[
 
     out = tmp_path / "smoke"
     smoke = str(ROOT / "configs" / "sweeps" / "smoke.yaml")
-    t0 = time.perf_counter()
     try:
         assert main(["sweep", smoke, "--out", str(out), "--cpus", "2", "--reps", "200"]) == 0
     finally:
         ray.shutdown()
-    assert time.perf_counter() - t0 < 120
     spec = load_sweep(smoke)
     trials = expand_trials(spec, out)
     assert len(trials) == 4

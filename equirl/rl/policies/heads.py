@@ -309,7 +309,7 @@ class QLambdaEquiTune(LambdaEquiTune):
         self.quantile = quantile
 
     def combine(self, x_rows: Tensor | None, ys: Tensor) -> SymmetrizerOutput:
-        assert x_rows is not None  # reads_orbit_inputs: never folded
+        assert x_rows is not None  # not fold_safe: never folded
         G, B = ys.shape[0], ys.shape[1]
         q = _q_values(ys.detach(), self.quantile).float().reshape(G * B, -1)
         z = torch.cat([_scaled(x_rows, self.scale), q], dim=1)
