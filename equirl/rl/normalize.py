@@ -51,8 +51,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def _obs_rms(norm: VecNormalize) -> RunningMeanStd:
-    """The observation statistics (feature-vector observations: one ``RunningMeanStd``)."""
+def _obs_rms(norm: VecNormalize) -> RunningMeanStd | None:
+    """The observation statistics (feature-vector observations: one ``RunningMeanStd``); ``None`` where
+    observations are not normalised (``norm_obs=False``: SB3 keeps no statistics then, only rewards')."""
+    if not norm.norm_obs:
+        return None
     rms = norm.obs_rms
     if not isinstance(rms, RunningMeanStd):
         raise SymmetryError("dict observations are not supported: one RunningMeanStd is needed")
@@ -116,6 +119,8 @@ class SymmetricVecNormalize(VecNormalize):
     def symmetrize_statistics(self) -> None:
         """Replace the observation mean and variance by their group averages (idempotent)."""
         rms = _obs_rms(self)
+        if rms is None:
+            return
         rms.mean, rms.var = symmetrize_mean_var(rms.mean, rms.var, self.perm_src, self.perm_signs)
 
     def step_wait(self) -> Any:
@@ -145,8 +150,8 @@ def _apply_stats(norm: VecNormalize, stats: NormalizeStats) -> VecNormalize:
         raise CheckpointError(
             f"normalisation statistics of shape {stats.mean.shape} do not fit observations {shape}"
         )
-    if stats.norm_obs:
-        rms = _obs_rms(norm)
+    rms = _obs_rms(norm) if stats.norm_obs else None
+    if rms is not None:
         rms.mean = np.asarray(stats.mean, dtype=np.float64).copy()
         rms.var = np.asarray(stats.var, dtype=np.float64).copy()
         rms.count = float(stats.count)
@@ -195,9 +200,9 @@ def stats_of(norm: VecNormalize) -> NormalizeStats:
     """The plain statistics of a ``VecNormalize`` (copies)."""
     rms = _obs_rms(norm)
     return NormalizeStats(
-        mean=np.array(rms.mean, dtype=np.float64),
-        var=np.array(rms.var, dtype=np.float64),
-        count=float(rms.count),
+        mean=np.array(rms.mean if rms is not None else (), dtype=np.float64),
+        var=np.array(rms.var if rms is not None else (), dtype=np.float64),
+        count=float(rms.count) if rms is not None else 1e-4,
         clip_obs=float(norm.clip_obs),
         epsilon=float(norm.epsilon),
         norm_obs=bool(norm.norm_obs),

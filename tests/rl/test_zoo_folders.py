@@ -49,27 +49,32 @@ def _zoo_yaml(data: dict[str, Any]) -> str:
     )
 
 
-def _make_env(frame_stack: int, stats: Path | None = None) -> Any:
+#: the folders built: name -> (frame_stack, norm_obs); every one normalises rewards or observations
+VARIANTS = {"stack0": (0, True), "stack2": (2, True), "reward-only": (0, False)}
+
+
+def _make_env(frame_stack: int, stats: Path | None = None, norm_obs: bool = True) -> Any:
     """The env rl_zoo3 makes for the fixture: Pendulum -> Monitor -> TimeFeatureWrapper -> VecEnv ->
-    VecNormalize -> VecFrameStack (a fresh VecNormalize when ``stats`` is None, else the saved one)."""
+    VecNormalize -> VecFrameStack (a fresh VecNormalize when ``stats`` is None, else the saved one;
+    ``norm_obs=False``: the zoo's ``normalize: {norm_obs: False, norm_reward: True}``, rewards only)."""
     from sb3_contrib.common.wrappers import TimeFeatureWrapper
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import VecFrameStack, VecNormalize
 
     vec = make_vec_env(NEW_ID, n_envs=1, seed=0, wrapper_class=TimeFeatureWrapper)
     if stats is None:
-        vec = VecNormalize(vec, norm_obs=True, norm_reward=False, gamma=0.9)
+        vec = VecNormalize(vec, norm_obs=norm_obs, norm_reward=not norm_obs, gamma=0.9)
     else:
         vec = VecNormalize.load(str(stats), vec)  # our own file: SB3's loader is the reference
         vec.training, vec.norm_reward = False, False
     return VecFrameStack(vec, frame_stack) if frame_stack else vec
 
 
-def _build_folder(root: Path, frame_stack: int) -> Path:
+def _build_folder(root: Path, frame_stack: int, norm_obs: bool = True) -> Path:
     """``ppo/Pendulum-v0_1/``: a tiny PPO trained as the zoo would, saved in the zoo's layout."""
     from stable_baselines3 import PPO
 
-    env = _make_env(frame_stack)
+    env = _make_env(frame_stack, norm_obs=norm_obs)
     model = PPO(
         "MlpPolicy", env, n_steps=64, batch_size=32, n_epochs=1, seed=0, policy_kwargs={"net_arch": [16]}
     )
@@ -85,7 +90,7 @@ def _build_folder(root: Path, frame_stack: int) -> Path:
         "env_wrapper": TIME_FEATURE,
         "gamma": 0.9,
         "n_timesteps": 128,
-        "normalize": "{'norm_obs': True, 'norm_reward': False}",
+        "normalize": f"{{'norm_obs': {norm_obs}, 'norm_reward': {not norm_obs}}}",
         "policy": "MlpPolicy",
     }
     if frame_stack:
@@ -96,10 +101,12 @@ def _build_folder(root: Path, frame_stack: int) -> Path:
 
 
 @pytest.fixture(scope="module")
-def zoo(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
-    """Two zoo folders: TimeFeature + VecNormalize, without and with a 2-frame stack."""
+def zoo(tmp_path_factory: pytest.TempPathFactory) -> dict[Any, Path]:
+    """Zoo folders with TimeFeature + VecNormalize: without and with a 2-frame stack (keys 0 and 2), and
+    normalising rewards only (all of :data:`VARIANTS` by name)."""
     root = tmp_path_factory.mktemp("zoo")
-    return {k: _build_folder(root / f"stack{k}", k) for k in (0, 2)}
+    built = {name: _build_folder(root / name, stack, norm_obs) for name, (stack, norm_obs) in VARIANTS.items()}
+    return {0: built["stack0"], 2: built["stack2"], **built}
 
 
 @pytest.fixture(autouse=True)
@@ -176,18 +183,19 @@ def test_normalize_strings_are_never_evaluated(
 # --- base is the zoo's agent; the symmetrized ones are equivariant -------------------------------------
 
 
-@pytest.mark.parametrize("frame_stack", [0, 2])
-def test_base_acts_as_the_plain_sb3_agent_on_the_zoo_env(zoo: dict[int, Path], frame_stack: int) -> None:
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_base_acts_as_the_plain_sb3_agent_on_the_zoo_env(zoo: dict[Any, Path], variant: str) -> None:
     from stable_baselines3 import PPO
     from stable_baselines3.common.evaluation import evaluate_policy
 
-    folder = zoo[frame_stack]
+    folder = zoo[variant]
+    frame_stack, norm_obs = VARIANTS[variant]
     model = load_pretrained(folder, NEW_ID, method=BASE, algo="ppo")
     assert tuple(model.observation_space.shape) == ((3 + 1) * max(frame_stack, 1),)
     norm = model.get_vec_normalize_env()
-    assert type(norm).__name__ == "VecNormalize" and not norm.training
+    assert type(norm).__name__ == "VecNormalize" and not norm.training and norm.norm_obs == norm_obs
     plain = PPO.load(folder / f"{OLD_ID}.zip", device="cpu")  # our own zip: SB3's loader is the reference
-    ref = _make_env(frame_stack, stats=folder / OLD_ID / "vecnormalize.pkl")
+    ref = _make_env(frame_stack, stats=folder / OLD_ID / "vecnormalize.pkl", norm_obs=norm_obs)
     ref.seed(3)
     obs = ref.reset()
     for _ in range(30):  # the same actions on the observations of the env rl_zoo3 makes
@@ -196,7 +204,7 @@ def test_base_acts_as_the_plain_sb3_agent_on_the_zoo_env(zoo: dict[int, Path], f
         np.testing.assert_allclose(a, a_ref, atol=1e-6)
         obs, *_ = ref.step(a_ref)
     # and evaluate() rebuilds that env: the same returns as SB3's evaluate_policy on the reference env
-    ref = _make_env(frame_stack, stats=folder / OLD_ID / "vecnormalize.pkl")
+    ref = _make_env(frame_stack, stats=folder / OLD_ID / "vecnormalize.pkl", norm_obs=norm_obs)
     ref.seed(5)
     want, _ = evaluate_policy(plain, ref, n_eval_episodes=1, deterministic=True, return_episode_rewards=True)
     got = evaluate(model, NEW_ID, n_eval_episodes=1, seed=5)
@@ -221,13 +229,15 @@ def _pipeline_error(model: Any, frame_stack: int) -> float:
     return check_equivariance(f, sym.obs_action(), model.policy.out_action, x)
 
 
-@pytest.mark.parametrize("frame_stack", [0, 2])
+@pytest.mark.parametrize("variant", list(VARIANTS))
 @pytest.mark.parametrize("method", [EQUITUNE, EQUIZERO])
-def test_symmetrized_zoo_agent_is_equivariant(zoo: dict[int, Path], frame_stack: int, method: str) -> None:
-    model = load_pretrained(zoo[frame_stack], NEW_ID, method=method, algo="ppo")
+def test_symmetrized_zoo_agent_is_equivariant(zoo: dict[Any, Path], variant: str, method: str) -> None:
+    frame_stack, norm_obs = VARIANTS[variant]
+    model = load_pretrained(zoo[variant], NEW_ID, method=method, algo="ppo")
     norm = model.get_vec_normalize_env()
-    assert isinstance(norm, SymmetricVecNormalize)
-    assert norm.obs_rms.mean.shape == (4,) and abs(norm.obs_rms.mean[1]) < 1e-12  # sin θ's mean: 0
+    assert isinstance(norm, SymmetricVecNormalize) and norm.norm_obs == norm_obs
+    if norm_obs:
+        assert norm.obs_rms.mean.shape == (4,) and abs(norm.obs_rms.mean[1]) < 1e-12  # sin θ's mean: 0
     assert _pipeline_error(model, frame_stack) < ATOL
     rets = evaluate(model, NEW_ID, n_eval_episodes=1, seed=0)
     assert len(rets) == 1 and np.isfinite(rets[0])
