@@ -7,6 +7,7 @@ checkpoint after ``partial_fraction`` of the budget), ``config.yaml`` (the resol
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -27,6 +28,7 @@ from equirl.utils.io import (
     refuse_existing,
     remove_file,
 )
+from equirl.rl.zipinfo import STATISTICS_KEY
 
 __all__ = [
     "ShippedAgent",
@@ -243,7 +245,15 @@ def save_symmetrized(
     check_output_path(out, "--out", kind="file")
     stats = out.parent / STATS_NAME
     normalised = find_vecnormalize(agent, env_id, which=which) is not None
-    refuse_existing([out, stats] if normalised else [out], overwrite, "output")
+    # statistics beside --out would be read with the zip (by eval, SB3 users and rl_zoo3 -i): replaced
+    # only on --overwrite, also when this agent runs without (they would be another agent's)
+    if not normalised and not overwrite and (stats.exists() or stats.is_symlink()):
+        raise ConfigError(
+            f"{printable(stats, 200)} lies beside --out and would be read as this agent's normalisation "
+            "statistics, but the agent runs without: write into another folder, or pass --overwrite to "
+            "remove it"
+        )
+    refuse_existing([out, stats], overwrite, "output")
     model = load_pretrained(
         agent,
         env_id,
@@ -253,8 +263,18 @@ def save_symmetrized(
         which=which,
         trust_checkpoint=trust_checkpoint,
     )
-    written = [atomic_write_stream(out, model.save)]
     norm = model.get_vec_normalize_env()
-    if norm is not None:
-        written.append(atomic_write_bytes(stats, pickle_bytes(norm)))
+    blob = pickle_bytes(norm) if norm is not None else None
+    # the zip records the statistics it runs with (none, or these bytes): a later reader refuses another
+    # agent's file lying beside it instead of running with it
+    setattr(model, STATISTICS_KEY, {
+        "file": STATS_NAME if blob is not None else None,
+        "sha256": hashlib.sha256(blob).hexdigest() if blob is not None else None,
+        "num_timesteps": int(model.num_timesteps),
+    })  # fmt: skip
+    written = [atomic_write_stream(out, model.save)]
+    if blob is not None:
+        written.append(atomic_write_bytes(stats, blob))
+    else:  # another agent's, if any (refused above without --overwrite)
+        remove_file(stats)
     return written

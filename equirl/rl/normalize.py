@@ -39,6 +39,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 from equirl.errors import CheckpointError, SymmetryError
 from equirl.rl.safe_load import NormalizeStats, read_vecnormalize
 from equirl.rl.spec import EnvSymmetry, load_spec
+from equirl.utils.io import printable
 
 __all__ = [
     "SymmetricVecNormalize",
@@ -144,11 +145,13 @@ class SymmetricVecNormalize(VecNormalize):
         )
 
 
-def _apply_stats(norm: VecNormalize, stats: NormalizeStats) -> VecNormalize:
+def _apply_stats(norm: VecNormalize, stats: NormalizeStats, source: str | Path | None = None) -> VecNormalize:
     shape = tuple(norm.observation_space.shape or ())
     if stats.norm_obs and tuple(stats.mean.shape) != shape:
+        what = f"the statistics in {printable(source, 200)}" if source is not None else "normalisation statistics"
         raise CheckpointError(
-            f"normalisation statistics of shape {stats.mean.shape} do not fit observations {shape}"
+            f"{what} of shape {stats.mean.shape} do not fit observations {shape}"
+            + (" (another agent's or another env's?)" if source is not None else "")
         )
     rms = _obs_rms(norm) if stats.norm_obs else None
     if rms is not None:
@@ -193,7 +196,7 @@ def load_vecnormalize(
         "epsilon": stats.epsilon,
     }
     norm = SymmetricVecNormalize(venv, symmetry, **kw) if symmetry is not None else VecNormalize(venv, **kw)
-    return _apply_stats(norm, stats)
+    return _apply_stats(norm, stats, path)
 
 
 def stats_of(norm: VecNormalize) -> NormalizeStats:

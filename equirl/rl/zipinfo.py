@@ -66,6 +66,9 @@ class AgentZipInfo:
     :param policy: the policy class, ``module.Name`` (``None`` when the zip does not say).
     :param continuous: whether its action space is a ``Box`` (``None`` when the zip does not say).
     :param other: an algorithm equirl does not load (``MaskablePPO``, ``TRPO``...), when the zip names one.
+    :param statistics: the normalisation statistics equirl saved the zip with
+        (:data:`STATISTICS_KEY`): ``("vecnormalize.pkl", sha256)``, ``()`` for none, ``None`` where the
+        zip records nothing (zips from elsewhere) or trained on since (its ``num_timesteps`` moved).
     """
 
     algo: str | None
@@ -73,6 +76,24 @@ class AgentZipInfo:
     policy: str | None = None
     continuous: bool | None = None
     other: str | None = None
+    statistics: tuple[str, ...] | None = None
+
+
+#: the ``data`` entry in which equirl records the statistics a zip runs with: ``{"file", "sha256",
+#: "num_timesteps"}`` (``file`` and ``sha256`` null for none); SB3 sets it as a model attribute on load
+STATISTICS_KEY = "equirl_statistics"
+
+
+def _statistics(data: dict[str, Any]) -> tuple[str, ...] | None:
+    rec = data.get(STATISTICS_KEY)
+    if not isinstance(rec, dict) or rec.get("num_timesteps") != data.get("num_timesteps"):
+        return None  # not recorded, or the agent trained on since (rl_zoo3 -i) with statistics of its own
+    name, digest = rec.get("file"), rec.get("sha256")
+    if name is None and digest is None:
+        return ()
+    if isinstance(name, str) and isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest):
+        return (name, digest)
+    return None
 
 
 def _open(path: Path) -> zipfile.ZipFile:
@@ -213,6 +234,7 @@ def inspect_agent_zip(path: str | Path) -> AgentZipInfo:
         policy=printable(".".join(cls), 120) if cls else None,
         continuous=_continuous(data.get("action_space")),
         other=other,
+        statistics=_statistics(data),
     )
 
 

@@ -177,6 +177,7 @@ class ZooFolder:
     :param env_kwargs: the env's constructor options (``config.yml``, then ``env_kwargs.yml``, then
         ``args.yml``'s when it has some, as rl_zoo3's ``enjoy`` does).
     :param vecnormalize: the ``vecnormalize.pkl`` lying in the folder, if any (see :meth:`statistics`).
+    :param given_zip: the zip the folder was read for, when a zip (not a folder) was given.
     """
 
     folder: Path
@@ -191,6 +192,7 @@ class ZooFolder:
     normalize_kwargs: dict[str, Any] = field(default_factory=dict)
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     vecnormalize: Path | None = None
+    given_zip: Path | None = None
 
     @property
     def is_zoo(self) -> bool:
@@ -207,15 +209,19 @@ class ZooFolder:
         """Whether training normalised rewards (irrelevant to evaluation; kept for the record)."""
         return bool(self.normalize) and bool(self.normalize_kwargs.get("norm_reward", True))
 
-    def statistics(self) -> Path | None:
+    def statistics(self, zip_path: Path | None = None) -> Path | None:
         """The ``vecnormalize.pkl`` the agent runs with: the one in the folder when ``config.yml`` says
-        ``normalize`` (or, without a ``config.yml``, whenever there is one); ``None`` when it ran without.
+        ``normalize``; without a ``config.yml``, what the zip records (a zip equirl wrote names the
+        statistics it was saved with, or none) or else whatever lies beside it; ``None`` when it ran
+        without.
 
+        :param zip_path: the zip to be loaded (default: the one given, else the final one).
         :raises CheckpointError: ``normalize`` is on for observations and no statistics are there (the
-            agent would silently run on unnormalised observations).
+            agent would silently run on unnormalised observations); the zip records statistics that are
+            missing, or another agent's lie beside it.
         """
         if self.normalize is None:
-            return self.vecnormalize
+            return self._recorded_statistics(zip_path or self.given_zip or self.final_zip)
         if not self.normalize:
             if self.vecnormalize is not None:
                 log.info("%s: config.yml says normalize: false, not using %s", self.folder, self.vecnormalize)
@@ -228,6 +234,33 @@ class ZooFolder:
                 "cannot run without its statistics"
             )
         return self.vecnormalize
+
+    def _recorded_statistics(self, zip_path: Path | None) -> Path | None:
+        """The statistics beside ``zip_path`` (no ``config.yml``), checked against what the zip records."""
+        from equirl.rl.zipinfo import inspect_agent_zip
+        from equirl.utils.io import sha256_file
+
+        found = self.vecnormalize
+        rec = inspect_agent_zip(zip_path).statistics if zip_path is not None and zip_path.is_file() else None
+        if rec is None:  # a zip from elsewhere: the statistics lying beside it are its own
+            return found
+        name = printable(zip_path, 200)
+        if not rec:
+            if found is not None:
+                log.warning("%s was saved without normalisation statistics: %s beside it is not used", name, found)
+            return None
+        want = (zip_path.parent / rec[0]) if found is None else found  # type: ignore[union-attr]
+        if not want.is_file():
+            raise CheckpointError(
+                f"{name} runs with the normalisation statistics {rec[0]} saved beside it, and they are not "
+                "there: copy them along with the zip"
+            )
+        if sha256_file(want) != rec[1]:
+            raise CheckpointError(
+                f"{printable(want, 200)} is not the statistics {name} was saved with (another agent's?): "
+                "keep each agent in a folder of its own, with its own statistics"
+            )
+        return want
 
     def _normalize_text(self) -> str:
         return "true" if not self.normalize_kwargs else str(self.normalize_kwargs)
@@ -266,11 +299,13 @@ def _stats_dirs(folder: Path) -> list[Path]:
         subs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.is_symlink())
     except OSError as exc:
         raise CheckpointError(f"cannot read the folder {printable(folder, 200)}: {exc.strerror}") from None
-    return [d for d in subs if any((d / n).is_file() for n in (CONFIG, ARGS, STATS, HUB_STATS))]
+    # rl_zoo3 writes both YAML files into every {env}/ subfolder: statistics alone do not make a
+    # subfolder an agent's (a bare zip's folder may hold other agents' folders)
+    return [d for d in subs if any((d / n).is_file() for n in (CONFIG, ARGS))]
 
 
 def _pick_stats_dir(folder: Path, env_id: str | None) -> Path | None:
-    """The one subfolder holding ``config.yml`` / ``args.yml`` / ``vecnormalize.pkl``; among several, the
+    """The one subfolder holding ``config.yml`` / ``args.yml`` (and the statistics); among several, the
     one named after ``env_id`` (or an id that runs as the same current env), or after the folder."""
     from equirl.rl.envs import current_env_id
 
@@ -475,6 +510,7 @@ def read_zoo_folder(path: str | Path, env_id: str | None = None) -> ZooFolder:
         normalize_kwargs=norm_kwargs,
         env_kwargs=env_kwargs,
         vecnormalize=stats,
+        given_zip=p if p.is_file() else None,
     )
 
 

@@ -464,6 +464,17 @@ def read_signed(path: str | Path, digest: str | None, trust: bool, what: str = "
     return data
 
 
+def sha256_file(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, as hex (a content fingerprint: not a signature)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(2**20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def config_fingerprint(text: str) -> str:
     """The SHA-256 of a resolved config's text (``run.json`` keeps it; a resume or a rerun compares)."""
     import hashlib

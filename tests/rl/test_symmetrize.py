@@ -140,3 +140,58 @@ def test_symmetrize_bad_inputs_are_one_line(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "corrupt checkpoint" in err[0]
     assert not (tmp_path / "eq.zip").exists() and not list((tmp_path / "out").iterdir())
+
+
+def _bare_agent(path: Path) -> Path:
+    """A tiny PPO zip for Pendulum trained without normalisation."""
+    from stable_baselines3 import PPO
+
+    model = PPO("MlpPolicy", NEW_ID, n_steps=64, batch_size=32, n_epochs=1, seed=0, policy_kwargs={"net_arch": [8]})
+    model.learn(64)
+    model.save(path)
+    return path
+
+
+def test_a_zip_runs_with_the_statistics_it_was_saved_with(
+    zoo_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A zip equirl writes records its statistics (none, or their SHA-256): another agent's file lying
+    beside it is never applied silently, at writing or at reading."""
+    from stable_baselines3 import PPO
+
+    from equirl.rl.zoo import find_vecnormalize
+
+    bare = _bare_agent(tmp_path / "bare.zip")
+    folder = tmp_path / "out"
+    normed, plain = folder / "normed.zip", folder / "plain.zip"
+    assert main(["symmetrize", "--agent", str(zoo_folder), "--method", "equitune", "--out", str(normed)]) == 0
+    stats = folder / "vecnormalize.pkl"
+    theirs = stats.read_bytes()
+    capsys.readouterr()
+    # writing an agent without normalisation beside another's statistics: refused, nothing written
+    assert main(["symmetrize", "--agent", str(bare), "--env", NEW_ID, "--method", "equitune", "--out", str(plain)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "vecnormalize.pkl" in err[0] and "runs without" in err[0]
+    assert not plain.exists() and stats.read_bytes() == theirs
+    # the normalised agent reads its own statistics
+    assert find_vecnormalize(normed, NEW_ID) == stats
+    # --overwrite removes them; the zip records none, so statistics put back beside it are not used
+    argv = ["symmetrize", "--agent", str(bare), "--env", NEW_ID, "--method", "equitune", "--out", str(plain)]
+    assert main([*argv, "--overwrite"]) == 0
+    assert not stats.exists()
+    stats.write_bytes(theirs)
+    assert find_vecnormalize(plain, NEW_ID) is None
+    assert load_pretrained(plain, NEW_ID, method=EQUITUNE).get_vec_normalize_env() is None
+    # ... and the normalised zip refuses statistics that are not its own, or missing, in one line
+    for tamper in (lambda: stats.write_bytes(theirs + b"\0"), stats.unlink):
+        tamper()
+        capsys.readouterr()
+        code = main(["eval", "--agent", str(normed), "--env", NEW_ID, "--method", "base", "--episodes", "1"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and str(normed) in err[0], err
+    # once the agent trained on (rl_zoo3 -i), the record no longer speaks for it: what lies beside is used
+    stats.write_bytes(theirs + b"\0")
+    model = PPO.load(normed, device="cpu")
+    model.num_timesteps += 64
+    model.save(normed)
+    assert find_vecnormalize(normed, NEW_ID) == stats
