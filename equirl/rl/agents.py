@@ -8,6 +8,7 @@ checkpoint after ``partial_fraction`` of the budget), ``config.yaml`` (the resol
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -207,6 +208,29 @@ def export_agent(run_dir: str | Path, root: str | Path, overwrite: bool = False)
 STATS_NAME = "vecnormalize.pkl"
 
 
+def _env_description(
+    agent: str | Path, env_id: str, dest: Path, overwrite: bool
+) -> tuple[str | None, list[tuple[Path, Path]]]:
+    """The subfolder's name and the ``(source, destination)`` pairs that carry an RL-zoo agent's env description (``config.yml``,
+    ``args.yml``, ``env_kwargs.yml``: its wrappers, frame stack and env options) into ``dest/{env}/``, so
+    that the symmetrized zip written to ``dest`` runs in the env its agent ran in; files already there
+    with the same bytes are kept, others refused without ``overwrite`` (before any work)."""
+    from equirl.rl.zoo import ARGS, CONFIG, ENV_KWARGS, read_zoo_folder
+
+    zoo = read_zoo_folder(agent, env_id)
+    if zoo.stats_dir is None:
+        return None, []
+    name = zoo.stats_dir.name if zoo.stats_dir != zoo.folder else (zoo.trained_env_id or env_id)
+    name = re.sub(r"[^\w.\-]", "-", name)
+    sub = dest / name
+    pairs = [(zoo.stats_dir / f, sub / f) for f in (CONFIG, ARGS, ENV_KWARGS) if (zoo.stats_dir / f).is_file()]
+    if not pairs:
+        return None, []
+    new = [(a, b) for a, b in pairs if not (b.is_file() and b.read_bytes() == a.read_bytes())]
+    refuse_existing([b for _, b in new], overwrite, "output")
+    return name, new
+
+
 def save_symmetrized(
     agent: str | Path,
     out: str | Path,
@@ -223,7 +247,8 @@ def save_symmetrized(
     (rl_zoo3 keeps the policy a zip was saved with and drops the config's ``policy_kwargs``: a plain zip
     given to ``-i`` trains a plain policy, whatever the config says). When the agent normalises its
     observations, the statistics are written beside ``out`` as ``vecnormalize.pkl`` (where rl_zoo3 looks
-    for them), group-symmetrized for the symmetrizing methods.
+    for them), group-symmetrized for the symmetrizing methods, and the zip records them (or that it runs
+    without); an RL-zoo agent's env description goes to ``{env}/`` beside it (:func:`_env_description`).
 
     :param agent: a zip, run folder, RL-zoo folder or ``hf://ORG/REPO``.
     :param out: the zip to write (``.zip`` added when missing).
@@ -254,6 +279,7 @@ def save_symmetrized(
             "remove it"
         )
     refuse_existing([out, stats], overwrite, "output")
+    env_dir, described = _env_description(agent, env_id, out.parent, overwrite)
     model = load_pretrained(
         agent,
         env_id,
@@ -270,9 +296,11 @@ def save_symmetrized(
     setattr(model, STATISTICS_KEY, {
         "file": STATS_NAME if blob is not None else None,
         "sha256": hashlib.sha256(blob).hexdigest() if blob is not None else None,
+        "env_dir": env_dir,
         "num_timesteps": int(model.num_timesteps),
     })  # fmt: skip
     written = [atomic_write_stream(out, model.save)]
+    written += [atomic_copy(src, dst) for src, dst in described]
     if blob is not None:
         written.append(atomic_write_bytes(stats, blob))
     else:  # another agent's, if any (refused above without --overwrite)

@@ -40,6 +40,7 @@ from equirl.rl.safe_load import check_tensor_files, safe_custom_objects
 from equirl.rl.spec import EnvSymmetry, load_spec
 from equirl.rl.zipinfo import check_agent_zip, inspect_agent_zip
 from equirl.rl.zoo import find_agent_zip, open_agent, remember_env
+from equirl.utils.io import printable
 
 __all__ = [
     "attach_training_hooks",
@@ -481,6 +482,14 @@ def _copy_weights(plain: Any, model: Any, spec: Any, path: Any, algo: str) -> No
         saved_method = canonical_method(saved_method)
     if not own or saved_method != spec.name:  # keep only the backbone (the new λ-net / scorer starts fresh)
         state = {k: v for k, v in state.items() if not _is_equi_key(k)}
+    if saved_method not in (None, BASE) and spec.name == BASE:
+        log.warning(
+            "%s is an equirl agent saved with %s: base runs its network without the symmetrizer (the agent as "
+            "saved is the %s row)",
+            printable(path, 200),
+            saved_method,
+            saved_method,
+        )
     try:
         missing, unexpected = model.policy.load_state_dict(state, strict=False)
     except RuntimeError as exc:

@@ -913,6 +913,9 @@ def _file_key(env_id: str) -> str:
 #: ALE's ids from before v5 that the RL zoo's Atari agents were trained on: ``{Game}NoFrameskip-v4`` (no
 #: ``-ram``: RAM observations are not frames)
 _ALE_V4 = re.compile(r"([A-Z][A-Za-z]*)NoFrameskip-v4")
+#: older ids gymnasium still registers whose dynamics equal a later version's (only the time limit or
+#: the reward threshold differ, which no symmetry sees): the later version's spec serves them as they are
+SAME_DYNAMICS: dict[str, str] = {"CartPole-v0": "CartPole-v1"}
 
 
 def spec_twin(env_id: str) -> str | None:
@@ -922,7 +925,10 @@ def spec_twin(env_id: str) -> str | None:
       ``LunarLander-v2``, ``Walker2d-v3``...): that version's spec, env and all;
     * the RL zoo's Atari ids ``{Game}NoFrameskip-v4``: ``ALE/{Game}-v5``'s spec, for the v4 env itself
       (:func:`load_spec` names it so). It is the same game with the same frames and minimal action set;
-      the two differ only in sticky actions and frame skip, which commute with any mirror of the screen.
+      the two differ only in sticky actions and frame skip, which commute with any mirror of the screen;
+    * an older version gymnasium still registers with the same dynamics (:data:`SAME_DYNAMICS`:
+      ``CartPole-v0``, whose episodes end at 200 steps instead of 500): the current version's spec, for
+      the older env itself.
 
     Example::
 
@@ -935,7 +941,7 @@ def spec_twin(env_id: str) -> str | None:
     if current != env_id:
         return current
     m = _ALE_V4.fullmatch(env_id)
-    return f"ALE/{m.group(1)}-v5" if m else None
+    return f"ALE/{m.group(1)}-v5" if m else SAME_DYNAMICS.get(env_id)
 
 
 def _own_spec_file(env_id: str) -> Path | None:
@@ -1001,7 +1007,7 @@ def load_spec(spec: str | Path | Mapping[str, Any] | EnvSymmetry) -> EnvSymmetry
                 ]
         raise SymmetryError(f"unknown env {s!r}: no symmetry spec; known: {', '.join(sorted(set(known)))}")
     sym = load_spec(found)
-    if sym.env_id != s and _ALE_V4.fullmatch(s):  # the v5 game's spec, for the v4 env made as it is
+    if sym.env_id != s and (_ALE_V4.fullmatch(s) or s in SAME_DYNAMICS):  # the twin's spec, for s as it is
         return replace(sym, env_id=s, source=f"{sym.source or found} (as {s})")
     return sym
 

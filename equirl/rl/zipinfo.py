@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from equirl.errors import CheckpointError, ConfigError
+from equirl.errors import CheckpointError, ConfigError, EquirlError
 from equirl.rl.algos import ALGOS, AlgoSpec
 from equirl.utils.io import check_zip_members, parse_json, printable
 
@@ -66,9 +66,9 @@ class AgentZipInfo:
     :param policy: the policy class, ``module.Name`` (``None`` when the zip does not say).
     :param continuous: whether its action space is a ``Box`` (``None`` when the zip does not say).
     :param other: an algorithm equirl does not load (``MaskablePPO``, ``TRPO``...), when the zip names one.
-    :param statistics: the normalisation statistics equirl saved the zip with
-        (:data:`STATISTICS_KEY`): ``("vecnormalize.pkl", sha256)``, ``()`` for none, ``None`` where the
-        zip records nothing (zips from elsewhere) or trained on since (its ``num_timesteps`` moved).
+    :param obs_kind: the observation space's class (``Box``, ``Dict``, ``Discrete``...), when it says.
+    :param record: what equirl recorded when it wrote the zip (:data:`STATISTICS_KEY`), ``None`` where
+        the zip records nothing (zips from elsewhere) or trained on since (its ``num_timesteps`` moved).
     """
 
     algo: str | None
@@ -76,23 +76,42 @@ class AgentZipInfo:
     policy: str | None = None
     continuous: bool | None = None
     other: str | None = None
-    statistics: tuple[str, ...] | None = None
+    record: ZipRecord | None = None
+    obs_kind: str | None = None
 
 
-#: the ``data`` entry in which equirl records the statistics a zip runs with: ``{"file", "sha256",
-#: "num_timesteps"}`` (``file`` and ``sha256`` null for none); SB3 sets it as a model attribute on load
+@dataclass(frozen=True)
+class ZipRecord:
+    """What a zip equirl wrote says about the files it runs with, beside it.
+
+    :param statistics: ``(file name, sha256)`` of its normalisation statistics, ``None``: it runs without.
+    :param env_dir: the subfolder holding its RL-zoo env description (``config.yml``...), ``None``: none.
+    """
+
+    statistics: tuple[str, str] | None
+    env_dir: str | None
+
+
+#: the ``data`` entry in which equirl records the files a zip runs with: ``{"file", "sha256", "env_dir",
+#: "num_timesteps"}`` (null for none); SB3 sets it as a model attribute on load, and keeps it on save
 STATISTICS_KEY = "equirl_statistics"
 
 
-def _statistics(data: dict[str, Any]) -> tuple[str, ...] | None:
+def _plain_name(value: Any) -> bool:
+    return isinstance(value, str) and re.fullmatch(r"[\w.\-]{1,128}", value) is not None and value not in (".", "..")
+
+
+def _record(data: dict[str, Any]) -> ZipRecord | None:
     rec = data.get(STATISTICS_KEY)
     if not isinstance(rec, dict) or rec.get("num_timesteps") != data.get("num_timesteps"):
         return None  # not recorded, or the agent trained on since (rl_zoo3 -i) with statistics of its own
-    name, digest = rec.get("file"), rec.get("sha256")
+    name, digest, env_dir = rec.get("file"), rec.get("sha256"), rec.get("env_dir")
+    if env_dir is not None and not _plain_name(env_dir):
+        return None
     if name is None and digest is None:
-        return ()
-    if isinstance(name, str) and isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest):
-        return (name, digest)
+        return ZipRecord(None, env_dir)
+    if _plain_name(name) and isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest):
+        return ZipRecord((name, digest), env_dir)
     return None
 
 
@@ -161,6 +180,13 @@ def _refine(algo: str | None, data: dict[str, Any]) -> tuple[str | None, str | N
     if algo == "td3" and data.get("policy_delay") == 1 and data.get("target_noise_clip") in (0, 0.0):
         return "ddpg", None
     return algo, None
+
+
+def _space_kind(entry: Any) -> str | None:
+    """The class name in a space's ``:type:`` (``"<class 'gymnasium.spaces.dict.Dict'>"`` -> ``Dict``)."""
+    kind = str(entry.get(":type:", ""))[:200] if isinstance(entry, dict) else ""
+    m = re.search(r"\.(\w+)'>$", kind)
+    return m.group(1) if m else None
 
 
 def _continuous(entry: Any) -> bool | None:
@@ -234,7 +260,8 @@ def inspect_agent_zip(path: str | Path) -> AgentZipInfo:
         policy=printable(".".join(cls), 120) if cls else None,
         continuous=_continuous(data.get("action_space")),
         other=other,
-        statistics=_statistics(data),
+        record=_record(data),
+        obs_kind=_space_kind(data.get("observation_space")),
     )
 
 
@@ -253,8 +280,19 @@ def _check_algo(path: Any, info: AgentZipInfo, algo: str) -> None:
         return
     raise CheckpointError(
         f"{path} is {_article(info.algo)} {ALGO_NAMES[info.algo]} agent, not {ALGO_NAMES[algo]}: "
-        f"pass --algo {info.algo} (or set algo: {info.algo} in the config)"
+        f"pass --algo {info.algo} (eval, symmetrize) or train with a config whose algo is {info.algo}"
     )
+
+
+def _named_env(path: Any, env_id: str | None) -> str:
+    """`` (its files name X)`` when the agent's folder or zip names an env other than ``env_id``."""
+    from equirl.rl.zoo import agent_env_id
+
+    try:
+        named = agent_env_id(path)
+    except EquirlError:
+        return ""
+    return f" (its files name {printable(named, 80)})" if named and named != env_id else ""
 
 
 def read_algo(
@@ -301,9 +339,18 @@ def check_agent_zip(
     """
     info = inspect_agent_zip(path)
     _check_algo(path, info, algo)
+    kind = type(observation_space).__name__ if observation_space is not None else None
+    if info.obs_kind is not None and kind is not None and info.obs_kind != kind:
+        raise CheckpointError(
+            f"{path} was trained on {info.obs_kind} observations but {env_id or 'the env'} gives {kind} ones: "
+            + ("equirl's specs act on Box observations; " if "Box" in (kind, info.obs_kind) else "")
+            + "pick the agent's env"
+            + _named_env(path, env_id)
+        )
     shape = tuple(getattr(observation_space, "shape", None) or ())
     if info.obs_shape is not None and shape and math.prod(info.obs_shape) != math.prod(shape):
         raise CheckpointError(
             f"{path} expects observations of size {math.prod(info.obs_shape)} {info.obs_shape} but "
             f"{env_id or 'the env'} gives size {math.prod(shape)} {shape}: pick the agent's env"
+            + _named_env(path, env_id)
         )

@@ -73,6 +73,8 @@ log = logging.getLogger(__name__)
 
 #: the files of a zoo folder's ``{env}/`` subfolder
 CONFIG, ARGS, ENV_KWARGS, STATS = "config.yml", "args.yml", "env_kwargs.yml", "vecnormalize.pkl"
+#: what :meth:`ZooFolder._recorded_statistics` returns for a zip that records no statistics
+_UNRECORDED = object()
 #: the statistics' name in a hub repository (rl_zoo3's ``push_to_hub``)
 HUB_STATS = "vec_normalize.pkl"
 #: the flag that lets a non-allowlisted wrapper be imported by its path
@@ -210,18 +212,21 @@ class ZooFolder:
         return bool(self.normalize) and bool(self.normalize_kwargs.get("norm_reward", True))
 
     def statistics(self, zip_path: Path | None = None) -> Path | None:
-        """The ``vecnormalize.pkl`` the agent runs with: the one in the folder when ``config.yml`` says
-        ``normalize``; without a ``config.yml``, what the zip records (a zip equirl wrote names the
-        statistics it was saved with, or none) or else whatever lies beside it; ``None`` when it ran
-        without.
+        """The ``vecnormalize.pkl`` the agent runs with: what the zip records where it records it (a zip
+        equirl wrote names the statistics saved beside it, or none); else the one in the folder when
+        ``config.yml`` says ``normalize`` (without a ``config.yml``: whichever lies there); ``None`` when
+        it ran without.
 
         :param zip_path: the zip to be loaded (default: the one given, else the final one).
         :raises CheckpointError: ``normalize`` is on for observations and no statistics are there (the
             agent would silently run on unnormalised observations); the zip records statistics that are
             missing, or another agent's lie beside it.
         """
+        recorded = self._recorded_statistics(zip_path or self.given_zip or self.final_zip)
+        if recorded is not _UNRECORDED:
+            return recorded  # type: ignore[return-value]
         if self.normalize is None:
-            return self._recorded_statistics(zip_path or self.given_zip or self.final_zip)
+            return self.vecnormalize
         if not self.normalize:
             if self.vecnormalize is not None:
                 log.info("%s: config.yml says normalize: false, not using %s", self.folder, self.vecnormalize)
@@ -235,21 +240,23 @@ class ZooFolder:
             )
         return self.vecnormalize
 
-    def _recorded_statistics(self, zip_path: Path | None) -> Path | None:
-        """The statistics beside ``zip_path`` (no ``config.yml``), checked against what the zip records."""
+    def _recorded_statistics(self, zip_path: Path | None) -> Path | None | object:
+        """The statistics ``zip_path`` records (checked: the file beside it, with the recorded SHA-256),
+        ``None`` where it records none, :data:`_UNRECORDED` for a zip from elsewhere."""
         from equirl.rl.zipinfo import inspect_agent_zip
         from equirl.utils.io import sha256_file
 
-        found = self.vecnormalize
-        rec = inspect_agent_zip(zip_path).statistics if zip_path is not None and zip_path.is_file() else None
-        if rec is None:  # a zip from elsewhere: the statistics lying beside it are its own
-            return found
-        name = printable(zip_path, 200)
-        if not rec:
-            if found is not None:
-                log.warning("%s was saved without normalisation statistics: %s beside it is not used", name, found)
+        record = inspect_agent_zip(zip_path).record if zip_path is not None and zip_path.is_file() else None
+        if record is None or zip_path is None:
+            return _UNRECORDED
+        name, rec = printable(zip_path, 200), record.statistics
+        if rec is None:
+            if self.vecnormalize is not None:
+                log.warning(
+                    "%s was saved without normalisation statistics: %s is not used", name, self.vecnormalize
+                )
             return None
-        want = (zip_path.parent / rec[0]) if found is None else found  # type: ignore[union-attr]
+        want = zip_path.parent / rec[0]
         if not want.is_file():
             raise CheckpointError(
                 f"{name} runs with the normalisation statistics {rec[0]} saved beside it, and they are not "
@@ -302,6 +309,19 @@ def _stats_dirs(folder: Path) -> list[Path]:
     # rl_zoo3 writes both YAML files into every {env}/ subfolder: statistics alone do not make a
     # subfolder an agent's (a bare zip's folder may hold other agents' folders)
     return [d for d in subs if any((d / n).is_file() for n in (CONFIG, ARGS))]
+
+
+def _zip_record(path: Path) -> Any:
+    """The :class:`~equirl.rl.zipinfo.ZipRecord` of a zip equirl wrote (``None`` for a folder, or a zip
+    from elsewhere; a zip that cannot be read is reported where it is loaded)."""
+    from equirl.rl.zipinfo import inspect_agent_zip
+
+    if not path.is_file():
+        return None
+    try:
+        return inspect_agent_zip(path).record
+    except EquirlError:
+        return None
 
 
 def _pick_stats_dir(folder: Path, env_id: str | None) -> Path | None:
@@ -466,7 +486,16 @@ def read_zoo_folder(path: str | Path, env_id: str | None = None) -> ZooFolder:
     if not p.exists():
         raise CheckpointError(f"checkpoint not found: {printable(p, 200)}")
     folder = p if p.is_dir() else p.parent
-    stats_dir = _pick_stats_dir(folder, env_id)
+    record = _zip_record(p)
+    if record is None:
+        stats_dir = _pick_stats_dir(folder, env_id)
+    else:  # a zip equirl wrote names its env description's subfolder (or none): no other agent's is read
+        stats_dir = folder / record.env_dir if record.env_dir is not None else None
+        if stats_dir is not None and not stats_dir.is_dir():
+            raise CheckpointError(
+                f"{printable(p, 200)} runs with the env description in {printable(stats_dir, 200)}, and it "
+                "is not there: copy that folder along with the zip"
+            )
     cfg = args = extra = {}
     if stats_dir is not None:
         cfg, args, extra = _yaml(stats_dir / CONFIG), _yaml(stats_dir / ARGS), _yaml(stats_dir / ENV_KWARGS)

@@ -210,3 +210,17 @@ def test_an_old_id_gets_its_current_versions_spec(old: str) -> None:
             load_spec(old)
         return
     assert load_spec(old) == load_spec(new)
+
+
+def test_an_older_registered_version_with_the_same_dynamics_takes_the_current_spec() -> None:
+    """CartPole-v0 (gymnasium still registers it; episodes end at 200 steps) is served by CartPole-v1's
+    spec, for the v0 env itself, and its symmetry checks exactly."""
+    from equirl.rl.check import check_symmetry
+    from equirl.rl.spec import SAME_DYNAMICS, spec_twin
+
+    for old, new in SAME_DYNAMICS.items():
+        assert spec_twin(old) == new
+        sym = load_spec(old)
+        assert sym.env_id == old and sym.obs_generators == load_spec(new).obs_generators
+        report = check_symmetry(sym, steps=50, seed=0)
+        assert report.verified and report.max_error is not None and report.max_error <= 1e-5

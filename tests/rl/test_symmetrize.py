@@ -195,3 +195,28 @@ def test_a_zip_runs_with_the_statistics_it_was_saved_with(
     model.num_timesteps += 64
     model.save(normed)
     assert find_vecnormalize(normed, NEW_ID) == stats
+
+
+def test_base_of_a_symmetrized_agent_says_what_it_runs(
+    zoo_folder: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``base`` of an agent equirl saved symmetrized is its network without the symmetrizer: said in one
+    warning, and the actions are the plain network's, not the saved agent's."""
+    import logging
+
+    from equirl.registry import BASE
+
+    out = tmp_path / "agent.zip"
+    assert main(["symmetrize", "--agent", str(zoo_folder), "--method", "equitune", "--out", str(out)]) == 0
+    with caplog.at_level(logging.WARNING, logger="equirl"):
+        base = load_pretrained(out, NEW_ID, method=BASE)
+    said = [r.getMessage() for r in caplog.records if "saved with equitune" in r.getMessage()]
+    assert len(said) == 1 and "without the symmetrizer" in said[0]
+    plain = load_pretrained(zoo_folder, NEW_ID, method=BASE)
+    obs = np.random.default_rng(1).normal(size=(16, 4)).astype(np.float32)
+    obs[:, 3] = np.abs(obs[:, 3])
+    np.testing.assert_allclose(base.predict(obs, deterministic=True)[0], plain.predict(obs, deterministic=True)[0])
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="equirl"):
+        load_pretrained(out, NEW_ID, method=EQUITUNE)
+    assert not [r for r in caplog.records if "saved with" in r.getMessage()]

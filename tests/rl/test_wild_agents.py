@@ -326,3 +326,24 @@ def test_auto_on_the_shipped_ppo_agent(capsys: pytest.CaptureFixture[str]) -> No
     assert main([*argv, "--episodes", "1", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["auto"]["choice"] == "base" and res["auto"]["mean_return"] == 500.0
+
+
+@pytest.mark.parametrize(
+    "kind", ["gymnasium.spaces.dict.Dict", "gymnasium.spaces.tuple.Tuple", "gymnasium.spaces.discrete.Discrete"]
+)
+def test_an_agent_of_another_observation_space_is_named_in_one_line(
+    tmp_path: Path, kind: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A zip trained on Dict / Tuple / Discrete observations, given a Box env: one line naming both."""
+    data = read_zip_data(DQN_CARTPOLE)
+    data["observation_space"] = {**data["observation_space"], ":type:": f"<class '{kind}'>", "_shape": None}
+    dst = tmp_path / "agent.zip"
+    with zipfile.ZipFile(DQN_CARTPOLE) as a, zipfile.ZipFile(dst, "w") as b:
+        for name in a.namelist():
+            b.writestr(name, json.dumps(data).encode() if name == "data" else a.read(name))
+    name = kind.rsplit(".", 1)[1]
+    with pytest.raises(CheckpointError) as err:
+        load_pretrained(dst, "CartPole-v1", method="equitune")
+    _one_line(str(err.value), f"{name} observations", "CartPole-v1 gives Box")
+    assert main(["eval", "--agent", str(dst), "--env", "CartPole-v1", "--method", "base", "--episodes", "1"]) == 2
+    _one_line(capsys.readouterr().err.strip(), f"{name} observations")
