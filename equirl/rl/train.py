@@ -83,6 +83,7 @@ from equirl.utils.io import (
     read_text,
     remove_dir,
     remove_file,
+    signing_key,
     trusted_loads,
     write_json,
 )
@@ -143,6 +144,7 @@ def check_run(cfg: RLConfig, trust_checkpoint: bool = False) -> str:
     import dataclasses
 
     check_output_path(cfg.out, "out")
+    signing_key()  # checkpoints are signed: a key that cannot be made fails here, not at every checkpoint
     probe = cfg
     if cfg.method == AUTO:
         if not cfg.init_from:
@@ -184,6 +186,7 @@ def run_training(
     :raises RunSaveError: the final model could not be written to the run directory.
     """
     check_output_path(cfg.out, "out")
+    signing_key()  # checkpoints are signed: a key that cannot be made fails here, not at every checkpoint
     # validation errors happen before any directory exists; method auto resolves first (zero-shot)
     auto_choice = None
     if cfg.method == AUTO:

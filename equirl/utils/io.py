@@ -395,13 +395,30 @@ def signing_key() -> bytes:
     signature verifies -- so a run folder crafted elsewhere, or edited, never runs code (the way Jupyter
     trusts only notebooks it signed itself).
     """
-    import secrets
+    from equirl.errors import ConfigError
 
     p = _key_path()
     try:
-        key = p.read_bytes()
-        if len(key) >= 32:
-            return key
+        key = _read_or_make_key(p)
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise ConfigError(
+            f"cannot use the signing key {printable(p, 200)} ({why}): equirl signs the checkpoints it writes "
+            "with it; set EQUIRL_SIGNING_KEY to a file path you can write"
+        ) from None
+    if len(key) < 32:
+        raise ConfigError(
+            f"the signing key {printable(p, 200)} holds {len(key)} bytes, fewer than 32 (empty or truncated): "
+            "remove it and equirl makes a new one (runs signed with the old one then need --trust-checkpoint)"
+        )
+    return key
+
+
+def _read_or_make_key(p: Path) -> bytes:
+    import secrets
+
+    try:
+        return p.read_bytes()
     except FileNotFoundError:
         pass
     p.parent.mkdir(parents=True, exist_ok=True)

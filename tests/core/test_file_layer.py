@@ -314,3 +314,37 @@ def test_zoo_yaml_reads_only_the_ordered_dict_tag() -> None:
         parse_yaml(text)
     with pytest.raises(ConfigError):
         parse_yaml("!!python/object/apply:os.system ['touch MARK']", zoo=True)
+
+
+@pytest.mark.parametrize("kind", ["folder", "empty", "short", "parent-is-a-file"])
+def test_an_unusable_signing_key_is_one_line_before_any_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    """A signing key that is a folder, too short, or cannot be made fails the run before it trains (and
+    ``--dry-run`` too), in one line naming the key: every checkpoint would fail to be signed otherwise."""
+    from equirl.cli import main
+    from equirl.errors import ConfigError
+    from equirl.utils.io import signing_key
+
+    key = tmp_path / "key"
+    if kind == "folder":
+        key.mkdir()
+    elif kind in ("empty", "short"):
+        key.write_bytes(b"" if kind == "empty" else b"x" * 31)
+    else:
+        (tmp_path / "afile").write_text("x")
+        key = tmp_path / "afile" / "key"
+    monkeypatch.setenv("EQUIRL_SIGNING_KEY", str(key))
+    with pytest.raises(ConfigError) as err:
+        signing_key()
+    assert "\n" not in str(err.value) and str(key) in str(err.value)
+    out = tmp_path / "runs"
+    for extra in (["--dry-run"], []):
+        argv = ["train", "dqn-CartPole-v1", "--set", "timesteps=200", "--set", f"out={out}", "--no-progress"]
+        assert main(argv + extra) == 2
+        err_lines = capsys.readouterr().err.strip().splitlines()
+        assert len(err_lines) == 1 and str(key) in err_lines[0]
+    assert not out.exists()
+    # a good key works again
+    monkeypatch.setenv("EQUIRL_SIGNING_KEY", str(tmp_path / "good" / "key"))
+    assert len(signing_key()) == 32 and signing_key() == signing_key()
