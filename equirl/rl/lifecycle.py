@@ -20,6 +20,7 @@ whole.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -201,17 +202,29 @@ def list_runs(root: str | Path) -> list[dict[str, Any]]:
 # --- graceful SIGINT / SIGTERM ----------------------------------------------------------------------
 
 
+@dataclass
+class SignalMode:
+    """How :func:`graceful_stop` answers a signal: ``polling`` while training checks the stop event at
+    each rollout boundary; once off (the final evaluation, which checks nothing), the first signal raises
+    :class:`KeyboardInterrupt` at once."""
+
+    polling: bool = True
+
+
 @contextmanager
-def graceful_stop(stop: threading.Event) -> Iterator[threading.Event]:
+def graceful_stop(stop: threading.Event) -> Iterator[SignalMode]:
     """While the block runs, SIGINT / SIGTERM set ``stop`` (training then checkpoints at the next rollout
-    boundary and ends); a second signal raises :class:`KeyboardInterrupt` at once. The previous handlers
-    are restored on exit. Outside the main thread (where handlers cannot be set) nothing is installed."""
+    boundary and ends); a second signal, or the first once the yielded :class:`SignalMode` is no longer
+    ``polling``, raises :class:`KeyboardInterrupt` at once. The previous handlers are restored on exit.
+    Outside the main thread (where handlers cannot be set) nothing is installed."""
+    mode = SignalMode()
     if threading.current_thread() is not threading.main_thread():
-        yield stop
+        yield mode
         return
 
     def handler(signum: int, frame: object) -> None:
-        if stop.is_set():
+        if stop.is_set() or not mode.polling:
+            stop.set()
             raise KeyboardInterrupt
         log.info("%s: stopping at the next checkpoint boundary", signal.Signals(signum).name)
         stop.set()
@@ -220,7 +233,7 @@ def graceful_stop(stop: threading.Event) -> Iterator[threading.Event]:
     for s in old:
         signal.signal(s, handler)
     try:
-        yield stop
+        yield mode
     finally:
         for s, h in old.items():
             signal.signal(s, h)
@@ -347,24 +360,34 @@ def save_checkpoint(
     d.mkdir(parents=True, exist_ok=True)
     step = int(model.num_timesteps)
     files: dict[str, str | None] = {"model": f"model_{step}.zip", "replay_buffer": None, "extra": None}
-    atomic_write_stream(d / str(files["model"]), model.save)
-    if replay_buffer and getattr(model, "replay_buffer", None) is not None:
-        files["replay_buffer"] = buf_name = f"replay_buffer_{step}.pkl"
-        atomic_write_stream(d / buf_name, model.save_replay_buffer)
-    if exact:
-        extra: dict[str, Any] = {"rng": _rng_state(model), "env": None}
-        try:
-            extra["env"] = pickle_bytes(model.get_env())
-        except Exception as exc:  # Atari emulators and the like: the env is reset on resume
-            log.info("training env not picklable (%s): a resumed run starts a new episode", exc)
-        files["extra"] = extra_name = f"extra_{step}.pkl"
-        atomic_write_bytes(d / extra_name, pickle_bytes(extra))
-    digests = {key: file_digest(d / name) for key, name in files.items() if name}
     old = _read_state(d, strict=False)
-    write_json(
-        d / "state.json",
-        {"step": step, "files": files, "digests": digests, "state": state, "written_at": _now()},
-    )
+    kept = {n for n in ((old or {}).get("files") or {}).values() if isinstance(n, str)}
+    try:
+        atomic_write_stream(d / str(files["model"]), model.save)
+        if replay_buffer and getattr(model, "replay_buffer", None) is not None:
+            files["replay_buffer"] = buf_name = f"replay_buffer_{step}.pkl"
+            atomic_write_stream(d / buf_name, model.save_replay_buffer)
+        if exact:
+            extra: dict[str, Any] = {"rng": _rng_state(model), "env": None}
+            try:
+                extra["env"] = pickle_bytes(model.get_env())
+            except Exception as exc:  # Atari emulators and the like: the env is reset on resume
+                log.info("training env not picklable (%s): a resumed run starts a new episode", exc)
+            files["extra"] = extra_name = f"extra_{step}.pkl"
+            atomic_write_bytes(d / extra_name, pickle_bytes(extra))
+        digests = {key: file_digest(d / name) for key, name in files.items() if name}
+        write_json(
+            d / "state.json",
+            {"step": step, "files": files, "digests": digests, "state": state, "written_at": _now()},
+        )
+    except BaseException:
+        # a checkpoint is whole or not at all: this one's files go (the previous checkpoint, which
+        # state.json still names, stays resumable), so a full disk is not filled further by halves
+        for name in files.values():
+            if isinstance(name, str) and name not in kept:
+                with contextlib.suppress(OSError):
+                    remove_file(d / name)
+        raise
     if old is not None:  # the previous checkpoint's files, now superseded
         for name in (old.get("files") or {}).values():
             if isinstance(name, str) and _CKPT_FILE.match(name) and name not in files.values():

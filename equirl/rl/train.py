@@ -29,6 +29,7 @@ evaluation); it becomes ``best_model.zip`` and its confirmed figure is the run's
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
@@ -522,11 +523,14 @@ class _Run:
         except OSError:
             rescue = None
         reason = exc.strerror or str(exc)
+        if exc.filename:
+            reason = f"{reason}: {printable(exc.filename, 200)}"
         where = (
             f"the trained model was saved to {rescue}" if rescue else "the model could not be saved anywhere"
         )
         msg = f"could not write to {self.run_dir} ({reason}); {where}"
-        self.record.update(status="failed", error=msg, steps_done=int(self.model.num_timesteps))
+        with contextlib.suppress(OSError):  # run.json lives in that folder too
+            self.record.update(status="failed", error=msg, steps_done=int(self.model.num_timesteps))
         return RunSaveError(msg)
 
     def save_model(self, name: str) -> None:
@@ -594,7 +598,7 @@ class _Run:
                 self.fresh = False
 
         try:
-            with graceful_stop(self.stop):
+            with graceful_stop(self.stop) as signals:
                 # one learn call: SB3's schedules (learning rate, clip range, exploration) then run over
                 # the whole budget; model_partial.zip is saved by _RunCallback on the way
                 learn_to(cfg.timesteps)
@@ -604,6 +608,7 @@ class _Run:
                     self.halted = True
                 if self.halted:
                     raise self._interrupted()
+                signals.polling = False  # nothing polls the stop event from here: a signal stops at once
                 return self._finish(seconds, logger)
         except RunInterrupted:
             raise
@@ -616,6 +621,8 @@ class _Run:
             raise self._interrupted() from None
         except (NonFiniteError, RunSaveError):
             raise
+        except OSError as exc:  # the disk filled, the folder went away...: the model is saved elsewhere
+            raise self._rescue(exc) from None
         except BaseException as exc:
             self.record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
             raise
@@ -801,6 +808,7 @@ class _RunCallback(BaseCallback):
         self.run = run
         self.t0 = t0
         self.freq = run.cfg.checkpoint.every(run.cfg.timesteps)
+        self._ckpt_failed = False  # a periodic checkpoint failed already (said once)
 
     def _seconds(self) -> float:
         return self.run.seconds_before + time.perf_counter() - self.t0
@@ -824,8 +832,11 @@ class _RunCallback(BaseCallback):
         elif self.freq and n > run.ckpt_step and n // self.freq > max(run.ckpt_step, 0) // self.freq:
             try:
                 run.checkpoint(exact=True, seconds=self._seconds())
-            except OSError as exc:
-                log.warning("checkpoint at step %d not written: %s", n, exc)
+            except OSError as exc:  # said once: a full disk fails every later one the same way
+                (log.debug if self._ckpt_failed else log.warning)(
+                    "checkpoint at step %d not written (%s); training goes on from the last one written", n, exc
+                )
+                self._ckpt_failed = True
 
     def _on_step(self) -> bool:
         run = self.run

@@ -268,3 +268,80 @@ def test_run_dir_is_visible_and_zip_files_are_whole(tmp_path: Path) -> None:
     info = read_run(res.run_dir)
     assert info["status"] == "finished" and info["steps_done"] == 400 == res.steps
     assert res.best_step in (250,) and np.isfinite(res.best_mean or np.nan)
+
+
+def test_a_full_disk_keeps_checkpoints_whole_and_the_model_saved(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk fills in the middle of a run: a checkpoint that cannot be written whole leaves none of its
+    files (the last whole one stays resumable), the failure is said once, and when the run's own files
+    can no longer be written the model is saved elsewhere and the one line names the file that failed."""
+    import tempfile
+
+    import equirl.rl.train as train
+
+    full = {"on": False}
+    original = DQN.save_replay_buffer
+
+    def buffer_fails(self: Any, path: Any) -> None:  # the replay buffer is the checkpoint's largest file
+        if full["on"]:
+            raise OSError(28, "No space left on device", str(getattr(path, "name", path)))
+        original(self, path)
+
+    class _Fill(BaseCallback):
+        def _on_step(self) -> bool:
+            full["on"] = self.num_timesteps >= 500
+            if self.num_timesteps >= 1100:  # and then the run's record cannot be written either
+                raise OSError(28, "No space left on device", str(tmp_path / "runs" / "run.json"))
+            return True
+
+    monkeypatch.setattr(DQN, "save_replay_buffer", buffer_fails)
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    cfg = load_rl_config(_cfg(tmp_path, timesteps=1500))
+    with pytest.raises(train.RunSaveError) as err, caplog.at_level("WARNING", logger="equirl"):
+        run_training(cfg, callbacks=[_Fill()])
+    msg = str(err.value)
+    (rescue,) = list((tmp_path / "tmp").glob("equirl-rescue-*.zip"))
+    assert "\n" not in msg and str(rescue) in msg and "run.json" in msg, msg
+    assert DQN.load(rescue).num_timesteps >= 1100
+    run = _only_run(tmp_path)
+    ckpt = run / "checkpoint"
+    state = json.loads((ckpt / "state.json").read_text())
+    assert state["step"] < 500 + 200  # the last whole checkpoint, from before the disk filled
+    named = {n for n in state["files"].values() if n}
+    assert {p.name for p in ckpt.iterdir()} == named | {"state.json"}  # no half checkpoint left
+    assert read_run(run)["status"] == "failed"
+    assert load_checkpoint(run) is not None
+    said = [r for r in caplog.records if "not written" in r.getMessage() and r.levelname == "WARNING"]
+    assert len(said) == 1  # said once, not at every later checkpoint (there were three)
+
+
+def test_a_signal_during_the_final_evaluation_stops_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing polls for a stop during the final evaluation: the first SIGINT interrupts it there (one
+    line, checkpoint written), and resuming finishes the run."""
+    import equirl.rl.evaluation as evaluation
+
+    real = evaluation.evaluate
+    calls = {"n": 0}
+
+    def evaluate(model: Any, env_id: str, n_eval_episodes: int = 10, **kw: Any) -> list[float]:
+        if n_eval_episodes == 7 and calls["n"] == 0:  # the final evaluation (final_episodes: 7)
+            calls["n"] += 1
+            signal.raise_signal(signal.SIGINT)
+            time.sleep(0.5)
+            raise AssertionError("the signal did not stop the final evaluation")
+        return real(model, env_id, n_eval_episodes=n_eval_episodes, **kw)
+
+    monkeypatch.setattr(evaluation, "evaluate", evaluate)
+    cfg = _cfg(tmp_path, timesteps=600, eval={"freq": 300, "episodes": 2, "final_episodes": 7})
+    assert main(["train", str(cfg), "--no-progress"]) == 130  # interrupted, as by a signal mid-training
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "interrupted at step 600 of 600" in err[0], err
+    run = _only_run(tmp_path)
+    assert read_run(run)["status"] == "interrupted"
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+    assert read_run(run)["status"] == "finished" and (run / "model.zip").is_file()
