@@ -370,14 +370,20 @@ def _int_in(value: Any) -> Any:
     return value
 
 
+#: the largest magnitude a float option may have: torch computes in float32, where anything larger is inf
+FLOAT32_MAX = 3.4028234663852886e38
+
+
 def _float_in(value: Any) -> Any:
     if isinstance(value, bool):
         raise ValueError("expected a number")
     if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
         try:
-            return float(value)
+            value = float(value)
         except ValueError:
             raise ValueError("expected a number") from None
+    if isinstance(value, (int, float)) and math.isfinite(value) and abs(value) > FLOAT32_MAX:
+        raise ValueError(f"must be at most {FLOAT32_MAX:.3g} in size (float32, what torch computes in)")
     return value
 
 

@@ -57,6 +57,10 @@ ROWS: list[tuple[str, list[str], str]] = [
         r"hyperparams\.learning_rate.*inf",
     ),
     ("lr-zero", ["pretrain", RL, "--set", "hyperparams.learning_rate=0"], r"hyperparams\.learning_rate.*> 0"),
+    # a finite float beyond float32 (torch's) range: refused by the schema, in every adapter
+    ("lr-f32", ["pretrain", RL, "--set", "hyperparams.learning_rate=1e308"], r"learning_rate.*float32"),
+    ("lang-lr-f32", ["language", "pretrain", LANG, "--set", "train.lr=1e39"], r"train\.lr.*float32"),
+    ("vision-lr-f32", ["vision", "pretrain", VPRE, "--set", "train.lr=-1e39"], r"train\.lr.*float32"),
     (
         "train-freq-0",
         ["pretrain", RL, "--set", "hyperparams.train_freq=0"],
