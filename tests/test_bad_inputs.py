@@ -61,6 +61,14 @@ ROWS: list[tuple[str, list[str], str]] = [
     ("lr-f32", ["pretrain", RL, "--set", "hyperparams.learning_rate=1e308"], r"learning_rate.*float32"),
     ("lang-lr-f32", ["language", "pretrain", LANG, "--set", "train.lr=1e39"], r"train\.lr.*float32"),
     ("vision-lr-f32", ["vision", "pretrain", VPRE, "--set", "train.lr=-1e39"], r"train\.lr.*float32"),
+    # files already there are never replaced unasked, checked before any work
+    ("bench-csv-exists", ["bench", "symmetrizers", "--csv", "{afile}"], r"afile already exists.*--overwrite"),
+    (
+        "eval-auto-choice-exists",
+        ["eval", "--agent", "{cartpole_zip}", "--env", "CartPole-v1", "--method", "auto", "--out", "{choice_dir}"],
+        r"auto_choice\.json already exists.*--overwrite",
+    ),
+    ("scan-edited-exists", ["language", "scan-generate", "--out", "{scan_dir}"], r"tasks\.txt already exists"),
     (
         "train-freq-0",
         ["pretrain", RL, "--set", "hyperparams.train_freq=0"],
@@ -457,6 +465,10 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     (tmp / "text.zip").write_text("this is not a zip\n")
     (tmp / "text.pt").write_text("this is not a checkpoint\n")
     (tmp / "empty").mkdir()
+    (tmp / "choice").mkdir()
+    (tmp / "choice" / "auto_choice.json").write_text('{"a run": "its own choice"}')
+    (tmp / "scan").mkdir()
+    (tmp / "scan" / "tasks.txt").write_text("IN: jump OUT: I_JUMP\n")  # an edited copy
     (tmp / "empty.pt").write_bytes(b"")
     (tmp / "empty.zip").write_bytes(b"")
     cartpole = asset_path("agents") / "dqn" / "CartPole-v1" / "CartPole-v1.zip"
@@ -488,6 +500,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "text_pt": str(tmp / "text.pt"),
         "pickle_pt": str(tmp / "pickle.pt"),
         "empty_dir": str(tmp / "empty"),
+        "choice_dir": str(tmp / "choice"),
+        "scan_dir": str(tmp / "scan"),
         "empty_pt": str(tmp / "empty.pt"),
         "empty_zip": str(tmp / "empty.zip"),
         "trunc_pt": str(tmp / "trunc.pt"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+from pathlib import Path
 from typing import Any
 
 from equirl.cli.args import bounded_int, nonneg_int, out_dir, out_file
@@ -46,6 +47,7 @@ def register(commands: Any, bench: Any) -> None:
     )
     p.add_argument("--csv", default=None, type=out_file, help="also save the table as CSV here")
     p.add_argument("--plot", default=None, type=out_file, help="also draw the ratios as a PNG here")
+    p.add_argument("--overwrite", action="store_true", help="replace --csv / --plot when they exist")
     p.set_defaults(func=_bench_symmetrizers)
     q = bench.add_parser("product", help="product groups and canonicalization vs equitune/equizero (digits)")
     q.add_argument("--out", default=None, type=out_dir, help="folder for product_bench.csv")
@@ -127,8 +129,10 @@ def _rl_demo(console: Any) -> int:
 
 def _bench_symmetrizers(args: argparse.Namespace, console: Any) -> int:
     from equirl.bench import core
+    from equirl.utils.io import refuse_existing
     from equirl.utils.report import json_rows, write_csv
 
+    refuse_existing([Path(p) for p in (args.csv, args.plot) if p], args.overwrite, "output")  # before timing
     # no progress bar under --json: stdout carries only the rows
     rows = core.bench_rows(
         rounds=args.repeats or 9, console=None if args.json else console, breakdown=args.breakdown

@@ -37,6 +37,7 @@ def register(commands: Any, bench: Any) -> None:
         help="line order: byte-identical to the release (default), grammar order, or shuffled",
     )
     p.add_argument("--seed", type=nonneg_int, default=0, help="seed for --order shuffled")
+    p.add_argument("--overwrite", action="store_true", help="replace files in --out that differ")
     p.set_defaults(func=_scan_generate)
 
     p = sub.add_parser("pretrain", help="train an RNN/GRU/LSTM seq2seq on a SCAN split from a YAML config")
@@ -167,7 +168,7 @@ def _table(console: Any, title: str, rows: list[dict[str, Any]], names: int = 1)
 def _scan_generate(args: argparse.Namespace, console: Any) -> int:
     from equirl.language.scan import generate_scan
 
-    counts = generate_scan(args.out, args.order, args.seed)
+    counts = generate_scan(args.out, args.order, args.seed, overwrite=args.overwrite)
     console.print(
         f"wrote {len(counts)} SCAN files ({sum(counts.values())} lines, order={args.order}) to {args.out}"
     )

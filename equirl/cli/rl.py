@@ -22,7 +22,7 @@ from equirl.cli.args import (
 from equirl.cli.core import register_runs, set_torch_threads
 from equirl.errors import ConfigError
 from equirl.registry import AUTO, canonical_method, method_names
-from equirl.utils.io import printable, read_json
+from equirl.utils.io import printable, read_json, refuse_existing
 from equirl.utils.runs import tensorboard_command
 
 METHOD_CHOICES = method_names()
@@ -162,6 +162,7 @@ def register(commands: Any, bench: Any) -> None:
     p.add_argument(
         "--out", default=None, type=out_dir, help="folder for auto's choice (auto_choice.json / .md)"
     )
+    p.add_argument("--overwrite", action="store_true", help="replace auto's choice files already in --out")
     p.add_argument("--episodes", type=bounded_int(1, 100_000), default=10)
     p.add_argument("--seeds", type=bounded_int(1, 1000), default=1, help="evaluation seeds (episodes each)")
     p.add_argument(
@@ -547,6 +548,10 @@ def _eval(args: argparse.Namespace, console: Any) -> int:
     # --algo, else the algorithm the zip was saved with; a contradiction is one line naming the option
     args.algo = read_algo(args.agent, args.algo, args.env, which)
     choice = None
+    if AUTO in methods and args.out:  # a run folder's own choice is never replaced unasked
+        from equirl.rl.select import choice_files
+
+        refuse_existing(choice_files(args.out), args.overwrite, "--out")
     if AUTO in methods:
         from equirl.rl.select import select_method
 

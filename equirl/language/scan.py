@@ -43,7 +43,7 @@ from importlib import resources
 from pathlib import Path
 
 from equirl.errors import EquirlError
-from equirl.utils.io import atomic_write_bytes
+from equirl.utils.io import atomic_write_bytes, refuse_existing
 
 __all__ = [
     "OFFICIAL_FILES",
@@ -326,7 +326,9 @@ def _lines(indices: Iterable[int]) -> bytes:
     return "".join(lines[i] for i in indices).encode()
 
 
-def generate_scan(out_dir: str | Path, order: str = "official", seed: int | None = None) -> dict[str, int]:
+def generate_scan(
+    out_dir: str | Path, order: str = "official", seed: int | None = None, overwrite: bool = False
+) -> dict[str, int]:
     """Write the full SCAN dataset and its standard splits in the official layout.
 
     :param out_dir: destination folder (created; files are written atomically).
@@ -334,6 +336,8 @@ def generate_scan(out_dir: str | Path, order: str = "official", seed: int | None
         table is checked against the grammar rules), ``"canonical"`` (grammar order) or ``"shuffled"``
         (random order from ``seed``; the simple split is then a fresh random 80/20 split).
     :param seed: the shuffle seed for ``order="shuffled"``.
+    :param overwrite: replace files in ``out_dir`` that differ from what would be written (refused
+        otherwise, before anything is written; identical ones are left as they are).
     :returns: lines written per relative path.
     """
     if order not in ("official", "canonical", "shuffled"):
@@ -379,11 +383,20 @@ def generate_scan(out_dir: str | Path, order: str = "official", seed: int | None
                     rng.shuffle(mem)
                 files[rel] = mem
     out = Path(out_dir)
-    counts = {}
-    for rel, idx in files.items():
-        atomic_write_bytes(out / rel, _lines(idx))
-        counts[rel] = len(idx)
-    return counts
+    blobs = {rel: _lines(idx) for rel, idx in files.items()}
+    changed = [out / rel for rel, b in blobs.items() if (out / rel).exists() and not _same_bytes(out / rel, b)]
+    refuse_existing(changed, overwrite, "--out file")  # an edited split is not replaced unasked
+    for rel, blob in blobs.items():
+        if not (out / rel).exists() or (out / rel) in changed:
+            atomic_write_bytes(out / rel, blob)
+    return {rel: len(idx) for rel, idx in files.items()}
+
+
+def _same_bytes(path: Path, data: bytes) -> bool:
+    try:
+        return path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data
+    except OSError:
+        return False
 
 
 def _parse_line(line: str, where: str) -> ScanExample:

@@ -45,6 +45,7 @@ __all__ = [
     "MethodChoice",
     "agent_kind",
     "candidate_label",
+    "choice_files",
     "collapses",
     "parse_candidate",
     "resolve_auto",
@@ -324,11 +325,17 @@ class MethodChoice:
 
     def save(self, folder: str | Path) -> Path:
         """Write ``auto_choice.json`` and ``auto_choice.md`` into ``folder``; returns the JSON path."""
-        d = Path(folder)
-        d.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(d / "auto_choice.json", json.dumps(self.to_dict(), indent=2))
-        atomic_write_text(d / "auto_choice.md", self.to_markdown())
-        return d / "auto_choice.json"
+        js, md = choice_files(folder)
+        js.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(js, json.dumps(self.to_dict(), indent=2))
+        atomic_write_text(md, self.to_markdown())
+        return js
+
+
+def choice_files(folder: str | Path) -> tuple[Path, Path]:
+    """The files :meth:`MethodChoice.save` writes into ``folder``: ``auto_choice.json`` and ``.md``."""
+    d = Path(folder)
+    return d / "auto_choice.json", d / "auto_choice.md"
 
 
 def _default_evaluator(agent: Any, env_id: str, algo: str, which: str, trust_checkpoint: bool) -> Evaluator:
