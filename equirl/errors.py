@@ -63,6 +63,18 @@ def checkpoint_load_error(path: object, exc: BaseException) -> CheckpointError:
     return CheckpointError(f"corrupt checkpoint {path} (truncated, or not a torch checkpoint): {why}")
 
 
+def first_cause(exc: BaseException, limit: int = 240) -> str:
+    """The line of ``exc``'s message that says what went wrong: torch's ``load_state_dict`` puts a
+    heading first ("Error(s) in loading state_dict for X:") and the cause ("size mismatch for q_net.0.weight:
+    ...", "Missing key(s) ...") on the next lines; otherwise the first line."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    if lines[0].startswith("Error(s) in loading state_dict") and len(lines) > 1:
+        return f"{lines[0]} {lines[1]}"[:limit]
+    return lines[0][:limit]
+
+
 class NonFiniteError(EquirlError, ArithmeticError):
     """Training produced a NaN / inf loss, Q-value or parameter; the run is stopped as ``failed``."""
 

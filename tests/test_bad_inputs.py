@@ -13,6 +13,7 @@ import re
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -69,6 +70,15 @@ ROWS: list[tuple[str, list[str], str]] = [
         r"auto_choice\.json already exists.*--overwrite",
     ),
     ("scan-edited-exists", ["language", "scan-generate", "--out", "{scan_dir}"], r"tasks\.txt already exists"),
+    # agents that are not what they seem: named by what they are
+    ("agent-fifo", ["eval", "--agent", "{fifo_zip}", "--env", "CartPole-v1"], r"fifo\.zip is a named pipe"),
+    ("agent-device", ["eval", "--agent", "{device_zip}", "--env", "CartPole-v1"], r"device\.zip is a device"),
+    ("agent-nan", ["eval", "--agent", "{nan_zip}", "--env", "CartPole-v1"], r"non-finite weights \(q_net"),
+    (
+        "agent-wrong-shape",
+        ["eval", "--agent", "{shape_zip}", "--env", "CartPole-v1"],
+        r"size mismatch for q_net\.q_net\.0\.weight.*\[67, 4\]",
+    ),
     (
         "train-freq-0",
         ["pretrain", RL, "--set", "hyperparams.train_freq=0"],
@@ -454,6 +464,20 @@ def _runaway(signum: int, frame: object) -> None:
     raise RunAway(f"still running after {LIMIT_S} s: the input was not validated up front")
 
 
+def _rewrite_policy(src: Path, dst: Path, change: Any) -> None:
+    """``src`` with every tensor of its ``policy.pth`` replaced by ``change(tensor)``."""
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(src) as a:
+        state = torch.load(io.BytesIO(a.read("policy.pth")), weights_only=True)
+        buf = io.BytesIO()
+        torch.save({k: change(v) for k, v in state.items()}, buf)
+        with zipfile.ZipFile(dst, "w") as b:
+            for name in a.namelist():
+                b.writestr(name, buf.getvalue() if name == "policy.pth" else a.read(name))
+
+
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """The bad files the rows point at (and a few good checkpoints to misuse)."""
@@ -473,6 +497,10 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     (tmp / "empty.zip").write_bytes(b"")
     cartpole = asset_path("agents") / "dqn" / "CartPole-v1" / "CartPole-v1.zip"
     data = cartpole.read_bytes()
+    os.mkfifo(tmp / "fifo.zip")
+    (tmp / "device.zip").symlink_to("/dev/zero")
+    _rewrite_policy(cartpole, tmp / "nan.zip", lambda v: torch.full_like(v, float("nan")))
+    _rewrite_policy(cartpole, tmp / "shape.zip", lambda v: torch.zeros(v.shape[0] + 3, *v.shape[1:]))
     (tmp / "trunc.zip").write_bytes(data[: len(data) // 2])
     torch.save({"format": "x", "path": Path("/etc")}, tmp / "pickle.pt")
     from sb3_contrib import QRDQN
@@ -500,6 +528,10 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "text_pt": str(tmp / "text.pt"),
         "pickle_pt": str(tmp / "pickle.pt"),
         "empty_dir": str(tmp / "empty"),
+        "fifo_zip": str(tmp / "fifo.zip"),
+        "device_zip": str(tmp / "device.zip"),
+        "nan_zip": str(tmp / "nan.zip"),
+        "shape_zip": str(tmp / "shape.zip"),
         "choice_dir": str(tmp / "choice"),
         "scan_dir": str(tmp / "scan"),
         "empty_pt": str(tmp / "empty.pt"),

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from equirl.config import FieldError
-from equirl.errors import CheckpointError, EquirlError, SymmetryError
+from equirl.errors import CheckpointError, EquirlError, SymmetryError, first_cause
 from equirl.registry import (
     BASE,
     EQUITUNE,
@@ -162,8 +162,7 @@ def _load_plain(
     except EquirlError:
         raise
     except Exception as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"cannot load {info.name} checkpoint {zpath}: {first}") from None
+        raise CheckpointError(f"cannot load {info.name} checkpoint {zpath}: {first_cause(exc)}") from None
     return model
 
 
@@ -377,8 +376,7 @@ def _construct(path: Any, sym: Any, make: Callable[[], Any]) -> Any:
     except EquirlError:
         raise
     except (RuntimeError, ValueError, TypeError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"checkpoint {path} does not fit {sym.env_id}: {first}") from None
+        raise CheckpointError(f"checkpoint {path} does not fit {sym.env_id}: {first_cause(exc)}") from None
 
 
 def _finetune_defaults(algo: str | _Algo, algo_kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -494,7 +492,7 @@ def _copy_weights(plain: Any, model: Any, spec: Any, path: Any, algo: str) -> No
         missing, unexpected = model.policy.load_state_dict(state, strict=False)
     except RuntimeError as exc:
         raise CheckpointError(
-            f"checkpoint {path} does not fit the {algo} network: {str(exc).splitlines()[0]}"
+            f"checkpoint {path} does not fit the {algo} network: {first_cause(exc)}"
         ) from None
     bad_missing = [k for k in missing if not _is_equi_key(k)]
     if unexpected or bad_missing or (not own and missing):

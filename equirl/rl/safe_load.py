@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from equirl.config import FieldError
 from equirl.errors import CheckpointError, ConfigError
@@ -615,7 +616,7 @@ def check_tensor_files(zpath: str | Path) -> None:
             if not name.endswith(".pth"):
                 continue
             try:
-                torch_load_weights(archive.read(name), f"{zpath}: {name}")
+                weights = torch_load_weights(archive.read(name), f"{zpath}: {name}")
             except CheckpointError as exc:
                 why = (
                     "holds pickled Python objects, not only tensors"
@@ -626,6 +627,15 @@ def check_tensor_files(zpath: str | Path) -> None:
                     f"{zpath}: {name} {why}; not loaded (equirl reads weights with "
                     f"torch.load(weights_only=True); {TRUST_HINT})"
                 ) from None
+            if name == "policy.pth" and isinstance(weights, dict):  # the network an agent acts with
+                bad = [k for k, v in weights.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
+                       and not bool(torch.isfinite(v).all())]  # fmt: skip
+                if bad:
+                    raise CheckpointError(
+                        f"{zpath}: policy.pth holds non-finite weights ({printable(bad[0], 80)}"
+                        + (f" and {len(bad) - 1} more" if len(bad) > 1 else "")
+                        + "): not a usable agent (did its training diverge?)"
+                    )
 
 
 # ------------------------------------------------------------------------------------------------------

@@ -221,14 +221,38 @@ def _shape(entry: Any) -> tuple[int, ...] | None:
     return tuple(int(d) for d in dims) if dims else None
 
 
+def missing_agent(p: Path) -> CheckpointError:
+    """The one line for an agent path that is not a regular file: missing, a broken link, a FIFO, a
+    device (a folder is the caller's to handle)."""
+    import os
+    import stat
+
+    if not os.path.lexists(p):
+        return CheckpointError(f"checkpoint not found: {printable(p, 200)}")
+    try:
+        mode = p.stat().st_mode
+    except OSError:
+        return CheckpointError(f"checkpoint {printable(p, 200)} is a broken symbolic link")
+    if stat.S_ISDIR(mode):
+        return CheckpointError(f"checkpoint {printable(p, 200)} is a directory, not a zip")
+    what = (
+        "a named pipe (FIFO)"
+        if stat.S_ISFIFO(mode)
+        else "a device"
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+        else "not a regular file"
+    )
+    return CheckpointError(f"checkpoint {printable(p, 200)} is {what}: give the agent's zip or its folder")
+
+
 def inspect_agent_zip(path: str | Path) -> AgentZipInfo:
     """The algorithm and observation shape an SB3 zip was saved with (nothing is unpickled).
 
     :raises CheckpointError: one line for a missing, unreadable or corrupt file.
     """
     p = Path(path)
-    if not p.exists():
-        raise CheckpointError(f"checkpoint not found: {p}")
+    if not p.is_file():
+        raise missing_agent(p)
     with _open(p) as z:
         try:
             names = z.namelist()

@@ -483,8 +483,10 @@ def read_zoo_folder(path: str | Path, env_id: str | None = None) -> ZooFolder:
         option has the wrong type (one line naming the file).
     """
     p = resolve_agent_path(path)
-    if not p.exists():
-        raise CheckpointError(f"checkpoint not found: {printable(p, 200)}")
+    if not p.is_file() and not p.is_dir():
+        from equirl.rl.zipinfo import missing_agent
+
+        raise missing_agent(p)
     folder = p if p.is_dir() else p.parent
     record = _zip_record(p)
     if record is None:
@@ -581,7 +583,9 @@ def find_agent_zip(path: str | Path, env_id: str | None = None, which: str = "be
         if len(zips) == 1:
             return zips[0]
         raise CheckpointError(f"no model zip in {p} (expected {env_id}.zip or model.zip)")
-    raise CheckpointError(f"checkpoint not found: {p}")
+    from equirl.rl.zipinfo import missing_agent
+
+    raise missing_agent(p)
 
 
 def agent_env_id(path: str | Path) -> str | None:
