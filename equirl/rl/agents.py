@@ -209,26 +209,29 @@ STATS_NAME = "vecnormalize.pkl"
 
 
 def _env_description(
-    agent: str | Path, env_id: str, dest: Path, overwrite: bool
-) -> tuple[str | None, list[tuple[Path, Path]]]:
-    """The subfolder's name and the ``(source, destination)`` pairs that carry an RL-zoo agent's env description (``config.yml``,
-    ``args.yml``, ``env_kwargs.yml``: its wrappers, frame stack and env options) into ``dest/{env}/``, so
-    that the symmetrized zip written to ``dest`` runs in the env its agent ran in; files already there
+    agent: str | Path, env_id: str, sub: Path, overwrite: bool
+) -> tuple[bool, list[tuple[Path, Path]]]:
+    """Whether the agent has an env description, and the ``(source, destination)`` pairs that carry an RL-zoo agent's env description (``config.yml``,
+    ``args.yml``, ``env_kwargs.yml``: its wrappers, frame stack and env options) into the env folder
+    ``sub`` beside the symmetrized zip, so that it runs in the env its agent ran in; files already there
     with the same bytes are kept, others refused without ``overwrite`` (before any work)."""
     from equirl.rl.zoo import ARGS, CONFIG, ENV_KWARGS, read_zoo_folder
 
     zoo = read_zoo_folder(agent, env_id)
     if zoo.stats_dir is None:
-        return None, []
-    name = zoo.stats_dir.name if zoo.stats_dir != zoo.folder else (zoo.trained_env_id or env_id)
-    name = re.sub(r"[^\w.\-]", "-", name)
-    sub = dest / name
+        return False, []
     pairs = [(zoo.stats_dir / f, sub / f) for f in (CONFIG, ARGS, ENV_KWARGS) if (zoo.stats_dir / f).is_file()]
-    if not pairs:
-        return None, []
     new = [(a, b) for a, b in pairs if not (b.is_file() and b.read_bytes() == a.read_bytes())]
     refuse_existing([b for _, b in new], overwrite, "output")
-    return name, new
+    return bool(pairs), new
+
+
+def zoo_env_name(env_id: str) -> str:
+    """The folder name rl_zoo3 gives an env id (``ALE/Breakout-v5`` -> ``ALE-Breakout-v5``): where its
+    ``-i agent.zip`` reads ``{name}/vecnormalize.pkl`` beside the zip."""
+    name = env_id.replace("/", "-")
+    name = name.split(":", 1)[1] if name.count(":") == 1 else name
+    return re.sub(r"[^\w.\-]", "-", name)
 
 
 def save_symmetrized(
@@ -246,9 +249,11 @@ def save_symmetrized(
     (or ``DQN.load``...) once ``equirl.rl`` is imported, and rl_zoo3's ``-i out --gym-packages equirl.rl``
     (rl_zoo3 keeps the policy a zip was saved with and drops the config's ``policy_kwargs``: a plain zip
     given to ``-i`` trains a plain policy, whatever the config says). When the agent normalises its
-    observations, the statistics are written beside ``out`` as ``vecnormalize.pkl`` (where rl_zoo3 looks
-    for them), group-symmetrized for the symmetrizing methods, and the zip records them (or that it runs
-    without); an RL-zoo agent's env description goes to ``{env}/`` beside it (:func:`_env_description`).
+    observations, the statistics are written as ``{env}/vecnormalize.pkl`` beside ``out`` (where rl_zoo3's
+    ``-i`` reads them: ``{env}`` is the env id with ``/`` made ``-``), group-symmetrized for the
+    symmetrizing methods (pickled as :class:`~equirl.rl.normalize.SymmetricVecNormalize`, so they stay
+    symmetric while rl_zoo3 finetunes), and the zip records them (or that it runs without); an RL-zoo
+    agent's env description goes into the same ``{env}/`` (:func:`_env_description`).
 
     :param agent: a zip, run folder, RL-zoo folder or ``hf://ORG/REPO``.
     :param out: the zip to write (``.zip`` added when missing).
@@ -268,18 +273,19 @@ def save_symmetrized(
         )
     out = out if out.suffix == ".zip" else out.with_name(out.name + ".zip")
     check_output_path(out, "--out", kind="file")
-    stats = out.parent / STATS_NAME
+    # the agent's env folder beside the zip, named as rl_zoo3 names it: its -i reads the statistics there
+    name = zoo_env_name(env_id)
+    stats = out.parent / name / STATS_NAME
     normalised = find_vecnormalize(agent, env_id, which=which) is not None
-    # statistics beside --out would be read with the zip (by eval, SB3 users and rl_zoo3 -i): replaced
-    # only on --overwrite, also when this agent runs without (they would be another agent's)
+    # statistics there would be read with the zip (by rl_zoo3 -i): replaced only on --overwrite, also when
+    # this agent runs without (they would be another agent's)
     if not normalised and not overwrite and (stats.exists() or stats.is_symlink()):
         raise ConfigError(
-            f"{printable(stats, 200)} lies beside --out and would be read as this agent's normalisation "
-            "statistics, but the agent runs without: write into another folder, or pass --overwrite to "
-            "remove it"
+            f"{printable(stats, 200)} is where rl_zoo3 reads this agent's normalisation statistics, but the "
+            "agent runs without: write into another folder, or pass --overwrite to remove it"
         )
     refuse_existing([out, stats], overwrite, "output")
-    env_dir, described = _env_description(agent, env_id, out.parent, overwrite)
+    described, copies = _env_description(agent, env_id, out.parent / name, overwrite)
     model = load_pretrained(
         agent,
         env_id,
@@ -291,16 +297,16 @@ def save_symmetrized(
     )
     norm = model.get_vec_normalize_env()
     blob = pickle_bytes(norm) if norm is not None else None
-    # the zip records the statistics it runs with (none, or these bytes): a later reader refuses another
-    # agent's file lying beside it instead of running with it
+    # the zip records the files it runs with (none, or these bytes): a later reader refuses another
+    # agent's file in their place instead of running with it
     setattr(model, STATISTICS_KEY, {
-        "file": STATS_NAME if blob is not None else None,
+        "file": f"{name}/{STATS_NAME}" if blob is not None else None,
         "sha256": hashlib.sha256(blob).hexdigest() if blob is not None else None,
-        "env_dir": env_dir,
+        "env_dir": name if described else None,  # not another agent's description lying there
         "num_timesteps": int(model.num_timesteps),
     })  # fmt: skip
     written = [atomic_write_stream(out, model.save)]
-    written += [atomic_copy(src, dst) for src, dst in described]
+    written += [atomic_copy(src, dst) for src, dst in copies]
     if blob is not None:
         written.append(atomic_write_bytes(stats, blob))
     else:  # another agent's, if any (refused above without --overwrite)

@@ -84,7 +84,8 @@ class AgentZipInfo:
 class ZipRecord:
     """What a zip equirl wrote says about the files it runs with, beside it.
 
-    :param statistics: ``(file name, sha256)`` of its normalisation statistics, ``None``: it runs without.
+    :param statistics: ``(path relative to the zip's folder, sha256)`` of its normalisation statistics,
+        ``None``: it runs without.
     :param env_dir: the subfolder holding its RL-zoo env description (``config.yml``...), ``None``: none.
     """
 
@@ -110,7 +111,13 @@ def _record(data: dict[str, Any]) -> ZipRecord | None:
         return None
     if name is None and digest is None:
         return ZipRecord(None, env_dir)
-    if _plain_name(name) and isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest):
+    if (
+        isinstance(name, str)
+        and 1 <= len(name.split("/")) <= 2
+        and all(_plain_name(part) for part in name.split("/"))
+        and isinstance(digest, str)
+        and re.fullmatch(r"[0-9a-f]{64}", digest)
+    ):
         return ZipRecord((name, digest), env_dir)
     return None
 

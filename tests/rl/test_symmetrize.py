@@ -34,7 +34,9 @@ def test_the_symmetrized_zip_loads_in_sb3_and_acts_as_equirl_s(
     plain_sb3 = PPO.load(out, device="cpu")  # SB3's own loader: the policy class and kwargs are in the zip
     assert type(plain_sb3.policy).__name__ == "EquiActorCriticPolicy"
     # our own file, written a moment ago: SB3's own pickle loader is the reference here
-    norm = pickle.loads((out.parent / "vecnormalize.pkl").read_bytes())
+    norm = pickle.loads((out.parent / NEW_ID / "vecnormalize.pkl").read_bytes())  # where rl_zoo3 -i reads it
+    assert type(norm).__name__ == "SymmetricVecNormalize"  # kept symmetric while rl_zoo3 finetunes
+    assert (out.parent / NEW_ID / "config.yml").is_file()  # the zoo agent's wrappers travel with it
     ours = load_pretrained(zoo_folder, NEW_ID, method=EQUITUNE)
     obs = np.random.default_rng(0).normal(size=(32, 4)).astype(np.float32)
     obs[:, 3] = np.abs(obs[:, 3])
@@ -165,7 +167,7 @@ def test_a_zip_runs_with_the_statistics_it_was_saved_with(
     folder = tmp_path / "out"
     normed, plain = folder / "normed.zip", folder / "plain.zip"
     assert main(["symmetrize", "--agent", str(zoo_folder), "--method", "equitune", "--out", str(normed)]) == 0
-    stats = folder / "vecnormalize.pkl"
+    stats = folder / NEW_ID / "vecnormalize.pkl"
     theirs = stats.read_bytes()
     capsys.readouterr()
     # writing an agent without normalisation beside another's statistics: refused, nothing written
