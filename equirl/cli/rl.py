@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from typing import Any
 
 from equirl.cli.args import (
@@ -396,17 +397,19 @@ def _best_text(res: Any) -> str:
     )
 
 
-def _report(res: Any, console: Any) -> None:
+def _report(res: Any, console: Any, t0: float) -> None:
     best = _best_text(res)
+    total = time.perf_counter() - t0
     console.print(
         f"run: {res.run_dir}  final return {res.final_mean:.1f} ± {res.final_std:.1f} (model.zip){best}"
-        f"  ({res.seconds:.0f} s)",
+        f"  (training {res.seconds:.0f} s; {total:.0f} s in all, with setup and evaluations)",
         soft_wrap=True,
     )
     console.print(f"TensorBoard: {tensorboard_command(res.run_dir / 'tb')}", soft_wrap=True)
 
 
 def _pretrain(args: argparse.Namespace, console: Any) -> int:
+    t0 = time.perf_counter()
     set_torch_threads(1)  # small RL networks: one thread each beats oversubscribed cores
     from equirl.rl.train import run_training
 
@@ -427,7 +430,7 @@ def _pretrain(args: argparse.Namespace, console: Any) -> int:
         res = run_training(cfg, progress_bar=not args.no_progress, exp_name="pretrain", command="pretrain")
     if res is None:
         return 0
-    _report(res, console)
+    _report(res, console, t0)
     if args.export:
         from equirl.rl.agents import export_agent
 
@@ -437,6 +440,7 @@ def _pretrain(args: argparse.Namespace, console: Any) -> int:
 
 
 def _train(args: argparse.Namespace, console: Any) -> int:
+    t0 = time.perf_counter()
     _fetch_hub_agent(args.init_from)
     set_torch_threads(1)  # small RL networks: one thread each beats oversubscribed cores
     from equirl.rl.train import run_training
@@ -454,7 +458,7 @@ def _train(args: argparse.Namespace, console: Any) -> int:
         choice_file = res.run_dir / "auto_choice.json"
         if choice_file.is_file():
             console.print(printable(read_json(choice_file, "auto choice").get("reason")), soft_wrap=True)
-        _report(res, console)
+        _report(res, console, t0)
     return 0
 
 

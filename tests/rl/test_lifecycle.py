@@ -4,6 +4,7 @@ the non-finite guard, a failing final save, ``equirl runs``."""
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -99,6 +100,7 @@ def _resume_and_check(tmp_path: Path, run: Path, capsys: pytest.CaptureFixture[s
     assert main(["train", "--resume", str(run), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "best return" in out and "final return" in out
+    assert re.search(r"\(training \d+ s; \d+ s in all", out), out  # learn time, labelled as such
     info = read_run(run)
     total = TINY["timesteps"]
     assert info["status"] == "finished" and info["steps_done"] == total
