@@ -14,6 +14,7 @@ zip's).
 from __future__ import annotations
 
 import base64
+import logging
 import binascii
 import contextlib
 import math
@@ -34,6 +35,9 @@ __all__ = ["ALGO_NAMES", "AgentZipInfo", "check_agent_zip", "inspect_agent_zip",
 ALGO_NAMES = {name: spec.title for name, spec in ALGOS.items()}
 #: an ``ActorCriticPolicy``: PPO or A2C, told apart by the data's keys
 _ON_POLICY = "on-policy"
+
+
+log = logging.getLogger(__name__)
 
 
 def _by_policy(spec: AlgoSpec) -> str:
@@ -66,6 +70,8 @@ class AgentZipInfo:
     :param policy: the policy class, ``module.Name`` (``None`` when the zip does not say).
     :param continuous: whether its action space is a ``Box`` (``None`` when the zip does not say).
     :param other: an algorithm equirl does not load (``MaskablePPO``, ``TRPO``...), when the zip names one.
+    :param obs_bounds: a Box observation space's ``(low, high)`` as saved (each a tuple of floats), when
+        its text gives every value.
     :param obs_kind: the observation space's class (``Box``, ``Dict``, ``Discrete``...), when it says.
     :param record: what equirl recorded when it wrote the zip (:data:`STATISTICS_KEY`), ``None`` where
         the zip records nothing (zips from elsewhere) or trained on since (its ``num_timesteps`` moved).
@@ -78,6 +84,7 @@ class AgentZipInfo:
     other: str | None = None
     record: ZipRecord | None = None
     obs_kind: str | None = None
+    obs_bounds: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
 
 @dataclass(frozen=True)
@@ -196,6 +203,27 @@ def _space_kind(entry: Any) -> str | None:
     return m.group(1) if m else None
 
 
+_NUMBER = re.compile(r"[-+]?(?:inf|nan|\d+\.?\d*(?:e[-+]?\d+)?|\.\d+(?:e[-+]?\d+)?)", re.IGNORECASE)
+
+
+def _bounds(entry: Any) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """A Box's ``low`` / ``high`` from their saved text (numpy's ``str``), when it lists every value (a
+    long array's text is summarised with ``...`` and gives ``None``)."""
+    if not isinstance(entry, dict) or _space_kind(entry) != "Box":
+        return None
+    shape = _shape(entry)
+    out = []
+    for key in ("low", "high"):
+        text = str(entry.get(key, ""))[:20000]
+        if not text or "..." in text:
+            return None
+        vals = tuple(float(v) for v in _NUMBER.findall(text))
+        if shape is None or len(vals) != math.prod(shape):
+            return None
+        out.append(vals)
+    return out[0], out[1]
+
+
 def _continuous(entry: Any) -> bool | None:
     kind = str(entry.get(":type:", "")) if isinstance(entry, dict) else ""
     if ".Box'" in kind:
@@ -293,6 +321,7 @@ def inspect_agent_zip(path: str | Path) -> AgentZipInfo:
         other=other,
         record=_record(data),
         obs_kind=_space_kind(data.get("observation_space")),
+        obs_bounds=_bounds(data.get("observation_space")),
     )
 
 
@@ -313,6 +342,34 @@ def _check_algo(path: Any, info: AgentZipInfo, algo: str) -> None:
         f"{path} is {_article(info.algo)} {ALGO_NAMES[info.algo]} agent, not {ALGO_NAMES[algo]}: "
         f"pass --algo {info.algo} (eval, symmetrize) or train with a config whose algo is {info.algo}"
     )
+
+
+def _warn_bounds(path: Any, info: AgentZipInfo, space: Any, env_id: str | None) -> None:
+    """One warning when the agent's saved Box bounds differ from the env's (same size): a wrapper that
+    clips or rescales observations is probably missing (SB3's own load refuses such a zip)."""
+    low, high = getattr(space, "low", None), getattr(space, "high", None)
+    if info.obs_bounds is None or low is None or high is None:
+        return
+    import numpy as np
+
+    def unbounded(x: Any) -> Any:  # older gym wrote float32's largest value for an unbounded feature
+        x = np.asarray(x, dtype=np.float64).ravel()
+        return np.where(np.abs(x) >= 3.4e38, np.copysign(np.inf, x), x)
+
+    lo, hi = unbounded(low), unbounded(high)
+    a_lo, a_hi = unbounded(info.obs_bounds[0]), unbounded(info.obs_bounds[1])
+    if a_lo.shape != lo.shape or a_hi.shape != hi.shape:
+        return
+    same = np.allclose(a_lo, lo, rtol=1e-5, atol=1e-6, equal_nan=True) and np.allclose(
+        a_hi, hi, rtol=1e-5, atol=1e-6, equal_nan=True
+    )
+    if not same:
+        k = int(np.argmax((~np.isclose(a_lo, lo, rtol=1e-5, atol=1e-6)) | (~np.isclose(a_hi, hi, rtol=1e-5, atol=1e-6))))
+        log.warning(
+            "%s was trained on observations bounded [%g, %g] in feature %d, but %s gives [%g, %g]: a wrapper "
+            "that clips or rescales its observations may be missing",
+            path, a_lo[k], a_hi[k], k, env_id or "the env", lo[k], hi[k],
+        )  # fmt: skip
 
 
 def _named_env(path: Any, env_id: str | None) -> str:
@@ -379,6 +436,7 @@ def check_agent_zip(
             + _named_env(path, env_id)
         )
     shape = tuple(getattr(observation_space, "shape", None) or ())
+    _warn_bounds(path, info, observation_space, env_id)
     if info.obs_shape is not None and shape and math.prod(info.obs_shape) != math.prod(shape):
         raise CheckpointError(
             f"{path} expects observations of size {math.prod(info.obs_shape)} {info.obs_shape} but "

@@ -347,3 +347,36 @@ def test_an_agent_of_another_observation_space_is_named_in_one_line(
     _one_line(str(err.value), f"{name} observations", "CartPole-v1 gives Box")
     assert main(["eval", "--agent", str(dst), "--env", "CartPole-v1", "--method", "base", "--episodes", "1"]) == 2
     _one_line(capsys.readouterr().err.strip(), f"{name} observations")
+
+
+def test_an_agent_saved_with_other_observation_bounds_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Bounds saved as Box(-1, 1) where the env gives CartPole's (a clipping wrapper left out): one warning
+    naming both; older gym's float32-max for an unbounded feature is the env's inf (no warning)."""
+    import logging
+
+    data = read_zip_data(DQN_CARTPOLE)
+    space = data["observation_space"]
+
+    def variant(low: str, high: str) -> Path:
+        dst = tmp_path / f"agent{len(list(tmp_path.iterdir()))}.zip"
+        changed = {**data, "observation_space": {**space, "low": low, "high": high}}
+        with zipfile.ZipFile(DQN_CARTPOLE) as a, zipfile.ZipFile(dst, "w") as b:
+            for name in a.namelist():
+                b.writestr(name, json.dumps(changed).encode() if name == "data" else a.read(name))
+        return dst
+
+    clipped = variant("[-1. -1. -1. -1.]", "[1. 1. 1. 1.]")
+    old_gym = variant(
+        "[-4.8000002e+00 -3.4028235e+38 -4.1887903e-01 -3.4028235e+38]",
+        "[4.8000002e+00 3.4028235e+38 4.1887903e-01 3.4028235e+38]",
+    )
+    for path, warned in ((clipped, True), (old_gym, False)):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="equirl"):
+            load_pretrained(path, "CartPole-v1", method="base")
+        said = [r.getMessage() for r in caplog.records if "clips or rescales" in r.getMessage()]
+        assert len(said) == int(warned), said
+        if warned:
+            _one_line(said[0], "[-1, 1]", "[-4.8, 4.8]", "CartPole-v1")
