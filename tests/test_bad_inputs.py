@@ -66,10 +66,24 @@ ROWS: list[tuple[str, list[str], str]] = [
     ("bench-csv-exists", ["bench", "symmetrizers", "--csv", "{afile}"], r"afile already exists.*--overwrite"),
     (
         "eval-auto-choice-exists",
-        ["eval", "--agent", "{cartpole_zip}", "--env", "CartPole-v1", "--method", "auto", "--out", "{choice_dir}"],
+        [
+            "eval",
+            "--agent",
+            "{cartpole_zip}",
+            "--env",
+            "CartPole-v1",
+            "--method",
+            "auto",
+            "--out",
+            "{choice_dir}",
+        ],
         r"auto_choice\.json already exists.*--overwrite",
     ),
-    ("scan-edited-exists", ["language", "scan-generate", "--out", "{scan_dir}"], r"tasks\.txt already exists"),
+    (
+        "scan-edited-exists",
+        ["language", "scan-generate", "--out", "{scan_dir}"],
+        r"tasks\.txt already exists",
+    ),
     # agents that are not what they seem: named by what they are
     ("agent-fifo", ["eval", "--agent", "{fifo_zip}", "--env", "CartPole-v1"], r"fifo\.zip is a named pipe"),
     ("agent-device", ["eval", "--agent", "{device_zip}", "--env", "CartPole-v1"], r"device\.zip is a device"),

@@ -177,11 +177,17 @@ def register(commands: Any, bench: Any) -> None:
     )
     p.add_argument("--agent", required=True, help="agent zip, run directory, RL-zoo folder or hf://ORG/REPO")
     p.add_argument("--method", required=True, type=method_arg, choices=SYMMETRIZE_METHOD_CHOICES)
-    p.add_argument("--out", required=True, help="the zip to write (statistics and env files go to {env}/ beside it, as rl_zoo3 reads them)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="the zip to write (statistics and env files go to {env}/ beside it, as rl_zoo3 reads them)",
+    )
     p.add_argument("--env", default=None, help="env id (default: the one the agent's files name)")
     p.add_argument("--algo", default=None, type=algo_arg, metavar="ALGO", help="default: read from the zip")
     p.add_argument("--final", action="store_true", help="in a run directory, model.zip, not best_model.zip")
-    p.add_argument("--overwrite", action="store_true", help="replace --out (and {env}/vecnormalize.pkl beside it)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace --out (and {env}/vecnormalize.pkl beside it)"
+    )
     p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
     p.set_defaults(func=_symmetrize)
 

@@ -384,7 +384,9 @@ def generate_scan(
                 files[rel] = mem
     out = Path(out_dir)
     blobs = {rel: _lines(idx) for rel, idx in files.items()}
-    changed = [out / rel for rel, b in blobs.items() if (out / rel).exists() and not _same_bytes(out / rel, b)]
+    changed = [
+        out / rel for rel, b in blobs.items() if (out / rel).exists() and not _same_bytes(out / rel, b)
+    ]
     refuse_existing(changed, overwrite, "--out file")  # an edited split is not replaced unasked
     for rel, blob in blobs.items():
         if not (out / rel).exists() or (out / rel) in changed:

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 from equirl.assets import asset_path
 from equirl.config import load_yaml
 from equirl.errors import CheckpointError, ConfigError
+from equirl.rl.zoo import STATISTICS_KEY
 from equirl.utils.io import (
     atomic_copy,
     atomic_write_bytes,
@@ -29,7 +30,6 @@ from equirl.utils.io import (
     refuse_existing,
     remove_file,
 )
-from equirl.rl.zipinfo import STATISTICS_KEY
 
 __all__ = [
     "ShippedAgent",
@@ -220,7 +220,9 @@ def _env_description(
     zoo = read_zoo_folder(agent, env_id)
     if zoo.stats_dir is None:
         return False, []
-    pairs = [(zoo.stats_dir / f, sub / f) for f in (CONFIG, ARGS, ENV_KWARGS) if (zoo.stats_dir / f).is_file()]
+    pairs = [
+        (zoo.stats_dir / f, sub / f) for f in (CONFIG, ARGS, ENV_KWARGS) if (zoo.stats_dir / f).is_file()
+    ]
     new = [(a, b) for a, b in pairs if not (b.is_file() and b.read_bytes() == a.read_bytes())]
     refuse_existing([b for _, b in new], overwrite, "output")
     return bool(pairs), new

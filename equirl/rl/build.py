@@ -289,7 +289,7 @@ def _load_pretrained(
     env_id, recipe, sym = agent.env_id, agent.recipe, agent.sym
     # a missing or corrupt zip is the real cause of a failure: named before its statistics are read
     inspect_agent_zip(agent.zip)
-    stats = agent.folder.statistics()  # refuses a normalised agent without its statistics
+    stats = agent.folder.statistics(agent.zip)  # refuses a normalised agent without its statistics
     vec = recipe.make_base(n_envs=n_envs, seed=seed or 0) if named else env
     if stats is not None:
         from equirl.rl.normalize import load_vecnormalize

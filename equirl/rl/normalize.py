@@ -148,7 +148,11 @@ class SymmetricVecNormalize(VecNormalize):
 def _apply_stats(norm: VecNormalize, stats: NormalizeStats, source: str | Path | None = None) -> VecNormalize:
     shape = tuple(norm.observation_space.shape or ())
     if stats.norm_obs and tuple(stats.mean.shape) != shape:
-        what = f"the statistics in {printable(source, 200)}" if source is not None else "normalisation statistics"
+        what = (
+            f"the statistics in {printable(source, 200)}"
+            if source is not None
+            else "normalisation statistics"
+        )
         raise CheckpointError(
             f"{what} of shape {stats.mean.shape} do not fit observations {shape}"
             + (" (another agent's or another env's?)" if source is not None else "")

@@ -834,7 +834,9 @@ class _RunCallback(BaseCallback):
                 run.checkpoint(exact=True, seconds=self._seconds())
             except OSError as exc:  # said once: a full disk fails every later one the same way
                 (log.debug if self._ckpt_failed else log.warning)(
-                    "checkpoint at step %d not written (%s); training goes on from the last one written", n, exc
+                    "checkpoint at step %d not written (%s); training goes on from the last one written",
+                    n,
+                    exc,
                 )
                 self._ckpt_failed = True
 

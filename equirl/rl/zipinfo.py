@@ -14,9 +14,9 @@ zip's).
 from __future__ import annotations
 
 import base64
-import logging
 import binascii
 import contextlib
+import logging
 import math
 import pickletools
 import re
@@ -27,6 +27,7 @@ from typing import Any
 
 from equirl.errors import CheckpointError, ConfigError, EquirlError
 from equirl.rl.algos import ALGOS, AlgoSpec
+from equirl.rl.zoo import ZipRecord, missing_agent, record_of
 from equirl.utils.io import check_zip_members, parse_json, printable
 
 __all__ = ["ALGO_NAMES", "AgentZipInfo", "check_agent_zip", "inspect_agent_zip", "read_algo"]
@@ -85,48 +86,6 @@ class AgentZipInfo:
     record: ZipRecord | None = None
     obs_kind: str | None = None
     obs_bounds: tuple[tuple[float, ...], tuple[float, ...]] | None = None
-
-
-@dataclass(frozen=True)
-class ZipRecord:
-    """What a zip equirl wrote says about the files it runs with, beside it.
-
-    :param statistics: ``(path relative to the zip's folder, sha256)`` of its normalisation statistics,
-        ``None``: it runs without.
-    :param env_dir: the subfolder holding its RL-zoo env description (``config.yml``...), ``None``: none.
-    """
-
-    statistics: tuple[str, str] | None
-    env_dir: str | None
-
-
-#: the ``data`` entry in which equirl records the files a zip runs with: ``{"file", "sha256", "env_dir",
-#: "num_timesteps"}`` (null for none); SB3 sets it as a model attribute on load, and keeps it on save
-STATISTICS_KEY = "equirl_statistics"
-
-
-def _plain_name(value: Any) -> bool:
-    return isinstance(value, str) and re.fullmatch(r"[\w.\-]{1,128}", value) is not None and value not in (".", "..")
-
-
-def _record(data: dict[str, Any]) -> ZipRecord | None:
-    rec = data.get(STATISTICS_KEY)
-    if not isinstance(rec, dict) or rec.get("num_timesteps") != data.get("num_timesteps"):
-        return None  # not recorded, or the agent trained on since (rl_zoo3 -i) with statistics of its own
-    name, digest, env_dir = rec.get("file"), rec.get("sha256"), rec.get("env_dir")
-    if env_dir is not None and not _plain_name(env_dir):
-        return None
-    if name is None and digest is None:
-        return ZipRecord(None, env_dir)
-    if (
-        isinstance(name, str)
-        and 1 <= len(name.split("/")) <= 2
-        and all(_plain_name(part) for part in name.split("/"))
-        and isinstance(digest, str)
-        and re.fullmatch(r"[0-9a-f]{64}", digest)
-    ):
-        return ZipRecord((name, digest), env_dir)
-    return None
 
 
 def _open(path: Path) -> zipfile.ZipFile:
@@ -256,30 +215,6 @@ def _shape(entry: Any) -> tuple[int, ...] | None:
     return tuple(int(d) for d in dims) if dims else None
 
 
-def missing_agent(p: Path) -> CheckpointError:
-    """The one line for an agent path that is not a regular file: missing, a broken link, a FIFO, a
-    device (a folder is the caller's to handle)."""
-    import os
-    import stat
-
-    if not os.path.lexists(p):
-        return CheckpointError(f"checkpoint not found: {printable(p, 200)}")
-    try:
-        mode = p.stat().st_mode
-    except OSError:
-        return CheckpointError(f"checkpoint {printable(p, 200)} is a broken symbolic link")
-    if stat.S_ISDIR(mode):
-        return CheckpointError(f"checkpoint {printable(p, 200)} is a directory, not a zip")
-    what = (
-        "a named pipe (FIFO)"
-        if stat.S_ISFIFO(mode)
-        else "a device"
-        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
-        else "not a regular file"
-    )
-    return CheckpointError(f"checkpoint {printable(p, 200)} is {what}: give the agent's zip or its folder")
-
-
 def inspect_agent_zip(path: str | Path) -> AgentZipInfo:
     """The algorithm and observation shape an SB3 zip was saved with (nothing is unpickled).
 
@@ -319,7 +254,7 @@ def inspect_agent_zip(path: str | Path) -> AgentZipInfo:
         policy=printable(".".join(cls), 120) if cls else None,
         continuous=_continuous(data.get("action_space")),
         other=other,
-        record=_record(data),
+        record=record_of(data),
         obs_kind=_space_kind(data.get("observation_space")),
         obs_bounds=_bounds(data.get("observation_space")),
     )
@@ -364,7 +299,11 @@ def _warn_bounds(path: Any, info: AgentZipInfo, space: Any, env_id: str | None) 
         a_hi, hi, rtol=1e-5, atol=1e-6, equal_nan=True
     )
     if not same:
-        k = int(np.argmax((~np.isclose(a_lo, lo, rtol=1e-5, atol=1e-6)) | (~np.isclose(a_hi, hi, rtol=1e-5, atol=1e-6))))
+        k = int(
+            np.argmax(
+                (~np.isclose(a_lo, lo, rtol=1e-5, atol=1e-6)) | (~np.isclose(a_hi, hi, rtol=1e-5, atol=1e-6))
+            )
+        )
         log.warning(
             "%s was trained on observations bounded [%g, %g] in feature %d, but %s gives [%g, %g]: a wrapper "
             "that clips or rescales its observations may be missing",

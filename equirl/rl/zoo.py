@@ -162,6 +162,77 @@ class RepeatAction(gym.Wrapper):  # type: ignore[type-arg]
 
 
 @dataclass(frozen=True)
+class ZipRecord:
+    """What a zip equirl wrote says about the files it runs with, beside it.
+
+    :param statistics: ``(path relative to the zip's folder, sha256)`` of its normalisation statistics,
+        ``None``: it runs without.
+    :param env_dir: the subfolder holding its RL-zoo env description (``config.yml``...), ``None``: none.
+    """
+
+    statistics: tuple[str, str] | None
+    env_dir: str | None
+
+
+#: the ``data`` entry in which equirl records the files a zip runs with: ``{"file", "sha256", "env_dir",
+#: "num_timesteps"}`` (null for none); SB3 sets it as a model attribute on load, and keeps it on save
+STATISTICS_KEY = "equirl_statistics"
+
+
+def _plain_name(value: Any) -> bool:
+    return (
+        isinstance(value, str)
+        and re.fullmatch(r"[\w.\-]{1,128}", value) is not None
+        and value not in (".", "..")
+    )
+
+
+def record_of(data: dict[str, Any]) -> ZipRecord | None:
+    """What an SB3 zip's ``data`` JSON records under :data:`STATISTICS_KEY`, while it still holds."""
+    rec = data.get(STATISTICS_KEY)
+    if not isinstance(rec, dict) or rec.get("num_timesteps") != data.get("num_timesteps"):
+        return None  # not recorded, or the agent trained on since (rl_zoo3 -i) with statistics of its own
+    name, digest, env_dir = rec.get("file"), rec.get("sha256"), rec.get("env_dir")
+    if env_dir is not None and not _plain_name(env_dir):
+        return None
+    if name is None and digest is None:
+        return ZipRecord(None, env_dir)
+    if (
+        isinstance(name, str)
+        and 1 <= len(name.split("/")) <= 2
+        and all(_plain_name(part) for part in name.split("/"))
+        and isinstance(digest, str)
+        and re.fullmatch(r"[0-9a-f]{64}", digest)
+    ):
+        return ZipRecord((name, digest), env_dir)
+    return None
+
+
+def missing_agent(p: Path) -> CheckpointError:
+    """The one line for an agent path that is not a regular file: missing, a broken link, a FIFO, a
+    device (a folder is the caller's to handle)."""
+    import os
+    import stat
+
+    if not os.path.lexists(p):
+        return CheckpointError(f"checkpoint not found: {printable(p, 200)}")
+    try:
+        mode = p.stat().st_mode
+    except OSError:
+        return CheckpointError(f"checkpoint {printable(p, 200)} is a broken symbolic link")
+    if stat.S_ISDIR(mode):
+        return CheckpointError(f"checkpoint {printable(p, 200)} is a directory, not a zip")
+    what = (
+        "a named pipe (FIFO)"
+        if stat.S_ISFIFO(mode)
+        else "a device"
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+        else "not a regular file"
+    )
+    return CheckpointError(f"checkpoint {printable(p, 200)} is {what}: give the agent's zip or its folder")
+
+
+@dataclass(frozen=True)
 class ZooFolder:
     """What an agent's folder says about how it ran (plain data; read by :func:`read_zoo_folder`).
 
@@ -240,13 +311,12 @@ class ZooFolder:
             )
         return self.vecnormalize
 
-    def _recorded_statistics(self, zip_path: Path | None) -> Path | None | object:
+    def _recorded_statistics(self, zip_path: Path | None) -> Path | object | None:
         """The statistics ``zip_path`` records (checked: the file beside it, with the recorded SHA-256),
         ``None`` where it records none, :data:`_UNRECORDED` for a zip from elsewhere."""
-        from equirl.rl.zipinfo import inspect_agent_zip
         from equirl.utils.io import sha256_file
 
-        record = inspect_agent_zip(zip_path).record if zip_path is not None and zip_path.is_file() else None
+        record = _zip_record(zip_path) if zip_path is not None else None
         if record is None or zip_path is None:
             return _UNRECORDED
         name, rec = printable(zip_path, 200), record.statistics
@@ -257,7 +327,7 @@ class ZooFolder:
                 )
             return None
         want = zip_path.parent / rec[0]
-        if not want.is_file():
+        if not want.is_file() or want.stat().st_size > 1 << 28:  # statistics are kilobytes
             raise CheckpointError(
                 f"{name} runs with the normalisation statistics {rec[0]} saved beside it, and they are not "
                 "there: copy them along with the zip"
@@ -311,15 +381,15 @@ def _stats_dirs(folder: Path) -> list[Path]:
     return [d for d in subs if any((d / n).is_file() for n in (CONFIG, ARGS))]
 
 
-def _zip_record(path: Path) -> Any:
-    """The :class:`~equirl.rl.zipinfo.ZipRecord` of a zip equirl wrote (``None`` for a folder, or a zip
-    from elsewhere; a zip that cannot be read is reported where it is loaded)."""
-    from equirl.rl.zipinfo import inspect_agent_zip
+def _zip_record(path: Path) -> ZipRecord | None:
+    """The :class:`ZipRecord` of a zip equirl wrote (``None`` for a folder, or a zip from elsewhere; a
+    zip that cannot be read is reported where it is loaded)."""
+    from equirl.rl.safe_load import read_zip_data
 
     if not path.is_file():
         return None
     try:
-        return inspect_agent_zip(path).record
+        return record_of(read_zip_data(path))
     except EquirlError:
         return None
 
@@ -484,8 +554,6 @@ def read_zoo_folder(path: str | Path, env_id: str | None = None) -> ZooFolder:
     """
     p = resolve_agent_path(path)
     if not p.is_file() and not p.is_dir():
-        from equirl.rl.zipinfo import missing_agent
-
         raise missing_agent(p)
     folder = p if p.is_dir() else p.parent
     record = _zip_record(p)
@@ -583,8 +651,6 @@ def find_agent_zip(path: str | Path, env_id: str | None = None, which: str = "be
         if len(zips) == 1:
             return zips[0]
         raise CheckpointError(f"no model zip in {p} (expected {env_id}.zip or model.zip)")
-    from equirl.rl.zipinfo import missing_agent
-
     raise missing_agent(p)
 
 

@@ -4,8 +4,8 @@ the non-finite guard, a failing final save, ``equirl runs``."""
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import signal
 import subprocess
 import sys

@@ -148,7 +148,9 @@ def _bare_agent(path: Path) -> Path:
     """A tiny PPO zip for Pendulum trained without normalisation."""
     from stable_baselines3 import PPO
 
-    model = PPO("MlpPolicy", NEW_ID, n_steps=64, batch_size=32, n_epochs=1, seed=0, policy_kwargs={"net_arch": [8]})
+    model = PPO(
+        "MlpPolicy", NEW_ID, n_steps=64, batch_size=32, n_epochs=1, seed=0, policy_kwargs={"net_arch": [8]}
+    )
     model.learn(64)
     model.save(path)
     return path
@@ -171,7 +173,12 @@ def test_a_zip_runs_with_the_statistics_it_was_saved_with(
     theirs = stats.read_bytes()
     capsys.readouterr()
     # writing an agent without normalisation beside another's statistics: refused, nothing written
-    assert main(["symmetrize", "--agent", str(bare), "--env", NEW_ID, "--method", "equitune", "--out", str(plain)]) == 2
+    assert (
+        main(
+            ["symmetrize", "--agent", str(bare), "--env", NEW_ID, "--method", "equitune", "--out", str(plain)]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "vecnormalize.pkl" in err[0] and "runs without" in err[0]
     assert not plain.exists() and stats.read_bytes() == theirs
@@ -217,7 +224,9 @@ def test_base_of_a_symmetrized_agent_says_what_it_runs(
     plain = load_pretrained(zoo_folder, NEW_ID, method=BASE)
     obs = np.random.default_rng(1).normal(size=(16, 4)).astype(np.float32)
     obs[:, 3] = np.abs(obs[:, 3])
-    np.testing.assert_allclose(base.predict(obs, deterministic=True)[0], plain.predict(obs, deterministic=True)[0])
+    np.testing.assert_allclose(
+        base.predict(obs, deterministic=True)[0], plain.predict(obs, deterministic=True)[0]
+    )
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="equirl"):
         load_pretrained(out, NEW_ID, method=EQUITUNE)

@@ -329,7 +329,8 @@ def test_auto_on_the_shipped_ppo_agent(capsys: pytest.CaptureFixture[str]) -> No
 
 
 @pytest.mark.parametrize(
-    "kind", ["gymnasium.spaces.dict.Dict", "gymnasium.spaces.tuple.Tuple", "gymnasium.spaces.discrete.Discrete"]
+    "kind",
+    ["gymnasium.spaces.dict.Dict", "gymnasium.spaces.tuple.Tuple", "gymnasium.spaces.discrete.Discrete"],
 )
 def test_an_agent_of_another_observation_space_is_named_in_one_line(
     tmp_path: Path, kind: str, capsys: pytest.CaptureFixture[str]
@@ -345,7 +346,10 @@ def test_an_agent_of_another_observation_space_is_named_in_one_line(
     with pytest.raises(CheckpointError) as err:
         load_pretrained(dst, "CartPole-v1", method="equitune")
     _one_line(str(err.value), f"{name} observations", "CartPole-v1 gives Box")
-    assert main(["eval", "--agent", str(dst), "--env", "CartPole-v1", "--method", "base", "--episodes", "1"]) == 2
+    assert (
+        main(["eval", "--agent", str(dst), "--env", "CartPole-v1", "--method", "base", "--episodes", "1"])
+        == 2
+    )
     _one_line(capsys.readouterr().err.strip(), f"{name} observations")
 
 

@@ -105,7 +105,9 @@ def zoo(tmp_path_factory: pytest.TempPathFactory) -> dict[Any, Path]:
     """Zoo folders with TimeFeature + VecNormalize: without and with a 2-frame stack (keys 0 and 2), and
     normalising rewards only (all of :data:`VARIANTS` by name)."""
     root = tmp_path_factory.mktemp("zoo")
-    built = {name: _build_folder(root / name, stack, norm_obs) for name, (stack, norm_obs) in VARIANTS.items()}
+    built = {
+        name: _build_folder(root / name, stack, norm_obs) for name, (stack, norm_obs) in VARIANTS.items()
+    }
     return {0: built["stack0"], 2: built["stack2"], **built}
 
 
