@@ -40,6 +40,7 @@ Example::
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -301,12 +302,26 @@ class GroupAction(Generic[T]):
     def is_trivial(self) -> bool:
         return False
 
+    @property
+    def batched_dims(self) -> int:
+        """The fewest dims a batch of inputs has: the batch axis and the axes the action moves (a
+        tensor with fewer is a single sample without its batch axis)."""
+        dims = getattr(self, "dims", None)
+        if isinstance(dims, tuple) and dims and all(isinstance(d, int) and d < 0 for d in dims):
+            return 1 + max(-d for d in dims)
+        return 2 if isinstance(self, SignedPermAction) else 1
+
     def _index(self, g: GroupElement | int) -> int:
         if isinstance(g, GroupElement):
             if g.group is not self.group:
                 raise GroupError(f"element {g} does not belong to {self.group.name}")
             return g.index
-        return int(g)
+        k = int(g)
+        if not 0 <= k < self.group.order:
+            raise GroupError(
+                f"element index {k} is out of range for {self.group.name} (order {self.group.order})"
+            )
+        return k
 
     # -- per element ---------------------------------------------------------------------------------
     def element_transforms(self, inverse: bool = False) -> list[T]:
@@ -991,10 +1006,22 @@ def permutation_action(
         if not all(isinstance(d, tuple) and all(isinstance(v, int) for v in d) for d in group.data):
             raise GroupError(f"{group.name} is not a permutation group: pass generator_perms")
         generator_perms = [group.data[i] for i in group.generator_indices]
+    perms = []
+    for k, p in enumerate(generator_perms):
+        try:
+            if isinstance(p, (str, bytes)) or any(isinstance(v, bool) for v in p):
+                raise TypeError
+            vals = [operator.index(v) for v in p]  # ints, numpy ints; not floats
+        except TypeError:
+            raise GroupError(f"generator {k}'s permutation must be a list of ints, got {p!r:.80}") from None
+        if sorted(vals) != list(range(len(vals))):
+            raise GroupError(
+                f"generator {k}'s permutation {vals!r:.80} is not a permutation of 0..{len(vals) - 1}: each index "
+                "must appear exactly once"
+            )
+        perms.append(vals)
     # (g·y)[p[i]] = y[i]  <=>  (g·y)[j] = y[p^{-1}[j]]  =>  src = argsort(p)
-    return signed_permutation_action(
-        group, [SignedPerm(_argsort([int(v) for v in p])) for p in generator_perms]
-    )
+    return signed_permutation_action(group, [SignedPerm(_argsort(p)) for p in perms])
 
 
 def token_action(group: Group, generator_tables: Sequence[Sequence[int]] | None = None) -> TokenAction:

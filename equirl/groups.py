@@ -251,8 +251,8 @@ def cyclic(n: int) -> Group:
 
     Element ``k`` (data ``k``) is the rotation by ``k`` steps; the generator is ``r1``.
     """
-    if n < 1:
-        raise GroupError("cyclic(n) needs n >= 1")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise GroupError(f"cyclic(n) needs an integer n >= 1, got {n!r}")
     if n == 1:
         return trivial()
     elems = list(range(n))
@@ -267,8 +267,8 @@ def dihedral(n: int) -> Group:
     Element data is ``(k, m)`` meaning :math:`r^k m^m` (first mirror if ``m``, then rotate by ``k``
     steps). Composition uses :math:`m r m = r^{-1}`. Generators: ``r1`` and ``m``.
     """
-    if n < 1:
-        raise GroupError("dihedral(n) needs n >= 1")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise GroupError(f"dihedral(n) needs an integer n >= 1, got {n!r}")
     elems = [(k, m) for m in (0, 1) for k in range(n)]
 
     def mul(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:

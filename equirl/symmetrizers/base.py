@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from equirl.actions import GroupAction, TrivialAction
-from equirl.errors import GroupError
+from equirl.errors import ConfigError, GroupError, SymmetryError
 from equirl.registry import BASE
 from equirl.symmetrizers.fold import FoldedOrbit, SpatialChain, chain_from_sequential
 
@@ -129,6 +129,16 @@ class Symmetrizer(nn.Module):
         fold: bool = True,
     ) -> None:
         super().__init__()
+        for what, act in (("in_action", in_action), ("out_action", out_action)):
+            if act is not None and not isinstance(act, GroupAction):
+                raise GroupError(
+                    f"{what} must be a GroupAction (e.g. permutation_action(flip(), [[1, 0]])), got "
+                    f"{type(act).__name__}"
+                )
+        if not isinstance(model, nn.Module) and not callable(model):
+            raise SymmetryError(
+                f"model must be an nn.Module or a callable from a batch to a tensor, got {type(model).__name__}"
+            )
         if out_action is None:
             out_action = TrivialAction(in_action.group)
         if out_action.group is not in_action.group:
@@ -145,7 +155,7 @@ class Symmetrizer(nn.Module):
         if not (
             chunk_size is None or chunk_size == "auto" or (isinstance(chunk_size, int) and chunk_size > 0)
         ):
-            raise ValueError(f"chunk_size must be a positive int, 'auto' or None, got {chunk_size!r}")
+            raise ConfigError(f"chunk_size must be a positive int, 'auto' or None, got {chunk_size!r}")
         self.chunk_size = chunk_size
         self.max_call_bytes = max_call_bytes
         self.max_call_rows = max_call_rows
@@ -261,7 +271,35 @@ class Symmetrizer(nn.Module):
 
     def _run_model(self, x: Tensor) -> Tensor:
         model = self._modules.get("model")  # not self.model: nn.Module.__getattr__ is slow on the hot path
-        return (self._model_fn if model is None else model)(x)  # type: ignore[no-any-return]
+        y = (self._model_fn if model is None else model)(x)
+        if type(y) is not Tensor or y.dim() == 0 or y.shape[0] != x.shape[0]:
+            self._bad_output(y, x)
+        return y  # type: ignore[no-any-return]
+
+    @property
+    def _batched_dims(self) -> int:
+        return self.in_action.batched_dims
+
+    def _unbatched(self, x: Tensor) -> None:
+        raise SymmetryError(
+            f"{type(self).__name__}: inputs are batches with at least {self._batched_dims} dims (the batch axis "
+            f"first), got shape {tuple(x.shape)}: for one sample, add the batch axis (x.unsqueeze(0))"
+        )
+
+    def _bad_output(self, y: Any, x: Tensor) -> None:
+        """Raise one :class:`SymmetryError` naming what the model returned, unless it is a tensor (a
+        subclass of one too) with the batch axis first."""
+        name = type(self).__name__
+        if not isinstance(y, Tensor):
+            raise SymmetryError(
+                f"{name}: the model must return one tensor of shape (B, ...), got {type(y).__name__} (wrap it "
+                "to return the tensor to symmetrize, e.g. the logits)"
+            )
+        if y.dim() == 0 or y.shape[0] != x.shape[0]:
+            raise SymmetryError(
+                f"{name}: the model returned shape {tuple(y.shape)} for {x.shape[0]} input rows of shape "
+                f"{tuple(x.shape[1:])}: it must keep the batch axis first (one output row per input row)"
+            )
 
     def chunk_for(self, x: Tensor) -> int:
         """How many samples of ``x`` go into one batched call (with all their transformed copies: every
@@ -302,6 +340,8 @@ class Symmetrizer(nn.Module):
     def _orbit_outputs(self, x: Tensor) -> tuple[Tensor | None, Tensor]:
         """:meth:`orbit_outputs` for :meth:`forward`: folded into the kernels where :meth:`_folds` says so
         (``x_rows`` is then ``None``); otherwise :meth:`_orbit_outputs_unfolded`."""
+        if x.dim() < self._batched_dims:
+            self._unbatched(x)
         if self._folded is not None and self._folds(x):
             return None, self._folded(x)
         return self._orbit_outputs_unfolded(x)
@@ -357,8 +397,11 @@ class Symmetrizer(nn.Module):
         raise NotImplementedError
 
     def weighted_average(self, ys: Tensor, weights: Tensor) -> Tensor:
-        """``Σ_g w[g, b] · g⁻¹·ys[g, b]``."""
+        """``Σ_g w[g, b] · g⁻¹·ys[g, b]`` (in float32 for integer or bool outputs, as equitune's mean: the
+        weights are fractions)."""
         back = self.out_action.inverse_stacked(ys)
+        if not back.is_floating_point() and not back.is_complex():
+            back = back.float()
         w = weights.to(back.dtype).view(*weights.shape, *([1] * (back.dim() - 2)))
         return (w * back).sum(0)
 

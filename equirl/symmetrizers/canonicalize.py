@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from equirl.actions import GroupAction
-from equirl.errors import GroupError
+from equirl.errors import ConfigError, GroupError
 from equirl.registry import CANONICALIZE
 from equirl.symmetrizers.base import Symmetrizer, SymmetrizerOutput, register_symmetrizer
 from equirl.symmetrizers.methods import tie_mask
@@ -103,11 +103,11 @@ class ScoredSymmetrizer(Symmetrizer):
     ) -> None:
         super().__init__(model, in_action, out_action, **kwargs)
         if tie_break not in ("average", "first"):
-            raise ValueError(f"tie_break must be 'average' or 'first', got {tie_break!r}")
+            raise ConfigError(f"tie_break must be 'average' or 'first', got {tie_break!r}")
         if temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
+            raise ConfigError(f"temperature must be positive, got {temperature}")
         if prior_weight < 0:
-            raise ValueError(f"prior_weight must be >= 0, got {prior_weight}")
+            raise ConfigError(f"prior_weight must be >= 0, got {prior_weight}")
         self.scorer = scorer if scorer is not None else ScoreNet(hidden=tuple(scorer_hidden))
         self.prior_weight = float(prior_weight)
         self.temperature = float(temperature)
@@ -172,6 +172,8 @@ class ScoredSymmetrizer(Symmetrizer):
         raise NotImplementedError
 
     def forward_with_weights(self, x: Tensor) -> SymmetrizerOutput:
+        if x.dim() < self._batched_dims:
+            self._unbatched(x)
         B = x.shape[0]
         c = self.chunk_for(x)
         if c >= B:

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from equirl.actions import GroupAction
+from equirl.errors import ConfigError
 from equirl.registry import EQUITUNE, EQUIZERO, LAMBDA
 from equirl.symmetrizers.base import Symmetrizer, SymmetrizerOutput, register_symmetrizer
 from equirl.symmetrizers.nets import LambdaNet
@@ -62,6 +63,12 @@ def tie_weights(
     column (each column sums to one), in ``dtype`` (default: the scores')."""
     mask = tie_mask(scores, atol, rtol, first, dtype)
     return mask / mask.sum(0, keepdim=True)
+
+
+def weight_dtype(ys: Tensor) -> torch.dtype:
+    """The dtype orbit weights take for outputs ``ys``: theirs, or float32 for integer / bool outputs
+    (weights are fractions; rounded to an integer dtype they would be zeros)."""
+    return ys.dtype if ys.is_floating_point() or ys.is_complex() else torch.float32
 
 
 def straight_through(hard: Tensor, soft: Tensor) -> Tensor:
@@ -156,7 +163,7 @@ class EquiZero(Symmetrizer):
         self.proxy_name = proxy if isinstance(proxy, str) else getattr(proxy, "__name__", "custom")
         self.proxy = get_proxy(proxy)
         if tie_break not in ("average", "first"):
-            raise ValueError(f"tie_break must be 'average' or 'first', got {tie_break!r}")
+            raise ConfigError(f"tie_break must be 'average' or 'first', got {tie_break!r}")
         self.straight_through = straight_through
         self.tie_break = tie_break
         self.tie_atol = tie_atol
@@ -167,10 +174,12 @@ class EquiZero(Symmetrizer):
         with torch.no_grad():
             loss = self.proxy(ys)
             if loss.shape != ys.shape[:2]:
-                raise ValueError(
+                raise ConfigError(
                     f"the proxy must return shape {tuple(ys.shape[:2])}, got {tuple(loss.shape)}"
                 )
-            return tie_weights(-loss, self.tie_atol, self.tie_rtol, self.tie_break == "first").to(ys.dtype)
+            return tie_weights(-loss, self.tie_atol, self.tie_rtol, self.tie_break == "first").to(
+                weight_dtype(ys)
+            )
 
     def uses_straight_through(self, ys: Tensor) -> bool:
         """Whether this call takes the straight-through path (training, with gradients reaching ``ys``)."""
@@ -184,6 +193,8 @@ class EquiZero(Symmetrizer):
             index = pick.view(1, B, *([1] * (ys.dim() - 2))).expand(1, *ys.shape[1:])
             chosen = ys.gather(0, index)[0]  # ys[pick[b], b]
             zero = self.out_action.apply_each(chosen, pick, inverse=True)
+            if not zero.is_floating_point() and not zero.is_complex():
+                zero = zero.float()  # the dtype of a tie's average: the same whether or not inputs tie
         else:
             zero = self.weighted_average(ys, w)
         if self.uses_straight_through(ys):
@@ -241,9 +252,10 @@ class LambdaEquiTune(Symmetrizer):
         return self.lambda_net(z).reshape(-1)
 
     def weights_from_logits(self, logits: Tensor, ys: Tensor) -> Tensor:
-        """``(|G|, B)`` weights: the softmax over the group of λ's ``(|G|·B,)`` logits, in ``ys``'s dtype."""
+        """``(|G|, B)`` weights: the softmax over the group of λ's ``(|G|·B,)`` logits, in ``ys``'s dtype
+        (float32 for integer outputs)."""
         G, B = ys.shape[0], ys.shape[1]
-        return torch.softmax(logits.reshape(G, B).float(), dim=0).to(ys.dtype)
+        return torch.softmax(logits.reshape(G, B).float(), dim=0).to(weight_dtype(ys))
 
     def combine(self, x_rows: Tensor | None, ys: Tensor) -> SymmetrizerOutput:
         assert x_rows is not None  # not fold_safe: never folded

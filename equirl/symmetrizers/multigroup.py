@@ -41,7 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from equirl.actions import GroupAction
-from equirl.errors import GroupError
+from equirl.errors import ConfigError, GroupError
 from equirl.registry import MULTIGROUP
 from equirl.symmetrizers.base import register_symmetrizer
 from equirl.symmetrizers.canonicalize import ScoredSymmetrizer
@@ -168,12 +168,12 @@ class ISLayer(nn.Module):
         super().__init__()
         if isinstance(actions, GroupAction):
             if num_inputs is None or num_inputs < 1:
-                raise ValueError("with a single shared action, pass num_inputs >= 1")
+                raise ConfigError("with a single shared action, pass num_inputs >= 1")
             acts = [actions] * num_inputs
         else:
             acts = list(actions)
             if not acts or (num_inputs is not None and num_inputs != len(acts)):
-                raise ValueError(f"need one action per input, got {len(acts)} for num_inputs={num_inputs}")
+                raise ConfigError(f"need one action per input, got {len(acts)} for num_inputs={num_inputs}")
         self.actions = acts
         if hidden > 0:
             first = nn.Linear(in_features, hidden) if in_features is not None else nn.LazyLinear(hidden)
@@ -202,7 +202,7 @@ class ISLayer(nn.Module):
         if len(zs) == 1 and isinstance(zs[0], (list, tuple)):
             zs = tuple(zs[0])
         if len(zs) != self.num_inputs:
-            raise ValueError(f"ISLayer expects {self.num_inputs} inputs, got {len(zs)}")
+            raise ConfigError(f"ISLayer expects {self.num_inputs} inputs, got {len(zs)}")
         total = sum((self.phi(self.project(a, z)) for a, z in zip(self.actions, zs)), start=torch.zeros(()))
         return self.rho(total)
 

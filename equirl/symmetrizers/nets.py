@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from equirl.errors import SymmetryError
+from equirl.errors import ConfigError, SymmetryError
 
 __all__ = ["LambdaNet", "ObsLambdaNet", "ScoreNet", "SmallMLP"]
 
@@ -78,7 +78,7 @@ class SmallMLP(nn.Module):
     ) -> None:
         super().__init__()
         if activation not in _ACTIVATIONS:
-            raise ValueError(f"activation must be one of {_ACTIVATIONS}, got {activation!r}")
+            raise ConfigError(f"activation must be one of {_ACTIVATIONS}, got {activation!r}")
         self.embed = nn.Embedding(vocab_size, embed_dim) if vocab_size is not None else None
         self.hidden = tuple(int(h) for h in hidden)
         self.activation = activation
@@ -172,6 +172,11 @@ class SmallMLP(nn.Module):
             z = z.flatten(1)
         if self._rest is not None:  # lazy: first call
             self._materialize(int(z.shape[1]))
+        elif z.shape[1] != self.in_features:
+            raise SymmetryError(
+                f"this {self.what} reads rows of {self.in_features} values (sized at its first call, or by its "
+                f"in_features option), got rows of {int(z.shape[1])}: inputs of another shape need a net of their own"
+            )
         params = self.params
         if z.dtype != params.dtype:
             z = z.to(params.dtype)

@@ -599,6 +599,9 @@ class _EquiPolicyMixin:
         freeze_backbone: bool = False,
         **kwargs: Any,
     ) -> None:
+        unknown = self._unknown_kwargs(kwargs)
+        if unknown:
+            raise SymmetryError(unknown)
         if symmetry is None:
             raise SymmetryError(
                 f"{type(self).__name__} needs policy_kwargs['symmetry'] (an env id or a spec)"
@@ -615,6 +618,25 @@ class _EquiPolicyMixin:
         data: dict[str, Any] = super()._get_constructor_parameters()  # type: ignore[misc]
         data.update(self._equi_kwargs, freeze_backbone=self.freeze_backbone)
         return data
+
+    def _unknown_kwargs(self, kwargs: dict[str, Any]) -> str | None:
+        """The line naming a ``policy_kwargs`` key neither equirl's options nor the SB3 policy takes (with
+        the closest known key), or ``None`` (SB3 would raise a bare ``TypeError`` for it)."""
+        import difflib
+        import inspect
+
+        mro = type(self).__mro__
+        parent = mro[mro.index(_EquiPolicyMixin) + 1]
+        params = inspect.signature(parent.__init__).parameters  # type: ignore[misc]
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            return None
+        known = {*params, "symmetry", "method", "method_kwargs", "freeze_backbone"} - {"self"}
+        bad = sorted(k for k in kwargs if k not in known)
+        if not bad:
+            return None
+        close = difflib.get_close_matches(bad[0], sorted(known), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"{type(self).__name__}: unknown policy_kwargs key {bad[0]!r}{hint}"
 
     def _freeze_to_symmetrizers(self, lr: float, parts: Sequence[tuple[nn.Module, Any]]) -> None:
         """``freeze_backbone``: train only the symmetrizers' own parameters (``equi.*``: the λ-nets).
