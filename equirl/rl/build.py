@@ -465,6 +465,22 @@ def _wrap_q(req: _WrapRequest) -> Any:
     return model
 
 
+def _saved_method(plain: Any) -> str | None:
+    """The method an agent equirl saved was symmetrized with (canonical name), ``None`` for SB3's own."""
+    saved = getattr(plain.policy, "_equi_kwargs", {}).get("method")
+    return canonical_method(saved) if saved is not None else None  # aliases: "lambda_equitune", "plain"
+
+
+def _say_base_of(path: Any, saved_method: str) -> None:
+    log.warning(
+        "%s is an equirl agent saved with %s: base runs its network without the symmetrizer (the agent as "
+        "saved is the %s row)",
+        printable(path, 200),
+        saved_method,
+        saved_method,
+    )
+
+
 def _is_equi_key(key: str) -> bool:
     """A parameter of a symmetrizer (λ-net / scorer), not of the plain network."""
     return key.startswith("equi.") or ".equi." in key
@@ -475,19 +491,11 @@ def _copy_weights(plain: Any, model: Any, spec: Any, path: Any, algo: str) -> No
     weights (λ-net / scorer) may be missing (they start fresh unless the agent was saved with the method)."""
     state = plain.policy.state_dict()
     own = spec.own_weights  # methods with their own (λ / scorer) weights
-    saved_method = getattr(plain.policy, "_equi_kwargs", {}).get("method")
-    if saved_method is not None:  # agents saved with an alias ("lambda_equitune", "plain"...)
-        saved_method = canonical_method(saved_method)
+    saved_method = _saved_method(plain)
     if not own or saved_method != spec.name:  # keep only the backbone (the new λ-net / scorer starts fresh)
         state = {k: v for k, v in state.items() if not _is_equi_key(k)}
     if saved_method not in (None, BASE) and spec.name == BASE:
-        log.warning(
-            "%s is an equirl agent saved with %s: base runs its network without the symmetrizer (the agent as "
-            "saved is the %s row)",
-            printable(path, 200),
-            saved_method,
-            saved_method,
-        )
+        _say_base_of(path, saved_method)
     try:
         missing, unexpected = model.policy.load_state_dict(state, strict=False)
     except RuntimeError as exc:
@@ -527,7 +535,11 @@ def _wrap_actor_critic(req: _WrapRequest) -> Any:
     pk_saved = dict(plain.policy_kwargs or {})
     use_sde = bool(getattr(plain, "use_sde", False) or pk_saved.get("use_sde", False))
     if use_sde and not spec.symmetrizes:  # the plain agent, with its own gSDE exploration
-        if algo_kwargs:  # training hyperparameters (augment's buffer among them): the same policy, rebuilt
+        saved_method = _saved_method(plain)
+        if saved_method not in (None, BASE):  # an agent equirl saved symmetrized: its network alone
+            _say_base_of(path, saved_method)
+            pk_saved.update(method=BASE, method_kwargs={})
+        if algo_kwargs or saved_method not in (None, BASE):  # the same policy, rebuilt
             info = req.algo_info
             cls = info.cls
             kw = _finetune_defaults(info, {**algo_kwargs, "use_sde": True})
@@ -536,7 +548,8 @@ def _wrap_actor_critic(req: _WrapRequest) -> Any:
                 sym,
                 lambda: cls(type(plain.policy), vec, policy_kwargs=pk_saved, device=device, seed=seed, **kw),
             )
-            _construct(path, sym, lambda: model.policy.load_state_dict(plain.policy.state_dict()))
+            state = {k: v for k, v in plain.policy.state_dict().items() if not _is_equi_key(k)}
+            _construct(path, sym, lambda: model.policy.load_state_dict(state))
             _carry_entropy_coef(plain, model, kw)
             log.info("loaded %s as it is (trained with gSDE), with the given hyperparameters", path)
             return model

@@ -231,3 +231,30 @@ def test_base_of_a_symmetrized_agent_says_what_it_runs(
     with caplog.at_level(logging.WARNING, logger="equirl"):
         load_pretrained(out, NEW_ID, method=EQUITUNE)
     assert not [r for r in caplog.records if "saved with" in r.getMessage()]
+
+
+def test_base_of_a_symmetrized_gsde_agent_is_its_network_alone(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A gSDE agent loads as it is for ``base``; one equirl saved symmetrized must still drop its
+    symmetrizer there (it ran the saved equitune policy, silently)."""
+    import logging
+
+    from stable_baselines3 import PPO
+
+    from equirl.registry import BASE
+
+    PPO("MlpPolicy", NEW_ID, n_steps=64, batch_size=32, n_epochs=1, seed=0, use_sde=True,
+        policy_kwargs={"net_arch": [8]}).learn(64).save(tmp_path / "sde.zip")  # fmt: skip
+    out = tmp_path / "eq" / "agent.zip"
+    argv = ["symmetrize", "--agent", str(tmp_path / "sde.zip"), "--env", NEW_ID, "--method", "equitune"]
+    assert main([*argv, "--out", str(out)]) == 0
+    obs = np.random.default_rng(2).normal(size=(16, 3)).astype(np.float32)
+    plain = load_pretrained(tmp_path / "sde.zip", NEW_ID, method=BASE)
+    with caplog.at_level(logging.WARNING, logger="equirl"):
+        base = load_pretrained(out, NEW_ID, method=BASE)
+    assert [r for r in caplog.records if "saved with equitune" in r.getMessage()]
+    eq = load_pretrained(out, NEW_ID, method=EQUITUNE)
+    a_plain, a_base, a_eq = (m.predict(obs, deterministic=True)[0] for m in (plain, base, eq))
+    np.testing.assert_allclose(a_base, a_plain, atol=1e-6)
+    assert np.abs(a_eq - a_plain).max() > 1e-4  # the symmetrized agent acts otherwise: the test has teeth
