@@ -475,6 +475,10 @@ def _eval_env(args: argparse.Namespace) -> str:
     from equirl.rl.zoo import agent_env_id
 
     if args.env is not None:
+        from equirl.rl.spec import is_spec_path, use_spec_file
+
+        if is_spec_path(args.env):  # a spec file: its env, with that spec for this command
+            return use_spec_file(args.env)
         return resolve_env_id(args.env)
     trained = agent_env_id(args.agent)
     if trained is None:

@@ -975,6 +975,26 @@ def list_specs() -> list[EnvSymmetry]:
     return sorted(seen.values(), key=lambda s: s.env_id)
 
 
+#: specs a user gave by file for this process (:func:`use_spec_file`), by env id: found before any folder
+_USER_SPECS: dict[str, EnvSymmetry] = {}
+
+
+def use_spec_file(path: str | Path) -> str:
+    """Read the spec YAML at ``path`` and let ``load_spec(its env id)`` find it from now on in this process
+    (as a folder in ``$EQUIRL_ENVS_PATH`` would); returns its env id. How ``--env my_spec.yaml`` works.
+
+    :raises SymmetryError: the file is not a valid spec (one line).
+    """
+    sym = load_spec(Path(path))
+    _USER_SPECS[sym.env_id] = sym
+    return sym.env_id
+
+
+def is_spec_path(value: Any) -> bool:
+    """Whether an ``--env`` value names a spec file (``*.yaml`` / ``*.yml``) rather than an env id."""
+    return isinstance(value, (str, Path)) and str(value).endswith((".yaml", ".yml"))
+
+
 def load_spec(spec: str | Path | Mapping[str, Any] | EnvSymmetry) -> EnvSymmetry:
     """A spec from an env id (``CartPole-v1``), a YAML path, a mapping, or an :class:`EnvSymmetry`.
 
@@ -994,6 +1014,8 @@ def load_spec(spec: str | Path | Mapping[str, Any] | EnvSymmetry) -> EnvSymmetry
         except ConfigError as exc:
             raise SymmetryError(str(exc)) from None
         return parse_spec(data, source=str(path))
+    if s in _USER_SPECS:
+        return _USER_SPECS[s]
     found = find_spec_file(s)
     if found is None:
         known = []
@@ -1005,7 +1027,11 @@ def load_spec(spec: str | Path | Mapping[str, Any] | EnvSymmetry) -> EnvSymmetry
                     else p.stem
                     for p in d.glob("*.y*ml")
                 ]
-        raise SymmetryError(f"unknown env {s!r}: no symmetry spec; known: {', '.join(sorted(set(known)))}")
+        raise SymmetryError(
+            f"unknown env {s!r}: no symmetry spec (known: {', '.join(sorted(set(known)))}); write one "
+            f"(docs/rl.md, 'Environment symmetry specs') and pass its path as the env, or put it in a folder "
+            f"named in ${ENVS_PATH_VAR}"
+        )
     sym = load_spec(found)
     if sym.env_id != s and (_ALE_V4.fullmatch(s) or s in SAME_DYNAMICS):  # the twin's spec, for s as it is
         return replace(sym, env_id=s, source=f"{sym.source or found} (as {s})")

@@ -232,3 +232,32 @@ def test_gradient_steps_minus_one_means_one_per_env_step() -> None:
     for bad in (0, -2):
         with pytest.raises(FieldError, match="or -1"):
             HyperParams(gradient_steps=bad)
+
+
+def test_a_spec_file_given_as_the_env_serves_eval_and_symmetrize(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An env with no shipped spec (MountainCar-v0): its spec file's path works wherever an env id does,
+    and the env id alone says how to get there."""
+    import equirl.rl.spec as spec_mod
+
+    monkeypatch.setattr(spec_mod, "_USER_SPECS", {})  # the file serves this test's commands only
+
+    spec = tmp_path / "mountain.yaml"
+    spec.write_text(
+        "env: MountainCar-v0\ngroup: flip\nobservation:\n  type: signed_permutation\n  generators:\n"
+        "    - {src: [0, 1], signs: [-1, -1]}\nactions:\n  n: 3\n  generators:\n    - {swap: [[0, 2]]}\n"
+    )
+    DQN("MlpPolicy", "MountainCar-v0", learning_starts=0, buffer_size=100, policy_kwargs={"net_arch": [8]}).save(
+        tmp_path / "mc.zip"
+    )
+    agent = str(tmp_path / "mc.zip")
+    assert main(["eval", "--agent", agent, "--env", "MountainCar-v0", "--method", "base"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pass its path as the env" in err[0] and "EQUIRL_ENVS_PATH" in err[0]
+    argv = ["eval", "--agent", agent, "--env", str(spec), "--method", "base", "equitune", "--episodes", "1"]
+    assert main([*argv, "--json"]) == 0
+    assert set(json.loads(capsys.readouterr().out)) == {"base", "equitune"}
+    out = tmp_path / "eq" / "agent.zip"
+    assert main(["symmetrize", "--agent", agent, "--env", str(spec), "--method", "equitune", "--out", str(out)]) == 0
+    assert out.is_file()
