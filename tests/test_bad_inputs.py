@@ -87,6 +87,11 @@ ROWS: list[tuple[str, list[str], str]] = [
     # agents that are not what they seem: named by what they are
     ("agent-fifo", ["eval", "--agent", "{fifo_zip}", "--env", "CartPole-v1"], r"fifo\.zip is a named pipe"),
     ("agent-device", ["eval", "--agent", "{device_zip}", "--env", "CartPole-v1"], r"device\.zip is a device"),
+    (
+        "agent-no-optimizer",
+        ["eval", "--agent", "{no_optim_zip}", "--env", "CartPole-v1"],
+        r"no policy\.optimizer\.pth entry",
+    ),
     ("agent-nan", ["eval", "--agent", "{nan_zip}", "--env", "CartPole-v1"], r"non-finite weights \(q_net"),
     (
         "agent-wrong-shape",
@@ -514,6 +519,12 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     os.mkfifo(tmp / "fifo.zip")
     (tmp / "device.zip").symlink_to("/dev/zero")
     _rewrite_policy(cartpole, tmp / "nan.zip", lambda v: torch.full_like(v, float("nan")))
+    import zipfile
+
+    with zipfile.ZipFile(cartpole) as a, zipfile.ZipFile(tmp / "no_optim.zip", "w") as b:
+        for name in a.namelist():
+            if name != "policy.optimizer.pth":
+                b.writestr(name, a.read(name))
     _rewrite_policy(cartpole, tmp / "shape.zip", lambda v: torch.zeros(v.shape[0] + 3, *v.shape[1:]))
     (tmp / "trunc.zip").write_bytes(data[: len(data) // 2])
     torch.save({"format": "x", "path": Path("/etc")}, tmp / "pickle.pt")
@@ -545,6 +556,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "fifo_zip": str(tmp / "fifo.zip"),
         "device_zip": str(tmp / "device.zip"),
         "nan_zip": str(tmp / "nan.zip"),
+        "no_optim_zip": str(tmp / "no_optim.zip"),
         "shape_zip": str(tmp / "shape.zip"),
         "choice_dir": str(tmp / "choice"),
         "scan_dir": str(tmp / "scan"),

@@ -408,7 +408,8 @@ def _report(res: Any, console: Any, t0: float) -> None:
     total = time.perf_counter() - t0
     console.print(
         f"run: {res.run_dir}  final return {res.final_mean:.1f} ± {res.final_std:.1f} (model.zip){best}"
-        f"  (training {res.seconds:.0f} s; {total:.0f} s in all, with setup and evaluations)",
+        f"  (training {res.seconds:.0f} s, resumed sessions included; this command {total:.0f} s, with setup "
+        "and evaluations)",
         soft_wrap=True,
     )
     console.print(f"TensorBoard: {tensorboard_command(res.run_dir / 'tb')}", soft_wrap=True)

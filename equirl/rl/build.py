@@ -161,6 +161,12 @@ def _load_plain(
             model = info.cls.load(zpath, device=device, custom_objects=custom)
     except EquirlError:
         raise
+    except KeyError as exc:  # SB3 restores each module its data names, from "{name}.pth"
+        what = exc.args[0] if exc.args else "?"
+        raise CheckpointError(
+            f"cannot load {info.name} checkpoint {zpath}: it has no {printable(what, 60)}.pth entry (SB3 restores "
+            "every module the zip's data lists; the zip is incomplete)"
+        ) from None
     except Exception as exc:
         raise CheckpointError(f"cannot load {info.name} checkpoint {zpath}: {first_cause(exc)}") from None
     return model

@@ -248,9 +248,9 @@ def test_a_spec_file_given_as_the_env_serves_eval_and_symmetrize(
         "env: MountainCar-v0\ngroup: flip\nobservation:\n  type: signed_permutation\n  generators:\n"
         "    - {src: [0, 1], signs: [-1, -1]}\nactions:\n  n: 3\n  generators:\n    - {swap: [[0, 2]]}\n"
     )
-    DQN("MlpPolicy", "MountainCar-v0", learning_starts=0, buffer_size=100, policy_kwargs={"net_arch": [8]}).save(
-        tmp_path / "mc.zip"
-    )
+    DQN(
+        "MlpPolicy", "MountainCar-v0", learning_starts=0, buffer_size=100, policy_kwargs={"net_arch": [8]}
+    ).save(tmp_path / "mc.zip")
     agent = str(tmp_path / "mc.zip")
     assert main(["eval", "--agent", agent, "--env", "MountainCar-v0", "--method", "base"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -259,5 +259,8 @@ def test_a_spec_file_given_as_the_env_serves_eval_and_symmetrize(
     assert main([*argv, "--json"]) == 0
     assert set(json.loads(capsys.readouterr().out)) == {"base", "equitune"}
     out = tmp_path / "eq" / "agent.zip"
-    assert main(["symmetrize", "--agent", agent, "--env", str(spec), "--method", "equitune", "--out", str(out)]) == 0
+    assert (
+        main(["symmetrize", "--agent", agent, "--env", str(spec), "--method", "equitune", "--out", str(out)])
+        == 0
+    )
     assert out.is_file()

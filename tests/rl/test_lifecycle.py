@@ -100,7 +100,7 @@ def _resume_and_check(tmp_path: Path, run: Path, capsys: pytest.CaptureFixture[s
     assert main(["train", "--resume", str(run), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "best return" in out and "final return" in out
-    assert re.search(r"\(training \d+ s; \d+ s in all", out), out  # learn time, labelled as such
+    assert re.search(r"\(training \d+ s, resumed sessions included; this command \d+ s", out), out
     info = read_run(run)
     total = TINY["timesteps"]
     assert info["status"] == "finished" and info["steps_done"] == total
