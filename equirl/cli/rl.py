@@ -556,10 +556,10 @@ def _eval(args: argparse.Namespace, console: Any) -> int:
     from equirl.cli.output import make_table, progress_bar
 
     which = "final" if args.final else "best"
-    from equirl.rl.spec import load_spec
+    from equirl.rl.build import spec_of_agent
     from equirl.rl.zipinfo import read_algo
 
-    load_spec(args.env)  # an env without a symmetry spec is named before the agent is read
+    spec_of_agent(args.env, args.agent)  # an env without a symmetry spec is named before the agent is read
     # --algo, else the algorithm the zip was saved with; a contradiction is one line naming the option
     args.algo = read_algo(args.agent, args.algo, args.env, which)
     choice = None

@@ -51,6 +51,7 @@ __all__ = [
     "policy_alias",
     "policy_net_kwargs",
     "sb3_algo_kwargs",
+    "spec_of_agent",
 ]
 
 log = logging.getLogger(__name__)
@@ -281,11 +282,13 @@ def _load_pretrained(
     env_id = current_env_id(env) if named else _env_id(env)
     if symmetry is None and env_id is None:
         raise EquirlError("pass symmetry=...: the env has no id to look its symmetry spec up")
-    # unknown env: one line first (a spec read already is taken as it is)
+    # unknown env: one line first (a spec read already is taken as it is; an agent equirl saved carries its own)
     base_sym = (
         symmetry
         if isinstance(symmetry, EnvSymmetry)
-        else load_spec(symmetry if symmetry is not None else str(env_id))
+        else load_spec(symmetry)
+        if symmetry is not None
+        else spec_of_agent(str(env_id), path)
     )
     # the agent's folder, the (current) env id, the env as the zoo run made it (env wrappers -> VecEnv ->
     # normalisation -> frame stack), the spec extended to it, the zip
@@ -469,6 +472,28 @@ def _wrap_q(req: _WrapRequest) -> Any:
             model.policy.quantile_net_target.load_state_dict(model.policy.quantile_net.state_dict())
     log.info("loaded %s into a %s policy (%s)", path, spec.name, sym.env_id)
     return model
+
+
+def spec_of_agent(env_id: str, agent: Any) -> EnvSymmetry:
+    """The spec of ``env_id``: the one a folder or ``--env`` file gives, else the one an agent equirl saved
+    carries for that env (a spec the user wrote once, when the agent was symmetrized).
+
+    :raises SymmetryError: neither has one (the unknown-env line).
+    """
+    from equirl.rl.safe_load import saved_symmetry
+
+    try:
+        return load_spec(env_id)
+    except SymmetryError as err:
+        missing = err
+    try:
+        saved = saved_symmetry(find_agent_zip(agent, env_id))
+    except EquirlError:
+        saved = None  # a missing agent is reported where it is loaded; the spec is the cause here
+    if saved is None or current_env_id(saved.env_id) != env_id:
+        raise missing
+    log.info("%s: using the symmetry spec saved with the agent", env_id)
+    return saved
 
 
 def _saved_method(plain: Any) -> str | None:

@@ -559,6 +559,28 @@ def _plain_policy_kwargs(zpath: Any, pk: Any, symmetry: Any) -> dict[str, Any]:
     return pk
 
 
+def saved_symmetry(zpath: str | Path) -> Any:
+    """The symmetry spec an agent equirl saved carries in its ``policy_kwargs`` (read as data, nothing
+    run), as an :class:`~equirl.rl.spec.EnvSymmetry`; ``None`` for a zip that has none or cannot say."""
+    from equirl.errors import EquirlError
+    from equirl.rl.spec import EnvSymmetry, parse_spec
+
+    try:
+        data = read_zip_data(zpath)
+        entry = data.get("policy_kwargs")
+        pk = (
+            _unpickle_entry(zpath, "policy_kwargs", entry)
+            if isinstance(entry, dict) and ":serialized:" in entry
+            else entry
+        )
+        sym = pk.get("symmetry") if isinstance(pk, dict) else None
+        if isinstance(sym, EnvSymmetry):
+            sym = sym.to_dict()
+        return parse_spec(sym, source=f"{zpath} (saved with the agent)") if isinstance(sym, dict) else None
+    except (EquirlError, AttributeError, TypeError, ValueError):
+        return None
+
+
 def safe_custom_objects(
     zpath: str | Path,
     algo_cls: Any,

@@ -264,3 +264,9 @@ def test_a_spec_file_given_as_the_env_serves_eval_and_symmetrize(
         == 0
     )
     assert out.is_file()
+    # the symmetrized zip carries its spec: evaluated by env id without the file
+    spec_mod._USER_SPECS.clear()
+    capsys.readouterr()
+    argv = ["eval", "--agent", str(out), "--env", "MountainCar-v0", "--method", "equitune", "--episodes", "1"]
+    assert main([*argv, "--json"]) == 0, capsys.readouterr().err
+    assert set(json.loads(capsys.readouterr().out)) == {"equitune"}
