@@ -9,6 +9,10 @@ softmax for λ-equitune. :class:`Symmetrizer` owns the shared mechanics: the ``|
 go through ``M`` in one batched call per chunk, the chunk size keeps each call in the range where a
 batched call is cheaper than ``|G|`` separate ones, and :meth:`Symmetrizer.forward_loop` is the
 per-element reference the tests compare against.
+
+Compilers: a symmetrizer runs under ``torch.compile``. ``torch.jit.script`` does not support it, and
+``torch.jit.trace`` records only the branch its example input took, which is wrong for the methods that
+select by the data (equizero's argmin, canonicalization): trace equitune and λ-equitune only.
 """
 
 from __future__ import annotations
