@@ -211,10 +211,11 @@ STATS_NAME = "vecnormalize.pkl"
 def _env_description(
     agent: str | Path, env_id: str, sub: Path, overwrite: bool
 ) -> tuple[bool, list[tuple[Path, Path]]]:
-    """Whether the agent has an env description, and the ``(source, destination)`` pairs that carry an RL-zoo agent's env description (``config.yml``,
-    ``args.yml``, ``env_kwargs.yml``: its wrappers, frame stack and env options) into the env folder
-    ``sub`` beside the symmetrized zip, so that it runs in the env its agent ran in; files already there
-    with the same bytes are kept, others refused without ``overwrite`` (before any work)."""
+    """An RL-zoo agent's env description (``config.yml``, ``args.yml``, ``env_kwargs.yml``: its wrappers,
+    frame stack and env options), to go into the env folder ``sub`` beside the symmetrized zip so that it
+    runs in the env its agent ran in: whether there is one, and the ``(source, destination)`` copies still
+    to make (files already there with the same bytes are kept; others are refused without ``overwrite``,
+    before any work)."""
     from equirl.rl.zoo import ARGS, CONFIG, ENV_KWARGS, read_zoo_folder
 
     zoo = read_zoo_folder(agent, env_id)

@@ -27,7 +27,7 @@ from typing import Any
 
 from equirl.errors import CheckpointError, ConfigError, EquirlError
 from equirl.rl.algos import ALGOS, AlgoSpec
-from equirl.rl.zoo import ZipRecord, missing_agent, record_of
+from equirl.rl.zoo import missing_agent
 from equirl.utils.io import check_zip_members, parse_json, printable
 
 __all__ = ["ALGO_NAMES", "AgentZipInfo", "check_agent_zip", "inspect_agent_zip", "read_algo"]
@@ -74,8 +74,6 @@ class AgentZipInfo:
     :param obs_bounds: a Box observation space's ``(low, high)`` as saved (each a tuple of floats), when
         its text gives every value.
     :param obs_kind: the observation space's class (``Box``, ``Dict``, ``Discrete``...), when it says.
-    :param record: what equirl recorded when it wrote the zip (:data:`STATISTICS_KEY`), ``None`` where
-        the zip records nothing (zips from elsewhere) or trained on since (its ``num_timesteps`` moved).
     """
 
     algo: str | None
@@ -83,7 +81,6 @@ class AgentZipInfo:
     policy: str | None = None
     continuous: bool | None = None
     other: str | None = None
-    record: ZipRecord | None = None
     obs_kind: str | None = None
     obs_bounds: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
@@ -254,7 +251,6 @@ def inspect_agent_zip(path: str | Path) -> AgentZipInfo:
         policy=printable(".".join(cls), 120) if cls else None,
         continuous=_continuous(data.get("action_space")),
         other=other,
-        record=record_of(data),
         obs_kind=_space_kind(data.get("observation_space")),
         obs_bounds=_bounds(data.get("observation_space")),
     )
@@ -295,15 +291,11 @@ def _warn_bounds(path: Any, info: AgentZipInfo, space: Any, env_id: str | None) 
     a_lo, a_hi = unbounded(info.obs_bounds[0]), unbounded(info.obs_bounds[1])
     if a_lo.shape != lo.shape or a_hi.shape != hi.shape:
         return
-    same = np.allclose(a_lo, lo, rtol=1e-5, atol=1e-6, equal_nan=True) and np.allclose(
+    differs = ~np.isclose(a_lo, lo, rtol=1e-5, atol=1e-6, equal_nan=True) | ~np.isclose(
         a_hi, hi, rtol=1e-5, atol=1e-6, equal_nan=True
     )
-    if not same:
-        k = int(
-            np.argmax(
-                (~np.isclose(a_lo, lo, rtol=1e-5, atol=1e-6)) | (~np.isclose(a_hi, hi, rtol=1e-5, atol=1e-6))
-            )
-        )
+    if differs.any():
+        k = int(np.argmax(differs))
         log.warning(
             "%s was trained on observations bounded [%g, %g] in feature %d, but %s gives [%g, %g]: a wrapper "
             "that clips or rescales its observations may be missing",

@@ -251,6 +251,7 @@ class ZooFolder:
         ``args.yml``'s when it has some, as rl_zoo3's ``enjoy`` does).
     :param vecnormalize: the ``vecnormalize.pkl`` lying in the folder, if any (see :meth:`statistics`).
     :param given_zip: the zip the folder was read for, when a zip (not a folder) was given.
+    :param record: what ``given_zip`` records of the files it runs with (:func:`record_of`), if anything.
     """
 
     folder: Path
@@ -266,6 +267,7 @@ class ZooFolder:
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     vecnormalize: Path | None = None
     given_zip: Path | None = None
+    record: ZipRecord | None = None
 
     @property
     def is_zoo(self) -> bool:
@@ -316,8 +318,10 @@ class ZooFolder:
         ``None`` where it records none, :data:`_UNRECORDED` for a zip from elsewhere."""
         from equirl.utils.io import sha256_file
 
-        record = _zip_record(zip_path) if zip_path is not None else None
-        if record is None or zip_path is None:
+        if zip_path is None:
+            return _UNRECORDED
+        record = self.record if zip_path == self.given_zip else _zip_record(zip_path)  # read once per zip
+        if record is None:
             return _UNRECORDED
         name, rec = printable(zip_path, 200), record.statistics
         if rec is None:
@@ -610,6 +614,7 @@ def read_zoo_folder(path: str | Path, env_id: str | None = None) -> ZooFolder:
         env_kwargs=env_kwargs,
         vecnormalize=stats,
         given_zip=p if p.is_file() else None,
+        record=record,
     )
 
 
