@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+# SB3's ``learn`` without a logger of its own makes an empty ``SB3-{time}`` folder in the temp dir per call
+# (thousands per run of the suite): one folder per test process instead, removed at exit
+_SB3_LOGS = tempfile.mkdtemp(prefix="equirl-tests-sb3-")
+os.environ["SB3_LOGDIR"] = _SB3_LOGS
+atexit.register(shutil.rmtree, _SB3_LOGS, True)
 
 import pytest
 import torch

@@ -521,12 +521,17 @@ def _walltime_model(cfg: RLConfig, method: str) -> Any:
 
     from equirl.rl.build import build_model
 
+    from stable_baselines3.common.logger import Logger
+
     if method == SB3:
-        return _sb3_model(cfg)
-    # the config's symmetrizer options belong to its own method
-    return build_model(
-        replace(cfg, method=method, method_kwargs=cfg.method_kwargs if method == cfg.method else {})
-    )
+        model = _sb3_model(cfg)
+    else:  # the config's symmetrizer options belong to its own method
+        model = build_model(
+            replace(cfg, method=method, method_kwargs=cfg.method_kwargs if method == cfg.method else {})
+        )
+    # a logger with no outputs: else every ``learn`` leaves an empty ``SB3-{time}`` folder in the temp dir
+    model.set_logger(Logger(folder=None, output_formats=[]))
+    return model
 
 
 def _n_updates(model: Any) -> int:
