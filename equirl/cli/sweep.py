@@ -119,7 +119,18 @@ def _sweep(args: argparse.Namespace, console: Any) -> int:
 
     spec = load_sweep(args.sweep)
     out = args.out or f"runs/sweep-{Path(args.sweep).stem}"
-    res = run_sweep(spec, out, executor=args.executor, cpus=args.cpus, address=args.address)
+    try:
+        res = run_sweep(spec, out, executor=args.executor, cpus=args.cpus, address=args.address)
+    except KeyboardInterrupt:  # a trial's own resume hint would continue that trial only
+        import shlex
+
+        from equirl.errors import RunInterrupted
+
+        again = f"equirl sweep {shlex.quote(str(args.sweep))} --out {shlex.quote(str(out))}"
+        raise RunInterrupted(
+            f"sweep interrupted (the running trials checkpointed); continue it with: {again} "
+            "(finished trials are skipped, interrupted ones resumed)"
+        ) from None
     if not args.json:
         from equirl.cli.output import make_table
 

@@ -195,6 +195,9 @@ class EquiLoggingCallback(BaseCallback):
         if f > 0 and self.num_timesteps >= self._next:
             self._next = (self.num_timesteps // f + 1) * f
             self.log_equi()
+            # written now, at this step: SB3 dumps only every ``log_interval`` episodes (off-policy) or
+            # rollouts (on-policy), and a value recorded twice before a dump keeps only the last one
+            self.logger.dump(self.num_timesteps)
         return True
 
     def _recent(self) -> tuple[Tensor, Tensor | None] | None:
@@ -226,7 +229,7 @@ class EquiLoggingCallback(BaseCallback):
 
     @torch.no_grad()
     def log_equi(self) -> None:
-        """Record the ``equi/`` tags now (they are written at the logger's next dump)."""
+        """Record the ``equi/`` tags now (written at the logger's next dump: :meth:`_on_step` dumps at once)."""
         method = policy_method(self.model)
         if method is None:
             return
@@ -346,15 +349,55 @@ class EquiEvalCallback(EvalCallback):
             "last_mean_reward": float(self.last_mean_reward),
         }
 
+    @staticmethod
+    def parse_state(state: Any) -> dict[str, Any]:
+        """:meth:`state` as read back from a checkpoint's ``state.json`` (not signed: anyone may have
+        edited it), checked field by field.
+
+        :raises ValueError: a field of the wrong type or length.
+        """
+
+        def number(v: Any, what: str) -> float:
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ValueError(f"{what} is {type(v).__name__}, not a number")
+            return float(v)
+
+        def listed(v: Any, what: str) -> list[Any]:
+            if not isinstance(v, list):
+                raise ValueError(f"{what} is {type(v).__name__}, not a list")
+            return v
+
+        if not isinstance(state, dict):
+            raise ValueError(f"the evaluation state is {type(state).__name__}, not a mapping")
+        steps = [
+            int(number(t, "an evaluation step")) for t in listed(state.get("timesteps", []), "timesteps")
+        ]
+        results = [
+            [number(r, "an evaluation return") for r in listed(res, "an evaluation's returns")]
+            for res in listed(state.get("results", []), "results")
+        ]
+        if len(steps) != len(results):
+            raise ValueError(f"{len(steps)} evaluation steps but {len(results)} evaluations")
+        best, last, best_step = (state.get(k) for k in ("best_mean_reward", "last_mean_reward", "best_step"))
+        return {
+            "timesteps": steps,
+            "results": results,
+            "best_mean_reward": -np.inf if best is None else number(best, "best_mean_reward"),
+            "best_step": None if best_step is None else int(number(best_step, "best_step")),
+            "last_mean_reward": -np.inf if last is None else number(last, "last_mean_reward"),
+        }
+
     def set_state(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state` (on resume)."""
-        self.evaluations_timesteps = [int(t) for t in state.get("timesteps", [])]
-        self.evaluations_results = [list(map(float, r)) for r in state.get("results", [])]
-        best = state.get("best_mean_reward")
-        self.best_mean_reward = -np.inf if best is None else float(best)
-        self.best_step = state.get("best_step")
-        last = state.get("last_mean_reward")
-        self.last_mean_reward = -np.inf if last is None else float(last)
+        """Restore :meth:`state` (on resume).
+
+        :raises ValueError: see :meth:`parse_state`.
+        """
+        state = self.parse_state(state)
+        self.evaluations_timesteps = state["timesteps"]
+        self.evaluations_results = state["results"]
+        self.best_mean_reward = state["best_mean_reward"]
+        self.best_step = state["best_step"]
+        self.last_mean_reward = state["last_mean_reward"]
 
     def _save_best(self) -> None:
         from pathlib import Path

@@ -64,6 +64,7 @@ __all__ = [
     "nonfinite_reason",
     "read_run",
     "replay_buffer_bytes",
+    "run_lock",
     "save_checkpoint",
 ]
 
@@ -149,14 +150,88 @@ def pid_alive(pid: int | None, host: str | None = None) -> bool:
     return True
 
 
-def effective_status(info: dict[str, Any]) -> str:
+#: the file a process holds an exclusive ``flock`` on while it trains the run (released by the OS when
+#: the process ends, however it ends): "is this run still running?" is asked of the lock, not of a pid
+#: that a reboot may have given to another process
+LOCK_FILE = "run.lock"
+
+
+def _open_lock(run_dir: Path) -> int:
+    try:  # O_NOFOLLOW: a crafted folder's ``run.lock`` symlink is not followed
+        return os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as exc:
+        raise CheckpointError(
+            f"cannot lock run {run_dir} ({exc.strerror or exc}: {run_dir / LOCK_FILE})"
+        ) from None
+
+
+@contextmanager
+def run_lock(run_dir: str | Path) -> Iterator[None]:
+    """Hold the run's lock (``{run_dir}/run.lock``, an exclusive ``flock``) for the body: a second process
+    training the same run (two ``--resume`` at once) is refused at once.
+
+    :raises CheckpointError: another process holds it, or the lock file cannot be made.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - no flock (Windows): the pid check of ``run.json`` only
+        yield
+        return
+    run_dir = Path(run_dir)
+    fd = _open_lock(run_dir)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CheckpointError(
+                f"{run_dir} is being trained by another process; wait for it or stop it first"
+            ) from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _lock_held(run_dir: Path) -> bool | None:
+    """Whether another process holds the run's lock (``None``: no lock file, or it cannot be checked)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover
+        return None
+    path = run_dir / LOCK_FILE
+    if path.is_symlink() or not path.is_file():
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return None
+    else:
+        return False
+    finally:
+        os.close(fd)
+
+
+def effective_status(info: dict[str, Any], run_dir: str | Path | None = None) -> str:
     """``info["status"]``, or ``stale`` for a ``running`` run whose process is gone (or whose ``pid`` is
-    not a process id: it cannot be checked); ``unknown`` for a status that is not text."""
+    not a process id: it cannot be checked); ``unknown`` for a status that is not text.
+
+    :param run_dir: the run's folder: its lock (:func:`run_lock`) decides on this host when it has one,
+        so a pid reused by another process after a reboot does not keep a dead run "running".
+    """
     status = info.get("status", "unknown")
     if not isinstance(status, str):
         return "unknown"
     if status == "running":
         pid, host = info.get("pid"), info.get("host")
+        on_this_host = not isinstance(host, str) or host == socket.gethostname()
+        held = _lock_held(Path(run_dir)) if run_dir is not None and on_this_host else None
+        if held is not None:
+            return status if held else "stale"
         if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid < 2**31:
             return "stale"
         if not pid_alive(pid, host if isinstance(host, str) else None):
@@ -190,7 +265,7 @@ def list_runs(root: str | Path) -> list[dict[str, Any]]:
             out.append({"run_dir": str(d), "status": "unreadable", "error": str(exc)})
             continue
         info["run_dir"] = str(d)
-        info["status"] = effective_status(info)
+        info["status"] = effective_status(info, d)
         info["resume_command"] = resume_command(d, info.get("command"))
         if bad:
             info["invalid"] = bad

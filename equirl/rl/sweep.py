@@ -527,7 +527,7 @@ def find_trial_dir(out: str | Path, name: str, fingerprint: str | None = None) -
 def _status(d: Path) -> str:
     """The effective status of run directory ``d`` (``unreadable``: its ``run.json`` is corrupt)."""
     try:
-        return effective_status(read_run(d))
+        return effective_status(read_run(d), d)
     except (CheckpointError, ConfigError):
         return "unreadable"
 

@@ -47,7 +47,7 @@ import numpy as np
 from equirl.errors import ConfigError, EquirlError
 from equirl.rl.lifecycle import list_runs
 from equirl.rl.spec import env_scores
-from equirl.utils.io import atomic_write_text, check_no_symlinks, read_json, remove_file
+from equirl.utils.io import atomic_write_text, check_no_symlinks, printable, read_json, remove_file
 from equirl.utils.report import BenchTable, Column, save_plot, write_csv
 from equirl.utils.stats import (
     Interval,
@@ -143,6 +143,12 @@ def load_sweep_runs(root: str | Path) -> tuple[list[RunData], list[dict[str, Any
             if d is not None:
                 current[d.name] = t
     runs, other = [], []
+    if fingerprinted:  # a trial of sweep.json with no run directory: not run yet, or deleted
+        found = {t["name"] for t in current.values()}
+        other += [
+            {"run_dir": str(root / name), "status": "missing", "error": "a trial of sweep.json without a run"}
+            for name in sorted(set(index) - found)
+        ]
     for info in list_runs(root):
         d = Path(info["run_dir"])
         named = next((t for n, t in index.items() if d.name.startswith(n + "__")), None)
@@ -193,7 +199,21 @@ def load_sweep_runs(root: str | Path) -> tuple[list[RunData], list[dict[str, Any
                 run_dir=str(d),
             )
         )
-    return runs, other
+    # one run per seed and group: a second run of the same seed (two `equirl train` of one config into
+    # one folder) would be counted as another seed; the newest is kept
+    kept: dict[tuple[tuple[str, str, str], int], RunData] = {}
+    for r in runs:  # oldest first (run folders sort by name; the time comes last in a name)
+        old = kept.get((r.group, r.seed))
+        if old is not None:
+            other.append(
+                {
+                    "run_dir": old.run_dir,
+                    "status": "duplicate seed",
+                    "error": f"seed {r.seed} again in {r.run_dir}",
+                }
+            )
+        kept[(r.group, r.seed)] = r
+    return list(kept.values()), other
 
 
 def _counts(other: list[dict[str, Any]]) -> dict[str, int]:
@@ -235,10 +255,29 @@ def steps_to_threshold(run: RunData, threshold: float) -> tuple[float, bool]:
     return (float(run.steps[hit[0]]), True) if hit.size else (float(run.steps[-1]), False)
 
 
-def _ci_text(i: Interval | None, fmt: str = ".1f") -> str:
+#: the fewest seeds (runs) a group needs for an interval and a comparison: a bootstrap over one seed is a
+#: zero-width "interval" that would call any difference significant
+MIN_SEEDS = 2
+
+
+def _ci_text(i: Interval | None, fmt: str = ".1f", n: int = MIN_SEEDS) -> str:
     if i is None:
         return ""
+    if n < MIN_SEEDS:
+        return f"{i.value:{fmt}} (1 seed: no CI)"
     return f"{i.value:{fmt}} [{i.low:{fmt}}, {i.high:{fmt}}]"
+
+
+def _interval_fields(prefix: str, i: Interval, n: int, fmt: str) -> dict[str, Any]:
+    """``{prefix}``, ``{prefix}_low`` / ``_high`` (``None`` with fewer than :data:`MIN_SEEDS` seeds) and
+    ``{prefix}_ci`` (the text) of a row."""
+    few = n < MIN_SEEDS
+    return {
+        prefix: i.value,
+        f"{prefix}_low": None if few else i.low,
+        f"{prefix}_high": None if few else i.high,
+        f"{prefix}_ci": _ci_text(i, fmt, n),
+    }
 
 
 @dataclass
@@ -250,9 +289,12 @@ class SweepReport:
     runs: list[dict[str, Any]]
     problems: list[dict[str, Any]]
     files: list[Path] = field(default_factory=list)
+    #: the method the comparisons are against
+    baseline: str = "base"
 
     def tables(self) -> list[BenchTable]:
         """The group and aggregate tables (rich renderables)."""
+        b = self.baseline
         g = BenchTable(
             self.groups,
             "sweep: per env and method (final return over seeds; 95 % bootstrap CIs)",
@@ -266,9 +308,9 @@ class SweepReport:
                 Column("iqm_best", "IQM best [95% CI]", lambda r: r.get("iqm_best_ci", "")),
                 Column("iqm_auc", "IQM AUC (norm.) [95% CI]", lambda r: r.get("iqm_auc_ci", "")),
                 Column("km_median_steps", "steps to thr. (KM median)", lambda r: r["steps_text"]),
-                Column("p_improve", "P(> base) [95% CI]", lambda r: r["p_improve_ci"]),
-                Column("final_vs_base", "final vs base", lambda r: r.get("final_vs_base", "")),
-                Column("auc_vs_base", "AUC vs base", lambda r: r.get("auc_vs_base", "")),
+                Column("p_improve", f"P(> {b}) [95% CI]", lambda r: r["p_improve_ci"]),
+                Column("final_vs_base", f"final vs {b}", lambda r: r.get("final_vs_base", "")),
+                Column("auc_vs_base", f"AUC vs {b}", lambda r: r.get("auc_vs_base", "")),
             ],
             keys=2,
         )
@@ -283,7 +325,7 @@ class SweepReport:
                 Column("iqm", "IQM [95% CI]", lambda r: r["iqm_ci"]),
                 Column("mean", "mean [95% CI]", lambda r: r["mean_ci"]),
                 Column("iqm_auc", "IQM AUC [95% CI]", lambda r: r["iqm_auc_ci"]),
-                Column("p_improve", "P(> base) [95% CI]", lambda r: r["p_improve_ci"]),
+                Column("p_improve", f"P(> {b}) [95% CI]", lambda r: r["p_improve_ci"]),
             ],
             keys=1,
         )
@@ -339,9 +381,16 @@ def sweep_report(
         bad = next((o for o in other if o["status"] == "unreadable"), None)
         why = f"; {bad['error']}" if bad is not None else ""
         raise EquirlError(f"{root}: no finished run to report on ({kinds or 'no run directories'}){why}")
+    given = baseline is not None
     if baseline is None:
         sweep = _manifest(root).get("sweep") or {}
         baseline = str(sweep.get("baseline") or BASE) if isinstance(sweep, dict) else BASE
+    methods_run = sorted({r.method for r in runs})
+    if given and baseline not in methods_run:
+        raise ConfigError(
+            f"--baseline {printable(baseline, 60)}: no finished run of that method in {root} "
+            f"(methods there: {', '.join(methods_run)})"
+        )
     table = {**_sweep_scores(root), **check_scores(scores, "scores")}
     for env in sorted({r.env for r in runs} - set(table)):  # the env specs' scores
         found = env_scores(env)
@@ -362,15 +411,10 @@ def sweep_report(
         row: dict[str, Any] = {"env": env, "method": method, "variant": variant, "seeds": len(rs)}
         i_iqm = stratified_bootstrap_ci([finals], lambda s: iqm(s[0]), reps=reps)
         i_mean = stratified_bootstrap_ci([finals], lambda s: float(np.mean(s[0])), reps=reps)
+        n = len(rs)
         row.update(
-            iqm_final=i_iqm.value,
-            iqm_final_low=i_iqm.low,
-            iqm_final_high=i_iqm.high,
-            iqm_final_ci=_ci_text(i_iqm),
-            mean_final=i_mean.value,
-            mean_final_low=i_mean.low,
-            mean_final_high=i_mean.high,
-            mean_final_ci=_ci_text(i_mean),
+            **_interval_fields("iqm_final", i_iqm, n, ".1f"),
+            **_interval_fields("mean_final", i_mean, n, ".1f"),
             mean_best=float(np.mean([r.best for r in rs if r.best is not None]))
             if any(r.best is not None for r in rs)
             else None,
@@ -379,7 +423,7 @@ def sweep_report(
         bests = np.asarray([r.best for r in rs if r.best is not None])
         if bests.size:
             i_best = stratified_bootstrap_ci([bests], lambda s: iqm(s[0]), reps=reps)
-            row.update(iqm_best=i_best.value, iqm_best_ci=_ci_text(i_best))
+            row.update(iqm_best=i_best.value, iqm_best_ci=_ci_text(i_best, ".1f", int(bests.size)))
         intervals[(env, method, variant)] = {"final": i_iqm}
         if score is not None:
             aucs = [auc(r, score) for r in rs]
@@ -388,15 +432,9 @@ def sweep_report(
                 [np.asarray(aucs)], lambda s: float(np.mean(s[0])), reps=reps
             )
             intervals[(env, method, variant)]["auc"] = i_auc
-            row.update(
-                iqm_auc=i_auc.value,
-                iqm_auc_low=i_auc.low,
-                iqm_auc_high=i_auc.high,
-                iqm_auc_ci=_ci_text(i_auc, ".3f"),
-                mean_auc=i_auc_mean.value,
-                mean_auc_low=i_auc_mean.low,
-                mean_auc_high=i_auc_mean.high,
-            )
+            row.update(**_interval_fields("iqm_auc", i_auc, n, ".3f"))
+            row.update(**_interval_fields("mean_auc", i_auc_mean, n, ".3f"))
+            row.pop("mean_auc_ci")
             hits = [steps_to_threshold(r, score["threshold"]) for r in rs]
             budget = max(r.budget for r in rs)
             km = kaplan_meier([h[0] for h in hits], [h[1] for h in hits], horizon=budget)
@@ -411,10 +449,12 @@ def sweep_report(
         else:
             aucs = [float("nan")] * len(rs)
         base_rs = by_group.get((env, baseline, variant))
-        if method != baseline and base_rs:
+        if method != baseline and base_rs and min(n, len(base_rs)) >= MIN_SEEDS:
             poi = probability_of_improvement([finals], [[r.final for r in base_rs]], reps=reps)
             row.update(p_improve=poi.value, p_improve_low=poi.low, p_improve_high=poi.high)
             row["p_improve_ci"] = _ci_text(poi, ".2f")
+        elif method != baseline and base_rs:
+            row["p_improve_ci"] = "too few seeds"
         else:
             row["p_improve_ci"] = ""
         group_rows.append(row)
@@ -435,9 +475,10 @@ def sweep_report(
     for row in group_rows:  # non-overlapping 95 % IQM intervals against the baseline
         mine = intervals[(row["env"], row["method"], row["variant"])]
         ref = intervals.get((row["env"], baseline, row["variant"]))
+        few = min(row["seeds"], len(by_group.get((row["env"], baseline, row["variant"]), []))) < MIN_SEEDS
         for metric in ("final", "auc"):
             if row["method"] != baseline and ref is not None and metric in mine and metric in ref:
-                row[f"{metric}_vs_base"] = compare(mine[metric], ref[metric])
+                row[f"{metric}_vs_base"] = "too few seeds" if few else compare(mine[metric], ref[metric])
             else:
                 row[f"{metric}_vs_base"] = ""
 
@@ -460,27 +501,22 @@ def sweep_report(
             for e in envs
         ]
         i_auc = stratified_bootstrap_ci(auc_strata, lambda s: iqm(np.concatenate(s)), reps=reps)
+        fewest = min(int(s.size) for s in strata)  # the bootstrap resamples seeds within each env
         row = {
             "method": method,
             "variant": variant,
             "envs": len(envs),
             "runs": int(sum(s.size for s in strata)),
-            "iqm": i_iqm.value,
-            "iqm_low": i_iqm.low,
-            "iqm_high": i_iqm.high,
-            "iqm_ci": _ci_text(i_iqm, ".3f"),
-            "mean": i_mean.value,
-            "mean_low": i_mean.low,
-            "mean_high": i_mean.high,
-            "mean_ci": _ci_text(i_mean, ".3f"),
-            "iqm_auc": i_auc.value,
-            "iqm_auc_low": i_auc.low,
-            "iqm_auc_high": i_auc.high,
-            "iqm_auc_ci": _ci_text(i_auc, ".3f"),
+            **_interval_fields("iqm", i_iqm, fewest, ".3f"),
+            **_interval_fields("mean", i_mean, fewest, ".3f"),
+            **_interval_fields("iqm_auc", i_auc, fewest, ".3f"),
             "p_improve_ci": "",
         }
         both = [e for e in envs if (e, baseline, variant) in by_group]
-        if method != baseline and both:
+        fewest_base = min((len(by_group[(e, baseline, variant)]) for e in both), default=0)
+        if method != baseline and both and min(fewest, fewest_base) < MIN_SEEDS:
+            row["p_improve_ci"] = "too few seeds"
+        elif method != baseline and both:
             poi = probability_of_improvement(
                 [[r.final for r in by_group[(e, method, variant)]] for e in both],
                 [[r.final for r in by_group[(e, baseline, variant)]] for e in both],
@@ -497,7 +533,7 @@ def sweep_report(
     problems = [
         {"run_dir": o["run_dir"], "status": o["status"], "error": o.get("error") or ""} for o in other
     ]
-    rep = SweepReport(group_rows, agg_rows, run_rows, problems)
+    rep = SweepReport(group_rows, agg_rows, run_rows, problems, baseline=baseline)
     out = root / "report"
     if out.exists() or out.is_symlink():  # a link would send the report's files anywhere
         check_no_symlinks(out, "report folder")

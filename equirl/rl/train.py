@@ -31,12 +31,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import logging
 import os
+import socket
 import tempfile
 import threading
 import time
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,7 @@ from equirl.rl.lifecycle import (
     read_run,
     replay_buffer_bytes,
     restore_rng,
+    run_lock,
     save_checkpoint,
 )
 from equirl.utils.io import (
@@ -89,7 +91,7 @@ from equirl.utils.io import (
     write_json,
 )
 from equirl.utils.progress import status
-from equirl.utils.runs import run_name, unique_run_dir
+from equirl.utils.runs import resume_command, run_name, unique_run_dir
 
 __all__ = ["RunResult", "check_run", "resume_training", "run_training"]
 
@@ -146,6 +148,13 @@ def check_run(cfg: RLConfig, trust_checkpoint: bool = False) -> str:
 
     check_output_path(cfg.out, "out")
     signing_key()  # checkpoints are signed: a key that cannot be made fails here, not at every checkpoint
+    if cfg.init_from and "://" not in cfg.init_from and not os.path.isabs(cfg.init_from):
+        from equirl.rl.zoo import resolve_agent_path
+
+        # the run's config.yaml names the agent from anywhere: a resume from another folder finds it
+        found = resolve_agent_path(cfg.init_from)
+        if found.exists():
+            cfg = dataclasses.replace(cfg, init_from=os.path.abspath(found))
     probe = cfg
     if cfg.method == AUTO:
         if not cfg.init_from:
@@ -188,6 +197,13 @@ def run_training(
     """
     check_output_path(cfg.out, "out")
     signing_key()  # checkpoints are signed: a key that cannot be made fails here, not at every checkpoint
+    if cfg.init_from and "://" not in cfg.init_from and not os.path.isabs(cfg.init_from):
+        from equirl.rl.zoo import resolve_agent_path
+
+        # the run's config.yaml names the agent from anywhere: a resume from another folder finds it
+        found = resolve_agent_path(cfg.init_from)
+        if found.exists():
+            cfg = dataclasses.replace(cfg, init_from=os.path.abspath(found))
     # validation errors happen before any directory exists; method auto resolves first (zero-shot)
     auto_choice = None
     if cfg.method == AUTO:
@@ -211,7 +227,7 @@ def run_training(
         run_dir,
         {
             "command": command,
-            "resume_command": f"equirl {command} --resume {run_dir}",
+            "resume_command": resume_command(run_dir, command),
             "config_sha256": config_fingerprint(cfg_text),
             "env": cfg.env,
             "method": cfg.method,
@@ -224,10 +240,11 @@ def run_training(
             "final": None,
         },
     )
-    record.update()
-    run = _Run(cfg, run_dir, model, record, stop or threading.Event(), fresh=True)
-    run.scorer_fit = scorer_fit
-    return run.execute(progress_bar, callbacks or [])
+    with run_lock(run_dir):  # held while it trains: a `--resume` of it meanwhile is refused
+        record.update()
+        run = _Run(cfg, run_dir, model, record, stop or threading.Event(), fresh=True)
+        run.scorer_fit = scorer_fit
+        return run.execute(progress_bar, callbacks or [])
 
 
 def resume_training(
@@ -258,67 +275,77 @@ def resume_training(
 
     run_dir = Path(run_dir)
     check_no_symlinks(run_dir)
-    info = read_run(run_dir)
-    status = effective_status(info)
-    if status == "finished":
-        raise RunFinishedError(
-            f"{run_dir} has already finished ({info.get('steps_done')} of {info.get('total_timesteps')} "
-            "steps): nothing to resume"
-        )
-    if status == "running" and info.get("pid") != os.getpid():
-        raise CheckpointError(f"{run_dir} is still running (pid {info.get('pid')}); stop it first")
-    cfg_text = read_text(run_dir / "config.yaml", "run config")
-    stored = info.get("config_sha256")
-    if stored is not None and stored != config_fingerprint(cfg_text):
-        raise CheckpointError(
-            f"{run_dir / 'config.yaml'} was edited after the run started: a resume continues the run as it "
-            "was configured; start a new run with `equirl train <config>` instead (nothing was changed)"
-        )
-    cfg = load_rl_config(run_dir / "config.yaml")
-    check_writable_tree(run_dir)
-    ckpt = load_checkpoint(run_dir, trust=trust_checkpoint)
-    if ckpt is None:  # killed before its first checkpoint: start again, in the same directory
-        model = build_model(cfg)
-        state: dict[str, Any] = {}
-        log.warning("%s has no checkpoint: training again from step 0", run_dir)
-    else:
-        extra = ckpt.extra or {}
-        vec = trusted_loads(extra["env"]) if extra.get("env") is not None else None
-        exact = vec is not None
-        if vec is None:  # a finetuned agent's env is the one it ran in (wrappers, statistics, frames)
-            vec = build_model(cfg, trust_checkpoint=trust_checkpoint).get_env() if cfg.init_from else None
-            vec = vec if vec is not None else make_train_env(cfg)
-        try:
-            model = get_algo(cfg.algo).cls.load(
-                _io.BytesIO(ckpt.model_bytes), env=vec, device="cpu", force_reset=not exact
+    read_run(run_dir)  # a run folder (before a lock file is made in it)
+    with run_lock(run_dir):  # another process training it is refused here
+        info = read_run(run_dir)
+        status = effective_status(info)
+        if status == "finished":
+            raise RunFinishedError(
+                f"{run_dir} has already finished ({info.get('steps_done')} of {info.get('total_timesteps')} "
+                "steps): nothing to resume"
             )
-            if ckpt.replay_buffer is not None:
-                model.load_replay_buffer(_io.BytesIO(ckpt.replay_buffer))
-        except (ValueError, KeyError, TypeError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        host = info.get("host")
+        if status == "running" and isinstance(host, str) and host != socket.gethostname():
             raise CheckpointError(
-                f"cannot restore checkpoint {ckpt.model} (corrupt, or it does not fit {cfg.env}): "
-                f"{printable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, 200)}"
-            ) from None
-        if get_method(cfg.method).training_baseline:  # its hooks are not saved with the model
-            attach_training_hooks(model, cfg)
-        if extra.get("rng") is not None:
-            restore_rng(model, extra["rng"])
-        state = ckpt.state
-        if cfg.init_from:  # evaluations make the env the agent ran in (from the run's copy of its recipe)
-            from equirl.rl.zoo import read_zoo_folder, remember_env, zoo_env
+                f"{run_dir} is still running on {printable(str(info.get('host')), 100)} "
+                f"(pid {info.get('pid')}); stop it first"
+            )
+        cfg_text = read_text(run_dir / "config.yaml", "run config")
+        stored = info.get("config_sha256")
+        if stored is not None and stored != config_fingerprint(cfg_text):
+            raise CheckpointError(
+                f"{run_dir / 'config.yaml'} was edited after the run started: a resume continues the run as it "
+                "was configured; start a new run with `equirl train <config>` instead (nothing was changed)"
+            )
+        cfg = load_rl_config(run_dir / "config.yaml")
+        check_writable_tree(run_dir)
+        ckpt = load_checkpoint(run_dir, trust=trust_checkpoint)
+        if ckpt is None:  # killed before its first checkpoint: start again, in the same directory
+            model = build_model(cfg)
+            state: dict[str, Any] = {}
+            log.warning("%s has no checkpoint: training again from step 0", run_dir)
+        else:
+            extra = ckpt.extra or {}
+            vec = trusted_loads(extra["env"]) if extra.get("env") is not None else None
+            exact = vec is not None
+            if vec is None:  # a finetuned agent's env is the one it ran in (wrappers, statistics, frames)
+                vec = build_model(cfg, trust_checkpoint=trust_checkpoint).get_env() if cfg.init_from else None
+                vec = vec if vec is not None else make_train_env(cfg)
+            try:
+                model = get_algo(cfg.algo).cls.load(
+                    _io.BytesIO(ckpt.model_bytes), env=vec, device="cpu", force_reset=not exact
+                )
+                if ckpt.replay_buffer is not None:
+                    model.load_replay_buffer(_io.BytesIO(ckpt.replay_buffer))
+            except Exception as exc:  # a trusted (unpickled) file can fail anywhere: another algorithm's
+                # model (no ``q_net``), a corrupt one, one of another env...
+                raise CheckpointError(
+                    f"cannot restore checkpoint {ckpt.model} (corrupt, or it does not fit a {cfg.algo} run "
+                    f"on {cfg.env}): "
+                    f"{printable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, 200)}"
+                ) from None
+            if get_method(cfg.method).training_baseline:  # its hooks are not saved with the model
+                attach_training_hooks(model, cfg)
+            if extra.get("rng") is not None:
+                restore_rng(model, extra["rng"])
+            state = ckpt.state
+            if cfg.init_from:  # evaluations make the env the agent ran in (from the run's copy of its recipe)
+                from equirl.rl.zoo import read_zoo_folder, remember_env, zoo_env
 
-            recipe = zoo_env(read_zoo_folder(run_dir, cfg.env), cfg.env, trust_checkpoint=trust_checkpoint)
-            remember_env(model, recipe)
-    fields = {k: v for k, v in info.items() if k not in ("pid", "host", "ended_at", "error", "status")}
-    resumes = [*fields.pop("resumed_at", []), time.strftime("%Y-%m-%dT%H:%M:%S%z")]
-    record = RunRecord(run_dir, {**fields, "resumed_at": resumes})
-    record.data["steps_done"] = int(model.num_timesteps)
-    record.update(status="running")
-    run = _Run(cfg, run_dir, model, record, stop or threading.Event(), fresh=ckpt is None)
-    run.restore(state, ckpt.step if ckpt else 0, str(ckpt.model) if ckpt else None)
-    if ckpt is None:
-        run.scorer_fit = _fit_scorer(cfg, model)
-    return run.execute(progress_bar, callbacks or [])
+                recipe = zoo_env(
+                    read_zoo_folder(run_dir, cfg.env), cfg.env, trust_checkpoint=trust_checkpoint
+                )
+                remember_env(model, recipe)
+        fields = {k: v for k, v in info.items() if k not in ("pid", "host", "ended_at", "error", "status")}
+        resumes = [*fields.pop("resumed_at", []), time.strftime("%Y-%m-%dT%H:%M:%S%z")]
+        record = RunRecord(run_dir, {**fields, "resumed_at": resumes})
+        record.data["steps_done"] = int(model.num_timesteps)
+        run = _Run(cfg, run_dir, model, record, stop or threading.Event(), fresh=ckpt is None)
+        run.restore(state, ckpt.step if ckpt else 0, str(ckpt.model) if ckpt else None)
+        record.update(status="running")
+        if ckpt is None:
+            run.scorer_fit = _fit_scorer(cfg, model)
+        return run.execute(progress_bar, callbacks or [])
 
 
 def _fit_scorer(cfg: RLConfig, model: Any) -> dict[str, float]:
@@ -455,7 +482,8 @@ class _Run:
 
     @property
     def command(self) -> str:
-        return str(self.record.data.get("resume_command", f"equirl train --resume {self.run_dir}"))
+        """Made from the folder's path, never read from ``run.json`` (a copied or edited file)."""
+        return resume_command(self.run_dir, self.record.data.get("command"))
 
     @property
     def save_buffer(self) -> bool:
@@ -463,10 +491,33 @@ class _Run:
         return replay_buffer_bytes(self.model) <= AUTO_BUFFER_BYTES if flag is None else flag
 
     def restore(self, state: dict[str, Any], step: int, path: str | None) -> None:
-        self.eval_state = dict(state.get("eval") or {})
-        self.partial_saved = bool(state.get("partial_saved", False))
-        self.seconds_before = float(state.get("train_seconds") or 0.0)
-        self.scorer_fit = dict(state.get("scorer_fit") or {})
+        """Take up a checkpoint's run state (``state.json``'s ``state``: not signed, so checked here).
+
+        :raises CheckpointError: a field of the wrong type (one line naming it).
+        """
+        try:
+            if not isinstance(state, dict):
+                raise ValueError(f"it is {type(state).__name__}, not a mapping")
+            ev = state.get("eval") or {}
+            self.eval_state = EquiEvalCallback.parse_state(ev) if ev else {}
+            if ev:  # the candidates' own entries are checked one by one when the callback takes them
+                self.eval_state["candidates"] = ev.get("candidates")
+            self.partial_saved = bool(state.get("partial_saved", False))
+            secs = state.get("train_seconds") or 0.0
+            if isinstance(secs, bool) or not isinstance(secs, (int, float)) or not 0 <= secs < float("inf"):
+                raise ValueError(f"train_seconds is {printable(repr(secs), 60)}, not a number of seconds")
+            self.seconds_before = float(secs)
+            fit = state.get("scorer_fit") or {}
+            if not isinstance(fit, dict) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in fit.values()
+            ):
+                raise ValueError("scorer_fit is not a mapping of numbers")
+            self.scorer_fit = {str(k): float(v) for k, v in fit.items()}
+        except ValueError as exc:
+            raise CheckpointError(
+                f"{self.run_dir / 'checkpoint' / 'state.json'}: malformed run state ({exc}); "
+                "was it edited? (the checkpoint was not resumed)"
+            ) from None
         self.ckpt_step, self.ckpt_path = (step, path) if path else (-1, None)
 
     def state(self, seconds: float) -> dict[str, Any]:
@@ -645,7 +696,7 @@ class _Run:
         rets = evaluate(model, cfg.env, n_eval_episodes=cfg.eval.final_episodes, seed=cfg.seed + 20_000)
         timesteps = [*cb.timesteps, int(model.num_timesteps)]
         results = [*cb.results, rets]
-        model.logger.record(f"equi/eval_return/{cfg.method}", float(np.mean(rets)))
+        model.logger.record(f"equi/final_return/{cfg.method}", float(np.mean(rets)))
         model.logger.dump(int(model.num_timesteps))
         self.save_model("model.zip")  # written before the confirmation, which never changes it
         best = _eval_summary(cb.best_step, cb.best_mean_reward)
@@ -763,8 +814,12 @@ class _Run:
             for c, path in cands:
                 try:
                     model.set_parameters(str(path), exact_match=True, device=model.device)
-                except (ValueError, KeyError, RuntimeError, OSError, zipfile.BadZipFile) as exc:
-                    log.warning("candidate %s not confirmed: it does not load (%s)", path, exc)
+                except Exception as exc:  # whatever is wrong with one candidate (bit rot, an edit: torch's
+                    # UnpicklingError, zip or shape errors...) costs that candidate, never the run
+                    why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                    log.warning(
+                        "candidate %s not confirmed: it does not load (%s)", path, printable(why, 200)
+                    )
                     continue
                 rets = evaluate(model, cfg.env, n_eval_episodes=n, seed=seed)
                 entries.append(entry(rets, c["timestep"], False, c["mean_return"], c["episodes"]))

@@ -127,7 +127,7 @@ def test_train_writes_a_complete_run_dir(tmp_path: Path, capsys: pytest.CaptureF
     assert yaml.safe_load((run / "config.yaml").read_text())["seed"] == 3
     assert list((run / "tb").glob("events.out.tfevents.*"))
     progress = (run / "tb" / "progress.csv").read_text()
-    assert "equi/equivariance_error" in progress and "equi/eval_return/equitune" in progress
+    assert "equi/equivariance_error" in progress and "equi/final_return/equitune" in progress
     loaded = DQN.load(run / "model.zip")
     assert loaded.policy.q_net.method == "equitune"
 

@@ -47,9 +47,11 @@ class _Collect(KVWriter):
 
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []
+        self.steps: list[int] = []  # the step of each dump
 
     def write(self, key_values: dict[str, Any], key_excluded: Any, step: int = 0) -> None:
         self.rows.append(dict(key_values))
+        self.steps.append(int(step))
 
 
 def _model(algo: str, method: str, **extra: Any) -> Any:
@@ -219,3 +221,17 @@ def test_image_observations() -> None:
     assert cb.last["equi/equivariance_error/critic"] <= ATOL
     for sfx in ("", "_critic"):
         assert sum(cb.last[f"equi/lambda_weight{sfx}/{g}"] for g in labels) == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("algo", ["sac", "ppo"])
+def test_each_log_is_written_at_its_own_step(algo: str) -> None:
+    """A log is written when it is measured: SB3 dumps only every ``log_interval`` episodes (off-policy)
+    or rollouts (on-policy), and a value recorded twice before a dump would keep only the last one."""
+    model = _model(algo, EQUIZERO)
+    cb = EquiLoggingCallback(16)
+    out = _Collect()
+    model.set_logger(Logger(None, [out]))
+    model.learn(160, callback=cb, log_interval=1000)  # SB3 itself would dump (almost) never
+    steps = [s for r, s in zip(out.rows, out.steps) if "equi/equivariance_error/actor" in r]
+    assert len(steps) == len(cb.equi_errors) >= 160 // 16 - 1
+    assert steps == sorted(set(steps)) and all(s % 16 < 3 for s in steps)  # PPO: 3 envs step together

@@ -1,0 +1,93 @@
+"""What a sweep report may claim from the runs it has: no interval or comparison from a single seed, a
+seed counted once, a baseline that exists, column labels that name it, missing trials named."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from equirl.cli import main
+from equirl.registry import BASE, EQUITUNE
+from equirl.rl.sweep_report import MIN_SEEDS, sweep_report
+
+
+def _run(root: Path, method: str, seed: int, returns: list[float], stamp: int = 1) -> Path:
+    d = root / f"CartPole-v1__{method}__{seed}__{stamp}"
+    d.mkdir(parents=True)
+    evals = [{"timestep": 100 * (i + 1), "mean_return": r} for i, r in enumerate(returns)]
+    (d / "run.json").write_text(
+        json.dumps(
+            {
+                "status": "finished",
+                "env": "CartPole-v1",
+                "method": method,
+                "seed": seed,
+                "steps_done": 100 * len(returns),
+                "total_timesteps": 100 * len(returns),
+                "best": {"timestep": 100, "mean_return": max(returns)},
+            }
+        )
+    )
+    (d / "evaluations.json").write_text(json.dumps({"evaluations": evals}))
+    return d
+
+
+def _groups(root: Path, **kw: object) -> dict[str, dict[str, object]]:
+    rep = sweep_report(root, reps=200, plots=False, hparams=False, **kw)  # type: ignore[arg-type]
+    return {g["method"]: g for g in rep.groups}
+
+
+def test_one_seed_per_arm_gives_no_interval_and_no_verdict(tmp_path: Path) -> None:
+    _run(tmp_path, BASE, 0, [10.0, 10.5])
+    _run(tmp_path, EQUITUNE, 0, [9.0, 8.0])
+    g = _groups(tmp_path)
+    eq = g[EQUITUNE]
+    assert eq["seeds"] == 1 < MIN_SEEDS
+    assert eq["iqm_final"] == 8.0 and eq["iqm_final_low"] is None and eq["iqm_final_high"] is None
+    assert "no CI" in str(eq["iqm_final_ci"]) and "[" not in str(eq["iqm_final_ci"])
+    # a zero-width bootstrap interval over one seed would have said "below"
+    assert eq["final_vs_base"] == "too few seeds" and eq["auc_vs_base"] == "too few seeds"
+    assert eq["p_improve_ci"] == "too few seeds" and "p_improve" not in eq
+
+
+def test_two_seeds_per_arm_compare_as_before(tmp_path: Path) -> None:
+    for seed, (b, e) in enumerate([(10.0, 30.0), (11.0, 31.0)]):
+        _run(tmp_path, BASE, seed, [b, b])
+        _run(tmp_path, EQUITUNE, seed, [e, e])
+    eq = _groups(tmp_path)[EQUITUNE]
+    assert eq["seeds"] == 2 and eq["final_vs_base"] == "above"
+    low, high = eq["iqm_final_low"], eq["iqm_final_high"]
+    assert isinstance(low, float) and isinstance(high, float) and low <= eq["iqm_final"] <= high  # type: ignore[operator]
+    assert eq["p_improve"] == 1.0
+
+
+def test_the_same_seed_twice_counts_once_and_is_named(tmp_path: Path) -> None:
+    older = _run(tmp_path, BASE, 0, [10.0, 10.0], stamp=1)
+    _run(tmp_path, BASE, 0, [50.0, 50.0], stamp=2)  # a second `equirl train` of the same config
+    _run(tmp_path, BASE, 1, [20.0, 20.0])
+    rep = sweep_report(tmp_path, reps=200, plots=False, hparams=False)
+    (g,) = rep.groups
+    assert g["seeds"] == 2 and sorted(r["final"] for r in rep.runs) == [20.0, 50.0]  # the newest kept
+    (p,) = rep.problems
+    assert p["status"] == "duplicate seed" and p["run_dir"] == str(older)
+
+
+def test_the_baseline_must_exist_and_labels_the_columns(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for seed in (0, 1):
+        _run(tmp_path, BASE, seed, [10.0 + seed, 10.0 + seed])
+        _run(tmp_path, EQUITUNE, seed, [30.0 + seed, 30.0 + seed])
+    assert (
+        main(["sweep", "report", str(tmp_path), "--baseline", "nosuch", "--no-plots", "--reps", "100"]) == 2
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--baseline nosuch" in err[0] and "base, equitune" in err[0]
+    rep = sweep_report(tmp_path, baseline=EQUITUNE, reps=200, plots=False, hparams=False)
+    headers = [c.title for t in rep.tables() for c in t.columns]
+    assert "P(> equitune) [95% CI]" in headers and "final vs equitune" in headers
+    assert not any("> base" in h for h in headers)
+    rows = {g["method"]: g for g in rep.groups}
+    assert rows[BASE]["final_vs_base"] == "below" and rows[EQUITUNE]["final_vs_base"] == ""

