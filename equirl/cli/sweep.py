@@ -41,7 +41,12 @@ def register(commands: Any, bench: Any) -> None:
     )
     p.add_argument("sweep", metavar="SWEEP.yaml|report", help="a sweep file, or `report`")
     p.add_argument("dir", nargs="?", default=None, help="with `report`: the sweep folder")
-    p.add_argument("--out", type=out_dir, default=None, help="sweep folder (default runs/sweep-{file stem})")
+    p.add_argument(
+        "--out",
+        type=out_dir,
+        default=None,
+        help="sweep folder (default runs/sweep-{file stem}); with `report`: the report's folder (default DIR/report)",
+    )
     p.add_argument(
         "--cpus",
         type=bounded_int(1, 4096),
@@ -70,13 +75,14 @@ def register(commands: Any, bench: Any) -> None:
     p.set_defaults(func=_sweep)
 
 
-def _print_report(root: str, args: argparse.Namespace, console: Any) -> None:
+def _print_report(root: str, args: argparse.Namespace, console: Any, out: str | None = None) -> None:
     from rich.markup import escape
 
     from equirl.rl.sweep_report import sweep_report
     from equirl.utils.io import printable
 
-    rep = sweep_report(root, baseline=args.baseline, reps=args.reps, plots=not args.no_plots)
+    rep = sweep_report(root, baseline=args.baseline, reps=args.reps, plots=not args.no_plots, out=out)
+    out = out or str(Path(root) / "report")
     if args.json:
         console.print_json(json.dumps({"groups": rep.groups, "aggregate": rep.aggregate}, default=str))
         return
@@ -86,7 +92,9 @@ def _print_report(root: str, args: argparse.Namespace, console: Any) -> None:
     for p in rep.problems:
         if p in left_out:
             continue
-        what = "unreadable" if p["status"] == "unreadable" else "not finished"
+        what = {"unreadable": "unreadable", "missing": "missing", "duplicate seed": "left out"}.get(
+            p["status"], "not finished"
+        )
         console.print(
             f"[yellow]{what}[/]: {escape(printable(p['run_dir']))} ({escape(printable(p['status']))}) "
             f"{escape(printable(p['error'], 400))}",
@@ -97,18 +105,18 @@ def _print_report(root: str, args: argparse.Namespace, console: Any) -> None:
     if left_out:
         console.print(
             f"{len(left_out)} run directories left out: run with other settings than the sweep's current "
-            f"ones, or of no trial of it (listed in {escape(str(Path(root) / 'report' / 'problems.csv'))})",
+            f"ones, or of no trial of it (listed in {escape(str(Path(out) / 'problems.csv'))})",
             highlight=False,
             soft_wrap=True,
         )
-    console.print(f"report written to {escape(str(Path(root) / 'report'))}", highlight=False)
+    console.print(f"report written to {escape(out)}", highlight=False)
 
 
 def _sweep(args: argparse.Namespace, console: Any) -> int:
     if args.sweep == "report":
         if not args.dir:
             raise ConfigError("equirl sweep report: give the sweep folder (equirl sweep report DIR)")
-        _print_report(args.dir, args, console)
+        _print_report(args.dir, args, console, out=args.out)  # --out: the report's folder here
         return 0
     if args.dir:
         raise ConfigError(f"unexpected argument {args.dir!r} (the sweep folder is --out)")

@@ -7,7 +7,8 @@ Per run (a finished run directory):
 * **AUC** -- the area under the evaluation curve, normalised per env: the trapezoid over the evaluation
   timesteps of ``(mean return - min) / (max - min)``, divided by the budget (``timesteps``), with the
   env's score range ``[min, max]`` (the env spec's ``scores``, or the sweep's). 1 = the maximum
-  score from step 0, 0 = the minimum throughout.
+  score from step 0, 0 = the minimum throughout. The steps before a run's first evaluation count as
+  the minimum score (the report warns when a run has no evaluation at step 0: ``eval.at_start``).
   A run stopped early (``eval.stop_at``) keeps its last evaluation up to the budget.
 * **steps to threshold** -- the first evaluation timestep whose mean return reaches the env's
   threshold; a run that never reaches it is *censored* at its last step (it is not counted as taking
@@ -359,6 +360,7 @@ def sweep_report(
     reps: int = 2000,
     plots: bool = True,
     hparams: bool = True,
+    out: str | Path | None = None,
 ) -> SweepReport:
     """Compute and write the report of a sweep folder (see the module docstring).
 
@@ -368,6 +370,7 @@ def sweep_report(
     :param reps: bootstrap replicates.
     :param plots: also draw the PNG plots.
     :param hparams: also write TensorBoard's HParams view (``report/hparams/``; needs ``tensorboard``).
+    :param out: the report's folder (default ``{root}/report``; another one for a read-only sweep folder).
     :raises ConfigError: ``root`` does not exist or is a file; ``sweep.json`` or ``scores`` are malformed.
     :raises EquirlError: no finished run in ``root``.
     """
@@ -399,6 +402,15 @@ def sweep_report(
     by_group: dict[tuple[str, str, str], list[RunData]] = defaultdict(list)
     for r in sorted(runs, key=lambda r: (r.env, r.method, r.variant, r.seed)):
         by_group[r.group].append(r)
+    late = [r for r in runs if r.env in table and r.steps[0] > 0]
+    if late:  # the AUC's convention, said where it matters
+        log.warning(
+            "%d of %d runs have no evaluation at step 0 (the first at step %d): their AUC counts the steps "
+            "before it as the minimum score; set eval.at_start: true for a curve from step 0",
+            len(late),
+            len(runs),
+            int(min(r.steps[0] for r in late)),
+        )
     missing = sorted({r.env for r in runs if r.env not in table})
     for env in missing:
         log.warning("no score range for %s: AUC, thresholds and normalised scores left out", env)
@@ -534,7 +546,7 @@ def sweep_report(
         {"run_dir": o["run_dir"], "status": o["status"], "error": o.get("error") or ""} for o in other
     ]
     rep = SweepReport(group_rows, agg_rows, run_rows, problems, baseline=baseline)
-    out = root / "report"
+    out = root / "report" if out is None else Path(out)
     if out.exists() or out.is_symlink():  # a link would send the report's files anywhere
         check_no_symlinks(out, "report folder")
     out.mkdir(parents=True, exist_ok=True)

@@ -91,3 +91,47 @@ def test_the_baseline_must_exist_and_labels_the_columns(
     assert not any("> base" in h for h in headers)
     rows = {g["method"]: g for g in rep.groups}
     assert rows[BASE]["final_vs_base"] == "below" and rows[EQUITUNE]["final_vs_base"] == ""
+
+
+def test_runs_without_a_step_zero_evaluation_are_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    for seed in (0, 1):
+        _run(tmp_path, BASE, seed, [500.0, 500.0])  # evaluations at 100 and 200 of 200
+    with caplog.at_level("WARNING"):
+        rep = sweep_report(tmp_path, reps=200, plots=False, hparams=False)
+    assert "no evaluation at step 0 (the first at step 100)" in caplog.text and "eval.at_start" in caplog.text
+    # the maximum score from the first evaluation on: the half before it counts as the minimum
+    assert [r["auc"] for r in rep.runs] == [0.5, 0.5]
+
+
+def test_the_report_can_go_to_another_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A sweep folder one may not write to (a colleague's, a read-only mount) is reported elsewhere."""
+    sweep = tmp_path / "sweep"
+    for seed in (0, 1):
+        _run(sweep, BASE, seed, [10.0, 20.0])
+    elsewhere = tmp_path / "my report"
+    argv = ["sweep", "report", str(sweep), "--out", str(elsewhere), "--no-plots", "--reps", "100"]
+    assert main(argv) == 0
+    assert "report written to" in capsys.readouterr().out
+    assert (elsewhere / "groups.csv").is_file() and (elsewhere / "summary.md").is_file()
+    assert not (sweep / "report").exists()
+
+
+def test_an_interrupted_sweep_says_how_to_continue_the_sweep(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from equirl.errors import RunInterrupted
+    from equirl.rl import sweep as sweep_mod
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise RunInterrupted(
+            "interrupted at step 300 of 600 (checkpoint saved); resume: equirl train --resume X"
+        )
+
+    monkeypatch.setattr(sweep_mod, "run_sweep", interrupted)
+    sweep_file = Path(__file__).resolve().parents[2] / "configs" / "sweeps" / "smoke.yaml"
+    assert main(["sweep", str(sweep_file), "--out", str(tmp_path / "s"), "--executor", "serial"]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"equirl sweep {sweep_file} --out {tmp_path / 's'}" in err[0]
+    assert "train --resume" not in err[0]
