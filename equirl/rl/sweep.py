@@ -485,7 +485,13 @@ def expand_trials(spec: SweepSpec, out: str | Path) -> list[Trial]:
         fixed += [f"eval.{k}={json.dumps(v)}" for k, v in b.eval.items()]
         fixed.append(f"out={json.dumps(str(Path(out).resolve()))}")
         point = dict(zip(keys, combo))
-        cfg = load_rl_config(base, [*fixed, *(f"{k}={json.dumps(v)}" for k, v in point.items())])
+        try:
+            cfg = load_rl_config(base, [*fixed, *(f"{k}={json.dumps(v)}" for k, v in point.items())])
+        except ConfigError as exc:  # which sweep and which grid point, not only the key
+            where = ", ".join(f"{k}={json.dumps(v)}" for k, v in point.items())
+            raise ConfigError(
+                f"{spec.source}: grid point {printable(where, 200)}: {printable(exc, 600)}"
+            ) from None
         cfg = replace(cfg, init_from=_absolute(cfg.init_from), symmetry=_absolute(cfg.symmetry))
         labels = [_slug(b.label)] if b.label else []
         variant = "+".join(labels + [_label(k, point[k]) for k in sorted(point) if k not in _AXES])
@@ -496,11 +502,15 @@ def expand_trials(spec: SweepSpec, out: str | Path) -> list[Trial]:
         )
     for sym in dict.fromkeys(t.cfg.symmetry or t.env for t in trials):  # unknown envs: before anything runs
         load_spec(sym)
-    names = [t.name for t in trials]
-    if len(set(names)) != len(names):
-        raise ConfigError(
-            "two grid points give the same trial name (repeated or equivalent values, or two base configs of one env)"
-        )
+    seen: dict[str, Trial] = {}
+    for t in trials:
+        if t.name in seen:
+            pts = [", ".join(f"{k}={json.dumps(v)}" for k, v in x.point.items()) for x in (seen[t.name], t)]
+            raise ConfigError(
+                f"{spec.source}: two grid points give the same trial {t.name} ({printable(pts[0], 150)} and "
+                f"{printable(pts[1], 150)}: repeated or equivalent values, or two base configs of one env)"
+            )
+        seen[t.name] = t
     return trials
 
 

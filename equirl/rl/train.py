@@ -135,6 +135,18 @@ class RunResult:
     best_is_final: bool = False
 
 
+def _absolute_init(cfg: RLConfig) -> RLConfig:
+    """``cfg`` with a local ``init_from`` as an absolute path (a shipped ``agents/...`` name resolved):
+    the run's ``config.yaml`` then names the agent from anywhere, so a resume from another folder finds
+    it."""
+    if not cfg.init_from or "://" in cfg.init_from or os.path.isabs(cfg.init_from):
+        return cfg
+    from equirl.rl.zoo import resolve_agent_path
+
+    found = resolve_agent_path(cfg.init_from)
+    return dataclasses.replace(cfg, init_from=os.path.abspath(found)) if found.exists() else cfg
+
+
 def check_run(cfg: RLConfig, trust_checkpoint: bool = False) -> str:
     """Everything :func:`run_training` checks before it trains -- the config, the output folder, the env
     and its spec, the agent to finetune, the memory the model and its buffer need -- without training
@@ -144,17 +156,9 @@ def check_run(cfg: RLConfig, trust_checkpoint: bool = False) -> str:
     :returns: one line describing the run that would start.
     :raises EquirlError: what :func:`run_training` would refuse, in one line.
     """
-    import dataclasses
-
     check_output_path(cfg.out, "out")
     signing_key()  # checkpoints are signed: a key that cannot be made fails here, not at every checkpoint
-    if cfg.init_from and "://" not in cfg.init_from and not os.path.isabs(cfg.init_from):
-        from equirl.rl.zoo import resolve_agent_path
-
-        # the run's config.yaml names the agent from anywhere: a resume from another folder finds it
-        found = resolve_agent_path(cfg.init_from)
-        if found.exists():
-            cfg = dataclasses.replace(cfg, init_from=os.path.abspath(found))
+    cfg = _absolute_init(cfg)
     probe = cfg
     if cfg.method == AUTO:
         if not cfg.init_from:
@@ -197,13 +201,7 @@ def run_training(
     """
     check_output_path(cfg.out, "out")
     signing_key()  # checkpoints are signed: a key that cannot be made fails here, not at every checkpoint
-    if cfg.init_from and "://" not in cfg.init_from and not os.path.isabs(cfg.init_from):
-        from equirl.rl.zoo import resolve_agent_path
-
-        # the run's config.yaml names the agent from anywhere: a resume from another folder finds it
-        found = resolve_agent_path(cfg.init_from)
-        if found.exists():
-            cfg = dataclasses.replace(cfg, init_from=os.path.abspath(found))
+    cfg = _absolute_init(cfg)
     # validation errors happen before any directory exists; method auto resolves first (zero-shot)
     auto_choice = None
     if cfg.method == AUTO:

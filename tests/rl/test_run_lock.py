@@ -126,3 +126,23 @@ def test_an_edited_state_json_is_one_line_and_leaves_the_run_as_it_was(tmp_path:
         resume_training(run)
     assert len(str(info.value).splitlines()) == 1
     assert (run / "run.json").read_bytes() == before  # not marked running, nothing else written
+
+
+def test_a_relative_init_from_is_stored_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run's config names its agent from anywhere: resumed from another folder, it still finds it."""
+    import shutil
+
+    import yaml
+
+    from equirl.rl.agents import agent_path
+
+    src = agent_path("CartPole-v1", "dqn")
+    (tmp_path / "mine").mkdir()
+    shutil.copy(src, tmp_path / "mine" / "agent.zip")
+    monkeypatch.chdir(tmp_path)
+    cfg = load_rl_config(
+        _cfg(tmp_path, timesteps=300, init_from="mine/agent.zip", log={"equi_freq": 0, "tensorboard": False})
+    )
+    res = run_training(cfg)
+    stored = yaml.safe_load((res.run_dir / "config.yaml").read_text())["init_from"]
+    assert stored == str(tmp_path / "mine" / "agent.zip")

@@ -71,7 +71,17 @@ def test_grid_expands_to_stable_trial_names(tmp_path: Path) -> None:
             {"config": [{"config": "dqn-CartPole-v1", "timesteps": 0}]},
             r"config\[0\]\.timesteps = 0: must lie in \[1, 1000000000\]",
         ),
-        ({"config": ["dqn-CartPole-v1", "dqn-CartPole-v1"]}, "same trial name"),
+        (
+            {"config": ["dqn-CartPole-v1", "dqn-CartPole-v1"]},
+            r"sweep\.yaml: two grid points give the same trial",
+        ),
+        # a grid value of the wrong type: the sweep file and the grid point are named, not only the key
+        ({"grid": {"seed": [0, "0"]}}, r"sweep\.yaml: grid point seed=\"0\": seed: expected an integer"),
+        (
+            {"grid": {"method": ["base"], "hyperparams.learning_rate": [-1.0]}},
+            r"sweep\.yaml: grid point hyperparams\.learning_rate=-1\.0, method=\"base\": "
+            r"hyperparams\.learning_rate = -1\.0: must be > 0",
+        ),
     ],
 )
 def test_bad_sweep_files_are_one_line_errors(tmp_path: Path, patch: dict[str, Any], message: str) -> None:
