@@ -275,6 +275,7 @@ def test_signatures_round_trip_and_catch_edits(tmp_path: Path) -> None:
         ("[" * 200 + "]" * 200, "deeper than"),
         ("x: !!python/object/apply:os.system ['touch MARK']", "constructor"),
         ("x: !!python/name:os.system", "constructor"),
+        ("a: &x {b: 1}\nc:\n  <<: *x\n  d: 2", r"merge keys .* are not supported: write the keys out"),
     ],
 )
 def test_strict_yaml(text: str, match: str) -> None:
