@@ -243,8 +243,9 @@ def list_runs(root: str | Path) -> list[dict[str, Any]]:
     """The runs under ``root`` (folders holding a ``run.json``), oldest first, with ``status`` made
     effective (``stale``), ``run_dir`` set, every field checked (a bad value is ``None`` and named in
     ``invalid``: :func:`equirl.utils.runs.clean_run_info`) and ``resume_command`` made from the folder's
-    path, never taken from the file. A ``run.json`` that cannot be read is listed too, with status
-    ``unreadable`` and the reason in ``error``.
+    path, never taken from the file. ``root`` may also be a run directory itself (that run), or a folder
+    of sweep folders without runs of its own (the runs one level down). A ``run.json`` that cannot be
+    read is listed too, with status ``unreadable`` and the reason in ``error``.
 
     :raises ConfigError: ``root`` does not exist or is not a folder.
     """
@@ -255,10 +256,24 @@ def list_runs(root: str | Path) -> list[dict[str, Any]]:
         raise ConfigError(f"folder {root} does not exist (no runs there)")
     if not root.is_dir():
         raise ConfigError(f"{root} is a file, not a folder of run directories")
+
+    def holds_run(d: Path) -> bool:
+        return d.is_dir() and (d / RUN_JSON).exists()
+
+    if holds_run(root):  # a run directory itself
+        dirs = [root]
+    else:
+        dirs = sorted(p for p in root.iterdir() if holds_run(p))
+        if not dirs:  # a folder of sweep folders: their runs, one level down
+            dirs = sorted(
+                q
+                for p in root.iterdir()
+                if p.is_dir() and not p.is_symlink()
+                for q in p.iterdir()
+                if holds_run(q)
+            )
     out = []
-    for d in sorted(p for p in root.iterdir() if p.is_dir()):
-        if not (d / RUN_JSON).exists():
-            continue
+    for d in dirs:
         try:
             info, bad = clean_run_info(read_run(d))
         except CheckpointError as exc:

@@ -146,3 +146,9 @@ def test_a_relative_init_from_is_stored_absolute(tmp_path: Path, monkeypatch: py
     res = run_training(cfg)
     stored = yaml.safe_load((res.run_dir / "config.yaml").read_text())["init_from"]
     assert stored == str(tmp_path / "mine" / "agent.zip")
+
+
+def test_runs_lists_a_run_directory_itself_and_runs_one_level_down(tmp_path: Path) -> None:
+    run = _interrupted(tmp_path)
+    assert [r["run_dir"] for r in list_runs(run)] == [str(run)]  # `equirl runs RUN_DIR`
+    assert [r["run_dir"] for r in list_runs(tmp_path)] == [str(run)]  # a folder of sweep / runs folders
