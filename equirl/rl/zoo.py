@@ -655,6 +655,20 @@ def find_agent_zip(path: str | Path, env_id: str | None = None, which: str = "be
         zips = [z for z in sorted(p.glob("*.zip")) if z.name != "best_model.zip" or which == "best"]
         if len(zips) == 1:
             return zips[0]
+        if (p / "run.json").is_file():  # an equirl run that has not finished: no model.zip yet
+            from equirl.rl.lifecycle import effective_status, read_run
+            from equirl.utils.runs import resume_command
+
+            try:
+                info = read_run(p)
+            except CheckpointError:
+                info = {}
+            state = effective_status(info, p)
+            raise CheckpointError(
+                f"{p} is a run that has not finished ({printable(state, 40)} at step "
+                f"{printable(str(info.get('steps_done', '?')), 20)}): no model.zip yet; continue it with "
+                f"{resume_command(p, info.get('command'))}"
+            )
         raise CheckpointError(f"no model zip in {p} (expected {env_id}.zip or model.zip)")
     raise missing_agent(p)
 

@@ -152,3 +152,15 @@ def test_runs_lists_a_run_directory_itself_and_runs_one_level_down(tmp_path: Pat
     run = _interrupted(tmp_path)
     assert [r["run_dir"] for r in list_runs(run)] == [str(run)]  # `equirl runs RUN_DIR`
     assert [r["run_dir"] for r in list_runs(tmp_path)] == [str(run)]  # a folder of sweep / runs folders
+
+
+def test_the_final_model_of_an_unfinished_run_is_named_as_missing_with_the_way_on(tmp_path: Path) -> None:
+    from equirl.rl.zoo import find_agent_zip
+
+    run = _interrupted(tmp_path)
+    assert find_agent_zip(run).name == "best_model.zip"  # the best periodic evaluation so far
+    with pytest.raises(
+        CheckpointError, match=r"a run that has not finished \(interrupted at step 6\d\d\)"
+    ) as e:
+        find_agent_zip(run, "CartPole-v1", which="final")
+    assert f"equirl train --resume {run}" in str(e.value)
