@@ -477,6 +477,21 @@ def expand_trials(spec: SweepSpec, out: str | Path) -> list[Trial]:
     _check_count(spec.config, spec.grid)
     keys = list(spec.grid)
     trials: list[Trial] = []
+    for b in sweep_bases(spec):  # an override the sweep's own value would silently replace
+        for k in b.set:
+            why = (
+                "the sweep sets it from --out"
+                if k == "out"
+                else "the grid sets it"
+                if k in spec.grid
+                else "the sweep's timesteps set it"
+                if k == "timesteps" and b.timesteps is not None
+                else "the eval section sets it"
+                if k.startswith("eval.") and k[5:] in b.eval
+                else None
+            )
+            if why is not None:
+                raise ConfigError(f"{spec.source}: set.{printable(k, 80)} would be ignored: {why}")
     for b, combo in itertools.product(sweep_bases(spec), itertools.product(*(spec.grid[k] for k in keys))):
         base = _resolve_base(b.config, spec.source)
         fixed = [f"{k}={json.dumps(v)}" for k, v in b.set.items()]

@@ -75,6 +75,13 @@ def test_grid_expands_to_stable_trial_names(tmp_path: Path) -> None:
             {"config": ["dqn-CartPole-v1", "dqn-CartPole-v1"]},
             r"sweep\.yaml: two grid points give the same trial",
         ),
+        # an override the sweep's own value would replace without a word
+        (
+            {"set": {**TINY["set"], "out": "elsewhere"}},
+            r"set\.out would be ignored: the sweep sets it from --out",
+        ),
+        ({"set": {**TINY["set"], "seed": 5}}, r"set\.seed would be ignored: the grid sets it"),
+        ({"set": {**TINY["set"], "timesteps": 9}}, r"set\.timesteps would be ignored: the sweep's timesteps"),
         # a grid value of the wrong type: the sweep file and the grid point are named, not only the key
         ({"grid": {"seed": [0, "0"]}}, r"sweep\.yaml: grid point seed=\"0\": seed: expected an integer"),
         (
