@@ -268,7 +268,9 @@ def parse_yaml(text: str, what: str = "YAML", zoo: bool = False) -> Any:
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         if "tag:yaml.org,2002:merge" in problem:  # the loader builds plain data only, without merge keys
-            problem = "merge keys (`<<: *anchor`) are not supported: write the keys out (anchors and aliases work)"
+            problem = (
+                "merge keys (`<<: *anchor`) are not supported: write the keys out (anchors and aliases work)"
+            )
         raise ConfigError(f"malformed YAML in {what}{where}: {problem}") from None
     finally:
         loader.dispose()

@@ -11,18 +11,18 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-# SB3's ``learn`` without a logger of its own makes an empty ``SB3-{time}`` folder in the temp dir per call
-# (thousands per run of the suite): one folder per test process instead, removed at exit
-_SB3_LOGS = tempfile.mkdtemp(prefix="equirl-tests-sb3-")
-os.environ["SB3_LOGDIR"] = _SB3_LOGS
-atexit.register(shutil.rmtree, _SB3_LOGS, True)
-
 import pytest
 import torch
 
 from equirl.utils.shared import shared_data_dir
 
 torch.set_num_threads(1)
+
+# SB3's ``learn`` without a logger of its own makes an empty ``SB3-{time}`` folder in the temp dir per call
+# (thousands per run of the suite): one folder per test process instead, removed at exit
+_SB3_LOGS = tempfile.mkdtemp(prefix="equirl-tests-sb3-")
+os.environ["SB3_LOGDIR"] = _SB3_LOGS
+atexit.register(shutil.rmtree, _SB3_LOGS, True)
 
 #: float32 tolerance of every equivariance test
 ATOL = 1e-5

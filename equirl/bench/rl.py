@@ -519,9 +519,9 @@ def _sb3_model(cfg: RLConfig) -> Any:
 def _walltime_model(cfg: RLConfig, method: str) -> Any:
     from dataclasses import replace
 
-    from equirl.rl.build import build_model
-
     from stable_baselines3.common.logger import Logger
+
+    from equirl.rl.build import build_model
 
     if method == SB3:
         model = _sb3_model(cfg)

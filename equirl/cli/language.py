@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from rich.markup import escape
@@ -36,7 +38,12 @@ def register(commands: Any, bench: Any) -> None:
         choices=["official", "canonical", "shuffled"],
         help="line order: byte-identical to the release (default), grammar order, or shuffled",
     )
-    p.add_argument("--seed", type=nonneg_int, default=0, help="seed for --order shuffled")
+    p.add_argument(
+        "--seed",
+        type=nonneg_int,
+        default=0,
+        help="seed of the simple split (--order canonical/shuffled) and of the shuffle",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace files in --out that differ")
     p.set_defaults(func=_scan_generate)
 
@@ -229,8 +236,28 @@ def _gpt2_config(args: argparse.Namespace) -> Any:
     return load_config(Gpt2RunConfig, args.config, args.overrides)
 
 
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """``transformers``' own log lines (``[transformers] ...``, load reports) and progress bars
+    (``Loading weights``) off while a command works: the command prints its own progress and one-line
+    errors. Enter it after the up-front checks (it imports transformers); the settings are restored
+    after. The CLI's choice only: the library leaves transformers' logging alone."""
+    from transformers.utils import logging as hf_logging
+
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def _gpt2_generate(args: argparse.Namespace, console: Any) -> int:
     from equirl.language.gpt2_run import (
+        check_hub,
         generate_continuations,
         generations_path,
         save_generations,
@@ -239,9 +266,11 @@ def _gpt2_generate(args: argparse.Namespace, console: Any) -> int:
 
     cfg = _gpt2_config(args)
     target = generations_path(cfg, args.overwrite)  # before loading any model
-    run = setup_gpt2(cfg)
-    with progress_bar(console, f"generating ({cfg.method})") as progress:
-        rows = generate_continuations(run, progress)
+    check_hub(cfg)  # fails in a second without network, before transformers is imported
+    with quiet_transformers():
+        run = setup_gpt2(cfg)
+        with progress_bar(console, f"generating ({cfg.method})") as progress:
+            rows = generate_continuations(run, progress)
     for r in rows[:10]:
         console.print(f"[bold]{escape(r['prompt'])}[/]{escape(r['continuation'])}", highlight=False)
     if target is not None:
@@ -250,11 +279,14 @@ def _gpt2_generate(args: argparse.Namespace, console: Any) -> int:
 
 
 def _gpt2_fairness(args: argparse.Namespace, console: Any) -> int:
-    from equirl.language.gpt2_run import fairness_report, setup_gpt2
+    from equirl.language.gpt2_run import check_hub, fairness_report, setup_gpt2
 
-    run = setup_gpt2(_gpt2_config(args))
-    with progress_bar(console, "swap-consistency and scores") as progress:
-        rep = fairness_report(run, progress=progress)
+    cfg = _gpt2_config(args)
+    check_hub(cfg, scorer=True)  # the scorer too: before any model work, not after it
+    with quiet_transformers():
+        run = setup_gpt2(cfg, scorer=True)
+        with progress_bar(console, "swap-consistency and scores") as progress:
+            rep = fairness_report(run, progress=progress)
     _table(console, "swap-consistency |log p(c|x) - log p(g.c|g.x)|", rep.swap_rows, names=2)
     if rep.scores is not None:
         _table(

@@ -68,6 +68,9 @@ def register(commands: Any, bench: Any) -> None:
         type=out_dir,
         help="--method auto: folder for the choice (auto_choice.json / auto_choice.md)",
     )
+    ev.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier choice in --out (auto_choice.json / .md)"
+    )
     ev.set_defaults(func=_eval)
 
     cl = sub.add_parser(
@@ -165,6 +168,8 @@ def _eval(args: argparse.Namespace, console: Any) -> int:
 
     if args.out and args.method != AUTO:
         raise ConfigError("--out saves the choice of --method auto; add --method auto or drop --out")
+    if args.overwrite and not args.out:
+        raise ConfigError("--overwrite replaces the choice saved in --out; add --out DIR or drop --overwrite")
     data_cfg = load_data_config(args.config)
     choices: list[ClassifierChoice] = []
     with progress_bar(console, f"evaluating {args.checkpoint}") as progress:
@@ -179,6 +184,7 @@ def _eval(args: argparse.Namespace, console: Any) -> int:
             n_train=args.n_train,
             on_choice=choices.append,
             choice_out=args.out,
+            overwrite=args.overwrite,
         )
     title = f"{args.checkpoint} ({n} test images, group {group})"
     if choices:
@@ -201,14 +207,18 @@ def _eval(args: argparse.Namespace, console: Any) -> int:
 
 
 def _clip(args: argparse.Namespace, console: Any) -> int:
+    from equirl.utils.hf_local import check_model_folder
     from equirl.utils.hub import require_hub_model
 
-    # without network, fail in a second: before importing torch and transformers
-    require_hub_model(args.model, "CLIP")
+    # without network, fail in a second: before importing torch and transformers; a local path is
+    # checked as a CLIP folder (missing, a file, no config.json, another model type, no weights)
+    if check_model_folder(args.model, "CLIP", ("clip",)) is None:
+        require_hub_model(args.model, "CLIP")
+    from equirl.cli.language import quiet_transformers
     from equirl.vision.clip import clip_zero_shot
 
     methods = [canonical_method(m.strip()) for m in args.methods.split(",") if m.strip()]
-    with progress_bar(console, f"CLIP zero-shot {args.model}") as progress:
+    with quiet_transformers(), progress_bar(console, f"CLIP zero-shot {args.model}") as progress:
         n, res = clip_zero_shot(
             args.folder, args.model, args.group, methods, args.proxy, args.batch_size, progress
         )

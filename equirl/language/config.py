@@ -96,6 +96,8 @@ class Gpt2RunConfig:
     :param attributes: which equality attributes to symmetrize.
     :param prompts: prompts; empty means the 60 packaged fairness prompts.
     :param scorer: ``lexicon`` (offline), ``none`` or a hub text-classifier name.
+    :param scorer_label: the hub classifier's label whose probability is the score (one of its own labels,
+        e.g. ``POSITIVE``, ``LABEL_1``).
     """
 
     model: str = "gpt2"
@@ -112,6 +114,7 @@ class Gpt2RunConfig:
     seed: Annotated[int, Range(ge=0)] = 0
     samples_per_prompt: Annotated[int, Range(ge=1, le=100_000)] = 1
     scorer: str = "lexicon"
+    scorer_label: str = "POSITIVE"
     out: str | None = None
 
     def __post_init__(self) -> None:
@@ -120,6 +123,12 @@ class Gpt2RunConfig:
             raise FieldError("method", self.method, f"must be one of {', '.join(GPT2_METHODS)}")
         if self.variant.replace("-", "").lower() not in ("equigpt2", "requigpt2"):
             raise FieldError("variant", self.variant, "must be EquiGPT2 or R-EquiGPT2")
+        if not self.attributes:
+            raise FieldError(
+                "attributes",
+                self.attributes,
+                "names no word set: give at least one of gender, color, sexuality",
+            )
         for i, prompt in enumerate(self.prompts):
             if not isinstance(prompt, str) or not prompt.strip():
                 raise FieldError(

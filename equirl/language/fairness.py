@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from equirl.errors import SymmetryError
+from equirl.errors import ConfigError, SymmetryError
 
 __all__ = [
     "LexiconScorer",
@@ -100,7 +100,13 @@ class LexiconScorer:
 def hf_text_scorer(model: str, positive_label: str = "POSITIVE") -> TextScorer:
     """A hub text classifier (e.g. ``"sasha/regardv3"`` or a sentiment model) as a scorer returning the
     probability of ``positive_label``. Raises :class:`~equirl.errors.OfflineError` at once when it is
-    not cached and the hub is unreachable."""
+    not cached and the hub is unreachable.
+
+    :param positive_label: the label whose probability is the score, among the model's own labels
+        (``config.id2label``; case-insensitive).
+    :raises ConfigError: the model has no label ``positive_label`` (the message lists its labels): a
+        score of 0 for every text would look like a measurement.
+    """
     from equirl.utils.hub import load_from_hub
 
     def load(name: str, local_only: bool) -> Any:
@@ -113,14 +119,34 @@ def hf_text_scorer(model: str, positive_label: str = "POSITIVE") -> TextScorer:
         return pipeline("text-classification", model=name, top_k=None)
 
     clf = load_from_hub(load, model, "text classifier")
+    id2label = getattr(getattr(getattr(clf, "model", None), "config", None), "id2label", None) or {}
+    labels = [str(v) for v in dict(id2label).values()]
+    _check_label(model, positive_label, labels)
 
     def score(texts: Sequence[str]) -> list[float]:
         res: Any = clf(list(texts))
-        return [
-            next((d["score"] for d in r if d["label"].upper() == positive_label.upper()), 0.0) for r in res
-        ]
+        out = []
+        for r in res:
+            found = [d["score"] for d in r if str(d["label"]).upper() == positive_label.upper()]
+            if not found:  # a pipeline whose config did not list its labels
+                _check_label(model, positive_label, [str(d["label"]) for d in r])
+            out.append(float(found[0]))
+        return out
 
     return score
+
+
+def _check_label(model: str, label: str, labels: Sequence[str]) -> None:
+    """One-line :class:`ConfigError` when the classifier ``model`` has no label ``label``."""
+    if any(lb.upper() == label.upper() for lb in labels):
+        return
+    from equirl.utils.io import printable
+
+    shown = ", ".join(printable(lb, 40) for lb in labels[:12]) + (", …" if len(labels) > 12 else "")
+    raise ConfigError(
+        f"text classifier {printable(model, 120)} has no label {printable(label, 40)!r} (its labels: "
+        f"{shown or 'none'}): choose the label to score with scorer_label=LABEL (--set scorer_label=...)"
+    )
 
 
 def score_by_group(texts: Mapping[str, Sequence[str]], scorer: TextScorer) -> dict[str, Any]:

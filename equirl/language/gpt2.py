@@ -21,6 +21,7 @@ skipped with a warning (``"skip"``), and so is a word that would be swapped with
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import time
@@ -34,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from equirl.actions import GroupAction, SignedPermAction, permutation_action, product_action, token_action
-from equirl.errors import SymmetryError
+from equirl.errors import CheckpointError, SymmetryError
 from equirl.groups import Group, direct_product, permutation_group
 from equirl.registry import EQUITUNE, get_method
 from equirl.symmetrizers import Symmetrizer, symmetrize
@@ -152,6 +153,10 @@ def word_swap_symmetry(
     """
     if on_multi_token not in ("error", "skip"):
         raise SymmetryError(f"on_multi_token must be 'error' or 'skip', got {on_multi_token!r}")
+    if not pairs:
+        raise SymmetryError(
+            "the word sets are empty: name at least one attribute to swap (attributes: gender, color, sexuality)"
+        )
     V = int(vocab_size if vocab_size is not None else len(tokenizer))
     excluded = {w.strip().lower() for w in exclude}
     used: set[int] = set()
@@ -219,40 +224,81 @@ def variant_symmetry(
 def load_gpt2(name: str = "gpt2") -> nn.Module:
     """A pretrained ``GPT2LMHeadModel`` from a local folder, the local hub cache or the hub, in eval mode.
 
+    A local folder is checked first (:func:`~equirl.utils.hf_local.check_model_folder`: a
+    ``config.json`` of ``model_type`` ``gpt2`` and a weight file); whatever the folder, weights missing
+    from it or holding NaN / inf are refused.
+
     :raises OfflineError: at once, when the model is not local and the hub is offline or unreachable.
+    :raises CheckpointError: a broken local folder (one line naming it and the cause).
     """
+    from equirl.utils.hf_local import check_loaded, check_model_folder, load_checked
     from equirl.utils.hub import load_from_hub
 
-    def load(n: str, local_only: bool) -> nn.Module:
+    def load(n: str, local_only: bool) -> tuple[nn.Module, dict[str, Any]]:
         from transformers import GPT2LMHeadModel
 
-        return GPT2LMHeadModel.from_pretrained(n, local_files_only=local_only).eval()
+        loaded: Any = GPT2LMHeadModel.from_pretrained(
+            n, local_files_only=local_only, output_loading_info=True
+        )
+        hf, info = loaded
+        return hf.eval(), info
 
-    return load_from_hub(load, name, "GPT-2 model")
+    folder = check_model_folder(name, "GPT-2 model", ("gpt2",))
+    if folder is not None:
+        model, info = load_checked(lambda: load(str(folder), True), folder, "GPT-2 model")
+    else:
+        model, info = load_from_hub(load, name, "GPT-2 model")
+    check_loaded(model, info, name, "GPT-2 model")
+    return model
 
 
 def load_gpt2_tokenizer(name_or_dir: str | Path = "gpt2") -> Any:
     """The GPT-2 tokenizer: from a folder with ``vocab.json`` + ``merges.txt`` (works offline), a local
-    ``transformers`` folder, the local hub cache or the hub (:class:`OfflineError` at once without
-    network)."""
+    ``transformers`` folder (``tokenizer.json``), the local hub cache or the hub (:class:`OfflineError`
+    at once without network). A local path that is missing, a file, or a folder with neither is one
+    :class:`~equirl.errors.ConfigError` / :class:`~equirl.errors.CheckpointError` line, and so are files
+    that do not load (empty, truncated)."""
+    from equirl.utils.hf_local import check_tokenizer_path, load_checked
     from equirl.utils.hub import load_from_hub
 
-    d = Path(name_or_dir)
-    if (d / "vocab.json").is_file() and (d / "merges.txt").is_file():
-        from tokenizers import ByteLevelBPETokenizer
-        from transformers import GPT2TokenizerFast  # type: ignore[attr-defined]
+    what = "GPT-2 tokenizer"
+    d = check_tokenizer_path(name_or_dir, what)
+    if d is not None and (d / "vocab.json").is_file() and (d / "merges.txt").is_file():
 
-        bpe = ByteLevelBPETokenizer(str(d / "vocab.json"), str(d / "merges.txt"))
-        eos = "<|endoftext|>"
-        return GPT2TokenizerFast(tokenizer_object=bpe._tokenizer, eos_token=eos, bos_token=eos, unk_token=eos)
+        def from_files() -> Any:
+            from tokenizers import ByteLevelBPETokenizer
+            from transformers import GPT2TokenizerFast  # type: ignore[attr-defined]
+
+            bpe = ByteLevelBPETokenizer(str(d / "vocab.json"), str(d / "merges.txt"))
+            eos = "<|endoftext|>"
+            return GPT2TokenizerFast(
+                tokenizer_object=bpe._tokenizer, eos_token=eos, bos_token=eos, unk_token=eos
+            )
+
+        return _nonempty(load_checked(from_files, d, what), d, what)
 
     def load(n: str, local_only: bool) -> Any:
         from transformers import GPT2TokenizerFast  # type: ignore[attr-defined]
 
         return GPT2TokenizerFast.from_pretrained(n, local_files_only=local_only)
 
+    if d is not None:
+        if not (d / "tokenizer.json").is_file():
+            have = sorted(f for f in ("vocab.json", "merges.txt") if (d / f).is_file())
+            raise CheckpointError(
+                f"{what} folder {d} is not a tokenizer folder: it needs vocab.json + merges.txt, or "
+                f"tokenizer.json (it has {', '.join(have) or 'none of them'})"
+            )
+        return _nonempty(load_checked(lambda: load(str(d), True), d, what), d, what)
     # transformers 5 returns an empty tokenizer (no vocabulary) for a missing cache entry
-    return load_from_hub(load, name_or_dir, "GPT-2 tokenizer", valid=lambda tok: len(tok) > 1)
+    return load_from_hub(load, name_or_dir, what, valid=lambda tok: len(tok) > 1)
+
+
+def _nonempty(tok: Any, folder: Path, what: str) -> Any:
+    """``tok``, refused when it has no vocabulary (an empty ``vocab.json``...)."""
+    if len(tok) <= 1:
+        raise CheckpointError(f"{what} folder {folder} holds no vocabulary ({len(tok)} tokens): refused")
+    return tok
 
 
 def tiny_gpt2(
@@ -276,6 +322,33 @@ def tiny_gpt2(
 # --------------------------------------------------------------------------------------------------
 # generation
 # --------------------------------------------------------------------------------------------------
+#: per model class: the name of its KV cache (:func:`_cache_name`)
+_CACHE_NAMES: dict[type, str] = {}
+
+
+def _cache_name(cls: type) -> str:
+    """The keyword (and output field) of a ``transformers`` model's KV cache: ``cache`` where its
+    ``forward`` takes it (transformers 5, where ``past_key_values`` is deprecated and warns), else
+    ``past_key_values``."""
+    name = _CACHE_NAMES.get(cls)
+    if name is None:
+        try:
+            params = inspect.signature(cls.forward).parameters  # type: ignore[attr-defined]
+            name = "cache" if "cache" in params else "past_key_values"
+        except (AttributeError, TypeError, ValueError):
+            name = "past_key_values"
+        _CACHE_NAMES[cls] = name
+    return name
+
+
+def _cache_arg(model: Any, past: Any) -> dict[str, Any]:
+    return {_cache_name(type(model)): past}
+
+
+def _cache_of(model: Any, out: Any) -> Any:
+    return getattr(out, _cache_name(type(model)))
+
+
 def _positions(mask: Tensor) -> Tensor:
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
@@ -320,7 +393,7 @@ class EquiGPT2(nn.Module):
     """A causal LM made equivariant to a word-swap group, step by step, with the KV cache.
 
     :param model: a ``transformers`` causal LM (``GPT2LMHeadModel``) returning ``.logits`` and
-        ``.past_key_values``.
+        its KV cache (``.cache``; ``.past_key_values`` before transformers 5).
     :param symmetry: the swap group and its actions (:func:`word_swap_symmetry`).
     :param method: ``"equitune"`` (EquiGPT2 / R-EquiGPT2), ``"equizero"`` (per-step proxy, e.g.
         ``proxy="entropy"``) or ``"lambda"`` (λ-net on the last hidden state).
@@ -381,13 +454,13 @@ class EquiGPT2(nn.Module):
             input_ids=ids,
             attention_mask=mask,
             position_ids=pos,
-            past_key_values=past,
             use_cache=True,
             logits_to_keep=1,
             output_hidden_states=self._needs_hidden,
+            **_cache_arg(self.model, past),
         )
         feats = out.hidden_states[-1][:, -1] if self._needs_hidden else None
-        return out.logits, feats, out.past_key_values
+        return out.logits, feats, _cache_of(self.model, out)
 
     def _run_fast(self, ids: Tensor, mask: Tensor, past: Any = None) -> tuple[Tensor, Any]:
         """The transformer body only: last hidden states ``(G·B, H)`` and the cache."""
@@ -396,10 +469,10 @@ class EquiGPT2(nn.Module):
             input_ids=ids,
             attention_mask=mask,
             position_ids=_positions(mask)[:, -ids.shape[1] :],
-            past_key_values=past,
             use_cache=True,
+            **_cache_arg(hf.transformer, past),
         )
-        return out.last_hidden_state[:, -1], out.past_key_values
+        return out.last_hidden_state[:, -1], _cache_of(hf.transformer, out)
 
     def _combine_fast(self, hidden: Tensor, B: int) -> Tensor:
         """Equitune / λ-equitune logits from hidden states with one vocabulary projection."""
@@ -533,11 +606,11 @@ def generate_plain(
             input_ids=ids,
             attention_mask=mask,
             position_ids=pos,
-            past_key_values=past,
             use_cache=True,
             logits_to_keep=1,
+            **_cache_arg(model, past),
         )
-        past = out_.past_key_values
+        past = _cache_of(model, out_)
         return out_.logits[:, -1]
 
     return _sample_loop(next_logits, max_new_tokens, do_sample, top_k, temperature, generator)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from equirl.language.config import Gpt2RunConfig
-from equirl.registry import BASE, EQUITUNE, EQUIZERO
+from equirl.registry import BASE, EQUIZERO
 from equirl.utils.progress import ProgressFn, subtask
 
 if TYPE_CHECKING:
@@ -36,6 +36,7 @@ __all__ = [
     "FairnessReport",
     "Gpt2Run",
     "check_hub",
+    "check_lengths",
     "default_prompts",
     "fairness_report",
     "generate_continuations",
@@ -43,6 +44,7 @@ __all__ = [
     "run_prompts",
     "save_generations",
     "setup_gpt2",
+    "symmetrized_lm",
 ]
 
 
@@ -58,7 +60,7 @@ class Gpt2Run:
 
 @dataclass
 class FairnessReport:
-    """:param swap_rows: per prompt and model (plain, equitune): the largest
+    """:param swap_rows: per prompt and model (``base``, then ``cfg.method`` unless it is ``base``): the largest
         ``|log p(c|x) - log p(g·c|g·x)|`` over the group, formatted.
     :param scores: mean classifier score per subject (the prompt's equality words), or ``None`` when
         ``cfg.scorer`` is ``none``.
@@ -92,22 +94,36 @@ def run_prompts(cfg: Gpt2RunConfig) -> list[str]:
     return list(cfg.prompts) if cfg.prompts else default_prompts()
 
 
-def check_hub(cfg: Gpt2RunConfig) -> None:
-    """Raise :class:`~equirl.errors.OfflineError` at once when a hub model or tokenizer of ``cfg`` is
-    neither local nor cached and the hub cannot be reached (imports neither torch nor transformers)."""
+def check_hub(cfg: Gpt2RunConfig, scorer: bool = False) -> None:
+    """Raise :class:`~equirl.errors.OfflineError` at once when a hub model, tokenizer or text classifier
+    (``scorer``) of ``cfg`` is neither local nor cached and the hub cannot be reached, and a one-line
+    :class:`~equirl.errors.ConfigError` / :class:`~equirl.errors.CheckpointError` when a local path is
+    missing, a file, or not a folder of its kind (imports neither torch nor transformers).
+
+    :param scorer: also check ``cfg.scorer`` (the fairness report scores with it; generation does not).
+    """
+    from equirl.utils.hf_local import check_model_folder, check_tokenizer_path
     from equirl.utils.hub import require_hub_model
 
-    tok = Path(cfg.tokenizer)
-    if cfg.tokenizer != "default" and not ((tok / "vocab.json").is_file() and (tok / "merges.txt").is_file()):
+    # a local path is checked as one (missing, a file, not a model folder); a hub id against the hub
+    if cfg.tokenizer != "default" and check_tokenizer_path(cfg.tokenizer, "GPT-2 tokenizer") is None:
         require_hub_model(cfg.tokenizer, "GPT-2 tokenizer")
-    if cfg.model != "tiny":
+    if cfg.model != "tiny" and check_model_folder(cfg.model, "GPT-2 model", ("gpt2",)) is None:
         require_hub_model(cfg.model, "GPT-2 model")
+    if (
+        scorer
+        and cfg.scorer not in ("lexicon", "none")
+        and check_tokenizer_path(cfg.scorer, "text classifier") is None
+    ):
+        require_hub_model(cfg.scorer, "text classifier")  # before any model work, not after it
 
 
-def setup_gpt2(cfg: Gpt2RunConfig) -> Gpt2Run:
+def setup_gpt2(cfg: Gpt2RunConfig, scorer: bool = False) -> Gpt2Run:
     """Load the tokenizer and model of ``cfg`` (hub models fail at once without network:
-    :class:`~equirl.errors.OfflineError`, :func:`check_hub`) and build its word-swap symmetry."""
-    check_hub(cfg)
+    :class:`~equirl.errors.OfflineError`, :func:`check_hub`; ``scorer``: also ``cfg.scorer``) and build
+    its word-swap symmetry; prompts that leave no room for ``max_new_tokens`` within the model's
+    positions are refused before any generation (:func:`check_lengths`)."""
+    check_hub(cfg, scorer=scorer)
     if cfg.out:
         from equirl.utils.io import check_output_path
 
@@ -120,7 +136,30 @@ def setup_gpt2(cfg: Gpt2RunConfig) -> Gpt2Run:
     hf: Any = model
     vocab = int(hf.config.vocab_size)
     sym = variant_symmetry(tok, cfg.variant, cfg.attributes, vocab_size=vocab)
-    return Gpt2Run(cfg, tok, model, sym)
+    run = Gpt2Run(cfg, tok, model, sym)
+    check_lengths(run, cfg.max_new_tokens)
+    return run
+
+
+def check_lengths(run: Gpt2Run, new_tokens: int) -> None:
+    """Refuse, in one :class:`~equirl.errors.ConfigError` line and before any work, a prompt whose tokens
+    plus ``new_tokens`` exceed the model's positions (``config.n_positions``): GPT-2 has no position
+    beyond them, and would fail with an ``IndexError`` half-way through."""
+    from equirl.errors import ConfigError
+    from equirl.utils.io import printable
+
+    n_pos = getattr(getattr(run.model, "config", None), "n_positions", None)
+    if not isinstance(n_pos, int):
+        return
+    for prompt in run_prompts(run.cfg):
+        n = len(_encode(run.tokenizer, prompt))
+        if n + new_tokens > n_pos:
+            room = n_pos - n
+            fix = f"set max_new_tokens to at most {room}" if room > 0 else "shorten the prompt"
+            raise ConfigError(
+                f"prompt {printable(repr(prompt), 80)} has {n} tokens: with {new_tokens} new tokens that makes "
+                f"{n + new_tokens} positions, more than the model's {n_pos} (n_positions); {fix}"
+            )
 
 
 def generations_path(cfg: Gpt2RunConfig, overwrite: bool = False) -> Path | None:
@@ -153,6 +192,17 @@ def save_generations(rows: Sequence[dict[str, str]], path: str | Path) -> Path:
     return atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
+def symmetrized_lm(run: Gpt2Run) -> Any:
+    """The EquiGPT2 of ``run.cfg.method`` (with its proxy for equizero) in eval mode; ``None`` for
+    ``base``: the one model that both generation and the fairness report measure."""
+    if run.cfg.method == BASE:
+        return None
+    from equirl.language.gpt2 import EquiGPT2
+
+    kw: dict[str, Any] = {"proxy": run.cfg.proxy} if run.cfg.method == EQUIZERO else {}
+    return EquiGPT2(run.model, run.symmetry, run.cfg.method, **kw).eval()
+
+
 def generate_continuations(run: Gpt2Run, progress: ProgressFn | None = None) -> list[dict[str, str]]:
     """``cfg.samples_per_prompt`` continuations of every prompt with ``cfg.method`` (plain GPT-2 or
     EquiGPT2), seeded by ``cfg.seed``.
@@ -162,15 +212,12 @@ def generate_continuations(run: Gpt2Run, progress: ProgressFn | None = None) -> 
     """
     import torch
 
-    from equirl.language.gpt2 import EquiGPT2, generate_plain
+    from equirl.language.gpt2 import generate_plain
 
     cfg, tok, model = run.cfg, run.tokenizer, run.model
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    eq = None
-    if cfg.method != BASE:
-        kw: dict[str, Any] = {"proxy": cfg.proxy} if cfg.method == EQUIZERO else {}
-        eq = EquiGPT2(model, run.symmetry, cfg.method, **kw).eval()
+    eq = symmetrized_lm(run)
     prompts = run_prompts(cfg)
     out: list[dict[str, str]] = []
     for i, prompt in enumerate(prompts):
@@ -192,21 +239,33 @@ def generate_continuations(run: Gpt2Run, progress: ProgressFn | None = None) -> 
     return out
 
 
+#: tokens of the random continuation each swap-consistency check scores
+_SWAP_TOKENS = 8
+
+
 def fairness_report(
     run: Gpt2Run, max_prompts: int = 10, progress: ProgressFn | None = None
 ) -> FairnessReport:
-    """Swap-consistency of plain GPT-2 and EquiGPT2 on the first ``max_prompts`` prompts (random
-    continuations), and, unless ``cfg.scorer`` is ``none``, the mean classifier score of generated
-    continuations per subject.
+    """Swap-consistency of plain GPT-2 and of EquiGPT2 with ``cfg.method`` (the model that generates) on
+    the first ``max_prompts`` prompts (random continuations), and, unless ``cfg.scorer`` is ``none``, the
+    mean classifier score of generated continuations per subject.
 
     :param progress: called as ``progress(done, total)`` over the swap checks and the generations.
     """
     import torch
 
     from equirl.language.fairness import LexiconScorer, hf_text_scorer, score_by_group, swap_consistency
-    from equirl.language.gpt2 import EquiGPT2
 
     cfg, tok, model, sym = run.cfg, run.tokenizer, run.model, run.symmetry
+    # the scorer first: a classifier that cannot load or lacks the label fails before any model work
+    scorer = (
+        None
+        if cfg.scorer == "none"
+        else LexiconScorer()
+        if cfg.scorer == "lexicon"
+        else hf_text_scorer(cfg.scorer, cfg.scorer_label)
+    )
+    check_lengths(run, _SWAP_TOKENS)  # the swap checks' random continuations, before any work
     prompts = run_prompts(cfg)[:max_prompts]
     n_gen = len(run_prompts(cfg)) if cfg.scorer != "none" else 0
     total = len(prompts) + n_gen
@@ -216,20 +275,20 @@ def fairness_report(
     def plain_lm(ids: Any) -> Any:
         return model(input_ids=ids).logits
 
-    eq = EquiGPT2(model, sym, EQUITUNE).eval()
+    eq = symmetrized_lm(run)  # the configured method, as generation uses it
+    lms: list[tuple[str, Any]] = [(BASE, plain_lm)] + ([(cfg.method, eq)] if eq is not None else [])
     for i, prompt in enumerate(prompts):
         ids = torch.tensor([_encode(tok, prompt)])
-        cont = torch.randint(0, len(tok), (1, 8), generator=gen)
-        for name, lm in ((BASE, plain_lm), (EQUITUNE, eq)):
+        cont = torch.randint(0, len(tok), (1, _SWAP_TOKENS), generator=gen)
+        for name, lm in lms:
             m = swap_consistency(lm, sym, ids, cont)
             rows.append(
                 {"prompt": prompt, "model": name, "max_abs_logprob_gap": f"{m['max_abs_logprob_gap']:.2e}"}
             )
         if progress is not None:
             progress(i + 1, total)
-    if cfg.scorer == "none":
+    if scorer is None:
         return FairnessReport(rows, None)
-    scorer = LexiconScorer() if cfg.scorer == "lexicon" else hf_text_scorer(cfg.scorer)
     words = {tok.decode([i]).strip() for pairs in sym.pairs.values() for p in pairs for i in p}
     texts: dict[str, list[str]] = {}
     for r in generate_continuations(run, subtask(progress, len(prompts), total)):

@@ -28,7 +28,8 @@ or seed we know of reproduces them. To write files byte-identical to the officia
 :func:`generate_scan` therefore reads the line orders from a small packaged table
 (``equirl/language/data/scan_order.bin``: for each official file, the canonical indices of its lines,
 taken from brendenlake/SCAN, BSD licence). With ``order="canonical"`` or a ``seed`` it writes the same
-contents in canonical or freshly shuffled order instead (then the simple split is a new random split).
+contents in canonical or freshly shuffled order instead; the simple split is then a new random 80/20
+split drawn from the seed alone, the same for both orders (the order only orders the lines).
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from equirl.errors import EquirlError
-from equirl.utils.io import atomic_write_bytes, refuse_existing
+from equirl.errors import ConfigError, EquirlError
+from equirl.utils.io import atomic_write_bytes, check_output_path, printable, refuse_existing
 
 __all__ = [
     "OFFICIAL_FILES",
@@ -55,6 +56,7 @@ __all__ = [
     "load_scan_file",
     "load_scan_split",
     "scan_examples",
+    "simple_test_members",
     "split_members",
 ]
 
@@ -335,7 +337,8 @@ def generate_scan(
     :param order: ``"official"`` (byte-identical to the release, using the packaged order table; the
         table is checked against the grammar rules), ``"canonical"`` (grammar order) or ``"shuffled"``
         (random order from ``seed``; the simple split is then a fresh random 80/20 split).
-    :param seed: the shuffle seed for ``order="shuffled"``.
+    :param seed: the seed of the simple split (``order="canonical"`` / ``"shuffled"``: the same split for
+        both, :func:`simple_test_members`) and of the line shuffle (``order="shuffled"``).
     :param overwrite: replace files in ``out_dir`` that differ from what would be written (refused
         otherwise, before anything is written; identical ones are left as they are).
     :returns: lines written per relative path.
@@ -369,13 +372,11 @@ def generate_scan(
         if order == "shuffled":
             rng.shuffle(perm)
         rank = {c: r for r, c in enumerate(perm)}
+        test = simple_test_members(seed)  # drawn once, whatever the order: it only orders the lines
         for (split, part), rel in OFFICIAL_FILES.items():
             if split == "tasks":
                 files[rel] = perm
             elif split == "simple":
-                n_test = round(0.2 * n)
-                chosen = perm[:n_test] if order == "canonical" else rng.sample(perm, n_test)
-                test = set(chosen)
                 files[rel] = [i for i in perm if (i in test) == (part == "test")]
             else:
                 mem = sorted(split_members(split, part), key=rank.__getitem__)
@@ -384,14 +385,33 @@ def generate_scan(
                 files[rel] = mem
     out = Path(out_dir)
     blobs = {rel: _lines(idx) for rel, idx in files.items()}
+    for (
+        rel
+    ) in blobs:  # every target (a file where a folder goes, a folder where a file goes) before any write
+        check_output_path(out / rel, "--out file", kind="file")
     changed = [
         out / rel for rel, b in blobs.items() if (out / rel).exists() and not _same_bytes(out / rel, b)
     ]
     refuse_existing(changed, overwrite, "--out file")  # an edited split is not replaced unasked
     for rel, blob in blobs.items():
         if not (out / rel).exists() or (out / rel) in changed:
-            atomic_write_bytes(out / rel, blob)
+            try:
+                atomic_write_bytes(out / rel, blob)
+            except OSError as exc:  # the real target, not atomic_write's temporary name
+                raise ConfigError(f"cannot write {out / rel}: {(exc.strerror or str(exc)).lower()}") from None
     return {rel: len(idx) for rel, idx in files.items()}
+
+
+#: the fraction of the commands in the simple split's test part
+SIMPLE_TEST_FRACTION = 0.2
+
+
+def simple_test_members(seed: int | None) -> frozenset[int]:
+    """Canonical indices of the simple split's test part for ``order="canonical"`` / ``"shuffled"``: a
+    uniformly random 20 % of the commands drawn from ``seed`` alone (``None``: a fresh draw), so the
+    split is the same whichever order the lines are written in."""
+    n = len(all_commands())
+    return frozenset(random.Random(seed).sample(range(n), round(SIMPLE_TEST_FRACTION * n)))
 
 
 def _same_bytes(path: Path, data: bytes) -> bool:
@@ -403,21 +423,49 @@ def _same_bytes(path: Path, data: bytes) -> bool:
 
 def _parse_line(line: str, where: str) -> ScanExample:
     if not line.startswith("IN: ") or " OUT: " not in line:
-        raise EquirlError(f"{where}: expected 'IN: <command> OUT: <actions>', got {line[:60]!r}")
+        raise EquirlError(f"{where}: expected 'IN: <command> OUT: <actions>', got {printable(line[:60])!r}")
     cmd, act = line[4:].split(" OUT: ", 1)
-    return ScanExample(tuple(cmd.split()), tuple(act.split()))
+    ex = ScanExample(tuple(cmd.split()), tuple(act.split()))
+    words, actions = scan_tokens()
+    bad = [("command word", t, words) for t in ex.command if t not in words]
+    bad += [("action", t, actions) for t in ex.actions if t not in actions]
+    if bad:
+        what, tok, known = bad[0]
+        raise EquirlError(
+            f"{where}: unknown SCAN {what} {printable(tok, 40)!r} (known: {' '.join(sorted(known))})"
+        )
+    return ex
+
+
+@functools.lru_cache(maxsize=1)
+def scan_tokens() -> tuple[frozenset[str], frozenset[str]]:
+    """The words of SCAN commands and the action tokens, fixed by the grammar."""
+    return frozenset(
+        PRIMITIVES + DIRECTIONS + ("turn", "opposite", "around", "twice", "thrice", "and", "after")
+    ), (frozenset(_ACTION.values()) | frozenset(_TURN.values()))
 
 
 def iter_scan_file(path: str | Path) -> Iterator[ScanExample]:
-    """Yield the examples of one SCAN text file."""
+    """Yield the examples of one SCAN text file; a line that is not UTF-8 or not ``IN: ... OUT: ...`` is
+    an :class:`EquirlError` naming the file and the line."""
     p = Path(path)
+    if p.is_dir():
+        raise EquirlError(f"SCAN file {p} is a directory, not a file")
     if not p.is_file():
         raise EquirlError(f"SCAN file not found: {p}")
-    with p.open(encoding="utf-8") as fh:
-        for k, line in enumerate(fh, 1):
-            line = line.strip()
-            if line:
-                yield _parse_line(line, f"{p}:{k}")
+    try:
+        with p.open("rb") as fh:
+            for k, raw in enumerate(fh, 1):
+                try:
+                    line = raw.decode("utf-8").strip()
+                except UnicodeDecodeError as exc:
+                    raise EquirlError(
+                        f"{p}:{k}: not UTF-8 text (byte {raw[exc.start]:#04x} at column {exc.start + 1})"
+                    ) from None
+                if line:
+                    yield _parse_line(line, f"{p}:{k}")
+    except OSError as exc:
+        raise EquirlError(f"cannot read SCAN file {p}: {(exc.strerror or str(exc)).lower()}") from None
 
 
 def load_scan_file(path: str | Path) -> list[ScanExample]:

@@ -34,6 +34,7 @@ from equirl.utils.io import (
     torch_save_bytes,
 )
 from equirl.utils.progress import ProgressFn, subtask
+from equirl.utils.weights import load_state
 
 log = logging.getLogger(__name__)
 
@@ -182,10 +183,8 @@ def load_checkpoint(path: str | Path) -> tuple[Seq2Seq, PretrainConfig]:
         raise CheckpointError(f"checkpoint {p} has an invalid config: {exc}") from None
     check_model_memory(cfg.model, f"checkpoint {p}", CheckpointError)  # before allocating anything
     model = build_model(cfg.model)
-    try:
-        model.load_state_dict(blob["state_dict"])
-    except RuntimeError:
-        raise CheckpointError(f"{p}: weights do not fit the model in its config") from None
+    # one line naming the key and both shapes (or the missing keys); NaN / inf weights refused
+    load_state(model, blob["state_dict"], f"checkpoint {p}: its weights (the model in its config)")
     return model.eval(), cfg
 
 

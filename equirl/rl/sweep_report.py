@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from equirl.errors import ConfigError, EquirlError
+from equirl.registry import BASE
 from equirl.rl.lifecycle import list_runs
 from equirl.rl.spec import env_scores
 from equirl.utils.io import atomic_write_text, check_no_symlinks, printable, read_json, remove_file
@@ -291,7 +292,7 @@ class SweepReport:
     problems: list[dict[str, Any]]
     files: list[Path] = field(default_factory=list)
     #: the method the comparisons are against
-    baseline: str = "base"
+    baseline: str = BASE
 
     def tables(self) -> list[BenchTable]:
         """The group and aggregate tables (rich renderables)."""
@@ -374,7 +375,6 @@ def sweep_report(
     :raises ConfigError: ``root`` does not exist or is a file; ``sweep.json`` or ``scores`` are malformed.
     :raises EquirlError: no finished run in ``root``.
     """
-    from equirl.registry import BASE
     from equirl.rl.sweep import check_scores
 
     root = Path(root)

@@ -20,9 +20,10 @@ from typing import Any, cast
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.parameter import is_lazy
 
 from equirl.actions import ImageAction
-from equirl.errors import ConfigError, EquirlError
+from equirl.errors import ConfigError, EquirlError, SymmetryError, first_cause
 from equirl.registry import CANONICALIZE, EQUITUNE, EQUIZERO, MethodSpec, get_method
 from equirl.symmetrizers import Canonicalize, LambdaEquiTune, Symmetrizer, symmetrize
 from equirl.symmetrizers.nets import ScoreNet
@@ -34,6 +35,7 @@ from equirl.vision.groups import vision_action
 __all__ = [
     "FeatureScorer",
     "accuracy",
+    "check_input",
     "evaluate_transforms",
     "fit_canonicalizer",
     "fit_lambda",
@@ -139,7 +141,60 @@ def symmetrize_classifier(
         feats = resolve_features(net, scorer_features)
         if feats is not None and "scorer" not in kwargs:
             kwargs["scorer"] = FeatureScorer(feats, tuple(kwargs.pop("scorer_hidden", (64,))))
-    return symmetrize(net, action, None, method=method, **kwargs)
+    sym = symmetrize(net, action, None, method=method, **kwargs)
+    if _has_lazy(sym):  # λ or the scorer is sized by its first call: only by one the classifier accepts
+        sym.register_forward_pre_hook(_check_before_sizing)
+    return sym
+
+
+def _has_lazy(module: nn.Module) -> bool:
+    """Whether a part of ``module`` (a lazy λ-net or scorer) still waits for its input size."""
+    return any(is_lazy(p) for p in module.parameters())
+
+
+def check_input(model: Symmetrizer, x: Tensor) -> None:
+    """Before a lazy part of ``model`` (λ-net, canonicalizer's scorer) is sized by ``x``: run the wrapped
+    classifier on one image of ``x`` (eval mode, no gradients) and refuse inputs it does not take.
+
+    A lazy part takes the size of the first input it sees, for good; without this check a call with
+    wrong images (1 channel for an RGB net) would size it wrongly even though the call fails, and
+    every later, correct call would fail too. Nothing is checked once nothing is lazy.
+
+    :raises SymmetryError: one line naming the input shape and the classifier's own error.
+    """
+    if not _has_lazy(model):
+        return
+    if not isinstance(x, Tensor) or x.dim() < model._batched_dims:
+        return  # the symmetrizer's own checks name these
+    net = model._modules.get("model")
+    modes = [(m, m.training) for m in net.modules()] if net is not None else []
+    try:
+        if net is not None:
+            net.eval()  # no batch-norm statistics updated, no dropout
+        with torch.no_grad():
+            model._run_model(x[:1])
+    except EquirlError:
+        raise
+    except Exception as exc:
+        raise SymmetryError(
+            f"the classifier does not take images of shape {tuple(x.shape)}: {type(exc).__name__}: "
+            f"{first_cause(exc)}"
+        ) from None
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+def _check_before_sizing(module: nn.Module, args: tuple[Any, ...]) -> None:
+    """Forward pre-hook of :func:`symmetrize_classifier` while a part is lazy (:func:`check_input`); it
+    removes itself once nothing is lazy any more."""
+    if not _has_lazy(module):
+        for key, hook in list(module._forward_pre_hooks.items()):
+            if hook is _check_before_sizing:
+                del module._forward_pre_hooks[key]
+        return
+    if args and isinstance(module, Symmetrizer):
+        check_input(module, args[0])
 
 
 def _split_val(
@@ -234,6 +289,7 @@ def fit_canonicalizer(
     if images.shape[0] == 0 or steps < 1 or batch_size < 1:
         raise EquirlError("fit_canonicalizer needs images, and positive steps and batch_size")
     images, labels, v_x, v_y = _split_val(images, labels, val_images, val_labels, val_fraction, seed)
+    check_input(model, images)
     with torch.no_grad():  # materialise a lazy scorer
         model.scores(images[:1])
     G = model.group.order
@@ -366,7 +422,9 @@ def _train_only(
 
 
 def init_lambda(model: LambdaEquiTune, example: Tensor) -> None:
-    """Materialise lazy λ layers with one small forward pass on ``example[:1]``."""
+    """Materialise lazy λ layers with one small forward pass on ``example[:1]`` (refused, with nothing
+    sized, when the classifier does not take ``example``: :func:`check_input`)."""
+    check_input(model, example)
     with torch.no_grad():
         model.lambda_logits(model.in_action.orbit(example[:1]).reshape(-1, *example.shape[1:]))
 

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from equirl.errors import ConfigError, EquirlError
+from equirl.errors import CheckpointError, ConfigError, EquirlError
 from equirl.registry import BASE, canonical_method
 from equirl.utils.progress import ProgressFn, subtask
 from equirl.vision.config import CLIP_METHODS
@@ -38,6 +38,7 @@ __all__ = [
     "CLIP_STD",
     "DEFAULT_TEMPLATES",
     "CLIPZeroShot",
+    "clip_image_size",
     "clip_preprocess",
     "clip_zero_shot",
     "load_clip",
@@ -57,7 +58,10 @@ DEFAULT_TEMPLATES: tuple[str, ...] = (
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
-_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[tuple[Any, ...], Tensor]] = weakref.WeakKeyDictionary()
+#: per model: ``{key: (tokenizer or None, weights version, class embeddings)}`` (:func:`text_classifier`)
+_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[tuple[Any, ...], tuple[Any, Any, Tensor]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def load_clip(
@@ -66,21 +70,38 @@ def load_clip(
     """Load a ``CLIPModel`` and its tokenizer from a local folder, the local hub cache or the hub.
 
     Without network (and not cached) this fails at once with one :class:`~equirl.errors.OfflineError`
-    line instead of the hub client's retry loop (:func:`equirl.utils.hub.load_from_hub`).
+    line instead of the hub client's retry loop (:func:`equirl.utils.hub.load_from_hub`). A local folder
+    must hold a CLIP (``config.json`` ``model_type: clip``) with all its weights, none NaN / inf
+    (:mod:`equirl.utils.hf_local`): one :class:`~equirl.errors.CheckpointError` line otherwise.
 
     :param name: a hub id such as ``"openai/clip-vit-base-patch32"`` or a local folder.
     :param cache_dir: the Hugging Face cache folder (default: the standard one).
     """
+    from equirl.utils.hf_local import check_loaded, check_model_folder, load_checked
     from equirl.utils.hub import load_from_hub
 
-    def load(n: str, local_only: bool) -> tuple[nn.Module, Any]:
+    def load(n: str, local_only: bool) -> tuple[nn.Module, Any, dict[str, Any]]:
         from transformers import AutoTokenizer, CLIPModel
 
-        model = CLIPModel.from_pretrained(n, cache_dir=cache_dir, local_files_only=local_only)
+        loaded: Any = CLIPModel.from_pretrained(
+            n, cache_dir=cache_dir, local_files_only=local_only, output_loading_info=True
+        )
+        clip, info = loaded
         tok = AutoTokenizer.from_pretrained(n, cache_dir=cache_dir, local_files_only=local_only)
-        return model.eval(), tok
+        return clip.eval(), tok, info
 
-    return load_from_hub(load, name, "CLIP", valid=lambda mt: len(mt[1]) > 1, cache_dir=cache_dir)
+    # a local folder is checked before it is read: a GPT-2 folder would load as a random CLIP
+    folder = check_model_folder(name, "CLIP", ("clip",))
+    if folder is not None:
+        model, tok, info = load_checked(lambda: load(str(folder), True), folder, "CLIP")
+        if len(tok) <= 1:
+            raise CheckpointError(f"CLIP folder {folder} holds no tokenizer vocabulary: refused")
+    else:
+        model, tok, info = load_from_hub(
+            load, name, "CLIP", valid=lambda mt: len(mt[1]) > 1, cache_dir=cache_dir
+        )
+    check_loaded(model, info, name, "CLIP")  # no missing or NaN / inf weights
+    return model, tok
 
 
 def _as_tensor(out: Any) -> Tensor:
@@ -91,6 +112,16 @@ def _as_tensor(out: Any) -> Tensor:
     if isinstance(pooled, Tensor):
         return pooled
     raise EquirlError(f"unexpected CLIP feature output {type(out).__name__}")
+
+
+def _weights_version(model: nn.Module) -> tuple[tuple[int, int, int], ...] | None:
+    """What changes whenever ``model``'s weights may have: each parameter's and buffer's identity, storage
+    and in-place version counter (bumped by ``load_state_dict``, optimiser steps, ``p.mul_()``...);
+    ``None`` when a tensor tracks no version (an inference tensor): then nothing is cached."""
+    try:
+        return tuple((id(t), t.data_ptr(), t._version) for t in (*model.parameters(), *model.buffers()))
+    except RuntimeError:
+        return None
 
 
 @torch.no_grad()
@@ -106,28 +137,32 @@ def text_classifier(
 
     Either ``tokenizer`` + ``classnames`` (each formatted into every template), or pre-tokenised
     ``input_ids`` of shape ``(num_classes, num_templates, L)`` (or ``(num_classes, L)``).
+
+    A cached result is returned only for the same model object with unchanged weights (no in-place
+    update, no ``load_state_dict`` since) and the same tokenizer object (not one with the same name:
+    in-memory tokenizers have none) or the same token ids, class names and templates.
     """
+    tok_ref: Any = None
     if input_ids is None:
         if tokenizer is None or not classnames:
             raise EquirlError("text_classifier needs a tokenizer and class names, or input_ids")
         if not templates or any("{}" not in t for t in templates):
             raise EquirlError("every prompt template must contain '{}' for the class name")
-        key: tuple[Any, ...] = (
-            "text",
-            getattr(tokenizer, "name_or_path", id(tokenizer)),
-            tuple(classnames),
-            tuple(templates),
-        )
+        key: tuple[Any, ...] = ("text", id(tokenizer), tuple(classnames), tuple(templates))
+        tok_ref = tokenizer  # kept with the entry: its id cannot be reused while the entry lives
     else:
         key = (
             "ids",
-            input_ids.shape,
-            hash(input_ids.cpu().numpy().tobytes()),
-            None if attention_mask is None else hash(attention_mask.cpu().numpy().tobytes()),
+            tuple(input_ids.shape),
+            input_ids.detach().cpu().numpy().tobytes(),
+            None if attention_mask is None else tuple(attention_mask.shape),
+            None if attention_mask is None else attention_mask.detach().cpu().numpy().tobytes(),
         )
+    version = _weights_version(clip_model)
     cache = _CACHE.setdefault(clip_model, {})
-    if key in cache:
-        return cache[key]
+    hit = cache.get(key)
+    if hit is not None and version is not None and hit[0] is tok_ref and hit[1] == version:
+        return cast(Tensor, hit[2])
     if input_ids is None:
         assert tokenizer is not None and classnames is not None
         texts = [t.format(c) for c in classnames for t in templates]
@@ -147,7 +182,8 @@ def text_classifier(
     )
     emb = F.normalize(emb.float(), dim=-1).view(C, T, -1).mean(1)
     out = F.normalize(emb, dim=-1)
-    cache[key] = out
+    if version is not None:
+        cache[key] = (tok_ref, version, out)
     log.debug("built the CLIP text classifier for %d classes x %d templates", C, T)
     return out
 
@@ -199,6 +235,15 @@ class CLIPZeroShot(nn.Module):
     def forward(self, pixel_values: Tensor) -> Tensor:
         cls_emb: Tensor = self.class_embeddings  # type: ignore[assignment]
         return self.scale * self.features(pixel_values) @ cls_emb.t().to(torch.float32)
+
+
+def clip_image_size(clip_model: nn.Module) -> int:
+    """The image size a ``CLIPModel`` takes (``config.vision_config.image_size``; 224 when it says none)."""
+    vision = getattr(getattr(clip_model, "config", None), "vision_config", None)
+    size = getattr(vision, "image_size", None)
+    if isinstance(size, (tuple, list)) and size:
+        size = size[0]
+    return int(size) if isinstance(size, int) and not isinstance(size, bool) and size > 0 else 224
 
 
 def clip_preprocess(
@@ -258,10 +303,11 @@ def clip_zero_shot(
         raise ConfigError(
             f"methods must be among {', '.join(CLIP_METHODS)} (λ needs labels: use fit_lambda), got {bad}"
         )
-    data = load_image_folder(folder, size=256, mode="RGB")
     clip, tok = load_clip(model)
+    size = clip_image_size(clip)
+    data = load_image_folder(folder, size=max(256, size), mode="RGB")
     zs = CLIPZeroShot.from_classnames(clip, tok, [c.replace("_", " ") for c in data.classes])
-    x = clip_preprocess(data.images)
+    x = clip_preprocess(data.images, size=size)  # the size the model was built for, not always 224
     total = len(methods) * (order + 1)
     rows: dict[str, dict[str, float]] = {}
     for k, m in enumerate(methods):

@@ -11,8 +11,9 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from equirl.errors import CheckpointError
+from equirl.errors import CheckpointError, first_cause
 from equirl.utils.io import atomic_write_bytes, torch_load_weights, torch_save_bytes
+from equirl.utils.weights import load_state
 
 __all__ = ["SmallCNN", "check_cnn_memory", "cnn_param_count", "load_cnn", "save_cnn"]
 
@@ -142,10 +143,11 @@ def load_cnn(path: str | Path) -> tuple[SmallCNN, dict[str, Any]]:
     check_cnn_memory(hparams, f"checkpoint {path}")
     try:
         model = SmallCNN(**hparams)
-        model.load_state_dict(blob["state_dict"])
-    except (KeyError, TypeError, RuntimeError) as exc:
-        raise CheckpointError(
-            f"checkpoint {path} does not fit SmallCNN: {str(exc).splitlines()[0]}"
-        ) from None
+    except (TypeError, RuntimeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path} does not fit SmallCNN: {first_cause(exc)}") from None
+    load_state(model, blob.get("state_dict"), f"checkpoint {path}")
+    meta = blob.get("meta", {})
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"checkpoint {path}: its meta is a {type(meta).__name__}, not a mapping")
     model.eval()
-    return model, dict(blob.get("meta", {}))
+    return model, dict(meta)

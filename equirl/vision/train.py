@@ -21,8 +21,9 @@ from equirl.errors import CheckpointError, ConfigError, EquirlError
 from equirl.registry import AUTO, BASE, canonical_method, get_method
 from equirl.symmetrizers import Canonicalize, EquiZero, LambdaEquiTune, Symmetrizer, get_proxy
 from equirl.train_loop import fit
-from equirl.utils.io import check_output_path, printable
+from equirl.utils.io import check_output_path, printable, remove_file
 from equirl.utils.progress import ProgressFn, subtask
+from equirl.utils.weights import load_state
 from equirl.vision.classifier import (
     evaluate_transforms,
     fit_canonicalizer,
@@ -37,10 +38,14 @@ from equirl.vision.models import SmallCNN, check_cnn_memory, load_cnn, save_cnn
 from equirl.vision.select import ClassifierChoice, select_classifier_method
 
 __all__ = [
+    "auto_choice_files",
     "auto_choice_path",
     "build_classifier",
     "check_fits",
+    "check_model_output",
     "check_new_output",
+    "drop_stale_choice",
+    "eval_choice_files",
     "eval_choice_path",
     "evaluate_checkpoint",
     "finetune",
@@ -121,6 +126,37 @@ def check_new_output(
     )
 
 
+def check_model_output(
+    out: str | Path, overwrite: bool = False, inputs: tuple[str | Path, ...] = (), writes_choice: bool = False
+) -> Path:
+    """:func:`check_new_output` for a model file, and the same for the auto choice beside it
+    (:func:`auto_choice_files`): a choice left by an earlier ``method: auto`` model at ``out`` would
+    describe another model once ``out`` is replaced, so it is refused too unless ``overwrite`` (and then
+    replaced, or removed by :func:`drop_stale_choice` once the new model is saved).
+
+    :param writes_choice: the new model writes its own choice (``method: auto``).
+    :raises ConfigError: one line naming the file and ``--overwrite``.
+    """
+    p = check_new_output(out, overwrite, inputs)
+    if overwrite:
+        return p
+    for side in auto_choice_files(p):
+        if side.exists() or side.is_symlink():
+            why = "written beside out" if writes_choice else "of an earlier model at out: it would be stale"
+            raise ConfigError(
+                f"{printable(side)} (method auto's choice, {why}) already exists: set out to a new file, "
+                "or pass --overwrite to replace it"
+            )
+    return p
+
+
+def drop_stale_choice(out: str | Path) -> None:
+    """Remove the auto choice beside ``out`` (:func:`auto_choice_files`) once a model that is not
+    ``method: auto``'s has been saved there: it described the model that was replaced."""
+    for side in auto_choice_files(out):
+        remove_file(side)
+
+
 def _steps(train: TrainConfig, n: int) -> int:
     return train.steps if train.steps > 0 else max(1, train.epochs * -(-n // train.batch_size))
 
@@ -137,7 +173,7 @@ def pretrain(
     :param overwrite: replace an existing ``cfg.out`` (else refused before any work).
     """
     if save:
-        check_new_output(cfg.out, overwrite)  # before any work
+        check_model_output(cfg.out, overwrite)  # before any work
     size = {"image_size": cfg.data.size, "width": cfg.model.width, "hidden": cfg.model.hidden}
     channels = 3 if cfg.data.source == "folder" and cfg.data.mode == "RGB" else 1
     check_cnn_memory({"in_channels": channels, **size}, "model", ConfigError)  # before loading any data
@@ -178,6 +214,7 @@ def pretrain(
             "metrics": {k: float(v) for k, v in metrics.items()},
         }
         save_cnn(model, cfg.out, meta)
+        drop_stale_choice(cfg.out)
         metrics["path"] = str(cfg.out)
     return model, metrics
 
@@ -256,15 +293,8 @@ def finetune(
         work).
     """
     if save and cfg.out:
-        check_new_output(cfg.out, overwrite, inputs=(cfg.checkpoint,) if net is None else ())
-        if cfg.method == AUTO:  # the choice and its evidence are written beside out
-            json_path = auto_choice_path(cfg.out)
-            for side in (json_path, json_path.with_suffix(".md")):
-                if side.exists() and not overwrite:
-                    raise ConfigError(
-                        f"{printable(side)} (method auto's choice, written beside out) already exists: set "
-                        "out to a new file, or pass --overwrite to replace it"
-                    )
+        inputs = (cfg.checkpoint,) if net is None else ()
+        check_model_output(cfg.out, overwrite, inputs, writes_choice=cfg.method == AUTO)
     meta: dict[str, Any] = {}
     if net is None:
         net, meta = load_cnn(cfg.checkpoint)
@@ -334,6 +364,7 @@ def finetune(
         _save_finetuned(
             net, model, cfg.method, cfg.group, cfg.proxy, cfg.prior_weight, metrics, cfg.out, test_set.classes
         )
+        drop_stale_choice(cfg.out)  # an earlier auto model's choice (only there with --overwrite)
         metrics["path"] = str(cfg.out)
     return model, metrics
 
@@ -375,10 +406,22 @@ def auto_choice_path(out: str | Path) -> Path:
     return p.with_name(f"{p.stem}.auto_choice.json")
 
 
+def auto_choice_files(out: str | Path) -> tuple[Path, Path]:
+    """The two files of :func:`auto_choice_path`: ``(json, markdown)``."""
+    jp = auto_choice_path(out)
+    return jp, jp.with_suffix(".md")
+
+
 def eval_choice_path(folder: str | Path) -> Path:
     """Where :func:`evaluate_checkpoint` with ``method="auto"`` and ``choice_out=folder`` writes the
     choice: ``folder/auto_choice.json`` (the Markdown evidence table is the same name with ``.md``)."""
     return Path(folder) / "auto_choice.json"
+
+
+def eval_choice_files(folder: str | Path) -> tuple[Path, Path]:
+    """The two files of :func:`eval_choice_path`: ``(json, markdown)`` (the names ``equirl eval`` uses)."""
+    jp = eval_choice_path(folder)
+    return jp, jp.with_suffix(".md")
 
 
 def _finetune_auto(
@@ -443,7 +486,7 @@ def load_finetuned(path: str | Path, method: str | None = None, group: str | Non
             raise CheckpointError(f"{path} has no λ weights: finetune with method: lambda first")
         c, s = net.hparams["in_channels"], net.hparams["image_size"]
         init_lambda(model, torch.zeros(1, c, s, s))
-        model.lambda_net.load_state_dict(state)
+        load_state(model.lambda_net, state, f"checkpoint {path}: its λ weights (meta.lambda_state)")
     if isinstance(model, Canonicalize):
         state = meta.get("scorer_state")
         if state is None:
@@ -453,7 +496,7 @@ def load_finetuned(path: str | Path, method: str | None = None, group: str | Non
         c, s = net.hparams["in_channels"], net.hparams["image_size"]
         with torch.no_grad():
             model.scores(torch.zeros(1, c, s, s))
-        model.scorer.load_state_dict(state)
+        load_state(model.scorer, state, f"checkpoint {path}: its canonicalizer weights (meta.scorer_state)")
     model.eval()
     return model
 
@@ -473,6 +516,7 @@ def evaluate_checkpoint(
     n_train: int = 1000,
     on_choice: Callable[[ClassifierChoice], None] | None = None,
     choice_out: str | Path | None = None,
+    overwrite: bool = False,
 ) -> tuple[str, int, dict[str, float]]:
     """Accuracy of a saved classifier per group element and on a randomly transformed test set.
 
@@ -489,7 +533,8 @@ def evaluate_checkpoint(
     :param n_train: ``auto``: labelled training images for fitting and scoring the candidates.
     :param on_choice: ``auto``: called with the :class:`~equirl.vision.select.ClassifierChoice`.
     :param choice_out: ``auto``: a folder to save the choice and its evidence in, once evaluated
-        (:func:`eval_choice_path`).
+        (:func:`eval_choice_files`); refused before any work when they exist, unless ``overwrite``.
+    :param overwrite: replace the choice files in ``choice_out``.
     :returns: ``(group, number of test images, {element: accuracy, ..., "random", "mean"})``.
     """
     if method is not None:
@@ -500,6 +545,14 @@ def evaluate_checkpoint(
         if method != AUTO:
             raise ConfigError("choice_out saves the choice of method auto: set method='auto' or drop it")
         check_output_path(choice_out, "choice_out")  # before any work
+        for f in eval_choice_files(choice_out):
+            check_output_path(f, "choice_out file", kind="file")
+        found = [f for f in eval_choice_files(choice_out) if f.exists() or f.is_symlink()]
+        if found and not overwrite:
+            raise ConfigError(
+                f"{printable(found[0])} (an earlier choice) already exists: choose another folder, or pass "
+                "--overwrite to replace it"
+            )
     if method == AUTO:
         if n_train < 5:
             raise ConfigError(f"n_train must be >= 5 (images to fit and to validate on), got {n_train}")

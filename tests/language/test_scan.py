@@ -102,3 +102,57 @@ def test_loader_errors(tmp_path: Path) -> None:
         scan.load_scan_file(bad)
     with pytest.raises(EquirlError, match="unknown SCAN split"):
         scan.canonical_split("nope")
+
+
+def _commands(root: Path, part: str) -> set[str]:
+    return {" ".join(e.command) for e in scan.load_scan_split(root, "simple", part)}
+
+
+def test_simple_split_is_a_seeded_random_partition_whatever_the_order(tmp_path: Path) -> None:
+    # --order only orders the lines: canonical and shuffled with one seed hold the same split
+    scan.generate_scan(tmp_path / "c", order="canonical", seed=5)
+    scan.generate_scan(tmp_path / "s", order="shuffled", seed=5)
+    test, train = _commands(tmp_path / "c", "test"), _commands(tmp_path / "c", "train")
+    assert test == _commands(tmp_path / "s", "test") and train == _commands(tmp_path / "s", "train")
+    assert not test & train and len(test | train) == 20910 and len(test) == 4182
+    # not the first 20 % of the grammar: every kind of command is on both sides
+    for part in (test, train):
+        assert any(" after " in c for c in part) and any(" and " in c for c in part)
+        assert any(" and " not in c and " after " not in c for c in part)
+    scan.generate_scan(tmp_path / "c6", order="canonical", seed=6)
+    assert _commands(tmp_path / "c6", "test") != test  # the seed draws the split
+
+
+def test_generate_checks_every_target_before_writing(tmp_path: Path) -> None:
+    (tmp_path / "add_prim_split").write_text("a file where a folder goes")
+    with pytest.raises(EquirlError, match="add_prim_split is a file, not a folder"):
+        scan.generate_scan(tmp_path, order="canonical")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["add_prim_split"]  # nothing written
+    other = tmp_path / "other"
+    (other / "tasks.txt").mkdir(parents=True)
+    with pytest.raises(EquirlError, match=r"tasks\.txt is a directory") as info:
+        scan.generate_scan(other)
+    assert ".tmp" not in str(info.value)
+    assert sorted(p.name for p in other.iterdir()) == ["tasks.txt"]
+
+
+def test_generate_cli_bad_target_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "add_prim_split").write_text("x")
+    assert main(["language", "scan-generate", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "add_prim_split" in err
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        (b"IN: jump OUT: I_JUMP\nIN: fly OUT: I_JUMP\n", r"bad\.txt:2: unknown SCAN command word 'fly'"),
+        (b"IN: jump OUT: I_JUMP\nIN: jump OUT: I_FLY\n", r"bad\.txt:2: unknown SCAN action 'I_FLY'"),
+        (b"IN: jump OUT: I_JUMP\n\nIN: ju\xffmp OUT: I_JUMP\n", r"bad\.txt:3: not UTF-8"),
+    ],
+)
+def test_scan_file_errors_name_file_and_line(tmp_path: Path, content: bytes, match: str) -> None:
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(content)
+    with pytest.raises(EquirlError, match=match):
+        scan.load_scan_file(bad)

@@ -106,3 +106,56 @@ def test_cli_finetune_and_eval_auto(tmp_path: Path, capsys: pytest.CaptureFixtur
     data = json.loads((res / "auto_choice.json").read_text())
     assert (res / "auto_choice.md").is_file() and data["n_val"] == 12
     assert "auto picked" in printed and f"auto → {data['method']}" in printed and "random" in printed
+
+
+def test_eval_auto_refuses_to_replace_a_saved_choice(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    res = tmp_path / "choice"
+    res.mkdir()
+    (res / "auto_choice.md").write_text("an earlier choice")
+    argv = ["vision", "eval", str(tmp_path / "any.pt"), "--method", AUTO, "--out", str(res)]
+    assert main(argv) == 2  # before the checkpoint is even read
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "auto_choice.md" in err[0] and "--overwrite" in err[0]
+    assert (res / "auto_choice.md").read_text() == "an earlier choice"
+    assert main(["vision", "eval", str(tmp_path / "any.pt"), "--overwrite"]) == 2  # --overwrite needs --out
+
+
+@pytest.fixture(scope="module")
+def small_cnn(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _pretrain(tmp_path_factory.mktemp("cnn"))
+
+
+def test_eval_auto_overwrite_replaces_the_choice(small_cnn: Path, tmp_path: Path) -> None:
+    cfg = tmp_path / "data.yaml"
+    cfg.write_text("data:\n  size: 8\n")
+    res = tmp_path / "choice"
+    res.mkdir()
+    (res / "auto_choice.json").write_text("{}")
+    argv = ["vision", "eval", str(small_cnn), "--method", AUTO, "--config", str(cfg), "--n-train", "20"]
+    assert main([*argv, "--out", str(res), "--overwrite"]) == 0
+    assert json.loads((res / "auto_choice.json").read_text())["method"]
+
+
+def test_finetune_overwrite_removes_a_stale_auto_choice(
+    small_cnn: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from equirl.vision.train import auto_choice_files
+
+    out = tmp_path / "m.pt"
+    out.write_bytes(b"an earlier model")
+    stale = auto_choice_files(out)
+    for f in stale:
+        f.write_text("the choice of the earlier (auto) model")
+    argv = ["vision", "finetune", "configs/vision/finetune_lambda.yaml", "--set", f"checkpoint={small_cnn}"]
+    for kv in (f"out={out}", "method=lambda", "data.size=8", "train.steps=2", "n_train=20"):
+        argv += ["--set", kv]
+    capsys.readouterr()
+    assert main(argv) == 2 and all(f.is_file() for f in stale)  # not without --overwrite
+    assert "m.pt already exists" in capsys.readouterr().err
+    out.unlink()  # even with out gone, the stale choice is not silently kept beside a new model
+    assert main(argv) == 2 and all(f.is_file() for f in stale)
+    assert "m.auto_choice.json (method auto's choice" in capsys.readouterr().err
+    assert main([*argv, "--overwrite"]) == 0 and out.is_file()
+    assert not any(f.exists() for f in stale)

@@ -189,3 +189,56 @@ def test_direct_product_group_for_multigroup(method: str) -> None:
     assert check_equivariance(model, act, None, x) < ATOL
     mirror = act.group.generators[1]
     assert torch.equal(act.apply(x, mirror), x.flip(-1))
+
+
+def _channel_net() -> nn.Module:
+    """An RGB classifier that takes any image size (no fixed flatten): only the channels are checked."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, 5)
+    ).eval()
+
+
+@pytest.mark.parametrize(
+    ("method", "kw"),
+    [("canonicalize", {}), ("lambda", {"lambda_features": None}), ("lambda", {})],
+)
+def test_a_failed_first_call_does_not_size_the_lazy_part(method: str, kw: dict) -> None:
+    import copy
+
+    from equirl.errors import SymmetryError
+
+    model = symmetrize_classifier(_channel_net(), "rot90", method, **kw).eval()
+    fresh = copy.deepcopy(model)
+    with pytest.raises(SymmetryError, match=r"does not take images of shape \(2, 1, 8, 8\).*3 channels"):
+        model(torch.randn(2, 1, 8, 8))  # grey images to an RGB net
+    x = torch.randn(2, 3, 8, 8)
+    torch.manual_seed(1)
+    y = model(x)  # the correct call works, and the lazy part is as a fresh model's
+    torch.manual_seed(1)
+    assert torch.allclose(y, fresh(x))
+    assert max(equivariance_errors(model, vision_action("rot90"), None, x).values()) < ATOL
+    assert not model._forward_pre_hooks  # the check is gone once nothing is lazy
+
+
+def test_fit_canonicalizer_on_wrong_images_leaves_the_scorer_lazy() -> None:
+    from equirl.errors import SymmetryError
+    from equirl.vision import fit_canonicalizer
+
+    model = symmetrize_classifier(_channel_net(), "rot90", "canonicalize")
+    with pytest.raises(SymmetryError, match="does not take images"):
+        fit_canonicalizer(model, torch.randn(4, 1, 8, 8), steps=1)
+    fit_canonicalizer(model, torch.randn(4, 3, 8, 8), steps=1)
+    assert model.eval()(torch.randn(2, 3, 8, 8)).shape == (2, 5)
+
+
+def test_the_input_check_keeps_batch_norm_statistics() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(5))
+    net(torch.randn(2, 3, 8, 8))
+    model = symmetrize_classifier(net, "rot90", "canonicalize").train()
+    stats = net[1].running_mean.clone()
+    from equirl.vision.classifier import check_input
+
+    check_input(model, torch.randn(2, 3, 8, 8) * 10)
+    assert torch.equal(net[1].running_mean, stats) and net.training

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -111,6 +112,59 @@ def test_text_classifier_prompt_ensemble_and_cache(clip: torch.nn.Module) -> Non
     assert torch.equal(zs.class_embeddings, emb)
 
 
+def _reordered_tokenizer():  # type: ignore[no-untyped-def]
+    """Like :func:`_tiny_tokenizer` (also nameless: ``name_or_path == ''``) with the class words' ids swapped."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["[PAD]", "[UNK]", "[EOS]", "a", "photo", "of", "the", "bird", "cat", "dog", "drawing", "."]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", eos_token="[EOS]"
+    )
+
+
+def _fresh(clip: torch.nn.Module, tok, names, templates) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    """The class embeddings computed without any cache."""
+    from equirl.vision import clip as clip_module
+
+    clip_module._CACHE.pop(clip, None)
+    return text_classifier(clip, tok, names, templates)
+
+
+def test_text_classifier_cache_tells_nameless_tokenizers_apart(clip: torch.nn.Module) -> None:
+    templates, names = ("a photo of a {} .",), ["cat", "dog", "bird"]
+    tok_a, tok_b = _tiny_tokenizer(), _reordered_tokenizer()
+    assert tok_a.name_or_path == tok_b.name_or_path == ""
+    want_b = _fresh(clip, tok_b, names, templates)
+    emb_a = _fresh(clip, tok_a, names, templates)
+    emb_b = text_classifier(clip, tok_b, names, templates)  # a's entry is cached: b must not get it
+    assert not torch.allclose(emb_a, emb_b)
+    assert torch.allclose(emb_b, want_b, atol=1e-6)
+
+
+def test_text_classifier_cache_follows_in_place_weight_changes() -> None:
+    clip, tok = _tiny_clip(), _tiny_tokenizer()
+    templates, names = ("a photo of a {} .",), ["cat", "dog"]
+    emb = text_classifier(clip, tok, names, templates)
+    ids = tok([t.format(c) for c in names for t in templates], padding=True, return_tensors="pt")
+    emb_ids = text_classifier(clip, input_ids=ids["input_ids"], attention_mask=ids["attention_mask"])
+    with torch.no_grad():
+        clip.text_projection.weight.mul_(-1)  # in place: same tensor objects, new values
+    flipped = text_classifier(clip, tok, names, templates)
+    assert torch.allclose(flipped, -emb, atol=1e-6)
+    flipped_ids = text_classifier(clip, input_ids=ids["input_ids"], attention_mask=ids["attention_mask"])
+    assert torch.allclose(flipped_ids, -emb_ids, atol=1e-6)
+    other = _tiny_clip()
+    with torch.no_grad():
+        other.text_projection.weight.normal_()
+    clip.load_state_dict(other.state_dict())  # copied in: also a change
+    assert torch.allclose(text_classifier(clip, tok, names, templates), _fresh(other, tok, names, templates))
+    again = text_classifier(clip, tok, names, templates)
+    assert text_classifier(clip, tok, names, templates) is again  # unchanged weights: still cached
+
+
 def test_clip_lambda_on_frozen_image_features(clip: torch.nn.Module) -> None:
     zs = CLIPZeroShot.from_input_ids(clip, _ids())
     model = symmetrize_classifier(zs, group="rot90", method="lambda")
@@ -165,3 +219,21 @@ def test_cli_clip_offline_is_one_line_error(
     err = " ".join(capsys.readouterr().err.split())
     assert "cannot load CLIP" in err and "offline" in err
     assert main(["vision", "clip", str(root), "--methods", "lambda"]) == 2
+
+
+def test_clip_zero_shot_preprocesses_at_the_model_image_size(tmp_path: Path) -> None:
+    """The tiny CLIP takes 16x16 images, not CLIP's usual 224: the folder is resized to 16."""
+    from PIL import Image
+
+    from equirl.vision.clip import clip_image_size, clip_zero_shot
+
+    clip, tok = _tiny_clip(), _tiny_tokenizer()
+    assert clip_image_size(clip) == 16
+    clip.save_pretrained(tmp_path / "clip")
+    tok.save_pretrained(tmp_path / "clip")
+    for cls in ("cat", "dog"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for k in range(2):
+            Image.new("RGB", (20, 24), (60 * k, 100, 200)).save(tmp_path / "imgs" / cls / f"{k}.png")
+    n, rows = clip_zero_shot(tmp_path / "imgs", str(tmp_path / "clip"), methods=["base", "equitune"])
+    assert n == 4 and set(rows) == {"base", "equitune"}
