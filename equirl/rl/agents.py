@@ -229,6 +229,24 @@ def _env_description(
     return bool(pairs), new
 
 
+def _owner_of(env_dir: Path, out: Path) -> Path | None:
+    """Another zip beside ``out`` (written by equirl) whose record names files in ``env_dir``, if any."""
+    from equirl.rl.zoo import _zip_record
+
+    if not env_dir.is_dir():
+        return None
+    for z in sorted(out.parent.glob("*.zip")):
+        if z.name == out.name:
+            continue
+        rec = _zip_record(z)
+        if rec is None:
+            continue
+        stats_dir = rec.statistics[0].split("/", 1)[0] if rec.statistics else None
+        if env_dir.name in (rec.env_dir, stats_dir):
+            return z
+    return None
+
+
 def zoo_env_name(env_id: str) -> str:
     """The folder name rl_zoo3 gives an env id (``ALE/Breakout-v5`` -> ``ALE-Breakout-v5``): where its
     ``-i agent.zip`` reads ``{name}/vecnormalize.pkl`` beside the zip."""
@@ -280,6 +298,15 @@ def save_symmetrized(
     name = zoo_env_name(env_id)
     stats = out.parent / name / STATS_NAME
     normalised = find_vecnormalize(agent, env_id, which=which) is not None
+    # rl_zoo3 reads one agent per folder: files there that another zip equirl wrote runs with are never
+    # replaced, not even on --overwrite (that zip would lose its statistics or its wrappers)
+    owner = _owner_of(out.parent / name, out)
+    if owner is not None:
+        raise ConfigError(
+            f"{printable(out.parent / name, 200)} holds the files {printable(owner, 200)} runs with (its "
+            "statistics / env description; rl_zoo3 reads one agent per folder): write this agent into "
+            "another folder"
+        )
     # statistics there would be read with the zip (by rl_zoo3 -i): replaced only on --overwrite, also when
     # this agent runs without (they would be another agent's)
     if not normalised and not overwrite and (stats.exists() or stats.is_symlink()):

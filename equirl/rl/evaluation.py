@@ -11,9 +11,11 @@ from typing import Any
 
 import numpy as np
 
+from equirl.errors import EquirlError
 from equirl.rl.build import load_pretrained
 from equirl.rl.envs import make_vec_env, resolve_env_id
 from equirl.rl.zoo import env_of
+from equirl.utils.io import printable
 from equirl.utils.progress import ProgressFn, subtask
 from equirl.utils.stats import stratified_bootstrap_ci
 
@@ -105,6 +107,11 @@ def make_eval_env(model: Any, env_id: str, seed: int = 0) -> Any:
     return vec
 
 
+#: steps (of the VecEnv) without any episode ending after which :func:`evaluate` gives up with one line
+#: (ALE's longest episode is 27,000 agent steps)
+MAX_STEPS_WITHOUT_EPISODE = 200_000
+
+
 def evaluate(
     model: Any,
     env: Any,
@@ -128,13 +135,20 @@ def evaluate(
 
     vec = make_eval_env(model, env, seed=seed) if isinstance(env, str) else env
     vec.seed(seed)
-    done = [0]
+    done, idle = [0], [0]
 
     def on_step(loc: dict[str, Any], glob: dict[str, Any]) -> None:
         n = int(np.sum(loc.get("episode_counts", 0)))
+        idle[0] = 0 if n != done[0] else idle[0] + 1
+        if idle[0] > MAX_STEPS_WITHOUT_EPISODE:  # an evaluation never hangs a command
+            name = env if isinstance(env, str) else type(vec).__name__
+            raise EquirlError(
+                f"evaluating on {printable(str(name), 80)}: no episode ended in {MAX_STEPS_WITHOUT_EPISODE:,} "
+                f"steps ({n} of {n_eval_episodes} done); does the env end its episodes (a time limit)?"
+            )
         if progress is not None and n != done[0]:
-            done[0] = n
             progress(min(n, n_eval_episodes), n_eval_episodes)
+        done[0] = n
 
     rewards, _ = evaluate_policy(
         model,
@@ -143,6 +157,6 @@ def evaluate(
         deterministic=deterministic,
         return_episode_rewards=True,
         warn=False,
-        callback=on_step if progress is not None else None,
+        callback=on_step,
     )
     return [float(r) for r in np.asarray(rewards, dtype=np.float64)]

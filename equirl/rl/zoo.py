@@ -377,7 +377,9 @@ def _name_to_id(name: str) -> str:
 
 def _stats_dirs(folder: Path) -> list[Path]:
     try:
-        subs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.is_symlink())
+        # a symlinked {env}/ folder counts (ignoring it ran the agent without its statistics, silently);
+        # what is read there goes through the same restricted loaders
+        subs = sorted(d for d in folder.iterdir() if d.is_dir())
     except OSError as exc:
         raise CheckpointError(f"cannot read the folder {printable(folder, 200)}: {exc.strerror}") from None
     # rl_zoo3 writes both YAML files into every {env}/ subfolder: statistics alone do not make a
@@ -842,7 +844,7 @@ class ZooEnv:
         env_id, kwargs = self.env_id, dict(self.env_kwargs)
         make_env(env_id, **kwargs).close()  # one-line errors (unknown id, bad option) before SB3's own
         vec = sb3_make_vec_env(
-            lambda: make_env(env_id, **kwargs), n_envs=n_envs, seed=seed, wrapper_class=self._wrap
+            lambda: make_env(env_id, **kwargs), n_envs=n_envs, seed=seed, wrapper_class=self._wrap_monitored
         )
         for w in self.vec_wrappers:
             vec = self._apply(w, vec)
@@ -852,6 +854,15 @@ class ZooEnv:
         for w in self.wrappers:
             env = self._apply(w, env)
         return env
+
+    def _wrap_monitored(self, env: Any) -> Any:
+        """The wrappers, then a ``Monitor`` outside them (SB3 puts its own inside, under the wrappers):
+        an episode is what the agent saw end, so one that a wrapper cuts short (``TimeLimit(100)`` on
+        Pendulum) counts, as in rl_zoo3's ``enjoy``, instead of never ending for ``evaluate_policy``."""
+        from stable_baselines3.common.monitor import Monitor
+
+        env = self._wrap(env)
+        return Monitor(env) if self.wrappers else env
 
     def _apply(self, w: ResolvedWrapper, env: Any) -> Any:
         try:

@@ -172,23 +172,29 @@ def test_a_zip_runs_with_the_statistics_it_was_saved_with(
     stats = folder / NEW_ID / "vecnormalize.pkl"
     theirs = stats.read_bytes()
     capsys.readouterr()
-    # writing an agent without normalisation beside another's statistics: refused, nothing written
-    assert (
-        main(
-            ["symmetrize", "--agent", str(bare), "--env", NEW_ID, "--method", "equitune", "--out", str(plain)]
-        )
-        == 2
-    )
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "vecnormalize.pkl" in err[0] and "runs without" in err[0]
-    assert not plain.exists() and stats.read_bytes() == theirs
+    # writing another agent into the folder whose statistics a zip equirl wrote runs with: refused, even
+    # with --overwrite (rl_zoo3 reads one agent per folder; the other zip would lose its statistics)
+    argv = ["symmetrize", "--agent", str(bare), "--env", NEW_ID, "--method", "equitune", "--out", str(plain)]
+    for extra in ([], ["--overwrite"]):
+        assert main([*argv, *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"holds the files {normed} runs with" in err[0], err
+        assert not plain.exists() and stats.read_bytes() == theirs
     # the normalised agent reads its own statistics
     assert find_vecnormalize(normed, NEW_ID) == stats
-    # --overwrite removes them; the zip records none, so statistics put back beside it are not used
-    argv = ["symmetrize", "--agent", str(bare), "--env", NEW_ID, "--method", "equitune", "--out", str(plain)]
-    assert main([*argv, "--overwrite"]) == 0
-    assert not stats.exists()
-    stats.write_bytes(theirs)
+    # statistics of no zip of the folder (copied there by hand): refused without --overwrite...
+    other = tmp_path / "other"
+    (other / NEW_ID).mkdir(parents=True)
+    (other / NEW_ID / "vecnormalize.pkl").write_bytes(theirs)
+    argv = ["symmetrize", "--agent", str(bare), "--env", NEW_ID, "--method", "equitune"]
+    assert main([*argv, "--out", str(other / "plain.zip")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "vecnormalize.pkl" in err[0] and "runs without" in err[0]
+    # ...--overwrite removes them; the zip records none, so statistics put back beside it are not used
+    plain = other / "plain.zip"
+    assert main([*argv, "--out", str(plain), "--overwrite"]) == 0
+    assert not (other / NEW_ID / "vecnormalize.pkl").exists()
+    (other / NEW_ID / "vecnormalize.pkl").write_bytes(theirs)
     assert find_vecnormalize(plain, NEW_ID) is None
     assert load_pretrained(plain, NEW_ID, method=EQUITUNE).get_vec_normalize_env() is None
     # ... and the normalised zip refuses statistics that are not its own, or missing, in one line

@@ -1,0 +1,95 @@
+"""Agents from other people, a second round: conventions of RL-zoo folders and SB3 versions that the
+first round (``test_wild_agents.py``, ``test_zoo_folders.py``) did not cover."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from equirl.rl.build import load_pretrained
+from equirl.rl.evaluation import evaluate
+
+
+def _zoo(root: Path, algo: str, env_id: str, model: Any, config: dict[str, Any]) -> Path:
+    """``{algo}/{env}_1/`` as rl_zoo3 lays it out: the zip, ``{env}/config.yml`` and ``args.yml``
+    (mappings; rl_zoo3's own OrderedDict form is covered by ``test_zoo_folders.py``)."""
+    folder = root / algo / f"{env_id}_1"
+    sub = folder / env_id
+    sub.mkdir(parents=True)
+    model.save(folder / f"{env_id}.zip")
+    (sub / "config.yml").write_text(yaml.safe_dump(config))
+    (sub / "args.yml").write_text(yaml.safe_dump({"algo": algo, "env": env_id, "seed": 0}))
+    return folder
+
+
+def test_a_time_limit_wrapper_ends_evaluation_episodes_as_the_agent_saw_them(tmp_path: Path) -> None:
+    """A zoo ``env_wrapper: TimeLimit(50)`` on CartPole: SB3's ``make_vec_env`` puts its ``Monitor``
+    under the wrappers, so an episode the wrapper cut short never ended for ``evaluate_policy``: such
+    episodes were dropped (and on Pendulum, whose episodes only end by time, evaluation never ended).
+    The returns are those of rl_zoo3's ``enjoy``, which counts the VecEnv's done flags."""
+    from gymnasium.wrappers import TimeLimit
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+
+    def limited(e: Any) -> Any:
+        return TimeLimit(e, max_episode_steps=50)
+
+    model = PPO(
+        "MlpPolicy",
+        make_vec_env("CartPole-v1", n_envs=1, seed=0, wrapper_class=limited),
+        n_steps=256,
+        batch_size=64,
+        seed=0,
+        policy_kwargs={"net_arch": [16]},
+    ).learn(1024)
+    wrapper = {"gymnasium.wrappers.TimeLimit": {"max_episode_steps": 50}}
+    folder = _zoo(tmp_path, "ppo", "CartPole-v1", model, {"env_wrapper": [wrapper], "policy": "MlpPolicy"})
+
+    ref_env = make_vec_env("CartPole-v1", n_envs=1, seed=0, wrapper_class=limited)
+    ref_env.seed(0)
+    obs, rets, total = ref_env.reset(), [], 0.0
+    while len(rets) < 8:
+        act, _ = model.predict(obs, deterministic=True)
+        obs, rew, done, _ = ref_env.step(act)
+        total += float(rew[0])
+        if done[0]:
+            rets.append(total)
+            total = 0.0
+    assert max(rets) == 50.0  # some episodes are cut by the wrapper: the case in point
+
+    got = evaluate(load_pretrained(folder, "CartPole-v1", method="base"), "CartPole-v1", n_eval_episodes=8)
+    assert got == rets
+
+
+def test_an_evaluation_that_never_ends_an_episode_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from equirl.errors import EquirlError
+    from equirl.rl import evaluation
+
+    monkeypatch.setattr(evaluation, "MAX_STEPS_WITHOUT_EPISODE", 300)
+    model = load_pretrained("agents/dqn/CartPole-v1", "CartPole-v1", method="base")
+    # CartPole without its time limit, balanced by a good agent: no episode ends
+    vec = make_vec_env(lambda: __import__("gymnasium").make("CartPole-v1", max_episode_steps=10**9), seed=0)
+    with pytest.raises(EquirlError, match=r"no episode ended in 300 steps \(0 of 2 done\)"):
+        evaluate(model, vec, n_eval_episodes=2)
+
+
+def test_a_symlinked_env_subfolder_is_read(tmp_path: Path) -> None:
+    """Ignoring a symlinked ``{env}/`` folder ran the agent without its statistics, silently."""
+    from stable_baselines3 import PPO
+
+    from equirl.rl.zoo import read_zoo_folder
+
+    model = PPO("MlpPolicy", "Pendulum-v1", n_steps=64, batch_size=32, seed=0, policy_kwargs={"net_arch": [8]})
+    folder = _zoo(tmp_path / "zoo", "ppo", "Pendulum-v1", model, {"normalize": True, "policy": "MlpPolicy"})
+    (folder / "Pendulum-v1" / "vecnormalize.pkl").write_bytes(b"")  # only its presence is read here
+    stash = tmp_path / "elsewhere"
+    (folder / "Pendulum-v1").rename(stash)
+    (folder / "Pendulum-v1").symlink_to(stash, target_is_directory=True)
+    z = read_zoo_folder(folder, "Pendulum-v1")
+    assert z.stats_dir == folder / "Pendulum-v1" and z.normalize is True
+    assert z.vecnormalize == folder / "Pendulum-v1" / "vecnormalize.pkl"
