@@ -91,7 +91,7 @@ def _algo(name: str) -> _Algo:
 
 def _overrides(algo: str | _Algo, env: Any) -> dict[str, Any]:
     """``custom_objects`` every algorithm gets: the env's spaces (as the model sees them), constant
-    schedules (old zips pickle schedules as functions), no replay buffer."""
+    schedules (old zips pickle schedules as functions), no replay buffer (nor its memory option)."""
     info = algo if isinstance(algo, _Algo) else _algo(algo)
     algo = info.name
     custom: dict[str, Any] = {
@@ -105,6 +105,9 @@ def _overrides(algo: str | _Algo, env: Any) -> dict[str, Any]:
         custom["clip_range_vf"] = None
     else:
         custom["buffer_size"] = 1
+        # SB3 1.x zips (the zoo's Atari DQN / QR-DQN) saved optimize_memory_usage=True, which SB3 2 refuses
+        # together with its default handle_timeout_termination; the buffer is not loaded anyway
+        custom["optimize_memory_usage"] = False
     if algo == "dqn" or algo == "qrdqn":
         custom["exploration_schedule"] = _constant(0.0)
     return custom

@@ -171,7 +171,11 @@ _CLASS_GLOBALS = {
 _DATA_CLASSES = {
     "equirl.rl.spec": ("EnvSymmetry", "Score"),
     "stable_baselines3.common.utils": ("ConstantSchedule", "FloatSchedule", "LinearSchedule"),
-    "stable_baselines3.common.noise": ("NormalActionNoise", "OrnsteinUhlenbeckActionNoise"),
+    "stable_baselines3.common.noise": (
+        "NormalActionNoise",
+        "OrnsteinUhlenbeckActionNoise",
+        "VectorizedActionNoise",  # what SB3 makes of the noise of an off-policy agent with n_envs > 1
+    ),
     "stable_baselines3.common.type_aliases": ("TrainFreq", "TrainFrequencyUnit"),
 }
 

@@ -141,7 +141,13 @@ def test_a_relative_init_from_is_stored_absolute(tmp_path: Path, monkeypatch: py
     shutil.copy(src, tmp_path / "mine" / "agent.zip")
     monkeypatch.chdir(tmp_path)
     cfg = load_rl_config(
-        _cfg(tmp_path, timesteps=300, init_from="mine/agent.zip", log={"equi_freq": 0, "tensorboard": False})
+        _cfg(
+            tmp_path,
+            timesteps=300,
+            init_from="mine/agent.zip",
+            log={"equi_freq": 0, "tensorboard": False},
+            eval={"freq": 0, "episodes": 1, "final_episodes": 1, "confirm_episodes": 0},
+        )
     )
     res = run_training(cfg)
     stored = yaml.safe_load((res.run_dir / "config.yaml").read_text())["init_from"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 
@@ -84,7 +85,9 @@ def test_a_symlinked_env_subfolder_is_read(tmp_path: Path) -> None:
 
     from equirl.rl.zoo import read_zoo_folder
 
-    model = PPO("MlpPolicy", "Pendulum-v1", n_steps=64, batch_size=32, seed=0, policy_kwargs={"net_arch": [8]})
+    model = PPO(
+        "MlpPolicy", "Pendulum-v1", n_steps=64, batch_size=32, seed=0, policy_kwargs={"net_arch": [8]}
+    )
     folder = _zoo(tmp_path / "zoo", "ppo", "Pendulum-v1", model, {"normalize": True, "policy": "MlpPolicy"})
     (folder / "Pendulum-v1" / "vecnormalize.pkl").write_bytes(b"")  # only its presence is read here
     stash = tmp_path / "elsewhere"
@@ -93,3 +96,61 @@ def test_a_symlinked_env_subfolder_is_read(tmp_path: Path) -> None:
     z = read_zoo_folder(folder, "Pendulum-v1")
     assert z.stats_dir == folder / "Pendulum-v1" and z.normalize is True
     assert z.vecnormalize == folder / "Pendulum-v1" / "vecnormalize.pkl"
+
+
+def test_an_sb3_1_zip_saved_with_optimize_memory_usage_loads(tmp_path: Path) -> None:
+    """The zoo's SB3 1.x Atari DQNs set ``optimize_memory_usage``; SB3 1.x had no timeout handling in its
+    buffer, and SB3 2 refuses the two together: the buffer is not loaded, so the option is dropped."""
+    import json
+    import zipfile
+
+    from stable_baselines3 import DQN
+
+    m = DQN(
+        "MlpPolicy",
+        "CartPole-v1",
+        buffer_size=100,
+        learning_starts=0,
+        optimize_memory_usage=True,
+        replay_buffer_kwargs={"handle_timeout_termination": False},
+        policy_kwargs={"net_arch": [8]},
+        seed=0,
+    )
+    src, dst = tmp_path / "new.zip", tmp_path / "old.zip"
+    m.save(src)
+    with zipfile.ZipFile(src) as z, zipfile.ZipFile(dst, "w") as out:
+        for name in z.namelist():
+            blob = z.read(name)
+            if name == "data":
+                data = json.loads(blob)
+                data["replay_buffer_kwargs"] = {}  # SB3 1.0: no handle_timeout_termination
+                blob = json.dumps(data).encode()
+            out.writestr(name, blob)
+    model = load_pretrained(dst, "CartPole-v1", method="base")
+    obs = np.zeros((1, 4), dtype=np.float32)
+    assert model.predict(obs, deterministic=True)[0] == m.predict(obs, deterministic=True)[0]
+
+
+def test_an_off_policy_agent_of_several_envs_with_action_noise_loads_without_trust(tmp_path: Path) -> None:
+    """SB3 wraps the action noise of an agent trained on ``n_envs > 1`` in ``VectorizedActionNoise``
+    (plain data: the noises); it was refused as code."""
+    from stable_baselines3 import TD3
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.noise import NormalActionNoise
+
+    m = TD3(
+        "MlpPolicy",
+        make_vec_env("Pendulum-v1", n_envs=2, seed=0),
+        action_noise=NormalActionNoise(np.zeros(1), 0.1 * np.ones(1)),
+        buffer_size=200,
+        learning_starts=10,
+        policy_kwargs={"net_arch": [8]},
+        seed=0,
+    ).learn(40)
+    assert type(m.action_noise).__name__ == "VectorizedActionNoise"
+    m.save(tmp_path / "td3.zip")
+    model = load_pretrained(tmp_path / "td3.zip", "Pendulum-v1", method="equitune")
+    obs = np.array([[0.3, -0.2, 0.5]], dtype=np.float32)
+    mirrored = np.array([[0.3, 0.2, -0.5]], dtype=np.float32)  # Pendulum's mirror: sin θ and θ̇ flip
+    a, b = model.predict(obs, deterministic=True)[0], model.predict(mirrored, deterministic=True)[0]
+    np.testing.assert_allclose(a, -b, atol=1e-6)
