@@ -80,6 +80,10 @@ _MUJOCO_V5 = (
     "Walker2d",
 )
 
+#: the MuJoCo envs whose ``-v4`` has the observation and action spaces of ``-v5`` (checked with
+#: gymnasium 1.4: the others' ``-v5`` observations differ, e.g. InvertedDoublePendulum 11 -> 9)
+_MUJOCO_V4_AS_V5 = ("HalfCheetah", "Hopper", "InvertedPendulum", "Pusher", "Swimmer", "Walker2d")
+
 #: The one table of env ids agents were trained on (RL-zoo agents: gym / gymnasium 0.x) that gymnasium 1.x
 #: no longer makes, or that equirl runs on a newer version of: ``{old id: current id}``. The observation
 #: and action spaces are the same unless noted by a shape check when the agent loads (e.g. ``Ant-v3``'s
@@ -96,7 +100,10 @@ LEGACY_ENV_IDS: dict[str, str] = {
     "Pendulum-v0": "Pendulum-v1",
     "CliffWalking-v0": "CliffWalking-v1",
     "Taxi-v3": "Taxi-v4",
-    **{f"{name}-v{v}": f"{name}-v5" for name in _MUJOCO_V5 for v in (2, 3, 4)},
+    **{f"{name}-v{v}": f"{name}-v5" for name in _MUJOCO_V5 for v in (2, 3)},
+    # -v4 runs as -v5 only where their spaces are the same; elsewhere (Ant, Humanoid, HumanoidStandup,
+    # InvertedDoublePendulum, Reacher: other observations) it runs as itself, which gymnasium still makes
+    **{f"{name}-v4": f"{name}-v5" for name in _MUJOCO_V4_AS_V5},
 }
 
 #: ``(old, current)`` pairs already warned about (one warning per pair and process)

@@ -314,6 +314,19 @@ def _named_env(path: Any, env_id: str | None) -> str:
     return f" (its files name {printable(named, 80)})" if named and named != env_id else ""
 
 
+def _older_id(path: Any, env_id: str | None) -> str | None:
+    """The agent's own env id when equirl runs it as ``env_id`` (an older version: ``Ant-v3`` as
+    ``Ant-v5``), else ``None``."""
+    from equirl.rl.envs import current_env_id
+    from equirl.rl.zoo import agent_env_id
+
+    try:
+        named = agent_env_id(path)
+    except EquirlError:
+        return None
+    return named if named and env_id and named != env_id and current_env_id(named) == env_id else None
+
+
 def read_algo(
     agent: str | Path, algo: str | None = None, env_id: str | None = None, which: str = "best"
 ) -> str:
@@ -369,8 +382,15 @@ def check_agent_zip(
     shape = tuple(getattr(observation_space, "shape", None) or ())
     _warn_bounds(path, info, observation_space, env_id)
     if info.obs_shape is not None and shape and math.prod(info.obs_shape) != math.prod(shape):
-        raise CheckpointError(
+        sizes = (
             f"{path} expects observations of size {math.prod(info.obs_shape)} {info.obs_shape} but "
-            f"{env_id or 'the env'} gives size {math.prod(shape)} {shape}: pick the agent's env"
-            + _named_env(path, env_id)
+            f"{env_id or 'the env'} gives size {math.prod(shape)} {shape}"
         )
+        older = _older_id(path, env_id)
+        if older is not None:  # the user did pick the agent's env: equirl runs it as a newer version
+            raise CheckpointError(
+                f"{sizes}: the agent's env {printable(older, 80)} runs here as {env_id}, the version equirl "
+                f"has a spec for, and {env_id}'s observations differ from {printable(older, 80)}'s (equirl "
+                "cannot run this agent)"
+            )
+        raise CheckpointError(f"{sizes}: pick the agent's env" + _named_env(path, env_id))

@@ -154,3 +154,34 @@ def test_an_off_policy_agent_of_several_envs_with_action_noise_loads_without_tru
     mirrored = np.array([[0.3, 0.2, -0.5]], dtype=np.float32)  # Pendulum's mirror: sin θ and θ̇ flip
     a, b = model.predict(obs, deterministic=True)[0], model.predict(mirrored, deterministic=True)[0]
     np.testing.assert_allclose(a, -b, atol=1e-6)
+
+
+def test_older_mujoco_ids_run_as_v5_only_where_the_spaces_are_the_same(tmp_path: Path) -> None:
+    import gymnasium as gym
+    from stable_baselines3 import SAC
+
+    from equirl.errors import CheckpointError
+    from equirl.rl.envs import LEGACY_ENV_IDS, current_env_id
+    from equirl.rl.zipinfo import check_agent_zip
+
+    for old, new in LEGACY_ENV_IDS.items():
+        if old.endswith("-v4") and new.endswith("-v5") and old != "Pusher-v4":  # Pusher-v4: mujoco<3 only
+            a, b = gym.make(old), gym.make(new)  # both made by gymnasium: the same spaces
+            assert a.observation_space.shape == b.observation_space.shape, old
+            assert a.action_space.shape == b.action_space.shape, old
+            a.close(), b.close()
+    # InvertedDoublePendulum-v4 has 11 observations, -v5 9: v4 runs as itself
+    assert current_env_id("InvertedDoublePendulum-v4") == "InvertedDoublePendulum-v4"
+    assert current_env_id("Walker2d-v4") == "Walker2d-v5"
+    # an agent of -v3 (mujoco-py: run as -v5) whose observations differ: the line says so, and does not
+    # tell the user to pick the env they picked
+    model = SAC("MlpPolicy", "InvertedDoublePendulum-v4", buffer_size=10, policy_kwargs={"net_arch": [8]})
+    folder = tmp_path / "sac" / "InvertedDoublePendulum-v3_1"
+    folder.mkdir(parents=True)
+    model.save(folder / "InvertedDoublePendulum-v3.zip")
+    space = gym.make("InvertedDoublePendulum-v5").observation_space
+    with pytest.raises(
+        CheckpointError, match=r"InvertedDoublePendulum-v3 runs here as InvertedDoublePendulum-v5"
+    ) as e:
+        check_agent_zip(folder / "InvertedDoublePendulum-v3.zip", "sac", space, "InvertedDoublePendulum-v5")
+    assert "pick the agent's env" not in str(e.value)
