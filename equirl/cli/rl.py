@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 from equirl.cli.args import (
@@ -483,8 +484,19 @@ def _eval_env(args: argparse.Namespace) -> str:
         return resolve_env_id(args.env)
     trained = agent_env_id(args.agent)
     if trained is None:
+        folder = Path(args.agent)
+        subs = (
+            sorted(d.name for d in folder.iterdir() if d.is_dir() and any(d.glob("*.zip")))
+            if folder.is_dir()
+            else []
+        )
+        if len(subs) > 1 and not any(folder.glob("*.zip")):  # rl_zoo3's {algo}/ folder: one run per subfolder
+            shown = ", ".join(printable(n, 60) for n in subs[:4]) + (", ..." if len(subs) > 4 else "")
+            raise ConfigError(
+                f"{printable(args.agent, 200)} holds several agents ({shown}): give one of them"
+            )
         raise ConfigError(
-            f"{printable(args.agent, 200)} does not name its env: pass --env (e.g. --env CartPole-v1)"
+            f"{printable(args.agent, 200)} does not name the env it was trained on: pass it as --env ENV_ID"
         )
     return resolve_env_id(trained, trained_on=trained)
 

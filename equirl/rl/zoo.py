@@ -500,6 +500,23 @@ def parse_normalize(value: Any, where: str) -> tuple[bool, dict[str, Any]]:
     return True, kwargs
 
 
+def _literal(node: ast.expr) -> Any:
+    """A literal, or ``float('inf')`` / ``float('-inf')`` / ``float('nan')`` (the zoo writes
+    ``clip_obs=float('inf')``): nothing else is evaluated."""
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == "float"
+        and len(node.args) == 1
+        and not node.keywords
+        and isinstance(node.args[0], ast.Constant)
+        and isinstance(node.args[0].value, str)
+        and node.args[0].value.strip().lower().lstrip("+-") in ("inf", "infinity", "nan")
+    ):
+        return float(node.args[0].value)
+    return ast.literal_eval(node)
+
+
 def _literal_kwargs(text: str, where: str) -> dict[str, Any]:
     bad = ConfigError(
         f"{where}: normalize must be true, false or {_LITERAL_HINT}, got {printable(repr(text), 80)}"
@@ -513,8 +530,13 @@ def _literal_kwargs(text: str, where: str) -> dict[str, Any]:
                 raise bad
             if any(k.arg is None for k in node.keywords):
                 raise bad
-            return {str(k.arg): ast.literal_eval(k.value) for k in node.keywords}
-        value = ast.literal_eval(node)
+            return {str(k.arg): _literal(k.value) for k in node.keywords}
+        if isinstance(node, ast.Dict):
+            if any(k is None for k in node.keys):
+                raise bad
+            value = {ast.literal_eval(k): _literal(v) for k, v in zip(node.keys, node.values)}  # type: ignore[arg-type]
+        else:
+            value = ast.literal_eval(node)
     except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError):
         raise bad from None
     if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
@@ -697,12 +719,28 @@ def agent_env_id(path: str | Path) -> str | None:
             return env
     import gymnasium
 
+    from equirl.utils.hub import is_hub_ref
+
     p = resolve_agent_path(path)
-    for name in ([p.stem] if p.is_file() else []) + [folder.folder.name]:
-        env = _name_to_id(name)
-        if env in gymnasium.envs.registry or env in LEGACY_ENV_IDS:
-            return env
+    names = ([p.stem] if p.is_file() else []) + [folder.folder.name]
+    if is_hub_ref(path):  # the repository's name (the local copy is a folder named by its commit)
+        names.append(str(path).split("@", 1)[0].rstrip("/").rsplit("/", 1)[-1])
+    for name in names:
+        # the name, or the name after an ``{algo}-`` prefix (the hub's and SB3's ``ppo-CartPole-v1``)
+        head, _, rest = name.partition("-")
+        for cand in (name, rest) if head.lower() in _algo_prefixes() and rest else (name,):
+            env = _name_to_id(cand)
+            if env in gymnasium.envs.registry or env in LEGACY_ENV_IDS:
+                return env
     return None
+
+
+def _algo_prefixes() -> frozenset[str]:
+    """Algorithm names that prefix an agent's name on the hub and in SB3's examples (``a2c-Pendulum-v1``):
+    equirl's algorithms and the ones it names but does not load."""
+    from equirl.rl.zipinfo import _OTHER_MODULES, ALGO_NAMES
+
+    return frozenset([*ALGO_NAMES, "ddpg", "trpo", *(n.lower() for n in _OTHER_MODULES.values())])
 
 
 def save_agent_env(path: str | Path, env_id: str | None, dest: str | Path) -> list[Path]:

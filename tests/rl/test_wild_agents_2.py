@@ -185,3 +185,38 @@ def test_older_mujoco_ids_run_as_v5_only_where_the_spaces_are_the_same(tmp_path:
     ) as e:
         check_agent_zip(folder / "InvertedDoublePendulum-v3.zip", "sac", space, "InvertedDoublePendulum-v5")
     assert "pick the agent's env" not in str(e.value)
+
+
+def test_the_zoo_s_normalize_strings_with_float_inf_are_read_and_nothing_else_is_evaluated() -> None:
+    from equirl.errors import ConfigError
+    from equirl.rl.zoo import parse_normalize
+
+    on, kw = parse_normalize("dict(norm_obs=True, norm_reward=False, clip_obs=float('inf'))", "config.yml")
+    assert on and kw == {"norm_obs": True, "norm_reward": False, "clip_obs": float("inf")}
+    assert parse_normalize("{'norm_obs': True, 'clip_obs': float('-inf')}", "c")[1]["clip_obs"] == -float(
+        "inf"
+    )
+    for text in ("dict(norm_obs=__import__('os').system('true'))", "{'a': float('1e5')}", "{'a': open('x')}"):
+        with pytest.raises(ConfigError, match="normalize must be"):
+            parse_normalize(text, "c")
+
+
+def test_the_env_is_read_from_an_algo_prefixed_name_and_a_folder_of_agents_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    from equirl.cli import main
+    from equirl.rl.agents import agent_path
+    from equirl.rl.zoo import agent_env_id
+
+    src = agent_path("CartPole-v1", "dqn")
+    shutil.copy(src, tmp_path / "dqn-CartPole-v1.zip")  # the hub's / SB3's {algo}-{env} names
+    assert agent_env_id(tmp_path / "dqn-CartPole-v1.zip") == "CartPole-v1"
+    algo_dir = tmp_path / "zoo" / "dqn"  # rl_zoo3's {algo}/ folder holding several runs
+    for n in (1, 2):
+        (algo_dir / f"CartPole-v1_{n}").mkdir(parents=True)
+        shutil.copy(src, algo_dir / f"CartPole-v1_{n}" / "agent.zip")
+    assert main(["eval", "--agent", str(algo_dir), "--method", "base", "--episodes", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds several agents (CartPole-v1_1, CartPole-v1_2): give one of them" in err[0]
