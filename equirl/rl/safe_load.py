@@ -662,6 +662,12 @@ def check_tensor_files(zpath: str | Path) -> None:
                         + (f" and {len(bad) - 1} more" if len(bad) > 1 else "")
                         + "): not a usable agent (did its training diverge?)"
                     )
+                if any(str(k).startswith("mlp_extractor.shared_net.") for k in weights):
+                    raise CheckpointError(
+                        f"{zpath}: its actor and critic share layers (mlp_extractor.shared_net: SB3 1.x's "
+                        "net_arch=[64, dict(pi=..., vf=...)]), which SB3 2 no longer builds: equirl cannot "
+                        "load this agent (SB3 < 1.8 can)"
+                    )
 
 
 # ------------------------------------------------------------------------------------------------------

@@ -839,7 +839,14 @@ def _resolve(
                 f"named by the folder (allowed: TimeFeatureWrapper, AtariWrapper, TimeLimit, FrameSkip); "
                 f"pass {TRUST_FLAG} to import it as rl_zoo3 does"
             )
-        log.warning("importing %s %s named by %s (%s)", key, printable(name, 120), where, TRUST_FLAG)
+        log.warning(
+            "importing %s %s named by %s (%s); equirl does not know what it does to observations and "
+            "actions: a symmetrized agent assumes the env's symmetry spec still holds through it",
+            key,
+            printable(name, 120),
+            where,
+            TRUST_FLAG,
+        )
         out.append(ResolvedWrapper(name, _import_class(name, key), dict(kwargs), "unknown"))
     return tuple(out)
 

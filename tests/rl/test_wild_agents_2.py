@@ -220,3 +220,32 @@ def test_the_env_is_read_from_an_algo_prefixed_name_and_a_folder_of_agents_is_na
     assert main(["eval", "--agent", str(algo_dir), "--method", "base", "--episodes", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "holds several agents (CartPole-v1_1, CartPole-v1_2): give one of them" in err[0]
+
+
+def test_an_sb3_1_agent_with_shared_layers_is_named_in_one_line(tmp_path: Path) -> None:
+    import io
+    import zipfile
+
+    import torch
+    from stable_baselines3 import PPO
+
+    from equirl.errors import CheckpointError
+    from equirl.rl.safe_load import check_tensor_files
+
+    src, dst = tmp_path / "new.zip", tmp_path / "old.zip"
+    PPO("MlpPolicy", "CartPole-v1", n_steps=64, policy_kwargs={"net_arch": [8]}).save(src)
+    with zipfile.ZipFile(src) as z, zipfile.ZipFile(dst, "w") as out:
+        for name in z.namelist():
+            blob = z.read(name)
+            if name == "policy.pth":  # SB3 1.x: the layers both heads share
+                sd = torch.load(io.BytesIO(blob), weights_only=True)
+                sd = {
+                    k.replace("policy_net", "shared_net"): v for k, v in sd.items() if "value_net." not in k
+                }
+                buf = io.BytesIO()
+                torch.save(sd, buf)
+                blob = buf.getvalue()
+            out.writestr(name, blob)
+    with pytest.raises(CheckpointError, match=r"actor and critic share layers .*SB3 2 no longer builds") as e:
+        check_tensor_files(dst)
+    assert "\n" not in str(e.value)
