@@ -360,7 +360,16 @@ def resolve_agent_path(path: str | Path) -> Path:
         from equirl.assets import asset_path
 
         shipped = asset_path("agents").joinpath(*p.parts[1:])
-        p = shipped if shipped.exists() else p
+        if shipped.exists():
+            if shipped.resolve() != p.resolve():  # from another folder than the checkout: say which one
+                # loudly when this folder has an agents/ of its own (an export to look for here?)
+                log.log(
+                    logging.WARNING if Path("agents").is_dir() else logging.INFO,
+                    "%s is not here: using the shipped agent %s",
+                    printable(p, 200),
+                    shipped,
+                )
+            p = shipped
     return p
 
 
@@ -693,6 +702,9 @@ def find_agent_zip(path: str | Path, env_id: str | None = None, which: str = "be
                 f"{printable(str(info.get('steps_done', '?')), 20)}): no model.zip yet; continue it with "
                 f"{resume_command(p, info.get('command'))}"
             )
+        if len(zips) > 1:
+            shown = ", ".join(printable(z.name, 60) for z in zips[:5]) + (", ..." if len(zips) > 5 else "")
+            raise CheckpointError(f"{p} holds several model zips ({shown}): give the one to use")
         raise CheckpointError(f"no model zip in {p} (expected {env_id}.zip or model.zip)")
     raise missing_agent(p)
 

@@ -249,3 +249,31 @@ def test_an_sb3_1_agent_with_shared_layers_is_named_in_one_line(tmp_path: Path) 
     with pytest.raises(CheckpointError, match=r"actor and critic share layers .*SB3 2 no longer builds") as e:
         check_tensor_files(dst)
     assert "\n" not in str(e.value)
+
+
+def test_a_folder_of_several_zips_names_them(tmp_path: Path) -> None:
+    import shutil
+
+    from equirl.errors import CheckpointError
+    from equirl.rl.agents import agent_path
+    from equirl.rl.zoo import find_agent_zip
+
+    for name in ("a.zip", "b.zip"):
+        shutil.copy(agent_path("CartPole-v1", "dqn"), tmp_path / name)
+    with pytest.raises(CheckpointError, match=r"holds several model zips \(a\.zip, b\.zip\): give the one"):
+        find_agent_zip(tmp_path, "Pendulum-v1")
+
+
+def test_a_missing_agents_path_that_falls_back_to_the_shipped_agent_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from equirl.rl.zoo import resolve_agent_path
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "agents").mkdir()  # this folder's own agents/, without that agent
+    with caplog.at_level("INFO"):
+        p = resolve_agent_path("agents/dqn/CartPole-v1/CartPole-v1.zip")
+    assert p.is_file() and p != tmp_path / "agents/dqn/CartPole-v1/CartPole-v1.zip"
+    assert any(
+        r.levelname == "WARNING" and "using the shipped agent" in r.getMessage() for r in caplog.records
+    )
