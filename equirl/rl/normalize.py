@@ -145,6 +145,20 @@ class SymmetricVecNormalize(VecNormalize):
         )
 
 
+def _whose(norm: VecNormalize, source: Path) -> str:
+    """Why statistics may not fit: the env they were saved for (their folder's name) against the env."""
+    try:
+        spec = norm.venv.get_attr("spec")[0]
+    except Exception:  # an env without a spec, a VecEnv without get_attr: no names to compare
+        spec = None
+    env, folder = getattr(spec, "id", None), source.parent.name
+    if isinstance(env, str) and folder and folder.replace("ALE-", "ALE/", 1) != env and "-v" in folder:
+        return (
+            f" (they are {printable(folder, 80)}'s and the env is {printable(env, 80)}: pick the agent's env)"
+        )
+    return " (another agent's or another env's?)"
+
+
 def _apply_stats(norm: VecNormalize, stats: NormalizeStats, source: str | Path | None = None) -> VecNormalize:
     shape = tuple(norm.observation_space.shape or ())
     if stats.norm_obs and tuple(stats.mean.shape) != shape:
@@ -155,7 +169,7 @@ def _apply_stats(norm: VecNormalize, stats: NormalizeStats, source: str | Path |
         )
         raise CheckpointError(
             f"{what} of shape {stats.mean.shape} do not fit observations {shape}"
-            + (" (another agent's or another env's?)" if source is not None else "")
+            + (_whose(norm, Path(source)) if source is not None else "")
         )
     rms = _obs_rms(norm) if stats.norm_obs else None
     if rms is not None:

@@ -518,3 +518,17 @@ def test_atari_zoo_wrappers_resolve_without_changing_the_image_spec(tmp_path: Pa
     assert env.wrappers[0].obs == "image" and env.extra_features == 0
     sym = load_spec("ALE/Breakout-v5")
     assert env.symmetries(sym) == (sym, sym)  # the image action acts on each stacked frame already
+
+
+def test_statistics_of_another_env_name_both_envs(
+    zoo: dict[Any, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The folder's statistics meet the wrong env first: the line names whose they are and the env."""
+    code = main(
+        ["eval", "--agent", str(zoo[0]), "--env", "CartPole-v1", "--method", "base", "--episodes", "1"]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert f"they are {OLD_ID}'s and the env is CartPole-v1: pick the agent's env" in err[0] or (
+        "pick the agent's env" in err[0] and OLD_ID in err[0]
+    ), err
