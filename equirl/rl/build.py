@@ -602,6 +602,11 @@ def _wrap_actor_critic(req: _WrapRequest) -> Any:
             pk[k] = pk_saved[k]
     # SB3's two standard feature extractors, named by the policy alias (MlpPolicy / CnnPolicy)
     extractor = plain.policy.features_extractor_class
+    if extractor not in (FlattenExtractor, NatureCNN) and not spec.symmetrizes and not algo_kwargs:
+        plain.n_envs = vec.num_envs  # base needs no symmetrizer: the agent as it is, its own extractor
+        plain.set_env(vec)
+        log.info("loaded %s as it is (feature extractor %s)", path, getattr(extractor, "__name__", extractor))
+        return plain
     if extractor not in (FlattenExtractor, NatureCNN):
         raise CheckpointError(
             f"{path}: only MlpPolicy / CnnPolicy actor-critic agents can be symmetrized (its feature "

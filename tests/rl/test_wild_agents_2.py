@@ -277,3 +277,44 @@ def test_a_missing_agents_path_that_falls_back_to_the_shipped_agent_says_so(
     assert any(
         r.levelname == "WARNING" and "using the shipped agent" in r.getMessage() for r in caplog.records
     )
+
+
+def test_base_of_an_actor_critic_with_its_own_feature_extractor_runs_it_as_it_is(tmp_path: Path) -> None:
+    """``base`` needs no symmetrizer: a PPO with a custom extractor (trusted) runs as it is; a
+    symmetrizing method is still refused in one line."""
+    from stable_baselines3 import PPO
+
+    from equirl.errors import CheckpointError
+
+    m = PPO(
+        "MlpPolicy",
+        "CartPole-v1",
+        n_steps=64,
+        policy_kwargs={"features_extractor_class": _Extractor, "net_arch": [8]},
+        seed=0,
+    )
+    m.save(tmp_path / "custom.zip")
+    model = load_pretrained(tmp_path / "custom.zip", "CartPole-v1", method="base", trust_checkpoint=True)
+    obs = np.array([[0.1, -0.2, 0.03, 0.4]], dtype=np.float32)
+    assert model.predict(obs, deterministic=True)[0] == m.predict(obs, deterministic=True)[0]
+    with pytest.raises(CheckpointError, match="only MlpPolicy / CnnPolicy actor-critic agents"):
+        load_pretrained(tmp_path / "custom.zip", "CartPole-v1", method="equitune", trust_checkpoint=True)
+
+
+def _extractor_base() -> Any:
+    from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+
+    return BaseFeaturesExtractor
+
+
+class _Extractor(_extractor_base()):  # type: ignore[misc]
+    """A user's own feature extractor (a module-level class: the zip names it by import path)."""
+
+    def __init__(self, observation_space: Any) -> None:
+        import torch
+
+        super().__init__(observation_space, features_dim=6)
+        self.net = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh())
+
+    def forward(self, obs: Any) -> Any:
+        return self.net(obs)
