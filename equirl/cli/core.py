@@ -189,7 +189,7 @@ def runs_command(args: argparse.Namespace, console: Any) -> int:
                 "no runs yet: `equirl train CONFIG` makes them in runs/", soft_wrap=True, highlight=False
             )
         return 0
-    runs = list_runs(args.dir)
+    runs = list_runs(args.dir, nested=True)
     if args.json:
         console.print_json(json.dumps(runs, default=str))
         return 0

@@ -24,11 +24,21 @@ from equirl.errors import EquirlError
 __all__ = [
     "ALGOS",
     "FEATURE_EXTRACTORS",
+    "OTHER_ALGO_MODULES",
     "AlgoSpec",
     "feature_extractor",
     "get_algo",
     "register_policy_aliases",
 ]
+
+#: sb3-contrib algorithms equirl does not load, by the module of their policies (to name them when a zip
+#: holds one; TRPO's policy is SB3's own: recognised by its keys)
+OTHER_ALGO_MODULES: dict[str, str] = {
+    "sb3_contrib.common.maskable.policies": "MaskablePPO",
+    "sb3_contrib.common.recurrent.policies": "RecurrentPPO",
+    "sb3_contrib.ars.policies": "ARS",
+    "sb3_contrib.crossq.policies": "CrossQ",
+}
 
 #: value-based (a Q-network), on-policy actor-critic (a rollout buffer), off-policy actor-critic
 Family = Literal["q", "on_policy", "off_policy"]

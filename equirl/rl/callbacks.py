@@ -360,6 +360,8 @@ class EquiEvalCallback(EvalCallback):
         def number(v: Any, what: str) -> float:
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise ValueError(f"{what} is {type(v).__name__}, not a number")
+            if not np.isfinite(float(v)):  # JSON's 1e400 reads as inf
+                raise ValueError(f"{what} is {v}, not a finite number")
             return float(v)
 
         def listed(v: Any, what: str) -> list[Any]:

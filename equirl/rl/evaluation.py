@@ -139,7 +139,10 @@ def evaluate(
 
     def on_step(loc: dict[str, Any], glob: dict[str, Any]) -> None:
         n = int(np.sum(loc.get("episode_counts", 0)))
-        idle[0] = 0 if n != done[0] else idle[0] + 1
+        if n != done[0]:
+            idle[0] = 0
+        elif loc.get("i", 0) == 0:  # SB3 calls this once per env of each step: count the steps
+            idle[0] += 1
         if idle[0] > MAX_STEPS_WITHOUT_EPISODE:  # an evaluation never hangs a command
             name = env if isinstance(env, str) else type(vec).__name__
             raise EquirlError(

@@ -180,12 +180,20 @@ def run_lock(run_dir: str | Path) -> Iterator[None]:
     run_dir = Path(run_dir)
     fd = _open_lock(run_dir)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise CheckpointError(
-                f"{run_dir} is being trained by another process; wait for it or stop it first"
-            ) from None
+        deadline = time.monotonic() + 0.5  # `equirl runs` holds a shared lock for an instant: not a trainer
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise CheckpointError(
+                        f"{run_dir} is being trained by another process; wait for it or stop it first"
+                    ) from None
+                time.sleep(0.05)
+            except OSError as exc:  # a filesystem without locks (some network ones): go on, unlocked
+                log.warning("cannot lock %s (%s): two trainers of it would not be stopped", run_dir, exc)
+                break
         yield
     finally:
         os.close(fd)  # releases the lock
@@ -239,12 +247,13 @@ def effective_status(info: dict[str, Any], run_dir: str | Path | None = None) ->
     return status
 
 
-def list_runs(root: str | Path) -> list[dict[str, Any]]:
+def list_runs(root: str | Path, nested: bool = False) -> list[dict[str, Any]]:
     """The runs under ``root`` (folders holding a ``run.json``), oldest first, with ``status`` made
     effective (``stale``), ``run_dir`` set, every field checked (a bad value is ``None`` and named in
     ``invalid``: :func:`equirl.utils.runs.clean_run_info`) and ``resume_command`` made from the folder's
-    path, never taken from the file. ``root`` may also be a run directory itself (that run), or a folder
-    of sweep folders without runs of its own (the runs one level down). A ``run.json`` that cannot be
+    path, never taken from the file. ``root`` may also be a run directory itself (that run), or, with
+    ``nested`` (``equirl runs``; not a sweep report, which would pool sweeps), a folder of sweep folders
+    without runs of its own (the runs one level down). A ``run.json`` that cannot be
     read is listed too, with status ``unreadable`` and the reason in ``error``.
 
     :raises ConfigError: ``root`` does not exist or is not a folder.
@@ -264,7 +273,7 @@ def list_runs(root: str | Path) -> list[dict[str, Any]]:
         dirs = [root]
     else:
         dirs = sorted(p for p in root.iterdir() if holds_run(p))
-        if not dirs:  # a folder of sweep folders: their runs, one level down
+        if not dirs and nested:  # a folder of sweep folders: their runs, one level down
             dirs = sorted(
                 q
                 for p in root.iterdir()

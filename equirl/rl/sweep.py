@@ -75,6 +75,7 @@ from equirl.registry import BASE, canonical_method
 from equirl.rl.config import MAX_TIMESTEPS, RLConfig, load_rl_config
 from equirl.rl.lifecycle import effective_status, read_run
 from equirl.rl.spec import Score, load_spec
+from equirl.rl.zoo import absolute_agent_path
 from equirl.utils.io import check_output_path, finite_or_none, printable, read_json, write_json
 
 __all__ = [
@@ -507,7 +508,9 @@ def expand_trials(spec: SweepSpec, out: str | Path) -> list[Trial]:
             raise ConfigError(
                 f"{spec.source}: grid point {printable(where, 200)}: {printable(exc, 600)}"
             ) from None
-        cfg = replace(cfg, init_from=_absolute(cfg.init_from), symmetry=_absolute(cfg.symmetry))
+        # init_from as run_training stores it (a shipped agents/... name resolved), so a trial's fingerprint
+        # matches its run's config.yaml; the symmetry file made absolute for Ray workers elsewhere
+        cfg = replace(cfg, init_from=absolute_agent_path(cfg.init_from), symmetry=_absolute(cfg.symmetry))
         labels = [_slug(b.label)] if b.label else []
         variant = "+".join(labels + [_label(k, point[k]) for k in sorted(point) if k not in _AXES])
         exp = _slug(cfg.method + (f"+{variant}" if variant else ""))

@@ -38,7 +38,7 @@ import socket
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,7 @@ from equirl.rl.config import RLConfig, load_rl_config
 from equirl.rl.evaluation import make_eval_env
 from equirl.rl.lifecycle import (
     AUTO_BUFFER_BYTES,
+    LOCK_FILE,
     RunRecord,
     effective_status,
     graceful_stop,
@@ -74,6 +75,7 @@ from equirl.rl.lifecycle import (
     run_lock,
     save_checkpoint,
 )
+from equirl.rl.zoo import absolute_agent_path
 from equirl.utils.io import (
     atomic_copy,
     atomic_write_stream,
@@ -135,18 +137,6 @@ class RunResult:
     best_is_final: bool = False
 
 
-def _absolute_init(cfg: RLConfig) -> RLConfig:
-    """``cfg`` with a local ``init_from`` as an absolute path (a shipped ``agents/...`` name resolved):
-    the run's ``config.yaml`` then names the agent from anywhere, so a resume from another folder finds
-    it."""
-    if not cfg.init_from or "://" in cfg.init_from or os.path.isabs(cfg.init_from):
-        return cfg
-    from equirl.rl.zoo import resolve_agent_path
-
-    found = resolve_agent_path(cfg.init_from)
-    return dataclasses.replace(cfg, init_from=os.path.abspath(found)) if found.exists() else cfg
-
-
 def check_run(cfg: RLConfig, trust_checkpoint: bool = False) -> str:
     """Everything :func:`run_training` checks before it trains -- the config, the output folder, the env
     and its spec, the agent to finetune, the memory the model and its buffer need -- without training
@@ -158,7 +148,7 @@ def check_run(cfg: RLConfig, trust_checkpoint: bool = False) -> str:
     """
     check_output_path(cfg.out, "out")
     signing_key()  # checkpoints are signed: a key that cannot be made fails here, not at every checkpoint
-    cfg = _absolute_init(cfg)
+    cfg = replace(cfg, init_from=absolute_agent_path(cfg.init_from))  # config.yaml names it from anywhere
     probe = cfg
     if cfg.method == AUTO:
         if not cfg.init_from:
@@ -201,7 +191,7 @@ def run_training(
     """
     check_output_path(cfg.out, "out")
     signing_key()  # checkpoints are signed: a key that cannot be made fails here, not at every checkpoint
-    cfg = _absolute_init(cfg)
+    cfg = replace(cfg, init_from=absolute_agent_path(cfg.init_from))  # config.yaml names it from anywhere
     # validation errors happen before any directory exists; method auto resolves first (zero-shot)
     auto_choice = None
     if cfg.method == AUTO:
@@ -273,16 +263,26 @@ def resume_training(
 
     run_dir = Path(run_dir)
     check_no_symlinks(run_dir)
-    read_run(run_dir)  # a run folder (before a lock file is made in it)
-    with run_lock(run_dir):  # another process training it is refused here
-        info = read_run(run_dir)
-        status = effective_status(info)
-        if status == "finished":
+
+    def refuse_finished(info: dict[str, Any]) -> None:
+        if effective_status(info) == "finished":
             raise RunFinishedError(
                 f"{run_dir} has already finished ({info.get('steps_done')} of {info.get('total_timesteps')} "
                 "steps): nothing to resume"
             )
-        host = info.get("host")
+
+    refuse_finished(read_run(run_dir))  # a run folder, not finished (before a lock file is made in it)
+    locked_before = (run_dir / LOCK_FILE).exists()
+    with run_lock(run_dir):  # another process training it is refused here
+        info = read_run(run_dir)
+        refuse_finished(info)
+        status = effective_status(info)
+        pid, host = info.get("pid"), info.get("host")
+        if status == "running" and not locked_before and isinstance(pid, int) and pid != os.getpid():
+            # a run that never had a lock (an older equirl trains it?): the pid is all there is to go by
+            raise CheckpointError(
+                f"{run_dir} is still running (pid {pid}, without a run lock); stop it first"
+            )
         if status == "running" and isinstance(host, str) and host != socket.gethostname():
             raise CheckpointError(
                 f"{run_dir} is still running on {printable(str(info.get('host')), 100)} "

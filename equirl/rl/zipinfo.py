@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from equirl.errors import CheckpointError, ConfigError, EquirlError
-from equirl.rl.algos import ALGOS, AlgoSpec
+from equirl.rl.algos import ALGOS, OTHER_ALGO_MODULES, AlgoSpec
 from equirl.rl.zoo import missing_agent
 from equirl.utils.io import check_zip_members, parse_json, printable
 
@@ -56,12 +56,7 @@ for _spec in ALGOS.values():
     for _name in _spec.policies:
         _EQUIRL_CLASSES.setdefault(_name, _by_policy(_spec))
 #: sb3-contrib algorithms equirl does not load, by policy module (TRPO's policy is SB3's own: by its keys)
-_OTHER_MODULES = {
-    "sb3_contrib.common.maskable.policies": "MaskablePPO",
-    "sb3_contrib.common.recurrent.policies": "RecurrentPPO",
-    "sb3_contrib.ars.policies": "ARS",
-    "sb3_contrib.crossq.policies": "CrossQ",
-}
+_OTHER_MODULES = OTHER_ALGO_MODULES
 
 
 @dataclass(frozen=True)

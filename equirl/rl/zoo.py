@@ -41,6 +41,7 @@ import dataclasses
 import glob
 import importlib
 import logging
+import os
 import re
 import weakref
 from collections.abc import Mapping
@@ -371,6 +372,16 @@ def resolve_agent_path(path: str | Path) -> Path:
                 )
             p = shipped
     return p
+
+
+def absolute_agent_path(path: str | None) -> str | None:
+    """A local agent path as an absolute one (a shipped ``agents/...`` name resolved; a hub reference,
+    an absolute path or a path that exists nowhere unchanged): what a run's ``config.yaml`` stores, so a
+    resume from another folder finds the agent, and what a sweep's trial fingerprints (the same text)."""
+    if not path or "://" in path or os.path.isabs(path):
+        return path
+    found = resolve_agent_path(path)
+    return os.path.abspath(found) if found.exists() else path
 
 
 def _id_variants(env_id: str) -> list[str]:
@@ -750,9 +761,9 @@ def agent_env_id(path: str | Path) -> str | None:
 def _algo_prefixes() -> frozenset[str]:
     """Algorithm names that prefix an agent's name on the hub and in SB3's examples (``a2c-Pendulum-v1``):
     equirl's algorithms and the ones it names but does not load."""
-    from equirl.rl.zipinfo import _OTHER_MODULES, ALGO_NAMES
+    from equirl.rl.algos import ALGOS, OTHER_ALGO_MODULES
 
-    return frozenset([*ALGO_NAMES, "ddpg", "trpo", *(n.lower() for n in _OTHER_MODULES.values())])
+    return frozenset([*ALGOS, "ddpg", "trpo", *(n.lower() for n in OTHER_ALGO_MODULES.values())])
 
 
 def save_agent_env(path: str | Path, env_id: str | None, dest: str | Path) -> list[Path]:
@@ -913,13 +924,19 @@ class ZooEnv:
         return env
 
     def _wrap_monitored(self, env: Any) -> Any:
-        """The wrappers, then a ``Monitor`` outside them (SB3 puts its own inside, under the wrappers):
-        an episode is what the agent saw end, so one that a wrapper cuts short (``TimeLimit(100)`` on
-        Pendulum) counts, as in rl_zoo3's ``enjoy``, instead of never ending for ``evaluate_policy``."""
+        """The wrappers; with a ``TimeLimit`` among them, a ``Monitor`` outside them too (SB3 puts its own
+        inside, under the wrappers): an episode the limit cuts short (``TimeLimit(100)`` on Pendulum) then
+        ends for ``evaluate_policy`` too (it counted none, and evaluated forever), as rl_zoo3's ``enjoy``
+        counts it. Not with ``AtariWrapper`` or a wrapper equirl does not know: those may end an
+        "episode" at a lost life or change the rewards, and the returns are the inner ``Monitor``'s, the
+        whole game's (what ``enjoy`` reports for Atari)."""
+        from gymnasium.wrappers import TimeLimit
         from stable_baselines3.common.monitor import Monitor
 
         env = self._wrap(env)
-        return Monitor(env) if self.wrappers else env
+        cuts = any(isinstance(w.cls, type) and issubclass(w.cls, TimeLimit) for w in self.wrappers)
+        alters = any(w.obs in (_IMAGE, "unknown") for w in self.wrappers)
+        return Monitor(env) if cuts and not alters else env
 
     def _apply(self, w: ResolvedWrapper, env: Any) -> Any:
         try:

@@ -175,7 +175,14 @@ def check_input(model: Symmetrizer, x: Tensor) -> None:
             model._run_model(x[:1])
     except EquirlError:
         raise
-    except Exception as exc:
+    except (
+        RuntimeError,
+        ValueError,
+        IndexError,
+        TypeError,
+    ) as exc:  # shape / dtype errors; not OOM, not bugs
+        if isinstance(exc, torch.OutOfMemoryError):
+            raise
         raise SymmetryError(
             f"the classifier does not take images of shape {tuple(x.shape)}: {type(exc).__name__}: "
             f"{first_cause(exc)}"

@@ -157,7 +157,8 @@ def test_a_relative_init_from_is_stored_absolute(tmp_path: Path, monkeypatch: py
 def test_runs_lists_a_run_directory_itself_and_runs_one_level_down(tmp_path: Path) -> None:
     run = _interrupted(tmp_path)
     assert [r["run_dir"] for r in list_runs(run)] == [str(run)]  # `equirl runs RUN_DIR`
-    assert [r["run_dir"] for r in list_runs(tmp_path)] == [str(run)]  # a folder of sweep / runs folders
+    assert [r["run_dir"] for r in list_runs(tmp_path, nested=True)] == [str(run)]  # a folder of runs folders
+    assert list_runs(tmp_path) == []  # not for a sweep report: it would pool several sweeps
 
 
 def test_the_final_model_of_an_unfinished_run_is_named_as_missing_with_the_way_on(tmp_path: Path) -> None:
@@ -170,3 +171,30 @@ def test_the_final_model_of_an_unfinished_run_is_named_as_missing_with_the_way_o
     ) as e:
         find_agent_zip(run, "CartPole-v1", which="final")
     assert f"equirl train --resume {run}" in str(e.value)
+
+
+def test_a_huge_number_in_state_json_is_one_line(tmp_path: Path) -> None:
+    run = _interrupted(tmp_path)
+    p = run / "checkpoint" / "state.json"
+    data = json.loads(p.read_text())
+    data["state"]["train_seconds"] = 12345.5
+    p.write_text(json.dumps(data).replace("12345.5", "1e400"))  # JSON reads 1e400 as inf
+    assert "1e400" in p.read_text()
+    with pytest.raises(CheckpointError, match=r"state\.json: malformed run state \(train_seconds is inf"):
+        resume_training(run)
+    data["state"]["train_seconds"] = 1.0
+    data["state"]["eval"]["best_step"] = 12345
+    p.write_text(json.dumps(data).replace("12345", "1e400"))
+    with pytest.raises(CheckpointError, match=r"state\.json: malformed run state .*not a finite number"):
+        resume_training(run)
+
+
+def test_a_running_run_without_a_lock_file_trusts_its_live_pid(tmp_path: Path) -> None:
+    """A run an older equirl trains has no run.lock: its live pid is what says it runs."""
+    import os
+
+    run = _interrupted(tmp_path)
+    (run / LOCK_FILE).unlink()
+    _set_run_json(run, status="running", pid=os.getppid(), host=socket.gethostname())
+    with pytest.raises(CheckpointError, match=r"still running \(pid \d+, without a run lock\)"):
+        resume_training(run)

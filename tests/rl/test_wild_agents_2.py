@@ -318,3 +318,35 @@ class _Extractor(_extractor_base()):  # type: ignore[misc]
 
     def forward(self, obs: Any) -> Any:
         return self.net(obs)
+
+
+def test_the_outer_monitor_only_with_a_time_limit_and_never_with_atari_or_unknown_wrappers() -> None:
+    """AtariWrapper ends an "episode" at each lost life and clips rewards: an outer Monitor would report
+    per-life clipped returns; the game's return is the inner Monitor's (what rl_zoo3's enjoy shows)."""
+    import gymnasium as gym
+    from gymnasium.wrappers import TimeLimit
+    from stable_baselines3.common.atari_wrappers import AtariWrapper
+    from stable_baselines3.common.monitor import Monitor
+
+    from equirl.rl.zoo import ALLOWED_WRAPPERS, ResolvedWrapper, ZooEnv
+
+    limit = ResolvedWrapper("gymnasium.wrappers.TimeLimit", TimeLimit, {"max_episode_steps": 50}, "same")
+    # AtariWrapper's kind ("image"), on a stand-in class: CartPole has no Atari action meanings
+    atari = ResolvedWrapper("stable_baselines3.common.atari_wrappers.AtariWrapper", gym.Wrapper, {}, "image")
+    assert (
+        ALLOWED_WRAPPERS[atari.path].obs == atari.obs
+        and ALLOWED_WRAPPERS[atari.path].name == AtariWrapper.__name__
+    )
+    unknown = ResolvedWrapper("my.Wrapper", gym.Wrapper, {}, "unknown")
+    cases = [
+        ((limit,), True),
+        ((atari,), False),
+        ((limit, atari), False),
+        ((limit, unknown), False),
+        ((), False),
+    ]
+    for wrappers, outer in cases:
+        z = ZooEnv("CartPole-v1", wrappers=wrappers)
+        env = z._wrap_monitored(gym.make("CartPole-v1"))
+        assert isinstance(env, Monitor) is outer, wrappers
+        env.close()
