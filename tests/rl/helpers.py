@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 from pathlib import Path
 from typing import Any
@@ -67,3 +68,25 @@ def perturb_lambda(module: torch.nn.Module) -> None:
         for name, p in module.named_parameters():
             if "lambda_net" in name:
                 p.copy_(torch.randn(p.shape, generator=gen))
+
+
+def finished_run(d: Path, method: str, seed: int, returns: list[float], env: str = "CartPole-v1") -> Path:
+    """A finished run folder as a sweep report reads it (``run.json`` and ``evaluations.json`` only):
+    evaluations every 100 steps with these mean returns, the last one the final evaluation.
+
+    :returns: ``d``.
+    """
+    d.mkdir(parents=True)
+    evals = [{"timestep": 100 * (i + 1), "mean_return": r} for i, r in enumerate(returns)]
+    info = {
+        "status": "finished",
+        "env": env,
+        "method": method,
+        "seed": seed,
+        "steps_done": 100 * len(returns),
+        "total_timesteps": 100 * len(returns),
+        "best": {"timestep": 100, "mean_return": max(returns)},
+    }
+    (d / "run.json").write_text(json.dumps(info))
+    (d / "evaluations.json").write_text(json.dumps({"evaluations": evals}))
+    return d

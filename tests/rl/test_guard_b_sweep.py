@@ -18,6 +18,7 @@ from equirl.registry import BASE, EQUITUNE
 from equirl.rl.lifecycle import read_run
 from equirl.rl.sweep import MAX_TRIALS, find_trial_dir, load_sweep, run_sweep, trial_dirs
 from equirl.rl.sweep_report import sweep_report
+from tests.rl.helpers import finished_run
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -214,24 +215,7 @@ def test_a_stale_cluster_file_does_not_break_a_local_sweep(
 
 
 def _fake_run(root: Path, name: str, seed: int, returns: list[float]) -> Path:
-    d = root / name
-    d.mkdir(parents=True)
-    evals = [{"timestep": 100 * (i + 1), "mean_return": r} for i, r in enumerate(returns)]
-    (d / "run.json").write_text(
-        json.dumps(
-            {
-                "status": "finished",
-                "env": "CartPole-v1",
-                "method": BASE,
-                "seed": seed,
-                "steps_done": 100 * len(returns),
-                "total_timesteps": 100 * len(returns),
-                "best": {"timestep": 100, "mean_return": max(returns)},
-            }
-        )
-    )
-    (d / "evaluations.json").write_text(json.dumps({"evaluations": evals}))
-    return d
+    return finished_run(root / name, BASE, seed, returns)
 
 
 def test_report_lists_a_truncated_evaluations_file_and_goes_on(

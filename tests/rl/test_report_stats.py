@@ -3,7 +3,6 @@ seed counted once, a baseline that exists, column labels that name it, missing t
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -11,27 +10,11 @@ import pytest
 from equirl.cli import main
 from equirl.registry import BASE, EQUITUNE
 from equirl.rl.sweep_report import MIN_SEEDS, sweep_report
+from tests.rl.helpers import finished_run
 
 
 def _run(root: Path, method: str, seed: int, returns: list[float], stamp: int = 1) -> Path:
-    d = root / f"CartPole-v1__{method}__{seed}__{stamp}"
-    d.mkdir(parents=True)
-    evals = [{"timestep": 100 * (i + 1), "mean_return": r} for i, r in enumerate(returns)]
-    (d / "run.json").write_text(
-        json.dumps(
-            {
-                "status": "finished",
-                "env": "CartPole-v1",
-                "method": method,
-                "seed": seed,
-                "steps_done": 100 * len(returns),
-                "total_timesteps": 100 * len(returns),
-                "best": {"timestep": 100, "mean_return": max(returns)},
-            }
-        )
-    )
-    (d / "evaluations.json").write_text(json.dumps({"evaluations": evals}))
-    return d
+    return finished_run(root / f"CartPole-v1__{method}__{seed}__{stamp}", method, seed, returns)
 
 
 def _groups(root: Path, **kw: object) -> dict[str, dict[str, object]]:
