@@ -357,10 +357,11 @@ class EquiEvalCallback(EvalCallback):
         :raises ValueError: a field of the wrong type or length.
         """
 
-        def number(v: Any, what: str) -> float:
+        def number(v: Any, what: str, none_yet: bool = False) -> float:
+            """``none_yet``: -inf allowed (SB3's "no evaluation yet" for the best / last mean)."""
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise ValueError(f"{what} is {type(v).__name__}, not a number")
-            if not np.isfinite(float(v)):  # JSON's 1e400 reads as inf
+            if not (np.isfinite(float(v)) or (none_yet and float(v) == -np.inf)):  # JSON's 1e400 is inf
                 raise ValueError(f"{what} is {v}, not a finite number")
             return float(v)
 
@@ -384,9 +385,9 @@ class EquiEvalCallback(EvalCallback):
         return {
             "timesteps": steps,
             "results": results,
-            "best_mean_reward": -np.inf if best is None else number(best, "best_mean_reward"),
+            "best_mean_reward": -np.inf if best is None else number(best, "best_mean_reward", none_yet=True),
             "best_step": None if best_step is None else int(number(best_step, "best_step")),
-            "last_mean_reward": -np.inf if last is None else number(last, "last_mean_reward"),
+            "last_mean_reward": -np.inf if last is None else number(last, "last_mean_reward", none_yet=True),
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
