@@ -474,7 +474,7 @@ def _eval_env(args: argparse.Namespace) -> str:
     """``--env``, or the env the agent's files name (an RL-zoo folder's ``args.yml`` / subfolder / folder
     name, a run's ``config.yaml``), as its current id (one warning naming both ids when they differ)."""
     from equirl.rl.envs import resolve_env_id
-    from equirl.rl.zoo import agent_env_id
+    from equirl.rl.zoo import agent_env_id, agent_runs
 
     if args.env is not None:
         from equirl.rl.spec import is_spec_path, use_spec_file
@@ -484,14 +484,9 @@ def _eval_env(args: argparse.Namespace) -> str:
         return resolve_env_id(args.env)
     trained = agent_env_id(args.agent)
     if trained is None:
-        folder = Path(args.agent)
-        subs = (
-            sorted(d.name for d in folder.iterdir() if d.is_dir() and any(d.glob("*.zip")))
-            if folder.is_dir()
-            else []
-        )
-        if len(subs) > 1 and not any(folder.glob("*.zip")):  # rl_zoo3's {algo}/ folder: one run per subfolder
-            shown = ", ".join(printable(n, 60) for n in subs[:4]) + (", ..." if len(subs) > 4 else "")
+        several = agent_runs(args.agent)
+        if len(several) > 1:  # rl_zoo3's {algo}/ folder: one run per subfolder
+            shown = ", ".join(printable(n, 60) for n in several[:4]) + (", ..." if len(several) > 4 else "")
             raise ConfigError(
                 f"{printable(args.agent, 200)} holds several agents ({shown}): give one of them"
             )
@@ -540,7 +535,6 @@ def _symmetrize(args: argparse.Namespace, console: Any) -> int:
 def _eval_title(args: argparse.Namespace, which: str) -> str:
     """The table's title: the env, the zip evaluated, and whether the agent was trained with a method
     (an equirl run folder's config) or is evaluated zero-shot."""
-    from pathlib import Path
 
     from equirl.config import load_yaml
     from equirl.rl.zoo import find_agent_zip, resolve_agent_path

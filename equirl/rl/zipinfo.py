@@ -55,8 +55,6 @@ _EQUIRL_CLASSES: dict[str, str] = {}
 for _spec in ALGOS.values():
     for _name in _spec.policies:
         _EQUIRL_CLASSES.setdefault(_name, _by_policy(_spec))
-#: sb3-contrib algorithms equirl does not load, by policy module (TRPO's policy is SB3's own: by its keys)
-_OTHER_MODULES = OTHER_ALGO_MODULES
 
 
 @dataclass(frozen=True)
@@ -236,8 +234,8 @@ def inspect_agent_zip(path: str | Path) -> AgentZipInfo:
     entry = data.get("policy_class")
     cls = _class_path(entry)
     algo, other = _refine(_algo_of_class(*cls) if cls else None, data)
-    if cls and cls[0] in _OTHER_MODULES:
-        other = _OTHER_MODULES[cls[0]]
+    if cls and cls[0] in OTHER_ALGO_MODULES:
+        other = OTHER_ALGO_MODULES[cls[0]]
     if algo is None and other is None:
         algo = _algo(_policy_text(entry))  # older or hand-made zips: the DQN / QR-DQN names in its text
     return AgentZipInfo(
@@ -298,28 +296,20 @@ def _warn_bounds(path: Any, info: AgentZipInfo, space: Any, env_id: str | None) 
         )  # fmt: skip
 
 
-def _named_env(path: Any, env_id: str | None) -> str:
-    """`` (its files name X)`` when the agent's folder or zip names an env other than ``env_id``."""
+def _agent_env(path: Any) -> str | None:
+    """The env id the agent's folder or zip names, if any (``None`` also when it cannot be read)."""
     from equirl.rl.zoo import agent_env_id
 
     try:
-        named = agent_env_id(path)
-    except EquirlError:
-        return ""
-    return f" (its files name {printable(named, 80)})" if named and named != env_id else ""
-
-
-def _older_id(path: Any, env_id: str | None) -> str | None:
-    """The agent's own env id when equirl runs it as ``env_id`` (an older version: ``Ant-v3`` as
-    ``Ant-v5``), else ``None``."""
-    from equirl.rl.envs import current_env_id
-    from equirl.rl.zoo import agent_env_id
-
-    try:
-        named = agent_env_id(path)
+        return agent_env_id(path)
     except EquirlError:
         return None
-    return named if named and env_id and named != env_id and current_env_id(named) == env_id else None
+
+
+def _named_env(path: Any, env_id: str | None) -> str:
+    """`` (its files name X)`` when the agent's folder or zip names an env other than ``env_id``."""
+    named = _agent_env(path)
+    return f" (its files name {printable(named, 80)})" if named and named != env_id else ""
 
 
 def read_algo(
@@ -381,11 +371,18 @@ def check_agent_zip(
             f"{path} expects observations of size {math.prod(info.obs_shape)} {info.obs_shape} but "
             f"{env_id or 'the env'} gives size {math.prod(shape)} {shape}"
         )
-        older = _older_id(path, env_id)
-        if older is not None:  # the user did pick the agent's env: equirl runs it as a newer version
+        from equirl.rl.envs import current_env_id
+
+        named = _agent_env(path)
+        if named and env_id and named != env_id and current_env_id(named) == env_id:
+            # the user did pick the agent's env: equirl runs it as a newer version, of other observations
+            older = named
             raise CheckpointError(
                 f"{sizes}: the agent's env {printable(older, 80)} runs here as {env_id}, the version equirl "
                 f"has a spec for, and {env_id}'s observations differ from {printable(older, 80)}'s (equirl "
                 "cannot run this agent)"
             )
-        raise CheckpointError(f"{sizes}: pick the agent's env" + _named_env(path, env_id))
+        raise CheckpointError(
+            f"{sizes}: pick the agent's env"
+            + (f" (its files name {printable(named, 80)})" if named and named != env_id else "")
+        )

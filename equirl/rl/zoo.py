@@ -758,6 +758,15 @@ def agent_env_id(path: str | Path) -> str | None:
     return None
 
 
+def agent_runs(path: str | Path) -> list[str]:
+    """The subfolders holding a zip of a folder that holds none itself (rl_zoo3's ``{algo}/`` folder of
+    ``{env}_{n}`` runs), by name; ``[]`` for anything else."""
+    folder = Path(path)
+    if not folder.is_dir() or any(folder.glob("*.zip")):
+        return []
+    return sorted(d.name for d in folder.iterdir() if d.is_dir() and any(d.glob("*.zip")))
+
+
 def _algo_prefixes() -> frozenset[str]:
     """Algorithm names that prefix an agent's name on the hub and in SB3's examples (``a2c-Pendulum-v1``):
     equirl's algorithms and the ones it names but does not load."""
